@@ -1,0 +1,232 @@
+"""The "Segment" dock: choose an image layer, a weight file and a device; see the model card.
+
+The widget keeps all its state on the instance. Recently used weight files are kept in a JSON
+file in the user's config directory (``NAPARI_CELLSEG_CONFIG_DIR`` overrides it, for tests).
+Running inference is added in a later step; this dock only selects and inspects the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import napari
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, TextEdit
+from napari.layers import Image
+from napari.utils.notifications import show_error
+
+from napari_cellseg import models
+from napari_cellseg.core.device import available_devices, resolve_device
+from napari_cellseg.core.errors import CellsegError
+
+log = logging.getLogger(__name__)
+
+WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin"
+CONFIG_ENV = "NAPARI_CELLSEG_CONFIG_DIR"
+RECENT_FILE = "recent_weights.json"
+CARD_MAX_HEIGHT = 260  # pixels: room for a full summary without filling the dock
+NO_FILE_TEXT = "No weight file chosen: pick one above or from the recent list."
+
+
+def config_dir() -> Path:
+    """The directory for napari-cellseg's user settings (``$NAPARI_CELLSEG_CONFIG_DIR`` first)."""
+    if env := os.environ.get(CONFIG_ENV):
+        return Path(env).expanduser()
+    try:
+        from platformdirs import user_config_dir
+    except ImportError:  # pragma: no cover - napari depends on platformdirs
+        return Path.home() / ".config" / "napari-cellseg"
+    return Path(user_config_dir("napari-cellseg", appauthor=False))
+
+
+class RecentFiles:
+    """Most-recently-used weight files, newest first, stored as a JSON list of paths."""
+
+    def __init__(self, path: Path, limit: int = 10) -> None:
+        self.path = path
+        self.limit = limit
+
+    def load(self) -> list[Path]:
+        """Return the stored files that still exist; a missing or broken store gives ``[]``."""
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        if not isinstance(raw, list):
+            return []
+        return [Path(p) for p in raw if isinstance(p, str) and Path(p).is_file()]
+
+    def add(self, file: Path) -> None:
+        """Put ``file`` first and save (atomically); a failed save is logged, not raised."""
+        items = [file, *(p for p in self.load() if p != file)][: self.limit]
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump([str(p) for p in items], fh, indent=1)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("could not save the recent weight files to %s: %s", self.path, exc)
+
+
+def rebuild_choices(combo: ComboBox) -> None:
+    """Refill ``combo`` in the order its choices function gives, keeping its value if offered.
+
+    magicgui matches items by their text, so a renamed item would move to the end and lose the
+    selection; rebuilding keeps the order of the layer list and the user's choice.
+    """
+    before = combo.value
+    with combo.changed.blocked():
+        combo.native.clear()
+        combo.reset_choices()
+        if before in combo.choices:
+            combo.value = before
+    if combo.value != before:
+        combo.changed.emit(combo.value)
+
+
+class SegmentWidget(Container):
+    """Dock widget to pick the image layer, the weight file and the device."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._busy = False
+        self._model_card: Any = None
+        self._recent = RecentFiles(config_dir() / RECENT_FILE)
+        self._bundled = [p.resolve() for p in models.list_bundled_weights()]
+
+        self._image = ComboBox(name="image_layer", label="Image", choices=self._image_choices)
+        self._weights = FileEdit(
+            name="weights", label="Weights", mode="r", filter=WEIGHT_FILTER, nullable=True
+        )
+        self._recent_box = ComboBox(
+            name="recent", label="Recent", choices=self._recent_choices, nullable=True
+        )
+        self._device = ComboBox(
+            name="device", label="Device", choices=available_devices(), value="auto"
+        )
+        self._device_info = Label(name="device_info", label=" ")
+        self._card = TextEdit(name="card", label="Model", value=NO_FILE_TEXT)
+        self._card.read_only = True
+        self._card.native.setMaximumHeight(CARD_MAX_HEIGHT)
+        self.extend(
+            [self._image, self._weights, self._recent_box, self._device, self._device_info,
+             self._card]
+        )  # fmt: skip
+        self.native.layout().addStretch(1)  # keep the rows at the top of a tall dock
+
+        self._weights.changed.connect(self._on_weights_changed)
+        self._recent_box.changed.connect(self._on_recent_changed)
+        self._device.changed.connect(self._on_device_changed)
+        layer_events = viewer.layers.events
+        layer_events.inserted.connect(self._on_layer_inserted)
+        layer_events.removed.connect(self._on_layer_removed)
+        layer_events.reordered.connect(self._refresh_images)
+        for layer in viewer.layers:
+            layer.events.name.connect(self._refresh_images)
+
+        self._on_device_changed(self._device.value)
+        start = self._bundled or self._recent.load()
+        if start:
+            self._use(start[0], remember=False)
+
+    # -- public read-only state, for the inference step ------------------------------------
+    @property
+    def selected_image(self) -> Image | None:
+        """The chosen Image layer, or ``None``."""
+        return self._image.value
+
+    @property
+    def weights_path(self) -> Path | None:
+        """The chosen weight file when its model card could be read, else ``None``."""
+        return self._weights.value if self._model_card is not None else None
+
+    @property
+    def model_card(self) -> Any:
+        """The :class:`~napari_cellseg.models.ModelCard` of the chosen file, or ``None``."""
+        return self._model_card
+
+    # -- image layers -----------------------------------------------------------------------
+    def _image_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
+
+    def _refresh_images(self, _event: Any = None) -> None:
+        rebuild_choices(self._image)
+
+    def _on_layer_inserted(self, event: Any) -> None:
+        event.value.events.name.connect(self._refresh_images)
+        self._refresh_images()
+
+    def _on_layer_removed(self, event: Any) -> None:
+        event.value.events.name.disconnect(self._refresh_images)
+        self._refresh_images()
+
+    # -- weight files -----------------------------------------------------------------------
+    def _recent_choices(self, _widget: Any = None) -> list[tuple[str, Path]]:
+        recent = self._recent.load()
+        choices = [(f"{p.name}  ({p.parent})", p) for p in recent]
+        choices += [(f"{p.name}  (demo)", p) for p in self._bundled if p not in recent]
+        return choices
+
+    def _on_weights_changed(self, value: Path | None) -> None:
+        if not self._busy:
+            self._use(value, remember=True)
+
+    def _on_recent_changed(self, value: Path | None) -> None:
+        if not self._busy and value is not None:
+            self._use(value, remember=True)
+
+    @contextlib.contextmanager
+    def _syncing(self) -> Iterator[None]:
+        self._busy = True
+        try:
+            yield
+        finally:
+            self._busy = False
+
+    def _use(self, path: Path | None, *, remember: bool) -> None:
+        """Show the card of ``path``, sync both pickers and remember a good file."""
+        path = Path(path).expanduser().resolve() if path is not None else None
+        with self._syncing():
+            if self._weights.value != path:
+                self._weights.value = path
+            self._model_card = self._read_card(path)
+            if self._model_card is not None and path is not None and remember:
+                self._recent.add(path)
+            rebuild_choices(self._recent_box)
+            known = [value for _, value in self._recent_choices()]
+            self._recent_box.value = path if path in known else None
+
+    def _read_card(self, path: Path | None) -> Any:
+        if path is None or not path.is_file():
+            self._card.value = NO_FILE_TEXT if path is None else f"Not a file: {path}"
+            return None
+        try:
+            card = models.read_card(path)
+        except CellsegError as exc:
+            message = str(exc)
+        except Exception as exc:  # a reader bug must not take the dock down
+            message = f"{path}: could not read the model card ({type(exc).__name__}: {exc})"
+        else:
+            self._card.value = card.summary()
+            return card
+        self._card.value = f"⚠ This weight file cannot be used.\n\n{message}"
+        show_error(message)
+        return None
+
+    # -- device -----------------------------------------------------------------------------
+    def _on_device_changed(self, name: str | None) -> None:
+        try:
+            device = resolve_device(name or "auto")
+        except Exception as exc:  # e.g. "cuda" chosen but not usable
+            self._device_info.value = f"unavailable: {exc}"
+            show_error(str(exc))
+            return
+        self._device_info.value = f"runs on: {device}"

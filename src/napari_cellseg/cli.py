@@ -1,0 +1,74 @@
+"""The ``cellseg`` command line: ``cellseg info FILE`` (more subcommands arrive with the engine).
+
+The CLI is napari-free: it imports only the core and the models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from napari_cellseg import __version__
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from napari_cellseg.models import load_weights, read_card
+
+    for path in args.files:
+        if args.check:
+            loaded = load_weights(path)
+            card = loaded.card
+            n_params = sum(p.numel() for p in loaded.model.parameters())
+        else:
+            card, n_params = read_card(path), None
+        if args.json:
+            print(json.dumps({"file": str(path), "card": card.to_dict()}, indent=2, sort_keys=True))
+            continue
+        print(f"{path}")
+        print(card.summary())
+        if n_params is not None:
+            print(f"  parameters:    {n_params / 1e6:.2f} M (weights loaded and checked)")
+        print("  builder args:  " + json.dumps(card.builder_args, sort_keys=True))
+        versions = ", ".join(f"{k} {v}" for k, v in card.library_versions.items())
+        print(f"  libraries:     {versions}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``cellseg`` (exposed for docs and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="cellseg",
+        description="Segment cells, nuclei and glands with U-Net and Mask R-CNN.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-cellseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    info = sub.add_parser("info", help="print the model card of weight files")
+    info.add_argument("files", nargs="+", metavar="FILE", help="weight file or smp folder")
+    info.add_argument("--json", action="store_true", help="print the card as JSON")
+    info.add_argument(
+        "--check", action="store_true", help="also build the model and load the weights"
+    )
+    info.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (2 for a user error, with a one-line message)."""
+    from napari_cellseg.core.errors import CellsegError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CellsegError as error:
+        print(f"cellseg: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cellseg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,237 @@
+"""The model card: everything a weight file says about itself.
+
+A native napari-cellseg weight file is one ``.safetensors`` file whose metadata key
+``"cellseg.card"`` holds this card as JSON. Foreign files (a bare state dict) get a card
+inferred from their keys and shapes, with the documented defaults below and
+``provenance["source"]`` saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any
+
+from napari_cellseg.core.errors import CellsegError
+
+CARD_METADATA_KEY = "cellseg.card"
+CARD_SCHEMA_VERSION = 1
+FAMILIES = ("unet", "maskrcnn")
+CHANNEL_HANDLING = ("rgb", "grey", "channels")
+
+#: Percentile normalisation: (x - p_low) / (p_high - p_low), per channel, then clipped.
+DEFAULT_NORMALISATION: dict[str, Any] = {"method": "percentile", "low": 1.0, "high": 99.8}
+
+_UNET_OUTPUTS = {
+    1: (["foreground"], "sigmoid"),
+    2: (["background", "foreground"], "softmax"),
+    3: (["background", "interior", "boundary"], "softmax"),
+}
+
+
+class ModelCardError(CellsegError):
+    """The card stored in a weight file is malformed."""
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that define the weights' meaning."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("napari-cellseg", "torch", "torchvision", "segmentation-models-pytorch"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def default_outputs(family: str, builder_args: dict[str, Any]) -> tuple[list[str], str | None]:
+    """What each output channel means, and its activation, by our conventions."""
+    if family == "unet":
+        classes = int(builder_args.get("classes", 3))
+        names, activation = _UNET_OUTPUTS.get(
+            classes, ([f"class_{i}" for i in range(classes)], "softmax")
+        )
+        return list(names), activation
+    num_classes = int(builder_args.get("num_classes", 2))
+    names = (
+        ["background", "object"]
+        if num_classes == 2
+        else ["background", *[f"class_{i}" for i in range(1, num_classes)]]
+    )
+    return names, None
+
+
+@dataclass
+class ModelCard:
+    """Describes a model: how to rebuild it, feed it, read its outputs and where it came from.
+
+    Attributes
+    ----------
+    family : str
+        ``"unet"`` or ``"maskrcnn"``.
+    builder_args : dict
+        Keyword arguments of the family's builder (``napari_cellseg.models.build_model``).
+    input_channels : int
+        Channels the network takes.
+    channel_handling : str
+        ``"rgb"``: grey images are replicated to 3 channels, alpha dropped;
+        ``"grey"``: colour images are converted to luminance;
+        ``"channels"``: the user maps image channels onto the input channels.
+    normalisation : dict
+        E.g. ``{"method": "percentile", "low": 1.0, "high": 99.8}``.
+    outputs : list of str
+        Meaning of each output channel (U-Net) or class (Mask R-CNN, index 0 = background).
+    output_activation : str or None
+        ``"softmax"``, ``"sigmoid"`` (U-Net) or ``None`` (Mask R-CNN).
+    name, description : str
+        Human-readable name and description.
+    provenance : dict
+        Training data manifest, epochs, metrics history, final metrics, source.
+    library_versions : dict
+        Versions of python, torch, torchvision, smp and napari-cellseg at creation.
+    created : str
+        ISO 8601 creation time (UTC).
+    """
+
+    family: str
+    builder_args: dict[str, Any]
+    input_channels: int
+    channel_handling: str = "rgb"
+    normalisation: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NORMALISATION))
+    outputs: list[str] = field(default_factory=list)
+    output_activation: str | None = None
+    name: str = ""
+    description: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    library_versions: dict[str, str] = field(default_factory=library_versions)
+    created: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+    )
+    schema_version: int = CARD_SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ModelCardError(
+                f"unknown model family {self.family!r} in model card; expected one of "
+                f"{', '.join(FAMILIES)}"
+            )
+        if self.channel_handling not in CHANNEL_HANDLING:
+            raise ModelCardError(
+                f"unknown channel handling {self.channel_handling!r}; expected one of "
+                f"{', '.join(CHANNEL_HANDLING)}"
+            )
+        if not self.outputs:
+            self.outputs, activation = default_outputs(self.family, self.builder_args)
+            if self.output_activation is None:
+                self.output_activation = activation
+        if not self.name:
+            self.name = f"{self.family}-{self.architecture}"
+
+    @classmethod
+    def for_model(cls, family: str, builder_args: dict[str, Any], **kwargs: Any) -> ModelCard:
+        """A card for a freshly built model, with input channels taken from the builder."""
+        input_channels = int(builder_args.get("in_channels", 3)) if family == "unet" else 3
+        kwargs.setdefault(
+            "channel_handling",
+            "rgb" if input_channels == 3 else ("grey" if input_channels == 1 else "channels"),
+        )
+        return cls(
+            family=family, builder_args=dict(builder_args), input_channels=input_channels, **kwargs
+        )
+
+    @property
+    def architecture(self) -> str:
+        """Short architecture name, e.g. ``resnet34`` or ``resnet50-v1``."""
+        if self.family == "unet":
+            return str(self.builder_args.get("encoder_name", "resnet34"))
+        backbone = self.builder_args.get("backbone", "resnet50")
+        return f"{backbone}-{self.builder_args.get('variant', 'v1')}"
+
+    # -- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The card as plain JSON-compatible data."""
+        return _jsonable(asdict(self))
+
+    def to_json(self) -> str:
+        """The card as a JSON string (what goes into the safetensors metadata)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        """Rebuild a card; unknown keys from newer versions are kept in ``provenance``."""
+        if not isinstance(data, dict):
+            raise ModelCardError("model card is not a JSON object")
+        known = {f.name for f in fields(cls)}
+        missing = [k for k in ("family", "builder_args", "input_channels") if k not in data]
+        if missing:
+            raise ModelCardError(f"model card lacks {', '.join(missing)}")
+        kwargs = {k: v for k, v in data.items() if k in known}
+        extra = {k: v for k, v in data.items() if k not in known}
+        if extra:
+            kwargs.setdefault("provenance", {})
+            kwargs["provenance"] = {**kwargs["provenance"], "unknown_card_fields": extra}
+        if kwargs.get("schema_version", 1) > CARD_SCHEMA_VERSION:
+            kwargs.setdefault("provenance", {})["newer_card_schema"] = kwargs["schema_version"]
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelCard:
+        """Parse a card from JSON text."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ModelCardError(f"model card is not valid JSON ({error.msg})") from None
+        return cls.from_dict(data)
+
+    # -- display -------------------------------------------------------------------------
+    def summary(self) -> str:
+        """A few human-readable lines: family, architecture, inputs, outputs, training."""
+        family = {"unet": "U-Net", "maskrcnn": "Mask R-CNN"}[self.family]
+        lines = [
+            f"{self.name}",
+            f"  family:        {family} ({self.architecture})",
+            f"  input:         {self.input_channels} channel(s), {self.channel_handling}; "
+            f"normalisation {_describe_normalisation(self.normalisation)}",
+            f"  outputs:       {', '.join(self.outputs)}"
+            + (f" ({self.output_activation})" if self.output_activation else ""),
+        ]
+        prov = self.provenance
+        source = prov.get("source", "napari-cellseg")
+        lines.append(f"  source:        {source}")
+        data = prov.get("data_manifest") or []
+        if data:
+            datasets = sorted({str(item.get("dataset", "?")) for item in data})
+            lines.append(f"  trained on:    {len(data)} images ({', '.join(datasets)})")
+        if prov.get("epochs") is not None:
+            lines.append(f"  epochs:        {prov['epochs']}")
+        metrics = prov.get("metrics") or {}
+        if metrics:
+            shown = ", ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+            )
+            lines.append(f"  metrics:       {shown}")
+        lines.append(f"  created:       {self.created}")
+        return "\n".join(lines)
+
+
+def _describe_normalisation(norm: dict[str, Any]) -> str:
+    method = norm.get("method", "?")
+    if method == "percentile":
+        return f"percentile {norm.get('low')}–{norm.get('high')}"
+    return str(method)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

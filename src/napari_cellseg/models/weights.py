@@ -1,0 +1,222 @@
+"""Saving and loading weight files: native ``.safetensors`` with a model card, or foreign files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from napari_cellseg.core.errors import CellsegError, WeightFileError
+from napari_cellseg.models.card import CARD_METADATA_KEY, ModelCard, ModelCardError
+from napari_cellseg.models.detect import infer_architecture
+from napari_cellseg.models.registry import build_model
+from napari_cellseg.models.state_dict_io import (
+    StateDict,
+    read_state_dict,
+    safetensors_header,
+)
+
+FOREIGN_SOURCE = "foreign file (architecture inferred from its keys and shapes)"
+#: Documented defaults for files without our card (see docs/weights.md).
+FOREIGN_NORMALISATION = {
+    "unet": {"method": "percentile", "low": 1.0, "high": 99.8},
+    "maskrcnn": {"method": "dtype-range"},
+}
+_IGNORED_SUFFIXES = ("num_batches_tracked",)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with the card that describes it."""
+
+    model: torch.nn.Module
+    card: ModelCard
+    path: Path
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+
+def save_weights(
+    model: torch.nn.Module, card: ModelCard, path: str | Path, *, half: bool = False
+) -> Path:
+    """Write ``model``'s weights and ``card`` atomically into one ``.safetensors`` file.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model whose ``state_dict()`` is saved.
+    card : ModelCard
+        Stored as JSON in the safetensors metadata under ``"cellseg.card"``.
+    path : str or Path
+        Target file; must end in ``.safetensors``. Written via a temporary file and a
+        rename, so a crash never leaves a half-written file.
+    half : bool
+        Store floating-point tensors as float16 (halves the size; loading casts back).
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    from safetensors.torch import save
+
+    from napari_cellseg.core.atomic import atomic_write_bytes
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise WeightFileError(path, "native weight files must end in .safetensors")
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        tensor = value.detach().to("cpu")
+        if half and tensor.is_floating_point():
+            tensor = tensor.half()
+        tensors[key] = tensor.clone().contiguous()
+    metadata = {CARD_METADATA_KEY: card.to_json(), "format": "napari-cellseg"}
+    try:
+        atomic_write_bytes(path, save(tensors, metadata=metadata))
+    except OSError as error:
+        raise WeightFileError(path, f"could not be written ({error.strerror or error})") from None
+    return path
+
+
+def read_card(path: str | Path) -> ModelCard:
+    """Return the model card of a weight file (inferred for foreign files).
+
+    For native files only the header is read, so this is fast even for large files.
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix == ".safetensors":
+        metadata = safetensors_header(path).get("__metadata__") or {}
+        if CARD_METADATA_KEY in metadata:
+            return _parse_card(path, metadata[CARD_METADATA_KEY])
+    state, metadata, source = read_state_dict(path)
+    return _card_for(path, state, metadata, source)
+
+
+def load_weights(
+    path: str | Path, *, device: str | torch.device = "cpu", card: ModelCard | None = None
+) -> LoadedModel:
+    """Load any supported weight file into a ready model (in eval mode).
+
+    Parameters
+    ----------
+    path : str or Path
+        A native ``.safetensors`` file, a foreign smp U-Net / torchvision Mask R-CNN state
+        dict (``.pt``/``.pth``/``.bin``/``.safetensors``, possibly wrapped in a checkpoint
+        dict), or an smp ``save_pretrained`` folder.
+    device : str or torch.device
+        Where to put the model.
+    card : ModelCard, optional
+        Overrides the stored or inferred card (e.g. a different normalisation).
+
+    Returns
+    -------
+    LoadedModel
+
+    Raises
+    ------
+    WeightFileError
+        One line naming the file and the problem: not a weight file, truncated, unknown
+        architecture, shape mismatch, or a pickle carrying code (refused unexecuted).
+    """
+    path = Path(path)
+    state, metadata, source = read_state_dict(path)
+    card = card or _card_for(path, state, metadata, source)
+    try:
+        model = build_model(card.family, **card.builder_args)
+    except CellsegError as error:
+        raise WeightFileError(path, f"its model card cannot be built: {error}") from None
+    notes = _check_compatible(path, model.state_dict(), state, card)
+    model.load_state_dict(state, strict=False)
+    model.eval()
+    return LoadedModel(model=model.to(device), card=card, path=path, source=source, notes=notes)
+
+
+def _parse_card(path: Path, text: str) -> ModelCard:
+    try:
+        return ModelCard.from_json(text)
+    except ModelCardError as error:
+        raise WeightFileError(path, f"invalid model card: {error}") from None
+    except TypeError as error:
+        raise WeightFileError(path, f"invalid model card: {error}") from None
+
+
+def _card_for(path: Path, state: StateDict, metadata: dict[str, Any], source: str) -> ModelCard:
+    if CARD_METADATA_KEY in metadata:
+        return _parse_card(path, metadata[CARD_METADATA_KEY])
+    if "smp_config" in metadata:
+        family, args = "unet", _smp_builder_args(path, metadata["smp_config"])
+        origin = "segmentation-models-pytorch save_pretrained folder"
+    else:
+        family, args = infer_architecture(state, path)
+        origin = FOREIGN_SOURCE
+    return ModelCard.for_model(
+        family,
+        args,
+        normalisation=dict(FOREIGN_NORMALISATION[family]),
+        name=path.stem,
+        provenance={"source": origin, "file": path.name},
+    )
+
+
+def _smp_builder_args(path: Path, config: dict[str, Any]) -> dict[str, Any]:
+    model_class = config.get("_model_class", "Unet")
+    if model_class != "Unet":
+        raise WeightFileError(
+            path, f"unknown architecture: smp {model_class}; napari-cellseg runs smp Unet models"
+        )
+    args: dict[str, Any] = {
+        "encoder_name": config.get("encoder_name", "resnet34"),
+        "in_channels": int(config.get("in_channels", 3)),
+        "classes": int(config.get("classes", 1)),
+        "encoder_depth": int(config.get("encoder_depth", 5)),
+        "decoder_channels": list(config.get("decoder_channels", (256, 128, 64, 32, 16))),
+        "decoder_attention_type": config.get("decoder_attention_type"),
+    }
+    norm = config.get("decoder_use_norm", config.get("decoder_use_batchnorm", "batchnorm"))
+    args["decoder_use_norm"] = "batchnorm" if norm is True else norm
+    return args
+
+
+def _check_compatible(
+    path: Path, own: dict[str, torch.Tensor], state: StateDict, card: ModelCard
+) -> list[str]:
+    def relevant(keys: set[str]) -> list[str]:
+        return sorted(k for k in keys if not k.endswith(_IGNORED_SUFFIXES))
+
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if mismatched:
+        more = f" (+{len(mismatched) - 2} more)" if len(mismatched) > 2 else ""
+        raise WeightFileError(
+            path,
+            f"shape mismatch with the {card.family} {card.architecture} it describes: "
+            + "; ".join(mismatched[:2])
+            + more,
+        )
+    missing = relevant(set(own) - set(state))
+    unexpected = relevant(set(state) - set(own))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s) such as {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s) such as {', '.join(unexpected[:3])}")
+        raise WeightFileError(
+            path,
+            f"unknown architecture: its keys do not match a {card.family} "
+            f"{card.architecture} ({'; '.join(parts)})",
+        )
+    notes = []
+    if card.provenance.get("source") == FOREIGN_SOURCE:
+        notes.append(
+            f"{path.name}: no model card; inferred {card.family} {card.architecture} with "
+            f"{card.input_channels} input channel(s) and default normalisation "
+            f"{card.normalisation['method']}"
+        )
+    return notes

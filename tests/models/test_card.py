@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from napari_cellseg.models.card import ModelCard, ModelCardError
+
+
+def test_card_round_trips_through_json() -> None:
+    card = ModelCard.for_model(
+        "unet",
+        {"encoder_name": "resnet18", "in_channels": 1, "classes": 3},
+        provenance={"epochs": 3, "metrics": {"dsb_ap": 0.5}, "history": [{"loss": 1.0}]},
+    )
+    again = ModelCard.from_json(card.to_json())
+    assert again == card
+    assert again.outputs == ["background", "interior", "boundary"]
+    assert again.output_activation == "softmax"
+    assert again.channel_handling == "grey"
+    assert {"torch", "torchvision", "python"} <= set(again.library_versions)
+
+
+def test_card_defaults_for_each_unet_head() -> None:
+    one = ModelCard.for_model("unet", {"classes": 1})
+    two = ModelCard.for_model("unet", {"classes": 2})
+    assert (one.outputs, one.output_activation) == (["foreground"], "sigmoid")
+    assert (two.outputs, two.output_activation) == (["background", "foreground"], "softmax")
+
+
+def test_card_summary_names_family_architecture_and_metrics() -> None:
+    card = ModelCard.for_model(
+        "maskrcnn",
+        {"backbone": "resnet18", "num_classes": 2},
+        provenance={
+            "data_manifest": [{"dataset": "dsb2018", "name": "a"}],
+            "metrics": {"dsb_ap": 0.512},
+        },
+    )
+    text = card.summary()
+    assert "Mask R-CNN (resnet18-v1)" in text
+    assert "trained on:    1 images (dsb2018)" in text
+    assert "dsb_ap 0.512" in text
+
+
+def test_card_keeps_unknown_fields_from_newer_versions() -> None:
+    data = ModelCard.for_model("unet", {}).to_dict()
+    data["future_field"] = 1
+    card = ModelCard.from_dict(data)
+    assert card.provenance["unknown_card_fields"] == {"future_field": 1}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("not json", "not valid JSON"),
+        (json.dumps([1, 2]), "not a JSON object"),
+        (json.dumps({"family": "unet"}), "lacks builder_args, input_channels"),
+        (
+            json.dumps({"family": "yolo", "builder_args": {}, "input_channels": 3}),
+            "unknown model family",
+        ),
+    ],
+)
+def test_bad_cards_are_clear(text: str, message: str) -> None:
+    with pytest.raises(ModelCardError, match=message):
+        ModelCard.from_json(text)

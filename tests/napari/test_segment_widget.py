@@ -1,0 +1,171 @@
+"""The Segment dock: docking, image picker, weight-file card, recent files, device label."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_cellseg import models
+from napari_cellseg._napari import segment_widget as sw
+from napari_cellseg._napari.segment_widget import SegmentWidget
+from napari_cellseg.core.device import resolve_device
+from napari_cellseg.core.errors import WeightFileError
+
+pytestmark = pytest.mark.gui
+
+GOOD_MAGIC = b"GOOD-TEST-CARD"
+
+
+class FakeCard:
+    family = "unet"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def summary(self) -> str:
+        return f"U-Net (fake card for {self.path.name})\ninput channels: 1"
+
+
+@pytest.fixture(autouse=True)
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "config"
+    monkeypatch.setenv(sw.CONFIG_ENV, str(path))
+    return path
+
+
+@pytest.fixture
+def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    shown: list[str] = []
+    monkeypatch.setattr(sw, "show_error", shown.append)
+    return shown
+
+
+@pytest.fixture
+def fake_cards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files starting with GOOD_MAGIC read as valid cards; no bundled weights."""
+    real_read_card = models.read_card
+
+    def read_card(path: Path) -> object:
+        path = Path(path)
+        if path.read_bytes().startswith(GOOD_MAGIC):
+            return FakeCard(path)
+        return real_read_card(path)
+
+    monkeypatch.setattr(models, "read_card", read_card)
+    monkeypatch.setattr(models, "list_bundled_weights", list)
+
+
+def good_file(folder: Path, name: str) -> Path:
+    path = folder / name
+    path.write_bytes(GOOD_MAGIC + b"\0" * 16)
+    return path
+
+
+def make_widget(viewer, qtbot) -> SegmentWidget:
+    widget = SegmentWidget(viewer)
+    qtbot.addWidget(widget.native)
+    return widget
+
+
+def recent_files(widget: SegmentWidget) -> list[Path]:
+    return [p for p in widget.recent.choices if p is not None]
+
+
+def combo_texts(combo) -> list[str]:
+    return [combo.native.itemText(i) for i in range(combo.native.count())]
+
+
+def test_widget_docks_from_the_manifest(make_napari_viewer, errors) -> None:
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-cellseg", "Segment")
+    assert isinstance(widget, SegmentWidget)
+    for name in ("image_layer", "weights", "recent", "device", "device_info", "card"):
+        assert widget[name] is not None
+    assert "run" not in [w.name for w in widget]  # inference comes later
+    assert widget.device.value == "auto"
+    assert widget.device_info.value == f"runs on: {resolve_device('auto')}"
+
+
+def test_image_picker_follows_layers(make_napari_viewer, qtbot, fake_cards) -> None:
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, qtbot)
+    assert combo_texts(widget.image_layer) == []
+    a = viewer.add_image(np.zeros((8, 8)), name="a")
+    viewer.add_labels(np.zeros((8, 8), np.uint8), name="not an image")
+    b = viewer.add_image(np.zeros((8, 8)), name="b")
+    assert combo_texts(widget.image_layer) == ["a", "b"]
+    assert widget.selected_image is a
+    a.name = "renamed"
+    assert combo_texts(widget.image_layer) == ["renamed", "b"]
+    assert widget.selected_image is a  # a rename keeps the selection
+    viewer.layers.move(viewer.layers.index(b), 0)
+    assert combo_texts(widget.image_layer) == ["b", "renamed"]
+    viewer.layers.remove(a)
+    assert combo_texts(widget.image_layer) == ["b"]
+    assert widget.selected_image is b
+    viewer.layers.remove(b)
+    assert combo_texts(widget.image_layer) == []
+    assert widget.selected_image is None
+
+
+def test_bad_weight_file_shows_message(make_napari_viewer, qtbot, tmp_path, errors) -> None:
+    bad = tmp_path / "notes.pt"
+    bad.write_text("this is not a weight file\n")
+    with pytest.raises(WeightFileError) as info:
+        models.read_card(bad)
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, qtbot)
+    widget.weights.value = bad  # must not raise
+    assert str(info.value) in widget.card.value
+    assert "cannot be used" in widget.card.value
+    assert errors == [str(info.value)]
+    assert widget.model_card is None and widget.weights_path is None
+    assert bad not in widget.recent.choices
+
+
+def test_recent_files_persist(make_napari_viewer, qtbot, tmp_path, config_dir, fake_cards) -> None:
+    first, second = good_file(tmp_path, "first.safetensors"), good_file(tmp_path, "second.pt")
+    viewer = make_napari_viewer()
+    w1 = make_widget(viewer, qtbot)
+    assert recent_files(w1) == []
+    w1.weights.value = first
+    assert "fake card for first.safetensors" in w1.card.value
+    w1.weights.value = second
+    assert w1.recent.value == second.resolve()
+    stored = json.loads((config_dir / sw.RECENT_FILE).read_text())
+    assert stored == [str(second.resolve()), str(first.resolve())]
+
+    w2 = make_widget(viewer, qtbot)
+    assert recent_files(w2) == [second.resolve(), first.resolve()]
+    assert w2.weights.value == second.resolve()  # the most recent is preselected
+    assert w2.model_card.summary() in w2.card.value
+    w2.recent.value = first.resolve()  # picking a recent file loads it
+    assert w2.weights.value == first.resolve()
+    assert w2.weights_path == first.resolve()
+    assert "fake card for first.safetensors" in w2.card.value
+
+
+def test_bundled_weights_preselected(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch, fake_cards
+) -> None:
+    demo = good_file(tmp_path, "demo_unet.safetensors")
+    monkeypatch.setattr(models, "list_bundled_weights", lambda: [demo])
+    widget = make_widget(make_napari_viewer(), qtbot)
+    assert widget.weights.value == demo.resolve()
+    assert widget.recent.value == demo.resolve()
+    assert "(demo)" in " ".join(combo_texts(widget.recent))
+    assert "fake card for demo_unet" in widget.card.value
+
+
+def test_broken_recent_store_is_ignored(make_napari_viewer, qtbot, config_dir, fake_cards) -> None:
+    config_dir.mkdir()
+    (config_dir / sw.RECENT_FILE).write_text("{not json")
+    widget = make_widget(make_napari_viewer(), qtbot)
+    assert recent_files(widget) == []
+    assert widget.weights.value is None
