@@ -1,4 +1,4 @@
-"""The ``cellseg`` command line: ``cellseg info FILE`` (more subcommands arrive with the engine).
+"""The ``cellseg`` command line: ``cellseg info FILE`` and ``cellseg predict IMAGE...``.
 
 The CLI is napari-free: it imports only the core and the models.
 """
@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="also build the model and load the weights"
     )
     info.set_defaults(func=_cmd_info)
+    from napari_cellseg.cli_predict import add_predict_parser
+
+    add_predict_parser(sub)
     return parser
 
 

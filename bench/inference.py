@@ -1,0 +1,306 @@
+"""Inference throughput: our pipeline vs a naive one, in the same run.
+
+For each model family and image size (real DSB / GlaS images tiled into a mosaic up to
+4096×4096) it measures
+
+- end to end: numpy image in → instance labels out (MPix/s), ours (`predict`) and naive
+  (tiles one at a time, fp32, plain average blending, the same post-processing);
+- model only: forward passes on 512×512 tiles (MPix/s), ours (batched, autocast and
+  channels-last on CUDA) and naive (batch 1, fp32);
+- peak memory (host RSS above the start, and CUDA max allocated).
+
+It writes JSON to bench/results/ and prints a Markdown table. Usage:
+
+    .venv/bin/python bench/inference.py --sizes 512 1024 --families unet maskrcnn
+    .venv/bin/python bench/inference.py --device cuda --sizes 1024 2048 4096   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_cellseg.core.config import PredictParams
+from napari_cellseg.core.device import resolve_device
+from napari_cellseg.core.inference import predict
+from napari_cellseg.core.postprocess import maskrcnn_instances, unet_instances
+from napari_cellseg.core.preprocess import to_model_input
+from napari_cellseg.core.runner import ModelRunner
+from napari_cellseg.core.tiling import plan_tiles
+from napari_cellseg.models import ModelCard, build_model, load_weights
+from napari_cellseg.models.weights import LoadedModel
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+
+
+def mosaic(size: int, source: str, data_root: Path) -> np.ndarray:
+    """A size×size RGB uint8 mosaic of real images (DSB or GlaS), else a synthetic one."""
+    import imageio.v3 as iio
+
+    folder = data_root / ("dsb2018/stage1_train/images" if source == "dsb" else "glas/train/images")
+    files = sorted(folder.glob("*.png"))[:16]
+    if not files:
+        rng = np.random.default_rng(0)
+        return (rng.random((size, size, 3)) * 255).astype(np.uint8)
+    tiles = [np.asarray(iio.imread(f))[..., :3] for f in files]
+    out = np.zeros((size, size, 3), np.uint8)
+    y = x = 0
+    row_h = 0
+    i = 0
+    while y < size:
+        t = tiles[i % len(tiles)]
+        i += 1
+        h, w = min(t.shape[0], size - y), min(t.shape[1], size - x)
+        out[y : y + h, x : x + w] = t[:h, :w]
+        row_h = max(row_h, h)
+        x += w
+        if x >= size:
+            x, y, row_h = 0, y + row_h, 0
+    return out
+
+
+class PeakRSS:
+    """Samples the process's resident memory in a thread; reports the peak above start."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.process = psutil.Process()
+        self.start = self.process.memory_info().rss
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.01)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def naive_predict(
+    loaded: LoadedModel, image: np.ndarray, tile: int, device: torch.device, post
+) -> np.ndarray:
+    """Tiles one at a time, fp32, plain averaging of overlaps, the same post-processing."""
+    card = loaded.card
+    model = loaded.model.to(device).float().eval()
+    x = to_model_input(
+        image,
+        input_channels=card.input_channels,
+        channel_handling=card.channel_handling,
+        normalisation=card.normalisation,
+    )
+    h, w = x.shape[-2:]
+    tiles = plan_tiles((h, w), tile, 64)
+    if card.family == "unet":
+        acc = np.zeros((len(card.outputs), h, w), np.float32)
+        count = np.zeros((h, w), np.float32)
+        for t in tiles:
+            crop = torch.from_numpy(np.ascontiguousarray(x[:, t.y0 : t.y1, t.x0 : t.x1]))[None]
+            ph, pw = (-crop.shape[-2]) % 32, (-crop.shape[-1]) % 32
+            crop = torch.nn.functional.pad(crop, (0, pw, 0, ph), mode="reflect")
+            with torch.no_grad():
+                logits = model(crop.to(device))
+            act = (
+                torch.sigmoid
+                if card.output_activation == "sigmoid"
+                else (lambda z: torch.softmax(z, 1))
+            )
+            prob = act(logits)[0].cpu().numpy()[:, : t.y1 - t.y0, : t.x1 - t.x0]
+            acc[:, t.y0 : t.y1, t.x0 : t.x1] += prob
+            count[t.y0 : t.y1, t.x0 : t.x1] += 1
+        return unet_instances(acc / count, card.outputs, post)
+    from napari_cellseg.core.runner import _to_detections
+    from napari_cellseg.core.tiling import merge_tile_detections
+
+    parts = []
+    for t in tiles:
+        crop = torch.from_numpy(np.ascontiguousarray(x[:, t.y0 : t.y1, t.x0 : t.x1])).to(device)
+        with torch.no_grad():
+            (out,) = model([crop])
+        parts.append((t, _to_detections(out, crop.shape[-2:]).shifted(t.y0, t.x0)))
+    det = parts[0][1] if len(parts) == 1 else merge_tile_detections(parts, (h, w))
+    return maskrcnn_instances(det, (h, w), post)[0]
+
+
+def model_only(runner: ModelRunner, batch: int, tile: int, repeats: int, naive: bool) -> float:
+    """MPix/s of forward passes on tile×tile inputs."""
+    device = runner.device
+    x = np.random.default_rng(0).random(
+        (batch, runner.card.input_channels, tile, tile), dtype=np.float32
+    )
+
+    def once() -> None:
+        if runner.card.family == "unet":
+            if naive:
+                with torch.no_grad():
+                    runner.model.float()(torch.from_numpy(x).to(device)).cpu()
+            else:
+                runner.unet_probabilities(x)
+        else:
+            if naive:
+                with torch.no_grad():
+                    runner.model.float()([torch.from_numpy(x[0]).to(device)])
+            else:
+                runner.maskrcnn_detections(list(x))
+
+    once()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        once()
+    sync(device)
+    seconds = time.perf_counter() - start
+    return batch * repeats * tile * tile / 1e6 / seconds
+
+
+def load_or_build(family: str, weights: Path | None, encoder: str) -> LoadedModel:
+    if weights is not None:
+        return load_weights(weights)
+    args = (
+        {"encoder_name": encoder, "in_channels": 3, "classes": 3}
+        if family == "unet"
+        else {"backbone": "resnet50" if encoder == "resnet34" else encoder}
+    )
+    model = build_model(family, **args).eval()
+    card = ModelCard.for_model(family, args, name=f"random-{family}")
+    return LoadedModel(model=model, card=card, path=Path("<random>"), source="random")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", nargs="+", default=["unet", "maskrcnn"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[512, 1024])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--encoder", default="resnet34", help="U-Net encoder (random init)")
+    parser.add_argument("--weights-unet", type=Path, default=None)
+    parser.add_argument("--weights-maskrcnn", type=Path, default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--skip-naive-above",
+        type=int,
+        default=4096,
+        help="skip the naive end-to-end run for larger images",
+    )
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    results = []
+    for family in args.families:
+        weights = args.weights_unet if family == "unet" else args.weights_maskrcnn
+        loaded = load_or_build(family, weights, args.encoder)
+        runner = ModelRunner(loaded, device)
+        ours_model = model_only(runner, args.batch_size, args.tile, args.repeats, naive=False)
+        naive_model = model_only(runner, 1, args.tile, args.repeats * args.batch_size, naive=True)
+        runner.move_to(device)
+        print(f"{family}: model only {ours_model:.2f} MPix/s ours vs {naive_model:.2f} naive")
+        for size in args.sizes:
+            image = mosaic(
+                size, "dsb" if family == "maskrcnn" or size <= 1024 else "glas", args.data_root
+            )
+            params = PredictParams(
+                device=str(device), tile_size=args.tile, batch_size=args.batch_size
+            )
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            predict(image[:256, :256], loaded, params)  # warm-up
+            with PeakRSS() as rss:
+                start = time.perf_counter()
+                prediction = predict(image, loaded, params)
+                sync(device)
+                ours_s = time.perf_counter() - start
+            cuda_peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+            row = {
+                "family": family,
+                "size": size,
+                "device": str(device),
+                "model": loaded.card.name,
+                "tile": args.tile,
+                "batch_size": args.batch_size,
+                "objects": prediction.n_objects,
+                "ours_seconds": ours_s,
+                "ours_mpix_s": size * size / 1e6 / ours_s,
+                "ours_peak_rss_mib": rss.mib,
+                "ours_cuda_peak_mib": cuda_peak,
+                "ours_timings": prediction.timings,
+                "model_only_ours_mpix_s": ours_model,
+                "model_only_naive_mpix_s": naive_model,
+            }
+            if size <= args.skip_naive_above:
+                with PeakRSS() as rss:
+                    start = time.perf_counter()
+                    naive_predict(loaded, image, args.tile, device, params.post)
+                    sync(device)
+                    naive_s = time.perf_counter() - start
+                row.update(
+                    naive_seconds=naive_s,
+                    naive_mpix_s=size * size / 1e6 / naive_s,
+                    naive_peak_rss_mib=rss.mib,
+                    speedup=naive_s / ours_s,
+                )
+                runner.move_to(device)
+            results.append(row)
+            print(
+                f"{family} {size}²: ours {row['ours_mpix_s']:.3f} MPix/s"
+                + (
+                    f", naive {row['naive_mpix_s']:.3f} MPix/s, x{row['speedup']:.2f}"
+                    if "naive_mpix_s" in row
+                    else ""
+                )
+            )
+    hardware = {
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"inference_{device.type}.json"
+    path.write_text(json.dumps({"hardware": hardware, "results": results}, indent=2))
+    print(f"wrote {path}")
+    print(
+        "| family | size | device | ours MPix/s | naive MPix/s | speed-up | model-only ours / naive"
+        " MPix/s | peak RSS MiB ours / naive |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r['family']} | {r['size']}² | {r['device']} | {r['ours_mpix_s']:.3f} | "
+            f"{r.get('naive_mpix_s', float('nan')):.3f} | {r.get('speedup', float('nan')):.2f} | "
+            f"{r['model_only_ours_mpix_s']:.2f} / {r['model_only_naive_mpix_s']:.2f} | "
+            f"{r['ours_peak_rss_mib']:.0f} / {r.get('naive_peak_rss_mib', float('nan')):.0f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""``cellseg predict IMAGE... --weights FILE --out DIR``: segment images into label TIFFs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from napari_cellseg.core.config import PostprocessParams, PredictParams
+
+_HELP = {
+    "prob_threshold": "U-Net foreground probability threshold",
+    "boundary_threshold": "U-Net boundary threshold for watershed markers",
+    "min_distance": "U-Net (1/2 outputs): minimum distance between seeds, px",
+    "score_threshold": "Mask R-CNN detection score threshold",
+    "mask_threshold": "Mask R-CNN mask probability threshold",
+    "nms_iou": "Mask R-CNN: mask IoU above which the lower-scored object is dropped",
+    "max_detections": "Mask R-CNN: maximum objects per image",
+    "min_size": "remove objects smaller than this many pixels",
+    "fill_holes": "fill holes inside objects",
+}
+
+
+def add_predict_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the ``predict`` subcommand (flags generated from the parameter dataclasses)."""
+    defaults = PredictParams()
+    p = sub.add_parser("predict", help="segment images into instance label TIFFs")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("--weights", required=True, type=Path, help="weight file or smp folder")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--device", default=defaults.device, help="auto, cuda, cuda:N, mps or cpu")
+    p.add_argument("--tile", type=int, default=defaults.tile_size, help="tile size in pixels")
+    p.add_argument("--overlap", type=int, default=defaults.overlap, help="tile overlap, px")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="tiles per pass")
+    p.add_argument("--axes", default=None, help="axes of the images, e.g. ZYX (default: file's)")
+    p.add_argument(
+        "--channels", default=None, help="image channels fed to the model, e.g. 0 or 1,0,2"
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="main threshold: U-Net foreground probability or Mask R-CNN score",
+    )
+    for f in fields(PostprocessParams):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        if isinstance(default, bool):
+            p.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=_HELP[f.name]
+            )
+        else:
+            p.add_argument(
+                flag,
+                type=type(default),
+                default=default,
+                help=f"{_HELP[f.name]} (default {default})",
+            )
+    p.set_defaults(func=run_predict)
+
+
+def params_from_args(args: argparse.Namespace, family: str) -> PredictParams:
+    """Build :class:`PredictParams` from parsed arguments."""
+    post = {f.name: getattr(args, f.name) for f in fields(PostprocessParams)}
+    if args.threshold is not None:
+        post["prob_threshold" if family == "unet" else "score_threshold"] = args.threshold
+    channels = (
+        tuple(int(c) for c in args.channels.split(",")) if args.channels not in (None, "") else None
+    )
+    return PredictParams(
+        device=args.device,
+        tile_size=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        axes=args.axes,
+        channels=channels,
+        post=PostprocessParams(**post),
+    )
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Segment each image; one line per image; bad images are reported and skipped."""
+    from napari_cellseg.core.device import resolve_device
+    from napari_cellseg.core.errors import CellsegError
+    from napari_cellseg.core.events import Notice, Progress
+    from napari_cellseg.core.inference import Prediction, iter_predict
+    from napari_cellseg.core.io import read_image, write_labels
+    from napari_cellseg.core.runner import cached_load
+    from napari_cellseg.models import read_card
+
+    card = read_card(args.weights)
+    params = params_from_args(args, card.family)
+    loaded, _ = cached_load(args.weights, resolve_device(params.device))
+    for note in loaded.notes:
+        print(f"note: {note}", file=sys.stderr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    show_progress = sys.stderr.isatty()
+    for path in args.images:
+        start = time.perf_counter()
+        try:
+            image = read_image(path)
+            run_params = params if params.axes else _with_axes(params, image.axes)
+            prediction = None
+            for event in iter_predict(image.data, loaded, run_params):
+                if isinstance(event, Prediction):
+                    prediction = event
+                elif isinstance(event, Notice) and event.level == "warning":
+                    print(f"\n{path.name}: {event.message}", file=sys.stderr)
+                elif isinstance(event, Progress) and show_progress and event.stage == "tiles":
+                    print(f"\r{path.name}: {event.fraction:5.0%}", end="", file=sys.stderr)
+            assert prediction is not None
+            out = write_labels(
+                args.out / f"{path.stem}_labels.tif",
+                prediction.labels,
+                pixel_size_um=image.pixel_size_um,
+            )
+        except CellsegError as error:
+            failures += 1
+            print(f"{path}: FAILED: {error}", file=sys.stderr)
+            continue
+        if show_progress:
+            print("\r", end="", file=sys.stderr)
+        seconds = time.perf_counter() - start
+        print(f"{path}: {prediction.n_objects} objects, {seconds:.2f} s -> {out}")
+    return 0 if failures == 0 else 1
+
+
+def _with_axes(params: PredictParams, axes: str) -> PredictParams:
+    from dataclasses import replace
+
+    return replace(params, axes=axes)

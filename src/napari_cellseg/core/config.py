@@ -1,0 +1,136 @@
+"""Frozen dataclasses of every job's parameters: the one source of defaults.
+
+The GUI builds its widgets from these fields, the CLI parses into them, and a Prediction
+records the ones it used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from napari_cellseg.core.errors import CellsegError
+
+
+@dataclass(frozen=True)
+class PostprocessParams:
+    """Turning network output into instance labels (cheap to re-apply).
+
+    Attributes
+    ----------
+    prob_threshold : float
+        U-Net: a pixel is foreground when P(foreground) (1 - P(background) for 3-class
+        models) exceeds this.
+    boundary_threshold : float
+        U-Net 3-class: watershed markers are pixels with P(interior) > prob_threshold and
+        P(boundary) < boundary_threshold.
+    min_distance : int
+        U-Net 1/2-class: minimum distance between distance-transform peaks (markers).
+    score_threshold : float
+        Mask R-CNN: detections below this score are dropped.
+    mask_threshold : float
+        Mask R-CNN: mask probability above which a pixel belongs to the object.
+    nms_iou : float
+        Mask R-CNN: detections overlapping a higher-scored one by more than this mask IoU
+        are dropped.
+    max_detections : int
+        Mask R-CNN: at most this many objects per image (highest scores kept).
+    min_size : int
+        Objects smaller than this many pixels are removed (both families).
+    fill_holes : bool
+        Fill holes inside each object.
+    """
+
+    prob_threshold: float = 0.5
+    boundary_threshold: float = 0.5
+    min_distance: int = 3
+    score_threshold: float = 0.5
+    mask_threshold: float = 0.5
+    nms_iou: float = 0.5
+    max_detections: int = 2000
+    min_size: int = 10
+    fill_holes: bool = True
+
+    def __post_init__(self) -> None:
+        for name in (
+            "prob_threshold",
+            "boundary_threshold",
+            "score_threshold",
+            "mask_threshold",
+            "nms_iou",
+        ):
+            value = getattr(self, name)
+            if not 0.0 <= float(value) <= 1.0:
+                raise CellsegError(f"{name} must be between 0 and 1, got {value}")
+        if self.min_size < 0:
+            raise CellsegError(f"min_size must be >= 0 pixels, got {self.min_size}")
+        if self.max_detections < 1:
+            raise CellsegError(f"max_detections must be >= 1, got {self.max_detections}")
+        if self.min_distance < 1:
+            raise CellsegError(f"min_distance must be >= 1 pixel, got {self.min_distance}")
+
+
+@dataclass(frozen=True)
+class PredictParams:
+    """Everything :func:`napari_cellseg.core.inference.iter_predict` needs besides image and model.
+
+    Attributes
+    ----------
+    device : str
+        ``auto`` (cuda > mps > cpu), ``cuda``, ``cuda:N``, ``mps`` or ``cpu``.
+    tile_size : int
+        Tile edge in pixels (U-Net tiles are padded to a multiple of 32).
+    overlap : int
+        Overlap between neighbouring tiles in pixels.
+    batch_size : int
+        Tiles per forward pass.
+    axes : str or None
+        Axes of the input (letters from ``TZCYXS``); ``None`` guesses from the shape.
+    channels : tuple of int or None
+        Image channels mapped, in order, onto the model's input channels; ``None`` uses the
+        card's channel handling.
+    keep_probabilities : bool
+        Also return the probability map (U-Net) / mask probabilities.
+    mixed_precision : bool
+        Use bfloat16/float16 autocast on CUDA.
+    post : PostprocessParams
+        Thresholds and sizes for turning output into labels.
+    """
+
+    device: str = "auto"
+    tile_size: int = 512
+    overlap: int = 64
+    batch_size: int = 4
+    axes: str | None = None
+    channels: tuple[int, ...] | None = None
+    keep_probabilities: bool = False
+    mixed_precision: bool = True
+    post: PostprocessParams = field(default_factory=PostprocessParams)
+
+    def __post_init__(self) -> None:
+        if not 32 <= self.tile_size <= 8192:
+            raise CellsegError(
+                f"tile size {self.tile_size} is out of range: use 32 to 8192 pixels "
+                "(512 or 1024 suit most GPUs)"
+            )
+        if not 0 <= self.overlap < self.tile_size // 2:
+            raise CellsegError(
+                f"overlap {self.overlap} must be between 0 and half the tile size "
+                f"({self.tile_size // 2 - 1} for tiles of {self.tile_size})"
+            )
+        if not 1 <= self.batch_size <= 256:
+            raise CellsegError(f"batch size must be between 1 and 256, got {self.batch_size}")
+        if self.channels is not None:
+            object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+            if any(c < 0 for c in self.channels):
+                raise CellsegError(f"channel indices must be >= 0, got {self.channels}")
+
+    def with_post(self, **changes: Any) -> PredictParams:
+        """A copy with some post-processing parameters changed."""
+        return replace(self, post=replace(self.post, **changes))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (for manifests and JSON)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "post"}
+        out["post"] = {f.name: getattr(self.post, f.name) for f in fields(self.post)}
+        return out

@@ -1,0 +1,469 @@
+"""Input checks, axes and planes, channel mapping and normalisation.
+
+Images are described by one axis letter per dimension from ``"TZCYXS"``: ``T`` time, ``Z``
+depth, ``C`` channels, ``Y``/``X`` the plane and ``S`` the RGB(A) samples of a colour image.
+Segmentation works plane by plane: :func:`iter_planes` yields every ``YX`` (or ``YXC``) plane
+of a stack together with its ``T``/``Z`` index, and :func:`to_model_input` turns one plane into
+the float32 ``(channels, Y, X)`` array a network takes, as its model card describes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from napari_cellseg.core.errors import CellsegError
+
+AXIS_LETTERS = "TZCYXS"
+"""Axis letters understood everywhere: time, depth, channel, Y, X and RGB(A) samples."""
+
+MIN_SIDE = 4
+"""Smallest accepted image height and width in pixels."""
+
+MAX_NDIM = 5
+"""Most dimensions an image may have (e.g. ``TZCYX``), as :mod:`napari_cellseg.core.io`."""
+
+NORMALISATION_METHODS = ("percentile", "dtype-range", "minmax", "imagenet", "none")
+"""Values of ``normalisation["method"]`` that :func:`normalise` understands."""
+
+PERCENTILE_SAMPLE_PIXELS = 1 << 22
+"""Planes larger than this (about 4 MPix) estimate percentiles on a strided subsample."""
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def check_image(image: np.ndarray, name: str = "image", *, axes: str | None = None) -> None:
+    """Raise a clear :class:`CellsegError` when ``image`` cannot be segmented.
+
+    Rejected: non-numeric (and complex) pixel types, fewer than 2 or more than
+    :data:`MAX_NDIM` dimensions, empty dimensions, planes smaller than :data:`MIN_SIDE`
+    pixels in Y or X, and NaN or infinite values. Booleans count as numeric (0 and 1).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The image.
+    name : str
+        How to call it in messages (e.g. a file name).
+    axes : str, optional
+        Its axes, to find Y and X; guessed with :func:`guess_axes` when omitted.
+
+    Examples
+    --------
+    >>> check_image(np.zeros((8, 8), np.uint8))
+    >>> check_image(np.zeros((2, 8)))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    napari_cellseg.core.errors.CellsegError: image is too small (2 x 8 pixels, Y x X); ...
+    """
+    image = np.asarray(image)
+    shape = image.shape
+    kind = image.dtype.kind
+    if kind == "c":
+        raise CellsegError(
+            f"{name} has complex pixel values ({image.dtype}); convert it to real values first "
+            "(e.g. the magnitude, np.abs)"
+        )
+    if kind not in "biuf":
+        raise CellsegError(
+            f"{name} has non-numeric pixel type {image.dtype}; convert it to an integer or "
+            "float array"
+        )
+    if image.ndim < 2:
+        raise CellsegError(
+            f"{name} is not a 2-D image (shape {shape}); pass an array with Y and X axes"
+        )
+    if image.ndim > MAX_NDIM:
+        raise CellsegError(
+            f"{name} has {image.ndim} dimensions (shape {shape}); at most {MAX_NDIM} "
+            "(T, Z, C, Y, X) are supported: split the stack or choose a plane first"
+        )
+    if 0 in shape:
+        raise CellsegError(f"{name} is empty (shape {shape} has a zero-length dimension)")
+    axes = guess_axes(shape) if axes is None else check_axes(shape, axes)
+    ny, nx = shape[axes.index("Y")], shape[axes.index("X")]
+    if min(ny, nx) < MIN_SIDE:
+        raise CellsegError(
+            f"{name} is too small ({ny} x {nx} pixels, Y x X); segmentation needs at least "
+            f"{MIN_SIDE} x {MIN_SIDE}: check the axes or use a larger image"
+        )
+    if kind == "f":
+        finite = np.isfinite(image)
+        if not finite.all():
+            n_nan = int(np.count_nonzero(np.isnan(image)))
+            n_inf = int(image.size - np.count_nonzero(finite) - n_nan)
+            raise CellsegError(
+                f"{name} contains {n_nan} NaN and {n_inf} infinite values; replace them "
+                "first (e.g. np.nan_to_num) or crop them away"
+            )
+
+
+def guess_axes(shape: Sequence[int], rgb: bool | None = None) -> str:
+    """Guess the axes of an image from its shape.
+
+    The rules (pass explicit axes when they guess wrong):
+
+    - 2-D: ``"YX"``.
+    - 3-D: ``"YXS"`` when the last dimension is 3 or 4 (RGB/RGBA) and ``rgb`` is not False,
+      or whenever ``rgb`` is True; otherwise ``"ZYX"``.
+    - 4-D: ``"ZYXS"`` likewise; otherwise ``"ZCYX"`` when the second dimension is at most 4,
+      else ``"TZYX"``.
+    - 5-D: ``"TZYXS"`` likewise; otherwise ``"TZCYX"``.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The image's shape.
+    rgb : bool, optional
+        Whether the last dimension holds colour samples (napari's ``layer.rgb``); ``None``
+        decides from its length.
+
+    Examples
+    --------
+    >>> guess_axes((512, 512)), guess_axes((512, 512, 3)), guess_axes((5, 512, 512))
+    ('YX', 'YXS', 'ZYX')
+    >>> guess_axes((512, 512, 3), rgb=False), guess_axes((10, 2, 64, 64))
+    ('ZYX', 'ZCYX')
+    """
+    shape = tuple(int(s) for s in shape)
+    ndim = len(shape)
+    if ndim < 2 or ndim > MAX_NDIM:
+        raise CellsegError(
+            f"cannot guess axes for a {ndim}-D image (shape {shape}); images need 2 to "
+            f"{MAX_NDIM} dimensions"
+        )
+    if ndim == 2:
+        return "YX"
+    samples = rgb if rgb is not None else shape[-1] in (3, 4)
+    if samples:
+        return {3: "YXS", 4: "ZYXS", 5: "TZYXS"}[ndim]
+    if ndim == 3:
+        return "ZYX"
+    if ndim == 4:
+        return "ZCYX" if shape[1] <= 4 else "TZYX"
+    return "TZCYX"
+
+
+def check_axes(shape: Sequence[int], axes: str) -> str:
+    """Validate user-given axes for an image of ``shape``; return them upper-cased.
+
+    The axes need one letter per dimension from ``"TZCYXS"``, no letter twice, both ``Y`` and
+    ``X`` with ``Y`` first, and at most one of ``C`` and ``S``.
+
+    Examples
+    --------
+    >>> check_axes((3, 64, 64), "zyx")
+    'ZYX'
+    >>> check_axes((64, 64), "YXC")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    napari_cellseg.core.errors.CellsegError: axes 'YXC' have 3 letters but the image has ...
+    """
+    shape = tuple(int(s) for s in shape)
+    upper = str(axes).upper()
+    if len(upper) != len(shape):
+        raise CellsegError(
+            f"axes {axes!r} have {len(upper)} letters but the image has {len(shape)} "
+            f"dimensions (shape {shape}); give one letter per dimension, e.g. "
+            f"{guess_axes(shape) if 2 <= len(shape) <= MAX_NDIM else 'YX'!r}"
+        )
+    unknown = sorted(set(upper) - set(AXIS_LETTERS))
+    if unknown:
+        raise CellsegError(
+            f"axes {axes!r} contain unknown letters {''.join(unknown)!r}; use letters from "
+            f"{AXIS_LETTERS!r} (S = RGB samples)"
+        )
+    repeated = sorted({a for a in upper if upper.count(a) > 1})
+    if repeated:
+        raise CellsegError(f"axes {axes!r} repeat {''.join(repeated)!r}; each letter once")
+    if "Y" not in upper or "X" not in upper:
+        raise CellsegError(f"axes {axes!r} must contain both Y and X")
+    if upper.index("Y") > upper.index("X"):
+        raise CellsegError(
+            f"axes {axes!r} put X before Y; transpose the image so that Y comes first"
+        )
+    if "C" in upper and "S" in upper:
+        raise CellsegError(
+            f"axes {axes!r} have both channels (C) and RGB samples (S); only one channel axis "
+            "is supported: choose a channel or convert the colour samples first"
+        )
+    return upper
+
+
+def _plane_order(axes: str) -> tuple[list[int], list[int]]:
+    """Positions of the stack axes (T/Z, in input order) and of Y, X and C/S."""
+    outer = [i for i, a in enumerate(axes) if a in "TZ"]
+    inner = [axes.index("Y"), axes.index("X")]
+    inner += [i for i, a in enumerate(axes) if a in "CS"]
+    return outer, inner
+
+
+def label_axes(axes: str) -> str:
+    """Axes of the label stack for an image with ``axes``: T/Z in input order, then ``YX``.
+
+    >>> label_axes("TCZYX"), label_axes("YXS")
+    ('TZYX', 'YX')
+    """
+    return "".join(a for a in axes.upper() if a in "TZ") + "YX"
+
+
+def label_shape(shape: Sequence[int], axes: str) -> tuple[int, ...]:
+    """Shape of the label stack for an image of ``shape`` and ``axes`` (no C or S).
+
+    The labels of the plane with index ``idx`` from :func:`iter_planes` go to
+    ``labels[idx]``.
+
+    >>> label_shape((4, 2, 64, 32), "ZCYX")
+    (4, 64, 32)
+    """
+    axes = check_axes(shape, axes)
+    outer, inner = _plane_order(axes)
+    return tuple(int(shape[i]) for i in outer + inner[:2])
+
+
+def plane_count(shape: Sequence[int], axes: str) -> int:
+    """Number of planes :func:`iter_planes` yields (product of the T and Z sizes).
+
+    >>> plane_count((3, 5, 64, 64), "TZYX"), plane_count((64, 64, 3), "YXS")
+    (15, 1)
+    """
+    return math.prod(label_shape(shape, axes)[:-2])
+
+
+def iter_planes(image: np.ndarray, axes: str) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """Yield every plane of an image with its index over the T/Z axes.
+
+    Each item is ``(index, plane)``: ``index`` is the position over the T and Z axes in their
+    input order (``()`` for a single plane), so that ``labels[index]`` of an array of
+    :func:`label_shape` receives the plane's labels; ``plane`` is ``(Y, X)``, or
+    ``(Y, X, C)`` when the image has a C or S axis (a view, not a copy).
+
+    Examples
+    --------
+    >>> stack = np.zeros((2, 3, 8, 9), np.uint8)  # Z, C, Y, X
+    >>> [(idx, p.shape) for idx, p in iter_planes(stack, "ZCYX")]
+    [((0,), (8, 9, 3)), ((1,), (8, 9, 3))]
+    """
+    image = np.asarray(image)
+    axes = check_axes(image.shape, axes)
+    outer, inner = _plane_order(axes)
+    ordered = np.transpose(image, outer + inner)
+    for index in np.ndindex(*ordered.shape[: len(outer)]):
+        yield index, ordered[index]
+
+
+def _as_channels_first(plane: np.ndarray) -> np.ndarray:
+    if plane.ndim == 2:
+        return plane[None]
+    if plane.ndim == 3:
+        return np.moveaxis(plane, -1, 0)
+    raise CellsegError(
+        f"a plane must be (Y, X) or (Y, X, C), got shape {plane.shape}; use iter_planes"
+    )
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 709 luminance of channels-first RGB, as ``skimage.color.rgb2gray``."""
+    weights = np.array([0.2125, 0.7154, 0.0721], np.float32)
+    return np.tensordot(weights, rgb.astype(np.float32, copy=False), axes=1)[None]
+
+
+def _map_channels(
+    data: np.ndarray, input_channels: int, channel_handling: str, channels: Sequence[int] | None
+) -> np.ndarray:
+    """Channels-first image data -> channels-first model channels (values not rescaled)."""
+    n = data.shape[0]
+    have = f"the image has {n} channel{'s' * (n != 1)}"
+    example = tuple(min(i, n - 1) for i in range(input_channels))
+    hint = f"pass channels= with {input_channels} image channel indices, e.g. channels={example}"
+    if channels is not None:
+        channels = tuple(int(c) for c in channels)
+        if len(channels) != input_channels:
+            raise CellsegError(
+                f"{len(channels)} channels {channels} were chosen but the model takes "
+                f"{input_channels}; {hint}"
+            )
+        bad = [c for c in channels if not 0 <= c < n]
+        if bad:
+            raise CellsegError(f"channel index {bad[0]} is out of range: {have} (0 to {n - 1})")
+        return data[list(channels)]
+    if channel_handling not in ("rgb", "grey", "channels"):
+        raise CellsegError(
+            f"unknown channel handling {channel_handling!r}; expected rgb, grey or channels"
+        )
+    if channel_handling == "rgb" and n in (1, 3, 4):
+        out = np.repeat(data, 3, axis=0) if n == 1 else data[:3]  # RGBA: alpha dropped
+    elif channel_handling == "grey" and n in (1, 3, 4):
+        out = data if n == 1 else _luminance(data[:3])
+    elif channel_handling == "channels" and n == input_channels:
+        out = data
+    else:
+        wants = {"rgb": "RGB", "grey": "one grey channel"}.get(channel_handling, input_channels)
+        raise CellsegError(f"{have} but the model takes {wants}; {hint}")
+    if out.shape[0] != input_channels:
+        raise CellsegError(
+            f"channel handling {channel_handling!r} gives {out.shape[0]} channels but the model "
+            f"takes {input_channels}; the model card is inconsistent: {hint}"
+        )
+    return out
+
+
+def _dtype_max(dtype: np.dtype) -> float:
+    return float(np.iinfo(dtype).max) if dtype.kind in "iu" else 1.0  # bool, float: 1
+
+
+def _sample(channel: np.ndarray) -> np.ndarray:
+    """The channel itself, or a strided subsample of about PERCENTILE_SAMPLE_PIXELS pixels."""
+    step = math.ceil(math.sqrt(channel.size / PERCENTILE_SAMPLE_PIXELS))
+    return channel[::step, ::step] if step > 1 else channel
+
+
+def _stretch(channel: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    if not hi > lo:
+        return np.zeros(channel.shape, np.float32)
+    return ((channel - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32, copy=False)
+
+
+def _per_channel_stats(value: Any, default: Sequence[float], n: int, what: str) -> np.ndarray:
+    values = np.atleast_1d(np.asarray(default if value is None else value, np.float32))
+    if len(values) == n:
+        return values
+    if len(values) == 1:
+        return np.repeat(values, n)
+    if value is None and n == 1:  # grey model with ImageNet defaults: their average
+        return values.mean(keepdims=True)
+    raise CellsegError(
+        f"normalisation {what} has {len(values)} values but the model takes {n} channels; "
+        "fix the model card's normalisation"
+    )
+
+
+def normalise(
+    data: np.ndarray, normalisation: Mapping[str, Any], *, dtype: np.dtype | None = None
+) -> np.ndarray:
+    """Normalise channels-first data, each channel on its own.
+
+    Methods (``normalisation["method"]``):
+
+    - ``"percentile"``: ``(x - p_low) / (p_high - p_low)`` with percentiles ``low`` and
+      ``high`` (defaults 1 and 99.8) of each channel, then clipped to [0, 1] unless
+      ``"clip": False``. A flat channel becomes zeros. On planes larger than
+      :data:`PERCENTILE_SAMPLE_PIXELS` the percentiles come from a regular strided
+      subsample (every k-th row and column), which is fast and accurate for real images.
+    - ``"dtype-range"``: integers divided by their type's maximum (255 for uint8, 65535 for
+      uint16) or by ``"max"`` when given (e.g. 4095 for 12-bit cameras); booleans give 0/1;
+      floats unchanged.
+    - ``"minmax"``: ``(x - min) / (max - min)`` per channel; a flat channel becomes zeros.
+    - ``"imagenet"``: ``dtype-range``, then ``(x - mean) / std`` with ``"mean"`` and
+      ``"std"`` from the dict (a value or one per channel) or ImageNet's; a 1-channel model
+      uses the average ImageNet mean and std.
+    - ``"none"``: only cast to float32.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        ``(C, Y, X)`` values; the result is a new float32 ``(C, Y, X)`` array.
+    normalisation : mapping
+        The model card's normalisation dict.
+    dtype : numpy.dtype, optional
+        The original pixel type for ``dtype-range`` and ``imagenet`` when ``data`` was
+        already converted to float (default: ``data.dtype``).
+
+    Examples
+    --------
+    >>> x = np.array([[[0, 51], [102, 255]]], np.uint8)
+    >>> normalise(x, {"method": "dtype-range"}).ravel().tolist()
+    [0.0, 0.20000000298023224, 0.4000000059604645, 1.0]
+    >>> normalise(x, {"method": "minmax"}).max()
+    np.float32(1.0)
+    """
+    dtype = np.dtype(data.dtype if dtype is None else dtype)
+    method = normalisation.get("method") if isinstance(normalisation, Mapping) else None
+    if method not in NORMALISATION_METHODS:
+        raise CellsegError(
+            f"unknown normalisation {method!r} in the model card; expected one of "
+            f"{', '.join(NORMALISATION_METHODS)}"
+        )
+    x = data.astype(np.float32)  # always a copy: callers may pass views of the image
+    if method == "none":
+        return x
+    if method in ("dtype-range", "imagenet"):
+        scale = float(normalisation.get("max", _dtype_max(dtype)))
+        if scale <= 0:
+            raise CellsegError(f"normalisation max must be > 0, got {scale}")
+        if scale != 1.0:
+            x /= np.float32(scale)
+        if method == "dtype-range":
+            return x
+        mean = _per_channel_stats(normalisation.get("mean"), IMAGENET_MEAN, len(x), "mean")
+        std = _per_channel_stats(normalisation.get("std"), IMAGENET_STD, len(x), "std")
+        if np.any(std <= 0):
+            raise CellsegError(f"normalisation std must be > 0, got {std.tolist()}")
+        return (x - mean[:, None, None]) / std[:, None, None]
+    if method == "minmax":
+        return np.stack([_stretch(c, float(c.min()), float(c.max())) for c in x])
+    low = float(normalisation.get("low", 1.0))
+    high = float(normalisation.get("high", 99.8))
+    if not 0.0 <= low < high <= 100.0:
+        raise CellsegError(
+            f"percentile normalisation needs 0 <= low < high <= 100, got low={low}, high={high}"
+        )
+    out = []
+    for c in x:
+        lo, hi = np.percentile(_sample(c), (low, high))
+        out.append(_stretch(c, float(lo), float(hi)))
+    result = np.stack(out)
+    if normalisation.get("clip", True):
+        np.clip(result, 0.0, 1.0, out=result)
+    return result
+
+
+def to_model_input(
+    plane: np.ndarray,
+    *,
+    input_channels: int,
+    channel_handling: str,
+    normalisation: Mapping[str, Any],
+    channels: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Turn one image plane into the float32 ``(input_channels, Y, X)`` a network takes.
+
+    Channels are mapped first, on the raw values, then each model channel is normalised
+    with :func:`normalise`.
+
+    Channel mapping: with ``channels``, image channel ``channels[i]`` feeds model channel
+    ``i`` (repeats allowed, e.g. ``(0, 0, 0)``). Otherwise by ``channel_handling``:
+
+    - ``"rgb"``: a grey plane is replicated to 3 channels; RGBA drops alpha; 2 or more than
+      4 channels are an error asking for ``channels`` (no silent zero-padding: two
+      fluorescence channels and grey + alpha need different choices).
+    - ``"grey"``: one channel is used as is; RGB(A) becomes luminance
+      (``skimage.color.rgb2gray`` weights, computed before normalisation, which equals
+      ``rgb2gray`` of ``dtype-range`` values followed by the normalisation); other counts
+      ask for ``channels``.
+    - ``"channels"``: the image must have exactly ``input_channels`` channels.
+
+    Parameters
+    ----------
+    plane : numpy.ndarray
+        ``(Y, X)`` or ``(Y, X, C)``, as from :func:`iter_planes`; never modified.
+    input_channels, channel_handling, normalisation
+        From the model card (:class:`~napari_cellseg.models.card.ModelCard`).
+    channels : sequence of int, optional
+        Image channel indices, one per model channel.
+
+    Examples
+    --------
+    >>> grey = np.full((4, 5), 255, np.uint8)
+    >>> x = to_model_input(grey, input_channels=3, channel_handling="rgb",
+    ...                    normalisation={"method": "dtype-range"})
+    >>> x.shape, x.dtype, float(x.max())
+    ((3, 4, 5), dtype('float32'), 1.0)
+    """
+    plane = np.asarray(plane)
+    data = _map_channels(_as_channels_first(plane), input_channels, channel_handling, channels)
+    return normalise(data, normalisation, dtype=plane.dtype)

@@ -1,0 +1,136 @@
+"""Running a loaded model on batches of tiles: device, precision, model cache.
+
+``ModelRunner`` turns numpy tiles into numpy outputs: U-Net probability maps (activation
+applied) or Mask R-CNN :class:`Detections` in tile coordinates. On CUDA it uses inference
+mode, channels-last memory and bfloat16/float16 autocast.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_cellseg.core.detections import Detections
+from napari_cellseg.models.weights import LoadedModel, load_weights
+
+# torch >= 2.5 has torch.OutOfMemoryError; older releases only torch.cuda.OutOfMemoryError.
+OutOfMemoryError: type[BaseException] = getattr(
+    torch, "OutOfMemoryError", getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
+)
+#: Mask R-CNN keeps candidates down to this score so thresholds can be re-applied later.
+MASKRCNN_KEEP_SCORE = 0.05
+
+_CACHE: OrderedDict[tuple, LoadedModel] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 2
+
+
+def cached_load(path: str | Path, device: torch.device) -> tuple[LoadedModel, bool]:
+    """Load ``path`` onto ``device``, reusing the last loads (keyed by file identity).
+
+    Returns the loaded model and whether it came from the cache.
+    """
+    path = Path(path).resolve()
+    stat = path.stat() if path.exists() else None
+    key = (str(path), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0, str(device))
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key], True
+    loaded = load_weights(path, device=device)
+    with _CACHE_LOCK:
+        _CACHE[key] = loaded
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return loaded, False
+
+
+def clear_model_cache() -> None:
+    """Forget cached models (frees their memory)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for CUDA/MPS out-of-memory errors (the only errors we recover from)."""
+    if isinstance(error, OutOfMemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and "out of memory" in text
+
+
+class ModelRunner:
+    """Runs one model on one device."""
+
+    def __init__(
+        self, loaded: LoadedModel, device: torch.device, *, mixed_precision: bool = True
+    ) -> None:
+        self.loaded = loaded
+        self.card = loaded.card
+        self.device = device
+        self.model = loaded.model
+        self.mixed_precision = mixed_precision and device.type == "cuda"
+        self.move_to(device)
+
+    def move_to(self, device: torch.device) -> None:
+        """Put the model on ``device`` (used for the CPU fallback)."""
+        self.device = device
+        self.mixed_precision = self.mixed_precision and device.type == "cuda"
+        self.model = self.model.to(device).eval()
+        if device.type == "cuda" and self.card.family == "unet":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if self.card.family == "maskrcnn":
+            self.model.roi_heads.score_thresh = MASKRCNN_KEEP_SCORE
+
+    def _autocast(self):
+        if not self.mixed_precision:
+            return nullcontext()
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype)
+
+    def unet_probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """(B, C_in, H, W) float32 → (B, C_out, H, W) float32 probabilities."""
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), self._autocast():
+            logits = self.model(x)
+            if self.card.output_activation == "sigmoid":
+                probs = torch.sigmoid(logits.float())
+            else:
+                probs = torch.softmax(logits.float(), dim=1)
+        return probs.cpu().numpy()
+
+    def maskrcnn_detections(self, batch: list[np.ndarray]) -> list[Detections]:
+        """Tiles of (3, h, w) float32 in [0, 1] → detections in tile coordinates."""
+        tensors = [torch.from_numpy(np.ascontiguousarray(t)).to(self.device) for t in batch]
+        with torch.inference_mode(), self._autocast():
+            outputs = self.model(tensors)
+        return [_to_detections(out, t.shape[-2:]) for out, t in zip(outputs, batch, strict=True)]
+
+
+def _to_detections(output: dict[str, torch.Tensor], shape: tuple[int, int]) -> Detections:
+    boxes = output["boxes"].float().cpu().numpy()
+    if len(boxes) == 0:
+        return Detections()
+    h, w = int(shape[0]), int(shape[1])
+    x0 = np.clip(np.floor(boxes[:, 0]), 0, w - 1).astype(np.int64)
+    y0 = np.clip(np.floor(boxes[:, 1]), 0, h - 1).astype(np.int64)
+    x1 = np.clip(np.ceil(boxes[:, 2]), x0 + 1, w).astype(np.int64)
+    y1 = np.clip(np.ceil(boxes[:, 3]), y0 + 1, h).astype(np.int64)
+    masks = output["masks"][:, 0].float().cpu().numpy()
+    crops = [
+        np.ascontiguousarray(masks[i, y0[i] : y1[i], x0[i] : x1[i]], dtype=np.float32)
+        for i in range(len(boxes))
+    ]
+    return Detections(
+        np.stack([y0, x0, y1, x1], axis=1),
+        output["scores"].float().cpu().numpy(),
+        output["labels"].cpu().numpy(),
+        crops,
+    )

@@ -1,0 +1,125 @@
+"""cellseg predict on real sample images with tiny random models."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from napari_cellseg.cli import main
+from napari_cellseg.core.io import read_labels
+from napari_cellseg.core.samples import get_sample
+from napari_cellseg.models import ModelCard, build_model, save_weights
+
+
+@pytest.fixture(scope="module")
+def weight_files(tmp_path_factory) -> dict[str, object]:
+    import torch
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("weights")
+    unet_args = {
+        "encoder_name": "resnet18",
+        "in_channels": 3,
+        "classes": 3,
+        "encoder_depth": 3,
+        "decoder_channels": [32, 16, 8],
+    }
+    mrcnn_args = {
+        "backbone": "resnet18",
+        "min_size": 128,
+        "max_size": 128,
+        "detections_per_img": 20,
+    }
+    return {
+        "unet": save_weights(
+            build_model("unet", **unet_args),
+            ModelCard.for_model("unet", unet_args),
+            folder / "u.safetensors",
+        ),
+        "maskrcnn": save_weights(
+            build_model("maskrcnn", **mrcnn_args),
+            ModelCard.for_model("maskrcnn", mrcnn_args),
+            folder / "m.safetensors",
+            half=True,
+        ),
+    }
+
+
+@pytest.mark.parametrize("family", ["unet", "maskrcnn"])
+def test_predict_writes_labels_and_prints_one_line_per_image(
+    tmp_path, capsys, weight_files, family
+) -> None:
+    images = []
+    for key in ("dsb_fluorescence", "dsb_he"):
+        src = get_sample(key).image_path
+        dst = tmp_path / f"{key} copy.png"  # a name with a space
+        shutil.copy(src, dst)
+        images.append(dst)
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "predict",
+            *map(str, images),
+            "--weights",
+            str(weight_files[family]),
+            "--out",
+            str(out),
+            "--tile",
+            "128",
+            "--overlap",
+            "16",
+            "--threshold",
+            "0.0",
+        ]
+    )
+    assert rc == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    for image, line in zip(images, lines, strict=True):
+        labels = read_labels(out / f"{image.stem}_labels.tif")
+        assert labels.dtype == np.uint16
+        assert labels.shape == (256, 256) if "fluor" in image.name else (256, 320)
+        assert line.startswith(str(image)) and " objects, " in line and line.endswith(".tif")
+
+
+def test_predict_reports_a_bad_image_and_continues(tmp_path, capsys, weight_files) -> None:
+    bad = tmp_path / "broken.tif"
+    bad.write_text("not an image")
+    good = get_sample("dsb_fluorescence").image_path
+    rc = main(
+        [
+            "predict",
+            str(bad),
+            str(good),
+            "--weights",
+            str(weight_files["unet"]),
+            "--out",
+            str(tmp_path / "o"),
+            "--tile",
+            "256",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "broken.tif: FAILED:" in captured.err
+    assert (tmp_path / "o" / "dsb_fluorescence_labels.tif").exists()
+    assert not (tmp_path / "o" / "broken_labels.tif").exists()
+
+
+def test_predict_with_bad_weights_is_one_line(tmp_path, capsys) -> None:
+    weights = tmp_path / "w.pth"
+    weights.write_text("nope")
+    rc = main(
+        [
+            "predict",
+            str(get_sample("dsb_he").image_path),
+            "--weights",
+            str(weights),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert rc == 2
+    assert "not a weight file" in capsys.readouterr().err
