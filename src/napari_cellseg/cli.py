@@ -1,4 +1,4 @@
-"""The ``cellseg`` command line: ``cellseg info FILE`` and ``cellseg predict IMAGE...``.
+"""The ``cellseg`` command line: ``cellseg info | predict | train | evaluate``.
 
 The CLI is napari-free: it imports only the core and the models.
 """
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     from napari_cellseg.cli_predict import add_predict_parser
 
     add_predict_parser(sub)
+    from napari_cellseg.cli_train import add_train_parsers
+
+    add_train_parsers(sub)
     return parser
 
 

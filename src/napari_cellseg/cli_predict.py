@@ -32,7 +32,12 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--device", default=defaults.device, help="auto, cuda, cuda:N, mps or cpu")
     p.add_argument("--tile", type=int, default=defaults.tile_size, help="tile size in pixels")
-    p.add_argument("--overlap", type=int, default=defaults.overlap, help="tile overlap, px")
+    p.add_argument(
+        "--overlap",
+        type=int,
+        default=None,
+        help=f"tile overlap, px (default {defaults.overlap}, at most a quarter of the tile)",
+    )
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="tiles per pass")
     p.add_argument("--axes", default=None, help="axes of the images, e.g. ZYX (default: file's)")
     p.add_argument(
@@ -72,12 +77,17 @@ def params_from_args(args: argparse.Namespace, family: str) -> PredictParams:
     return PredictParams(
         device=args.device,
         tile_size=args.tile,
-        overlap=args.overlap,
+        overlap=args.overlap if args.overlap is not None else default_overlap(args.tile),
         batch_size=args.batch_size,
         axes=args.axes,
         channels=channels,
         post=PostprocessParams(**post),
     )
+
+
+def default_overlap(tile_size: int) -> int:
+    """The default overlap, reduced for small tiles (a quarter of the tile at most)."""
+    return min(PredictParams().overlap, max(0, tile_size // 4))
 
 
 def run_predict(args: argparse.Namespace) -> int:

@@ -134,3 +134,92 @@ class PredictParams:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "post"}
         out["post"] = {f.name: getattr(self.post, f.name) for f in fields(self.post)}
         return out
+
+
+#: Family defaults used when TrainParams leaves a value as None.
+TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "unet": {
+        "optimizer": "adamw",
+        "learning_rate": 1e-3,
+        "weight_decay": 1e-4,
+        "schedule": "cosine",
+    },
+    "maskrcnn": {
+        "optimizer": "sgd",
+        "learning_rate": 0.005,
+        "weight_decay": 5e-4,
+        "schedule": "step",
+    },
+}
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Parameters of :func:`napari_cellseg.core.training.iter_train`.
+
+    ``None`` means "the family's default" (see :data:`TRAIN_DEFAULTS`): U-Net AdamW 1e-3 with
+    a cosine schedule; Mask R-CNN SGD 0.005, momentum 0.9, weight decay 5e-4, step decay.
+    """
+
+    family: str = "unet"
+    builder_args: dict[str, Any] | None = None
+    epochs: int = 30
+    minutes: float | None = None
+    batch_size: int = 8
+    patch_size: int = 256
+    samples_per_epoch: int = 512
+    optimizer: str | None = None
+    learning_rate: float | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+    loss: str = "dice+ce"
+    augment: bool = True
+    val_fraction: float = 0.15
+    seed: int = 0
+    device: str = "auto"
+    mixed_precision: bool = True
+    grad_clip: float = 5.0
+    early_stopping_patience: int | None = 10
+    num_workers: int = 0
+    val_tile_size: int = 512
+
+    def __post_init__(self) -> None:
+        if self.family not in TRAIN_DEFAULTS:
+            raise CellsegError(f"unknown model family {self.family!r}; use unet or maskrcnn")
+        if self.epochs < 1:
+            raise CellsegError(f"epochs must be at least 1, got {self.epochs}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise CellsegError(f"the time budget must be positive, got {self.minutes} minutes")
+        if self.batch_size < 1 or self.samples_per_epoch < self.batch_size:
+            raise CellsegError(
+                f"batch size {self.batch_size} must be >= 1 and <= samples per epoch "
+                f"({self.samples_per_epoch})"
+            )
+        if not 32 <= self.patch_size <= 4096 or self.patch_size % 32:
+            raise CellsegError(
+                f"patch size {self.patch_size} must be a multiple of 32 between 32 and 4096"
+            )
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise CellsegError(f"validation fraction must be in [0, 1), got {self.val_fraction}")
+        if self.optimizer not in (None, "adamw", "sgd"):
+            raise CellsegError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
+        if self.schedule not in (None, "cosine", "step", "constant"):
+            raise CellsegError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
+        if self.loss not in ("dice+ce", "dice+focal", "ce", "focal"):
+            raise CellsegError(f"loss must be dice+ce, dice+focal, ce or focal, got {self.loss!r}")
+        if self.learning_rate is not None and not 0 < self.learning_rate < 10:
+            raise CellsegError(
+                f"learning rate must be positive and small, got {self.learning_rate}"
+            )
+
+    def resolved(self, name: str) -> Any:
+        """The value of ``name``, with the family default when it is None."""
+        value = getattr(self, name)
+        return TRAIN_DEFAULTS[self.family][name] if value is None else value
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, defaults resolved (stored in checkpoints and model cards)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in TRAIN_DEFAULTS[self.family]:
+            out[name] = self.resolved(name)
+        return out

@@ -31,6 +31,9 @@ def build_maskrcnn(
     min_size: int = 512,
     max_size: int = 1024,
     mask_hidden_channels: int = 256,
+    fpn_channels: int = 256,
+    returned_layers: Sequence[int] = (1, 2, 3, 4),
+    box_head_size: int = 1024,
     backbone_weights: str | Path | None = None,
 ) -> torch.nn.Module:
     """Build a torchvision Mask R-CNN.
@@ -55,6 +58,14 @@ def build_maskrcnn(
         the longer would exceed ``max_size``.
     mask_hidden_channels : int
         Channels of the mask predictor's transposed convolution.
+    fpn_channels : int
+        Channels of the FPN and of every head on top of it (torchvision: 256).
+    returned_layers : sequence of int
+        ResNet stages feeding the FPN (torchvision: 1, 2, 3, 4). Small nuclei need no
+        stage 4; dropping it removes most of a ResNet-18's weights. ``anchor_sizes`` needs
+        one entry per returned stage plus one for the extra pooled level.
+    box_head_size : int
+        Width of the two fully connected layers of the box head (torchvision: 1024).
     backbone_weights : str, Path or None
         A *local* ResNet weight file for the backbone body; ``None`` initialises randomly.
 
@@ -86,9 +97,13 @@ def build_maskrcnn(
         )
     anchor_sizes = tuple(tuple(int(s) for s in level) for level in anchor_sizes)
     aspect_ratios = tuple(float(r) for r in aspect_ratios)
-    if len(anchor_sizes) != 5:
+    returned_layers = tuple(int(layer) for layer in returned_layers)
+    if not returned_layers or not set(returned_layers) <= {1, 2, 3, 4}:
+        raise ModelBuildError(f"returned_layers must be ResNet stages 1-4, got {returned_layers}")
+    n_levels = len(returned_layers) + 1
+    if len(anchor_sizes) != n_levels:
         raise ModelBuildError(
-            f"anchor_sizes needs one entry per FPN level (5), got {len(anchor_sizes)}"
+            f"anchor_sizes needs one entry per FPN level ({n_levels}), got {len(anchor_sizes)}"
         )
     if len({len(level) for level in anchor_sizes}) != 1:
         raise ModelBuildError("every FPN level needs the same number of anchor sizes")
@@ -103,12 +118,19 @@ def build_maskrcnn(
         sizes=anchor_sizes, aspect_ratios=(aspect_ratios,) * len(anchor_sizes)
     )
     n_anchors = anchors.num_anchors_per_location()[0]
+    compact = (fpn_channels, returned_layers, box_head_size) != (256, (1, 2, 3, 4), 1024)
+    if compact and variant == "v2":
+        raise ModelBuildError("fpn_channels, returned_layers and box_head_size need variant v1")
     common = {
         "box_detections_per_img": int(detections_per_img),
         "min_size": int(min_size),
         "max_size": int(max_size),
     }
-    if backbone == "resnet50" and n_anchors == 3:
+    if compact:
+        model = _compact_maskrcnn(
+            backbone, num_classes, anchors, fpn_channels, returned_layers, box_head_size, common
+        )
+    elif backbone == "resnet50" and n_anchors == 3:
         # torchvision's own R50 builders (3 anchors per location); anchors set below.
         factory = maskrcnn_resnet50_fpn if variant == "v1" else maskrcnn_resnet50_fpn_v2
         model = factory(weights=None, weights_backbone=None, num_classes=num_classes, **common)
@@ -127,8 +149,43 @@ def build_maskrcnn(
             rpn_head=rpn_head,
             **common,
         )
-    if mask_hidden_channels != 256:
-        model.roi_heads.mask_predictor = MaskRCNNPredictor(256, mask_hidden_channels, num_classes)
+    if mask_hidden_channels != 256 or compact:
+        model.roi_heads.mask_predictor = MaskRCNNPredictor(
+            fpn_channels, mask_hidden_channels, num_classes
+        )
     if local_file is not None:
         load_local_weights(model.backbone.body, local_file, what="backbone_weights")
     return model
+
+
+def _compact_maskrcnn(
+    backbone, num_classes, anchors, fpn_channels, returned_layers, box_head_size, common
+) -> torch.nn.Module:
+    """A Mask R-CNN with a narrower FPN and heads, and optionally fewer ResNet stages."""
+    from torchvision.models import resnet
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+    from torchvision.models.detection.rpn import RPNHead
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+    body = getattr(resnet, backbone)(weights=None)
+    stage_channels = body.inplanes // 8  # 64 for basic blocks, 256 for bottlenecks
+    return_layers = {f"layer{k}": str(v) for v, k in enumerate(returned_layers)}
+    in_channels = [stage_channels * 2 ** (k - 1) for k in returned_layers]
+    fpn = BackboneWithFPN(
+        body, return_layers, in_channels, fpn_channels, extra_blocks=LastLevelMaxPool()
+    )
+    resolution = 7
+    return MaskRCNN(
+        fpn,
+        num_classes=None,
+        rpn_anchor_generator=anchors,
+        rpn_head=RPNHead(fpn_channels, anchors.num_anchors_per_location()[0]),
+        box_head=TwoMLPHead(fpn_channels * resolution**2, box_head_size),
+        box_predictor=FastRCNNPredictor(box_head_size, num_classes),
+        mask_head=MaskRCNNHeads(fpn_channels, (fpn_channels,) * 4, 1),
+        mask_predictor=MaskRCNNPredictor(fpn_channels, 256, num_classes),  # resized by caller
+        **common,
+    )
