@@ -1,22 +1,32 @@
 """The headless demo pipeline behind ``make run`` when there is no display.
 
-It runs what the product can do today on the bundled sample data and says what it did.
-Today: read each sample image and its ground truth, write an outline overlay PNG and a copy
-of the labels, check every bundled weight file (card and weights), and write a summary JSON.
-Inference and metrics join this pipeline as the engine lands.
+For every bundled sample image and every bundled demo model: segment, write the labels TIFF
+and an outline overlay PNG, score against the ground truth, and write a metrics table
+(``metrics.csv`` and ``metrics.md``) and ``summary.json`` into ``demo-output/``.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+SHOWN = ("dsb_ap", "ap@0.5", "f1@0.5", "pixel_iou", "glas_object_dice")
 
-def run_headless_demo(out_dir: Path = Path("demo-output"), *, log=print) -> dict[str, Any]:
+
+def run_headless_demo(
+    out_dir: Path = Path("demo-output"),
+    *,
+    log: Callable[[str], None] = print,
+    weights: list[Path] | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
     """Run the demo on the sample data, writing into ``out_dir``.
 
     Parameters
@@ -24,7 +34,11 @@ def run_headless_demo(out_dir: Path = Path("demo-output"), *, log=print) -> dict
     out_dir : Path
         Output folder (created).
     log : callable
-        Receives one human-readable line per step (``print`` by default).
+        Receives one human-readable line per step.
+    weights : list of Path, optional
+        Models to run (default: the bundled demo weights).
+    device : str
+        ``auto``, ``cuda``, ``mps`` or ``cpu``.
 
     Returns
     -------
@@ -32,53 +46,110 @@ def run_headless_demo(out_dir: Path = Path("demo-output"), *, log=print) -> dict
         The summary also written to ``out_dir / "summary.json"``.
     """
     from napari_cellseg.core.atomic import atomic_write_text
+    from napari_cellseg.core.config import PredictParams
+    from napari_cellseg.core.inference import predict
     from napari_cellseg.core.io import read_image, read_labels, write_labels
+    from napari_cellseg.core.metrics import evaluate_pair
     from napari_cellseg.core.overlay import write_overlay_png
     from napari_cellseg.core.samples import list_samples
-    from napari_cellseg.models import list_bundled_weights, load_weights
+    from napari_cellseg.models import list_bundled_weights, read_card
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {"samples": [], "models": [], "out_dir": str(out_dir)}
-    for sample in list_samples():
-        image = read_image(sample.image_path)
-        labels = read_labels(sample.mask_path)
-        plane = image.data
-        overlay = write_overlay_png(
-            out_dir / f"{sample.key}_ground_truth_overlay.png", plane, labels
-        )
-        labels_path = write_labels(out_dir / f"{sample.key}_ground_truth_labels.tif", labels)
-        n_objects = int(len(np.unique(labels)) - (1 if (labels == 0).any() else 0))
+    weights = list_bundled_weights() if weights is None else list(weights)
+    summary: dict[str, Any] = {"out_dir": str(out_dir), "samples": [], "runs": []}
+    samples = [(s, read_image(s.image_path), read_labels(s.mask_path)) for s in list_samples()]
+    for sample, image, truth in samples:
+        overlay = write_overlay_png(out_dir / f"{sample.key}_ground_truth.png", image.data, truth)
+        n_truth = len(np.unique(truth)) - 1
         summary["samples"].append(
             {
                 "key": sample.key,
                 "kind": sample.kind,
-                "shape": list(plane.shape),
-                "axes": image.axes,
-                "ground_truth_objects": n_objects,
+                "shape": list(image.data.shape),
+                "objects": n_truth,
                 "overlay": str(overlay),
-                "labels": str(labels_path),
             }
         )
         log(
-            f"sample {sample.key} ({sample.kind}, {image.axes} {plane.shape}, {plane.dtype}): "
-            f"{n_objects} ground-truth nuclei -> {overlay.name}, {labels_path.name}"
+            f"sample {sample.key} ({sample.kind}, {image.axes} {image.data.shape}): "
+            f"{n_truth} ground-truth nuclei -> {overlay.name}"
         )
-    weights = list_bundled_weights()
     if not weights:
-        log("no demo weights are bundled yet (sample_data/models/ is empty): nothing to run")
+        log("no demo weights found in sample_data/models/: only the ground truth was drawn")
     for path in weights:
-        start = time.perf_counter()
-        loaded = load_weights(path)
-        seconds = time.perf_counter() - start
-        summary["models"].append({"file": str(path), "card": loaded.card.to_dict()})
-        log(
-            f"model {path.name}: {loaded.card.family} {loaded.card.architecture}, "
-            f"loaded and checked in {seconds:.1f} s"
-        )
+        card = read_card(path)
+        model_key = path.name.removesuffix(".safetensors")
+        for sample, image, truth in samples:
+            start = time.perf_counter()
+            prediction = predict(image.data, path, PredictParams(device=device, axes=image.axes))
+            seconds = time.perf_counter() - start
+            labels_path = write_labels(
+                out_dir / f"{sample.key}__{model_key}_labels.tif", prediction.labels
+            )
+            overlay = write_overlay_png(
+                out_dir / f"{sample.key}__{model_key}.png", image.data, prediction.labels
+            )
+            metrics = evaluate_pair(truth, prediction.labels)
+            summary["runs"].append(
+                {
+                    "sample": sample.key,
+                    "kind": sample.kind,
+                    "model": model_key,
+                    "family": card.family,
+                    "objects": prediction.n_objects,
+                    "seconds": seconds,
+                    "device": prediction.device,
+                    "labels": str(labels_path),
+                    "overlay": str(overlay),
+                    "metrics": metrics,
+                }
+            )
+            log(
+                f"{model_key} on {sample.key}: {prediction.n_objects} objects in {seconds:.1f} s "
+                f"on {prediction.device}; DSB AP {metrics['dsb_ap']:.3f}, "
+                f"F1@0.5 {metrics['f1@0.5']:.3f} -> {labels_path.name}, {overlay.name}"
+            )
+    if summary["runs"]:
+        atomic_write_text(out_dir / "metrics.csv", _csv(summary["runs"]))
+        atomic_write_text(out_dir / "metrics.md", _markdown(summary["runs"]))
+        log(f"wrote {out_dir / 'metrics.csv'} and {out_dir / 'metrics.md'}")
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
     log(f"wrote {out_dir / 'summary.json'}")
     return summary
+
+
+def _csv(runs: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    keys = list(runs[0]["metrics"])
+    writer = csv.writer(buffer)
+    writer.writerow(["sample", "kind", "model", "family", "objects", "seconds", *keys])
+    for r in runs:
+        writer.writerow(
+            [
+                r["sample"],
+                r["kind"],
+                r["model"],
+                r["family"],
+                r["objects"],
+                f"{r['seconds']:.3f}",
+                *(f"{r['metrics'][k]:.4f}" for k in keys),
+            ]
+        )
+    return buffer.getvalue()
+
+
+def _markdown(runs: list[dict[str, Any]]) -> str:
+    lines = [
+        "| sample | model | objects | seconds | " + " | ".join(SHOWN) + " |",
+        "|---|---|---|---|" + "---|" * len(SHOWN),
+    ]
+    for r in runs:
+        values = " | ".join(f"{r['metrics'][k]:.3f}" for k in SHOWN)
+        lines.append(
+            f"| {r['sample']} | {r['model']} | {r['objects']} | {r['seconds']:.1f} | {values} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:

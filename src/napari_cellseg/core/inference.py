@@ -292,11 +292,17 @@ def _run_plane(
     n_planes: int,
 ) -> Generator[Event, None, Any]:
     height, width = x.shape[-2:]
-    tiles = plan_tiles((height, width), state.tile_size, params.overlap)
+    tile_size, overlap = state.tile_size, params.overlap
+    if runner.card.family == "maskrcnn":
+        # torchvision rescales each input so its short side is min_size: tiles no larger
+        # than min_size keep objects at (or above) the scale the model was trained at.
+        tile_size = min(tile_size, int(runner.card.builder_args.get("min_size", 800)))
+        overlap = min(overlap, tile_size // 4)
+    tiles = plan_tiles((height, width), tile_size, overlap)
     batches = [tiles[i : i + state.batch_size] for i in range(0, len(tiles), state.batch_size)]
     message = f"plane {plane_number + 1}/{n_planes}" if n_planes > 1 else ""
     if runner.card.family == "unet":
-        blender = TileBlender(len(runner.card.outputs), (height, width), params.overlap)
+        blender = TileBlender(len(runner.card.outputs), (height, width), overlap)
         for done, batch in enumerate(batches, start=1):
             crops = [x[:, t.y0 : t.y1, t.x0 : t.x1] for t in batch]
             padded = [pad_to_multiple(c, UNET_MULTIPLE) for c in crops]
