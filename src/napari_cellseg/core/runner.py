@@ -107,11 +107,65 @@ class ModelRunner:
         return probs.cpu().numpy()
 
     def maskrcnn_detections(self, batch: list[np.ndarray]) -> list[Detections]:
-        """Tiles of (3, h, w) float32 in [0, 1] → detections in tile coordinates."""
+        """Tiles of (3, h, w) float32 in [0, 1] → detections in tile coordinates.
+
+        Runs the detector's stages itself instead of ``model(images)``: torchvision would
+        paste every 28×28 mask into a full-tile float image (500 objects × 512² × 4 bytes =
+        0.5 GB per tile); here each mask is resized only into its own box, so memory grows
+        with the objects, not with the tile.
+        """
+        from collections import OrderedDict
+
+        from torchvision.models.detection.transform import resize_boxes
+
+        model = self.model
         tensors = [torch.from_numpy(np.ascontiguousarray(t)).to(self.device) for t in batch]
+        sizes = [tuple(int(s) for s in t.shape[-2:]) for t in tensors]
         with torch.inference_mode(), self._autocast():
-            outputs = self.model(tensors)
-        return [_to_detections(out, t.shape[-2:]) for out, t in zip(outputs, batch, strict=True)]
+            images, _ = model.transform(tensors)
+            features = model.backbone(images.tensors)
+            if isinstance(features, torch.Tensor):
+                features = OrderedDict([("0", features)])
+            proposals, _ = model.rpn(images, features)
+            detections, _ = model.roi_heads(features, proposals, images.image_sizes)
+            out = []
+            for det, resized, size in zip(detections, images.image_sizes, sizes, strict=True):
+                boxes = resize_boxes(det["boxes"].float(), resized, size)
+                out.append(_box_detections(boxes, det["scores"], det["labels"], det["masks"], size))
+        return out
+
+
+def _box_detections(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    masks: torch.Tensor,
+    shape: tuple[int, int],
+) -> Detections:
+    """Integer boxes clipped to the tile, each mask resized into its own box only."""
+    import torch.nn.functional as F
+
+    if len(boxes) == 0:
+        return Detections()
+    h, w = shape
+    b = boxes.cpu().numpy()
+    x0 = np.clip(np.floor(b[:, 0]), 0, w - 1).astype(np.int64)
+    y0 = np.clip(np.floor(b[:, 1]), 0, h - 1).astype(np.int64)
+    x1 = np.clip(np.ceil(b[:, 2]), x0 + 1, w).astype(np.int64)
+    y1 = np.clip(np.ceil(b[:, 3]), y0 + 1, h).astype(np.int64)
+    crops = []
+    for i in range(len(b)):
+        size = (int(y1[i] - y0[i]), int(x1[i] - x0[i]))
+        crop = F.interpolate(
+            masks[i : i + 1].float(), size=size, mode="bilinear", align_corners=False
+        )
+        crops.append(crop[0, 0].cpu().numpy().astype(np.float32, copy=False))
+    return Detections(
+        np.stack([y0, x0, y1, x1], axis=1),
+        scores.float().cpu().numpy(),
+        labels.cpu().numpy(),
+        crops,
+    )
 
 
 def _to_detections(output: dict[str, torch.Tensor], shape: tuple[int, int]) -> Detections:
