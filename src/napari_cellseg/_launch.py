@@ -45,6 +45,8 @@ def _run_gui(screenshot: Path | None) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
+    import napari_cellseg._napari  # noqa: F401  (keeps triton out before OpenGL starts)
+
     viewer = napari.Viewer(title="napari-cellseg")
     viewer.open_sample(PLUGIN, SAMPLE)
     viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")

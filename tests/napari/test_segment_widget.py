@@ -87,7 +87,9 @@ def test_widget_docks_from_the_manifest(make_napari_viewer, errors) -> None:
     assert isinstance(widget, SegmentWidget)
     for name in ("image_layer", "weights", "recent", "device", "device_info", "card"):
         assert widget[name] is not None
-    assert "run" not in [w.name for w in widget]  # inference comes later
+    for name in ("tile_size", "overlap", "prob_threshold", "min_size", "progress", "status"):
+        assert widget[name] is not None  # running is tested in test_segment_run.py
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
     assert widget.device.value == "auto"
     assert widget.device_info.value == f"runs on: {resolve_device('auto')}"
 

@@ -1,1 +1,18 @@
-"""napari glue for napari-cellseg: the only subpackage that imports napari, magicgui or qtpy."""
+"""The napari plugin layer: the only code that imports napari, magicgui and qtpy.
+
+One deliberate import-time action: with software OpenGL (Mesa llvmpipe: VMs, remote
+desktops, Xvfb), loading ``triton`` after napari has created its OpenGL context crashes
+the process (two LLVM copies clash). torchvision imports ``torch._dynamo``, which imports
+triton when it is installed (CUDA builds of torch ship it). The plugin never uses
+``torch.compile``, so it keeps triton from loading when nothing has loaded it yet.
+"""
+
+import sys
+
+
+def block_triton_import() -> None:
+    """Make ``import triton`` fail (torch then reports no triton) unless it is loaded."""
+    sys.modules.setdefault("triton", None)  # type: ignore[arg-type]
+
+
+block_triton_import()

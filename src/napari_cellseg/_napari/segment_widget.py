@@ -1,8 +1,10 @@
-"""The "Segment" dock: choose an image layer, a weight file and a device; see the model card.
+"""The "Segment" dock: image layer, weight file, device, tiling and thresholds; Run / Cancel.
 
 The widget keeps all its state on the instance. Recently used weight files are kept in a JSON
 file in the user's config directory (``NAPARI_CELLSEG_CONFIG_DIR`` overrides it, for tests).
-Running inference is added in a later step; this dock only selects and inspects the model.
+The chosen weight file is shared with the viewer's other docks through its
+:class:`~napari_cellseg._napari._session.Session`. Running, cancelling and re-applying
+thresholds live in :mod:`._segment_run`; layer conversion in :mod:`._layers`.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import napari
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, TextEdit
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, TextEdit
 from napari.layers import Image
 from napari.utils.notifications import show_error
 
 from napari_cellseg import models
+from napari_cellseg._napari import _layers
+from napari_cellseg._napari._segment_run import SegmentOptions, SegmentRun, build_request
+from napari_cellseg._napari._session import session_for
 from napari_cellseg.core.device import available_devices, resolve_device
 from napari_cellseg.core.errors import CellsegError
 
@@ -30,7 +35,7 @@ log = logging.getLogger(__name__)
 WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin"
 CONFIG_ENV = "NAPARI_CELLSEG_CONFIG_DIR"
 RECENT_FILE = "recent_weights.json"
-CARD_MAX_HEIGHT = 260  # pixels: room for a full summary without filling the dock
+CARD_MAX_HEIGHT = 180  # pixels: room for a full summary without filling the dock
 NO_FILE_TEXT = "No weight file chosen: pick one above or from the recent list."
 
 
@@ -92,11 +97,12 @@ def rebuild_choices(combo: ComboBox) -> None:
 
 
 class SegmentWidget(Container):
-    """Dock widget to pick the image layer, the weight file and the device."""
+    """Dock widget to segment an image layer with a weight file (U-Net or Mask R-CNN)."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self._viewer = viewer
+        self._session = session_for(viewer)
         self._busy = False
         self._model_card: Any = None
         self._recent = RecentFiles(config_dir() / RECENT_FILE)
@@ -116,15 +122,24 @@ class SegmentWidget(Container):
         self._card = TextEdit(name="card", label="Model", value=NO_FILE_TEXT)
         self._card.read_only = True
         self._card.native.setMaximumHeight(CARD_MAX_HEIGHT)
+        self._options = SegmentOptions()
+        self._runner = SegmentRun(
+            viewer, self._options, report_error=self._report_error, parent=self.native
+        )
         self.extend(
             [self._image, self._weights, self._recent_box, self._device, self._device_info,
-             self._card]
+             self._card, *self._options.widgets, *self._runner.widgets]
         )  # fmt: skip
         self.native.layout().addStretch(1)  # keep the rows at the top of a tall dock
+        self._options.set_family(None)
 
         self._weights.changed.connect(self._on_weights_changed)
         self._recent_box.changed.connect(self._on_recent_changed)
         self._device.changed.connect(self._on_device_changed)
+        self._image.changed.connect(self._on_image_changed)
+        self._runner.run_button.changed.connect(self.run)
+        self._session.weights_changed.connect(self._on_session_weights)
+        self.native.destroyed.connect(self._runner.shutdown)
         layer_events = viewer.layers.events
         layer_events.inserted.connect(self._on_layer_inserted)
         layer_events.removed.connect(self._on_layer_removed)
@@ -133,11 +148,58 @@ class SegmentWidget(Container):
             layer.events.name.connect(self._refresh_images)
 
         self._on_device_changed(self._device.value)
-        start = self._bundled or self._recent.load()
+        self._on_image_changed(self._image.value)
+        start = [self._session.weights] if self._session.weights else []
+        start = start or self._bundled or self._recent.load()
         if start:
             self._use(start[0], remember=False)
 
-    # -- public read-only state, for the inference step ------------------------------------
+    # -- running ----------------------------------------------------------------------------
+    def run(self, _value: Any = None) -> Any:
+        """Segment the chosen image in a worker and return the worker (None if not started)."""
+        if self._runner.running:
+            return None
+        try:
+            request = build_request(
+                self._viewer, self._options, image=self.selected_image,
+                weights=self.weights_path, card=self._model_card, device=self._device.value,
+            )  # fmt: skip
+        except CellsegError as exc:
+            self._runner.fail(str(exc))
+            return None
+        return self._runner.start(request)
+
+    def cancel(self) -> None:
+        """Stop the running segmentation at its next step; nothing is added."""
+        self._runner.cancel()
+
+    def _report_error(self, message: str) -> None:
+        show_error(message)
+
+    @property
+    def running(self) -> bool:
+        """Whether a segmentation is under way."""
+        return self._runner.running
+
+    @property
+    def last_prediction(self) -> Any:
+        """The latest :class:`~napari_cellseg.core.inference.Prediction` (thresholds applied)."""
+        return self._runner.prediction
+
+    @property
+    def run_button(self) -> PushButton:
+        return self._runner.run_button
+
+    @property
+    def cancel_button(self) -> PushButton:
+        return self._runner.cancel_button
+
+    @property
+    def runner(self) -> SegmentRun:
+        """The run controller (worker, progress, re-applying thresholds)."""
+        return self._runner
+
+    # -- public read-only state ------------------------------------------------------------
     @property
     def selected_image(self) -> Image | None:
         """The chosen Image layer, or ``None``."""
@@ -168,6 +230,13 @@ class SegmentWidget(Container):
         event.value.events.name.disconnect(self._refresh_images)
         self._refresh_images()
 
+    def _on_image_changed(self, layer: Image | None) -> None:
+        try:
+            stack = layer is not None and _layers.lead_count(_layers.layer_axes(layer)) > 0
+        except CellsegError:
+            stack = False
+        self._options.planes.enabled = stack
+
     # -- weight files -----------------------------------------------------------------------
     def _recent_choices(self, _widget: Any = None) -> list[tuple[str, Path]]:
         recent = self._recent.load()
@@ -181,6 +250,11 @@ class SegmentWidget(Container):
 
     def _on_recent_changed(self, value: Path | None) -> None:
         if not self._busy and value is not None:
+            self._use(value, remember=True)
+
+    def _on_session_weights(self, value: Path | None) -> None:
+        """Another dock (e.g. fine-tuning) chose new weights: show and use them."""
+        if not self._busy and value is not None and value != self._weights.value:
             self._use(value, remember=True)
 
     @contextlib.contextmanager
@@ -198,8 +272,11 @@ class SegmentWidget(Container):
             if self._weights.value != path:
                 self._weights.value = path
             self._model_card = self._read_card(path)
-            if self._model_card is not None and path is not None and remember:
-                self._recent.add(path)
+            self._options.set_family(getattr(self._model_card, "family", None))
+            if self._model_card is not None and path is not None:
+                self._session.weights = path
+                if remember:
+                    self._recent.add(path)
             rebuild_choices(self._recent_box)
             known = [value for _, value in self._recent_choices()]
             self._recent_box.value = path if path in known else None

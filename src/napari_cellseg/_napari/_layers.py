@@ -1,0 +1,265 @@
+"""Between napari layers and the core's arrays: axes, the current plane, result layers.
+
+Napari-side helpers only (no Qt widgets): the Segment dock uses them to turn an Image layer
+into ``(data, axes)`` for :func:`napari_cellseg.core.inference.iter_predict`, and to show a
+:class:`~napari_cellseg.core.inference.Prediction` as Labels, Shapes (boxes) and Image
+(probability map) layers that are replaced, not piled up, when the user runs again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from napari.layers import Image, Labels, Layer, Shapes
+
+from napari_cellseg.core.errors import CellsegError
+
+LEAD_AXES = "TZ"
+BOX_COLOR = "yellow"
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """What one run segments.
+
+    Attributes
+    ----------
+    data : array-like
+        The layer's data, or one plane of it (a view; dask arrays stay lazy).
+    axes : str
+        Axis letters of ``data`` (``TZ`` lead, then ``YX`` and maybe ``S``/``C``).
+    plane : tuple of int or None
+        Index over the layer's T/Z axes when only the current plane is segmented.
+    n_planes : int
+        How many 2-D planes ``data`` holds (for the overall progress).
+    """
+
+    data: Any
+    axes: str
+    plane: tuple[int, ...] | None
+    n_planes: int
+
+
+@dataclass(frozen=True)
+class ResultTarget:
+    """Where a run's result goes: layer ``name`` over ``image`` (``plane`` of a stack)."""
+
+    image: Image
+    name: str
+    plane: tuple[int, ...] | None
+    weights: Path
+
+
+def result_name(image_name: str, model_name: str) -> str:
+    """The result layer's name: ``"<image> · <model card name>"``."""
+    return f"{image_name} · {model_name}"
+
+
+def layer_data(layer: Image) -> Any:
+    """The full-resolution data of an Image layer (level 0 of a multiscale layer)."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def layer_axes(layer: Image) -> str:
+    """Axis letters of an Image layer's data.
+
+    RGB(A) layers end in ``YXS``; a non-RGB layer whose last axis has at most 4 entries while
+    Y and X are larger ends in ``YXC`` (channels last); otherwise the last two axes are
+    ``YX``. Up to two leading axes are ``Z`` or ``TZ``.
+    """
+    shape = tuple(int(s) for s in layer_data(layer).shape)
+    if layer.rgb:
+        core = "YXS"
+    elif len(shape) >= 3 and shape[-1] <= 4 < min(shape[-3], shape[-2]):
+        core = "YXC"
+    else:
+        core = "YX"
+    n_lead = len(shape) - len(core)
+    if n_lead < 0 or n_lead > len(LEAD_AXES):
+        raise CellsegError(
+            f"layer {layer.name!r} has {len(shape)} dimensions (shape {shape}); the Segment "
+            "dock takes 2-D images, z-stacks and time-lapses (at most T, Z, Y, X)"
+        )
+    return LEAD_AXES[len(LEAD_AXES) - n_lead :] + core
+
+
+def lead_count(axes: str) -> int:
+    """Number of leading T/Z axes."""
+    return sum(a in LEAD_AXES for a in axes)
+
+
+def current_plane(layer: Image, viewer: napari.Viewer) -> tuple[int, ...]:
+    """Index over the layer's leading T/Z axes at the viewer's current dims position."""
+    data = layer_data(layer)
+    n_lead = lead_count(layer_axes(layer))
+    position = layer.world_to_data(viewer.dims.point)
+    return tuple(
+        int(np.clip(round(float(position[i])), 0, data.shape[i] - 1)) for i in range(n_lead)
+    )
+
+
+def image_input(layer: Image, viewer: napari.Viewer, *, only_current: bool) -> ImageInput:
+    """The data and axes to segment: the whole layer, or the plane the viewer shows."""
+    data, axes = layer_data(layer), layer_axes(layer)
+    n_lead = lead_count(axes)
+    if only_current and n_lead:
+        plane = current_plane(layer, viewer)
+        return ImageInput(data[plane], axes[n_lead:], plane, 1)
+    n_planes = int(np.prod([data.shape[i] for i in range(n_lead)], dtype=np.int64))
+    return ImageInput(data, axes, None, n_planes)
+
+
+def _placement(image: Image | None, ndim: int) -> dict[str, Any]:
+    """Scale and translate of the image's last ``ndim`` display axes (to overlay it)."""
+    if image is None or image.ndim < ndim:
+        return {}
+    return {"scale": tuple(image.scale[-ndim:]), "translate": tuple(image.translate[-ndim:])}
+
+
+def _existing(viewer: napari.Viewer, name: str) -> Layer | None:
+    return next((layer for layer in viewer.layers if layer.name == name), None)
+
+
+def _replace_or_add(
+    viewer: napari.Viewer, layer: Layer, existing: Layer | None, kind: type[Layer]
+) -> Layer:
+    """Put ``layer`` where ``existing`` was (same kind only) or on top of the list."""
+    if isinstance(existing, kind):
+        index = viewer.layers.index(existing)
+        viewer.layers.remove(existing)
+        viewer.layers.insert(index, layer)
+    else:
+        viewer.add_layer(layer)
+    return layer
+
+
+def put_labels(
+    viewer: napari.Viewer,
+    name: str,
+    labels: np.ndarray,
+    *,
+    image: Image | None,
+    metadata: dict[str, Any],
+) -> Labels:
+    """Show ``labels`` in the Labels layer ``name``: replace its data, or add the layer."""
+    existing = _existing(viewer, name)
+    if isinstance(existing, Labels) and existing.data.ndim == labels.ndim:
+        existing.data = labels
+        existing.metadata = metadata
+        return existing
+    layer = Labels(labels, name=name, metadata=metadata, **_placement(image, labels.ndim))
+    return _replace_or_add(viewer, layer, existing, Labels)
+
+
+def box_rectangles(table: dict[str, np.ndarray], lead_shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Rectangle vertices (pixel edges) of each object's bounding box, with its plane index."""
+    n = len(table.get("label", ()))
+    planes = np.asarray(table.get("plane", np.zeros(n, np.int64)), np.int64)
+    lead = np.stack(np.unravel_index(planes, lead_shape), axis=1) if lead_shape else None
+    y0, x0 = table["bbox_y0"] - 0.5, table["bbox_x0"] - 0.5
+    y1, x1 = table["bbox_y1"] - 0.5, table["bbox_x1"] - 0.5
+    rects = []
+    for i in range(n):
+        corners = np.array([[y0[i], x0[i]], [y0[i], x1[i]], [y1[i], x1[i]], [y1[i], x0[i]]])
+        if lead is not None:
+            corners = np.hstack([np.repeat(lead[i][None], 4, axis=0), corners])
+        rects.append(corners.astype(float))
+    return rects
+
+
+def put_boxes(
+    viewer: napari.Viewer,
+    name: str,
+    table: dict[str, np.ndarray],
+    lead_shape: tuple[int, ...],
+    *,
+    image: Image | None,
+) -> Shapes:
+    """Show Mask R-CNN boxes with their scores as the Shapes layer ``name`` (replaced)."""
+    rects = box_rectangles(table, lead_shape)
+    scores = np.asarray(table.get("score", np.ones(len(rects))), float)
+    ndim = len(lead_shape) + 2
+    layer = Shapes(
+        rects or None,
+        ndim=ndim,
+        shape_type="rectangle",
+        name=name,
+        edge_color=BOX_COLOR,
+        face_color="transparent",
+        edge_width=1,
+        features={"score": scores},
+        text={"string": "{score:.2f}", "color": BOX_COLOR, "size": 8, "anchor": "upper_left"},
+        **_placement(image, ndim),
+    )
+    return _replace_or_add(viewer, layer, _existing(viewer, name), Shapes)
+
+
+def foreground_probability(probabilities: np.ndarray, outputs: list[str]) -> np.ndarray:
+    """P(object) from U-Net maps ``(..., C, Y, X)``: the foreground channel or 1 - background."""
+    probs = np.asarray(probabilities, np.float32)
+    if "foreground" in outputs:
+        return probs[..., outputs.index("foreground"), :, :]
+    if "background" in outputs:
+        return 1.0 - probs[..., outputs.index("background"), :, :]
+    return probs[..., 0, :, :]
+
+
+def put_probabilities(
+    viewer: napari.Viewer, name: str, probability: np.ndarray, *, image: Image | None
+) -> Image:
+    """Show a probability map as the Image layer ``name`` (data replaced when it exists)."""
+    existing = _existing(viewer, name)
+    if isinstance(existing, Image) and existing.data.ndim == probability.ndim:
+        existing.data = probability
+        return existing
+    layer = Image(
+        probability,
+        name=name,
+        colormap="magma",
+        contrast_limits=(0.0, 1.0),
+        blending="additive",
+        opacity=0.6,
+        **_placement(image, probability.ndim),
+    )
+    return _replace_or_add(viewer, layer, existing, Image)
+
+
+def remove_layer(viewer: napari.Viewer, name: str, kind: type[Layer]) -> None:
+    """Remove the layer ``name`` when it exists and is of ``kind``."""
+    existing = _existing(viewer, name)
+    if isinstance(existing, kind):
+        viewer.layers.remove(existing)
+
+
+def show_prediction(
+    viewer: napari.Viewer, target: ResultTarget, prediction: Any, *, probability: bool = True
+) -> Labels:
+    """Show a core ``Prediction``: its labels (table in ``metadata``) and probability map."""
+    if probability and prediction.probabilities is not None:
+        foreground = foreground_probability(prediction.probabilities, list(prediction.card.outputs))
+        put_probabilities(viewer, f"{target.name} · probability", foreground, image=target.image)
+    metadata = {
+        "table": prediction.table,
+        "model": prediction.card.name,
+        "weights": str(target.weights),
+        "image": target.image.name,
+        "plane": target.plane,
+        "params": prediction.params.to_dict(),
+    }
+    return put_labels(viewer, target.name, prediction.labels, image=target.image, metadata=metadata)
+
+
+def show_boxes(viewer: napari.Viewer, target: ResultTarget, prediction: Any, show: bool) -> None:
+    """Add (``show``) or remove the boxes layer of a Mask R-CNN prediction."""
+    if prediction.card.family != "maskrcnn":
+        return
+    name = f"{target.name} · boxes"
+    if show:
+        lead = tuple(prediction.labels.shape[:-2])
+        put_boxes(viewer, name, prediction.table, lead, image=target.image)
+    else:
+        remove_layer(viewer, name, Shapes)

@@ -1,0 +1,415 @@
+"""The Segment dock's run machinery: parameter widgets, the worker, progress, re-applying.
+
+``SegmentOptions`` builds the parameter widgets from the defaults of
+:class:`~napari_cellseg.core.config.PredictParams` and
+:class:`~napari_cellseg.core.config.PostprocessParams` (one source of defaults).
+``SegmentRun`` runs :func:`~napari_cellseg.core.inference.iter_predict` in a napari
+``GeneratorWorker``: the yielded events drive the progress bar and the status line, Cancel
+calls ``worker.quit()`` (the generator stops at its next yield), and the result becomes
+layers. Changing a threshold re-applies post-processing only (``reapply``), debounced and in
+a worker thread, so the viewer never waits on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import napari
+from magicgui.widgets import (
+    CheckBox,
+    Container,
+    FloatSlider,
+    Label,
+    ProgressBar,
+    PushButton,
+    RadioButtons,
+    SpinBox,
+    Widget,
+)
+from napari.layers import Image
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_warning
+from qtpy.QtCore import QObject, QTimer
+from qtpy.QtWidgets import QSizePolicy
+
+from napari_cellseg._napari import _layers
+from napari_cellseg._napari._session import session_for
+from napari_cellseg.core.config import PostprocessParams, PredictParams
+from napari_cellseg.core.errors import CellsegError
+from napari_cellseg.core.events import CancelledError, Notice, Progress
+from napari_cellseg.core.inference import Prediction, iter_predict, reapply
+
+log = logging.getLogger(__name__)
+
+PROGRESS_MAX = 100
+REAPPLY_DELAY_MS = 150
+FAMILY_THRESHOLDS = {
+    "unet": ("prob_threshold", "boundary_threshold"),
+    "maskrcnn": ("score_threshold", "mask_threshold", "nms_iou"),
+}
+THRESHOLD_LABELS = {
+    "prob_threshold": ("Probability", "U-Net: a pixel is an object above this probability"),
+    "boundary_threshold": ("Boundary", "U-Net: seeds are pixels with P(boundary) below this"),
+    "score_threshold": ("Score", "Mask R-CNN: objects scored below this are dropped"),
+    "mask_threshold": ("Mask", "Mask R-CNN: mask probability above which a pixel is inside"),
+    "nms_iou": ("NMS IoU", "Mask R-CNN: drop objects overlapping a better one by more"),
+}
+PLANES = ("current", "all")
+
+
+class JobError(Exception):
+    """An unexpected failure inside a worker (re-raised as a plain Exception on purpose:
+    superqt swallows ``RuntimeError`` from generators without emitting ``finished``)."""
+
+
+class SegmentOptions:
+    """The parameter widgets (named as the dataclass fields they set)."""
+
+    def __init__(self) -> None:
+        predict, post = PredictParams(), PostprocessParams()
+        self.tile_size = SpinBox(
+            name="tile_size", label="Tile size", value=predict.tile_size, min=32, max=8192,
+            step=32, tooltip="Tile edge in pixels (smaller tiles use less memory)",
+        )  # fmt: skip
+        self.overlap = SpinBox(
+            name="overlap", label="Overlap", value=predict.overlap, min=0,
+            max=predict.tile_size // 2 - 1, step=8, tooltip="Overlap between tiles in pixels",
+        )  # fmt: skip
+        self.thresholds = {
+            name: FloatSlider(name=name, label=text, tooltip=tip, value=getattr(post, name))
+            for name, (text, tip) in THRESHOLD_LABELS.items()
+        }
+        for slider in self.thresholds.values():
+            slider.min, slider.max, slider.step = 0.0, 1.0, 0.01
+        self.min_size = SpinBox(
+            name="min_size", label="Min. size", value=post.min_size, min=0, max=10_000_000,
+            tooltip="Objects smaller than this many pixels are removed",
+        )  # fmt: skip
+        self.planes = RadioButtons(
+            name="planes", label="Planes", choices=PLANES, value="current",
+            orientation="horizontal", tooltip="z-stacks and time-lapses: the plane shown, or all",
+        )  # fmt: skip
+        self.probabilities = CheckBox(
+            name="probabilities", text="probability map", value=predict.keep_probabilities
+        )
+        self.boxes = CheckBox(name="boxes", text="boxes with scores", value=False)
+        self.tile_size.changed.connect(self._limit_overlap)
+
+    @property
+    def widgets(self) -> list[Widget]:
+        """All parameter widgets, in display order."""
+        return [
+            self.tile_size, self.overlap, *self.thresholds.values(), self.min_size,
+            self.planes, self.probabilities, self.boxes,
+        ]  # fmt: skip
+
+    @property
+    def post_widgets(self) -> list[Widget]:
+        """The widgets whose change re-applies post-processing."""
+        return [*self.thresholds.values(), self.min_size]
+
+    def _limit_overlap(self, tile: int) -> None:
+        self.overlap.max = max(0, int(tile) // 2 - 1)
+
+    def set_family(self, family: str | None) -> None:
+        """Show only the thresholds and outputs that the model family uses."""
+        for fam, names in FAMILY_THRESHOLDS.items():
+            for name in names:
+                self.thresholds[name].visible = fam == family
+        self.probabilities.visible = family == "unet"
+        self.boxes.visible = family == "maskrcnn"
+
+    def post_params(self, base: PostprocessParams | None = None) -> PostprocessParams:
+        """``base`` (or the defaults) with the values of the widgets."""
+        values = {name: float(w.value) for name, w in self.thresholds.items()}
+        return replace(base or PostprocessParams(), min_size=int(self.min_size.value), **values)
+
+    def predict_params(self, *, device: str, axes: str, family: str) -> PredictParams:
+        """The parameters of one run (raises CellsegError for inconsistent values)."""
+        return PredictParams(
+            device=device,
+            tile_size=int(self.tile_size.value),
+            overlap=int(self.overlap.value),
+            axes=axes,
+            keep_probabilities=bool(self.probabilities.value) and family == "unet",
+            post=self.post_params(),
+        )
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything one run needs, captured on the GUI thread when Run is pressed."""
+
+    source: _layers.ImageInput
+    params: PredictParams
+    target: _layers.ResultTarget
+
+
+def build_request(
+    viewer: napari.Viewer,
+    options: SegmentOptions,
+    *,
+    image: Image | None,
+    weights: Path | None,
+    card: Any,
+    device: str,
+) -> RunRequest:
+    """Read the dock into a :class:`RunRequest` (CellsegError says what is missing)."""
+    if image is None:
+        raise CellsegError("choose an image layer to segment (add one to the viewer first)")
+    if card is None or weights is None:
+        raise CellsegError("choose a usable weight file first (see the Model box)")
+    only_current = options.planes.value == "current"
+    source = _layers.image_input(image, viewer, only_current=only_current)
+    params = options.predict_params(device=device, axes=source.axes, family=card.family)
+    name = _layers.result_name(image.name, card.name)
+    return RunRequest(source, params, _layers.ResultTarget(image, name, source.plane, weights))
+
+
+def _predict_job(
+    data: Any, weights: Path, params: PredictParams
+) -> Generator[Progress | Notice, None, Prediction]:
+    """Forward ``iter_predict``'s events and return its Prediction (runs in the worker)."""
+    try:
+        for item in iter_predict(data, weights, params):
+            if isinstance(item, Prediction):
+                return item
+            yield item
+    except (CellsegError, CancelledError):
+        raise
+    except Exception as exc:
+        log.exception("segmentation failed")
+        raise JobError(f"segmentation failed ({type(exc).__name__}: {exc})") from exc
+    raise JobError("segmentation ended without a result")
+
+
+def _reapply_job(prediction: Prediction, post: PostprocessParams) -> Prediction:
+    try:
+        return reapply(prediction, post)
+    except CellsegError:
+        raise
+    except Exception as exc:
+        log.exception("re-applying the thresholds failed")
+        raise JobError(f"re-applying the thresholds failed ({type(exc).__name__}: {exc})") from exc
+
+
+class SegmentRun:
+    """Runs segmentation and re-applies thresholds; owns Run/Cancel, progress and status."""
+
+    def __init__(
+        self,
+        viewer: napari.Viewer,
+        options: SegmentOptions,
+        *,
+        report_error: Callable[[str], None],
+        parent: QObject | None = None,
+    ) -> None:
+        self._viewer = viewer
+        self._options = options
+        self._report_error = report_error
+        self._session = session_for(viewer)
+        self.run_button = PushButton(name="run_button", text="Run")
+        self.cancel_button = PushButton(name="cancel_button", text="Cancel", enabled=False)
+        self.progress = ProgressBar(name="progress", label="Progress", min=0, max=PROGRESS_MAX)
+        self.status = Label(name="status", label="Status", value="Ready.")
+        self.status.native.setWordWrap(True)
+        self.status.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.buttons = Container(
+            name="buttons", label=" ", layout="horizontal", labels=False,
+            widgets=[self.run_button, self.cancel_button],
+        )  # fmt: skip
+        self.buttons.margins = (0, 0, 0, 0)
+        self.worker: Any = None
+        self.prediction: Prediction | None = None
+        self._request: RunRequest | None = None
+        self._result: _layers.ResultTarget | None = None
+        self._planes_done = 0
+        self._reapply_worker: Any = None
+        self._reapply_pending = False
+        self._timer = QTimer(parent)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(REAPPLY_DELAY_MS)
+        self._timer.timeout.connect(self.reapply_now)
+        self.cancel_button.changed.connect(self.cancel)
+        for widget in options.post_widgets:
+            widget.changed.connect(self.schedule_reapply)
+        options.boxes.changed.connect(self._on_boxes_toggled)
+
+    @property
+    def widgets(self) -> list[Widget]:
+        """Run/Cancel row, progress bar and status line, in display order."""
+        return [self.buttons, self.progress, self.status]
+
+    # -- running --------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Whether a segmentation worker is alive."""
+        return self.worker is not None
+
+    @property
+    def reapplying(self) -> bool:
+        """Whether re-applying thresholds is scheduled or under way."""
+        return self._timer.isActive() or self._reapply_worker is not None
+
+    def start(self, request: RunRequest) -> Any:
+        """Start a worker for ``request`` and return it (already started)."""
+        worker = create_worker(
+            _predict_job, request.source.data, request.target.weights, request.params,
+            _start_thread=False, _ignore_errors=True,
+        )  # fmt: skip
+        worker.yielded.connect(self._on_event)
+        worker.returned.connect(partial(self._on_returned, request))
+        worker.errored.connect(self._on_errored)
+        worker.aborted.connect(lambda: self._set_status("Cancelled: nothing was added."))
+        worker.finished.connect(partial(self._on_finished, worker))
+        self.worker, self._request, self._planes_done = worker, request, 0
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.progress.value = 0
+        self._set_status(f"Starting {request.params.device} run…")
+        worker.start()
+        return worker
+
+    def cancel(self, _value: Any = None) -> None:
+        """Ask the worker to stop at its next yield (nothing is added)."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.cancel_button.enabled = False
+            self._set_status("Cancelling…")
+
+    def shutdown(self, *_args: Any) -> None:
+        """The dock is gone: stop the workers and ignore what they still send."""
+        for worker in (self.worker, self._reapply_worker):
+            if worker is not None:
+                for name in ("yielded", "returned", "errored", "aborted", "finished"):
+                    with contextlib.suppress(AttributeError, TypeError, RuntimeError):
+                        getattr(worker, name).disconnect()
+                worker.quit()
+
+    def _set_status(self, text: str) -> None:
+        self.status.value = text
+
+    def _on_event(self, event: Progress | Notice) -> None:
+        request = self._request
+        if isinstance(event, Notice):
+            self._set_status(event.message)
+            if event.level == "warning":
+                show_warning(event.message)
+            return
+        if request is None or not isinstance(event, Progress):
+            return
+        n_planes = max(1, request.source.n_planes)
+        if event.stage == "planes":
+            self._planes_done = event.done
+            fraction = event.done / n_planes
+        elif event.stage == "tiles":
+            fraction = (self._planes_done + event.fraction) / n_planes
+            where = f", {event.message}" if event.message else ""
+            self._set_status(f"Tiles {event.done}/{event.total}{where}")
+        else:
+            fraction = 0.0
+            self._set_status(f"Loaded {event.message}")
+        self.progress.value = round(PROGRESS_MAX * min(fraction, 1.0))
+
+    def _on_returned(self, request: RunRequest, prediction: Prediction) -> None:
+        self._request, self._result = None, request.target
+        self.prediction = prediction
+        self.progress.value = PROGRESS_MAX
+        self._show(prediction)
+        seconds = prediction.timings.get("total", 0.0)
+        self._set_status(
+            f"{prediction.n_objects} objects in {seconds:.1f} s on {prediction.device}"
+            + "".join(f"\n{n}" for n in prediction.notices)
+        )
+        if self._options.post_params(prediction.params.post) != prediction.params.post:
+            self.schedule_reapply()  # thresholds moved while the network ran
+
+    def _on_errored(self, exc: BaseException) -> None:
+        if isinstance(exc, CancelledError):
+            self._set_status("Cancelled: nothing was added.")
+            return
+        if isinstance(exc, (CellsegError, JobError)):
+            self.fail(str(exc))
+        else:
+            self.fail(f"segmentation failed ({type(exc).__name__}: {exc})")
+
+    def fail(self, message: str) -> None:
+        """Show an expected problem: in the status line and as a notification."""
+        self._set_status(f"⚠ {message}")
+        self._report_error(message)
+
+    def _on_finished(self, worker: Any) -> None:
+        if self.worker is worker:
+            self.worker, self._request = None, None
+            self.run_button.enabled, self.cancel_button.enabled = True, False
+
+    # -- results as layers ----------------------------------------------------------------
+    def _show(self, prediction: Prediction, *, probability: bool = True) -> None:
+        """Put the result into layers; a failure here is reported, never raised into Qt."""
+        target = self._result
+        if target is None:
+            return
+        try:
+            layer = _layers.show_prediction(
+                self._viewer, target, prediction, probability=probability
+            )
+            _layers.show_boxes(self._viewer, target, prediction, bool(self._options.boxes.value))
+        except Exception as exc:
+            log.exception("could not show the segmentation")
+            self.fail(f"could not show the result ({type(exc).__name__}: {exc})")
+            return
+        self._session.add_prediction(layer.name, prediction)
+
+    def _on_boxes_toggled(self, show: bool) -> None:
+        if self._result is not None and self.prediction is not None:
+            _layers.show_boxes(self._viewer, self._result, self.prediction, bool(show))
+
+    # -- re-applying thresholds -----------------------------------------------------------
+    def schedule_reapply(self, _value: Any = None) -> None:
+        """(Re)start the debounce timer; the thresholds are applied when it fires."""
+        if self.prediction is not None:
+            self._timer.start()
+
+    def reapply_now(self) -> None:
+        """Re-run post-processing of the kept prediction in a worker (no network)."""
+        base = self.prediction
+        if base is None or self.running:
+            return  # a running job checks the thresholds when it returns
+        if self._reapply_worker is not None:
+            self._reapply_pending = True
+            return
+        try:
+            post = self._options.post_params(base.params.post)
+        except CellsegError as exc:
+            self._report_error(str(exc))
+            return
+        if post == base.params.post:
+            return
+        self._set_status("Re-applying the thresholds…")
+        worker = create_worker(_reapply_job, base, post, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(partial(self._on_reapplied, base))
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_reapply_finished)
+        self._reapply_worker = worker
+        worker.start()
+
+    def _on_reapplied(self, base: Prediction, new: Prediction) -> None:
+        if self.prediction is not base:
+            return  # a newer run replaced the prediction meanwhile
+        start = time.perf_counter()
+        self.prediction = new
+        self._show(new, probability=False)
+        took = new.timings.get("postprocess", 0.0) + time.perf_counter() - start
+        self._set_status(f"{new.n_objects} objects (thresholds re-applied in {took:.2f} s)")
+
+    def _on_reapply_finished(self) -> None:
+        self._reapply_worker = None
+        if self._reapply_pending:
+            self._reapply_pending = False
+            self.reapply_now()

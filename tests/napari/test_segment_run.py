@@ -1,0 +1,307 @@
+"""The Segment dock runs tiny random models: layers, progress, re-apply, cancel, errors, stacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari.layers import Image, Labels, Shapes
+
+from napari_cellseg import models
+from napari_cellseg._napari import _segment_run
+from napari_cellseg._napari import segment_widget as sw
+from napari_cellseg._napari._sample_data import load_sample
+from napari_cellseg._napari._session import session_for
+from napari_cellseg._napari.segment_widget import SegmentWidget
+from napari_cellseg.core.runner import ModelRunner
+from napari_cellseg.models import ModelCard, build_model, save_weights
+
+pytestmark = pytest.mark.gui
+
+TIMEOUT_MS = 60_000
+UNET_ARGS = {
+    "encoder_name": "resnet18",
+    "in_channels": 3,
+    "classes": 3,
+    "encoder_depth": 3,
+    "decoder_channels": [32, 16, 8],
+}
+MRCNN_ARGS = {
+    "backbone": "resnet18",
+    "fpn_channels": 32,
+    "returned_layers": [1, 2],
+    "box_head_size": 64,
+    "mask_hidden_channels": 32,
+    "anchor_sizes": [[8], [16], [32]],
+    "min_size": 128,
+    "max_size": 128,
+    "detections_per_img": 40,
+}
+
+
+@pytest.fixture(scope="module")
+def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import torch
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("weights")
+    unet = build_model("unet", **UNET_ARGS)
+    wrong_card = ModelCard.for_model("unet", {**UNET_ARGS, "encoder_name": "resnet34"})
+    return {
+        "unet": save_weights(
+            unet, ModelCard.for_model("unet", UNET_ARGS), folder / "u.safetensors"
+        ),
+        "maskrcnn": save_weights(
+            build_model("maskrcnn", **MRCNN_ARGS),
+            ModelCard.for_model("maskrcnn", MRCNN_ARGS),
+            folder / "m.safetensors",
+        ),
+        "mismatch": save_weights(unet, wrong_card, folder / "wrong_card.safetensors"),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(sw.CONFIG_ENV, str(tmp_path / "config"))
+    monkeypatch.setattr(models, "list_bundled_weights", list)
+
+
+@pytest.fixture
+def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    shown: list[str] = []
+    monkeypatch.setattr(sw, "show_error", shown.append)
+    return shown
+
+
+def add_sample(viewer, key: str = "dsb_fluorescence") -> Image:
+    data, kwargs, _ = load_sample(key)[0]
+    return viewer.add_image(data, **kwargs)
+
+
+def make_widget(viewer, qtbot, weights: Path) -> SegmentWidget:
+    widget = SegmentWidget(viewer)
+    qtbot.addWidget(widget.native)
+    widget.weights.value = weights
+    widget.tile_size.value = 128
+    widget.overlap.value = 16
+    return widget
+
+
+def run_to_end(widget: SegmentWidget, qtbot) -> object:
+    worker = widget.run()
+    assert worker is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    return worker
+
+
+def labels_named(viewer, name: str) -> list[Labels]:
+    return [ly for ly in viewer.layers if ly.name == name and isinstance(ly, Labels)]
+
+
+def test_unet_run_adds_labels_and_probability(make_napari_viewer, qtbot, weight_files) -> None:
+    viewer = make_napari_viewer()
+    image = add_sample(viewer)
+    widget = make_widget(viewer, qtbot, weight_files["unet"])
+    assert not widget.prob_threshold.native.isHidden()
+    assert widget.score_threshold.native.isHidden() and widget.boxes.native.isHidden()
+    assert not widget.planes.enabled  # a 2-D image has one plane
+    widget.probabilities.value = True
+
+    worker = widget.run()
+    assert worker is not None
+    assert not widget.run_button.enabled and widget.cancel_button.enabled
+    assert widget.run() is None  # a second run waits for the first
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+
+    name = f"{image.name} · {widget.model_card.name}"
+    (layer,) = labels_named(viewer, name)
+    assert layer.data.shape == image.data.shape
+    assert layer.data.dtype in (np.uint16, np.uint32)
+    table = layer.metadata["table"]
+    assert {"label", "area", "plane", "bbox_y0"} <= set(table)
+    assert len(table["label"]) == widget.last_prediction.n_objects
+    assert widget.progress.value == widget.progress.max
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+    assert "objects" in widget.status.value
+    assert session_for(viewer).predictions[name] is widget.last_prediction
+    assert session_for(viewer).weights == weight_files["unet"].resolve()
+    probability = viewer.layers[f"{name} · probability"]
+    assert isinstance(probability, Image) and probability.data.shape == image.data.shape
+
+    run_to_end(widget, qtbot)  # a re-run replaces the data, no second layer
+    assert len(labels_named(viewer, name)) == 1
+    assert len(viewer.layers) == 3
+
+
+def test_maskrcnn_boxes_layer(make_napari_viewer, qtbot, weight_files) -> None:
+    viewer = make_napari_viewer()
+    image = add_sample(viewer)
+    widget = make_widget(viewer, qtbot, weight_files["maskrcnn"])
+    assert widget.prob_threshold.native.isHidden() and widget.probabilities.native.isHidden()
+    assert not widget.score_threshold.native.isHidden()
+    assert not widget.nms_iou.native.isHidden() and not widget.boxes.native.isHidden()
+    widget.tile_size.value = 256
+    widget.score_threshold.value = 0.05
+    widget.boxes.value = True
+    run_to_end(widget, qtbot)
+
+    name = f"{image.name} · {widget.model_card.name}"
+    (labels,) = labels_named(viewer, name)
+    assert labels.data.shape == image.data.shape
+    boxes = viewer.layers[f"{name} · boxes"]
+    assert isinstance(boxes, Shapes)
+    n = widget.last_prediction.n_objects
+    assert n > 0 and len(boxes.data) == n
+    assert set(boxes.shape_type) == {"rectangle"}
+    np.testing.assert_allclose(boxes.features["score"], labels.metadata["table"]["score"])
+
+    widget.boxes.value = False  # unticking removes the boxes without running again
+    assert f"{name} · boxes" not in viewer.layers
+
+
+def test_threshold_change_reapplies_without_the_model(
+    make_napari_viewer, qtbot, weight_files, monkeypatch
+) -> None:
+    viewer = make_napari_viewer()
+    image = add_sample(viewer)
+    widget = make_widget(viewer, qtbot, weight_files["unet"])
+    run_to_end(widget, qtbot)
+    layer = viewer.layers[f"{image.name} · {widget.model_card.name}"]
+    before = layer.data.copy()
+
+    calls = {"predict": 0, "network": 0, "reapply": 0}
+    real_reapply = _segment_run.reapply
+
+    def count(key, result=None):
+        def spy(*args, **kwargs):
+            calls[key] += 1
+            return result(*args, **kwargs) if result else None
+
+        return spy
+
+    monkeypatch.setattr(_segment_run, "iter_predict", count("predict"))
+    monkeypatch.setattr(ModelRunner, "unet_probabilities", count("network"))
+    monkeypatch.setattr(_segment_run, "reapply", count("reapply", real_reapply))
+
+    for value in (0.45, 0.4, 0.9):  # quick changes are debounced into one re-apply
+        widget.prob_threshold.value = value
+    widget.min_size.value = 0
+    qtbot.waitUntil(lambda: not widget.runner.reapplying, timeout=TIMEOUT_MS)
+
+    post = widget.last_prediction.params.post
+    assert (post.prob_threshold, post.min_size) == (0.9, 0)
+    assert calls == {"predict": 0, "network": 0, "reapply": 1}
+    assert not np.array_equal(layer.data, before)
+    assert layer.metadata["table"] is widget.last_prediction.table
+    assert session_for(viewer).predictions[layer.name] is widget.last_prediction
+    assert "re-applied" in widget.status.value
+
+
+def test_cancel_adds_nothing(make_napari_viewer, qtbot, weight_files) -> None:
+    viewer = make_napari_viewer()
+    image = add_sample(viewer, "dsb_brightfield")
+    widget = make_widget(viewer, qtbot, weight_files["unet"])
+    widget.tile_size.value = 64
+    widget.overlap.value = 8
+    worker = widget.run()
+    finished: list[bool] = []
+    worker.finished.connect(lambda: finished.append(True))
+    qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=TIMEOUT_MS)
+    widget.cancel()
+    assert not widget.cancel_button.enabled
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+
+    assert finished == [True]
+    assert widget.progress.value < widget.progress.max
+    assert not labels_named(viewer, f"{image.name} · {widget.model_card.name}")
+    assert [type(ly) for ly in viewer.layers] == [Image]
+    assert widget.last_prediction is None
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+    assert widget.status.value.startswith("Cancelled")
+
+
+def test_closing_the_dock_while_running(make_napari_viewer, qtbot, weight_files) -> None:
+    from qtpy.QtCore import QThreadPool
+
+    viewer = make_napari_viewer()
+    add_sample(viewer, "dsb_brightfield")
+    widget = SegmentWidget(viewer)
+    widget.weights.value = weight_files["unet"]
+    widget.tile_size.value, widget.overlap.value = 64, 8
+    worker = widget.run()
+    qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=TIMEOUT_MS)
+    with qtbot.waitSignal(widget.native.destroyed):
+        widget.native.deleteLater()
+    assert worker.abort_requested
+    assert QThreadPool.globalInstance().waitForDone(TIMEOUT_MS)
+    qtbot.wait(50)  # late signals from the worker must not reach the deleted widgets
+    assert len(viewer.layers) == 1
+
+
+def test_unusable_weights_and_wrong_channels_are_reported(
+    make_napari_viewer, qtbot, tmp_path, weight_files, errors
+) -> None:
+    viewer = make_napari_viewer()
+    add_sample(viewer)
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not weights")
+    widget = make_widget(viewer, qtbot, bad)
+    errors.clear()
+    assert widget.run() is None
+    assert len(errors) == 1 and "weight file" in errors[0]
+
+    widget.weights.value = weight_files["mismatch"]  # the card reads, loading fails
+    run_to_end(widget, qtbot)
+    assert len(errors) == 2 and "wrong_card.safetensors" in errors[1]
+    assert widget.status.value.startswith("⚠")
+
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.integers(0, 255, (96, 96, 2), dtype=np.uint8), name="two channels")
+    widget.image_layer.value = viewer.layers["two channels"]
+    widget.weights.value = weight_files["unet"]
+    run_to_end(widget, qtbot)
+    assert len(errors) == 3 and "2 channels" in errors[2]
+    assert not [ly for ly in viewer.layers if ly.name.startswith("two channels ·")]
+    assert widget.run_button.enabled
+
+
+def test_zstack_current_plane_and_all_planes(make_napari_viewer, qtbot, weight_files) -> None:
+    viewer = make_napari_viewer()
+    plane = load_sample("dsb_fluorescence")[0][0][:96, :128]
+    stack = viewer.add_image(np.stack([plane, plane[::-1], plane[:, ::-1]]), name="stack")
+    viewer.dims.set_current_step(0, 1)
+    widget = make_widget(viewer, qtbot, weight_files["unet"])
+    widget.tile_size.value = 64
+    widget.overlap.value = 8
+    assert widget.planes.enabled and widget.planes.value == "current"
+    name = f"stack · {widget.model_card.name}"
+
+    run_to_end(widget, qtbot)
+    (layer,) = labels_named(viewer, name)
+    assert layer.data.shape == (96, 128)
+    assert layer.metadata["plane"] == (1,)
+
+    widget.planes.value = "all"
+    run_to_end(widget, qtbot)
+    (layer,) = labels_named(viewer, name)
+    assert layer.data.shape == stack.data.shape
+    assert layer.metadata["plane"] is None
+    assert set(np.unique(layer.metadata["table"]["plane"])) <= {0, 1, 2}
+
+
+def test_weights_follow_the_session(make_napari_viewer, qtbot, weight_files) -> None:
+    viewer = make_napari_viewer()
+    session = session_for(viewer)
+    session.weights = weight_files["maskrcnn"]
+    widget = SegmentWidget(viewer)
+    qtbot.addWidget(widget.native)
+    assert widget.model_card.family == "maskrcnn"  # the session's weights come first
+    session.weights = weight_files["unet"]  # e.g. set by the fine-tune dock
+    assert widget.weights.value == weight_files["unet"].resolve()
+    assert widget.model_card.family == "unet"
+    assert not widget.prob_threshold.native.isHidden()
