@@ -1,7 +1,7 @@
 """``python -m napari_cellseg._launch`` (``make run``): napari with a sample and the dock.
 
 With a display it opens napari, loads the fluorescence sample (image and ground truth) and docks
-the Segment widget; ``--screenshot PATH`` saves a picture of the whole window and exits. Without
+the napari-cellseg dock; ``--screenshot PATH`` saves a picture of the window and exits. Without
 a display it never imports napari: it says so and runs the headless demo instead.
 """
 
@@ -29,7 +29,7 @@ def has_display() -> bool:
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m napari_cellseg._launch",
-        description="Open napari with a sample image and the Segment dock "
+        description="Open napari with a sample image and the napari-cellseg dock "
         "(or run the headless demo when there is no display).",
     )
     parser.add_argument(
@@ -49,13 +49,15 @@ def _run_gui(screenshot: Path | None) -> int:
 
     viewer = napari.Viewer(title="napari-cellseg")
     viewer.open_sample(PLUGIN, SAMPLE)
-    viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    viewer.window.add_plugin_dock_widget(PLUGIN, "Cell segmentation")
     if screenshot is None:
         napari.run()
         return 0
 
     viewer.window._qt_window.resize(*WINDOW_SIZE)
     for _ in range(5):  # the dock is drawn only once Qt has laid out the sized window
+        QApplication.processEvents()
+    for _ in range(5):  # the tabbed dock settles its width after the first layout
         QApplication.processEvents()
     viewer.reset_view()  # fit the image to the canvas at its final size
     QApplication.processEvents()

@@ -61,7 +61,13 @@ def test_every_python_name_imports(manifest: npe2.PluginManifest) -> None:
 def test_contributions_point_at_declared_commands(manifest: npe2.PluginManifest) -> None:
     ids = {cmd.id for cmd in manifest.contributions.commands or []}
     widgets = manifest.contributions.widgets or []
-    assert [w.display_name for w in widgets] == ["Segment"]
+    assert [w.display_name for w in widgets] == [
+        "Cell segmentation",
+        "Segment",
+        "Correct",
+        "Fine-tune",
+        "Evaluate",
+    ]
     samples = manifest.contributions.sample_data or []
     for contribution in [*widgets, *samples]:
         assert contribution.command in ids

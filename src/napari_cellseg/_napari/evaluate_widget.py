@@ -1,0 +1,250 @@
+"""The "Evaluate" dock: score predictions against ground truth, compare two models, export CSV.
+
+Labels layers (or folders of label images matched by name) are scored with the core metrics
+in a worker; "Compare models" segments one image layer (or a folder of images) with two
+weight files, scores both against the ground truth, shows both columns side by side and adds
+both results as Labels layers. Nothing heavy runs on the GUI thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+
+from napari_cellseg._napari._evaluate_jobs import (
+    Comparison,
+    EvalImage,
+    evaluate_folders,
+    evaluate_labels,
+    folder_images,
+    iter_compare,
+)
+from napari_cellseg._napari._layers import layer_axes, layer_data, put_labels, result_name
+from napari_cellseg._napari._metrics_table import (
+    fill_metrics_table,
+    make_metrics_table,
+    metrics_csv,
+)
+from napari_cellseg._napari._session import session_for
+from napari_cellseg.core.atomic import atomic_write_text
+from napari_cellseg.core.device import available_devices
+from napari_cellseg.core.errors import CellsegError
+
+WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin"
+LAYER_WIDGETS = ("prediction_layer", "ground_truth_layer", "image_layer")
+FOLDER_WIDGETS = ("prediction_folder", "ground_truth_folder", "image_folder")
+
+
+class EvaluateWidget(Container):
+    """Dock widget with a metrics table for predictions and for two-model comparisons."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._session = session_for(viewer)
+        self._worker: Any = None
+        #: The table's columns: title -> metrics (what Export writes).
+        self.results: dict[str, dict[str, Any]] = {}
+
+        def layers_of(kind: type) -> Callable[[Any], list[tuple[str, Any]]]:
+            return lambda _w=None: [(ly.name, ly) for ly in viewer.layers if isinstance(ly, kind)]
+
+        def folder(name: str, label: str) -> FileEdit:
+            return FileEdit(name=name, label=label, mode="d", nullable=True, visible=False)
+
+        def weights(name: str, label: str) -> FileEdit:
+            return FileEdit(name=name, label=label, mode="r", filter=WEIGHT_FILTER, nullable=True)
+
+        self.extend(
+            [
+                ComboBox(name="source", label="Source", choices=["layers", "folders"]),
+                ComboBox(name="prediction_layer", label="Prediction", choices=layers_of(Labels)),
+                ComboBox(
+                    name="ground_truth_layer", label="Ground truth", choices=layers_of(Labels)
+                ),
+                folder("prediction_folder", "Predictions"),
+                folder("ground_truth_folder", "Ground truth"),
+                PushButton(name="evaluate", text="Evaluate"),
+                Label(name="compare_header", label=" ", value="<b>Compare two models</b>"),
+                weights("weights_a", "Model A"),
+                weights("weights_b", "Model B"),
+                ComboBox(name="image_layer", label="Image", choices=layers_of(Image)),
+                folder("image_folder", "Images"),
+                ComboBox(name="device", label="Device", choices=available_devices()),
+                PushButton(name="compare", text="Compare models"),
+                Label(name="status", label="Status", value=""),
+                make_metrics_table("table"),
+                FileEdit(
+                    name="export_path", label="CSV file", mode="w", filter="*.csv", nullable=True
+                ),
+                PushButton(name="export", text="Export table to CSV"),
+            ]
+        )
+        self.status.native.setWordWrap(True)
+        self.native.layout().addStretch(1)
+        self.source.changed.connect(self._on_source)
+        self.evaluate.clicked.connect(self.run_evaluation)
+        self.compare.clicked.connect(self.run_comparison)
+        self.export.clicked.connect(self.export_csv)
+        events = viewer.layers.events
+        for signal in (events.inserted, events.removed, events.reordered):
+            signal.connect(self._on_layers_changed)
+        for layer in viewer.layers:
+            layer.events.name.connect(self._refresh_choices)
+
+    # -- layers and modes -------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Whether an evaluation or comparison is running."""
+        return self._worker is not None
+
+    def _on_layers_changed(self, event: Any) -> None:
+        if event.type == "inserted":
+            event.value.events.name.connect(self._refresh_choices)
+        self._refresh_choices()
+
+    def _refresh_choices(self, _event: Any = None) -> None:
+        for name in LAYER_WIDGETS:
+            self[name].reset_choices()
+
+    def _on_source(self, value: str) -> None:
+        for name in LAYER_WIDGETS:
+            self[name].visible = value == "layers"
+        for name in FOLDER_WIDGETS:
+            self[name].visible = value == "folders"
+
+    def _require(self, name: str, what: str) -> Any:
+        value = self[name].value
+        if value is None:
+            raise CellsegError(f"choose {what} first")
+        return value
+
+    # -- running ----------------------------------------------------------------------------
+    def _launch(self, func: Callable, *args: Any, on_done: Callable[[Any], None]) -> None:
+        worker = create_worker(func, *args, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(on_done)
+        worker.errored.connect(self._on_error)
+        if hasattr(worker, "yielded"):
+            worker.yielded.connect(lambda message: setattr(self.status, "value", message))
+        worker.finished.connect(self._on_worker_done)
+        self._worker = worker
+        self.evaluate.enabled = self.compare.enabled = False
+        worker.start()
+
+    def _on_worker_done(self) -> None:
+        self._worker = None
+        self.evaluate.enabled = self.compare.enabled = True
+
+    def _on_error(self, exc: BaseException) -> None:
+        message = str(exc) if isinstance(exc, CellsegError) else f"{type(exc).__name__}: {exc}"
+        self.status.value = f"failed: {message}"
+        show_error(message)
+
+    def _show(self, columns: dict[str, dict[str, Any]], message: str) -> None:
+        self.results = columns
+        fill_metrics_table(self.table, columns)
+        self.status.value = message
+
+    def run_evaluation(self) -> None:
+        """Score the chosen prediction against the chosen ground truth (in a worker)."""
+        if self.running:
+            return
+        try:
+            if self.source.value == "layers":
+                pred = self._require("prediction_layer", "a prediction Labels layer")
+                gt = self._require("ground_truth_layer", "a ground-truth Labels layer")
+                args = (_snapshot(gt.data), _snapshot(pred.data))
+                title, func = pred.name, evaluate_labels
+            else:
+                pred = self._require("prediction_folder", "a folder of predicted label images")
+                gt = self._require("ground_truth_folder", "a folder of ground-truth labels")
+                title, func, args = Path(pred).name, evaluate_folders, (Path(pred), Path(gt))
+        except CellsegError as exc:
+            show_error(str(exc))
+            return
+        self.status.value = f"evaluating {title}…"
+        self._launch(
+            func, *args, on_done=lambda m: self._show({title: m}, f"{title} vs {_name(gt)}")
+        )
+
+    def run_comparison(self) -> None:
+        """Segment with models A and B, score both and show them side by side (in a worker)."""
+        if self.running:
+            return
+        try:
+            a = Path(self._require("weights_a", "the weight file of model A"))
+            b = Path(self._require("weights_b", "the weight file of model B"))
+            image_layer, images = self._comparison_images()
+        except CellsegError as exc:
+            show_error(str(exc))
+            return
+        weights = {f"A: {a.stem}": a, f"B: {b.stem}": b}
+        self.status.value = "comparing…"
+        self._launch(
+            iter_compare,
+            weights,
+            images,
+            self.device.value,
+            on_done=lambda result: self._compared(result, image_layer),
+        )
+
+    def _comparison_images(self) -> tuple[Image | None, list[EvalImage]]:
+        if self.source.value == "folders":
+            images = self._require("image_folder", "a folder of images")
+            gt = self._require("ground_truth_folder", "a folder of ground-truth labels")
+            return None, folder_images(Path(images), Path(gt))
+        layer = self._require("image_layer", "an Image layer")
+        gt = self._require("ground_truth_layer", "a ground-truth Labels layer")
+        image = EvalImage(layer.name, layer_data(layer), layer_axes(layer), np.asarray(gt.data))
+        return layer, [image]
+
+    def _compared(self, result: Comparison, image_layer: Image | None) -> None:
+        added = []
+        if image_layer is not None:
+            for title, (prediction,) in result.predictions.items():
+                name = result_name(image_layer.name, title)
+                put_labels(self._viewer, name, prediction.labels, image=image_layer, metadata={})
+                self._session.add_prediction(name, prediction)
+                added.append(name)
+        n = next(iter(result.metrics.values()), {}).get("n_images", 0)
+        where = f"; added {', '.join(added)}" if added else ""
+        self._show(dict(result.metrics), f"compared two models on {n} image(s){where}")
+
+    # -- export -----------------------------------------------------------------------------
+    def export_csv(self) -> Path | None:
+        """Write the table to the chosen CSV file (atomically); returns the path written."""
+        if not self.results:
+            show_error("nothing to export yet: evaluate or compare first")
+            return None
+        path = self.export_path.value
+        if path is None or str(path) in ("", "."):
+            show_error("choose a CSV file to export to")
+            return None
+        path = Path(path)
+        if path.suffix.lower() != ".csv":
+            path = path.with_name(path.name + ".csv")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, metrics_csv(self.results))
+        except (OSError, CellsegError) as exc:
+            show_error(f"{path}: could not write the table ({exc})")
+            return None
+        show_info(f"metrics written to {path}")
+        return path
+
+
+def _snapshot(data: Any) -> Any:
+    """A copy of an in-memory array (the user may paint while the worker reads it)."""
+    return data.copy() if isinstance(data, np.ndarray) else data
+
+
+def _name(value: Any) -> str:
+    return value.name if hasattr(value, "name") else str(value)

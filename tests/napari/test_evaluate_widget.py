@@ -1,0 +1,202 @@
+"""The Evaluate dock: metrics of labels layers and folders, two-model comparison, CSV export."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from skimage.segmentation import find_boundaries
+
+from napari_cellseg._napari import evaluate_widget as ew
+from napari_cellseg._napari._metrics_table import METRIC_ROWS
+from napari_cellseg._napari._session import session_for
+from napari_cellseg._napari.evaluate_widget import EvaluateWidget
+from napari_cellseg.core.io import read_labels, write_labels
+from napari_cellseg.core.metrics import METRIC_KEYS
+from napari_cellseg.core.samples import get_sample
+from napari_cellseg.models import ModelCard, build_model, save_weights
+
+pytestmark = pytest.mark.gui
+
+TINY_UNET = {
+    "encoder_name": "resnet18",
+    "in_channels": 3,
+    "classes": 3,
+    "encoder_depth": 3,
+    "decoder_channels": [32, 16, 8],
+}
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(autouse=True)
+def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAPARI_CELLSEG_CONFIG_DIR", str(tmp_path / "config"))
+
+
+@pytest.fixture
+def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    shown: list[str] = []
+    monkeypatch.setattr(ew, "show_error", shown.append)
+    monkeypatch.setattr(ew, "show_info", lambda message: None)
+    return shown
+
+
+@pytest.fixture(scope="module")
+def gt() -> np.ndarray:
+    return np.asarray(read_labels(get_sample("dsb_fluorescence").mask_path))
+
+
+def eroded(labels: np.ndarray, times: int = 2) -> np.ndarray:
+    out = labels.copy()
+    for _ in range(times):
+        out[find_boundaries(out, mode="inner")] = 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    import torch
+
+    folder = tmp_path_factory.mktemp("models")
+    paths = []
+    for seed, name in ((1, "first"), (2, "second")):
+        torch.manual_seed(seed)
+        path = folder / f"{name}.safetensors"
+        card = ModelCard.for_model("unet", TINY_UNET)
+        save_weights(build_model("unet", **TINY_UNET), card, path)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def make_widget(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = EvaluateWidget(viewer)
+    qtbot.addWidget(widget.native)
+    return viewer, widget
+
+
+def wait_done(qtbot, widget: EvaluateWidget) -> None:
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+
+
+def column(widget: EvaluateWidget, title: str) -> dict[str, str]:
+    value = widget.table.value
+    j = value["columns"].index(title)
+    return {key: row[j] for key, row in zip(value["index"], value["data"], strict=True)}
+
+
+def test_labels_vs_itself_and_vs_eroded(make_napari_viewer, qtbot, gt, errors) -> None:
+    viewer, widget = make_widget(make_napari_viewer, qtbot)
+    truth = viewer.add_labels(gt, name="truth")
+    same = viewer.add_labels(gt.copy(), name="same")
+    smaller = viewer.add_labels(eroded(gt), name="eroded")
+    assert list(widget.table.value["index"]) == list(METRIC_ROWS)
+    widget.ground_truth_layer.value = truth
+    widget.prediction_layer.value = same
+    widget.evaluate.clicked.emit()
+    wait_done(qtbot, widget)
+    assert errors == []
+    assert column(widget, "same")["dsb_ap"] == "1.000"
+    assert widget.results["same"]["dsb_ap"] == 1.0
+    assert widget.status.value == "same vs truth"
+    widget.prediction_layer.value = smaller
+    widget.run_evaluation()
+    wait_done(qtbot, widget)
+    assert list(widget.table.value["columns"]) == ["eroded"]
+    assert widget.results["eroded"]["dsb_ap"] < 1.0
+    assert float(column(widget, "eroded")["pixel_iou"]) < 1.0
+
+
+def test_layer_choices_follow_the_layer_list(make_napari_viewer, qtbot, gt) -> None:
+    viewer, widget = make_widget(make_napari_viewer, qtbot)
+    assert widget.prediction_layer.choices == ()
+    labels = viewer.add_labels(gt, name="a")
+    viewer.add_image(np.zeros((4, 4)), name="img")
+    assert widget.prediction_layer.choices == (labels,)
+    assert [ly.name for ly in widget.image_layer.choices] == ["img"]
+    labels.name = "renamed"
+    assert widget.prediction_layer.native.itemText(0) == "renamed"
+    viewer.layers.remove(labels)
+    assert widget.prediction_layer.choices == ()
+
+
+def test_folders_and_a_shape_mismatch(make_napari_viewer, qtbot, gt, tmp_path, errors) -> None:
+    viewer, widget = make_widget(make_napari_viewer, qtbot)
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    pred_dir.mkdir()
+    gt_dir.mkdir()
+    write_labels(gt_dir / "cells.tif", gt)
+    write_labels(pred_dir / "cells.tif", eroded(gt))
+    widget.native.show()
+    widget.source.value = "folders"
+    assert not widget.prediction_layer.visible and widget.prediction_folder.visible
+    widget.prediction_folder.value = pred_dir
+    widget.ground_truth_folder.value = gt_dir
+    widget.run_evaluation()
+    wait_done(qtbot, widget)
+    assert errors == []
+    assert widget.results["pred"]["n_images"] == 1
+    assert 0.0 < widget.results["pred"]["dsb_ap"] < 1.0
+    widget.source.value = "layers"
+    viewer.add_labels(gt, name="truth")
+    viewer.add_labels(gt[:100], name="cropped")
+    widget.ground_truth_layer.value = viewer.layers["truth"]
+    widget.prediction_layer.value = viewer.layers["cropped"]
+    widget.run_evaluation()
+    wait_done(qtbot, widget)
+    assert len(errors) == 1 and "shape" in errors[0]  # a message, not a traceback
+
+
+def test_compare_two_models_adds_two_layers(
+    make_napari_viewer, qtbot, gt, two_models, errors
+) -> None:
+    from napari_cellseg._napari._sample_data import load_sample
+
+    viewer, widget = make_widget(make_napari_viewer, qtbot)
+    for data, kwargs, kind in load_sample("dsb_fluorescence"):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    image = next(ly for ly in viewer.layers if ly._type_string == "image")
+    truth = next(ly for ly in viewer.layers if ly._type_string == "labels")
+    n_layers = len(viewer.layers)
+    widget.image_layer.value = image
+    widget.ground_truth_layer.value = truth
+    widget.weights_a.value, widget.weights_b.value = two_models
+    widget.device.value = "cpu"
+    widget.compare.clicked.emit()
+    assert widget.running and not widget.compare.enabled
+    wait_done(qtbot, widget)
+    assert errors == []
+    assert list(widget.table.value["columns"]) == ["A: first", "B: second"]
+    for title in ("A: first", "B: second"):
+        assert set(METRIC_KEYS) <= set(widget.results[title])
+        assert column(widget, title)["n_images"] == "1"
+    assert len(viewer.layers) == n_layers + 2
+    new = [ly for ly in viewer.layers][n_layers:]
+    assert all(ly._type_string == "labels" and ly.data.shape == gt.shape for ly in new)
+    assert {ly.name for ly in new} == {f"{image.name} · A: first", f"{image.name} · B: second"}
+    assert set(session_for(viewer).predictions) == {ly.name for ly in new}
+
+
+def test_export_csv(make_napari_viewer, qtbot, gt, tmp_path, errors) -> None:
+    viewer, widget = make_widget(make_napari_viewer, qtbot)
+    assert widget.export_csv() is None and "nothing to export" in errors[-1]
+    viewer.add_labels(gt, name="truth")
+    viewer.add_labels(eroded(gt), name="eroded")
+    widget.ground_truth_layer.value = viewer.layers["truth"]
+    widget.prediction_layer.value = viewer.layers["eroded"]
+    widget.run_evaluation()
+    wait_done(qtbot, widget)
+    widget.export_path.value = tmp_path / "out" / "metrics"
+    written = widget.export_csv()
+    assert written == tmp_path / "out" / "metrics.csv"
+    rows = list(csv.reader(written.open(encoding="utf-8")))
+    assert rows[0] == ["metric", "eroded"]
+    assert [r[0] for r in rows[1:]] == list(METRIC_ROWS)
+    assert float(rows[1][1]) == pytest.approx(widget.results["eroded"]["dsb_ap"])
+    assert list(tmp_path.joinpath("out").iterdir()) == [written]  # no temporary file left
