@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     from napari_cellseg.cli_train import add_train_parsers
 
     add_train_parsers(sub)
+    from napari_cellseg.cli_batch import add_batch_parser
+
+    add_batch_parser(sub)
     return parser
 
 

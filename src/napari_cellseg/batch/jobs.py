@@ -1,0 +1,318 @@
+"""The picklable job spec, per-file results, and the work done for one file.
+
+:func:`process_file` is what a dask worker runs: read, segment, write. The in-process engine
+runs the same three steps (:func:`read_input`, :func:`segment`, :func:`save_outputs`) in a
+pipeline so that reading and writing overlap compute. A worker loads the model once per
+process (``cached_load`` keeps it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_cellseg.batch.files import DEFAULT_MEMMAP_PIXELS, FileTask, read_input
+from napari_cellseg.core.config import PostprocessParams, PredictParams
+from napari_cellseg.core.errors import CellsegError, ImageReadError, ImageWriteError
+from napari_cellseg.core.events import CancelledError, Notice, Progress
+from napari_cellseg.core.io import ImageData
+
+__all__ = [
+    "BatchJob",
+    "BatchSummary",
+    "FileResult",
+    "describe_error",
+    "failure",
+    "params_from_dict",
+    "process_file",
+    "save_outputs",
+    "segment",
+]
+
+
+def params_from_dict(data: dict[str, Any]) -> PredictParams:
+    """Rebuild :class:`PredictParams` from :meth:`PredictParams.to_dict` output."""
+    values = dict(data)
+    post = PostprocessParams(**values.pop("post", {}))
+    if values.get("channels") is not None:
+        values["channels"] = tuple(values["channels"])
+    return PredictParams(**values, post=post)
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """Everything a worker needs besides the file: small, plain and picklable.
+
+    Attributes
+    ----------
+    weights : str
+        Absolute path of the weight file (must be readable by every worker).
+    weights_sha256 : str
+        Its checksum, recorded in the manifest.
+    params : dict
+        ``PredictParams.to_dict()``.
+    out : str
+        The output folder.
+    measure : bool
+        Also write a measurements CSV per image.
+    recipe_hash : str
+        Hash of the weights and the result-changing parameters.
+    memmap_pixels : int
+        Uncompressed TIFFs above this many pixels are memory-mapped.
+    torch_threads : int or None
+        CPU threads per worker for torch (``None``: leave torch's setting).
+    """
+
+    weights: str
+    weights_sha256: str
+    params: dict[str, Any]
+    out: str
+    measure: bool = False
+    recipe_hash: str = ""
+    memmap_pixels: int = DEFAULT_MEMMAP_PIXELS
+    torch_threads: int | None = None
+
+    def predict_params(self) -> PredictParams:
+        """The prediction parameters."""
+        return params_from_dict(self.params)
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What happened to one input file.
+
+    ``status`` is ``"done"`` (segmented and written now), ``"skipped"`` (a valid output of the
+    same recipe already existed) or ``"failed"`` (``reason`` says why, in one line).
+    """
+
+    file: str
+    rel: str
+    status: str
+    objects: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+    labels: str | None = None
+    measurements: str | None = None
+    shape: tuple[int, ...] | None = None
+    input_size: int = -1
+    input_mtime_ns: int = -1
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def message(self) -> str:
+        """One line for a log: ``file: reason`` for failures."""
+        if self.status == "failed":
+            return f"{self.file}: {self.reason}"
+        return f"{self.file}: {self.status}, {self.objects} objects, {self.seconds:.2f} s"
+
+    def entry(self) -> dict[str, Any]:
+        """The manifest entry (``RunState`` stores the output paths relative to the folder)."""
+        return {
+            "source": self.file,
+            "status": "done" if self.status == "skipped" else self.status,
+            "objects": self.objects,
+            "seconds": round(self.seconds, 4),
+            "reason": self.reason,
+            "labels": self.labels,
+            "measurements": self.measurements,
+            "shape": list(self.shape) if self.shape is not None else None,
+            "input_size": self.input_size,
+            "input_mtime_ns": self.input_mtime_ns,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """The end of a batch run (the last item :func:`iter_batch` yields).
+
+    ``done`` files were segmented by this run, ``skipped`` ones already had valid outputs of
+    the same recipe, ``failed`` ones are listed in ``errors`` as ``(file, reason)``.
+    ``objects`` counts the objects of all outputs of this input set (done and skipped).
+    ``cancelled`` is True when the run was stopped before every file was handled.
+    """
+
+    done: int
+    skipped: int
+    failed: int
+    objects: int
+    seconds: float
+    errors: tuple[tuple[str, str], ...]
+    out: str
+    cancelled: bool = False
+
+    @property
+    def manifest(self) -> str:
+        """Path of the run manifest."""
+        return str(Path(self.out) / "batch_manifest.json")
+
+    def line(self) -> str:
+        """The one-line summary the CLI prints."""
+        head = "stopped" if self.cancelled else "finished"
+        text = (
+            f"batch {head}: {self.done} done, {self.skipped} skipped, {self.failed} failed, "
+            f"{self.objects} objects in {self.seconds:.1f} s -> {self.out}"
+        )
+        if self.failed:
+            text += f" (reasons in {Path(self.out) / 'errors.csv'})"
+        return text
+
+
+def describe_error(error: BaseException, source: str | Path | None = None) -> str:
+    """One line saying what went wrong with a file (without repeating the input's path)."""
+    if isinstance(error, ImageReadError | ImageWriteError):
+        if source is not None and Path(error.path) == Path(source):
+            return error.problem
+        verb = "could not write" if isinstance(error, ImageWriteError) else "could not read"
+        return f"{verb} {error.path}: {error.problem}"
+    if isinstance(error, CellsegError):
+        return str(error)
+    if isinstance(error, MemoryError):
+        return "not enough memory to segment it; use smaller tiles or split the image"
+    text = str(error).strip().splitlines()
+    return f"unexpected {type(error).__name__}: {text[0] if text else 'no message'}"
+
+
+def failure(task: FileTask, error: BaseException | str, seconds: float = 0.0) -> FileResult:
+    """A failed result for `task` (its outputs, if any were written, are removed)."""
+    for target in (task.labels, task.measurements):
+        if target:
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+    reason = error if isinstance(error, str) else describe_error(error, task.source)
+    return FileResult(
+        file=task.source,
+        rel=task.rel,
+        status="failed",
+        seconds=seconds,
+        reason=reason,
+        input_size=task.input_size,
+        input_mtime_ns=task.input_mtime_ns,
+    )
+
+
+def segment(
+    image: ImageData,
+    model: Any,
+    params: PredictParams,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[Progress | Notice, None, Any]:
+    """Run ``iter_predict`` on an image read from a file (its own axes unless given)."""
+    from napari_cellseg.core.inference import Prediction, iter_predict
+
+    run_params = params if params.axes else replace(params, axes=image.axes)
+    prediction = None
+    for event in iter_predict(image.data, model, run_params, should_stop=should_stop):
+        if isinstance(event, Prediction):
+            prediction = event
+        else:
+            yield event
+    if prediction is None:  # pragma: no cover - iter_predict always ends with one
+        raise CancelledError("segmentation was stopped")
+    return prediction
+
+
+def _write_stack(path: Path, labels: np.ndarray, axes: str) -> None:
+    """Atomic writer for label stacks with more than 3 dimensions (e.g. TZYX)."""
+    import tifffile
+
+    from napari_cellseg.core.atomic import atomic_write
+    from napari_cellseg.core.io import _write_problem
+
+    try:
+        with atomic_write(path, "wb") as fh:
+            tifffile.imwrite(
+                fh, labels, photometric="minisblack", compression="zlib", metadata={"axes": axes}
+            )
+    except OSError as exc:
+        raise ImageWriteError(path, _write_problem(exc)) from exc
+
+
+def save_outputs(
+    job: BatchJob,
+    task: FileTask,
+    image: ImageData,
+    prediction: Any,
+    timings: dict[str, float],
+) -> FileResult:
+    """Write the labels (and measurements) of one file; a failure leaves no output behind."""
+    from napari_cellseg.batch.measure import measure_labels, write_table_csv
+    from napari_cellseg.core.io import write_labels
+    from napari_cellseg.core.preprocess import label_axes
+
+    t0 = time.perf_counter()
+    try:
+        labels_path = Path(task.labels)
+        labels_path.parent.mkdir(parents=True, exist_ok=True)
+        labels = prediction.labels
+        if labels.ndim <= 3:
+            write_labels(labels_path, labels, pixel_size_um=image.pixel_size_um)
+        else:
+            _write_stack(labels_path, labels, label_axes(prediction.axes))
+        if task.measurements:
+            table = measure_labels(labels, image.data, prediction.axes, image.pixel_size_um)
+            try:
+                write_table_csv(task.measurements, table)
+            except OSError as exc:
+                from napari_cellseg.core.io import _write_problem
+
+                raise ImageWriteError(task.measurements, _write_problem(exc)) from exc
+    except Exception as error:
+        timings["write"] = time.perf_counter() - t0
+        return failure(task, error, sum(timings.values()))
+    timings["write"] = time.perf_counter() - t0
+    return FileResult(
+        file=task.source,
+        rel=task.rel,
+        status="done",
+        objects=int(prediction.n_objects),
+        seconds=sum(timings.values()),
+        labels=task.labels,
+        measurements=task.measurements,
+        shape=tuple(int(s) for s in prediction.labels.shape),
+        input_size=task.input_size,
+        input_mtime_ns=task.input_mtime_ns,
+        timings=dict(timings),
+    )
+
+
+def process_file(job: BatchJob, task: FileTask) -> FileResult:
+    """Read, segment and write one file (the function dask workers run).
+
+    Never raises for a bad file: every failure becomes a ``"failed"`` result whose reason
+    is one line. The model is loaded once per process and cached.
+    """
+    from napari_cellseg.core.device import resolve_device
+    from napari_cellseg.core.runner import cached_load
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    try:
+        if job.torch_threads:
+            import torch
+
+            if torch.get_num_threads() != job.torch_threads:
+                torch.set_num_threads(job.torch_threads)
+        params = job.predict_params()
+        image = read_input(task.source, memmap_pixels=job.memmap_pixels)
+        timings["read"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        model, _ = cached_load(job.weights, resolve_device(params.device))
+        gen = segment(image, model, params)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                prediction = stop.value
+                break
+        timings["segment"] = time.perf_counter() - t1
+    except Exception as error:
+        return failure(task, error, time.perf_counter() - t0)
+    return save_outputs(job, task, image, prediction, timings)

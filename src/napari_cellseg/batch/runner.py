@@ -1,0 +1,374 @@
+"""``iter_batch`` / ``run_batch``: segment every image of a folder, resumably.
+
+In process (``scheduler="none"``) the work is a three-stage pipeline: a thread pool reads
+the next ``prefetch`` images while the current one is segmented in the calling thread, and
+a writer thread writes labels and measurements from a bounded queue (at most two results
+waiting). At most ``prefetch + 1 + 3`` images are in memory at once. With a dask scheduler
+each file is a task (see :mod:`napari_cellseg.batch.scheduler`).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from napari_cellseg.batch.files import (
+    DEFAULT_MEMMAP_PIXELS,
+    FileTask,
+    InputSpec,
+    find_inputs,
+    plan_tasks,
+    read_input,
+)
+from napari_cellseg.batch.jobs import (
+    BatchJob,
+    BatchSummary,
+    FileResult,
+    failure,
+    save_outputs,
+    segment,
+)
+from napari_cellseg.batch.manifest import RunState, library_versions, make_recipe, sha256_path
+from napari_cellseg.batch.scheduler import check_scheduler, default_workers, iter_dask
+from napari_cellseg.core.config import PredictParams
+from napari_cellseg.core.errors import CellsegError, WeightFileError
+from napari_cellseg.core.events import CancelledError, Notice, Progress
+
+__all__ = ["BatchEvent", "iter_batch", "run_batch"]
+
+BatchEvent = Progress | Notice | FileResult | BatchSummary
+_WRITE_QUEUE = 2
+
+
+class _Writer:
+    """A background thread writing outputs from a bounded queue."""
+
+    def __init__(self, job: BatchJob, record: Callable[[FileResult], None]) -> None:
+        self._job = job
+        self._record = record
+        self._queue: queue.Queue[tuple | None] = queue.Queue(maxsize=_WRITE_QUEUE)
+        self._results: queue.SimpleQueue[FileResult] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="cellseg-batch-writer", daemon=True)
+        self._finished = False
+        self.error: BaseException | None = None
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self.error is not None:
+                continue  # keep draining so that put() never blocks forever
+            task, image, prediction, timings = item
+            try:
+                result = save_outputs(self._job, task, image, prediction, timings)
+                self._record(result)
+            except BaseException as error:  # recording failed (e.g. the journal's disk)
+                self.error = error
+                continue
+            self._results.put(result)
+
+    def put(self, task: FileTask, image: Any, prediction: Any, timings: dict) -> None:
+        """Queue one file for writing (blocks while the queue is full)."""
+        self._queue.put((task, image, prediction, timings))
+
+    def ready(self) -> Generator[FileResult, None, None]:
+        """The results written since the last call (raises what broke the writer)."""
+        if self.error is not None:
+            raise self.error
+        while True:
+            try:
+                yield self._results.get_nowait()
+            except queue.Empty:
+                return
+
+    def finish(self) -> None:
+        """Write everything queued, then stop the thread (idempotent)."""
+        if not self._finished:
+            self._finished = True
+            self._queue.put(None)
+            self._thread.join()
+
+
+def _timed_read(task: FileTask, memmap_pixels: int) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    image = read_input(task.source, memmap_pixels=memmap_pixels)
+    return image, time.perf_counter() - t0
+
+
+def _iter_local(
+    job: BatchJob,
+    tasks: list[FileTask],
+    model: Any,
+    record: Callable[[FileResult], None],
+    *,
+    prefetch: int,
+    should_stop: Callable[[], bool],
+) -> Generator[Progress | Notice | FileResult, None, None]:
+    """Read ahead in threads, segment here, write in the background."""
+    params = job.predict_params()
+    reader = ThreadPoolExecutor(max_workers=min(2, prefetch), thread_name_prefix="cellseg-read")
+    writer = _Writer(job, record)
+    pending: deque[tuple[FileTask, Future]] = deque()
+    remaining = iter(tasks)
+
+    def fill() -> None:
+        while len(pending) < prefetch and (task := next(remaining, None)) is not None:
+            pending.append((task, reader.submit(_timed_read, task, job.memmap_pixels)))
+
+    try:
+        fill()
+        while pending:
+            yield from writer.ready()
+            if should_stop():
+                raise CancelledError("batch was stopped")
+            task, future = pending.popleft()
+            fill()
+            t0 = time.perf_counter()
+            try:
+                image, read_seconds = future.result()
+            except Exception as error:
+                result = failure(task, error, time.perf_counter() - t0)
+                record(result)
+                yield result
+                continue
+            timings = {"read": read_seconds}
+            t1 = time.perf_counter()
+            try:
+                prediction = yield from _forward(
+                    segment(image, model, params, should_stop=should_stop), task.rel
+                )
+            except CancelledError:
+                raise
+            except Exception as error:
+                result = failure(task, error, read_seconds + time.perf_counter() - t1)
+                record(result)
+                yield result
+                continue
+            timings["segment"] = time.perf_counter() - t1
+            writer.put(task, image, prediction, timings)
+        writer.finish()
+        yield from writer.ready()
+    except CancelledError:
+        writer.finish()  # what was computed is written (atomically) and recorded
+        yield from writer.ready()
+        raise
+    finally:
+        reader.shutdown(wait=True, cancel_futures=True)
+        writer.finish()
+
+
+def _forward(gen: Generator, name: str) -> Generator[Progress | Notice, None, Any]:
+    """Pass segmentation events on, naming the file; return the prediction."""
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(event, Progress) and event.stage == "tiles":
+            yield Progress("tiles", event.done, event.total, name)
+        elif isinstance(event, Notice):
+            yield Notice(f"{name}: {event.message}", event.level)
+
+
+def _check_weights(weights: Path, params: PredictParams, scheduler: str) -> Any:
+    """Load the weights once (refusing bad files before any output); the model for "none"."""
+    from napari_cellseg.core.device import resolve_device
+    from napari_cellseg.core.runner import cached_load
+    from napari_cellseg.models import load_weights
+
+    if not weights.exists():
+        raise WeightFileError(weights, "weight file not found; check the path")
+    if scheduler == "none":
+        return cached_load(weights, resolve_device(params.device))[0]
+    if scheduler == "local":  # remote workers may have devices this machine lacks
+        resolve_device(params.device)
+    load_weights(weights, device="cpu")  # every worker loads it again, once
+    return None
+
+
+def iter_batch(
+    inputs: InputSpec,
+    out: str | os.PathLike[str],
+    weights: str | os.PathLike[str],
+    params: PredictParams | None = None,
+    *,
+    recursive: bool = False,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    measure: bool = False,
+    scheduler: str = "none",
+    workers: int | None = None,
+    overwrite: bool = False,
+    prefetch: int = 2,
+    memmap_pixels: int = DEFAULT_MEMMAP_PIXELS,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[BatchEvent, None, BatchSummary]:
+    """Segment a folder (or a list) of images into label TIFFs, yielding progress.
+
+    Parameters
+    ----------
+    inputs : path or sequence of paths
+        A folder, or image files.
+    out : path
+        Output folder: ``<out>/<relative folder>/<stem>_labels.tif``, the manifest
+        ``batch_manifest.json``, ``errors.csv`` and (with `measure`) the measurement CSVs.
+        It may hold only one recipe (weights and result-changing parameters).
+    weights : path
+        Weight file (or smp folder); bad files are refused before anything is written.
+    params : PredictParams, optional
+        Device, tiling, channels, post-processing; axes default to each file's own.
+    recursive, include, exclude
+        How to walk a folder (see :func:`~napari_cellseg.batch.files.find_inputs`).
+    measure : bool
+        Write ``<stem>_measurements.csv`` per image and a combined ``measurements.csv``.
+    scheduler : str
+        ``"none"`` (in this process), ``"local"`` (a LocalCluster of `workers` processes)
+        or a dask scheduler address ``"tcp://host:port"``.
+    workers : int, optional
+        Local worker processes (default: CPU count, at most 4).
+    overwrite : bool
+        Allow an output folder holding another recipe's results (they are replaced).
+    prefetch : int
+        Images read ahead in process (memory: about ``prefetch + 4`` images).
+    memmap_pixels : int
+        Uncompressed TIFFs with more pixels are memory-mapped instead of loaded.
+    should_stop : callable, optional
+        Polled between files and tiles; True stops cleanly.
+
+    Yields
+    ------
+    Progress, Notice, FileResult, then a final BatchSummary (also the return value).
+
+    Raises
+    ------
+    CellsegError
+        For user errors before any work: no images, bad weights or parameters, an output
+        folder holding another recipe or in use by another run.
+    """
+    start = time.perf_counter()
+    stop = should_stop or (lambda: False)
+    params = params or PredictParams()
+    scheduler = check_scheduler(scheduler, workers)
+    if not 1 <= int(prefetch) <= 64:
+        raise CellsegError(f"prefetch must be between 1 and 64 images, got {prefetch}")
+    out_path = Path(out).absolute()
+    if out_path.exists() and not out_path.is_dir():
+        raise CellsegError(f"{out_path}: the output path is a file; choose a folder")
+    root, files, rejected = find_inputs(
+        inputs, out_path, recursive=recursive, include=include, exclude=exclude
+    )
+    weights_path = Path(weights).absolute()
+    model = _check_weights(weights_path, params, scheduler)
+    n_workers = int(workers or default_workers())
+    recipe = make_recipe(sha256_path(weights_path), params.to_dict())
+    info = {
+        "input": str(root),
+        "output": str(out_path),
+        "weights": str(weights_path),
+        "parameters": params.to_dict(),
+        "measure": measure,
+        "scheduler": scheduler,
+        "workers": n_workers if scheduler != "none" else 1,
+        "libraries": library_versions(),
+    }
+    state = RunState(out_path, recipe, info, overwrite=overwrite)
+    job = BatchJob(
+        weights=str(weights_path),
+        weights_sha256=recipe["weights_sha256"],
+        params=params.to_dict(),
+        out=str(out_path),
+        measure=measure,
+        recipe_hash=state.hash,
+        memmap_pixels=int(memmap_pixels),
+        torch_threads=max(1, (os.cpu_count() or 1) // n_workers) if scheduler == "local" else None,
+    )
+    tasks = plan_tasks(files, out_path, measure=measure)
+    state.open()
+    total = len(tasks) + len(rejected)
+    tally = {"done": 0, "skipped": 0, "failed": 0, "objects": 0}
+    errors: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def record(result: FileResult) -> None:
+        state.record(result)
+        with lock:
+            tally[result.status] += 1
+            if result.status in ("done", "skipped"):
+                tally["objects"] += result.objects
+            if result.status == "failed":
+                errors.append((result.file, result.reason))
+
+    def progress(result: FileResult) -> Progress:
+        finished = tally["done"] + tally["skipped"] + tally["failed"]
+        return Progress("files", finished, total, f"{result.rel}: {result.status}")
+
+    cancelled, engine, close_errors = False, None, []
+    try:
+        if state.cleaned:
+            yield Notice(f"removed {state.cleaned} temporary file(s) left by an interrupted run")
+        for path, reason in rejected:
+            result = FileResult(file=str(path), rel=str(path), status="failed", reason=reason)
+            record(result)
+            yield result
+        todo, skipped = state.plan_resume(tasks)
+        for result in skipped:
+            record(result)
+            yield result
+        yield Progress("files", len(skipped) + len(rejected), total, "starting")
+        if scheduler == "none":
+            engine = _iter_local(job, todo, model, record, prefetch=prefetch, should_stop=stop)
+        else:
+            engine = iter_dask(
+                job, todo, record, scheduler=scheduler, workers=n_workers, should_stop=stop
+            )
+        for event in engine:
+            yield event
+            if isinstance(event, FileResult):
+                yield progress(event)
+    except CancelledError:
+        cancelled = True
+    finally:
+        if engine is not None:
+            engine.close()  # on an early close, finishes the writes already queued
+        done = not cancelled and sum(tally[k] for k in ("done", "skipped", "failed")) == total
+        state.close(
+            "complete" if done else "stopped",
+            [t.rel for t in tasks],
+            errors,
+            measure=measure,
+            extra={"summary": dict(tally, seconds=round(time.perf_counter() - start, 3))},
+            on_error=close_errors.append,
+        )
+    if close_errors:
+        raise CellsegError(f"the batch ran but its records could not be written: {close_errors[0]}")
+    summary = BatchSummary(
+        done=tally["done"],
+        skipped=tally["skipped"],
+        failed=tally["failed"],
+        objects=tally["objects"],
+        seconds=time.perf_counter() - start,
+        errors=tuple(sorted(errors)),
+        out=str(out_path),
+        cancelled=cancelled,
+    )
+    yield summary
+    return summary
+
+
+def run_batch(*args: Any, **kwargs: Any) -> BatchSummary:
+    """Run :func:`iter_batch` to the end and return its :class:`BatchSummary`.
+
+    Takes the same arguments as :func:`iter_batch`.
+    """
+    summary = None
+    for event in iter_batch(*args, **kwargs):
+        if isinstance(event, BatchSummary):
+            summary = event
+    assert summary is not None
+    return summary
