@@ -1,0 +1,218 @@
+"""The "Batch segment folder…" dock: a real run with a tiny model, errors, cancel, resume."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+import tifffile
+from napari.layers import Image, Labels
+
+from napari_cellseg._napari import batch_widget as bw
+from napari_cellseg._napari._session import session_for
+from napari_cellseg._napari.batch_widget import BatchWidget
+from napari_cellseg.core.samples import sample_data_dir
+from napari_cellseg.models import ModelCard, build_model, save_weights
+
+pytestmark = pytest.mark.gui
+
+TINY_UNET = {
+    "encoder_name": "resnet18",
+    "in_channels": 3,
+    "classes": 3,
+    "encoder_depth": 3,
+    "decoder_channels": [32, 16, 8],
+}
+RUN_TIMEOUT_MS = 180_000
+
+
+@pytest.fixture(autouse=True)
+def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAPARI_CELLSEG_CONFIG_DIR", str(tmp_path / "config"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny CPU models run much faster on a shared machine with one torch thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_weights(build_model("unet", **TINY_UNET), ModelCard.for_model("unet", TINY_UNET), path)
+    return path
+
+
+@pytest.fixture
+def errors_shown(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    shown: list[str] = []
+    monkeypatch.setattr(bw, "show_error", shown.append)
+    return shown
+
+
+@pytest.fixture
+def samples(tmp_path: Path) -> Path:
+    """The three sample images and one text file named like a TIFF."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for image in sorted((sample_data_dir() / "images").iterdir()):
+        shutil.copy(image, folder / image.name)
+    (folder / "broken.tif").write_text("this is not an image\n")
+    return folder
+
+
+def make_widget(make_napari_viewer, qtbot, weights: Path, folder: Path, out: Path) -> BatchWidget:
+    viewer = make_napari_viewer()
+    session_for(viewer).weights = weights
+    widget = BatchWidget(viewer)
+    qtbot.addWidget(widget.root_native_widget)
+    assert widget.weights.value == weights  # the session's weights by default
+    widget.input.value = folder
+    widget.output.value = out
+    widget.device.value = "cpu"
+    widget.tile_size.value = 64
+    widget.overlap.value = 8
+    return widget
+
+
+def run_to_end(qtbot, widget: BatchWidget) -> None:
+    widget.start.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.running, timeout=RUN_TIMEOUT_MS)
+
+
+def test_folder_with_a_broken_file(
+    make_napari_viewer, qtbot, weights, samples, tmp_path, errors_shown
+) -> None:
+    widget = make_widget(make_napari_viewer, qtbot, weights, samples, tmp_path / "out")
+    widget.start.clicked.emit()
+    assert widget.running and widget.cancel.enabled and not widget.start.enabled
+    qtbot.waitUntil(lambda: not widget.running, timeout=RUN_TIMEOUT_MS)
+    assert errors_shown == []
+    summary = widget.summary
+    assert summary is not None and not summary.cancelled
+    assert (summary.done, summary.skipped, summary.failed) == (3, 0, 1)
+    assert widget.summary_line.value.startswith("3 done, 0 skipped, 1 failed")
+    assert widget.start.enabled and not widget.cancel.enabled
+    assert widget.progress.value == widget.progress.max == 4
+    assert widget.status.value.startswith("4/4 files")
+    assert widget.updates <= 2 + 5 * summary.seconds  # throttled, not one per event
+    table = widget.errors.value
+    assert list(table["columns"]) == ["file", "reason"]
+    assert len(table["data"]) == 1
+    file, reason = table["data"][0]
+    assert Path(file).name == "broken.tif" and reason
+
+    assert widget.result.choices == ("dsb_brightfield.png", "dsb_fluorescence.png", "dsb_he.png")
+    widget.result.value = "dsb_he.png"
+    assert widget.open_result.enabled
+    viewer = widget._viewer
+    widget.open_result.clicked.emit()
+    qtbot.waitUntil(lambda: len(viewer.layers) == 2, timeout=30_000)
+    image, labels = viewer.layers
+    assert isinstance(image, Image) and isinstance(labels, Labels)
+    assert image.name == "dsb_he" and labels.name == "dsb_he · labels"
+    expected = tifffile.imread(tmp_path / "out" / "dsb_he_labels.tif")
+    np.testing.assert_array_equal(labels.data, expected)
+    assert image.data.shape[:2] == labels.data.shape == (256, 320)
+
+
+def test_cancel_keeps_a_consistent_state_and_rerun_resumes(
+    make_napari_viewer, qtbot, weights, tmp_path, errors_shown
+) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    n_files = 40
+    for i in range(n_files):
+        tifffile.imwrite(folder / f"img_{i:02d}.tif", rng.integers(0, 255, (128, 128), np.uint8))
+    out = tmp_path / "out"
+    widget = make_widget(make_napari_viewer, qtbot, weights, folder, out)
+    widget.start_batch()
+
+    def cancel_after_two(_event: object) -> None:
+        if len(widget._results) >= 2:
+            widget.cancel_batch()
+
+    widget.worker.yielded.connect(cancel_after_two)
+    qtbot.waitUntil(lambda: not widget.running, timeout=RUN_TIMEOUT_MS)
+    assert errors_shown == []
+    first = widget.summary
+    assert first is not None and first.cancelled
+    assert 2 <= first.done < n_files and first.failed == 0
+    assert widget.start.enabled and not widget.cancel.enabled
+    assert "stopped" in widget.status.value and str(out) in widget.status.value
+    assert len(list(out.glob("*_labels.tif"))) == first.done
+    assert not list(out.rglob("*.tmp"))
+
+    run_to_end(qtbot, widget)
+    assert errors_shown == []
+    second = widget.summary
+    assert not second.cancelled
+    assert (second.skipped, second.done, second.failed) == (first.done, n_files - first.done, 0)
+    assert len(widget.result.choices) == n_files
+
+
+def test_recipe_change_without_overwrite_shows_an_error(
+    make_napari_viewer, qtbot, weights, samples, tmp_path, errors_shown
+) -> None:
+    (samples / "broken.tif").unlink()
+    (samples / "dsb_brightfield.png").unlink()
+    widget = make_widget(make_napari_viewer, qtbot, weights, samples, tmp_path / "out")
+    run_to_end(qtbot, widget)
+    assert errors_shown == [] and widget.summary.done == 2
+
+    widget.tile_size.value = 96
+    run_to_end(qtbot, widget)
+    assert len(errors_shown) == 1
+    assert "different recipe" in errors_shown[0] and "tile_size 64 -> 96" in errors_shown[0]
+    assert widget.summary is None and widget.start.enabled
+    assert "failed:" in widget.status.value
+
+    widget.overwrite.value = True
+    run_to_end(qtbot, widget)
+    assert len(errors_shown) == 1 and widget.summary.done == 2
+
+
+def test_field_errors_are_shown_not_raised(
+    make_napari_viewer, qtbot, weights, samples, tmp_path, errors_shown
+) -> None:
+    widget = make_widget(make_napari_viewer, qtbot, weights, samples, tmp_path / "out")
+    widget.overlap.value = 40  # not below half the tile size
+    widget.start.clicked.emit()
+    assert not widget.running and len(errors_shown) == 1 and "overlap 40" in errors_shown[0]
+    widget.input.value = None
+    widget.start.clicked.emit()
+    assert errors_shown[-1] == "choose an input folder"
+
+
+def test_weights_follow_the_session_until_picked(
+    make_napari_viewer, qtbot, weights, samples, tmp_path
+) -> None:
+    widget = make_widget(make_napari_viewer, qtbot, weights, samples, tmp_path / "out")
+    session = session_for(widget._viewer)
+    other = tmp_path / "other.safetensors"
+    session.weights = other
+    assert widget.weights.value == other
+    widget.weights.value = weights  # the user's choice is kept
+    session.weights = tmp_path / "third.safetensors"
+    assert widget.weights.value == weights
+    assert widget.tile_size.value == 64 and not widget.workers.visible
+    widget.show()
+    widget.scheduler.value = "local"
+    assert widget.workers.visible
