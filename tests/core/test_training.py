@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from napari_cellseg.core.checkpoints import checkpoint_path_for, load_checkpoint
 from napari_cellseg.core.config import TrainParams
@@ -230,3 +231,24 @@ def test_cli_train_and_evaluate(tmp_path, data, capsys) -> None:
     assert keys <= set(result)
     assert result["n_images"] == 1 and result["per_image"][0]["name"] == "dsb_he"
     assert set(result["per_image"][0]) == (keys - {"n_images", "per_image"}) | {"name"}
+
+
+def test_fine_tuning_freezes_batchnorm_statistics(tmp_path, data) -> None:
+    base = tmp_path / "base.safetensors"
+    fit(data, base, _params(epochs=1))
+    before = {
+        k: v.clone()
+        for k, v in load_weights(base).model.state_dict().items()
+        if "running_mean" in k
+    }
+    fit(data, tmp_path / "ft.safetensors", _params(epochs=1, val_fraction=0.0), init=base)
+    after = load_weights(tmp_path / "ft.safetensors").model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # statistics kept
+    fit(
+        data,
+        tmp_path / "ft2.safetensors",
+        _params(epochs=1, val_fraction=0.0, freeze_batchnorm=False),
+        init=base,
+    )
+    changed = load_weights(tmp_path / "ft2.safetensors").model.state_dict()
+    assert any(not torch.equal(before[k], changed[k]) for k in before)

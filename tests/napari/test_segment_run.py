@@ -305,3 +305,22 @@ def test_weights_follow_the_session(make_napari_viewer, qtbot, weight_files) -> 
     assert widget.weights.value == weight_files["unet"].resolve()
     assert widget.model_card.family == "unet"
     assert not widget.prob_threshold.native.isHidden()
+
+
+def test_rerun_never_overwrites_corrected_labels(make_napari_viewer, qtbot, weight_files) -> None:
+    viewer = make_napari_viewer()
+    image = add_sample(viewer)
+    widget = make_widget(viewer, qtbot, weight_files["unet"])
+    run_to_end(widget, qtbot)
+    name = f"{image.name} · {widget.model_card.name}"
+    (layer,) = labels_named(viewer, name)
+    # an undoable edit, as the Correct tab and napari's brush make it (emits a paint event)
+    layer.data_setitem((np.array([0, 1]), np.array([0, 0])), 999)
+    corrected = layer.data.copy()
+    run_to_end(widget, qtbot)
+    assert np.array_equal(labels_named(viewer, name)[0].data, corrected)  # corrections kept
+    (new_layer,) = labels_named(viewer, f"{name} [2]")
+    assert new_layer.data.shape == corrected.shape
+    widget.prob_threshold.value = 0.3  # re-applying goes to the new layer, not the corrected
+    qtbot.waitUntil(lambda: not widget.runner.reapplying, timeout=TIMEOUT_MS)
+    assert np.array_equal(labels_named(viewer, name)[0].data, corrected)

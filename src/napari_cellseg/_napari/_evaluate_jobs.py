@@ -66,6 +66,9 @@ def files_by_stem(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
 def matched(first: Path, second: Path, suffixes: tuple[Sequence[str], Sequence[str]]) -> list:
     """``(stem, file in first, file in second)`` for every stem found in both folders."""
     a, b = files_by_stem(first, suffixes[0]), files_by_stem(second, suffixes[1])
+    # `cellseg predict` / `cellseg batch` write <stem>_labels.tif for <stem>.png
+    a = {**{k.removesuffix("_labels"): v for k, v in a.items()}, **a}
+    b = {**{k.removesuffix("_labels"): v for k, v in b.items()}, **b}
     stems = sorted(set(a) & set(b))
     if not stems:
         raise CellsegError(

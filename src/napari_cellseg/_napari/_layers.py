@@ -145,14 +145,42 @@ def put_labels(
     image: Image | None,
     metadata: dict[str, Any],
 ) -> Labels:
-    """Show ``labels`` in the Labels layer ``name``: replace its data, or add the layer."""
+    """Show ``labels`` in the Labels layer ``name``: replace its data, or add the layer.
+
+    A layer the user has edited (painted, or changed with the Correct tab) is never
+    overwritten: the result goes to a new layer ``"<name> [2]"`` (``[3]``...) instead, so
+    re-running or moving a threshold cannot discard corrections.
+    """
     existing = _existing(viewer, name)
+    if isinstance(existing, Labels) and existing.metadata.get(EDITED_KEY):
+        name, existing = _free_name(viewer, name), None
     if isinstance(existing, Labels) and existing.data.ndim == labels.ndim:
         existing.data = labels
         existing.metadata = metadata
         return existing
     layer = Labels(labels, name=name, metadata=metadata, **_placement(image, labels.ndim))
+    _watch_edits(layer)
     return _replace_or_add(viewer, layer, existing, Labels)
+
+
+EDITED_KEY = "cellseg_edited"
+
+
+def _watch_edits(layer: Labels) -> None:
+    """Mark the layer as edited on napari's paint events (brush, fill, eraser, Correct tab)."""
+
+    def mark(_event: Any = None) -> None:
+        layer.metadata[EDITED_KEY] = True
+
+    layer.events.paint.connect(mark)
+
+
+def _free_name(viewer: napari.Viewer, name: str) -> str:
+    names = {layer.name for layer in viewer.layers}
+    n = 2
+    while f"{name} [{n}]" in names:
+        n += 1
+    return f"{name} [{n}]"
 
 
 def box_rectangles(table: dict[str, np.ndarray], lead_shape: tuple[int, ...]) -> list[np.ndarray]:

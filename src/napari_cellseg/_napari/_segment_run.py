@@ -13,6 +13,7 @@ a worker thread, so the viewer never waits on it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Generator
@@ -41,6 +42,7 @@ from qtpy.QtWidgets import QSizePolicy
 
 from napari_cellseg._napari import _layers
 from napari_cellseg._napari._session import session_for
+from napari_cellseg._napari._threads import gui_torch_threads
 from napari_cellseg.core.config import PostprocessParams, PredictParams
 from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.events import CancelledError, Notice, Progress
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_MAX = 100
 REAPPLY_DELAY_MS = 150
+UI_REFRESH_MS = 250
 FAMILY_THRESHOLDS = {
     "unet": ("prob_threshold", "boundary_threshold"),
     "maskrcnn": ("score_threshold", "mask_threshold", "nms_iou"),
@@ -178,10 +181,11 @@ def _predict_job(
 ) -> Generator[Progress | Notice, None, Prediction]:
     """Forward ``iter_predict``'s events and return its Prediction (runs in the worker)."""
     try:
-        for item in iter_predict(data, weights, params):
-            if isinstance(item, Prediction):
-                return item
-            yield item
+        with gui_torch_threads():
+            for item in iter_predict(data, weights, params):
+                if isinstance(item, Prediction):
+                    return item
+                yield item
     except (CellsegError, CancelledError):
         raise
     except Exception as exc:
@@ -237,6 +241,12 @@ class SegmentRun:
         self._timer.setSingleShot(True)
         self._timer.setInterval(REAPPLY_DELAY_MS)
         self._timer.timeout.connect(self.reapply_now)
+        # Progress and status are recorded per event and shown a few times a second: a
+        # progress-bar repaint per tile would redraw the whole window (slow, blocks the loop).
+        self._pending_progress: tuple[int, str | None] | None = None
+        self._ui_timer = QTimer(parent)
+        self._ui_timer.setInterval(UI_REFRESH_MS)
+        self._ui_timer.timeout.connect(self._flush_progress)
         self.cancel_button.changed.connect(self.cancel)
         for widget in options.post_widgets:
             widget.changed.connect(self.schedule_reapply)
@@ -273,6 +283,7 @@ class SegmentRun:
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.progress.value = 0
         self._set_status(f"Starting {request.params.device} run…")
+        self._ui_timer.start()
         worker.start()
         return worker
 
@@ -280,6 +291,8 @@ class SegmentRun:
         """Ask the worker to stop at its next yield (nothing is added)."""
         if self.worker is not None:
             self.worker.quit()
+            self._ui_timer.stop()
+            self._pending_progress = None
             self.cancel_button.enabled = False
             self._set_status("Cancelling…")
 
@@ -305,19 +318,33 @@ class SegmentRun:
         if request is None or not isinstance(event, Progress):
             return
         n_planes = max(1, request.source.n_planes)
+        status = None
         if event.stage == "planes":
             self._planes_done = event.done
             fraction = event.done / n_planes
         elif event.stage == "tiles":
             fraction = (self._planes_done + event.fraction) / n_planes
             where = f", {event.message}" if event.message else ""
-            self._set_status(f"Tiles {event.done}/{event.total}{where}")
+            status = f"Tiles {event.done}/{event.total}{where}"
         else:
             fraction = 0.0
-            self._set_status(f"Loaded {event.message}")
-        self.progress.value = round(PROGRESS_MAX * min(fraction, 1.0))
+            status = f"Loaded {event.message}"
+        self._pending_progress = (round(PROGRESS_MAX * min(fraction, 1.0)), status)
+
+    def _flush_progress(self) -> None:
+        """Show the latest recorded progress (called by the UI timer and at the end)."""
+        if self._pending_progress is None:
+            return
+        value, status = self._pending_progress
+        self._pending_progress = None
+        if self.progress.value != value:
+            self.progress.value = value
+        if status is not None:
+            self._set_status(status)
 
     def _on_returned(self, request: RunRequest, prediction: Prediction) -> None:
+        self._ui_timer.stop()
+        self._pending_progress = None
         self._request, self._result = None, request.target
         self.prediction = prediction
         self.progress.value = PROGRESS_MAX
@@ -346,6 +373,8 @@ class SegmentRun:
 
     def _on_finished(self, worker: Any) -> None:
         if self.worker is worker:
+            self._ui_timer.stop()  # returned/aborted/errored have set the final status
+            self._pending_progress = None
             self.worker, self._request = None, None
             self.run_button.enabled, self.cancel_button.enabled = True, False
 
@@ -359,6 +388,8 @@ class SegmentRun:
             layer = _layers.show_prediction(
                 self._viewer, target, prediction, probability=probability
             )
+            if layer.name != target.name:  # the old layer holds the user's corrections
+                target = self._result = dataclasses.replace(target, name=layer.name)
             _layers.show_boxes(self._viewer, target, prediction, bool(self._options.boxes.value))
         except Exception as exc:
             log.exception("could not show the segmentation")

@@ -30,6 +30,7 @@ from napari_cellseg._napari._finetune_parts import (
 )
 from napari_cellseg._napari._metrics_table import fill_metrics_table, make_metrics_table
 from napari_cellseg._napari._session import session_for
+from napari_cellseg._napari._threads import with_gui_threads
 from napari_cellseg.core.checkpoints import checkpoint_path_for
 from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.events import EpochEnd, Notice, TrainingFinished
@@ -197,7 +198,7 @@ class FineTuneWidget(Container):
         fill_metrics_table(self._comparison, {})
         self._verdict.value = ""
         worker = create_worker(
-            iter_train, *args, _start_thread=False, _ignore_errors=True, **kwargs
+            _train_job, *args, _start_thread=False, _ignore_errors=True, **kwargs
         )
         worker.yielded.connect(self._on_event)
         worker.errored.connect(self._on_error)
@@ -270,3 +271,8 @@ class FineTuneWidget(Container):
         self._session.weights = path
         self._status.value = f"segmentation now uses {path.name}"
         show_info(f"segmentation now uses {path}")
+
+
+def _train_job(*args: Any, **kwargs: Any):
+    """``iter_train`` with a CPU core left to the GUI (see ``_threads``)."""
+    return (yield from with_gui_threads(iter_train(*args, **kwargs)))

@@ -159,6 +159,9 @@ class TrainParams:
 
     ``None`` means "the family's default" (see :data:`TRAIN_DEFAULTS`): U-Net AdamW 1e-3 with
     a cosine schedule; Mask R-CNN SGD 0.005, momentum 0.9, weight decay 5e-4, step decay.
+    ``freeze_batchnorm=None`` freezes BatchNorm statistics when fine-tuning (a few corrected
+    images in batches of 2 would otherwise drag them away from what the model learnt) and
+    updates them when training from scratch.
     """
 
     family: str = "unet"
@@ -182,6 +185,7 @@ class TrainParams:
     early_stopping_patience: int | None = 10
     num_workers: int = 0
     val_tile_size: int = 512
+    freeze_batchnorm: bool | None = None
 
     def __post_init__(self) -> None:
         if self.family not in TRAIN_DEFAULTS:

@@ -174,12 +174,17 @@ def iter_train(
             EpochEnd(0, params.epochs, None, baseline, False, time.perf_counter() - t0)
         )
 
+    freeze_bn = params.freeze_batchnorm
+    if freeze_bn is None:
+        freeze_bn = init is not None or bool(state and state.get("fine_tuning"))
     started = time.perf_counter()
     stopped_reason, epoch, stale = "epochs", start_epoch, 0
     for epoch in range(start_epoch + 1, params.epochs + 1):
         t0 = time.perf_counter()
         dataset.set_epoch(epoch)
         model.train()
+        if freeze_bn:
+            _freeze_batchnorm(model)
         losses: list[float] = []
         out_of_time = False
         for step, (images, targets) in enumerate(loader, start=1):
@@ -248,6 +253,7 @@ def iter_train(
                 "best_metrics": best_metrics,
                 "baseline": baseline,
                 "rng": rng_state(),
+                "fine_tuning": bool(freeze_bn),
             },
         )
         yield checkpoint(
@@ -285,6 +291,13 @@ def _score(metrics: dict[str, float], losses: list[float]) -> float:
     if KEY_METRIC not in metrics:
         return -float(np.mean(losses)) if losses else -math.inf
     return float(metrics[KEY_METRIC]) + 1e-3 * float(metrics.get("pixel_dice", 0.0))
+
+
+def _freeze_batchnorm(model: torch.nn.Module) -> None:
+    """Keep BatchNorm running statistics fixed (eval mode); weights still learn."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 def scheduler_per_step(params: TrainParams) -> bool:
