@@ -31,8 +31,10 @@ def test_sample_dir_layout() -> None:
     assert folder.is_absolute()
     assert (folder / "images").is_dir() and (folder / "masks").is_dir()
     assert (folder / "README.md").is_file()
-    total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    assert total < 1.5e6
+    files = [p for p in folder.rglob("*") if p.is_file() and "models" not in p.parts]
+    assert sum(p.stat().st_size for p in files) < 1.5e6  # the sample images stay small
+    for weights in (folder / "models").glob("*.safetensors"):
+        assert weights.stat().st_size <= 25 * 2**20, weights  # demo weights: 25 MB each at most
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=[s.key for s in SAMPLES])
