@@ -14,7 +14,7 @@ from napari.utils.notifications import show_error
 
 from napari_cellseg import models
 from napari_cellseg.core.checkpoints import checkpoint_path_for
-from napari_cellseg.core.config import TRAIN_DEFAULTS, TrainParams
+from napari_cellseg.core.config import TrainParams, fine_tune_learning_rate
 from napari_cellseg.core.device import available_devices
 from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.events import TrainingFinished
@@ -42,7 +42,7 @@ def default_output(training_set: Path | None, now: dt.datetime | None = None) ->
 def parameter_fields(defaults: TrainParams | None = None) -> list[Widget]:
     """Widgets for the training parameters, named like the ``TrainParams`` fields."""
     d = defaults or TrainParams()
-    lr = d.resolved("learning_rate")
+    lr = fine_tune_learning_rate(d.family)
     return [
         ComboBox(name="stop_by", label="Stop after", choices=["epochs", "minutes"], value="epochs"),
         SpinBox(name="epochs", label="Epochs", value=d.epochs, min=1, max=10_000),
@@ -83,8 +83,8 @@ def parameter_fields(defaults: TrainParams | None = None) -> list[Widget]:
 
 
 def family_learning_rate(family: str) -> float:
-    """The default learning rate of a model family."""
-    return float(TRAIN_DEFAULTS[family]["learning_rate"])
+    """The default fine-tuning learning rate of a model family (a tenth of training's)."""
+    return fine_tune_learning_rate(family)
 
 
 def params_from(widget: Any, family: str) -> TrainParams:

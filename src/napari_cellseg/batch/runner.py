@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +152,9 @@ def _iter_local(
                 yield result
                 continue
             timings["segment"] = time.perf_counter() - t1
-            writer.put(task, image, prediction, timings)
+            # the writer needs labels and the table only: drop the network output (float maps)
+            writer.put(task, image, replace(prediction, raw=[], probabilities=None), timings)
+            del prediction, image
         writer.finish()
         yield from writer.ready()
     except CancelledError:

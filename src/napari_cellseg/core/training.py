@@ -25,7 +25,7 @@ from napari_cellseg.core.checkpoints import (
     rng_state,
     save_checkpoint,
 )
-from napari_cellseg.core.config import TrainParams
+from napari_cellseg.core.config import TrainParams, fine_tune_learning_rate
 from napari_cellseg.core.device import resolve_device
 from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.events import (
@@ -143,6 +143,9 @@ def iter_train(
     loader, dataset = _loader(train_pairs, card, params)
     steps_per_epoch = len(loader)
 
+    if init is not None and params.learning_rate is None and state is None:
+        params = replace(params, learning_rate=fine_tune_learning_rate(card.family))
+        yield checkpoint(Notice(f"fine-tuning with learning rate {params.learning_rate:g}"))
     optimizer = optimizer or _optimizer(model, params)
     scheduler = _scheduler(optimizer, params, steps_per_epoch)
     use_amp = params.mixed_precision and device.type == "cuda"
