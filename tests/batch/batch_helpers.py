@@ -9,14 +9,8 @@ import numpy as np
 import tifffile
 
 from napari_cellseg.core.config import PostprocessParams, PredictParams
+from tiny_models import TINY_UNET as UNET_ARGS
 
-UNET_ARGS = {
-    "encoder_name": "resnet18",
-    "in_channels": 3,
-    "classes": 3,
-    "encoder_depth": 3,
-    "decoder_channels": [32, 16, 8],
-}
 # Small tiles keep it fast; a random model at this threshold finds several objects on disks.
 PARAMS = PredictParams(
     device="cpu", tile_size=64, overlap=8, post=PostprocessParams(prob_threshold=0.7, min_size=5)

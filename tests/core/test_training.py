@@ -23,25 +23,7 @@ from napari_cellseg.core.events import (
 from napari_cellseg.core.samples import sample_data_dir
 from napari_cellseg.core.training import fit, iter_train
 from napari_cellseg.models import load_weights, read_card
-
-TINY_UNET = {
-    "encoder_name": "resnet18",
-    "in_channels": 3,
-    "classes": 3,
-    "encoder_depth": 3,
-    "decoder_channels": [32, 16, 8],
-}
-TINY_MASKRCNN = {
-    "backbone": "resnet18",
-    "fpn_channels": 32,
-    "returned_layers": [1, 2],
-    "box_head_size": 64,
-    "mask_hidden_channels": 32,
-    "anchor_sizes": [[8], [16], [32]],
-    "min_size": 128,
-    "max_size": 128,
-    "detections_per_img": 40,
-}
+from tiny_models import TINY_MASKRCNN, TINY_UNET
 
 
 def _params(family: str = "unet", **kw) -> TrainParams:

@@ -20,16 +20,10 @@ from napari_cellseg._napari._session import session_for
 from napari_cellseg._napari.batch_widget import BatchWidget
 from napari_cellseg.core.samples import sample_data_dir
 from napari_cellseg.models import ModelCard, build_model, save_weights
+from tiny_models import TINY_UNET
 
 pytestmark = pytest.mark.gui
 
-TINY_UNET = {
-    "encoder_name": "resnet18",
-    "in_channels": 3,
-    "classes": 3,
-    "encoder_depth": 3,
-    "decoder_channels": [32, 16, 8],
-}
 RUN_TIMEOUT_MS = 180_000
 
 

@@ -21,16 +21,10 @@ from napari_cellseg.core.io import read_labels, write_labels
 from napari_cellseg.core.metrics import METRIC_KEYS
 from napari_cellseg.core.samples import get_sample
 from napari_cellseg.models import ModelCard, build_model, save_weights
+from tiny_models import TINY_UNET
 
 pytestmark = pytest.mark.gui
 
-TINY_UNET = {
-    "encoder_name": "resnet18",
-    "in_channels": 3,
-    "classes": 3,
-    "encoder_depth": 3,
-    "decoder_channels": [32, 16, 8],
-}
 TIMEOUT_MS = 60_000
 
 

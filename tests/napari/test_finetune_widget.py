@@ -19,16 +19,10 @@ from napari_cellseg.core.checkpoints import checkpoint_path_for
 from napari_cellseg.core.events import EpochEnd, StepLoss, TrainingFinished
 from napari_cellseg.core.samples import sample_data_dir
 from napari_cellseg.models import ModelCard, build_model, save_weights
+from tiny_models import TINY_UNET
 
 pytestmark = pytest.mark.gui
 
-TINY_UNET = {
-    "encoder_name": "resnet18",
-    "in_channels": 3,
-    "classes": 3,
-    "encoder_depth": 3,
-    "decoder_channels": [32, 16, 8],
-}
 RUN_TIMEOUT_MS = 120_000
 
 

@@ -20,28 +20,12 @@ from napari_cellseg._napari._session import session_for
 from napari_cellseg._napari.segment_widget import SegmentWidget
 from napari_cellseg.core.runner import ModelRunner
 from napari_cellseg.models import ModelCard, build_model, save_weights
+from tiny_models import TINY_MASKRCNN as MRCNN_ARGS
+from tiny_models import TINY_UNET as UNET_ARGS
 
 pytestmark = pytest.mark.gui
 
 TIMEOUT_MS = 60_000
-UNET_ARGS = {
-    "encoder_name": "resnet18",
-    "in_channels": 3,
-    "classes": 3,
-    "encoder_depth": 3,
-    "decoder_channels": [32, 16, 8],
-}
-MRCNN_ARGS = {
-    "backbone": "resnet18",
-    "fpn_channels": 32,
-    "returned_layers": [1, 2],
-    "box_head_size": 64,
-    "mask_hidden_channels": 32,
-    "anchor_sizes": [[8], [16], [32]],
-    "min_size": 128,
-    "max_size": 128,
-    "detections_per_img": 40,
-}
 
 
 @pytest.fixture(scope="module")
