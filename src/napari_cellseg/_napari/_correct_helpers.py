@@ -154,9 +154,11 @@ def source_path(layer: Any) -> str | None:
     return str(path) if path else None
 
 
-def row(*widgets: Any) -> Container:
-    """Widgets side by side, without labels."""
-    return Container(widgets=widgets, layout="horizontal", labels=False)
+def row(*widgets: Any, label: str = " ") -> Container:
+    """Widgets side by side; ``label`` is shown for the whole row in the parent's form."""
+    box = Container(widgets=widgets, layout="horizontal", labels=False, label=label)
+    box.margins = (0, 0, 0, 0)
+    return box
 
 
 def rebuild_choices(combo: ComboBox) -> None:

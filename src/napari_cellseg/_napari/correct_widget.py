@@ -90,11 +90,20 @@ class CorrectWidget(Container):
         self.add_button = PushButton(text="Add to training set")
         row = helpers.row
         self.extend(
-            [self.labels_layer, self.image_layer, self.delete_button,
-             row(self.merge_ids, self.pick, self.merge_button), self.split_button,
-             row(self.fill_button, self.relabel_button), row(self.min_size, self.remove_button),
-             self.next_button, row(self.jump_id, self.jump_button), self.edited_info,
-             self.folder, self.add_button]
+            [
+                self.labels_layer,
+                self.image_layer,
+                self.delete_button,
+                row(self.merge_ids, self.pick, self.merge_button, label="Merge ids"),
+                self.split_button,
+                row(self.fill_button, self.relabel_button),
+                row(self.min_size, self.remove_button, label="Min size (px)"),
+                self.next_button,
+                row(self.jump_id, self.jump_button, label="Object id"),
+                self.edited_info,
+                self.folder,
+                self.add_button,
+            ]
         )  # fmt: skip
         self.native.layout().addStretch(1)
 

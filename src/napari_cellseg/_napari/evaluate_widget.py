@@ -67,11 +67,9 @@ class EvaluateWidget(Container):
             [
                 ComboBox(name="source", label="Source", choices=["layers", "folders"]),
                 ComboBox(name="prediction_layer", label="Prediction", choices=layers_of(Labels)),
-                ComboBox(
-                    name="ground_truth_layer", label="Ground truth", choices=layers_of(Labels)
-                ),
+                ComboBox(name="ground_truth_layer", label="Truth", choices=layers_of(Labels)),
                 folder("prediction_folder", "Predictions"),
-                folder("ground_truth_folder", "Ground truth"),
+                folder("ground_truth_folder", "Truth"),
                 PushButton(name="evaluate", text="Evaluate"),
                 Label(name="compare_header", label=" ", value="<b>Compare two models</b>"),
                 weights("weights_a", "Model A"),
