@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import MISSING, fields
 from pathlib import Path
-
-from napari_cellseg.core.config import PostprocessParams, PredictParams
 
 
 def add_batch_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``batch`` subcommand."""
-    from napari_cellseg.cli_predict import _HELP
+    from napari_cellseg.cli_predict import add_predict_options
 
-    defaults = PredictParams()
     p = sub.add_parser(
         "batch",
         help="segment every image of a folder (resumable, with measurements)",
@@ -50,24 +46,7 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="replace results of another recipe in OUT"
     )
     p.add_argument("--prefetch", type=int, default=2, help="images read ahead (default 2)")
-    p.add_argument("--device", default=defaults.device, help="auto, cuda, cuda:N, mps or cpu")
-    p.add_argument("--tile", type=int, default=defaults.tile_size, help="tile size in pixels")
-    p.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="tiles per pass")
-    p.add_argument("--axes", default=None, help="axes of the images (default: each file's)")
-    p.add_argument("--channels", default=None, help="image channels fed to the model, e.g. 1,0,2")
-    p.add_argument(
-        "--threshold", type=float, default=None, help="U-Net probability or Mask R-CNN score"
-    )
-    for f in fields(PostprocessParams):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not MISSING else None
-        if isinstance(default, bool):
-            p.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=default, help=_HELP[f.name]
-            )
-        else:
-            p.add_argument(flag, type=type(default), default=default, help=_HELP[f.name])
+    add_predict_options(p)
     p.set_defaults(func=run_batch_command)
 
 

@@ -25,11 +25,20 @@ _HELP = {
 
 def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``predict`` subcommand (flags generated from the parameter dataclasses)."""
-    defaults = PredictParams()
     p = sub.add_parser("predict", help="segment images into instance label TIFFs")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     p.add_argument("--weights", required=True, type=Path, help="weight file or smp folder")
     p.add_argument("--out", required=True, type=Path, help="output folder")
+    add_predict_options(p)
+    p.set_defaults(func=run_predict)
+
+
+def add_predict_options(p: argparse.ArgumentParser) -> None:
+    """The flags ``predict`` and ``batch`` share: device, tiling, channels and thresholds.
+
+    The threshold flags are generated from :class:`PostprocessParams` (one source of defaults).
+    """
+    defaults = PredictParams()
     p.add_argument("--device", default=defaults.device, help="auto, cuda, cuda:N, mps or cpu")
     p.add_argument("--tile", type=int, default=defaults.tile_size, help="tile size in pixels")
     p.add_argument(
@@ -63,7 +72,6 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
                 default=default,
                 help=f"{_HELP[f.name]} (default {default})",
             )
-    p.set_defaults(func=run_predict)
 
 
 def params_from_args(args: argparse.Namespace, family: str) -> PredictParams:
