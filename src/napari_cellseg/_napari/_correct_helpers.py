@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container
+from magicgui.widgets import Container
 from napari.layers import Image, Labels, Points
 
+from napari_cellseg._napari._common import CONFIG_ENV
 from napari_cellseg.core.editing import label_changes
 from napari_cellseg.core.errors import CellsegError
 
-CONFIG_ENV = "NAPARI_CELLSEG_CONFIG_DIR"
 NAME_SEPARATOR = " · "  # segmentation layers are named "<image> · <model>"
 
 
@@ -159,18 +159,6 @@ def row(*widgets: Any, label: str = " ") -> Container:
     box = Container(widgets=widgets, layout="horizontal", labels=False, label=label)
     box.margins = (0, 0, 0, 0)
     return box
-
-
-def rebuild_choices(combo: ComboBox) -> None:
-    """Refill `combo` in layer-list order, keeping its value when still offered."""
-    before = combo.value
-    with combo.changed.blocked():
-        combo.native.clear()
-        combo.reset_choices()
-        if before in combo.choices:
-            combo.value = before
-    if combo.value is not before:
-        combo.changed.emit(combo.value)
 
 
 class ClickPicker:

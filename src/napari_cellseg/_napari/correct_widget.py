@@ -30,6 +30,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 
 from napari_cellseg._napari import _correct_helpers as helpers
+from napari_cellseg._napari._common import rebuild_choices
 from napari_cellseg._napari._edit_tracker import EditTracker
 from napari_cellseg._napari._session import session_for
 from napari_cellseg.core import editing
@@ -133,8 +134,8 @@ class CorrectWidget(Container):
         return lambda _w=None: [(la.name, la) for la in self._viewer.layers if isinstance(la, kind)]
 
     def _refresh_choices(self, _event: Any = None) -> None:
-        helpers.rebuild_choices(self.labels_layer)
-        helpers.rebuild_choices(self.image_layer)
+        rebuild_choices(self.labels_layer)
+        rebuild_choices(self.image_layer)
 
     def _watch(self, layer: Any, refresh: bool = True) -> None:
         layer.events.name.connect(self._refresh_choices)

@@ -25,6 +25,7 @@ from napari.utils.notifications import show_error
 
 from napari_cellseg import models
 from napari_cellseg._napari import _layers
+from napari_cellseg._napari._common import CONFIG_ENV, rebuild_choices
 from napari_cellseg._napari._segment_run import SegmentOptions, SegmentRun, build_request
 from napari_cellseg._napari._session import session_for
 from napari_cellseg.core.device import available_devices, resolve_device
@@ -33,7 +34,6 @@ from napari_cellseg.core.errors import CellsegError
 log = logging.getLogger(__name__)
 
 WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin"
-CONFIG_ENV = "NAPARI_CELLSEG_CONFIG_DIR"
 RECENT_FILE = "recent_weights.json"
 CARD_MAX_HEIGHT = 180  # pixels: room for a full summary without filling the dock
 NO_FILE_TEXT = "No weight file chosen: pick one above or from the recent list."
@@ -78,22 +78,6 @@ class RecentFiles:
             os.replace(tmp, self.path)
         except OSError as exc:
             log.warning("could not save the recent weight files to %s: %s", self.path, exc)
-
-
-def rebuild_choices(combo: ComboBox) -> None:
-    """Refill ``combo`` in the order its choices function gives, keeping its value if offered.
-
-    magicgui matches items by their text, so a renamed item would move to the end and lose the
-    selection; rebuilding keeps the order of the layer list and the user's choice.
-    """
-    before = combo.value
-    with combo.changed.blocked():
-        combo.native.clear()
-        combo.reset_choices()
-        if before in combo.choices:
-            combo.value = before
-    if combo.value != before:
-        combo.changed.emit(combo.value)
 
 
 class SegmentWidget(Container):
