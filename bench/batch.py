@@ -42,13 +42,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import PeakRSS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -57,50 +57,6 @@ DSB_IMAGES = "dsb2018/stage1_train/images"
 BIG_CANDIDATES = (16384, 8192, 4096, 2048)
 CALIBRATION_SIZE = 2048
 SMALL_SIZE = 1024
-
-
-class PeakRSS:
-    """Samples the process's resident memory in a thread; peaks above the start.
-
-    ``mib`` is all resident memory; ``anon_mib`` leaves out file-backed pages (on Linux
-    ``rss - shared``), which is where the pages of a memory-mapped input are counted.
-    """
-
-    def __init__(self, interval: float = 0.02) -> None:
-        import psutil
-
-        self.process = psutil.Process()
-        self.interval = interval
-        info = self.process.memory_info()
-        self.start = info.rss
-        self.start_anon = info.rss - getattr(info, "shared", 0)
-        self.peak = self.start
-        self.peak_anon = self.start_anon
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            info = self.process.memory_info()
-            self.peak = max(self.peak, info.rss)
-            self.peak_anon = max(self.peak_anon, info.rss - getattr(info, "shared", 0))
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def mib(self) -> float:
-        return (self.peak - self.start) / 2**20
-
-    @property
-    def anon_mib(self) -> float:
-        return (self.peak_anon - self.start_anon) / 2**20
 
 
 # -- inputs -----------------------------------------------------------------------------------

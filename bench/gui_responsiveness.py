@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import pack_mosaic
 
 import napari_cellseg._napari  # noqa: F401  (keeps triton out before napari's GL context)
 
@@ -63,18 +64,7 @@ def mosaic(size: int = 2048) -> np.ndarray:
     for sample in list_samples():
         data = np.asarray(read_image(sample.image_path).data)
         tiles.append(data[..., :3] if data.ndim == 3 else np.stack([data] * 3, axis=-1))
-    out = np.zeros((size, size, 3), np.uint8)
-    y = x = row_h = i = 0
-    while y < size:
-        tile = tiles[i % len(tiles)]
-        i += 1
-        h, w = min(tile.shape[0], size - y), min(tile.shape[1], size - x)
-        out[y : y + h, x : x + w] = tile[:h, :w]
-        row_h = max(row_h, h)
-        x += w
-        if x >= size:
-            x, y, row_h = 0, y + row_h, 0
-    return out
+    return pack_mosaic(tiles, size)
 
 
 # -- measuring --------------------------------------------------------------------------------

@@ -21,12 +21,12 @@ import argparse
 import json
 import os
 import platform
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import PeakRSS, pack_mosaic
 
 from napari_cellseg.core.config import PredictParams
 from napari_cellseg.core.device import resolve_device
@@ -52,50 +52,7 @@ def mosaic(size: int, source: str, data_root: Path) -> np.ndarray:
         rng = np.random.default_rng(0)
         return (rng.random((size, size, 3)) * 255).astype(np.uint8)
     tiles = [np.asarray(iio.imread(f))[..., :3] for f in files]
-    out = np.zeros((size, size, 3), np.uint8)
-    y = x = 0
-    row_h = 0
-    i = 0
-    while y < size:
-        t = tiles[i % len(tiles)]
-        i += 1
-        h, w = min(t.shape[0], size - y), min(t.shape[1], size - x)
-        out[y : y + h, x : x + w] = t[:h, :w]
-        row_h = max(row_h, h)
-        x += w
-        if x >= size:
-            x, y, row_h = 0, y + row_h, 0
-    return out
-
-
-class PeakRSS:
-    """Samples the process's resident memory in a thread; reports the peak above start."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self.process = psutil.Process()
-        self.start = self.process.memory_info().rss
-        self.peak = self.start
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.01)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def mib(self) -> float:
-        return (self.peak - self.start) / 2**20
+    return pack_mosaic(tiles, size)
 
 
 def sync(device: torch.device) -> None:
@@ -232,7 +189,7 @@ def main() -> int:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             predict(image[:256, :256], loaded, params)  # warm-up
-            with PeakRSS() as rss:
+            with PeakRSS(interval=0.01) as rss:
                 start = time.perf_counter()
                 prediction = predict(image, loaded, params)
                 sync(device)
@@ -255,7 +212,7 @@ def main() -> int:
                 "model_only_naive_mpix_s": naive_model,
             }
             if size <= args.skip_naive_above:
-                with PeakRSS() as rss:
+                with PeakRSS(interval=0.01) as rss:
                     start = time.perf_counter()
                     naive_predict(loaded, image, args.tile, device, params.post)
                     sync(device)

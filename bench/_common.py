@@ -1,0 +1,69 @@
+"""What the benchmark scripts share: a peak-memory sampler and a mosaic of real images."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+
+class PeakRSS:
+    """Samples the process's resident memory in a thread; peaks above the start.
+
+    ``mib`` is all resident memory; ``anon_mib`` leaves out file-backed pages (on Linux
+    ``rss - shared``), which is where the pages of a memory-mapped input are counted.
+    """
+
+    def __init__(self, interval: float = 0.02) -> None:
+        import psutil
+
+        self.process = psutil.Process()
+        self.interval = interval
+        info = self.process.memory_info()
+        self.start = info.rss
+        self.start_anon = info.rss - getattr(info, "shared", 0)
+        self.peak = self.start
+        self.peak_anon = self.start_anon
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            info = self.process.memory_info()
+            self.peak = max(self.peak, info.rss)
+            self.peak_anon = max(self.peak_anon, info.rss - getattr(info, "shared", 0))
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+    @property
+    def anon_mib(self) -> float:
+        return (self.peak_anon - self.start_anon) / 2**20
+
+
+def pack_mosaic(tiles: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """A size×size RGB uint8 image filled row by row with ``tiles`` (repeated as needed)."""
+    out = np.zeros((size, size, 3), np.uint8)
+    y = x = row_h = i = 0
+    while y < size:
+        tile = tiles[i % len(tiles)]
+        i += 1
+        h, w = min(tile.shape[0], size - y), min(tile.shape[1], size - x)
+        out[y : y + h, x : x + w] = tile[:h, :w]
+        row_h = max(row_h, h)
+        x += w
+        if x >= size:
+            x, y, row_h = 0, y + row_h, 0
+    return out
