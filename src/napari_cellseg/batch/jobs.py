@@ -19,10 +19,18 @@ from typing import Any
 import numpy as np
 
 from napari_cellseg.batch.files import DEFAULT_MEMMAP_PIXELS, FileTask, read_input
+from napari_cellseg.batch.large import (
+    DEFAULT_BLOCK_PIXELS,
+    is_large,
+    remove_scratch,
+    segment_large,
+    write_labels_tiled,
+)
 from napari_cellseg.core.config import PostprocessParams, PredictParams
 from napari_cellseg.core.errors import CellsegError, ImageReadError, ImageWriteError
 from napari_cellseg.core.events import CancelledError, Notice, Progress
 from napari_cellseg.core.io import ImageData
+from napari_cellseg.core.predict_blocks import DEFAULT_BLOCK_SIZE, DEFAULT_HALO
 
 __all__ = [
     "BatchJob",
@@ -68,6 +76,9 @@ class BatchJob:
         Uncompressed TIFFs above this many pixels are memory-mapped.
     torch_threads : int or None
         CPU threads per worker for torch (``None``: leave torch's setting).
+    block_pixels, block_size, halo : int
+        Planes with more than ``block_pixels`` pixels are segmented in blocks of
+        ``block_size`` with a ``halo`` margin, into an on-disk array (bounded memory).
     """
 
     weights: str
@@ -78,6 +89,9 @@ class BatchJob:
     recipe_hash: str = ""
     memmap_pixels: int = DEFAULT_MEMMAP_PIXELS
     torch_threads: int | None = None
+    block_pixels: int = DEFAULT_BLOCK_PIXELS
+    block_size: int = DEFAULT_BLOCK_SIZE
+    halo: int = DEFAULT_HALO
 
     def predict_params(self) -> PredictParams:
         """The prediction parameters."""
@@ -203,11 +217,30 @@ def segment(
     params: PredictParams,
     *,
     should_stop: Callable[[], bool] | None = None,
+    job: BatchJob | None = None,
+    task: FileTask | None = None,
 ) -> Generator[Progress | Notice, None, Any]:
-    """Run ``iter_predict`` on an image read from a file (its own axes unless given)."""
+    """Run ``iter_predict`` on an image read from a file (its own axes unless given).
+
+    With ``job`` and ``task``, a plane larger than ``job.block_pixels`` is segmented block
+    by block into a scratch array beside the task's output (:mod:`.large`).
+    """
     from napari_cellseg.core.inference import Prediction, iter_predict
 
     run_params = params if params.axes else replace(params, axes=image.axes)
+    if job is not None and task is not None and is_large(image, job.block_pixels):
+        return (
+            yield from segment_large(
+                image,
+                model,
+                run_params,
+                task.labels,
+                measure=bool(task.measurements),
+                block_size=job.block_size,
+                halo=job.halo,
+                should_stop=should_stop,
+            )
+        )
     prediction = None
     for event in iter_predict(image.data, model, run_params, should_stop=should_stop):
         if isinstance(event, Prediction):
@@ -235,6 +268,19 @@ def _write_stack(path: Path, labels: np.ndarray, axes: str) -> None:
         raise ImageWriteError(path, _write_problem(exc)) from exc
 
 
+def _empty_measurements(image: ImageData, axes: str) -> dict[str, np.ndarray]:
+    """The measurement columns of an image without objects (a CSV with a header only)."""
+    from napari_cellseg.batch.measure import measure_labels
+    from napari_cellseg.core.preprocess import iter_planes, label_axes
+
+    _, plane = next(iter_planes(image.data, axes))
+    small = np.asarray(plane[:4, :4])
+    plane_axes = "YX" + "".join(a for a in axes if a in "CS")
+    table = measure_labels(np.zeros((4, 4), np.uint8), small, plane_axes, image.pixel_size_um)
+    lead = {a.lower(): np.zeros(0, np.int64) for a in label_axes(axes)[:-2]}
+    return {**lead, **table}
+
+
 def save_outputs(
     job: BatchJob,
     task: FileTask,
@@ -252,12 +298,20 @@ def save_outputs(
         labels_path = Path(task.labels)
         labels_path.parent.mkdir(parents=True, exist_ok=True)
         labels = prediction.labels
-        if labels.ndim <= 3:
+        blockwise = getattr(prediction, "scratch", None) is not None
+        if blockwise:
+            write_labels_tiled(
+                labels_path, labels, prediction.n_objects, prediction.axes, image.pixel_size_um
+            )
+        elif labels.ndim <= 3:
             write_labels(labels_path, labels, pixel_size_um=image.pixel_size_um)
         else:
             _write_stack(labels_path, labels, label_axes(prediction.axes))
         if task.measurements:
-            table = measure_labels(labels, image.data, prediction.axes, image.pixel_size_um)
+            if blockwise:
+                table = prediction.measurements or _empty_measurements(image, prediction.axes)
+            else:
+                table = measure_labels(labels, image.data, prediction.axes, image.pixel_size_um)
             try:
                 write_table_csv(task.measurements, table)
             except OSError as exc:
@@ -267,6 +321,8 @@ def save_outputs(
     except Exception as error:
         timings["write"] = time.perf_counter() - t0
         return failure(task, error, sum(timings.values()))
+    finally:
+        remove_scratch(prediction)
     timings["write"] = time.perf_counter() - t0
     return FileResult(
         file=task.source,
@@ -305,7 +361,7 @@ def process_file(job: BatchJob, task: FileTask) -> FileResult:
         timings["read"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         model, _ = cached_load(job.weights, resolve_device(params.device))
-        gen = segment(image, model, params)
+        gen = segment(image, model, params, job=job, task=task)
         while True:
             try:
                 next(gen)

@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -108,13 +109,9 @@ def _recipe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 
 def _labels_valid(path: str, shape: list[int] | None) -> bool:
-    from napari_cellseg.core.io import read_image
+    from napari_cellseg.batch.large import labels_readable
 
-    try:
-        data = read_image(path).data
-    except Exception:
-        return False
-    return data.dtype.kind == "u" and shape is not None and list(data.shape) == list(shape)
+    return labels_readable(path, shape)
 
 
 def _csv_valid(path: str | None) -> bool:
@@ -249,7 +246,7 @@ class RunState:
         return records
 
     def _remove_stale_temp_files(self) -> int:
-        """Temporary files of writes cut short by a killed run (``.<name>.<random>.tmp``)."""
+        """Temporary files and scratch folders left by a killed run (``.<name>.<random>.tmp``)."""
         removed = 0
         for dirpath, _dirs, names in os.walk(self.out):
             for name in names:
@@ -257,6 +254,10 @@ class RunState:
                     with contextlib.suppress(OSError):
                         os.unlink(os.path.join(dirpath, name))
                         removed += 1
+            for name in [d for d in _dirs if _ATOMIC_TMP.match(d)]:  # large-image scratch
+                shutil.rmtree(os.path.join(dirpath, name), ignore_errors=True)
+                _dirs.remove(name)
+                removed += 1
         return removed
 
     # -- resuming ------------------------------------------------------------------------

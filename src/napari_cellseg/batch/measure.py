@@ -23,7 +23,13 @@ import numpy as np
 
 from napari_cellseg.core.atomic import atomic_write, atomic_write_text
 
-__all__ = ["MEASUREMENT_COLUMNS", "measure_labels", "merge_measurement_csvs", "write_table_csv"]
+__all__ = [
+    "MEASUREMENT_COLUMNS",
+    "add_physical_columns",
+    "measure_labels",
+    "merge_measurement_csvs",
+    "write_table_csv",
+]
 
 _PROPERTIES = (
     "label",
@@ -124,13 +130,24 @@ def measure_labels(
                 columns[_RENAME.get(key, key)] = values
         parts.append(columns)
     out = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-    if pixel_size_um is not None:
+    return add_physical_columns(out, pixel_size_um)
+
+
+def add_physical_columns(
+    table: dict[str, np.ndarray], pixel_size_um: Sequence[float] | None
+) -> dict[str, np.ndarray]:
+    """Add ``area_um2``, ``perimeter_um``, ``centroid_y_um`` and ``centroid_x_um`` in place.
+
+    Nothing is added when ``pixel_size_um`` (y, x) is None. The perimeter uses the geometric
+    mean of the two pixel sizes. Returns ``table``.
+    """
+    if pixel_size_um is not None and "area" in table:
         sy, sx = (float(v) for v in pixel_size_um)
-        out["area_um2"] = out["area"] * sy * sx
-        out["perimeter_um"] = out["perimeter"] * math.sqrt(sy * sx)
-        out["centroid_y_um"] = out["centroid_y"] * sy
-        out["centroid_x_um"] = out["centroid_x"] * sx
-    return out
+        table["area_um2"] = table["area"] * sy * sx
+        table["perimeter_um"] = table["perimeter"] * math.sqrt(sy * sx)
+        table["centroid_y_um"] = table["centroid_y"] * sy
+        table["centroid_x_um"] = table["centroid_x"] * sx
+    return table
 
 
 def _cell(value: object) -> str:

@@ -36,11 +36,13 @@ from napari_cellseg.batch.jobs import (
     save_outputs,
     segment,
 )
+from napari_cellseg.batch.large import DEFAULT_BLOCK_PIXELS
 from napari_cellseg.batch.manifest import RunState, library_versions, make_recipe, sha256_path
 from napari_cellseg.batch.scheduler import check_scheduler, default_workers, iter_dask
 from napari_cellseg.core.config import PredictParams
 from napari_cellseg.core.errors import CellsegError, WeightFileError
 from napari_cellseg.core.events import CancelledError, Notice, Progress
+from napari_cellseg.core.predict_blocks import DEFAULT_BLOCK_SIZE, DEFAULT_HALO
 
 __all__ = ["BatchEvent", "iter_batch", "run_batch"]
 
@@ -142,7 +144,8 @@ def _iter_local(
             t1 = time.perf_counter()
             try:
                 prediction = yield from _forward(
-                    segment(image, model, params, should_stop=should_stop), task.rel
+                    segment(image, model, params, should_stop=should_stop, job=job, task=task),
+                    task.rel,
                 )
             except CancelledError:
                 raise
@@ -173,8 +176,8 @@ def _forward(gen: Generator, name: str) -> Generator[Progress | Notice, None, An
             event = next(gen)
         except StopIteration as stop:
             return stop.value
-        if isinstance(event, Progress) and event.stage == "tiles":
-            yield Progress("tiles", event.done, event.total, name)
+        if isinstance(event, Progress) and event.stage in ("tiles", "blocks"):
+            yield Progress(event.stage, event.done, event.total, name)
         elif isinstance(event, Notice):
             yield Notice(f"{name}: {event.message}", event.level)
 
@@ -210,6 +213,9 @@ def iter_batch(
     overwrite: bool = False,
     prefetch: int = 2,
     memmap_pixels: int = DEFAULT_MEMMAP_PIXELS,
+    block_pixels: int = DEFAULT_BLOCK_PIXELS,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    halo: int = DEFAULT_HALO,
     should_stop: Callable[[], bool] | None = None,
 ) -> Generator[BatchEvent, None, BatchSummary]:
     """Segment a folder (or a list) of images into label TIFFs, yielding progress.
@@ -241,6 +247,10 @@ def iter_batch(
         Images read ahead in process (memory: about ``prefetch + 4`` images).
     memmap_pixels : int
         Uncompressed TIFFs with more pixels are memory-mapped instead of loaded.
+    block_pixels, block_size, halo : int
+        Planes with more than ``block_pixels`` pixels are segmented in blocks of
+        ``block_size`` plus a ``halo`` margin, into an on-disk array, so memory stays
+        bounded whatever the image size; objects larger than ``halo`` may be cut.
     should_stop : callable, optional
         Polled between files and tiles; True stops cleanly.
 
@@ -260,6 +270,11 @@ def iter_batch(
     scheduler = check_scheduler(scheduler, workers)
     if not 1 <= int(prefetch) <= 64:
         raise CellsegError(f"prefetch must be between 1 and 64 images, got {prefetch}")
+    if not 64 <= int(block_size) <= 32768 or not 0 <= int(halo) <= int(block_size):
+        raise CellsegError(
+            f"block size {block_size} and halo {halo} are out of range: use a block of 64 to "
+            "32768 pixels and a halo from 0 to the block size"
+        )
     out_path = Path(out).absolute()
     if out_path.exists() and not out_path.is_dir():
         raise CellsegError(f"{out_path}: the output path is a file; choose a folder")
@@ -276,6 +291,7 @@ def iter_batch(
         "weights": str(weights_path),
         "parameters": params.to_dict(),
         "measure": measure,
+        "large_images": {"block_pixels": block_pixels, "block_size": block_size, "halo": halo},
         "scheduler": scheduler,
         "workers": n_workers if scheduler != "none" else 1,
         "libraries": library_versions(),
@@ -289,6 +305,9 @@ def iter_batch(
         measure=measure,
         recipe_hash=state.hash,
         memmap_pixels=int(memmap_pixels),
+        block_pixels=int(block_pixels),
+        block_size=int(block_size),
+        halo=int(halo),
         torch_threads=max(1, (os.cpu_count() or 1) // n_workers) if scheduler == "local" else None,
     )
     tasks = plan_tasks(files, out_path, measure=measure)

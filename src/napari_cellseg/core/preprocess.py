@@ -26,7 +26,7 @@ MIN_SIDE = 4
 MAX_NDIM = 5
 """Most dimensions an image may have (e.g. ``TZCYX``), as :mod:`napari_cellseg.core.io`."""
 
-NORMALISATION_METHODS = ("percentile", "dtype-range", "minmax", "imagenet", "none")
+NORMALISATION_METHODS = ("percentile", "dtype-range", "minmax", "imagenet", "range", "none")
 """Values of ``normalisation["method"]`` that :func:`normalise` understands."""
 
 PERCENTILE_SAMPLE_PIXELS = 1 << 22
@@ -361,6 +361,9 @@ def normalise(
     - ``"imagenet"``: ``dtype-range``, then ``(x - mean) / std`` with ``"mean"`` and
       ``"std"`` from the dict (a value or one per channel) or ImageNet's; a 1-channel model
       uses the average ImageNet mean and std.
+    - ``"range"``: ``(x - lo) / (hi - lo)`` with fixed per-channel ``"lo"`` and ``"hi"``
+      lists, clipped to [0, 1] when ``"clip"`` is true (default False); what a large plane
+      processed block by block uses so that every block gets the whole plane's statistics.
     - ``"none"``: only cast to float32.
 
     Parameters
@@ -404,6 +407,18 @@ def normalise(
         if np.any(std <= 0):
             raise CellsegError(f"normalisation std must be > 0, got {std.tolist()}")
         return (x - mean[:, None, None]) / std[:, None, None]
+    if method == "range":
+        lo, hi = (np.asarray(normalisation.get(k, ()), np.float64).ravel() for k in ("lo", "hi"))
+        if not len(lo) == len(hi) == len(x):
+            raise CellsegError(
+                f"range normalisation needs {len(x)} lo and hi values, one per model channel; "
+                f"got {len(lo)} and {len(hi)}"
+            )
+        pairs = zip(x, lo, hi, strict=True)
+        result = np.stack([_stretch(c, float(a), float(b)) for c, a, b in pairs])
+        if normalisation.get("clip", False):
+            np.clip(result, 0.0, 1.0, out=result)
+        return result
     if method == "minmax":
         return np.stack([_stretch(c, float(c.min()), float(c.max())) for c in x])
     low = float(normalisation.get("low", 1.0))

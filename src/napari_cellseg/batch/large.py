@@ -1,0 +1,197 @@
+"""Large images in a batch: block-by-block segmentation into an on-disk label array.
+
+Planes larger than ``BatchJob.block_pixels`` are segmented with
+:func:`~napari_cellseg.core.predict_blocks.iter_predict_blocks`. The labels go into a zarr
+array in a hidden scratch folder beside the output (``.<name>.<random>.tmp``, removed
+afterwards, and by the next run if this one was killed); the label TIFF is then written
+tile by tile from it, atomically. Measurements are taken block by block while each block's
+pixels are in memory. Host memory depends on the block size, not on the image size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_cellseg.core.errors import ImageWriteError
+from napari_cellseg.core.events import Notice, Progress
+from napari_cellseg.core.io import ImageData
+from napari_cellseg.core.preprocess import check_axes, guess_axes, label_axes, label_shape
+
+__all__ = [
+    "DEFAULT_BLOCK_PIXELS",
+    "is_large",
+    "remove_scratch",
+    "segment_large",
+    "write_labels_tiled",
+]
+
+DEFAULT_BLOCK_PIXELS = 1 << 24
+"""Planes with more pixels than this (4096 x 4096) are segmented block by block."""
+LABEL_TILE = 512
+_CHUNK = 1024
+
+
+def is_large(image: ImageData, block_pixels: int) -> bool:
+    """Whether one plane of ``image`` has more than ``block_pixels`` pixels."""
+    axes = check_axes(image.data.shape, image.axes) if image.axes else guess_axes(image.data.shape)
+    shape = label_shape(image.data.shape, axes)
+    return shape[-2] * shape[-1] > block_pixels
+
+
+def scratch_folder(labels_path: str | Path) -> Path:
+    """A fresh hidden folder beside ``labels_path``, named like an atomic temporary file."""
+    target = Path(labels_path)
+    return target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+
+
+def remove_scratch(prediction: Any) -> None:
+    """Delete the scratch folder of a block-by-block prediction (no-op for others)."""
+    folder = getattr(prediction, "scratch", None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def segment_large(
+    image: ImageData,
+    model: Any,
+    params: Any,
+    labels_path: str | Path,
+    *,
+    measure: bool,
+    block_size: int,
+    halo: int,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[Progress | Notice, None, Any]:
+    """Segment a large image block by block; the prediction's labels are a zarr array.
+
+    The returned prediction has a ``scratch`` attribute (its folder); pass the prediction
+    to :func:`remove_scratch` once its labels are written. On any error the folder is
+    removed before the error propagates.
+    """
+    import zarr
+
+    from napari_cellseg.batch.measure import add_physical_columns, measure_labels
+    from napari_cellseg.core.predict_blocks import iter_predict_blocks
+
+    axes = params.axes or image.axes or guess_axes(image.data.shape)
+    shape = label_shape(image.data.shape, axes)
+    folder = scratch_folder(labels_path)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        chunks = (1,) * (len(shape) - 2) + (_CHUNK, _CHUNK)
+        store = zarr.open_array(
+            str(folder / "labels.zarr"), mode="w", shape=shape, chunks=chunks, dtype="uint32"
+        )
+
+        def measure_block(labels: np.ndarray, crop: np.ndarray, plane_axes: str) -> dict:
+            return measure_labels(labels, crop, plane_axes)
+
+        run_params = params if params.axes else _with_axes(params, axes)
+        prediction = yield from iter_predict_blocks(
+            image.data,
+            model,
+            store,
+            run_params,
+            block_size=block_size,
+            halo=halo,
+            measure=measure_block if measure else None,
+            should_stop=should_stop,
+        )
+        if prediction.measurements is not None:
+            add_physical_columns(prediction.measurements, image.pixel_size_um)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    prediction.scratch = folder
+    return prediction
+
+
+def _with_axes(params: Any, axes: str) -> Any:
+    from dataclasses import replace
+
+    return replace(params, axes=axes)
+
+
+def _tiles(store: Any, dtype: np.dtype) -> Iterator[np.ndarray]:
+    """Row-major ``LABEL_TILE`` tiles of every plane, zero-padded at the edges."""
+    height, width = store.shape[-2:]
+    for index in np.ndindex(*store.shape[:-2]):
+        for y in range(0, height, LABEL_TILE):
+            strip = np.asarray(store[(*index, slice(y, y + LABEL_TILE), slice(None))])
+            for x in range(0, width, LABEL_TILE):
+                tile = np.zeros((LABEL_TILE, LABEL_TILE), dtype)
+                part = strip[:, x : x + LABEL_TILE]
+                tile[: part.shape[0], : part.shape[1]] = part
+                yield tile
+
+
+def write_labels_tiled(
+    path: str | Path,
+    store: Any,
+    n_objects: int,
+    axes: str,
+    pixel_size_um: tuple[float, float] | None = None,
+) -> Path:
+    """Write a label array (zarr or numpy) as a tiled, zlib-compressed TIFF, atomically.
+
+    Only one row of tiles is in memory at a time. The type is uint16 when ``n_objects``
+    fits, else uint32 (as :func:`napari_cellseg.core.io.write_labels` chooses).
+    """
+    import tifffile
+
+    from napari_cellseg.core.atomic import atomic_write
+    from napari_cellseg.core.io import _write_problem
+
+    p = Path(path)
+    dtype = np.dtype(np.uint16 if n_objects <= np.iinfo(np.uint16).max else np.uint32)
+    resolution = None
+    if pixel_size_um is not None:
+        sy, sx = (float(v) for v in pixel_size_um)
+        resolution = (1e4 / sx, 1e4 / sy)
+    try:
+        with atomic_write(p, "wb") as fh:
+            tifffile.imwrite(
+                fh,
+                _tiles(store, dtype),
+                shape=tuple(store.shape),
+                dtype=dtype,
+                tile=(LABEL_TILE, LABEL_TILE),
+                photometric="minisblack",
+                compression="zlib",
+                resolution=resolution,
+                resolutionunit=tifffile.RESUNIT.CENTIMETER if resolution else None,
+                metadata={"axes": label_axes(axes)},
+            )
+    except OSError as exc:
+        raise ImageWriteError(p, _write_problem(exc)) from exc
+    return p
+
+
+def labels_readable(path: str | Path, shape: list[int] | None) -> bool:
+    """Whether a (possibly huge) label TIFF has ``shape``, unsigned pixels and decodes fully.
+
+    Decodes strip by strip through tifffile's zarr interface, so memory stays small.
+    """
+    import tifffile
+    import zarr
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            if series.dtype.kind != "u" or shape is None or list(series.shape) != list(shape):
+                return False
+            with contextlib.closing(series.aszarr()) as zstore:
+                array = zarr.open_array(zstore, mode="r")
+                step = max(1, (1 << 24) // max(1, int(np.prod(array.shape[1:]))))
+                for start in range(0, array.shape[0], step):
+                    array[start : start + step]
+    except Exception:
+        return False
+    return True

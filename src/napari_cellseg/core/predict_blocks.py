@@ -1,0 +1,308 @@
+"""Segment images too large for memory: ``iter_predict_blocks``.
+
+Each plane is segmented block by block (:mod:`napari_cellseg.core.blocks`): a block and its
+halo are read from the (memory-mapped) image, run through :func:`iter_predict` with the
+*whole plane's* normalisation, and the stitched labels are written into an array the caller
+provides (a zarr array on disk for the batch engine). Host memory then depends on the
+block size, not on the image size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import mmap
+import time
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_cellseg.core.blocks import Block, LabelStore, StitchStats, iter_stitch_blocks
+from napari_cellseg.core.config import PredictParams
+from napari_cellseg.core.device import resolve_device
+from napari_cellseg.core.errors import CellsegError
+from napari_cellseg.core.events import CancelledError, Notice, Progress
+from napari_cellseg.core.postprocess import object_table
+from napari_cellseg.core.preprocess import (
+    PERCENTILE_SAMPLE_PIXELS,
+    _as_channels_first,
+    _map_channels,
+    check_axes,
+    check_image,
+    guess_axes,
+    iter_planes,
+    label_shape,
+)
+from napari_cellseg.core.runner import cached_load
+from napari_cellseg.models.card import ModelCard
+from napari_cellseg.models.weights import LoadedModel
+
+__all__ = ["BlockwisePrediction", "iter_predict_blocks", "plane_normalisation"]
+
+DEFAULT_BLOCK_SIZE = 2048
+DEFAULT_HALO = 256
+
+Measure = Callable[[np.ndarray, np.ndarray, str], dict[str, np.ndarray]]
+
+
+@dataclass
+class BlockwisePrediction:
+    """The result of :func:`iter_predict_blocks`; the labels are in the caller's array."""
+
+    labels: LabelStore
+    table: dict[str, np.ndarray]
+    card: ModelCard
+    params: PredictParams
+    device: str
+    axes: str
+    stats: list[StitchStats] = field(default_factory=list)
+    measurements: dict[str, np.ndarray] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+    raw: list[Any] = field(repr=False, default_factory=list)
+    probabilities: None = None
+    scratch: Path | None = None  # a folder the caller made for ``labels`` (to remove later)
+
+    @property
+    def n_objects(self) -> int:
+        """Number of objects over all planes."""
+        return int(sum(s.objects for s in self.stats))
+
+
+def _mapped(crop: np.ndarray, card: ModelCard, channels: Sequence[int] | None) -> np.ndarray:
+    """Channels-first float32 model channels of an image crop (values not rescaled)."""
+    data = _map_channels(
+        _as_channels_first(np.asarray(crop)), card.input_channels, card.channel_handling, channels
+    )
+    return data.astype(np.float32, copy=False)
+
+
+def plane_normalisation(
+    plane: np.ndarray,
+    card: ModelCard,
+    channels: Sequence[int] | None = None,
+    *,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> Mapping[str, Any]:
+    """The card's normalisation made independent of the crop it is applied to.
+
+    ``percentile`` and ``minmax`` depend on the whole plane: they become ``range`` with the
+    plane's values (percentiles from the same strided subsample :func:`normalise` uses on a
+    whole plane, so the result equals whole-plane processing; min and max from a pass over
+    blocks). The other methods work pixel by pixel and are returned unchanged.
+    """
+    norm = dict(card.normalisation)
+    method = norm.get("method")
+    height, width = plane.shape[:2]
+    if method == "percentile":
+        step = math.ceil(math.sqrt(height * width / PERCENTILE_SAMPLE_PIXELS))
+        sample = _mapped(plane[::step, ::step] if step > 1 else plane, card, channels)
+        low, high = float(norm.get("low", 1.0)), float(norm.get("high", 99.8))
+        if not 0.0 <= low < high <= 100.0:
+            raise CellsegError(
+                f"percentile normalisation needs 0 <= low < high <= 100, got {low}, {high}"
+            )
+        stats = [np.percentile(c, (low, high)) for c in sample]
+        clip = bool(norm.get("clip", True))
+    elif method == "minmax":
+        lo = np.full(card.input_channels, np.inf)
+        hi = np.full(card.input_channels, -np.inf)
+        for y in range(0, height, block_size):
+            for x in range(0, width, block_size):
+                part = _mapped(plane[y : y + block_size, x : x + block_size], card, channels)
+                lo = np.minimum(lo, part.reshape(len(part), -1).min(axis=1))
+                hi = np.maximum(hi, part.reshape(len(part), -1).max(axis=1))
+                release_pages(plane)
+        stats, clip = list(zip(lo, hi, strict=True)), False
+    else:
+        return norm
+    return {
+        "method": "range",
+        "lo": [float(s[0]) for s in stats],
+        "hi": [float(s[1]) for s in stats],
+        "clip": clip,
+    }
+
+
+def release_pages(array: Any) -> None:
+    """Drop a memory-mapped array's pages from this process's memory (they stay on disk).
+
+    Pages read from a memory map count as the process's memory until the kernel evicts
+    them; after a block is done they are not needed again. No-op for other arrays.
+    """
+    base = array
+    while base is not None:
+        handle = getattr(base, "_mmap", None)
+        if isinstance(handle, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+            with contextlib.suppress(OSError, ValueError):  # closed, or not supported
+                handle.madvise(mmap.MADV_DONTNEED)
+            return
+        base = getattr(base, "base", None)
+
+
+def iter_predict_blocks(
+    image: np.ndarray,
+    model: str | Path | LoadedModel,
+    out: LabelStore,
+    params: PredictParams | None = None,
+    *,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    halo: int = DEFAULT_HALO,
+    measure: Measure | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[Progress | Notice, None, BlockwisePrediction]:
+    """Segment an image block by block, writing stitched labels into ``out``.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The image, typically a ``numpy.memmap``: only one block (plus halo) is read at a
+        time. Axes as for :func:`~napari_cellseg.core.inference.iter_predict`.
+    model : str, Path or LoadedModel
+        A weight file or a loaded model.
+    out : array-like
+        Zero-filled unsigned labels of ``label_shape(image.shape, axes)`` (uint32 advised),
+        written block by block; a zarr array keeps them on disk.
+    params : PredictParams, optional
+        As for ``iter_predict``; tiles are cut inside each block.
+    block_size, halo : int
+        Block edge and the margin around it (objects larger than ``halo`` may be cut).
+    measure : callable, optional
+        ``measure(labels, image_crop, plane_axes)`` gives a column table for the new
+        objects of a block (as :func:`napari_cellseg.batch.measure.measure_labels`); its
+        coordinates are shifted to the plane and the rows collected in ``measurements``.
+    should_stop : callable, optional
+        Polled at every event; True raises :class:`CancelledError`.
+
+    Returns
+    -------
+    BlockwisePrediction
+        The object table (``plane``, ``label``, ``area``, ``bbox_*`` in plane coordinates)
+        and, with ``measure``, the measurements.
+    """
+    from napari_cellseg.core.inference import Prediction, iter_predict
+
+    params = params or PredictParams()
+    start = time.perf_counter()
+    axes = check_axes(image.shape, params.axes) if params.axes else guess_axes(image.shape)
+    check_image(image, axes=axes)
+    expected = label_shape(image.shape, axes)
+    if tuple(out.shape) != expected:
+        raise CellsegError(f"the label array has shape {tuple(out.shape)}, expected {expected}")
+    device = resolve_device(params.device)
+    loaded = model if isinstance(model, LoadedModel) else cached_load(model, device)[0]
+    plane_axes = "YX" + "".join(a for a in axes if a in "CS")
+    crop_params = replace(params, axes=plane_axes)
+    result = BlockwisePrediction(
+        labels=out, table={}, card=loaded.card, params=params, device=str(device), axes=axes
+    )
+    tables: list[dict[str, np.ndarray]] = []
+    measured: list[dict[str, np.ndarray]] = []
+    seen: set[str] = set()
+    for plane_number, (index, plane) in enumerate(iter_planes(image, axes)):
+        card = replace(
+            loaded.card, normalisation=plane_normalisation(plane, loaded.card, params.channels)
+        )
+        fixed = replace(loaded, card=card, notes=[])
+        crops: dict[Block, np.ndarray] = {}
+
+        def segment_region(block: Block, plane=plane, fixed=fixed, crops=crops):
+            crop = np.array(plane[block.region])
+            release_pages(plane)
+            crops.clear()
+            crops[block] = crop
+            prediction = None
+            for event in iter_predict(crop, fixed, crop_params, should_stop=should_stop):
+                if isinstance(event, Prediction):
+                    prediction = event
+                elif isinstance(event, Notice) and event.message not in seen:
+                    seen.add(event.message)
+                    result.notices.append(event.message)
+                    yield event
+            if prediction is None:  # pragma: no cover - iter_predict always ends with one
+                raise CancelledError("segmentation was stopped")
+            for key, value in prediction.timings.items():
+                result.timings[key] = result.timings.get(key, 0.0) + value
+            result.device = prediction.device
+            return prediction.labels
+
+        def on_block(
+            block: Block,
+            region: np.ndarray,
+            new_ids: list[int],
+            crops=crops,
+            index=index,
+            plane_number=plane_number,
+        ):
+            if not new_ids:
+                return
+            own = np.where(np.isin(region, new_ids), region, 0)
+            table = _shifted(object_table(own), block, plane_number)
+            tables.append(table)
+            if measure is not None:
+                columns = measure(own, crops[block], plane_axes)
+                measured.append(_with_index(_shifted(columns, block, None), axes, index))
+
+        writer = _PlaneStore(out, index)
+        stats = yield from iter_stitch_blocks(
+            writer,
+            segment_region,
+            block_size=block_size,
+            halo=halo,
+            on_block=on_block,
+            should_stop=should_stop,
+        )
+        result.stats.append(stats)
+    result.table = _concat(tables)
+    result.measurements = _concat(measured) if measure is not None else None
+    result.timings["total"] = time.perf_counter() - start
+    return result
+
+
+class _PlaneStore:
+    """One plane of a label stack, addressed by ``(Y, X)`` slices."""
+
+    def __init__(self, out: LabelStore, index: tuple[int, ...]) -> None:
+        self._out, self._index = out, tuple(index)
+        self.shape = tuple(out.shape[-2:])
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._out[self._index + tuple(key)]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._out[self._index + tuple(key)] = value
+
+
+def _shifted(table: dict[str, np.ndarray], block: Block, plane: int | None) -> dict[str, Any]:
+    """Region coordinates -> plane coordinates (bbox and centroid columns)."""
+    out = dict(table)
+    for key in list(out):
+        if key.startswith(("bbox_y", "centroid_y")) and not key.endswith("_um"):
+            out[key] = np.asarray(out[key]) + block.ey0
+        elif key.startswith(("bbox_x", "centroid_x")) and not key.endswith("_um"):
+            out[key] = np.asarray(out[key]) + block.ex0
+    if plane is not None:
+        out["plane"] = np.full(len(out["label"]), plane, np.int64)
+    return out
+
+
+def _with_index(
+    table: dict[str, np.ndarray], axes: str, index: tuple[int, ...]
+) -> dict[str, np.ndarray]:
+    """Leading ``t``/``z`` columns for a stack (as ``measure_labels`` writes them)."""
+    names = [a.lower() for a in axes.upper() if a in "TZ"]
+    n = len(table["label"])
+    lead = {name: np.full(n, pos, np.int64) for name, pos in zip(names, index, strict=True)}
+    return {**lead, **table}
+
+
+def _concat(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if not tables:
+        return {}
+    keys: list[str] = []
+    for table in tables:
+        keys.extend(k for k in table if k not in keys)
+    return {k: np.concatenate([np.asarray(t[k]) for t in tables if k in t]) for k in keys}

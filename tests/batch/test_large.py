@@ -1,0 +1,105 @@
+"""Large images in a batch: block by block into an on-disk array, tiled label TIFFs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import tifffile
+from batch_helpers import PARAMS, disk_image, tmp_files, write_png, write_tif
+
+from napari_cellseg.batch import run_batch
+from napari_cellseg.batch.large import labels_readable, write_labels_tiled
+from napari_cellseg.core.io import read_image, read_labels
+
+BLOCKS = {"block_pixels": 100 * 100, "block_size": 96, "halo": 32}
+
+
+def _mosaic(seed: int, n: int = 2) -> np.ndarray:
+    return np.block([[disk_image(seed + 3 * i + j) for j in range(n)] for i in range(n)])
+
+
+def _rows(path) -> list[dict[str, str]]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_large_planes_go_block_by_block_with_consistent_outputs(tmp_path, weights) -> None:
+    write_tif(tmp_path / "in" / "big.tif", _mosaic(0), resolution=(2e4, 2e4), resolutionunit=3)
+    write_png(tmp_path / "in" / "small.png", disk_image(9))  # 96 x 96: the usual path
+    write_tif(tmp_path / "in" / "stack.tif", np.stack([_mosaic(1), _mosaic(2)]))
+    out = tmp_path / "out"
+    events = []
+    from napari_cellseg.batch import iter_batch
+
+    for event in iter_batch(tmp_path / "in", out, weights, PARAMS, measure=True, **BLOCKS):
+        events.append(event)
+    summary = events[-1]
+    assert (summary.done, summary.failed) == (3, 0), summary.errors
+    assert any(getattr(e, "stage", "") == "blocks" for e in events)
+    manifest = json.loads((out / "batch_manifest.json").read_text())
+    assert manifest["large_images"] == BLOCKS
+    for stem, shape in (("big", (192, 192)), ("stack", (2, 192, 192)), ("small", (96, 96))):
+        labels = read_labels(out / f"{stem}_labels.tif")
+        entry = manifest["files"][f"{stem}.{'png' if stem == 'small' else 'tif'}"]
+        assert labels.shape == shape and labels.dtype == np.uint16
+        planes = labels.reshape((-1, *labels.shape[-2:]))
+        ids = [sorted(set(np.unique(p).tolist()) - {0}) for p in planes]  # per plane
+        assert entry["objects"] == sum(map(len, ids)) > 0
+        rows = _rows(out / f"{stem}_measurements.csv")
+        for z, plane_ids in enumerate(ids):
+            mine = [int(r["label"]) for r in rows if r.get("z", "0") == str(z)]
+            assert sorted(mine) == plane_ids
+    with tifffile.TiffFile(out / "big_labels.tif") as tif:
+        assert tif.pages[0].is_tiled  # written tile by tile
+    assert read_image(out / "big_labels.tif").pixel_size_um == (0.5, 0.5)
+    big = read_labels(out / "big_labels.tif")
+    image = _mosaic(0)
+    for row in _rows(out / "big_measurements.csv")[::5]:
+        ys, xs = np.nonzero(big == int(row["label"]))
+        assert float(row["area"]) == len(ys)
+        assert float(row["area_um2"]) == len(ys) * 0.25
+        assert abs(float(row["centroid_x"]) - xs.mean()) < 1e-6
+        assert float(row["max_intensity_c0"]) == image[ys, xs].max()
+    assert {r["z"] for r in _rows(out / "stack_measurements.csv")} == {"0", "1"}
+    assert not tmp_files(out)  # no scratch folder or temporary file left
+    again = run_batch(tmp_path / "in", out, weights, PARAMS, measure=True, **BLOCKS)
+    assert (again.skipped, again.done) == (3, 0)  # tiled outputs verify on resume
+
+
+def test_a_killed_runs_scratch_folder_is_removed_and_the_file_redone(tmp_path, weights) -> None:
+    write_tif(tmp_path / "in" / "big.tif", _mosaic(4))
+    out = tmp_path / "out"
+    first = run_batch(tmp_path / "in", out, weights, PARAMS, **BLOCKS)
+    assert first.done == 1
+    (out / "big_labels.tif").unlink()  # as if killed before the labels were written
+    stale = out / ".big_labels.tif.0a1b2c3d.tmp" / "labels.zarr"
+    stale.mkdir(parents=True)
+    (stale / "zarr.json").write_text("{}")
+    again = run_batch(tmp_path / "in", out, weights, PARAMS, **BLOCKS)
+    assert again.done == 1 and not tmp_files(out)
+    assert not (out / ".big_labels.tif.0a1b2c3d.tmp").exists()
+
+
+def test_bad_block_settings_are_refused_before_any_work(tmp_path, weights) -> None:
+    import pytest
+
+    from napari_cellseg.core.errors import CellsegError
+
+    write_png(tmp_path / "in" / "a.png", disk_image(1))
+    for bad in ({"block_size": 8}, {"halo": -1}, {"block_size": 128, "halo": 500}):
+        with pytest.raises(CellsegError, match="block size .* halo"):
+            run_batch(tmp_path / "in", tmp_path / "out", weights, PARAMS, **bad)
+    assert not (tmp_path / "out").exists()
+
+
+def test_tiled_writer_round_trips_and_the_checker_catches_damage(tmp_path) -> None:
+    labels = np.random.default_rng(0).integers(0, 70000, (3, 700, 600)).astype(np.uint32)
+    path = write_labels_tiled(tmp_path / "l.tif", labels, 70000, "ZYX")
+    np.testing.assert_array_equal(read_labels(path), labels)  # uint32 when needed
+    assert labels_readable(path, [3, 700, 600])
+    assert not labels_readable(path, [3, 700, 601])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert not labels_readable(path, [3, 700, 600])
