@@ -238,3 +238,24 @@ def test_a_flood_of_steps_is_drawn_a_few_times_a_second(
     assert widget.curves.repaints <= 5
     assert widget.progress.value == 2000 and widget.progress.max == 4000
     assert len(widget.curves.series[LOSS_STEPS].xs) == 2000
+
+
+def test_closing_the_viewer_stops_training_and_keeps_the_checkpoint(
+    make_napari_viewer, qtbot, base_weights, training_set, tmp_path
+) -> None:
+    """napari's task status lists the run and cancels it on close: no orphan worker."""
+    widget = make_widget(make_napari_viewer, qtbot, base_weights, training_set)
+    out = tmp_path / "models" / "closed.safetensors"
+    tiny_settings(widget, 1000, out)
+    widget.start_training()
+    worker = widget.worker
+    epochs: list[int] = []
+    worker.yielded.connect(lambda e: epochs.append(e.epoch) if isinstance(e, EpochEnd) else None)
+    manager = widget._viewer.window._task_status_manager
+    assert any("fine-tuning" in line for line in manager.get_status())
+    qtbot.waitUntil(lambda: len(epochs) >= 2, timeout=RUN_TIMEOUT_MS)
+    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
+        widget._viewer.close()
+    assert not worker.is_running and max(epochs) < 1000
+    assert checkpoint_path_for(out).is_file()
+    assert not manager.is_busy()

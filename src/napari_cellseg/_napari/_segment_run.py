@@ -41,6 +41,7 @@ from qtpy.QtCore import QObject, QTimer
 from qtpy.QtWidgets import QSizePolicy
 
 from napari_cellseg._napari import _layers
+from napari_cellseg._napari._common import track_task
 from napari_cellseg._napari._session import session_for
 from napari_cellseg._napari._threads import gui_torch_threads
 from napari_cellseg.core.config import PostprocessParams, PredictParams
@@ -284,6 +285,7 @@ class SegmentRun:
         self.progress.value = 0
         self._set_status(f"Starting {request.params.device} run…")
         self._ui_timer.start()
+        track_task(self._viewer, worker, f"segmenting into {request.target.name!r}")
         worker.start()
         return worker
 

@@ -72,5 +72,8 @@ def session_for(viewer: Any) -> Session:
     """The session of ``viewer`` (created on first use, dropped with the viewer)."""
     session = _SESSIONS.get(viewer)
     if session is None:
+        from napari_cellseg._napari._warmup import start_warmup
+
+        start_warmup()  # the first run then finds torchvision, smp and pandas loaded
         session = _SESSIONS[viewer] = Session()
     return session

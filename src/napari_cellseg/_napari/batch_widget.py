@@ -21,6 +21,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHeaderView, QSizePolicy
 
+from napari_cellseg._napari._common import track_task
 from napari_cellseg._napari._sample_data import contrast_limits, display_array
 from napari_cellseg._napari._session import session_for
 from napari_cellseg.batch import BatchSummary, FileResult, iter_batch
@@ -211,6 +212,7 @@ class BatchWidget(mw.Container):
         self._dirty = True
         self._timer.start()
         self._refresh_buttons()
+        track_task(self._viewer, worker, "batch segmentation of a folder", cancel=self._stop.set)
         worker.start()
 
     def _batch_kwargs(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
+from napari_cellseg._napari._common import track_task
 from napari_cellseg._napari._evaluate_jobs import (
     Comparison,
     EvalImage,
@@ -135,6 +136,7 @@ class EvaluateWidget(Container):
         worker.finished.connect(self._on_worker_done)
         self._worker = worker
         self.evaluate.enabled = self.compare.enabled = False
+        track_task(self._viewer, worker, "evaluating segmentations")
         worker.start()
 
     def _on_worker_done(self) -> None:

@@ -19,6 +19,7 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QMessageBox, QSizePolicy
 
+from napari_cellseg._napari._common import track_task
 from napari_cellseg._napari._finetune_monitor import TrainingMonitor, make_curves
 from napari_cellseg._napari._finetune_parts import (
     BASE_COLUMN,
@@ -206,6 +207,7 @@ class FineTuneWidget(Container):
         worker.finished.connect(self._on_worker_done)
         self._worker = worker
         self._refresh_buttons()
+        track_task(self._viewer, worker, "fine-tuning (closing stops it; the checkpoint is kept)")
         worker.start()
 
     def stop_training(self) -> None:

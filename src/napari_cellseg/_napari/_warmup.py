@@ -1,0 +1,51 @@
+"""Import the heavy modules a first run needs before the user starts one.
+
+The first segmentation imports segmentation-models-pytorch, timm and torchvision (C
+extensions whose loading holds the GIL), and napari's first Labels layer imports pandas on
+the GUI thread. Done during a run, both stall the viewer (``bench/gui_responsiveness.py``
+measured 0.45 s); done here, in a background thread started when a widget opens, the run
+finds them loaded. The thread is started once per process and is harmless if it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import threading
+
+MODULES = (
+    "pandas",  # napari's layer features (imported on the GUI thread by the first Labels layer)
+    "scipy.ndimage",
+    "skimage.segmentation",
+    "skimage.measure",
+    "torchvision",
+    "segmentation_models_pytorch",
+)
+
+_thread: threading.Thread | None = None
+_lock = threading.Lock()
+
+
+def _import_all() -> None:
+    for name in MODULES:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+
+
+def start_warmup() -> threading.Thread:
+    """Start importing :data:`MODULES` in a daemon thread (once per process)."""
+    global _thread
+    with _lock:
+        if _thread is None:
+            _thread = threading.Thread(target=_import_all, name="cellseg-warmup", daemon=True)
+            _thread.start()
+        return _thread
+
+
+def wait_for_warmup(timeout: float | None = None) -> bool:
+    """Block until the warm-up imports are done; True when they are (or never started)."""
+    thread = _thread
+    if thread is None:
+        return True
+    thread.join(timeout)
+    return not thread.is_alive()
