@@ -103,3 +103,37 @@ def test_tiled_writer_round_trips_and_the_checker_catches_damage(tmp_path) -> No
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     assert not labels_readable(path, [3, 700, 600])
+
+
+def test_a_large_compressed_tiff_is_read_lazily_with_the_same_result(tmp_path, weights) -> None:
+    from napari_cellseg.batch import read_input
+
+    image = _mosaic(6)
+    write_tif(tmp_path / "in" / "slide.tif", image, tile=(64, 64), compression="zlib")
+    lazy = read_input(tmp_path / "in" / "slide.tif", memmap_pixels=100)
+    assert not isinstance(lazy.data, np.ndarray) and lazy.data.shape == image.shape
+    np.testing.assert_array_equal(lazy.data[50:70, 10:200], image[50:70, 10:200])
+    kwargs = {**BLOCKS, "measure": True}
+    loaded = run_batch(tmp_path / "in", tmp_path / "o1", weights, PARAMS, **kwargs)
+    streamed = run_batch(
+        tmp_path / "in", tmp_path / "o2", weights, PARAMS, memmap_pixels=100, **kwargs
+    )
+    assert loaded.done == streamed.done == 1 and loaded.objects == streamed.objects > 0
+    a, b = (read_labels(tmp_path / o / "slide_labels.tif") for o in ("o1", "o2"))
+    np.testing.assert_array_equal(a, b)
+    assert (tmp_path / "o1" / "slide_measurements.csv").read_text() == (
+        tmp_path / "o2" / "slide_measurements.csv"
+    ).read_text()
+
+
+def test_a_damaged_lazily_read_tiff_fails_alone_with_a_clear_reason(tmp_path, weights) -> None:
+    path = write_tif(tmp_path / "in" / "cut.tif", _mosaic(7), tile=(64, 64), compression="zlib")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    write_png(tmp_path / "in" / "fine.png", disk_image(3))
+    out = tmp_path / "out"
+    summary = run_batch(tmp_path / "in", out, weights, PARAMS, memmap_pixels=100, **BLOCKS)
+    assert (summary.done, summary.failed) == (1, 1)
+    ((file, reason),) = summary.errors
+    assert file.endswith("cut.tif") and "truncated or damaged" in reason
+    assert not (out / "cut_labels.tif").exists() and not tmp_files(out)

@@ -281,8 +281,13 @@ def _check_pillow_header(path: Path) -> None:
         return
 
 
-def _tiff_plan(path: Path, memmap_pixels: int) -> bool:
-    """Check a TIFF's declared size before reading; True when it should be memory-mapped."""
+def _tiff_plan(path: Path, memmap_pixels: int) -> str:
+    """Check a TIFF's declared size before reading: ``"memmap"``, ``"lazy"`` or ``"read"``.
+
+    Above ``memmap_pixels``, an uncompressed contiguous TIFF is memory-mapped and a
+    compressed one whose axes are Y, X (and samples last) is read lazily, chunk by chunk,
+    through tifffile's zarr interface; everything else is read whole.
+    """
     import psutil
     import tifffile
 
@@ -291,11 +296,16 @@ def _tiff_plan(path: Path, memmap_pixels: int) -> bool:
             series = tif.series[0]
             shape, dtype = tuple(series.shape), np.dtype(series.dtype)
             offset = series.dataoffset
+            axes = series.axes
+            page = series.keyframe  # a lazy read needs every declared chunk to be present
+            chunks_complete = len(series.pages) == 1 and len(page.dataoffsets) == int(
+                np.prod(page.chunked)
+            )
     except Exception:  # read_image reports damaged files with a clear message
-        return False
+        return "read"
     n_pixels = int(np.prod(shape, dtype=np.float64))
     if n_pixels == 0:
-        return False  # read_image: "image has an empty dimension"
+        return "read"  # read_image: "image has an empty dimension"
     nbytes = n_pixels * dtype.itemsize
     size = path.stat().st_size
     if offset is not None and offset + nbytes > size:
@@ -306,7 +316,9 @@ def _tiff_plan(path: Path, memmap_pixels: int) -> bool:
             "its header is damaged; copy or export it again",
         )
     if offset is not None and n_pixels > memmap_pixels:
-        return True
+        return "memmap"
+    if offset is None and n_pixels > memmap_pixels and axes in _LAZY_AXES and chunks_complete:
+        return "lazy"
     available = psutil.virtual_memory().available
     if nbytes > available:
         raise ImageReadError(
@@ -315,7 +327,7 @@ def _tiff_plan(path: Path, memmap_pixels: int) -> bool:
             f"{_size(nbytes)} of memory but only {_size(available)} is available; save it "
             "uncompressed (it is then memory-mapped) or split it into smaller images",
         )
-    return False
+    return "read"
 
 
 def _memmap_tiff(path: Path) -> ImageData:
@@ -342,6 +354,26 @@ def _memmap_tiff(path: Path) -> ImageData:
     return ImageData(data, ours, path, pixel_size)
 
 
+_LAZY_AXES = ("YX", "YXS")
+
+
+def _lazy_tiff(path: Path) -> ImageData:
+    """A compressed TIFF as a read-only zarr array: pixels are decoded when sliced."""
+    import tifffile
+    import zarr
+
+    from napari_cellseg.core.io import _check_array, _ome_pixel_size, _tag_pixel_size
+
+    with tifffile.TiffFile(path) as tif:
+        axes = tif.series[0].axes
+        pixel_size = _ome_pixel_size(tif) if tif.is_ome else None
+        if pixel_size is None:
+            pixel_size = _tag_pixel_size(tif)
+    data = zarr.open_array(tifffile.imread(path, aszarr=True, series=0), mode="r")
+    _check_array(path, data, axes)
+    return ImageData(data, axes, path, pixel_size)
+
+
 def read_input(
     path: str | os.PathLike[str], *, memmap_pixels: int = DEFAULT_MEMMAP_PIXELS
 ) -> ImageData:
@@ -350,7 +382,8 @@ def read_input(
     Like :func:`napari_cellseg.core.io.read_image`, plus: broken links, link loops and
     non-regular files are refused; a TIFF whose header declares more raw data than the file
     holds, or more than the free memory, is refused before anything is allocated; an
-    uncompressed TIFF larger than `memmap_pixels` is memory-mapped (read lazily by the OS).
+    uncompressed TIFF larger than `memmap_pixels` is memory-mapped (read lazily by the OS),
+    and a compressed 2-D (or RGB) one becomes a zarr array decoded chunk by chunk.
 
     Parameters
     ----------
@@ -372,8 +405,11 @@ def read_input(
     _check_source(p)
     try:
         if p.is_file() and p.suffix.lower() in _TIFF_SUFFIXES:
-            if _tiff_plan(p, memmap_pixels):
+            plan = _tiff_plan(p, memmap_pixels)
+            if plan == "memmap":
                 return _memmap_tiff(p)
+            if plan == "lazy":
+                return _lazy_tiff(p)
         elif p.is_file() and p.stat().st_size > 0:
             _check_pillow_header(p)
         return read_image(p)

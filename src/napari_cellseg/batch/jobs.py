@@ -273,7 +273,10 @@ def _empty_measurements(image: ImageData, axes: str) -> dict[str, np.ndarray]:
     from napari_cellseg.batch.measure import measure_labels
     from napari_cellseg.core.preprocess import iter_planes, label_axes
 
-    _, plane = next(iter_planes(image.data, axes))
+    if isinstance(image.data, np.ndarray):
+        _, plane = next(iter_planes(image.data, axes))
+    else:  # a lazily read single plane (zarr): never load it whole
+        plane = image.data
     small = np.asarray(plane[:4, :4])
     plane_axes = "YX" + "".join(a for a in axes if a in "CS")
     table = measure_labels(np.zeros((4, 4), np.uint8), small, plane_axes, image.pixel_size_um)

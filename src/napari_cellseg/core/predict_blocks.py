@@ -13,7 +13,7 @@ import contextlib
 import math
 import mmap
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -99,7 +99,7 @@ def plane_normalisation(
     height, width = plane.shape[:2]
     if method == "percentile":
         step = math.ceil(math.sqrt(height * width / PERCENTILE_SAMPLE_PIXELS))
-        sample = _mapped(plane[::step, ::step] if step > 1 else plane, card, channels)
+        sample = _mapped(_read(plane, (slice(None, None, step),) * 2, "the image"), card, channels)
         low, high = float(norm.get("low", 1.0)), float(norm.get("high", 99.8))
         if not 0.0 <= low < high <= 100.0:
             raise CellsegError(
@@ -112,7 +112,8 @@ def plane_normalisation(
         hi = np.full(card.input_channels, -np.inf)
         for y in range(0, height, block_size):
             for x in range(0, width, block_size):
-                part = _mapped(plane[y : y + block_size, x : x + block_size], card, channels)
+                region = (slice(y, y + block_size), slice(x, x + block_size))
+                part = _mapped(_read(plane, region, f"the block at ({y}, {x})"), card, channels)
                 lo = np.minimum(lo, part.reshape(len(part), -1).min(axis=1))
                 hi = np.maximum(hi, part.reshape(len(part), -1).max(axis=1))
                 release_pages(plane)
@@ -188,7 +189,9 @@ def iter_predict_blocks(
     params = params or PredictParams()
     start = time.perf_counter()
     axes = check_axes(image.shape, params.axes) if params.axes else guess_axes(image.shape)
-    check_image(image, axes=axes)
+    # shapes and type only: each block's own predict checks its pixels (NaN, inf), so a
+    # memory-mapped or zarr image is never read whole here
+    check_image(np.broadcast_to(np.zeros((), _check_dtype(image.dtype)), image.shape), axes=axes)
     expected = label_shape(image.shape, axes)
     if tuple(out.shape) != expected:
         raise CellsegError(f"the label array has shape {tuple(out.shape)}, expected {expected}")
@@ -202,7 +205,7 @@ def iter_predict_blocks(
     tables: list[dict[str, np.ndarray]] = []
     measured: list[dict[str, np.ndarray]] = []
     seen: set[str] = set()
-    for plane_number, (index, plane) in enumerate(iter_planes(image, axes)):
+    for plane_number, (index, plane) in enumerate(_planes(image, axes)):
         card = replace(
             loaded.card, normalisation=plane_normalisation(plane, loaded.card, params.channels)
         )
@@ -210,7 +213,7 @@ def iter_predict_blocks(
         crops: dict[Block, np.ndarray] = {}
 
         def segment_region(block: Block, plane=plane, fixed=fixed, crops=crops):
-            crop = np.array(plane[block.region])
+            crop = _read_region(plane, block)
             release_pages(plane)
             crops.clear()
             crops[block] = crop
@@ -260,6 +263,43 @@ def iter_predict_blocks(
     result.measurements = _concat(measured) if measure is not None else None
     result.timings["total"] = time.perf_counter() - start
     return result
+
+
+def _read(plane: Any, key: Any, where: str) -> np.ndarray:
+    """``plane[key]`` as a numpy array; a failed read (a damaged file) says where."""
+    try:
+        return np.array(plane[key])
+    except (MemoryError, CancelledError):
+        raise
+    except Exception as error:  # decoding a lazily read file (zlib, tifffile, OSError…)
+        raise CellsegError(
+            f"could not read the pixels of {where} ({type(error).__name__}: {error}); the "
+            "file is probably truncated or damaged: copy or export it again"
+        ) from error
+
+
+def _read_region(plane: Any, block: Block) -> np.ndarray:
+    where = f"rows {block.ey0}-{block.ey1}, columns {block.ex0}-{block.ex1}"
+    return _read(plane, block.region, where)
+
+
+def _check_dtype(dtype: np.dtype) -> np.dtype:
+    """The type to check shapes with (floats stand in as uint8: no finiteness pass)."""
+    return np.dtype(np.uint8) if np.dtype(dtype).kind == "f" else np.dtype(dtype)
+
+
+def _planes(image: Any, axes: str) -> Iterator[tuple[tuple[int, ...], Any]]:
+    """``iter_planes`` for numpy arrays; a lazy single-plane array (zarr) is passed as is."""
+    if isinstance(image, np.ndarray):
+        yield from iter_planes(image, axes)
+    elif axes in ("YX", "YXS", "YXC"):
+        yield (), image
+    else:
+        raise CellsegError(
+            f"a lazily read image with axes {axes} cannot be segmented block by block; "
+            "only single planes (YX, or YX with channels last) can; save it as an "
+            "uncompressed TIFF (it is then memory-mapped) or split it into planes"
+        )
 
 
 class _PlaneStore:
