@@ -46,6 +46,18 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="replace results of another recipe in OUT"
     )
     p.add_argument("--prefetch", type=int, default=2, help="images read ahead (default 2)")
+    p.add_argument(
+        "--block-size",
+        type=int,
+        default=2048,
+        help="planes above 4096² go block by block in blocks of this edge (default 2048)",
+    )
+    p.add_argument(
+        "--halo",
+        type=int,
+        default=256,
+        help="margin around each block; objects larger than this may be cut (default 256)",
+    )
     add_predict_options(p)
     p.set_defaults(func=run_batch_command)
 
@@ -87,6 +99,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         prefetch=args.prefetch,
+        block_size=args.block_size,
+        halo=args.halo,
     ):
         if isinstance(event, FileResult):
             counts[event.status] += 1
@@ -96,8 +110,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
             if event.stage == "files":
                 files_event = event
             if files_event is not None:
-                name = event.message if event.stage == "tiles" else ""
-                extra = f" {event.fraction:4.0%}" if event.stage == "tiles" else ""
+                name = event.message if event.stage in ("tiles", "blocks") else ""
+                extra = f" {event.fraction:4.0%}" if event.stage in ("tiles", "blocks") else ""
                 line = _status_line(files_event.total, name + extra, counts)
                 print(line, end="", file=sys.stderr)
         elif isinstance(event, Notice) and (event.level == "warning" or tty):

@@ -287,6 +287,8 @@ def test_cli_batch_exit_codes_and_summary_line(tmp_path, weights, capsys) -> Non
     assert "tile size 100000" in capsys.readouterr().err
     assert main([*base, *fast, "--threshold", "0.5"]) == 2
     assert "different recipe" in capsys.readouterr().err
+    assert main([*base, *fast, "--block-size", "32"]) == 2
+    assert "block size 32 and halo 256 are out of range" in capsys.readouterr().err
 
 
 def test_local_cluster_gives_the_same_labels_as_in_process(tmp_path, weights) -> None:
