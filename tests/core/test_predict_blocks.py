@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "batch"))
 from batch_helpers import PARAMS, disk_image, save_tiny_unet
 
 from napari_cellseg.batch.measure import measure_labels
+from napari_cellseg.core import normalise, preprocess
 from napari_cellseg.core import predict_blocks as pb
-from napari_cellseg.core import preprocess
 from napari_cellseg.core.inference import predict
 from napari_cellseg.core.metrics import matching_at
 from napari_cellseg.models import load_weights
@@ -42,7 +42,7 @@ def _mosaic(n: int = 3) -> np.ndarray:
 def test_plane_normalisation_gives_every_crop_the_whole_planes_values(
     model, method, monkeypatch
 ) -> None:
-    monkeypatch.setattr(preprocess, "PERCENTILE_SAMPLE_PIXELS", 5000)  # force subsampling
+    monkeypatch.setattr(normalise, "PERCENTILE_SAMPLE_PIXELS", 5000)  # force subsampling
     monkeypatch.setattr(pb, "PERCENTILE_SAMPLE_PIXELS", 5000)
     card = replace(model.card, normalisation={"method": method, "low": 2, "high": 99})
     plane = np.random.default_rng(0).gamma(2.0, 300.0, (250, 230)).astype(np.uint16)

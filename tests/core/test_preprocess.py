@@ -7,6 +7,7 @@ import doctest
 import numpy as np
 import pytest
 
+from napari_cellseg.core import normalise as normalise_module
 from napari_cellseg.core import preprocess
 from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.preprocess import (
@@ -24,8 +25,9 @@ from napari_cellseg.core.preprocess import (
 DTYPE_RANGE = {"method": "dtype-range"}
 
 
-def test_doctests() -> None:
-    result = doctest.testmod(preprocess, optionflags=doctest.ELLIPSIS)
+@pytest.mark.parametrize("module", [preprocess, normalise_module])
+def test_doctests(module) -> None:
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
 
@@ -365,7 +367,7 @@ def test_percentile_is_per_channel_and_flat_gives_zeros() -> None:
 
 
 def test_percentile_on_large_plane_uses_subsample(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(preprocess, "PERCENTILE_SAMPLE_PIXELS", 100)
+    monkeypatch.setattr(normalise_module, "PERCENTILE_SAMPLE_PIXELS", 100)
     rng = np.random.default_rng(1)
     x = rng.normal(1000, 100, (1, 200, 200)).astype(np.float32)
     seen: list[int] = []
@@ -375,7 +377,7 @@ def test_percentile_on_large_plane_uses_subsample(monkeypatch: pytest.MonkeyPatc
         seen.append(np.asarray(a).size)
         return original(a, q)
 
-    monkeypatch.setattr(preprocess.np, "percentile", spy)
+    monkeypatch.setattr(normalise_module.np, "percentile", spy)
     out = normalise(x, {"method": "percentile", "low": 1.0, "high": 99.0, "clip": False})
     assert seen and seen[0] <= 100
     monkeypatch.undo()

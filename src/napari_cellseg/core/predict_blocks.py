@@ -25,11 +25,13 @@ from napari_cellseg.core.config import PredictParams
 from napari_cellseg.core.device import resolve_device
 from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.events import CancelledError, Notice, Progress
-from napari_cellseg.core.postprocess import object_table
-from napari_cellseg.core.preprocess import (
+from napari_cellseg.core.normalise import (
     PERCENTILE_SAMPLE_PIXELS,
     _as_channels_first,
     _map_channels,
+)
+from napari_cellseg.core.postprocess import object_table
+from napari_cellseg.core.preprocess import (
     check_axes,
     check_image,
     guess_axes,
