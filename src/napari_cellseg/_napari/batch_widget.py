@@ -256,7 +256,8 @@ class BatchWidget(mw.Container):
             if event.stage == "files":
                 self._files = (event.done, event.total)
             else:
-                self._activity = f"{event.message}: tile {event.done}/{event.total}"
+                unit = "block" if event.stage == "blocks" else "tile"  # blocks: large images
+                self._activity = f"{event.message}: {unit} {event.done}/{event.total}"
         elif isinstance(event, FileResult):
             if event.status == "failed":
                 self._failed.append(event)

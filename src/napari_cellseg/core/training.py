@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +152,9 @@ def iter_train(
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     loss_fn = loss_fn or build_loss(params.loss)
+    stepper = _Stepper(
+        model, card.family, device, loss_fn, optimizer, scaler, use_amp, amp_dtype, params.grad_clip
+    )
 
     history: list[dict[str, Any]] = []
     start_epoch, best_score, best_epoch, best_metrics, baseline = 0, -math.inf, 0, {}, None
@@ -191,19 +194,7 @@ def iter_train(
         losses: list[float] = []
         out_of_time = False
         for step, (images, targets) in enumerate(loader, start=1):
-            loss = _train_step(
-                model,
-                card.family,
-                images,
-                targets,
-                device,
-                loss_fn,
-                optimizer,
-                scaler,
-                use_amp,
-                amp_dtype,
-                params.grad_clip,
-            )
+            loss = stepper.step(images, targets)
             if not math.isfinite(loss):
                 raise CellsegError(
                     f"training diverged: the loss became {loss} at epoch {epoch}, step {step}; "
@@ -402,37 +393,41 @@ def _scheduler(optimizer, params: TrainParams, steps_per_epoch: int):
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
-def _train_step(
-    model,
-    family,
-    images,
-    targets,
-    device,
-    loss_fn,
-    optimizer,
-    scaler,
-    use_amp,
-    amp_dtype,
-    grad_clip,
-) -> float:
-    optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-        if family == "unet":
-            logits = model(images.to(device, non_blocking=True))
-            loss = loss_fn(logits.float(), targets.to(device, non_blocking=True))
-        else:
-            images = [image.to(device) for image in images]
-            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-            loss = sum(model(images, targets).values())
-    value = float(loss.detach())
-    if not math.isfinite(value):
+@dataclass
+class _Stepper:
+    """One optimisation step: forward (autocast on CUDA), loss, backward, clip, update."""
+
+    model: torch.nn.Module
+    family: str
+    device: torch.device
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    amp_dtype: torch.dtype
+    grad_clip: float
+
+    def step(self, images: Any, targets: Any) -> float:
+        """Train on one batch; returns the loss (non-finite: nothing was updated)."""
+        device = self.device
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            if self.family == "unet":
+                logits = self.model(images.to(device, non_blocking=True))
+                loss = self.loss_fn(logits.float(), targets.to(device, non_blocking=True))
+            else:
+                images = [image.to(device) for image in images]
+                targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+                loss = sum(self.model(images, targets).values())
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            return value
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         return value
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    return value
 
 
 def _trained_card(card, params, manifest, history, best_epoch, metrics, init) -> ModelCard:
