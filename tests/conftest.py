@@ -7,6 +7,7 @@ import os
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NAPARI_CELLSEG_NO_GC_FREEZE", "1")  # napari leak checks need gc
 
 
 @pytest.fixture(autouse=True)

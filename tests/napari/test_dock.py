@@ -27,3 +27,26 @@ def test_plugin_menu_opens_the_dock(make_napari_viewer, monkeypatch, tmp_path) -
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget("napari-cellseg", "Cell segmentation")
     assert isinstance(widget, CellsegDock)
+
+
+def test_warmup_imports_then_freezes_the_collector_unless_disabled() -> None:
+    """In a fresh process (the suite itself runs with the freeze disabled)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import gc, sys\n"
+        "from napari_cellseg._napari import _warmup\n"
+        "assert _warmup.wait_for_warmup()\n"  # not started: nothing to wait for
+        "_warmup.start_warmup(); assert _warmup.wait_for_warmup(300)\n"
+        "assert 'torchvision' in sys.modules and 'pandas' in sys.modules\n"
+        "print(gc.get_freeze_count())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NAPARI_CELLSEG_NO_GC_FREEZE"}
+    frozen = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert frozen.returncode == 0, frozen.stderr
+    assert int(frozen.stdout.split()[-1]) > 10_000
+    env["NAPARI_CELLSEG_NO_GC_FREEZE"] = "1"
+    kept = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert kept.returncode == 0 and int(kept.stdout.split()[-1]) == 0, kept.stderr
