@@ -123,3 +123,25 @@ def test_predict_with_bad_weights_is_one_line(tmp_path, capsys) -> None:
     )
     assert rc == 2
     assert "not a weight file" in capsys.readouterr().err
+
+
+def test_predict_segments_a_large_plane_in_blocks(tmp_path, capsys, weight_files, monkeypatch):
+    from napari_cellseg.core import predict_blocks
+
+    monkeypatch.setattr(predict_blocks, "DEFAULT_BLOCK_PIXELS", 100 * 100)  # 256² is large
+    calls = []
+    real = predict_blocks.iter_predict_large
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs, block_size=128, halo=32)
+
+    monkeypatch.setattr(predict_blocks, "iter_predict_large", spy)
+    image = get_sample("dsb_fluorescence").image_path
+    args = ["predict", str(image), "--weights", str(weight_files["unet"]), "--out"]
+    assert main([*args, str(tmp_path), "--tile", "64", "--overlap", "8"]) == 0
+    assert calls == [1]
+    labels = read_labels(tmp_path / f"{image.stem}_labels.tif")
+    line = capsys.readouterr().out.strip()
+    assert labels.shape == (256, 256)
+    assert line.endswith(".tif") and f"{len(np.unique(labels)) - 1} objects" in line

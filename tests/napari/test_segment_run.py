@@ -308,3 +308,31 @@ def test_rerun_never_overwrites_corrected_labels(make_napari_viewer, qtbot, weig
     widget.prob_threshold.value = 0.3  # re-applying goes to the new layer, not the corrected
     qtbot.waitUntil(lambda: not widget.runner.reapplying, timeout=TIMEOUT_MS)
     assert np.array_equal(labels_named(viewer, name)[0].data, corrected)
+
+
+def test_a_large_plane_is_segmented_in_blocks_then_needs_a_run_for_new_thresholds(
+    make_napari_viewer, qtbot, weight_files, monkeypatch
+) -> None:
+    monkeypatch.setattr(_segment_run, "DEFAULT_BLOCK_PIXELS", 100 * 100)  # 256² is "large"
+    calls: list[int] = []
+    real = _segment_run.iter_predict_large
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs, block_size=128, halo=32)
+
+    monkeypatch.setattr(_segment_run, "iter_predict_large", spy)
+    viewer = make_napari_viewer()
+    image = add_sample(viewer)
+    widget = make_widget(viewer, qtbot, weight_files["unet"])
+    run_to_end(widget, qtbot)
+    assert calls == [1]
+    layer = viewer.layers[f"{image.name} · {widget.model_card.name}"]
+    prediction = widget.last_prediction
+    assert layer.data.shape == image.data.shape[:2] and layer.data.dtype == np.uint16
+    assert len(prediction.table["label"]) == prediction.n_objects == len(np.unique(layer.data)) - 1
+    assert "large image" in widget.status.value
+    before = layer.data.copy()
+    widget.prob_threshold.value = 0.9
+    qtbot.waitUntil(lambda: "press Run" in widget.status.value, timeout=TIMEOUT_MS)
+    np.testing.assert_array_equal(layer.data, before)  # unchanged until the next run

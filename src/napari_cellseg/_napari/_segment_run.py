@@ -48,6 +48,12 @@ from napari_cellseg.core.config import PostprocessParams, PredictParams
 from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.events import CancelledError, Notice, Progress
 from napari_cellseg.core.inference import Prediction, iter_predict, reapply
+from napari_cellseg.core.predict_blocks import (
+    DEFAULT_BLOCK_PIXELS,
+    is_large_plane,
+    iter_predict_large,
+)
+from napari_cellseg.core.preprocess import guess_axes
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +189,8 @@ def _predict_job(
     """Forward ``iter_predict``'s events and return its Prediction (runs in the worker)."""
     try:
         with gui_torch_threads():
+            if _large(data, params):  # block by block: memory does not grow with the image
+                return (yield from iter_predict_large(data, weights, params))
             for item in iter_predict(data, weights, params):
                 if isinstance(item, Prediction):
                     return item
@@ -193,6 +201,13 @@ def _predict_job(
         log.exception("segmentation failed")
         raise JobError(f"segmentation failed ({type(exc).__name__}: {exc})") from exc
     raise JobError("segmentation ended without a result")
+
+
+def _large(data: Any, params: PredictParams) -> bool:
+    """A single plane (or current plane) above ``DEFAULT_BLOCK_PIXELS``: segment in blocks."""
+    axes = params.axes or guess_axes(data.shape)
+    single = all(a not in "TZ" for a in axes)
+    return single and is_large_plane(data.shape, axes, DEFAULT_BLOCK_PIXELS)
 
 
 def _reapply_job(prediction: Prediction, post: PostprocessParams) -> Prediction:
@@ -423,6 +438,9 @@ class SegmentRun:
             self._report_error(str(exc))
             return
         if post == base.params.post:
+            return
+        if not base.raw:  # a large image segmented in blocks keeps no network output
+            self._set_status("New thresholds: press Run to apply them (large image).")
             return
         self._set_status("Re-applying the thresholds…")
         worker = create_worker(_reapply_job, base, post, _start_thread=False, _ignore_errors=True)

@@ -22,6 +22,7 @@ import numpy as np
 from napari_cellseg.core.errors import ImageWriteError
 from napari_cellseg.core.events import Notice, Progress
 from napari_cellseg.core.io import ImageData
+from napari_cellseg.core.predict_blocks import DEFAULT_BLOCK_PIXELS, is_large_plane
 from napari_cellseg.core.preprocess import check_axes, guess_axes, label_axes, label_shape
 
 __all__ = [
@@ -32,8 +33,6 @@ __all__ = [
     "write_labels_tiled",
 ]
 
-DEFAULT_BLOCK_PIXELS = 1 << 24
-"""Planes with more pixels than this (4096 x 4096) are segmented block by block."""
 LABEL_TILE = 512
 _CHUNK = 1024
 
@@ -41,8 +40,7 @@ _CHUNK = 1024
 def is_large(image: ImageData, block_pixels: int) -> bool:
     """Whether one plane of ``image`` has more than ``block_pixels`` pixels."""
     axes = check_axes(image.data.shape, image.axes) if image.axes else guess_axes(image.data.shape)
-    shape = label_shape(image.data.shape, axes)
-    return shape[-2] * shape[-1] > block_pixels
+    return is_large_plane(image.data.shape, axes, block_pixels)
 
 
 def scratch_folder(labels_path: str | Path) -> Path:

@@ -42,10 +42,19 @@ from napari_cellseg.core.runner import cached_load
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel
 
-__all__ = ["BlockwisePrediction", "iter_predict_blocks", "plane_normalisation"]
+__all__ = [
+    "DEFAULT_BLOCK_PIXELS",
+    "BlockwisePrediction",
+    "is_large_plane",
+    "iter_predict_blocks",
+    "iter_predict_large",
+    "plane_normalisation",
+]
 
 DEFAULT_BLOCK_SIZE = 2048
 DEFAULT_HALO = 256
+DEFAULT_BLOCK_PIXELS = 1 << 24
+"""Planes with more pixels than this (4096 x 4096) are worth segmenting block by block."""
 
 Measure = Callable[[np.ndarray, np.ndarray, str], dict[str, np.ndarray]]
 
@@ -302,6 +311,59 @@ def _planes(image: Any, axes: str) -> Iterator[tuple[tuple[int, ...], Any]]:
             "only single planes (YX, or YX with channels last) can; save it as an "
             "uncompressed TIFF (it is then memory-mapped) or split it into planes"
         )
+
+
+def is_large_plane(shape: Sequence[int], axes: str, block_pixels: int) -> bool:
+    """Whether one ``(Y, X)`` plane of an image of ``shape`` has more than ``block_pixels``."""
+    plane = label_shape(shape, axes)[-2:]
+    return plane[0] * plane[1] > block_pixels
+
+
+def iter_predict_large(
+    image: Any,
+    model: str | Path | LoadedModel,
+    params: PredictParams | None = None,
+    *,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    halo: int = DEFAULT_HALO,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[Progress | Notice, None, Any]:
+    """:func:`iter_predict_blocks` into labels held in memory; returns a ``Prediction``.
+
+    For a viewer: the labels (4 bytes per pixel while they are made, then uint16 when the
+    ids fit) are all that grows with the image; the input may be lazy (dask, zarr). The
+    prediction keeps no network output, so new thresholds need a new run.
+    """
+    from napari_cellseg.core.inference import Prediction
+
+    params = params or PredictParams()
+    axes = check_axes(image.shape, params.axes) if params.axes else guess_axes(image.shape)
+    out = np.zeros(label_shape(image.shape, axes), np.uint32)
+    result = yield from iter_predict_blocks(
+        image,
+        model,
+        out,
+        replace(params, axes=axes),
+        block_size=block_size,
+        halo=halo,
+        should_stop=should_stop,
+    )
+    if out.max(initial=0) <= np.iinfo(np.uint16).max:
+        out = out.astype(np.uint16)
+    note = (
+        f"large image: segmented in {block_size} px blocks with a {halo} px margin; "
+        "run again to apply other thresholds"
+    )
+    return Prediction(
+        labels=out,
+        table=result.table,
+        card=result.card,
+        params=params,
+        device=result.device,
+        axes=axes,
+        timings=result.timings,
+        notices=[*result.notices, note],
+    )
 
 
 class _PlaneStore:
