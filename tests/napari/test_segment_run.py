@@ -13,7 +13,7 @@ pytest.importorskip("pytestqt")
 from napari.layers import Image, Labels, Shapes
 
 from napari_cellseg import models
-from napari_cellseg._napari import _segment_run
+from napari_cellseg._napari import _segment_jobs
 from napari_cellseg._napari import segment_widget as sw
 from napari_cellseg._napari._sample_data import load_sample
 from napari_cellseg._napari._session import session_for
@@ -159,7 +159,7 @@ def test_threshold_change_reapplies_without_the_model(
     before = layer.data.copy()
 
     calls = {"predict": 0, "network": 0, "reapply": 0}
-    real_reapply = _segment_run.reapply
+    real_reapply = _segment_jobs.reapply
 
     def count(key, result=None):
         def spy(*args, **kwargs):
@@ -168,9 +168,9 @@ def test_threshold_change_reapplies_without_the_model(
 
         return spy
 
-    monkeypatch.setattr(_segment_run, "iter_predict", count("predict"))
+    monkeypatch.setattr(_segment_jobs, "iter_predict", count("predict"))
     monkeypatch.setattr(ModelRunner, "unet_probabilities", count("network"))
-    monkeypatch.setattr(_segment_run, "reapply", count("reapply", real_reapply))
+    monkeypatch.setattr(_segment_jobs, "reapply", count("reapply", real_reapply))
 
     for value in (0.45, 0.4, 0.9):  # quick changes are debounced into one re-apply
         widget.prob_threshold.value = value
@@ -313,15 +313,15 @@ def test_rerun_never_overwrites_corrected_labels(make_napari_viewer, qtbot, weig
 def test_a_large_plane_is_segmented_in_blocks_then_needs_a_run_for_new_thresholds(
     make_napari_viewer, qtbot, weight_files, monkeypatch
 ) -> None:
-    monkeypatch.setattr(_segment_run, "DEFAULT_BLOCK_PIXELS", 100 * 100)  # 256² is "large"
+    monkeypatch.setattr(_segment_jobs, "DEFAULT_BLOCK_PIXELS", 100 * 100)  # 256² is "large"
     calls: list[int] = []
-    real = _segment_run.iter_predict_large
+    real = _segment_jobs.iter_predict_large
 
     def spy(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs, block_size=128, halo=32)
 
-    monkeypatch.setattr(_segment_run, "iter_predict_large", spy)
+    monkeypatch.setattr(_segment_jobs, "iter_predict_large", spy)
     viewer = make_napari_viewer()
     image = add_sample(viewer)
     widget = make_widget(viewer, qtbot, weight_files["unet"])

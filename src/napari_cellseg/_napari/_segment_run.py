@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -42,18 +42,12 @@ from qtpy.QtWidgets import QSizePolicy
 
 from napari_cellseg._napari import _layers
 from napari_cellseg._napari._common import track_task
+from napari_cellseg._napari._segment_jobs import JobError, predict_job, reapply_job
 from napari_cellseg._napari._session import session_for
-from napari_cellseg._napari._threads import gui_torch_threads
 from napari_cellseg.core.config import PostprocessParams, PredictParams
 from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.events import CancelledError, Notice, Progress
-from napari_cellseg.core.inference import Prediction, iter_predict, reapply
-from napari_cellseg.core.predict_blocks import (
-    DEFAULT_BLOCK_PIXELS,
-    is_large_plane,
-    iter_predict_large,
-)
-from napari_cellseg.core.preprocess import guess_axes
+from napari_cellseg.core.inference import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +66,6 @@ THRESHOLD_LABELS = {
     "nms_iou": ("NMS IoU", "Mask R-CNN: drop objects overlapping a better one by more"),
 }
 PLANES = ("current", "all")
-
-
-class JobError(Exception):
-    """An unexpected failure inside a worker (re-raised as a plain Exception on purpose:
-    superqt swallows ``RuntimeError`` from generators without emitting ``finished``)."""
 
 
 class SegmentOptions:
@@ -183,43 +172,6 @@ def build_request(
     return RunRequest(source, params, _layers.ResultTarget(image, name, source.plane, weights))
 
 
-def _predict_job(
-    data: Any, weights: Path, params: PredictParams
-) -> Generator[Progress | Notice, None, Prediction]:
-    """Forward ``iter_predict``'s events and return its Prediction (runs in the worker)."""
-    try:
-        with gui_torch_threads():
-            if _large(data, params):  # block by block: memory does not grow with the image
-                return (yield from iter_predict_large(data, weights, params))
-            for item in iter_predict(data, weights, params):
-                if isinstance(item, Prediction):
-                    return item
-                yield item
-    except (CellsegError, CancelledError):
-        raise
-    except Exception as exc:
-        log.exception("segmentation failed")
-        raise JobError(f"segmentation failed ({type(exc).__name__}: {exc})") from exc
-    raise JobError("segmentation ended without a result")
-
-
-def _large(data: Any, params: PredictParams) -> bool:
-    """A single plane (or current plane) above ``DEFAULT_BLOCK_PIXELS``: segment in blocks."""
-    axes = params.axes or guess_axes(data.shape)
-    single = all(a not in "TZ" for a in axes)
-    return single and is_large_plane(data.shape, axes, DEFAULT_BLOCK_PIXELS)
-
-
-def _reapply_job(prediction: Prediction, post: PostprocessParams) -> Prediction:
-    try:
-        return reapply(prediction, post)
-    except CellsegError:
-        raise
-    except Exception as exc:
-        log.exception("re-applying the thresholds failed")
-        raise JobError(f"re-applying the thresholds failed ({type(exc).__name__}: {exc})") from exc
-
-
 class SegmentRun:
     """Runs segmentation and re-applies thresholds; owns Run/Cancel, progress and status."""
 
@@ -287,7 +239,7 @@ class SegmentRun:
     def start(self, request: RunRequest) -> Any:
         """Start a worker for ``request`` and return it (already started)."""
         worker = create_worker(
-            _predict_job, request.source.data, request.target.weights, request.params,
+            predict_job, request.source.data, request.target.weights, request.params,
             _start_thread=False, _ignore_errors=True,
         )  # fmt: skip
         worker.yielded.connect(self._on_event)
@@ -443,7 +395,7 @@ class SegmentRun:
             self._set_status("New thresholds: press Run to apply them (large image).")
             return
         self._set_status("Re-applying the thresholds…")
-        worker = create_worker(_reapply_job, base, post, _start_thread=False, _ignore_errors=True)
+        worker = create_worker(reapply_job, base, post, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(partial(self._on_reapplied, base))
         worker.errored.connect(self._on_errored)
         worker.finished.connect(self._on_reapply_finished)
