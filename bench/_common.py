@@ -54,8 +54,11 @@ class PeakRSS:
 
 
 def pack_mosaic(tiles: Sequence[np.ndarray], size: int) -> np.ndarray:
-    """A size×size RGB uint8 image filled row by row with ``tiles`` (repeated as needed)."""
-    out = np.zeros((size, size, 3), np.uint8)
+    """A size×size uint8 image filled row by row with ``tiles`` (repeated as needed).
+
+    The tiles are all grey ``(Y, X)`` or all ``(Y, X, C)``; the mosaic is the same.
+    """
+    out = np.zeros((size, size, *tiles[0].shape[2:]), np.uint8)
     y = x = row_h = i = 0
     while y < size:
         tile = tiles[i % len(tiles)]

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import PeakRSS
+from _common import PeakRSS, pack_mosaic
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -87,19 +87,7 @@ def grey_mosaic(size: int, sources: list[Path]) -> np.ndarray:
     import imageio.v3 as iio
 
     tiles = [np.asarray(iio.imread(f)) for f in sources]
-    tiles = [t[..., 0] if t.ndim == 3 else t for t in tiles]
-    out = np.zeros((size, size), np.uint8)
-    y = x = row_h = i = 0
-    while y < size:
-        t = tiles[i % len(tiles)]
-        i += 1
-        h, w = min(t.shape[0], size - y), min(t.shape[1], size - x)
-        out[y : y + h, x : x + w] = t[:h, :w]
-        row_h = max(row_h, h)
-        x += w
-        if x >= size:
-            x, y, row_h = 0, y + row_h, 0
-    return out
+    return pack_mosaic([t[..., 0] if t.ndim == 3 else t for t in tiles], size)
 
 
 # -- the naive loop ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from napari_cellseg.cli import main
 from napari_cellseg.core.io import read_labels
 from napari_cellseg.core.samples import get_sample
 from napari_cellseg.models import ModelCard, build_model, save_weights
+from tiny_models import TINY_UNET
 
 
 @pytest.fixture(scope="module")
@@ -19,13 +20,7 @@ def weight_files(tmp_path_factory) -> dict[str, object]:
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("weights")
-    unet_args = {
-        "encoder_name": "resnet18",
-        "in_channels": 3,
-        "classes": 3,
-        "encoder_depth": 3,
-        "decoder_channels": [32, 16, 8],
-    }
+    unet_args = TINY_UNET
     mrcnn_args = {
         "backbone": "resnet18",
         "min_size": 128,

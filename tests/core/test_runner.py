@@ -10,21 +10,12 @@ import torch
 from napari_cellseg.core.runner import ModelRunner, _to_detections, is_out_of_memory
 from napari_cellseg.models import ModelCard, build_model
 from napari_cellseg.models.weights import LoadedModel
+from tiny_models import TINY_MASKRCNN
 
 
 def test_per_box_masks_match_torchvision_pasting() -> None:
     torch.manual_seed(0)
-    args = {
-        "backbone": "resnet18",
-        "fpn_channels": 32,
-        "returned_layers": [1, 2],
-        "box_head_size": 64,
-        "mask_hidden_channels": 32,
-        "anchor_sizes": [[8], [16], [32]],
-        "min_size": 96,
-        "max_size": 160,
-        "detections_per_img": 25,
-    }
+    args = {**TINY_MASKRCNN, "min_size": 96, "max_size": 160, "detections_per_img": 25}
     model = build_model("maskrcnn", **args).eval()
     runner = ModelRunner(
         LoadedModel(model, ModelCard.for_model("maskrcnn", args), Path("m"), "test"),

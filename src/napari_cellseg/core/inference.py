@@ -353,12 +353,7 @@ def _concat_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]
     keys: list[str] = []
     for table in tables:
         keys.extend(k for k in table if k not in keys)
-    return {
-        k: np.concatenate([t[k] for t in tables if k in t])
-        if any(k in t for t in tables)
-        else np.zeros(0)
-        for k in keys
-    }
+    return {k: np.concatenate([t[k] for t in tables if k in t]) for k in keys}
 
 
 def iter_events(gen: Iterator[Event | Prediction]) -> Iterator[Event]:

@@ -195,7 +195,7 @@ def iter_predict_blocks(
         The object table (``plane``, ``label``, ``area``, ``bbox_*`` in plane coordinates)
         and, with ``measure``, the measurements.
     """
-    from napari_cellseg.core.inference import Prediction, iter_predict
+    from napari_cellseg.core.inference import Prediction, _concat_tables, iter_predict
 
     params = params or PredictParams()
     start = time.perf_counter()
@@ -270,8 +270,8 @@ def iter_predict_blocks(
             should_stop=should_stop,
         )
         result.stats.append(stats)
-    result.table = _concat(tables)
-    result.measurements = _concat(measured) if measure is not None else None
+    result.table = _concat_tables(tables)
+    result.measurements = _concat_tables(measured) if measure is not None else None
     result.timings["total"] = time.perf_counter() - start
     return result
 
@@ -401,12 +401,3 @@ def _with_index(
     n = len(table["label"])
     lead = {name: np.full(n, pos, np.int64) for name, pos in zip(names, index, strict=True)}
     return {**lead, **table}
-
-
-def _concat(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    if not tables:
-        return {}
-    keys: list[str] = []
-    for table in tables:
-        keys.extend(k for k in table if k not in keys)
-    return {k: np.concatenate([np.asarray(t[k]) for t in tables if k in t]) for k in keys}
