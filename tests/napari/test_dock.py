@@ -41,6 +41,9 @@ def test_warmup_imports_then_freezes_the_collector_unless_disabled() -> None:
         "assert _warmup.wait_for_warmup()\n"  # not started: nothing to wait for
         "_warmup.start_warmup(); assert _warmup.wait_for_warmup(300)\n"
         "assert 'torchvision' in sys.modules and 'pandas' in sys.modules\n"
+        "assert 'skimage.color' in sys.modules\n"
+        "from vispy.visuals.line.dash_atlas import _make_pattern\n"
+        "assert _make_pattern.cache_info().currsize >= 13\n"  # vispy's 13 dash styles
         "print(gc.get_freeze_count())\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "NAPARI_CELLSEG_NO_GC_FREEZE"}

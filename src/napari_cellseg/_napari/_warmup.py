@@ -25,6 +25,7 @@ import threading
 
 MODULES = (
     "pandas",  # napari's layer features (imported on the GUI thread by the first Labels layer)
+    "skimage.color",  # napari's label colormap (built by every new Labels layer)
     "scipy.ndimage",
     "skimage.segmentation",
     "skimage.measure",
@@ -39,10 +40,24 @@ _lock = threading.Lock()
 NO_FREEZE_ENV = "NAPARI_CELLSEG_NO_GC_FREEZE"
 
 
+def _fill_vispy_caches() -> None:
+    """Compute vispy's dash patterns (an lru_cache, pure numpy) before a Labels layer needs them.
+
+    Every Labels layer gets a polygon overlay drawn with vispy's agg lines, whose first
+    construction fills that cache on the GUI thread: measured 57 ms of the 150 ms that
+    inserting the first result layer took, against 90 ms for later ones.
+    """
+    from vispy.visuals.line.dash_atlas import DashAtlas
+
+    DashAtlas()
+
+
 def _import_all() -> None:
     for name in MODULES:
         with contextlib.suppress(Exception):
             importlib.import_module(name)
+    with contextlib.suppress(Exception):
+        _fill_vispy_caches()
     if not os.environ.get(NO_FREEZE_ENV):
         gc.collect()  # once, here, rather than in the middle of a run
         gc.freeze()
