@@ -8,7 +8,10 @@ A real napari viewer (run it under Xvfb) gets the napari-cellseg dock and a larg
 - ``interact``: no job, but the camera pans/zooms and a layer's opacity changes every
   100 ms (the cost of redrawing alone, the baseline for the next two);
 - ``segment``: the Segment tab runs the bundled demo U-Net on the mosaic to completion
-  (``dock.segment.run()``), with the same interaction;
+  (``dock.segment.run()``), with the same interaction; its result is a new Labels layer;
+- ``threshold``: the probability threshold moves to 0.6; the kept network output is
+  post-processed again in a worker and the result layer's data replaced (steady state);
+- ``resegment``: Run again on the same image: the existing result layer gets the new data;
 - ``finetune``: the Fine-tune tab trains from the demo U-Net on a copy of ``sample_data``
   for ``--train-seconds`` (20 s), then Stop, waiting until the worker has ended; same
   interaction.
@@ -51,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 INTERVAL_MS = 10
 STALL_MS = 50.0
 INTERACT_MS = 100
-PHASES = ("idle", "interact", "segment", "finetune")
+PHASES = ("idle", "interact", "segment", "threshold", "resegment", "finetune")
 
 
 # -- the large image --------------------------------------------------------------------------
@@ -111,6 +114,9 @@ class StallSampler(threading.Thread):
         self.samples: dict[str, collections.Counter[str]] = collections.defaultdict(
             collections.Counter
         )
+        self.main_samples: dict[str, collections.Counter[str]] = collections.defaultdict(
+            collections.Counter
+        )  # the main thread's stack alone: one long stall's samples add up here
         self.running = True
 
     def run(self) -> None:
@@ -124,6 +130,7 @@ class StallSampler(threading.Thread):
             if frame is None:
                 continue
             text = _format(traceback.extract_stack(frame)[-14:])
+            self.main_samples[phase][text] += 1
             for ident, other in frames.items():  # what the workers do meanwhile
                 if ident not in (self.main_id, self.ident):
                     text += "\n[other thread] " + _format(traceback.extract_stack(other)[-3:])
@@ -330,6 +337,21 @@ def main() -> int:
 
     run_phase("segment", segment)
 
+    # steady state: the result layer exists, so its data is replaced rather than a layer added
+    def threshold() -> dict[str, Any]:
+        runner = seg._runner
+        before = seg.last_prediction
+        with touching() as it:
+            # re-applied in a worker from the kept network output
+            seg._options.thresholds["prob_threshold"].value = 0.6
+            wait_until(lambda: seg.last_prediction is not before and not runner.reapplying, 600)
+            wait(0.5)
+        prediction = seg.last_prediction
+        return {"interactions": interactions(it), "objects": prediction.n_objects}
+
+    run_phase("threshold", threshold)
+    run_phase("resegment", segment)  # Run again: same layer, new data
+
     # fine-tuning on the sample data, stopped after train_seconds
     ft = dock.finetune
     dock.tabs.setCurrentIndex(2)
@@ -395,6 +417,10 @@ def main() -> int:
         results["stall_stacks"] = {
             phase: [{"samples": n, "stack": s.splitlines()} for s, n in counter.most_common(8)]
             for phase, counter in sampler.samples.items()
+        }
+        results["stall_main_stacks"] = {
+            phase: [{"samples": n, "stack": s.splitlines()} for s, n in counter.most_common(8)]
+            for phase, counter in sampler.main_samples.items()
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
