@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -38,8 +39,12 @@ def track_task(
     A fine-tune stopped this way keeps its last checkpoint.
     """
     window = getattr(viewer, "window", None)
-    register = getattr(window, "_register_task_status", None)
-    update = getattr(window, "_update_task_status", None)
+    # napari has no public task-status API yet; its private one warns (FutureWarning) when a
+    # plugin reads it and may go in napari 0.10, when this falls back to doing nothing.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        register = getattr(window, "_register_task_status", None)
+        update = getattr(window, "_update_task_status", None)
     if register is None or update is None:
         return
     try:
