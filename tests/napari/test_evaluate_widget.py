@@ -194,3 +194,61 @@ def test_export_csv(make_napari_viewer, qtbot, gt, tmp_path, errors) -> None:
     assert [r[0] for r in rows[1:]] == list(METRIC_ROWS)
     assert float(rows[1][1]) == pytest.approx(widget.results["eroded"]["dsb_ap"])
     assert list(tmp_path.joinpath("out").iterdir()) == [written]  # no temporary file left
+
+
+def _compare_folder(tmp_path: Path, gt: np.ndarray, n: int) -> tuple[Path, Path]:
+    import tifffile
+
+    from napari_cellseg.core.io import read_image
+
+    image = np.asarray(read_image(get_sample("dsb_fluorescence").image_path).data)
+    images, truth = tmp_path / "images", tmp_path / "truth"
+    images.mkdir()
+    truth.mkdir()
+    for i in range(n):
+        tifffile.imwrite(images / f"img{i}.tif", image)
+        write_labels(truth / f"img{i}.tif", gt)
+    return images, truth
+
+
+def test_compare_folders_shows_progress_and_adds_no_layer(
+    make_napari_viewer, qtbot, gt, two_models, tmp_path, errors
+) -> None:
+    viewer, widget = make_widget(make_napari_viewer, qtbot)
+    images, truth = _compare_folder(tmp_path, gt, 2)
+    widget.source.value = "folders"
+    widget.image_folder.value, widget.ground_truth_folder.value = images, truth
+    widget.weights_a.value, widget.weights_b.value = two_models
+    widget.device.value = "cpu"
+    widget.run_comparison()
+    assert widget.running and widget.cancel.enabled
+    wait_done(qtbot, widget)
+    assert errors == [] and len(viewer.layers) == 0
+    assert widget.results["A: first"]["n_images"] == 2
+    assert widget.progress.value == widget.progress.max  # full
+    assert not widget.cancel.enabled and widget.compare.enabled
+
+
+def test_cancel_stops_a_comparison_and_keeps_the_table(
+    make_napari_viewer, qtbot, gt, two_models, tmp_path, errors
+) -> None:
+    viewer, widget = make_widget(make_napari_viewer, qtbot)
+    images, truth = _compare_folder(tmp_path, gt, 6)
+    widget.source.value = "folders"
+    widget.image_folder.value, widget.ground_truth_folder.value = images, truth
+    widget.weights_a.value, widget.weights_b.value = two_models
+    widget.device.value = "cpu"
+    widget.run_comparison()
+    seen: list[int] = []
+
+    def cancel_after_first_image(event) -> None:
+        seen.append(event.done)
+        if "(2/6)" in event.message and widget.cancel.enabled:
+            widget.cancel_run()
+
+    widget._worker.yielded.connect(cancel_after_first_image)
+    wait_done(qtbot, widget)
+    assert errors == [] and widget.results == {} and len(viewer.layers) == 0
+    assert widget.status.value == "cancelled: nothing was added"
+    assert max(seen) < 1000  # stopped before the end
+    assert widget.compare.enabled and not widget.cancel.enabled

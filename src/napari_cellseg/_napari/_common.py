@@ -59,3 +59,51 @@ def track_task(
 
     task_id = register("napari-cellseg", Status.BUSY, description, cancel_callback=on_cancel)
     worker.finished.connect(lambda: update(task_id, Status.COMPLETED))
+
+
+class ThrottledProgress:
+    """Shows a worker's latest progress and message at most a few times a second.
+
+    Repainting a progress bar for every tile would repaint the window each time (slow with
+    software OpenGL, and it blocks the event loop); workers' events are recorded here and a
+    timer shows the latest. When the timer is not running, a record is shown at once.
+    """
+
+    def __init__(self, bar: Any, status: Any, parent: Any, interval_ms: int = 250) -> None:
+        from qtpy.QtCore import QTimer
+
+        self._bar, self._status = bar, status
+        self._pending: list[Any] | None = None  # [done, total, message]
+        self._timer = QTimer(parent)
+        self._timer.setInterval(interval_ms)
+        self._timer.timeout.connect(self.flush)
+
+    def start(self) -> None:
+        """Show recorded progress on the timer from now on (a run started)."""
+        self._timer.start()
+
+    def stop(self) -> None:
+        """Show what is pending and go back to showing records at once (the run ended)."""
+        self._timer.stop()
+        self.flush()
+
+    def record(self, done: int | None, total: int | None, message: str | None) -> None:
+        """Remember ``done`` of ``total`` and ``message`` (``None`` keeps the previous one)."""
+        pending = self._pending or [None, None, None]
+        for i, value in enumerate((done, total, message)):
+            if value is not None:
+                pending[i] = value
+        self._pending = pending
+        if not self._timer.isActive():
+            self.flush()
+
+    def flush(self) -> None:
+        """Show the pending progress and message, if any."""
+        if self._pending is None:
+            return
+        (done, total, message), self._pending = self._pending, None
+        if done is not None and total is not None:
+            self._bar.max = max(1, int(total))
+            self._bar.value = min(int(done), self._bar.max)
+        if message is not None:
+            self._status.value = message

@@ -5,8 +5,9 @@ No Qt and no napari here: plain functions and generators over arrays and files.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from napari_cellseg.core.config import PredictParams
 from napari_cellseg.core.errors import CellsegError
+from napari_cellseg.core.events import Progress
 from napari_cellseg.core.io import LABEL_SUFFIXES, SUPPORTED_IMAGE_SUFFIXES
 from napari_cellseg.core.metrics import evaluate_pair, summarise
 
@@ -78,51 +80,109 @@ def matched(first: Path, second: Path, suffixes: tuple[Sequence[str], Sequence[s
     return [(stem, a[stem], b[stem]) for stem in stems]
 
 
-def evaluate_folders(predictions: Path, ground_truth: Path) -> dict[str, float]:
-    """Mean metrics over the label images of two folders, matched by name."""
+def iter_evaluate_folders(
+    predictions: Path, ground_truth: Path
+) -> Generator[Progress, None, dict[str, float]]:
+    """Mean metrics over the label images of two folders, matched by name.
+
+    Reads one pair at a time and yields a :class:`Progress` before each (the worker can stop
+    there); returns the averaged metrics.
+    """
     from napari_cellseg.core.io import read_labels
 
-    results = [
-        evaluate_labels(read_labels(gt), read_labels(pred))
-        for _, pred, gt in matched(predictions, ground_truth, (LABEL_SUFFIXES, LABEL_SUFFIXES))
-    ]
+    pairs = matched(predictions, ground_truth, (LABEL_SUFFIXES, LABEL_SUFFIXES))
+    results = []
+    for i, (stem, pred, gt) in enumerate(pairs):
+        yield Progress("images", i, len(pairs), f"scoring {stem} ({i + 1}/{len(pairs)})…")
+        results.append(evaluate_labels(read_labels(gt), read_labels(pred)))
+    yield Progress("images", len(pairs), len(pairs), f"scored {len(pairs)} image(s)")
     return summarise(results)
 
 
-def folder_images(images: Path, ground_truth: Path) -> list[EvalImage]:
-    """The images of a folder with their ground truth from another, matched by name."""
+def folder_images(images: Path, ground_truth: Path) -> list[Callable[[], EvalImage]]:
+    """Loaders of the images of a folder with their ground truth from another, matched by name.
+
+    Only the file names are matched here; each loader reads its pair when called (in the
+    worker), so a large folder is neither read on the GUI thread nor held in memory at once.
+    """
+    return [
+        partial(_load_pair, stem, image, gt)
+        for stem, image, gt in matched(
+            images, ground_truth, (SUPPORTED_IMAGE_SUFFIXES, LABEL_SUFFIXES)
+        )
+    ]
+
+
+def _load_pair(stem: str, image: Path, ground_truth: Path) -> EvalImage:
     from napari_cellseg.core.io import read_image, read_labels
 
-    out = []
-    for stem, image, gt in matched(
-        images, ground_truth, (SUPPORTED_IMAGE_SUFFIXES, LABEL_SUFFIXES)
-    ):
-        data = read_image(image)
-        out.append(EvalImage(stem, data.data, data.axes, np.asarray(read_labels(gt))))
-    return out
+    data = read_image(image)
+    return EvalImage(stem, data.data, data.axes, np.asarray(read_labels(ground_truth)))
 
 
 def iter_compare(
-    weights: dict[str, Path], images: Sequence[EvalImage], device: str = "auto"
-) -> Generator[str, None, Comparison]:
+    weights: dict[str, Path],
+    images: Sequence[EvalImage | Callable[[], EvalImage]],
+    device: str = "auto",
+    *,
+    keep_predictions: bool = True,
+) -> Generator[Progress, None, Comparison]:
     """Segment every image with every model and score each against the ground truth.
 
-    Yields a progress message before each prediction (the worker can stop there) and
-    returns a :class:`Comparison`.
+    Parameters
+    ----------
+    weights : dict
+        Model title -> weight file.
+    images : sequence
+        The images with their ground truth, or loaders of them (called once each, in turn).
+    device : str
+        Where to run the models.
+    keep_predictions : bool
+        Keep every :class:`~napari_cellseg.core.inference.Prediction` in the result (to show
+        them as layers); a folder comparison keeps only the metrics.
+
+    Yields
+    ------
+    Progress
+        Overall progress (``done`` of ``total`` thousandths), at every tile of every
+        prediction: the worker can stop there.
+
+    Returns
+    -------
+    Comparison
     """
-    from napari_cellseg.core.inference import predict
+    from napari_cellseg.core.inference import Prediction, iter_predict
     from napari_cellseg.models import load_weights
 
     result = Comparison()
+    per_image: dict[str, list[dict[str, float]]] = {title: [] for title in weights}
+    models = {}
     for title, path in weights.items():
-        yield f"loading {Path(path).name}…"
-        model = load_weights(path)
-        per_image, preds = [], []
-        for i, image in enumerate(images, start=1):
-            yield f"{title}: segmenting {image.name} ({i}/{len(images)})…"
-            prediction = predict(image.data, model, PredictParams(axes=image.axes, device=device))
-            preds.append(prediction)
-            per_image.append(evaluate_labels(image.ground_truth, prediction.labels))
-        result.metrics[title] = summarise(per_image)
-        result.predictions[title] = preds
+        yield Progress("compare", 0, _SCALE, f"loading {Path(path).name}…")
+        models[title] = load_weights(path)
+    runs, done = len(images) * len(weights), 0
+    for i, item in enumerate(images, start=1):
+        image = item() if callable(item) else item
+        for title, model in models.items():
+            message = f"{title}: segmenting {image.name} ({i}/{len(images)})…"
+            params = PredictParams(axes=image.axes, device=device)
+            prediction = None
+            for event in iter_predict(image.data, model, params):
+                if isinstance(event, Prediction):
+                    prediction = event
+                    break
+                if isinstance(event, Progress) and event.stage == "tiles":
+                    overall = int(_SCALE * (done + event.fraction) / runs)
+                    yield Progress("compare", overall, _SCALE, message)
+            if prediction is None:  # iter_predict always ends with its Prediction
+                raise CellsegError(f"segmenting {image.name} with {title} gave no result")
+            done += 1
+            yield Progress("compare", int(_SCALE * done / runs), _SCALE, message)
+            per_image[title].append(evaluate_labels(image.ground_truth, prediction.labels))
+            if keep_predictions:
+                result.predictions.setdefault(title, []).append(prediction)
+    result.metrics = {title: summarise(scores) for title, scores in per_image.items()}
     return result
+
+
+_SCALE = 1000  # progress of a comparison, in thousandths

@@ -3,30 +3,32 @@
 Labels layers (or folders of label images matched by name) are scored with the core metrics
 in a worker; "Compare models" segments one image layer (or a folder of images) with two
 weight files, scores both against the ground truth, shows both columns side by side and adds
-both results as Labels layers. Nothing heavy runs on the GUI thread.
+both results as Labels layers. Nothing heavy runs on the GUI thread: folders are read in the
+worker, one image at a time, with a progress bar and a Cancel button.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
-from napari_cellseg._napari._common import track_task
+from napari_cellseg._napari._common import ThrottledProgress, track_task
 from napari_cellseg._napari._evaluate_jobs import (
     Comparison,
     EvalImage,
-    evaluate_folders,
     evaluate_labels,
     folder_images,
     iter_compare,
+    iter_evaluate_folders,
 )
 from napari_cellseg._napari._layers import layer_axes, layer_data, put_labels, result_name
 from napari_cellseg._napari._metrics_table import (
@@ -38,6 +40,7 @@ from napari_cellseg._napari._session import session_for
 from napari_cellseg.core.atomic import atomic_write_text
 from napari_cellseg.core.device import available_devices
 from napari_cellseg.core.errors import CellsegError
+from napari_cellseg.core.events import Progress
 
 WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin"
 LAYER_WIDGETS = ("prediction_layer", "ground_truth_layer", "image_layer")
@@ -79,6 +82,8 @@ class EvaluateWidget(Container):
                 folder("image_folder", "Images"),
                 ComboBox(name="device", label="Device", choices=available_devices()),
                 PushButton(name="compare", text="Compare models"),
+                ProgressBar(name="progress", label="Progress", min=0, max=1, value=0),
+                PushButton(name="cancel", text="Cancel", enabled=False),
                 Label(name="status", label="Status", value=""),
                 make_metrics_table("table"),
                 FileEdit(
@@ -92,6 +97,8 @@ class EvaluateWidget(Container):
         self.source.changed.connect(self._on_source)
         self.evaluate.clicked.connect(self.run_evaluation)
         self.compare.clicked.connect(self.run_comparison)
+        self.cancel.clicked.connect(self.cancel_run)
+        self._progress = ThrottledProgress(self.progress, self.status, self.native)
         self.export.clicked.connect(self.export_csv)
         events = viewer.layers.events
         for signal in (events.inserted, events.removed, events.reordered):
@@ -132,26 +139,45 @@ class EvaluateWidget(Container):
         worker.returned.connect(on_done)
         worker.errored.connect(self._on_error)
         if hasattr(worker, "yielded"):
-            worker.yielded.connect(lambda message: setattr(self.status, "value", message))
+            worker.yielded.connect(self._on_progress)
+            worker.aborted.connect(self._on_cancelled)
         worker.finished.connect(self._on_worker_done)
         self._worker = worker
         self.evaluate.enabled = self.compare.enabled = False
+        self.cancel.enabled = hasattr(worker, "yielded")
+        self.progress.max, self.progress.value = 1, 0
+        self._progress.start()
         track_task(self._viewer, worker, "evaluating segmentations")
         worker.start()
 
+    def _on_progress(self, event: Progress) -> None:
+        self._progress.record(event.done, event.total, event.message or None)
+
+    def cancel_run(self) -> None:
+        """Stop the running evaluation or comparison at its next step (nothing is added)."""
+        if self._worker is not None and hasattr(self._worker, "quit"):
+            self.cancel.enabled = False
+            self._progress.record(None, None, "cancelling…")
+            self._worker.quit()
+
+    def _on_cancelled(self) -> None:
+        self._progress.record(None, None, "cancelled: nothing was added")
+
     def _on_worker_done(self) -> None:
         self._worker = None
+        self._progress.stop()
         self.evaluate.enabled = self.compare.enabled = True
+        self.cancel.enabled = False
 
     def _on_error(self, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, CellsegError) else f"{type(exc).__name__}: {exc}"
-        self.status.value = f"failed: {message}"
+        self._progress.record(None, None, f"failed: {message}")
         show_error(message)
 
     def _show(self, columns: dict[str, dict[str, Any]], message: str) -> None:
         self.results = columns
         fill_metrics_table(self.table, columns)
-        self.status.value = message
+        self._progress.record(1, 1, message)
 
     def run_evaluation(self) -> None:
         """Score the chosen prediction against the chosen ground truth (in a worker)."""
@@ -166,7 +192,8 @@ class EvaluateWidget(Container):
             else:
                 pred = self._require("prediction_folder", "a folder of predicted label images")
                 gt = self._require("ground_truth_folder", "a folder of ground-truth labels")
-                title, func, args = Path(pred).name, evaluate_folders, (Path(pred), Path(gt))
+                title, func = Path(pred).name, iter_evaluate_folders
+                args = (Path(pred), Path(gt))
         except CellsegError as exc:
             show_error(str(exc))
             return
@@ -189,14 +216,14 @@ class EvaluateWidget(Container):
         weights = {f"A: {a.stem}": a, f"B: {b.stem}": b}
         self.status.value = "comparing…"
         self._launch(
-            iter_compare,
+            partial(iter_compare, keep_predictions=image_layer is not None),
             weights,
             images,
             self.device.value,
             on_done=lambda result: self._compared(result, image_layer),
         )
 
-    def _comparison_images(self) -> tuple[Image | None, list[EvalImage]]:
+    def _comparison_images(self) -> tuple[Image | None, list[Any]]:
         if self.source.value == "folders":
             images = self._require("image_folder", "a folder of images")
             gt = self._require("ground_truth_folder", "a folder of ground-truth labels")
