@@ -93,7 +93,7 @@ def naive_predict(
             count[t.y0 : t.y1, t.x0 : t.x1] += 1
         return unet_instances(acc / count, card.outputs, post)
     from napari_cellseg.core.runner import _to_detections
-    from napari_cellseg.core.tiling import merge_tile_detections
+    from napari_cellseg.core.tile_merge import merge_tile_detections
 
     parts = []
     for t in tiles:

@@ -37,10 +37,10 @@ from napari_cellseg.core.preprocess import (
     to_model_input,
 )
 from napari_cellseg.core.runner import ModelRunner, cached_load, is_out_of_memory
+from napari_cellseg.core.tile_merge import merge_tile_detections
 from napari_cellseg.core.tiling import (
     Tile,
     TileBlender,
-    merge_tile_detections,
     pad_to_multiple,
     plan_tiles,
 )
