@@ -26,7 +26,8 @@ from napari.utils.notifications import show_error
 from napari_cellseg import models
 from napari_cellseg._napari import _layers
 from napari_cellseg._napari._common import CONFIG_ENV, rebuild_choices
-from napari_cellseg._napari._segment_run import SegmentOptions, SegmentRun, build_request
+from napari_cellseg._napari._segment_options import SegmentOptions, build_request
+from napari_cellseg._napari._segment_run import SegmentRun
 from napari_cellseg._napari._session import session_for
 from napari_cellseg.core.device import available_devices, resolve_device
 from napari_cellseg.core.errors import CellsegError

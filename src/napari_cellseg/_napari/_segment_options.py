@@ -1,0 +1,139 @@
+"""The Segment dock's parameter widgets and the request one run is made from.
+
+``SegmentOptions`` builds the parameter widgets from the defaults of
+:class:`~napari_cellseg.core.config.PredictParams` and
+:class:`~napari_cellseg.core.config.PostprocessParams` (one source of defaults);
+``build_request`` reads them, with the chosen image and weights, into a :class:`RunRequest`
+on the GUI thread when Run is pressed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import napari
+from magicgui.widgets import CheckBox, FloatSlider, RadioButtons, SpinBox, Widget
+from napari.layers import Image
+
+from napari_cellseg._napari import _layers
+from napari_cellseg.core.config import PostprocessParams, PredictParams
+from napari_cellseg.core.errors import CellsegError
+
+FAMILY_THRESHOLDS = {
+    "unet": ("prob_threshold", "boundary_threshold"),
+    "maskrcnn": ("score_threshold", "mask_threshold", "nms_iou"),
+}
+THRESHOLD_LABELS = {
+    "prob_threshold": ("Probability", "U-Net: a pixel is an object above this probability"),
+    "boundary_threshold": ("Boundary", "U-Net: seeds are pixels with P(boundary) below this"),
+    "score_threshold": ("Score", "Mask R-CNN: objects scored below this are dropped"),
+    "mask_threshold": ("Mask", "Mask R-CNN: mask probability above which a pixel is inside"),
+    "nms_iou": ("NMS IoU", "Mask R-CNN: drop objects overlapping a better one by more"),
+}
+PLANES = ("current", "all")
+
+
+class SegmentOptions:
+    """The parameter widgets (named as the dataclass fields they set)."""
+
+    def __init__(self) -> None:
+        predict, post = PredictParams(), PostprocessParams()
+        self.tile_size = SpinBox(
+            name="tile_size", label="Tile size", value=predict.tile_size, min=32, max=8192,
+            step=32, tooltip="Tile edge in pixels (smaller tiles use less memory)",
+        )  # fmt: skip
+        self.overlap = SpinBox(
+            name="overlap", label="Overlap", value=predict.overlap, min=0,
+            max=predict.tile_size // 2 - 1, step=8, tooltip="Overlap between tiles in pixels",
+        )  # fmt: skip
+        self.thresholds = {
+            name: FloatSlider(name=name, label=text, tooltip=tip, value=getattr(post, name))
+            for name, (text, tip) in THRESHOLD_LABELS.items()
+        }
+        for slider in self.thresholds.values():
+            slider.min, slider.max, slider.step = 0.0, 1.0, 0.01
+        self.min_size = SpinBox(
+            name="min_size", label="Min. size", value=post.min_size, min=0, max=10_000_000,
+            tooltip="Objects smaller than this many pixels are removed",
+        )  # fmt: skip
+        self.planes = RadioButtons(
+            name="planes", label="Planes", choices=PLANES, value="current",
+            orientation="horizontal", tooltip="z-stacks and time-lapses: the plane shown, or all",
+        )  # fmt: skip
+        self.probabilities = CheckBox(
+            name="probabilities", text="probability map", value=predict.keep_probabilities
+        )
+        self.boxes = CheckBox(name="boxes", text="boxes with scores", value=False)
+        self.tile_size.changed.connect(self._limit_overlap)
+
+    @property
+    def widgets(self) -> list[Widget]:
+        """All parameter widgets, in display order."""
+        return [
+            self.tile_size, self.overlap, *self.thresholds.values(), self.min_size,
+            self.planes, self.probabilities, self.boxes,
+        ]  # fmt: skip
+
+    @property
+    def post_widgets(self) -> list[Widget]:
+        """The widgets whose change re-applies post-processing."""
+        return [*self.thresholds.values(), self.min_size]
+
+    def _limit_overlap(self, tile: int) -> None:
+        self.overlap.max = max(0, int(tile) // 2 - 1)
+
+    def set_family(self, family: str | None) -> None:
+        """Show only the thresholds and outputs that the model family uses."""
+        for fam, names in FAMILY_THRESHOLDS.items():
+            for name in names:
+                self.thresholds[name].visible = fam == family
+        self.probabilities.visible = family == "unet"
+        self.boxes.visible = family == "maskrcnn"
+
+    def post_params(self, base: PostprocessParams | None = None) -> PostprocessParams:
+        """``base`` (or the defaults) with the values of the widgets."""
+        values = {name: float(w.value) for name, w in self.thresholds.items()}
+        return replace(base or PostprocessParams(), min_size=int(self.min_size.value), **values)
+
+    def predict_params(self, *, device: str, axes: str, family: str) -> PredictParams:
+        """The parameters of one run (raises CellsegError for inconsistent values)."""
+        return PredictParams(
+            device=device,
+            tile_size=int(self.tile_size.value),
+            overlap=int(self.overlap.value),
+            axes=axes,
+            keep_probabilities=bool(self.probabilities.value) and family == "unet",
+            post=self.post_params(),
+        )
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything one run needs, captured on the GUI thread when Run is pressed."""
+
+    source: _layers.ImageInput
+    params: PredictParams
+    target: _layers.ResultTarget
+
+
+def build_request(
+    viewer: napari.Viewer,
+    options: SegmentOptions,
+    *,
+    image: Image | None,
+    weights: Path | None,
+    card: Any,
+    device: str,
+) -> RunRequest:
+    """Read the dock into a :class:`RunRequest` (CellsegError says what is missing)."""
+    if image is None:
+        raise CellsegError("choose an image layer to segment (add one to the viewer first)")
+    if card is None or weights is None:
+        raise CellsegError("choose a usable weight file first (see the Model box)")
+    only_current = options.planes.value == "current"
+    source = _layers.image_input(image, viewer, only_current=only_current)
+    params = options.predict_params(device=device, axes=source.axes, family=card.family)
+    name = _layers.result_name(image.name, card.name)
+    return RunRequest(source, params, _layers.ResultTarget(image, name, source.plane, weights))
