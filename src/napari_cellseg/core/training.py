@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,14 @@ from napari_cellseg.core.events import (
     TrainingFinished,
 )
 from napari_cellseg.core.losses import build_loss
+from napari_cellseg.core.training_steps import (
+    Stepper,
+    freeze_batchnorm,
+    make_loader,
+    make_optimizer,
+    make_scheduler,
+    scheduler_per_step,
+)
 from napari_cellseg.core.validation import ValidationImage, evaluate_model
 from napari_cellseg.models import ModelCard, build_model, load_weights, save_weights
 
@@ -140,19 +148,19 @@ def iter_train(
         train_pairs, val_pairs = split_pairs(pairs, params.val_fraction, params.seed)
     manifest = file_manifest(train_pairs + val_pairs)
     val_images = read_validation_images(val_pairs)
-    loader, dataset = _loader(train_pairs, card, params)
+    loader, dataset = make_loader(train_pairs, card, params)
     steps_per_epoch = len(loader)
 
     if init is not None and params.learning_rate is None and state is None:
         params = replace(params, learning_rate=fine_tune_learning_rate(card.family))
         yield checkpoint(Notice(f"fine-tuning with learning rate {params.learning_rate:g}"))
-    optimizer = optimizer or _optimizer(model, params)
-    scheduler = _scheduler(optimizer, params, steps_per_epoch)
+    optimizer = optimizer or make_optimizer(model, params)
+    scheduler = make_scheduler(optimizer, params, steps_per_epoch)
     use_amp = params.mixed_precision and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     loss_fn = loss_fn or build_loss(params.loss)
-    stepper = _Stepper(
+    stepper = Stepper(
         model, card.family, device, loss_fn, optimizer, scaler, use_amp, amp_dtype, params.grad_clip
     )
 
@@ -190,7 +198,7 @@ def iter_train(
         dataset.set_epoch(epoch)
         model.train()
         if freeze_bn:
-            _freeze_batchnorm(model)
+            freeze_batchnorm(model)
         losses: list[float] = []
         out_of_time = False
         for step, (images, targets) in enumerate(loader, start=1):
@@ -287,18 +295,6 @@ def _score(metrics: dict[str, float], losses: list[float]) -> float:
     return float(metrics[KEY_METRIC]) + 1e-3 * float(metrics.get("pixel_dice", 0.0))
 
 
-def _freeze_batchnorm(model: torch.nn.Module) -> None:
-    """Keep BatchNorm running statistics fixed (eval mode); weights still learn."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.eval()
-
-
-def scheduler_per_step(params: TrainParams) -> bool:
-    """Cosine decays every step; step decay and constant act per epoch."""
-    return params.resolved("schedule") == "cosine"
-
-
 def _model_and_card(params, model, card, init, state) -> tuple[torch.nn.Module, ModelCard, list]:
     notices: list[str] = []
     if model is not None:
@@ -337,97 +333,6 @@ def _model_and_card(params, model, card, init, state) -> tuple[torch.nn.Module, 
         return loaded.model, card, notices
     args = params.builder_args or DEFAULT_BUILDER_ARGS[params.family]
     return build_model(params.family, **args), ModelCard.for_model(params.family, args), notices
-
-
-def _loader(pairs, card: ModelCard, params: TrainParams):
-    from napari_cellseg.core.augment import build_augmentation
-    from napari_cellseg.core.data import load_pair
-    from napari_cellseg.core.datasets import CropDataset, collate_maskrcnn, collate_unet
-
-    items = [load_pair(pair, card) for pair in pairs]
-    colour = sum(
-        1
-        for image, _ in items
-        if image.shape[0] == 3 and not np.allclose(image[0], image[1], atol=1e-3)
-    )
-    augment = build_augmentation(rgb_histology=colour > len(items) / 2) if params.augment else None
-    dataset = CropDataset(
-        items,
-        family=card.family,
-        outputs=card.outputs,
-        patch_size=params.patch_size,
-        samples_per_epoch=params.samples_per_epoch,
-        augment=augment,
-        seed=params.seed,
-    )
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=params.batch_size,
-        shuffle=False,
-        drop_last=True,
-        num_workers=params.num_workers,
-        collate_fn=collate_unet if card.family == "unet" else collate_maskrcnn,
-        persistent_workers=params.num_workers > 0,
-    )
-    return loader, dataset
-
-
-def _optimizer(model: torch.nn.Module, params: TrainParams) -> torch.optim.Optimizer:
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    lr, wd = params.resolved("learning_rate"), params.resolved("weight_decay")
-    if params.resolved("optimizer") == "sgd":
-        return torch.optim.SGD(trainable, lr=lr, momentum=0.9, weight_decay=wd)
-    return torch.optim.AdamW(trainable, lr=lr, weight_decay=wd)
-
-
-def _scheduler(optimizer, params: TrainParams, steps_per_epoch: int):
-    schedule = params.resolved("schedule")
-    if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(1, params.epochs * steps_per_epoch), eta_min=0.0
-        )
-    if schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(
-            optimizer, step_size=max(1, params.epochs // 3), gamma=0.1
-        )
-    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-
-
-@dataclass
-class _Stepper:
-    """One optimisation step: forward (autocast on CUDA), loss, backward, clip, update."""
-
-    model: torch.nn.Module
-    family: str
-    device: torch.device
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    use_amp: bool
-    amp_dtype: torch.dtype
-    grad_clip: float
-
-    def step(self, images: Any, targets: Any) -> float:
-        """Train on one batch; returns the loss (non-finite: nothing was updated)."""
-        device = self.device
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-            if self.family == "unet":
-                logits = self.model(images.to(device, non_blocking=True))
-                loss = self.loss_fn(logits.float(), targets.to(device, non_blocking=True))
-            else:
-                images = [image.to(device) for image in images]
-                targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-                loss = sum(self.model(images, targets).values())
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            return value
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return value
 
 
 def _trained_card(card, params, manifest, history, best_epoch, metrics, init) -> ModelCard:
