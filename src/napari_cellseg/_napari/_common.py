@@ -107,3 +107,21 @@ class ThrottledProgress:
             self._bar.value = min(int(done), self._bar.max)
         if message is not None:
             self._status.value = message
+
+
+class SyncGuard:
+    """Tells change handlers that the widget itself is setting its fields.
+
+    ``with guard: field.value = x`` sets :attr:`active` meanwhile; a handler that reacts to
+    the user's edits returns early while it is set (no echo, no loop between two pickers).
+    """
+
+    def __init__(self) -> None:
+        self.active = False
+
+    def __enter__(self) -> SyncGuard:
+        self.active = True
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.active = False

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, SpinBox
 from napari.utils.notifications import show_error
 
 from napari_cellseg import models
+from napari_cellseg._napari._common import SyncGuard
 from napari_cellseg.core.checkpoints import checkpoint_path_for
 from napari_cellseg.core.config import TrainParams, fine_tune_learning_rate
 from napari_cellseg.core.device import available_devices
@@ -129,7 +129,7 @@ class SessionFields:
         self.base_follows_session = True
         self.output_is_default = True
         self._on_change, self._is_running = on_change, is_running
-        self._busy = False
+        self._syncing = SyncGuard()
         training_set.changed.connect(self._on_training_set_field)
         base.changed.connect(self._on_base_field)
         output.changed.connect(self._on_output_field)
@@ -138,39 +138,31 @@ class SessionFields:
         self.follow_training_set(session.training_set)
         self.follow_weights(session.weights)
 
-    @contextlib.contextmanager
-    def _syncing(self) -> Iterator[None]:
-        self._busy = True
-        try:
-            yield
-        finally:
-            self._busy = False
-
     def follow_training_set(self, folder: Path | None) -> None:
         if folder is not None:
-            with self._syncing():
+            with self._syncing:
                 self.training_set.value = folder
             self._on_training_set_field(folder)
 
     def follow_weights(self, path: Path | None) -> None:
         if self.base_follows_session and path is not None:
-            with self._syncing():
+            with self._syncing:
                 self.base.value = path
             self._try_read_family(path)
 
     def _on_training_set_field(self, folder: Path | None) -> None:
         if self.output_is_default and not self._is_running():
-            with self._syncing():
+            with self._syncing:
                 self.output.value = default_output(folder)
         self._on_change()
 
     def _on_base_field(self, path: Path | None) -> None:
-        if not self._busy:
+        if not self._syncing.active:
             self.base_follows_session = False
             self._try_read_family(path)
 
     def _on_output_field(self, _path: Path | None) -> None:
-        if not self._busy:
+        if not self._syncing.active:
             self.output_is_default = False
         self._on_change()
 
@@ -201,7 +193,7 @@ class SessionFields:
         out = self.output.value
         taken = out is not None and (Path(out).exists() or checkpoint_path_for(out).exists())
         if out is None or (self.output_is_default and taken):
-            with self._syncing():
+            with self._syncing:
                 out = self.output.value = default_output(Path(folder))
         out = Path(out)
         if base is not None and out.resolve() == Path(base).resolve():

@@ -9,12 +9,10 @@ thresholds live in :mod:`._segment_run`; layer conversion in :mod:`._layers`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from napari.utils.notifications import show_error
 
 from napari_cellseg import models
 from napari_cellseg._napari import _layers
-from napari_cellseg._napari._common import CONFIG_ENV, rebuild_choices
+from napari_cellseg._napari._common import CONFIG_ENV, SyncGuard, rebuild_choices
 from napari_cellseg._napari._segment_options import SegmentOptions, build_request
 from napari_cellseg._napari._segment_run import SegmentRun
 from napari_cellseg._napari._session import session_for
@@ -88,7 +86,7 @@ class SegmentWidget(Container):
         super().__init__(labels=True)
         self._viewer = viewer
         self._session = session_for(viewer)
-        self._busy = False
+        self._syncing = SyncGuard()
         self._model_card: Any = None
         self._recent = RecentFiles(config_dir() / RECENT_FILE)
         self._bundled = [p.resolve() for p in models.list_bundled_weights()]
@@ -230,30 +228,22 @@ class SegmentWidget(Container):
         return choices
 
     def _on_weights_changed(self, value: Path | None) -> None:
-        if not self._busy:
+        if not self._syncing.active:
             self._use(value, remember=True)
 
     def _on_recent_changed(self, value: Path | None) -> None:
-        if not self._busy and value is not None:
+        if not self._syncing.active and value is not None:
             self._use(value, remember=True)
 
     def _on_session_weights(self, value: Path | None) -> None:
         """Another dock (e.g. fine-tuning) chose new weights: show and use them."""
-        if not self._busy and value is not None and value != self._weights.value:
+        if not self._syncing.active and value is not None and value != self._weights.value:
             self._use(value, remember=True)
-
-    @contextlib.contextmanager
-    def _syncing(self) -> Iterator[None]:
-        self._busy = True
-        try:
-            yield
-        finally:
-            self._busy = False
 
     def _use(self, path: Path | None, *, remember: bool) -> None:
         """Show the card of ``path``, sync both pickers and remember a good file."""
         path = Path(path).expanduser().resolve() if path is not None else None
-        with self._syncing():
+        with self._syncing:
             if self._weights.value != path:
                 self._weights.value = path
             self._model_card = self._read_card(path)
