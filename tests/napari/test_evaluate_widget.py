@@ -211,16 +211,21 @@ def _compare_folder(tmp_path: Path, gt: np.ndarray, n: int) -> tuple[Path, Path]
     return images, truth
 
 
+def start_folder_comparison(
+    widget: EvaluateWidget, folders: tuple[Path, Path], models: tuple[Path, Path]
+) -> None:
+    widget.source.value = "folders"
+    widget.image_folder.value, widget.ground_truth_folder.value = folders
+    widget.weights_a.value, widget.weights_b.value = models
+    widget.device.value = "cpu"
+    widget.run_comparison()
+
+
 def test_compare_folders_shows_progress_and_adds_no_layer(
     make_napari_viewer, qtbot, gt, two_models, tmp_path, errors
 ) -> None:
     viewer, widget = make_widget(make_napari_viewer, qtbot)
-    images, truth = _compare_folder(tmp_path, gt, 2)
-    widget.source.value = "folders"
-    widget.image_folder.value, widget.ground_truth_folder.value = images, truth
-    widget.weights_a.value, widget.weights_b.value = two_models
-    widget.device.value = "cpu"
-    widget.run_comparison()
+    start_folder_comparison(widget, _compare_folder(tmp_path, gt, 2), two_models)
     assert widget.running and widget.cancel.enabled
     wait_done(qtbot, widget)
     assert errors == [] and len(viewer.layers) == 0
@@ -233,12 +238,7 @@ def test_cancel_stops_a_comparison_and_keeps_the_table(
     make_napari_viewer, qtbot, gt, two_models, tmp_path, errors
 ) -> None:
     viewer, widget = make_widget(make_napari_viewer, qtbot)
-    images, truth = _compare_folder(tmp_path, gt, 6)
-    widget.source.value = "folders"
-    widget.image_folder.value, widget.ground_truth_folder.value = images, truth
-    widget.weights_a.value, widget.weights_b.value = two_models
-    widget.device.value = "cpu"
-    widget.run_comparison()
+    start_folder_comparison(widget, _compare_folder(tmp_path, gt, 6), two_models)
     seen: list[int] = []
 
     def cancel_after_first_image(event) -> None:
