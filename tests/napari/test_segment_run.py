@@ -336,3 +336,20 @@ def test_a_large_plane_is_segmented_in_blocks_then_needs_a_run_for_new_threshold
     widget.prob_threshold.value = 0.9
     qtbot.waitUntil(lambda: "press Run" in widget.status.value, timeout=TIMEOUT_MS)
     np.testing.assert_array_equal(layer.data, before)  # unchanged until the next run
+
+
+def test_many_boxes_are_coloured_by_score_instead_of_labelled(make_napari_viewer) -> None:
+    from napari_cellseg._napari import _layers
+
+    viewer = make_napari_viewer()
+    n = _layers.MAX_BOX_TEXTS + 1
+    y0 = np.arange(n, dtype=float) * 3
+    table = {"label": np.arange(1, n + 1), "bbox_y0": y0, "bbox_x0": y0, "score": y0 / y0.max()}
+    table.update(bbox_y1=y0 + 2, bbox_x1=y0 + 2)
+    many = _layers.put_boxes(viewer, "many", table, (), image=None)
+    assert len(many.data) == n and np.all(np.asarray(many.text.values) == "")  # no labels
+    edges = many.edge_color
+    assert not np.allclose(edges[0], edges[-1])  # the lowest and the highest score differ
+    np.testing.assert_allclose(many.features["score"], table["score"])
+    few = _layers.put_boxes(viewer, "few", {k: v[:3] for k, v in table.items()}, (), image=None)
+    assert list(few.text.values) == [f"{s:.2f}" for s in table["score"][:3]]
