@@ -333,18 +333,12 @@ def _tiff_plan(path: Path, memmap_pixels: int) -> str:
 def _memmap_tiff(path: Path) -> ImageData:
     import tifffile
 
-    from napari_cellseg.core.io import (  # the reader's own metadata rules
-        _check_array,
-        _map_axes,
-        _ome_pixel_size,
-        _tag_pixel_size,
-    )
+    from napari_cellseg.core.io import _check_array, _map_axes  # the reader's own rules
+    from napari_cellseg.core.pixel_size import tiff_pixel_size
 
     with tifffile.TiffFile(path) as tif:
         axes = tif.series[0].axes
-        pixel_size = _ome_pixel_size(tif) if tif.is_ome else None
-        if pixel_size is None:
-            pixel_size = _tag_pixel_size(tif)
+        pixel_size = tiff_pixel_size(tif)
     data = tifffile.memmap(path, series=0, mode="r")
     _check_array(path, data, axes)
     ours = _map_axes(path, axes)
@@ -362,13 +356,12 @@ def _lazy_tiff(path: Path) -> ImageData:
     import tifffile
     import zarr
 
-    from napari_cellseg.core.io import _check_array, _ome_pixel_size, _tag_pixel_size
+    from napari_cellseg.core.io import _check_array
+    from napari_cellseg.core.pixel_size import tiff_pixel_size
 
     with tifffile.TiffFile(path) as tif:
         axes = tif.series[0].axes
-        pixel_size = _ome_pixel_size(tif) if tif.is_ome else None
-        if pixel_size is None:
-            pixel_size = _tag_pixel_size(tif)
+        pixel_size = tiff_pixel_size(tif)
     data = zarr.open_array(tifffile.imread(path, aszarr=True, series=0), mode="r")
     _check_array(path, data, axes)
     return ImageData(data, axes, path, pixel_size)

@@ -13,7 +13,6 @@ import errno
 import logging
 import os
 import threading
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import tifffile
 
 from .atomic import atomic_write
 from .errors import ImageReadError, ImageWriteError
+from .pixel_size import tiff_pixel_size
 
 __all__ = [
     "LABEL_SUFFIXES",
@@ -46,14 +46,6 @@ _MAX_DIMS = 5
 # placed on the first free letter of _FALLBACK_AXES.
 _AXIS_MAP = {"T": "T", "Z": "Z", "C": "C", "Y": "Y", "X": "X", "S": "S", "E": "C"}
 _FALLBACK_AXES = "ZTC"
-# Length units (lower case, micro signs normalised to "u") -> micrometres.
-_UNIT_UM = {
-    "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0,
-    "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "centimeter": 1e4,
-    "m": 1e6, "meter": 1e6, "\u00e5": 1e-4, "angstrom": 1e-4, "inch": 25400.0,
-}  # fmt: skip
-# Resolutions image editors write by default; they are not a microscope calibration.
-_DEFAULT_DPI = {72.0, 96.0, 150.0, 300.0, 600.0, 1200.0}
 
 
 @dataclass(frozen=True)
@@ -149,62 +141,6 @@ def _map_axes(path: Path, tiff_axes: str) -> str:
     return "".join(out)
 
 
-def _unit_to_um(unit: str | None) -> float | None:
-    if not unit:
-        return None
-    key = unit.strip().replace("\\u00B5", "u").replace("\u00b5", "u").replace("\u03bc", "u")
-    return _UNIT_UM.get(key.lower())
-
-
-def _ome_pixel_size(tif: tifffile.TiffFile) -> tuple[float, float] | None:
-    xml = tif.ome_metadata
-    if not xml:
-        return None
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
-        return None
-    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
-    if pixels is None:
-        return None
-    sizes = []
-    for ax in ("Y", "X"):
-        value = pixels.get(f"PhysicalSize{ax}")
-        factor = _unit_to_um(pixels.get(f"PhysicalSize{ax}Unit", "um"))
-        if value is None or factor is None:
-            return None
-        sizes.append(float(value) * factor)
-    return sizes[0], sizes[1]
-
-
-def _tag_pixel_size(tif: tifffile.TiffFile) -> tuple[float, float] | None:
-    """Pixel size from X/YResolution with an ImageJ unit or a TIFF resolution unit."""
-    page = tif.pages[0]
-    xres, yres = page.tags.get("XResolution"), page.tags.get("YResolution")
-    if xres is None or yres is None:
-        return None
-    res = []
-    for tag in (yres, xres):
-        num, den = tag.value
-        res.append(num / den if den else 0.0)
-    if min(res) <= 0:
-        return None
-    factor: float | None = None
-    if tif.is_imagej and tif.imagej_metadata and tif.imagej_metadata.get("unit"):
-        factor = _unit_to_um(str(tif.imagej_metadata["unit"]))
-    elif page.resolutionunit == tifffile.RESUNIT.INCH and not _DEFAULT_DPI.issuperset(res):
-        factor = 25400.0
-    elif page.resolutionunit == tifffile.RESUNIT.CENTIMETER:
-        factor = 1e4
-    elif page.resolutionunit == tifffile.RESUNIT.MILLIMETER:
-        factor = 1e3
-    elif page.resolutionunit == tifffile.RESUNIT.MICROMETER:
-        factor = 1.0
-    if factor is None:
-        return None
-    return factor / res[0], factor / res[1]
-
-
 def _check_array(path: Path, data: np.ndarray, axes: str) -> None:
     """Reject empty, 1-D, more than 5-D and non-numeric images."""
     shape = data.shape
@@ -230,9 +166,7 @@ def _read_tiff(path: Path) -> ImageData:
             series = tif.series[0]
             data = series.asarray()
             axes = series.axes
-            pixel_size = _ome_pixel_size(tif) if tif.is_ome else None
-            if pixel_size is None:
-                pixel_size = _tag_pixel_size(tif)
+            pixel_size = tiff_pixel_size(tif)
     except (ImageReadError, MemoryError):
         raise
     except tifffile.TiffFileError as exc:
