@@ -99,3 +99,16 @@ def test_evaluate_folders_yields_per_file_and_averages(sample, tmp_path) -> None
     events, metrics = run(iter_evaluate_folders(tmp_path / "pred", tmp_path / "gt"))
     assert [(e.done, e.total) for e in events] == [(0, 2), (1, 2), (2, 2)]
     assert metrics["n_images"] == 2 and metrics["dsb_ap"] == 1.0
+
+
+def test_a_large_plane_is_compared_block_by_block(sample, weights, monkeypatch) -> None:
+    from napari_cellseg._napari import _segment_jobs
+
+    image, gt = sample
+    monkeypatch.setattr(_segment_jobs, "DEFAULT_BLOCK_PIXELS", 100 * 100)  # "large" from 100²
+    events, result = run(iter_compare({"A": weights}, [EvalImage("x", image, None, gt)], "cpu"))
+    (prediction,) = result.predictions["A"]
+    assert any("blocks" in note for note in prediction.notices)
+    assert prediction.labels.shape == gt.shape
+    done = [e.done for e in events]
+    assert done == sorted(done) and done[-1] == 1000

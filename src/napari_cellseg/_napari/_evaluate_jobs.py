@@ -151,7 +151,7 @@ def iter_compare(
     -------
     Comparison
     """
-    from napari_cellseg.core.inference import Prediction, iter_predict
+    from napari_cellseg._napari._segment_jobs import in_blocks, predict_job
     from napari_cellseg.models import load_weights
 
     result = Comparison()
@@ -166,16 +166,18 @@ def iter_compare(
         for title, model in models.items():
             message = f"{title}: segmenting {image.name} ({i}/{len(images)})…"
             params = PredictParams(axes=image.axes, device=device)
-            prediction = None
-            for event in iter_predict(image.data, model, params):
-                if isinstance(event, Prediction):
-                    prediction = event
+            # the Segment tab's job: one core left to the viewer, a large plane in blocks
+            job = predict_job(image.data, model, params)
+            unit = "blocks" if in_blocks(image.data, params) else "tiles"
+            while True:
+                try:
+                    event = next(job)
+                except StopIteration as stop:
+                    prediction = stop.value
                     break
-                if isinstance(event, Progress) and event.stage == "tiles":
+                if isinstance(event, Progress) and event.stage == unit:
                     overall = int(_SCALE * (done + event.fraction) / runs)
                     yield Progress("compare", overall, _SCALE, message)
-            if prediction is None:  # iter_predict always ends with its Prediction
-                raise CellsegError(f"segmenting {image.name} with {title} gave no result")
             done += 1
             yield Progress("compare", int(_SCALE * done / runs), _SCALE, message)
             per_image[title].append(evaluate_labels(image.ground_truth, prediction.labels))

@@ -22,6 +22,7 @@ from napari_cellseg.core.predict_blocks import (
     iter_predict_large,
 )
 from napari_cellseg.core.preprocess import guess_axes
+from napari_cellseg.models.weights import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,12 @@ class JobError(Exception):
 
 
 def predict_job(
-    data: Any, weights: Path, params: PredictParams
+    data: Any, weights: Path | LoadedModel, params: PredictParams
 ) -> Generator[Progress | Notice, None, Prediction]:
     """Forward ``iter_predict``'s events and return its Prediction (runs in the worker)."""
     try:
         with gui_torch_threads():
-            if _large(data, params):  # block by block: memory does not grow with the image
+            if in_blocks(data, params):  # block by block: memory does not grow with the image
                 return (yield from iter_predict_large(data, weights, params))
             for item in iter_predict(data, weights, params):
                 if isinstance(item, Prediction):
@@ -51,7 +52,7 @@ def predict_job(
     raise JobError("segmentation ended without a result")
 
 
-def _large(data: Any, params: PredictParams) -> bool:
+def in_blocks(data: Any, params: PredictParams) -> bool:
     """A single plane (or current plane) above ``DEFAULT_BLOCK_PIXELS``: segment in blocks."""
     axes = params.axes or guess_axes(data.shape)
     single = all(a not in "TZ" for a in axes)
