@@ -316,6 +316,7 @@ class Guide:
             self.layer(name).contour = 2  # outlines: both results stay visible
         self.show_only(BRIGHT, *compared)
         self.viewer.layers.selection.active = self.layer(compared[-1])
+        ev.prediction_layer.value = self.layer(compared[0])  # the pickers show one image's layers
         self.shot("guide_6_compare")
 
 
