@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any
 
 from napari_cellseg.core.config import PostprocessParams, PredictParams
 
@@ -107,6 +105,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from napari_cellseg.core.events import Notice, Progress
     from napari_cellseg.core.inference import Prediction
     from napari_cellseg.core.io import read_image, write_labels
+    from napari_cellseg.core.predict_blocks import iter_predict_auto
     from napari_cellseg.core.runner import cached_load
     from napari_cellseg.models import read_card
 
@@ -124,7 +123,7 @@ def run_predict(args: argparse.Namespace) -> int:
             image = read_image(path)
             run_params = params if params.axes else _with_axes(params, image.axes)
             prediction = None
-            for event in _events(image.data, loaded, run_params):
+            for event in iter_predict_auto(image.data, loaded, run_params):
                 if isinstance(event, Prediction):
                     prediction = event
                 elif isinstance(event, Notice) and event.level == "warning":
@@ -146,24 +145,6 @@ def run_predict(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - start
         print(f"{path}: {prediction.n_objects} objects, {seconds:.2f} s -> {out}")
     return 0 if failures == 0 else 1
-
-
-def _events(data: Any, model: Any, params: PredictParams) -> Iterator[Any]:
-    """``iter_predict``'s events and Prediction; a large single plane goes block by block."""
-    from napari_cellseg.core.inference import iter_predict
-    from napari_cellseg.core.predict_blocks import (
-        DEFAULT_BLOCK_PIXELS,
-        is_large_plane,
-        iter_predict_large,
-    )
-    from napari_cellseg.core.preprocess import guess_axes
-
-    axes = params.axes or guess_axes(data.shape)
-    single = all(a not in "TZ" for a in axes)
-    if single and is_large_plane(data.shape, axes, DEFAULT_BLOCK_PIXELS):
-        yield (yield from iter_predict_large(data, model, params))
-    else:
-        yield from iter_predict(data, model, params)
 
 
 def _with_axes(params: PredictParams, axes: str) -> PredictParams:

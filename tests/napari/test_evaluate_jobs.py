@@ -102,10 +102,10 @@ def test_evaluate_folders_yields_per_file_and_averages(sample, tmp_path) -> None
 
 
 def test_a_large_plane_is_compared_block_by_block(sample, weights, monkeypatch) -> None:
-    from napari_cellseg._napari import _segment_jobs
+    from napari_cellseg.core import predict_blocks
 
     image, gt = sample
-    monkeypatch.setattr(_segment_jobs, "DEFAULT_BLOCK_PIXELS", 100 * 100)  # "large" from 100²
+    monkeypatch.setattr(predict_blocks, "DEFAULT_BLOCK_PIXELS", 100 * 100)  # "large" from 100²
     events, result = run(iter_compare({"A": weights}, [EvalImage("x", image, None, gt)], "cpu"))
     (prediction,) = result.predictions["A"]
     assert any("blocks" in note for note in prediction.notices)

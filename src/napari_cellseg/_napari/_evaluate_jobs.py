@@ -151,7 +151,8 @@ def iter_compare(
     -------
     Comparison
     """
-    from napari_cellseg._napari._segment_jobs import in_blocks, predict_job
+    from napari_cellseg._napari._segment_jobs import predict_job
+    from napari_cellseg.core.predict_blocks import in_blocks
     from napari_cellseg.models import load_weights
 
     result = Comparison()
@@ -168,7 +169,7 @@ def iter_compare(
             params = PredictParams(axes=image.axes, device=device)
             # the Segment tab's job: one core left to the viewer, a large plane in blocks
             job = predict_job(image.data, model, params)
-            unit = "blocks" if in_blocks(image.data, params) else "tiles"
+            unit = "blocks" if in_blocks(image.data.shape, image.axes) else "tiles"
             while True:
                 try:
                     event = next(job)

@@ -15,13 +15,8 @@ from napari_cellseg._napari._threads import gui_torch_threads
 from napari_cellseg.core.config import PostprocessParams, PredictParams
 from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.events import CancelledError, Notice, Progress
-from napari_cellseg.core.inference import Prediction, iter_predict, reapply
-from napari_cellseg.core.predict_blocks import (
-    DEFAULT_BLOCK_PIXELS,
-    is_large_plane,
-    iter_predict_large,
-)
-from napari_cellseg.core.preprocess import guess_axes
+from napari_cellseg.core.inference import Prediction, reapply
+from napari_cellseg.core.predict_blocks import iter_predict_auto
 from napari_cellseg.models.weights import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -35,12 +30,11 @@ class JobError(Exception):
 def predict_job(
     data: Any, weights: Path | LoadedModel, params: PredictParams
 ) -> Generator[Progress | Notice, None, Prediction]:
-    """Forward ``iter_predict``'s events and return its Prediction (runs in the worker)."""
+    """Forward ``iter_predict_auto``'s events and return its Prediction (in the worker)."""
     try:
         with gui_torch_threads():
-            if in_blocks(data, params):  # block by block: memory does not grow with the image
-                return (yield from iter_predict_large(data, weights, params))
-            for item in iter_predict(data, weights, params):
+            # a large single plane goes block by block: memory does not grow with the image
+            for item in iter_predict_auto(data, weights, params):
                 if isinstance(item, Prediction):
                     return item
                 yield item
@@ -50,13 +44,6 @@ def predict_job(
         log.exception("segmentation failed")
         raise JobError(f"segmentation failed ({type(exc).__name__}: {exc})") from exc
     raise JobError("segmentation ended without a result")
-
-
-def in_blocks(data: Any, params: PredictParams) -> bool:
-    """A single plane (or current plane) above ``DEFAULT_BLOCK_PIXELS``: segment in blocks."""
-    axes = params.axes or guess_axes(data.shape)
-    single = all(a not in "TZ" for a in axes)
-    return single and is_large_plane(data.shape, axes, DEFAULT_BLOCK_PIXELS)
 
 
 def reapply_job(prediction: Prediction, post: PostprocessParams) -> Prediction:

@@ -319,6 +319,37 @@ def is_large_plane(shape: Sequence[int], axes: str, block_pixels: int) -> bool:
     return plane[0] * plane[1] > block_pixels
 
 
+def in_blocks(
+    shape: Sequence[int], axes: str | None = None, block_pixels: int | None = None
+) -> bool:
+    """Whether an image is one plane (no T or Z axis) above ``block_pixels`` pixels.
+
+    ``cellseg predict``, the Segment tab and model comparisons segment such an image block
+    by block (:func:`iter_predict_auto`). ``axes`` are guessed when omitted; the default
+    limit is :data:`DEFAULT_BLOCK_PIXELS`, read at call time.
+    """
+    axes = axes or guess_axes(shape)
+    limit = DEFAULT_BLOCK_PIXELS if block_pixels is None else block_pixels
+    return all(a not in "TZ" for a in axes) and is_large_plane(shape, axes, limit)
+
+
+def iter_predict_auto(
+    image: Any, model: str | Path | LoadedModel, params: PredictParams | None = None
+) -> Generator[Any, None, Any]:
+    """``iter_predict``, or :func:`iter_predict_large` for an image that is :func:`in_blocks`.
+
+    Like ``iter_predict`` it yields the events, then the ``Prediction``, and returns it.
+    """
+    from napari_cellseg.core.inference import iter_predict
+
+    params = params or PredictParams()
+    if not in_blocks(image.shape, params.axes):
+        return (yield from iter_predict(image, model, params))
+    prediction = yield from iter_predict_large(image, model, params)
+    yield prediction
+    return prediction
+
+
 def iter_predict_large(
     image: Any,
     model: str | Path | LoadedModel,
