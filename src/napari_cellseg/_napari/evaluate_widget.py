@@ -145,7 +145,7 @@ class EvaluateWidget(Container):
         self._worker = worker
         self.evaluate.enabled = self.compare.enabled = False
         self.cancel.enabled = hasattr(worker, "yielded")
-        self.progress.max, self.progress.value = 1, 0
+        self._progress.record(0, 1, None)  # shown at once: the timer starts next
         self._progress.start()
         track_task(self._viewer, worker, "evaluating segmentations")
         worker.start()
