@@ -5,8 +5,9 @@ A real napari viewer (run it under Xvfb) gets the napari-cellseg dock and a larg
 10 ms; each tick's lateness is the measured interval minus 10 ms. Phases:
 
 - ``idle``: nothing runs, nobody touches the viewer (5 s);
-- ``interact``: no job, but the camera pans/zooms and a layer's opacity changes every
-  100 ms (the cost of redrawing alone, the baseline for the next two);
+- ``interact``: no job, but every 100 ms the camera pans/zooms, the image layer's opacity
+  changes and a brush dab is painted into a scratch Labels layer (the cost of redrawing
+  alone, the baseline for the job phases);
 - ``segment``: the Segment tab runs the bundled demo U-Net on the mosaic to completion
   (``dock.segment.run()``), with the same interaction; its result is a new Labels layer;
 - ``threshold``: the probability threshold moves to 0.6; the kept network output is
@@ -17,7 +18,10 @@ A real napari viewer (run it under Xvfb) gets the napari-cellseg dock and a larg
   interaction.
 
 Per phase it reports max, p99, p95 and median lateness (ms), the number of ticks and the
-fraction of ticks later than 50 ms (stalls). ``--trace-stalls`` adds a sampler thread that
+fraction of ticks later than 50 ms (stalls), and what each repaint of the main window cost
+(``frames``: Qt's update requests of the top-level window, timed around napari's
+``_QtMainWindow.event``; with software OpenGL this is the floor under every stall while
+the viewer moves). ``--trace-stalls`` adds a sampler thread that
 records the main thread's Python stack whenever it has not ticked for 40 ms; the most
 common stacks of each phase go into the JSON (the sampler competes for the GIL, so the
 numbers of a traced run are a little worse). Usage:
@@ -79,6 +83,7 @@ class LatenessProbe:
 
         self.phase: str | None = None
         self.lateness: dict[str, list[float]] = collections.defaultdict(list)
+        self.intervals: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
         self.last_tick = time.perf_counter()
         self._last: float | None = None
         self._timer = QTimer()
@@ -91,6 +96,7 @@ class LatenessProbe:
         now = time.perf_counter()
         if self.phase is not None and self._last is not None:
             self.lateness[self.phase].append((now - self._last) * 1000.0 - INTERVAL_MS)
+            self.intervals[self.phase].append((self._last, now))
         self._last = self.last_tick = now
 
     def begin(self, phase: str) -> None:
@@ -98,6 +104,62 @@ class LatenessProbe:
 
     def end(self) -> None:
         self.phase = None
+
+
+class FrameTimer:
+    """Times each repaint of the main window (its ``UpdateRequest`` events) per phase.
+
+    napari's ``_QtMainWindow.event`` is wrapped at class level for this process only: Qt
+    composes the whole window there (the vispy canvas and every widget), so its duration
+    is the cost of one frame on this display.
+    """
+
+    def __init__(self, probe: LatenessProbe, window: Any) -> None:
+        from qtpy.QtCore import QEvent
+
+        self.probe = probe
+        self.frames: dict[str, list[float]] = collections.defaultdict(list)
+        self.spans: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+        cls = type(window)
+        original = cls.event
+        update_request = QEvent.Type.UpdateRequest
+        frames, spans = self.frames, self.spans
+
+        def event(self_: Any, e: Any) -> bool:
+            if e.type() != update_request or probe.phase is None:
+                return original(self_, e)
+            start = time.perf_counter()
+            try:
+                return original(self_, e)
+            finally:
+                end = time.perf_counter()
+                frames[probe.phase].append((end - start) * 1000.0)
+                spans[probe.phase].append((start, end))
+
+        cls.event = event
+
+    def stats(self, phase: str) -> dict[str, float | int]:
+        """Frame costs, and each tick's lateness less the repaints that ran inside it."""
+        a = np.asarray(self.frames.get(phase, []), float)
+        if a.size == 0:
+            return {"frames": 0}
+        spans = np.asarray(self.spans[phase], float).reshape(-1, 2)
+        beyond = []
+        for (t0, t1), late in zip(
+            self.probe.intervals[phase], self.probe.lateness[phase], strict=True
+        ):
+            inside = np.clip(np.minimum(spans[:, 1], t1) - np.maximum(spans[:, 0], t0), 0, None)
+            beyond.append(late - 1000.0 * float(inside.sum()))
+        b = np.asarray(beyond, float)
+        return {
+            "frames": int(a.size),
+            "frame_median_ms": float(np.median(a)),
+            "frame_p95_ms": float(np.percentile(a, 95)),
+            "frame_max_ms": float(a.max()),
+            "beyond_frames_max_ms": float(b.max()),
+            "beyond_frames_p99_ms": float(np.percentile(b, 99)),
+            "beyond_frames_stalls": int(np.sum(b > STALL_MS)),
+        }
 
 
 class StallSampler(threading.Thread):
@@ -194,14 +256,14 @@ def wait(seconds: float) -> None:
 
 
 class Interaction:
-    """Every 100 ms: pan the camera, zoom a little, change the image layer's opacity."""
+    """Every 100 ms: pan, zoom, change a layer's opacity, paint a dab into ``scratch``."""
 
-    def __init__(self, viewer: Any, layer: Any) -> None:
+    def __init__(self, viewer: Any, layer: Any, scratch: Any) -> None:
         from qtpy.QtCore import QTimer
 
         scene = getattr(viewer, "scene", None)
         self.camera = scene.camera if scene is not None else viewer.camera
-        self.layer = layer
+        self.layer, self.scratch = layer, scratch
         self.n = 0
         self.centre = tuple(self.camera.center)
         self.zoom = float(self.camera.zoom)
@@ -216,6 +278,10 @@ class Interaction:
         self.camera.center = (*c[:-2], c[-2] + 200 * np.sin(angle), c[-1] + 200 * np.cos(angle))
         self.camera.zoom = self.zoom * (1.0 + 0.2 * np.sin(angle / 2))
         self.layer.opacity = 0.7 if self.n % 2 else 1.0
+        h, w = self.scratch.data.shape[-2:]  # a brush dab along a spiral (napari's own paint)
+        radius = 0.1 + 0.3 * (self.n % 100) / 100
+        y, x = h * (0.5 + radius * np.sin(angle)), w * (0.5 + radius * np.cos(angle))
+        self.scratch.paint((y, x), 1 + self.n % 50)
 
     def __enter__(self) -> Interaction:
         self._timer.start()
@@ -267,6 +333,11 @@ def main() -> int:
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1600, 1000)
     image = viewer.add_image(mosaic(args.size), name="mosaic", rgb=True)
+    scratch = viewer.add_labels(
+        np.zeros((args.size, args.size), np.uint16), name="scratch paint", opacity=0.5
+    )
+    scratch.brush_size = 15
+    viewer.layers.selection.active = image  # the Segment tab picks the mosaic
     dock = CellsegDock(viewer)
     viewer.window.add_dock_widget(dock, name="napari-cellseg", area="right")
     # the dock warms up heavy imports in a background thread; phases start once it is done
@@ -277,6 +348,7 @@ def main() -> int:
         wait(0.05)
     warmup_seconds = time.perf_counter() - warm_start
     probe = LatenessProbe()
+    frame_timer = FrameTimer(probe, viewer.window._qt_window)
     sampler = StallSampler(probe) if args.trace_stalls else None
     if sampler is not None:
         sampler.start()
@@ -299,7 +371,7 @@ def main() -> int:
     def touching() -> Interaction | contextlib.AbstractContextManager[None]:
         if args.no_interaction:
             return contextlib.nullcontext()
-        return Interaction(viewer, image)
+        return Interaction(viewer, image, scratch)
 
     def interactions(it: Interaction | None) -> int:
         return it.n if it is not None else 0
@@ -308,7 +380,7 @@ def main() -> int:
     run_phase("idle", lambda: wait(args.idle_seconds) or {})
 
     def interact() -> dict[str, Any]:
-        with Interaction(viewer, image) as it:
+        with Interaction(viewer, image, scratch) as it:
             wait(args.idle_seconds)
         return {"interactions": it.n}
 
@@ -411,7 +483,10 @@ def main() -> int:
             "interaction_during_runs": not args.no_interaction,
             "warmup_imports_seconds_after_dock_open": warmup_seconds,
         },
-        "phases": {name: {**info, **stats(probe.lateness[name])} for name, info in phases.items()},
+        "phases": {
+            name: {**info, **stats(probe.lateness[name]), **frame_timer.stats(name)}
+            for name, info in phases.items()
+        },
     }
     if sampler is not None:
         results["stall_stacks"] = {
@@ -426,13 +501,19 @@ def main() -> int:
     args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
 
     print()
-    print("| phase | seconds | ticks | max ms | p99 ms | p95 ms | median ms | stalls > 50 ms |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| phase | seconds | ticks | max ms | p99 ms | p95 ms | median ms | stalls > 50 ms "
+        "| frames | frame median / p95 / max ms | beyond repaints: max / p99 ms, stalls |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results["phases"].items():
         print(
             f"| {name} | {r['seconds']:.1f} | {r['ticks']} | {r['max_ms']:.1f} | "
             f"{r['p99_ms']:.1f} | {r['p95_ms']:.1f} | {r['median_ms']:.1f} | "
-            f"{100 * r['stall_fraction']:.2f} % ({r['stalls']}) |"
+            f"{100 * r['stall_fraction']:.2f} % ({r['stalls']}) | {r.get('frames', 0)} | "
+            f"{r.get('frame_median_ms', 0):.1f} / {r.get('frame_p95_ms', 0):.1f} / "
+            f"{r.get('frame_max_ms', 0):.1f} | {r.get('beyond_frames_max_ms', 0):.1f} / "
+            f"{r.get('beyond_frames_p99_ms', 0):.1f}, {r.get('beyond_frames_stalls', 0)} |"
         )
     print(f"\nwritten to {args.out}")
     viewer.close()
