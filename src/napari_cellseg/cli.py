@@ -1,4 +1,4 @@
-"""The ``cellseg`` command line: ``cellseg info | predict | train | evaluate``.
+"""The ``cellseg`` command line: ``cellseg info | predict | train | evaluate | tune | batch``.
 
 The CLI is napari-free: it imports only the core and the models.
 """
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     from napari_cellseg.cli_train import add_train_parsers
 
     add_train_parsers(sub)
+    from napari_cellseg.cli_tune import add_tune_parser
+
+    add_tune_parser(sub)
     from napari_cellseg.cli_batch import add_batch_parser
 
     add_batch_parser(sub)

@@ -80,7 +80,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
         from napari_cellseg.core.errors import WeightFileError
 
         raise WeightFileError(args.weights, "weight file not found; check the path")
-    params = params_from_args(args, read_card(args.weights).family)
+    params = params_from_args(args, read_card(args.weights))
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
     tty = sys.stderr.isatty()
     counts = {"done": 0, "skipped": 0, "failed": 0}

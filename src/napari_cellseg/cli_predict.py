@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from napari_cellseg.core.config import PostprocessParams, PredictParams
+
+if TYPE_CHECKING:
+    from napari_cellseg.models.card import ModelCard
 
 _HELP = {
     "prob_threshold": "U-Net foreground probability threshold",
@@ -61,24 +65,33 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
     for f in fields(PostprocessParams):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
+        # None = not given: the model card's own value (cellseg tune), else the default
         if isinstance(default, bool):
             p.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=default, help=_HELP[f.name]
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{_HELP[f.name]} (default: the model's own, else {default})",
             )
         else:
             p.add_argument(
                 flag,
                 type=type(default),
-                default=default,
-                help=f"{_HELP[f.name]} (default {default})",
+                default=None,
+                help=f"{_HELP[f.name]} (default: the model's own, else {default})",
             )
 
 
-def params_from_args(args: argparse.Namespace, family: str) -> PredictParams:
-    """Build :class:`PredictParams` from parsed arguments."""
+def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams:
+    """Build :class:`PredictParams` from parsed arguments.
+
+    Thresholds the user did not give come from the model card (values chosen by
+    ``cellseg tune``), then from the library defaults.
+    """
     post = {f.name: getattr(args, f.name) for f in fields(PostprocessParams)}
+    post = {name: value for name, value in post.items() if value is not None}
     if args.threshold is not None:
-        post["prob_threshold" if family == "unet" else "score_threshold"] = args.threshold
+        post["prob_threshold" if card.family == "unet" else "score_threshold"] = args.threshold
     channels = (
         tuple(int(c) for c in args.channels.split(",")) if args.channels not in (None, "") else None
     )
@@ -89,7 +102,7 @@ def params_from_args(args: argparse.Namespace, family: str) -> PredictParams:
         batch_size=args.batch_size,
         axes=args.axes,
         channels=channels,
-        post=PostprocessParams(**post),
+        post=replace(card.post_params(), **post),
     )
 
 
@@ -110,7 +123,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from napari_cellseg.models import read_card
 
     card = read_card(args.weights)
-    params = params_from_args(args, card.family)
+    params = params_from_args(args, card)
     loaded, _ = cached_load(args.weights, resolve_device(params.device))
     for note in loaded.notes:
         print(f"note: {note}", file=sys.stderr)

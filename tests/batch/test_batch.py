@@ -350,3 +350,18 @@ def test_batch_imports_no_gui_modules() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert result.stdout.strip() == ""
+
+
+def test_without_parameters_the_models_own_thresholds_are_used(tmp_path, weights) -> None:
+    from napari_cellseg.models import load_weights, read_card, save_weights
+
+    card = read_card(weights)
+    card.postprocess = {"prob_threshold": 0.7, "min_size": 7}
+    tuned = save_weights(load_weights(weights).model, card, tmp_path / "tuned.safetensors")
+    write_png(tmp_path / "in" / "a.png", disk_image(1))
+    summary = run_batch(tmp_path / "in", tmp_path / "out", tuned, scheduler="none")
+    assert summary.done == 1
+    manifest = json.loads((tmp_path / "out" / "batch_manifest.json").read_text())
+    post = manifest["parameters"]["post"]
+    assert (post["prob_threshold"], post["min_size"]) == (0.7, 7)
+    assert post["boundary_threshold"] == 0.5  # what the card leaves out: the defaults

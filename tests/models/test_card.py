@@ -65,3 +65,31 @@ def test_card_keeps_unknown_fields_from_newer_versions() -> None:
 def test_bad_cards_are_clear(text: str, message: str) -> None:
     with pytest.raises(ModelCardError, match=message):
         ModelCard.from_json(text)
+
+
+def test_card_postprocess_values_are_the_models_thresholds() -> None:
+    card = ModelCard.for_model("unet", {"classes": 3}, postprocess={"prob_threshold": 0.75})
+    post = card.post_params()
+    assert post.prob_threshold == 0.75 and post.boundary_threshold == 0.5  # rest: defaults
+    assert ModelCard.from_json(card.to_json()).postprocess == {"prob_threshold": 0.75}
+    assert "thresholds:    prob_threshold 0.75" in card.summary()
+    old = json.loads(card.to_json())
+    del old["postprocess"]  # a card written before the field existed
+    assert ModelCard.from_dict(old).post_params() == ModelCard.for_model("unet", {}).post_params()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"threshold": 0.5}, "unknown post-processing values threshold"),
+        ({"prob_threshold": 1.5}, "prob_threshold must be between 0 and 1"),
+        ({"min_size": "ten"}, "min_size='ten' must be a number"),
+        ({"fill_holes": 1}, "fill_holes=1 must be true or false"),
+        ({"min_size": True}, "min_size=True must be a number"),
+    ],
+)
+def test_bad_postprocess_values_are_refused_when_the_card_is_read(values, message) -> None:
+    data = json.loads(ModelCard.for_model("unet", {}).to_json())
+    data["postprocess"] = values
+    with pytest.raises(ModelCardError, match=message):
+        ModelCard.from_json(json.dumps(data))

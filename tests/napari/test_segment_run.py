@@ -292,6 +292,41 @@ def test_weights_follow_the_session(make_napari_viewer, qtbot, weight_files) -> 
     assert not widget.prob_threshold.native.isHidden()
 
 
+def test_a_models_own_thresholds_are_shown_and_used(
+    make_napari_viewer, qtbot, weight_files, tmp_path
+) -> None:
+    own = {"prob_threshold": 0.7, "boundary_threshold": 0.05, "min_size": 25, "min_distance": 6}
+    card = models.read_card(weight_files["unet"])
+    card.postprocess = own
+    tuned = save_weights(
+        models.load_weights(weight_files["unet"]).model, card, tmp_path / "tuned.safetensors"
+    )
+    viewer = make_napari_viewer()
+    add_sample(viewer)
+    widget = make_widget(viewer, qtbot, tuned)
+    assert widget.prob_threshold.value == pytest.approx(0.7)
+    assert widget.boundary_threshold.value == pytest.approx(0.05)
+    assert widget.min_size.value == 25
+    assert "thresholds:" in widget.card.value
+    run_to_end(widget, qtbot)
+    first = widget.last_prediction
+    post = first.params.post
+    assert (post.prob_threshold, post.boundary_threshold, post.min_size) == (0.7, 0.05, 25)
+    assert post.min_distance == 6  # no widget for it: the card's value
+
+    widget.prob_threshold.value = 0.6  # the user's own change is re-applied
+    qtbot.waitUntil(lambda: widget.last_prediction is not first, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not widget._runner.reapplying, timeout=TIMEOUT_MS)
+    second = widget.last_prediction
+    assert second.params.post.prob_threshold == pytest.approx(0.6)
+    widget.weights.value = weight_files["maskrcnn"]  # another model: its own (default) values
+    assert widget.score_threshold.value == pytest.approx(0.5)
+    assert widget.prob_threshold.value == pytest.approx(0.5)
+    assert widget.min_size.value == 10
+    qtbot.wait(600)  # longer than the re-apply debounce: picking a model re-applies nothing
+    assert widget.last_prediction is second
+
+
 def test_rerun_never_overwrites_corrected_labels(make_napari_viewer, qtbot, weight_files) -> None:
     viewer = make_napari_viewer()
     image = add_sample(viewer)

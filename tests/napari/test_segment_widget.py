@@ -14,6 +14,7 @@ pytest.importorskip("pytestqt")
 from napari_cellseg import models
 from napari_cellseg._napari import segment_widget as sw
 from napari_cellseg._napari.segment_widget import SegmentWidget
+from napari_cellseg.core.config import PostprocessParams
 from napari_cellseg.core.device import resolve_device
 from napari_cellseg.core.errors import WeightFileError
 
@@ -30,6 +31,9 @@ class FakeCard:
 
     def summary(self) -> str:
         return f"U-Net (fake card for {self.path.name})\ninput channels: 1"
+
+    def post_params(self, base: PostprocessParams | None = None) -> PostprocessParams:
+        return base or PostprocessParams()
 
 
 @pytest.fixture(autouse=True)

@@ -92,20 +92,37 @@ class SegmentOptions:
         self.probabilities.visible = family == "unet"
         self.boxes.visible = family == "maskrcnn"
 
+    def show_post(self, post: PostprocessParams) -> None:
+        """Set the sliders and minimum size to ``post`` (a model's own values), silently.
+
+        The widgets' ``changed`` signals are blocked: picking a model must not re-apply
+        its thresholds to another model's kept output.
+        """
+        for name, slider in self.thresholds.items():
+            with slider.changed.blocked():
+                slider.value = getattr(post, name)
+        with self.min_size.changed.blocked():
+            self.min_size.value = post.min_size
+
     def post_params(self, base: PostprocessParams | None = None) -> PostprocessParams:
         """``base`` (or the defaults) with the values of the widgets."""
         values = {name: float(w.value) for name, w in self.thresholds.items()}
         return replace(base or PostprocessParams(), min_size=int(self.min_size.value), **values)
 
-    def predict_params(self, *, device: str, axes: str, family: str) -> PredictParams:
-        """The parameters of one run (raises CellsegError for inconsistent values)."""
+    def predict_params(
+        self, *, device: str, axes: str, family: str, base: PostprocessParams | None = None
+    ) -> PredictParams:
+        """The parameters of one run (raises CellsegError for inconsistent values).
+
+        ``base`` (the model's own post-processing) supplies what has no widget.
+        """
         return PredictParams(
             device=device,
             tile_size=int(self.tile_size.value),
             overlap=int(self.overlap.value),
             axes=axes,
             keep_probabilities=bool(self.probabilities.value) and family == "unet",
-            post=self.post_params(),
+            post=self.post_params(base),
         )
 
 
@@ -134,6 +151,8 @@ def build_request(
         raise CellsegError("choose a usable weight file first (see the Model box)")
     only_current = options.planes.value == "current"
     source = _layers.image_input(image, viewer, only_current=only_current)
-    params = options.predict_params(device=device, axes=source.axes, family=card.family)
+    params = options.predict_params(
+        device=device, axes=source.axes, family=card.family, base=card.post_params()
+    )
     name = _layers.result_name(image.name, card.name)
     return RunRequest(source, params, _layers.ResultTarget(image, name, source.plane, weights))

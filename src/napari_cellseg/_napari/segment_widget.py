@@ -88,6 +88,7 @@ class SegmentWidget(Container):
         self._session = session_for(viewer)
         self._syncing = SyncGuard()
         self._model_card: Any = None
+        self._model_path: Path | None = None  # the file whose card and thresholds are shown
         self._recent = RecentFiles(config_dir() / RECENT_FILE)
         self._bundled = [p.resolve() for p in models.list_bundled_weights()]
 
@@ -246,8 +247,12 @@ class SegmentWidget(Container):
         with self._syncing:
             if self._weights.value != path:
                 self._weights.value = path
+            previous = self._model_path
             self._model_card = self._read_card(path)
+            self._model_path = path if self._model_card is not None else None
             self._options.set_family(getattr(self._model_card, "family", None))
+            if self._model_card is not None and path != previous:
+                self._options.show_post(self._model_card.post_params())  # its own thresholds
             if self._model_card is not None and path is not None:
                 self._session.weights = path
                 if remember:

@@ -47,7 +47,8 @@ def evaluate_model(
 ) -> dict[str, float]:
     """Mean metrics (``dsb_ap``, ``f1@0.5`` ...) of ``model`` over ``images``.
 
-    The model is put in eval mode; the caller switches it back to training.
+    Post-processing uses the card's own thresholds (:meth:`ModelCard.post_params`), as
+    inference does. The model is put in eval mode; the caller switches it back to training.
     """
     if not images:
         return {}
@@ -55,7 +56,11 @@ def evaluate_model(
     per_image = []
     for item in images:
         params = PredictParams(
-            device=str(device), tile_size=tile_size, overlap=min(64, tile_size // 4), axes=item.axes
+            device=str(device),
+            tile_size=tile_size,
+            overlap=min(64, tile_size // 4),
+            axes=item.axes,
+            post=card.post_params(),  # the thresholds the model is used with
         )
         prediction = predict(item.image, loaded, params)
         per_image.append(evaluate_pair(item.truth, prediction.labels))

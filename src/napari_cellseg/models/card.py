@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from napari_cellseg.core.config import PostprocessParams
 from napari_cellseg.core.errors import CellsegError
 
 CARD_METADATA_KEY = "cellseg.card"
@@ -91,6 +92,11 @@ class ModelCard:
         Human-readable name and description.
     provenance : dict
         Training data manifest, epochs, metrics history, final metrics, source.
+    postprocess : dict
+        The post-processing values this model works best with (fields of
+        :class:`~napari_cellseg.core.config.PostprocessParams`, e.g. tuned on labelled
+        images by ``cellseg tune``); empty means the library defaults. Inference uses them
+        whenever the user has not set thresholds.
     library_versions : dict
         Versions of python, torch, torchvision, smp and napari-cellseg at creation.
     created : str
@@ -107,6 +113,7 @@ class ModelCard:
     name: str = ""
     description: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
+    postprocess: dict[str, Any] = field(default_factory=dict)
     library_versions: dict[str, str] = field(default_factory=library_versions)
     created: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -130,6 +137,39 @@ class ModelCard:
                 self.output_activation = activation
         if not self.name:
             self.name = f"{self.family}-{self.architecture}"
+        self.post_params()  # a card with unknown or out-of-range thresholds is refused here
+
+    def post_params(self, base: PostprocessParams | None = None) -> PostprocessParams:
+        """``base`` (or the library defaults) with this model's own post-processing values.
+
+        Raises
+        ------
+        ModelCardError
+            If the card names a value that is not a post-processing parameter, or one out of
+            range.
+        """
+        if not isinstance(self.postprocess, dict):
+            raise ModelCardError("model card field 'postprocess' is not a JSON object")
+        known = {f.name: f for f in fields(PostprocessParams)}
+        unknown = sorted(set(self.postprocess) - set(known))
+        if unknown:
+            raise ModelCardError(
+                f"model card sets unknown post-processing values {', '.join(unknown)}; "
+                f"known ones are {', '.join(known)}"
+            )
+        values = {}
+        for name, value in self.postprocess.items():
+            kind = type(getattr(PostprocessParams(), name))
+            if isinstance(value, bool) is not (kind is bool) or not isinstance(value, (int, float)):
+                raise ModelCardError(
+                    f"model card post-processing value {name}={value!r} must be "
+                    + ("true or false" if kind is bool else "a number")
+                )
+            values[name] = kind(value)
+        try:
+            return replace(base or PostprocessParams(), **values)
+        except CellsegError as error:
+            raise ModelCardError(f"model card post-processing values: {error}") from None
 
     @classmethod
     def for_model(cls, family: str, builder_args: dict[str, Any], **kwargs: Any) -> ModelCard:
@@ -214,6 +254,11 @@ class ModelCard:
                 f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
             )
             lines.append(f"  metrics:       {shown}")
+        if self.postprocess:
+            shown = ", ".join(f"{k} {v:g}" for k, v in sorted(self.postprocess.items()))
+            tuning = prov.get("postprocess_tuning") or {}
+            where = f" (tuned on {tuning['data']})" if tuning.get("data") else ""
+            lines.append(f"  thresholds:    {shown}{where}")
         lines.append(f"  created:       {self.created}")
         return "\n".join(lines)
 
