@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from known_output_model import known_model, two_cells
@@ -73,7 +75,9 @@ def test_a_tuned_card_is_what_inference_uses_when_no_thresholds_are_given() -> N
     tuned = LoadedModel(model.model, card, model.path, "test")
     image, _ = two_cells()
     assert predict(image, tuned).labels.max() == 2  # no params: the card's thresholds
-    assert predict(image, tuned, CPU).labels.max() == 1  # explicit params win
+    assert predict(image, tuned, CPU).labels.max() == 2  # params without post: the same
+    explicit = replace(CPU, post=PostprocessParams())
+    assert predict(image, tuned, explicit).labels.max() == 1  # thresholds given win
 
 
 def test_nothing_better_keeps_the_current_setting() -> None:

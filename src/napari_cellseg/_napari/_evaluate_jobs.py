@@ -166,8 +166,7 @@ def iter_compare(
         image = item() if callable(item) else item
         for title, model in models.items():
             message = f"{title}: segmenting {image.name} ({i}/{len(images)})…"
-            # the model's own thresholds (cellseg tune), as the CLI and batch use them
-            params = PredictParams(axes=image.axes, device=device, post=model.card.post_params())
+            params = PredictParams(axes=image.axes, device=device)  # the model's thresholds
             # the Segment tab's job: one core left to the viewer, a large plane in blocks
             job = predict_job(image.data, model, params)
             unit = "blocks" if in_blocks(image.data.shape, image.axes) else "tiles"

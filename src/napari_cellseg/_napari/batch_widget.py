@@ -30,7 +30,6 @@ from napari_cellseg.core.config import PredictParams
 from napari_cellseg.core.device import available_devices
 from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.events import Notice, Progress
-from napari_cellseg.models import read_card
 
 WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin"
 REFRESH_MS = 250  # status and progress are refreshed at most 4 times a second
@@ -228,8 +227,7 @@ class BatchWidget(mw.Container):
             device=self._device.value,
             tile_size=self._tile.value,
             overlap=self._overlap.value,
-            post=read_card(weights).post_params(),  # the model's own thresholds
-        )
+        )  # post unset: the model's own thresholds
         local = self._scheduler.value == "local"
         return {
             "inputs": Path(folder),

@@ -48,7 +48,8 @@ __all__ = [
 def params_from_dict(data: dict[str, Any]) -> PredictParams:
     """Rebuild :class:`PredictParams` from :meth:`PredictParams.to_dict` output."""
     values = dict(data)
-    post = PostprocessParams(**values.pop("post", {}))
+    post_values = values.pop("post", None)
+    post = None if post_values is None else PostprocessParams(**post_values)
     if values.get("channels") is not None:
         values["channels"] = tuple(values["channels"])
     return PredictParams(**values, post=post)

@@ -266,7 +266,6 @@ def iter_batch(
     """
     start = time.perf_counter()
     stop = should_stop or (lambda: False)
-    card_thresholds = params is None  # no parameters given: the model's own thresholds
     params = params or PredictParams()
     scheduler = check_scheduler(scheduler, workers)
     if not 1 <= int(prefetch) <= 64:
@@ -284,10 +283,10 @@ def iter_batch(
     )
     weights_path = Path(weights).absolute()
     model = _check_weights(weights_path, params, scheduler)
-    if card_thresholds:
+    if params.post is None:  # the model's own thresholds, written into the manifest
         from napari_cellseg.models import read_card
 
-        params = replace(params, post=read_card(weights_path).post_params())
+        params = params.resolved(read_card(weights_path).post_params())
     n_workers = int(workers or default_workers())
     recipe = make_recipe(sha256_path(weights_path), params.to_dict())
     info = {

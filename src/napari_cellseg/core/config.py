@@ -6,7 +6,7 @@ records the ones it used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from napari_cellseg.core.errors import CellsegError
@@ -93,8 +93,10 @@ class PredictParams:
         Also return the probability map (U-Net) / mask probabilities.
     mixed_precision : bool
         Use bfloat16/float16 autocast on CUDA.
-    post : PostprocessParams
-        Thresholds and sizes for turning output into labels.
+    post : PostprocessParams or None
+        Thresholds and sizes for turning output into labels. ``None`` (the default): the
+        model's own values (``ModelCard.postprocess``, chosen by ``cellseg tune``), then the
+        library defaults; inference resolves it once the model is known.
     """
 
     device: str = "auto"
@@ -105,7 +107,7 @@ class PredictParams:
     channels: tuple[int, ...] | None = None
     keep_probabilities: bool = False
     mixed_precision: bool = True
-    post: PostprocessParams = field(default_factory=PostprocessParams)
+    post: PostprocessParams | None = None
 
     def __post_init__(self) -> None:
         if not 32 <= self.tile_size <= 8192:
@@ -126,13 +128,20 @@ class PredictParams:
                 raise CellsegError(f"channel indices must be >= 0, got {self.channels}")
 
     def with_post(self, **changes: Any) -> PredictParams:
-        """A copy with some post-processing parameters changed."""
-        return replace(self, post=replace(self.post, **changes))
+        """A copy with some post-processing parameters changed (from the defaults if unset)."""
+        return replace(self, post=replace(self.post or PostprocessParams(), **changes))
+
+    def resolved(self, own: PostprocessParams) -> PredictParams:
+        """This, with ``own`` (the model's values) as ``post`` when none was given."""
+        return self if self.post is not None else replace(self, post=own)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (for manifests and JSON)."""
+        """Plain data (for manifests and JSON); ``post`` is ``None`` when unset."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "post"}
-        out["post"] = {f.name: getattr(self.post, f.name) for f in fields(self.post)}
+        post = self.post
+        out["post"] = (
+            None if post is None else {f.name: getattr(post, f.name) for f in fields(post)}
+        )
         return out
 
 

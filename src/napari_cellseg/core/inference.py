@@ -139,7 +139,6 @@ def iter_predict(
     CancelledError
         When stopped.
     """
-    card_thresholds = params is None  # no parameters given: the model's own thresholds
     params = params or PredictParams()
     start = time.perf_counter()
     timings = {"load": 0.0, "preprocess": 0.0, "network": 0.0, "postprocess": 0.0}
@@ -160,8 +159,7 @@ def iter_predict(
         loaded, cached = cached_load(model, device)
     timings["load"] = time.perf_counter() - t0
     card = loaded.card
-    if card_thresholds:
-        params = replace(params, post=card.post_params())
+    params = params.resolved(card.post_params())  # unset thresholds: the model's own
     runner = ModelRunner(loaded, device, mixed_precision=params.mixed_precision)
     notices = list(loaded.notes)
     for note in loaded.notes:

@@ -208,6 +208,7 @@ def iter_predict_blocks(
         raise CellsegError(f"the label array has shape {tuple(out.shape)}, expected {expected}")
     device = resolve_device(params.device)
     loaded = model if isinstance(model, LoadedModel) else cached_load(model, device)[0]
+    params = params.resolved(loaded.card.post_params())  # unset thresholds: the model's own
     plane_axes = "YX" + "".join(a for a in axes if a in "CS")
     crop_params = replace(params, axes=plane_axes)
     result = BlockwisePrediction(
@@ -389,7 +390,7 @@ def iter_predict_large(
         labels=out,
         table=result.table,
         card=result.card,
-        params=params,
+        params=params.resolved(result.params.post),
         device=result.device,
         axes=axes,
         timings=result.timings,

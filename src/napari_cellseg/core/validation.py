@@ -59,8 +59,7 @@ def evaluate_model(
             device=str(device),
             tile_size=tile_size,
             overlap=min(64, tile_size // 4),
-            axes=item.axes,
-            post=card.post_params(),  # the thresholds the model is used with
+            axes=item.axes,  # post unset: the model's own thresholds, as in use
         )
         prediction = predict(item.image, loaded, params)
         per_image.append(evaluate_pair(item.truth, prediction.labels))
