@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from event_helpers import drain as run
 from known_output_model import known_model, two_cells
 from napari_cellseg.core.config import PostprocessParams, PredictParams
 from napari_cellseg.core.errors import CellsegError
@@ -25,15 +26,6 @@ from napari_cellseg.models.weights import LoadedModel
 def images(n: int = 2) -> list[ValidationImage]:
     image, truth = two_cells()
     return [ValidationImage(f"cells{i}", image, "YX", truth) for i in range(n)]
-
-
-def run(gen):
-    events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return stop.value, events
 
 
 CPU = PredictParams(device="cpu", tile_size=64, overlap=0)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from event_helpers import drain
 from napari_cellseg._napari._evaluate_jobs import (
     EvalImage,
     folder_images,
@@ -39,12 +40,8 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(gen):
-    events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return events, stop.value
+    value, events = drain(gen)
+    return events, value
 
 
 def test_folder_images_are_loaders_read_one_at_a_time(sample, weights, tmp_path) -> None:
