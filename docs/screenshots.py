@@ -319,6 +319,12 @@ class Guide:
         ev.prediction_layer.value = self.layer(compared[0])  # the pickers show one image's layers
         self.shot("guide_6_compare")
 
+        # Tune model A's thresholds on the same labelled image (the demo U-Net)
+        click(ev.tune)
+        waited = wait_until(lambda: not ev.running, "tuning")
+        print(f"  tuned in {waited:.0f} s: {ev.status.value}", flush=True)
+        self.shot("guide_6_tune")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -65,6 +65,7 @@ def run_tune(args: argparse.Namespace) -> int:
     from napari_cellseg.core.tuning import iter_tune_postprocess, tuned_card
     from napari_cellseg.core.validation import read_validation_images
     from napari_cellseg.models import load_weights, save_weights
+    from napari_cellseg.models.weights import stores_float16
 
     out = args.out or default_output(args.weights)
     if out.suffix != ".safetensors":
@@ -105,7 +106,7 @@ def run_tune(args: argparse.Namespace) -> int:
     print(f"best of {result.n_candidates} settings: {shown}: DSB AP {result.score:.4f}")
     data = ", ".join(p.name for p in args.data)
     card = tuned_card(loaded.card, result, data)
-    save_weights(loaded.model, card, out, half=_stored_half(args.weights))
+    save_weights(loaded.model, card, out, half=stores_float16(args.weights))
     print(f"written {out}")
     return 0
 
@@ -134,17 +135,3 @@ def _spread(items: list, n: int) -> list:
         return items
     picks = sorted({int(i) for i in np.linspace(0, len(items) - 1, n).round()})
     return [items[i] for i in picks]
-
-
-def _stored_half(weights: Path) -> bool:
-    """Whether a native file stores float16 tensors (the tuned copy keeps the same size)."""
-    from napari_cellseg.core.errors import CellsegError
-    from napari_cellseg.models.state_dict_io import safetensors_header
-
-    if weights.suffix != ".safetensors" or not weights.is_file():
-        return False
-    try:
-        header = safetensors_header(weights)
-    except CellsegError:
-        return False
-    return any(v.get("dtype") == "F16" for k, v in header.items() if k != "__metadata__")

@@ -252,3 +252,52 @@ def test_cancel_stops_a_comparison_and_keeps_the_table(
     assert widget.status.value == "cancelled: nothing was added"
     assert max(seen) < 1000  # stopped before the end
     assert widget.compare.enabled and not widget.cancel.enabled
+
+
+def test_tune_model_a_then_save_and_use_the_tuned_copy(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch, errors
+) -> None:
+    from known_output_model import known_model, two_cells
+    from napari_cellseg import models
+
+    monkeypatch.setattr(models, "load_weights", lambda path, **kw: known_model())
+    weights = tmp_path / "mine.safetensors"
+    weights.write_bytes(b"stand-in: loading gives the network with known output")
+    viewer, widget = make_widget(make_napari_viewer, qtbot)
+    image, truth = two_cells()
+    widget.image_layer.value = viewer.add_image(image, name="cells")
+    widget.ground_truth_layer.value = viewer.add_labels(truth, name="truth")
+    widget.weights_a.value = weights
+    widget.device.value = "cpu"
+    assert not widget.save_tuned.enabled
+
+    widget.run_tuning()
+    assert widget.running and not widget.tune.enabled and widget.cancel.enabled
+    wait_done(qtbot, widget)
+    assert errors == []
+    before, after = "A as it is", "A tuned"
+    assert list(widget.table.value["columns"]) == [before, after]
+    assert widget.results[before]["dsb_ap"] == 0.0  # the default seeds merge the two cells
+    assert widget.results[after]["dsb_ap"] > 0.8
+    changed = widget._tuned.result.changed
+    assert changed["boundary_threshold"] <= 0.3
+    status = widget.status.value
+    assert status.startswith("mine.safetensors: best of 90 settings: ")
+    assert "DSB AP 0.000 →" in status and "on this image; judge it on others" in status
+    assert widget.save_tuned.enabled and len(viewer.layers) == 2  # tuning adds no layer
+
+    widget.save_tuned.clicked.emit()
+    wait_done(qtbot, widget)
+    saved = tmp_path / "mine-tuned.safetensors"
+    assert session_for(viewer).weights == saved
+    card = models.read_card(saved)
+    assert card.postprocess == changed and card.provenance["postprocess_tuning"]["data"] == "cells"
+    assert not widget.save_tuned.enabled  # saved once
+    assert weights.read_bytes().startswith(b"stand-in")  # model A itself is untouched
+
+    widget.run_tuning()  # a second copy never replaces the first
+    wait_done(qtbot, widget)
+    widget.save_tuned_model()
+    wait_done(qtbot, widget)
+    assert session_for(viewer).weights == tmp_path / "mine-tuned-2.safetensors"
+    assert saved.exists() and errors == []

@@ -1,4 +1,4 @@
-"""The Evaluate dock's work, run in napari workers: metrics of label pairs, model comparisons.
+"""The Evaluate dock's work, run in napari workers: metrics, model comparisons, tuning.
 
 No Qt and no napari here: plain functions and generators over arrays and files.
 """
@@ -189,3 +189,59 @@ def iter_compare(
 
 
 _SCALE = 1000  # progress of a comparison, in thousandths
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """What tuning found, with the loaded model a tuned copy is saved from."""
+
+    result: Any  # napari_cellseg.core.tuning.TuningResult
+    model: Any  # napari_cellseg.models.weights.LoadedModel
+    weights: Path
+
+
+def iter_tune(
+    weights: Path, images: Sequence[EvalImage | Callable[[], EvalImage]], device: str
+) -> Generator[Progress, None, Tuned]:
+    """Choose ``weights``' thresholds on labelled ``images`` (``cellseg tune`` in a worker).
+
+    Images given as loaders are read one at a time. Torch leaves one core to the viewer.
+    Progress comes once per image; the worker can stop there.
+    """
+    from napari_cellseg._napari._threads import gui_torch_threads
+    from napari_cellseg.core.device import resolve_device
+    from napari_cellseg.core.tuning import iter_tune_postprocess
+    from napari_cellseg.core.validation import ValidationImage
+    from napari_cellseg.models import load_weights
+
+    yield Progress("tuning", 0, len(images), f"loading {weights.name}…")
+    model = load_weights(weights, device=resolve_device(device))
+
+    def read(item: EvalImage | Callable[[], EvalImage]) -> ValidationImage:
+        image = item() if callable(item) else item
+        return ValidationImage(image.name, image.data, image.axes, image.ground_truth)
+
+    params = PredictParams(device=device)
+    with gui_torch_threads():
+        result = yield from iter_tune_postprocess(
+            [partial(read, item) for item in images], model, params=params
+        )
+    return Tuned(result, model, weights)
+
+
+def save_tuned_copy(tuned: Tuned, data: str) -> Path:
+    """Write ``<stem>-tuned.safetensors`` (``-tuned-2``… if taken) beside the weights.
+
+    An existing file is never overwritten; the original weights are not touched.
+    """
+    from napari_cellseg.core.tuning import tuned_card
+    from napari_cellseg.models import save_weights
+    from napari_cellseg.models.weights import stores_float16
+
+    folder, stem = tuned.weights.parent, tuned.weights.stem
+    path, n = folder / f"{stem}-tuned.safetensors", 2
+    while path.exists():
+        path, n = folder / f"{stem}-tuned-{n}.safetensors", n + 1
+    card = tuned_card(tuned.model.card, tuned.result, data)
+    half = stores_float16(tuned.weights)
+    return save_weights(tuned.model.model, card, path, half=half)

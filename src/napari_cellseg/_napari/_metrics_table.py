@@ -6,10 +6,13 @@ import csv
 import io
 import math
 from collections.abc import Mapping
+from pathlib import Path
 
 from magicgui.widgets import Table
 from qtpy.QtWidgets import QHeaderView, QStyledItemDelegate
 
+from napari_cellseg.core.atomic import atomic_write_text
+from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.metrics import METRIC_KEYS
 
 METRIC_ROWS: tuple[str, ...] = (*METRIC_KEYS, "n_images")
@@ -67,3 +70,26 @@ def metrics_csv(columns: Mapping[str, Mapping[str, object]]) -> str:
         row = [columns[title].get(key, "") for title in columns]
         writer.writerow([key, *("" if v is None else v for v in row)])
     return buffer.getvalue()
+
+
+def write_metrics_csv(columns: Mapping[str, Mapping[str, object]], path: object) -> Path:
+    """Write the table to ``path`` (``.csv`` added if missing) atomically; the path written.
+
+    Raises
+    ------
+    CellsegError
+        Nothing to write, no file chosen, or the file cannot be written (says which).
+    """
+    if not columns:
+        raise CellsegError("nothing to export yet: evaluate or compare first")
+    if path is None or str(path) in ("", "."):
+        raise CellsegError("choose a CSV file to export to")
+    path = Path(str(path))
+    if path.suffix.lower() != ".csv":
+        path = path.with_name(path.name + ".csv")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, metrics_csv(columns))
+    except (OSError, CellsegError) as exc:
+        raise CellsegError(f"{path}: could not write the table ({exc})") from None
+    return path

@@ -3,8 +3,10 @@
 Labels layers (or folders of label images matched by name) are scored with the core metrics
 in a worker; "Compare models" segments one image layer (or a folder of images) with two
 weight files, scores both against the ground truth, shows both columns side by side and adds
-both results as Labels layers. Nothing heavy runs on the GUI thread: folders are read in the
-worker, one image at a time, with a progress bar and a Cancel button.
+both results as Labels layers. "Tune" chooses model A's thresholds on the same labelled
+images (``cellseg tune``); a tuned copy can be saved and used at once. Nothing heavy runs on
+the GUI thread: folders are read in the worker, one image at a time, with a progress bar and
+a Cancel button.
 """
 
 from __future__ import annotations
@@ -25,19 +27,21 @@ from napari_cellseg._napari._common import ThrottledProgress, track_task
 from napari_cellseg._napari._evaluate_jobs import (
     Comparison,
     EvalImage,
+    Tuned,
     evaluate_labels,
     folder_images,
     iter_compare,
     iter_evaluate_folders,
+    iter_tune,
+    save_tuned_copy,
 )
 from napari_cellseg._napari._layers import layer_axes, layer_data, put_labels, result_name
 from napari_cellseg._napari._metrics_table import (
     fill_metrics_table,
     make_metrics_table,
-    metrics_csv,
+    write_metrics_csv,
 )
 from napari_cellseg._napari._session import session_for
-from napari_cellseg.core.atomic import atomic_write_text
 from napari_cellseg.core.device import available_devices
 from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.events import Progress
@@ -45,6 +49,7 @@ from napari_cellseg.core.events import Progress
 WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin"
 LAYER_WIDGETS = ("prediction_layer", "ground_truth_layer", "image_layer")
 FOLDER_WIDGETS = ("prediction_folder", "ground_truth_folder", "image_folder")
+MODELS_HEADER = "Compare two models, tune model A"
 
 
 class EvaluateWidget(Container):
@@ -75,13 +80,15 @@ class EvaluateWidget(Container):
                 folder("prediction_folder", "Predictions"),
                 folder("ground_truth_folder", "Truth"),
                 PushButton(name="evaluate", text="Evaluate"),
-                Label(name="compare_header", label=" ", value="<b>Compare two models</b>"),
+                Label(name="compare_header", label=" ", value=f"<b>{MODELS_HEADER}</b>"),
                 weights("weights_a", "Model A"),
                 weights("weights_b", "Model B"),
                 ComboBox(name="image_layer", label="Image", choices=layers_of(Image)),
                 folder("image_folder", "Images"),
                 ComboBox(name="device", label="Device", choices=available_devices()),
                 PushButton(name="compare", text="Compare models"),
+                PushButton(name="tune", text="Tune model A's thresholds on these images"),
+                PushButton(name="save_tuned", text="Save tuned copy and use it", enabled=False),
                 ProgressBar(name="progress", label="Progress", min=0, max=1, value=0),
                 PushButton(name="cancel", text="Cancel", enabled=False),
                 Label(name="status", label="Status", value=""),
@@ -97,6 +104,9 @@ class EvaluateWidget(Container):
         self.source.changed.connect(self._on_source)
         self.evaluate.clicked.connect(self.run_evaluation)
         self.compare.clicked.connect(self.run_comparison)
+        self.tune.clicked.connect(self.run_tuning)
+        self.save_tuned.clicked.connect(self.save_tuned_model)
+        self._tuned: Tuned | None = None
         self.cancel.clicked.connect(self.cancel_run)
         self._progress = ThrottledProgress(self.progress, self.status, self.native)
         self.export.clicked.connect(self.export_csv)
@@ -143,7 +153,8 @@ class EvaluateWidget(Container):
             worker.aborted.connect(self._on_cancelled)
         worker.finished.connect(self._on_worker_done)
         self._worker = worker
-        self.evaluate.enabled = self.compare.enabled = False
+        self.evaluate.enabled = self.compare.enabled = self.tune.enabled = False
+        self.save_tuned.enabled = False
         self.cancel.enabled = hasattr(worker, "yielded")
         self._progress.record(0, 1, None)  # shown at once: the timer starts next
         self._progress.start()
@@ -166,8 +177,9 @@ class EvaluateWidget(Container):
     def _on_worker_done(self) -> None:
         self._worker = None
         self._progress.stop()
-        self.evaluate.enabled = self.compare.enabled = True
+        self.evaluate.enabled = self.compare.enabled = self.tune.enabled = True
         self.cancel.enabled = False
+        self.save_tuned.enabled = self._tuned is not None and bool(self._tuned.result.changed)
 
     def _on_error(self, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, CellsegError) else f"{type(exc).__name__}: {exc}"
@@ -245,24 +257,66 @@ class EvaluateWidget(Container):
         where = f"; added {', '.join(added)}" if added else ""
         self._show(dict(result.metrics), f"compared two models on {n} image(s){where}")
 
+    def run_tuning(self) -> None:
+        """Choose model A's thresholds on the chosen labelled images (in a worker)."""
+        if self.running:
+            return
+        try:
+            a = Path(self._require("weights_a", "the weight file of model A"))
+            _layer, images = self._comparison_images()
+        except CellsegError as exc:
+            show_error(str(exc))
+            return
+        self._tuned = None
+        self.status.value = f"tuning {a.name}…"
+        self._launch(iter_tune, a, images, self.device.value, on_done=self._on_tuned)
+
+    def _on_tuned(self, tuned: Tuned) -> None:
+        self._tuned, result = tuned, tuned.result
+        n = {"n_images": result.n_images}
+        columns = {
+            "A as it is": {"dsb_ap": result.base_score, **n},
+            "A tuned": {"dsb_ap": result.score, **n},
+        }
+        if not result.changed:
+            verdict = f"no better setting among {result.n_candidates}: keep the model as it is"
+        else:
+            shown = ", ".join(f"{k} {v:g}" for k, v in sorted(result.changed.items()))
+            n_images = result.n_images
+            images = "this image" if n_images == 1 else f"these {n_images} images"
+            verdict = (
+                f"{tuned.weights.name}: best of {result.n_candidates} settings: {shown} "
+                f"(DSB AP {result.base_score:.3f} → {result.score:.3f} on {images}; "
+                "judge it on others)"
+            )
+        self._show(columns, verdict)
+
+    def save_tuned_model(self) -> None:
+        """Save the tuned copy beside model A and make the Segment tab use it."""
+        if self._tuned is None or self.running:
+            return
+        data = self._tuning_data()
+        self.status.value = "saving the tuned copy…"
+        self._launch(save_tuned_copy, self._tuned, data, on_done=self._on_saved)
+        self._tuned = None  # saved once; tune again for another copy
+
+    def _tuning_data(self) -> str:
+        if self.source.value == "folders":
+            return _name(self.image_folder.value)
+        return _name(self.image_layer.value)
+
+    def _on_saved(self, path: Path) -> None:
+        self._session.weights = path  # the Segment tab shows it with its thresholds
+        self._progress.record(1, 1, f"saved {path.name}; the Segment tab uses it")
+        show_info(f"tuned copy saved to {path} and chosen in the Segment tab")
+
     # -- export -----------------------------------------------------------------------------
     def export_csv(self) -> Path | None:
         """Write the table to the chosen CSV file (atomically); returns the path written."""
-        if not self.results:
-            show_error("nothing to export yet: evaluate or compare first")
-            return None
-        path = self.export_path.value
-        if path is None or str(path) in ("", "."):
-            show_error("choose a CSV file to export to")
-            return None
-        path = Path(path)
-        if path.suffix.lower() != ".csv":
-            path = path.with_name(path.name + ".csv")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, metrics_csv(self.results))
-        except (OSError, CellsegError) as exc:
-            show_error(f"{path}: could not write the table ({exc})")
+            path = write_metrics_csv(self.results, self.export_path.value)
+        except CellsegError as exc:
+            show_error(str(exc))
             return None
         show_info(f"metrics written to {path}")
         return path

@@ -115,7 +115,7 @@ def candidates(
 
 
 def iter_tune_postprocess(
-    images: Sequence[ValidationImage],
+    images: Sequence[ValidationImage | Callable[[], ValidationImage]],
     model: LoadedModel,
     *,
     params: PredictParams | None = None,
@@ -126,8 +126,10 @@ def iter_tune_postprocess(
 
     Parameters
     ----------
-    images : sequence of ValidationImage
+    images : sequence of ValidationImage, or of callables returning one
         Labelled images (as read by :func:`napari_cellseg.core.validation.read_validation_images`).
+        A callable is called when its turn comes, so a folder can be read one image at a
+        time.
     model : LoadedModel
         The model; its card's own post-processing values are the base setting.
     params : PredictParams, optional
@@ -158,9 +160,10 @@ def iter_tune_postprocess(
     settings = candidates(base, grid if grid is not None else default_grid(model.card))
     params = params or PredictParams()
     totals = np.zeros(len(settings))
-    for done, item in enumerate(images):
+    for done, entry in enumerate(images):
         if should_stop is not None and should_stop():
             raise CancelledError("tuning was stopped")
+        item = entry() if callable(entry) else entry
         run = replace(params, axes=item.axes, post=base)
         prediction: Prediction = predict(item.image, model, run)
         for i, post in enumerate(settings):

@@ -81,6 +81,24 @@ def save_weights(
     return path
 
 
+def stores_float16(path: str | Path) -> bool:
+    """Whether ``path`` is a native file whose tensors are stored as float16.
+
+    A copy written with ``save_weights(..., half=stores_float16(path))`` keeps the size of
+    the original. Anything unreadable or foreign answers ``False``.
+    """
+    from napari_cellseg.models.state_dict_io import safetensors_header
+
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return False
+    try:
+        header = safetensors_header(path)
+    except CellsegError:
+        return False
+    return any(v.get("dtype") == "F16" for k, v in header.items() if k != "__metadata__")
+
+
 def read_card(path: str | Path) -> ModelCard:
     """Return the model card of a weight file (inferred for foreign files).
 
