@@ -118,3 +118,11 @@ def test_default_grids_follow_the_model_kind() -> None:
     for card in (three, one, rcnn):  # the defaults are always among the candidates
         for name, values in default_grid(card).items():
             assert getattr(defaults, name) in values
+
+
+def test_a_plane_too_large_to_hold_is_refused_with_advice(monkeypatch) -> None:
+    from napari_cellseg.core import predict_blocks
+
+    monkeypatch.setattr(predict_blocks, "DEFAULT_BLOCK_PIXELS", 32 * 32)
+    with pytest.raises(CellsegError, match="cells0: a 64×64 plane is too large .* tune on crops"):
+        run(iter_tune_postprocess(images(1), known_model(), params=CPU))

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_cellseg.core import predict_blocks
 from napari_cellseg.core.config import PostprocessParams, PredictParams
 from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.events import CancelledError, Progress
@@ -164,6 +165,12 @@ def iter_tune_postprocess(
         if should_stop is not None and should_stop():
             raise CancelledError("tuning was stopped")
         item = entry() if callable(entry) else entry
+        shape = np.shape(item.image)
+        if predict_blocks.in_blocks(shape, item.axes):  # too large to keep its output
+            raise CellsegError(
+                f"{item.name}: a {shape[0]}×{shape[1]} plane is too large to tune on "
+                f"(above {predict_blocks.DEFAULT_BLOCK_PIXELS} pixels); tune on crops of it"
+            )
         run = replace(params, axes=item.axes, post=base)
         prediction: Prediction = predict(item.image, model, run)
         for i, post in enumerate(settings):
