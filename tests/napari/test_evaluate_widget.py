@@ -301,3 +301,42 @@ def test_tune_model_a_then_save_and_use_the_tuned_copy(
     wait_done(qtbot, widget)
     assert session_for(viewer).weights == tmp_path / "mine-tuned-2.safetensors"
     assert saved.exists() and errors == []
+
+
+def test_cancel_stops_a_tuning_and_offers_nothing_to_save(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch, errors
+) -> None:
+    import tifffile
+
+    from known_output_model import known_model, two_cells
+    from napari_cellseg import models
+
+    monkeypatch.setattr(models, "load_weights", lambda path, **kw: known_model())
+    images, truth = tmp_path / "images", tmp_path / "truth"
+    images.mkdir()
+    truth.mkdir()
+    image, labels = two_cells()
+    for i in range(6):
+        tifffile.imwrite(images / f"cells{i}.tif", image)
+        write_labels(truth / f"cells{i}.tif", labels)
+    weights = tmp_path / "mine.safetensors"
+    weights.write_bytes(b"stand-in")
+    _viewer, widget = make_widget(make_napari_viewer, qtbot)
+    widget.source.value = "folders"
+    widget.image_folder.value, widget.ground_truth_folder.value = images, truth
+    widget.weights_a.value = weights
+    widget.device.value = "cpu"
+    widget.run_tuning()
+    seen: list[int] = []
+
+    def cancel_after_two_images(event) -> None:
+        seen.append(event.done)
+        if event.done == 2 and widget.cancel.enabled:
+            widget.cancel_run()
+
+    widget._worker.yielded.connect(cancel_after_two_images)
+    wait_done(qtbot, widget)
+    assert errors == [] and widget.results == {}
+    assert widget.status.value == "cancelled: nothing was added"
+    assert max(seen) < 6 and not widget.save_tuned.enabled
+    assert widget.tune.enabled and not list(tmp_path.glob("*-tuned*"))
