@@ -64,6 +64,12 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
         default=d.early_stopping_patience,
         help="early stopping patience in epochs",
     )
+    t.add_argument(
+        "--tune-thresholds",
+        action="store_true",
+        help="at the end, choose the model's thresholds on the validation images (DSB AP) "
+        "and store them in its card",
+    )
     t.set_defaults(func=run_train)
 
     e = sub.add_parser("evaluate", help="score predicted label files against ground truth")
@@ -112,6 +118,7 @@ def run_train(args: argparse.Namespace) -> int:
             device=args.device,
             num_workers=args.workers,
             early_stopping_patience=args.patience,
+            tune_thresholds=args.tune_thresholds,
         )
     tty = sys.stderr.isatty()
     start = time.perf_counter()

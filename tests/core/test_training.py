@@ -234,3 +234,41 @@ def test_fine_tuning_freezes_batchnorm_statistics(tmp_path, data) -> None:
     )
     changed = load_weights(tmp_path / "ft2.safetensors").model.state_dict()
     assert any(not torch.equal(before[k], changed[k]) for k in before)
+
+
+def test_tune_thresholds_at_the_end_stores_them_in_the_card(tmp_path, data) -> None:
+    from napari_cellseg.core.events import Progress
+
+    out = tmp_path / "tuned.safetensors"
+    events = list(iter_train(data, out, _params(epochs=1, tune_thresholds=True)))
+    notes = [e.message for e in events if isinstance(e, Notice)]
+    assert "tuning the thresholds on 1 validation images…" in notes
+    tuning = [e for e in events if isinstance(e, Progress) and e.stage == "tuning"]
+    assert [e.done for e in tuning] == [1]  # one validation image
+    assert isinstance(events[-1], TrainingFinished)
+    card = read_card(out)
+    if card.postprocess:  # a better setting was found: it is stored with how it was found
+        record = card.provenance["postprocess_tuning"]
+        assert record["data"] == "1 validation images" and record["n_images"] == 1
+        assert record["score"] > record["base_score"]
+        assert notes[-1].startswith("thresholds tuned on the validation images: ")
+    else:
+        assert notes[-1].startswith("thresholds: none of ")
+    load_weights(out)  # still a loadable weight file
+
+
+def test_cli_train_tune_thresholds(tmp_path, data, capsys) -> None:
+    from napari_cellseg.cli import main
+
+    out = tmp_path / "cli.safetensors"
+    args = ["train", "--data", str(data[0]), "--model", "unet", "--out", str(out)]
+    args += ["--builder-args", json.dumps(TINY_UNET), "--epochs", "1", "--batch-size", "2"]
+    args += ["--patch-size", "64", "--samples-per-epoch", "2", "--device", "cpu"]
+    assert main([*args, "--tune-thresholds"]) == 0
+    err = capsys.readouterr().err
+    assert "note: tuning the thresholds on 1 validation images…" in err
+    assert "note: thresholds tuned on the validation images: " in err or (
+        "note: thresholds: none of " in err
+    )
+    tuned = "postprocess_tuning" in read_card(out).provenance
+    assert tuned == ("thresholds tuned on the validation images" in err)

@@ -180,7 +180,9 @@ class TrainParams:
     a cosine schedule; Mask R-CNN SGD 0.005, momentum 0.9, weight decay 5e-4, step decay.
     ``freeze_batchnorm=None`` freezes BatchNorm statistics when fine-tuning (a few corrected
     images in batches of 2 would otherwise drag them away from what the model learnt) and
-    updates them when training from scratch.
+    updates them when training from scratch. ``tune_thresholds`` chooses the saved model's
+    post-processing thresholds on the validation images at the end
+    (:mod:`napari_cellseg.core.tuning`) and stores them in its card.
     """
 
     family: str = "unet"
@@ -205,6 +207,7 @@ class TrainParams:
     num_workers: int = 0
     val_tile_size: int = 512
     freeze_batchnorm: bool | None = None
+    tune_thresholds: bool = False
 
     def __post_init__(self) -> None:
         if self.family not in TRAIN_DEFAULTS:

@@ -281,11 +281,40 @@ def iter_train(
         save_weights(
             model, _trained_card(card, params, manifest, history, epoch, best_metrics, init), out
         )
+    if params.tune_thresholds and val_images:
+        yield checkpoint(Notice(f"tuning the thresholds on {len(val_images)} validation images…"))
+        note = yield from _tune_thresholds(out, val_images, params, device, should_stop)
+        yield checkpoint(Notice(note))
     finished = TrainingFinished(
         str(out), str(ckpt_path), epoch, best_epoch, best_metrics, baseline, stopped_reason, history
     )
     yield finished
     return finished
+
+
+def _tune_thresholds(out, val_images, params, device, should_stop) -> Generator[Any, None, str]:
+    """Choose the saved model's thresholds on the validation images; rewrite ``out`` if better.
+
+    Stopped midway, ``out`` keeps the trained weights with the thresholds they had.
+    """
+    from napari_cellseg.core.config import PredictParams
+    from napari_cellseg.core.tuning import iter_tune_postprocess, tuned_card
+
+    loaded = load_weights(out, device=device)
+    tile = params.val_tile_size
+    run = PredictParams(device=str(device), tile_size=tile, overlap=min(64, tile // 4))
+    result = yield from iter_tune_postprocess(
+        val_images, loaded, params=run, should_stop=should_stop
+    )
+    if not result.changed:
+        return f"thresholds: none of {result.n_candidates} settings beat the model's own"
+    card = tuned_card(loaded.card, result, f"{len(val_images)} validation images")
+    save_weights(loaded.model, card, out)
+    shown = ", ".join(f"{k} {v:g}" for k, v in sorted(result.changed.items()))
+    return (
+        f"thresholds tuned on the validation images: {shown} "
+        f"(DSB AP {result.base_score:.3f} → {result.score:.3f}; stored in {out.name})"
+    )
 
 
 def _score(metrics: dict[str, float], losses: list[float]) -> float:
