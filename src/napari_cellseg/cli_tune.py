@@ -90,7 +90,7 @@ def run_tune(args: argparse.Namespace) -> int:
         except StopIteration as stop:
             result = stop.value
             break
-        if tty:
+        if tty and event.stage == "tuning":
             print(f"\rtuning {event.done}/{event.total} {event.message}", end="", file=sys.stderr)
     if tty:
         print("", file=sys.stderr)

@@ -49,8 +49,11 @@ def test_tuning_finds_the_threshold_that_splits_them() -> None:
     assert result.score > 0.8
     assert (result.n_images, result.n_candidates) == (2, 2)
     assert result.ranking[0]["dsb_ap"] == result.score
-    assert [e.done for e in events] == [1, 2]
-    assert all(isinstance(e, Progress) and e.total == 2 for e in events)
+    assert all(isinstance(e, Progress) for e in events)
+    per_image = [e for e in events if e.stage == "tuning"]
+    assert [(e.done, e.total) for e in per_image] == [(1, 2), (2, 2)]
+    tiles = [e for e in events if e.stage == "tiles"]
+    assert len(tiles) >= 2 and events[-1] is per_image[-1]  # tiles first, then the image
 
 
 def test_a_tuned_card_is_what_inference_uses_when_no_thresholds_are_given() -> None:
@@ -105,6 +108,23 @@ def test_tuning_stops_when_asked() -> None:
     gen = iter_tune_postprocess(images(3), known_model(), params=CPU, should_stop=lambda: True)
     with pytest.raises(CancelledError):
         next(gen)
+
+
+def test_tuning_stops_inside_an_image_at_its_tiles() -> None:
+    polls: list[int] = []
+
+    def stop_at_the_second_poll() -> bool:
+        polls.append(1)
+        return len(polls) >= 2  # the first poll is before the image, the next inside it
+
+    gen = iter_tune_postprocess(
+        images(1), known_model(), params=CPU, should_stop=stop_at_the_second_poll
+    )
+    events = []
+    with pytest.raises(CancelledError):
+        for event in gen:
+            events.append(event)
+    assert all(e.stage != "tuning" for e in events)  # stopped before the image was scored
 
 
 def test_default_grids_follow_the_model_kind() -> None:

@@ -206,7 +206,7 @@ def iter_tune(
     """Choose ``weights``' thresholds on labelled ``images`` (``cellseg tune`` in a worker).
 
     Images given as loaders are read one at a time. Torch leaves one core to the viewer.
-    Progress comes once per image; the worker can stop there.
+    Overall progress (thousandths) comes at every tile; the worker can stop there.
     """
     from napari_cellseg._napari._threads import gui_torch_threads
     from napari_cellseg.core.device import resolve_device
@@ -214,19 +214,29 @@ def iter_tune(
     from napari_cellseg.core.validation import ValidationImage
     from napari_cellseg.models import load_weights
 
-    yield Progress("tuning", 0, len(images), f"loading {weights.name}…")
+    yield Progress("tuning", 0, _SCALE, f"loading {weights.name}…")
     model = load_weights(weights, device=resolve_device(device))
+    n = len(images)
 
     def read(item: EvalImage | Callable[[], EvalImage]) -> ValidationImage:
         image = item() if callable(item) else item
         return ValidationImage(image.name, image.data, image.axes, image.ground_truth)
 
     params = PredictParams(device=device)
+    done, message = 0, f"tuning {weights.name}: segmenting image 1 of {n}…"
     with gui_torch_threads():
-        result = yield from iter_tune_postprocess(
-            [partial(read, item) for item in images], model, params=params
-        )
-    return Tuned(result, model, weights)
+        gen = iter_tune_postprocess([partial(read, item) for item in images], model, params=params)
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return Tuned(stop.value, model, weights)
+            if event.stage == "tuning":  # an image was scored with every setting
+                done = event.done
+                message = f"tuning {weights.name}: segmenting image {done + 1} of {n}…"
+                yield Progress("tuning", _SCALE * done // n, _SCALE, event.message)
+            else:  # a tile of image done + 1
+                yield Progress("tuning", int(_SCALE * (done + event.fraction) / n), _SCALE, message)
 
 
 def save_tuned_copy(tuned: Tuned, data: str) -> Path:

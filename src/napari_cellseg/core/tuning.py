@@ -22,7 +22,7 @@ from napari_cellseg.core import predict_blocks
 from napari_cellseg.core.config import PostprocessParams, PredictParams
 from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.events import CancelledError, Progress
-from napari_cellseg.core.inference import Prediction, predict, reapply
+from napari_cellseg.core.inference import Prediction, iter_predict, reapply
 from napari_cellseg.core.metrics import dsb_ap
 from napari_cellseg.core.validation import ValidationImage
 from napari_cellseg.models.card import ModelCard
@@ -138,12 +138,14 @@ def iter_tune_postprocess(
     grid : mapping, optional
         Candidate values per parameter name; :func:`default_grid` when omitted.
     should_stop : callable, optional
-        Polled at every image; when it returns True, :class:`CancelledError` is raised.
+        Polled at every tile and image; when it returns True, :class:`CancelledError` is
+        raised.
 
     Yields
     ------
     Progress
-        One per image (``stage="tuning"``).
+        The tiles of the image being segmented (``stage="tiles"``), then one event per image
+        (``stage="tuning"``, ``done`` of ``len(images)``).
 
     Returns
     -------
@@ -172,7 +174,7 @@ def iter_tune_postprocess(
                 f"(above {predict_blocks.DEFAULT_BLOCK_PIXELS} pixels); tune on crops of it"
             )
         run = replace(params, axes=item.axes, post=base)
-        prediction: Prediction = predict(item.image, model, run)
+        prediction = yield from _predict(item.image, model, run, should_stop)
         for i, post in enumerate(settings):
             labels = prediction.labels if post == base else reapply(prediction, post).labels
             totals[i] += dsb_ap(item.truth, labels)
@@ -189,6 +191,20 @@ def iter_tune_postprocess(
         n_candidates=len(settings),
         ranking=[{**_changed(base, settings[i]), "dsb_ap": float(scores[i])} for i in order],
     )
+
+
+def _predict(
+    image: Any, model: LoadedModel, params: PredictParams, should_stop: Callable[[], bool] | None
+) -> Generator[Progress, None, Prediction]:
+    """Segment ``image``, passing its tile progress on; the Prediction."""
+    gen = iter_predict(image, model, params, should_stop=should_stop)
+    for event in gen:
+        if isinstance(event, Prediction):
+            gen.close()
+            return event
+        if isinstance(event, Progress) and event.stage == "tiles":
+            yield event
+    raise CellsegError("segmentation ended without a result")  # pragma: no cover
 
 
 def tuned_card(card: ModelCard, result: TuningResult, data: str) -> ModelCard:
