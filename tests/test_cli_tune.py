@@ -98,3 +98,15 @@ def test_predict_takes_the_cards_thresholds_unless_given() -> None:
     plain = ModelCard.for_model("unet", {"classes": 3})  # no values of its own: the defaults
     assert params_from_args(predict_args(), plain).post == PostprocessParams()
     assert params_from_args(predict_args("--no-fill-holes"), plain).post.fill_holes is False
+
+
+def test_tune_default_output_never_replaces_an_earlier_copy(labelled, weights, capsys) -> None:
+    earlier = weights.with_name("model-tuned.safetensors")
+    earlier.write_bytes(b"an earlier tuned copy")
+    grid = '{"boundary_threshold": [0.1, 0.5]}'
+    args = ["tune", str(weights), "--data", str(labelled), "--device", "cpu", "--tile", "64"]
+    assert main([*args, "--grid", grid]) == 0
+    second = weights.with_name("model-tuned-2.safetensors")
+    assert f"written {second}" in capsys.readouterr().out
+    assert earlier.read_bytes() == b"an earlier tuned copy"
+    assert read_card(second).postprocess == {"boundary_threshold": 0.1}

@@ -9,7 +9,7 @@ from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari_cellseg.core.config import PostprocessParams, PredictParams
+from napari_cellseg.core.config import PostprocessParams, PredictParams, default_overlap
 
 if TYPE_CHECKING:
     from napari_cellseg.models.card import ModelCard
@@ -104,11 +104,6 @@ def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams
         channels=channels,
         post=replace(card.post_params(), **post),
     )
-
-
-def default_overlap(tile_size: int) -> int:
-    """The default overlap, reduced for small tiles (a quarter of the tile at most)."""
-    return min(PredictParams().overlap, max(0, tile_size // 4))
 
 
 def run_predict(args: argparse.Namespace) -> int:

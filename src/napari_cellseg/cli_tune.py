@@ -30,7 +30,8 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         default=None,
-        help="output .safetensors file (default: <weights stem>-tuned.safetensors beside it)",
+        help="output .safetensors file (default: <weights stem>-tuned.safetensors beside it, "
+        "or -tuned-2, -tuned-3... when taken)",
     )
     t.add_argument(
         "--max-images",
@@ -50,24 +51,17 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=run_tune)
 
 
-def default_output(weights: Path) -> Path:
-    """``<stem>-tuned.safetensors`` beside ``weights`` (a folder gets it beside itself)."""
-    stem = weights.stem if weights.is_file() else weights.name
-    return weights.with_name(f"{stem}-tuned.safetensors")
-
-
 def run_tune(args: argparse.Namespace) -> int:
     """Tune, print base and best settings, write the tuned copy (never over the input)."""
-    from napari_cellseg.core.config import PredictParams
+    from napari_cellseg.core.config import PredictParams, default_overlap, describe_post
     from napari_cellseg.core.data import scan_training_folders
     from napari_cellseg.core.device import resolve_device
     from napari_cellseg.core.errors import CellsegError
-    from napari_cellseg.core.tuning import iter_tune_postprocess, tuned_card
+    from napari_cellseg.core.tuning import iter_tune_postprocess, tuned_copy_path, write_tuned
     from napari_cellseg.core.validation import read_validation_images
-    from napari_cellseg.models import load_weights, save_weights
-    from napari_cellseg.models.weights import stores_float16
+    from napari_cellseg.models import load_weights
 
-    out = args.out or default_output(args.weights)
+    out = args.out or tuned_copy_path(args.weights)
     if out.suffix != ".safetensors":
         raise CellsegError(f"--out {out} must end in .safetensors")
     if out.resolve() == args.weights.resolve():
@@ -81,7 +75,9 @@ def run_tune(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     loaded = load_weights(args.weights, device=device)
     images = read_validation_images(pairs)
-    params = PredictParams(device=str(device), tile_size=args.tile, overlap=min(64, args.tile // 4))
+    params = PredictParams(
+        device=str(device), tile_size=args.tile, overlap=default_overlap(args.tile)
+    )
     tty = sys.stderr.isatty()
     gen = iter_tune_postprocess(images, loaded, params=params, grid=grid)
     while True:
@@ -94,7 +90,7 @@ def run_tune(args: argparse.Namespace) -> int:
             print(f"\rtuning {event.done}/{event.total} {event.message}", end="", file=sys.stderr)
     if tty:
         print("", file=sys.stderr)
-    base = ", ".join(f"{k} {v:g}" for k, v in sorted(loaded.card.postprocess.items()))
+    base = describe_post(loaded.card.postprocess)
     print(
         f"current thresholds ({base or 'library defaults'}): DSB AP {result.base_score:.4f} "
         f"on {result.n_images} images"
@@ -102,11 +98,10 @@ def run_tune(args: argparse.Namespace) -> int:
     if not result.changed:
         print(f"no better setting among {result.n_candidates} tried; nothing written")
         return 0
-    shown = ", ".join(f"{k} {v:g}" for k, v in sorted(result.changed.items()))
+    shown = describe_post(result.changed)
     print(f"best of {result.n_candidates} settings: {shown}: DSB AP {result.score:.4f}")
     data = ", ".join(p.name for p in args.data)
-    card = tuned_card(loaded.card, result, data)
-    save_weights(loaded.model, card, out, half=stores_float16(args.weights))
+    write_tuned(loaded, result, data, out, like=args.weights)
     print(f"written {out}")
     return 0
 

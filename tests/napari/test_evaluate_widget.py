@@ -79,6 +79,19 @@ def wait_done(qtbot, widget: EvaluateWidget) -> None:
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
 
 
+def cancel_when(widget: EvaluateWidget, marker: str) -> list[int]:
+    """Press Cancel at the first progress message holding ``marker``; the progress seen."""
+    seen: list[int] = []
+
+    def on_progress(event) -> None:
+        seen.append(event.done)
+        if marker in event.message and widget.cancel.enabled:
+            widget.cancel_run()
+
+    widget._worker.yielded.connect(on_progress)
+    return seen
+
+
 def column(widget: EvaluateWidget, title: str) -> dict[str, str]:
     value = widget.table.value
     j = value["columns"].index(title)
@@ -239,14 +252,7 @@ def test_cancel_stops_a_comparison_and_keeps_the_table(
 ) -> None:
     viewer, widget = make_widget(make_napari_viewer, qtbot)
     start_folder_comparison(widget, _compare_folder(tmp_path, gt, 6), two_models)
-    seen: list[int] = []
-
-    def cancel_after_first_image(event) -> None:
-        seen.append(event.done)
-        if "(2/6)" in event.message and widget.cancel.enabled:
-            widget.cancel_run()
-
-    widget._worker.yielded.connect(cancel_after_first_image)
+    seen = cancel_when(widget, "(2/6)")  # after the first image
     wait_done(qtbot, widget)
     assert errors == [] and widget.results == {} and len(viewer.layers) == 0
     assert widget.status.value == "cancelled: nothing was added"
@@ -327,14 +333,7 @@ def test_cancel_stops_a_tuning_and_offers_nothing_to_save(
     widget.weights_a.value = weights
     widget.device.value = "cpu"
     widget.run_tuning()
-    seen: list[int] = []
-
-    def cancel_after_two_images(event) -> None:
-        seen.append(event.done)
-        if "segmenting image 3 of 6" in event.message and widget.cancel.enabled:
-            widget.cancel_run()
-
-    widget._worker.yielded.connect(cancel_after_two_images)
+    seen = cancel_when(widget, "segmenting image 3 of 6")  # after two images
     wait_done(qtbot, widget)
     assert errors == [] and widget.results == {}
     assert widget.status.value == "cancelled: nothing was added"

@@ -244,14 +244,7 @@ def save_tuned_copy(tuned: Tuned, data: str) -> Path:
 
     An existing file is never overwritten; the original weights are not touched.
     """
-    from napari_cellseg.core.tuning import tuned_card
-    from napari_cellseg.models import save_weights
-    from napari_cellseg.models.weights import stores_float16
+    from napari_cellseg.core.tuning import tuned_copy_path, write_tuned
 
-    folder, stem = tuned.weights.parent, tuned.weights.stem
-    path, n = folder / f"{stem}-tuned.safetensors", 2
-    while path.exists():
-        path, n = folder / f"{stem}-tuned-{n}.safetensors", n + 1
-    card = tuned_card(tuned.model.card, tuned.result, data)
-    half = stores_float16(tuned.weights)
-    return save_weights(tuned.model.model, card, path, half=half)
+    out = tuned_copy_path(tuned.weights)
+    return write_tuned(tuned.model, tuned.result, data, out, like=tuned.weights)

@@ -42,6 +42,7 @@ from napari_cellseg._napari._metrics_table import (
     write_metrics_csv,
 )
 from napari_cellseg._napari._session import session_for
+from napari_cellseg.core.config import describe_post
 from napari_cellseg.core.device import available_devices
 from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.events import Progress
@@ -281,7 +282,7 @@ class EvaluateWidget(Container):
         if not result.changed:
             verdict = f"no better setting among {result.n_candidates}: keep the model as it is"
         else:
-            shown = ", ".join(f"{k} {v:g}" for k, v in sorted(result.changed.items()))
+            shown = describe_post(result.changed)
             n_images = result.n_images
             images = "this image" if n_images == 1 else f"these {n_images} images"
             verdict = (

@@ -6,6 +6,7 @@ records the ones it used.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -143,6 +144,16 @@ class PredictParams:
             None if post is None else {f.name: getattr(post, f.name) for f in fields(post)}
         )
         return out
+
+
+def default_overlap(tile_size: int) -> int:
+    """The default tile overlap, reduced for small tiles (a quarter of the tile at most)."""
+    return min(PredictParams().overlap, max(0, tile_size // 4))
+
+
+def describe_post(values: Mapping[str, Any]) -> str:
+    """Post-processing values as ``"name value, ..."``, sorted by name (for messages)."""
+    return ", ".join(f"{name} {value:g}" for name, value in sorted(values.items()))
 
 
 #: Family defaults used when TrainParams leaves a value as None.

@@ -297,22 +297,20 @@ def _tune_thresholds(out, val_images, params, device, should_stop) -> Generator[
 
     Stopped midway, ``out`` keeps the trained weights with the thresholds they had.
     """
-    from napari_cellseg.core.config import PredictParams
-    from napari_cellseg.core.tuning import iter_tune_postprocess, tuned_card
+    from napari_cellseg.core.config import PredictParams, default_overlap, describe_post
+    from napari_cellseg.core.tuning import iter_tune_postprocess, write_tuned
 
     loaded = load_weights(out, device=device)
     tile = params.val_tile_size
-    run = PredictParams(device=str(device), tile_size=tile, overlap=min(64, tile // 4))
+    run = PredictParams(device=str(device), tile_size=tile, overlap=default_overlap(tile))
     result = yield from iter_tune_postprocess(
         val_images, loaded, params=run, should_stop=should_stop
     )
     if not result.changed:
         return f"thresholds: none of {result.n_candidates} settings beat the model's own"
-    card = tuned_card(loaded.card, result, f"{len(val_images)} validation images")
-    save_weights(loaded.model, card, out)
-    shown = ", ".join(f"{k} {v:g}" for k, v in sorted(result.changed.items()))
+    write_tuned(loaded, result, f"{len(val_images)} validation images", out, like=out)
     return (
-        f"thresholds tuned on the validation images: {shown} "
+        f"thresholds tuned on the validation images: {describe_post(result.changed)} "
         f"(DSB AP {result.base_score:.3f} → {result.score:.3f}; stored in {out.name})"
     )
 

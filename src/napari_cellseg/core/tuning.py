@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from napari_cellseg.core.inference import Prediction, iter_predict, reapply
 from napari_cellseg.core.metrics import dsb_ap
 from napari_cellseg.core.validation import ValidationImage
 from napari_cellseg.models.card import ModelCard
-from napari_cellseg.models.weights import LoadedModel
+from napari_cellseg.models.weights import LoadedModel, save_weights, stores_float16
 
 #: Candidate values per model kind. Each grid holds the library defaults, so the tuned
 #: setting never scores below them on the tuning images.
@@ -222,6 +223,29 @@ def tuned_card(card: ModelCard, result: TuningResult, data: str) -> ModelCard:
     return replace(card, postprocess=values, provenance=provenance)
 
 
+def tuned_copy_path(weights: Path) -> Path:
+    """``<stem>-tuned.safetensors`` beside ``weights``; ``-tuned-2``… when that is taken.
+
+    An smp folder's copy is named after the folder. An existing file is never chosen.
+    """
+    stem = weights.stem if weights.is_file() else weights.name
+    path, n = weights.with_name(f"{stem}-tuned.safetensors"), 2
+    while path.exists():
+        path, n = weights.with_name(f"{stem}-tuned-{n}.safetensors"), n + 1
+    return path
+
+
+def write_tuned(
+    model: LoadedModel, result: TuningResult, data: str, out: Path, *, like: Path
+) -> Path:
+    """Save ``model`` with ``result``'s thresholds in its card (:func:`tuned_card`) to ``out``.
+
+    Tensors are stored as float16 when ``like`` (the weight file tuned) stores them so.
+    """
+    card = tuned_card(model.card, result, data)
+    return save_weights(model.model, card, out, half=stores_float16(like))
+
+
 def _changed(base: PostprocessParams, post: PostprocessParams) -> dict[str, Any]:
     return {
         f.name: getattr(post, f.name)
@@ -237,4 +261,6 @@ __all__ = [
     "default_grid",
     "iter_tune_postprocess",
     "tuned_card",
+    "tuned_copy_path",
+    "write_tuned",
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_cellseg.core.config import PredictParams
+from napari_cellseg.core.config import PredictParams, default_overlap
 from napari_cellseg.core.inference import predict
 from napari_cellseg.core.metrics import evaluate_pair, summarise
 from napari_cellseg.models.card import ModelCard
@@ -58,7 +58,7 @@ def evaluate_model(
         params = PredictParams(
             device=str(device),
             tile_size=tile_size,
-            overlap=min(64, tile_size // 4),
+            overlap=default_overlap(tile_size),
             axes=item.axes,  # post unset: the model's own thresholds, as in use
         )
         prediction = predict(item.image, loaded, params)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from napari_cellseg.core.config import PostprocessParams
+from napari_cellseg.core.config import PostprocessParams, describe_post
 from napari_cellseg.core.errors import CellsegError
 
 CARD_METADATA_KEY = "cellseg.card"
@@ -255,7 +255,7 @@ class ModelCard:
             )
             lines.append(f"  metrics:       {shown}")
         if self.postprocess:
-            shown = ", ".join(f"{k} {v:g}" for k, v in sorted(self.postprocess.items()))
+            shown = describe_post(self.postprocess)
             tuning = prov.get("postprocess_tuning") or {}
             where = f" (tuned on {tuning['data']})" if tuning.get("data") else ""
             lines.append(f"  thresholds:    {shown}{where}")
