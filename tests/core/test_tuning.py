@@ -146,3 +146,14 @@ def test_a_plane_too_large_to_hold_is_refused_with_advice(monkeypatch) -> None:
     monkeypatch.setattr(predict_blocks, "DEFAULT_BLOCK_PIXELS", 32 * 32)
     with pytest.raises(CellsegError, match="cells0: a 64×64 plane is too large .* tune on crops"):
         run(iter_tune_postprocess(images(1), known_model(), params=CPU))
+
+
+def test_a_demo_models_tuned_copy_never_goes_into_the_package(tmp_path) -> None:
+    from napari_cellseg.core.tuning import tuned_copy_path
+    from napari_cellseg.models import list_bundled_weights
+
+    demo = list_bundled_weights()[0]
+    assert tuned_copy_path(demo, tmp_path) == tmp_path / f"{demo.stem}-tuned.safetensors"
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(b"x")
+    assert tuned_copy_path(mine) == tmp_path / "mine-tuned.safetensors"  # beside the user's

@@ -239,12 +239,14 @@ def iter_tune(
                 yield Progress("tuning", int(_SCALE * (done + event.fraction) / n), _SCALE, message)
 
 
-def save_tuned_copy(tuned: Tuned, data: str) -> Path:
+def save_tuned_copy(tuned: Tuned, data: str, elsewhere: Path) -> Path:
     """Write ``<stem>-tuned.safetensors`` (``-tuned-2``… if taken) beside the weights.
 
-    An existing file is never overwritten; the original weights are not touched.
+    A demo model's copy goes to ``elsewhere``, never into the installed package. An
+    existing file is never overwritten; the original weights are not touched.
     """
     from napari_cellseg.core.tuning import tuned_copy_path, write_tuned
 
-    out = tuned_copy_path(tuned.weights)
+    out = tuned_copy_path(tuned.weights, elsewhere)
+    out.parent.mkdir(parents=True, exist_ok=True)
     return write_tuned(tuned.model, tuned.result, data, out, like=tuned.weights)

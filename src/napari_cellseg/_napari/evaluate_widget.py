@@ -42,6 +42,7 @@ from napari_cellseg._napari._metrics_table import (
     write_metrics_csv,
 )
 from napari_cellseg._napari._session import session_for
+from napari_cellseg._napari.segment_widget import config_dir
 from napari_cellseg.core.config import describe_post
 from napari_cellseg.core.device import available_devices
 from napari_cellseg.core.errors import CellsegError
@@ -298,7 +299,8 @@ class EvaluateWidget(Container):
             return
         data = self._tuning_data()
         self.status.value = "saving the tuned copy…"
-        self._launch(save_tuned_copy, self._tuned, data, on_done=self._on_saved)
+        demo_copies = config_dir() / "models"  # a demo model's copy: not into the package
+        self._launch(save_tuned_copy, self._tuned, data, demo_copies, on_done=self._on_saved)
         self._tuned = None  # saved once; tune again for another copy
 
     def _tuning_data(self) -> str:

@@ -11,6 +11,7 @@ for its models.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -223,16 +224,32 @@ def tuned_card(card: ModelCard, result: TuningResult, data: str) -> ModelCard:
     return replace(card, postprocess=values, provenance=provenance)
 
 
-def tuned_copy_path(weights: Path) -> Path:
+def tuned_copy_path(weights: Path, elsewhere: Path | None = None) -> Path:
     """``<stem>-tuned.safetensors`` beside ``weights``; ``-tuned-2``… when that is taken.
 
     An smp folder's copy is named after the folder. An existing file is never chosen.
+    Weights that ship with napari-cellseg (the demo models) get their copy in ``elsewhere``
+    (default: the current folder) instead: nothing is written into the installed package,
+    and the copy is not listed as a demo model.
     """
     stem = weights.stem if weights.is_file() else weights.name
-    path, n = weights.with_name(f"{stem}-tuned.safetensors"), 2
+    folder = (elsewhere or Path.cwd()) if _bundled(weights) else weights.parent
+    path, n = folder / f"{stem}-tuned.safetensors", 2
     while path.exists():
-        path, n = weights.with_name(f"{stem}-tuned-{n}.safetensors"), n + 1
+        path, n = folder / f"{stem}-tuned-{n}.safetensors", n + 1
     return path
+
+
+def _bundled(weights: Path) -> bool:
+    """Whether ``weights`` lies in the installed package or its sample data folder."""
+    import napari_cellseg
+    from napari_cellseg.core.samples import sample_data_dir
+
+    where = weights.resolve()
+    roots = [Path(napari_cellseg.__file__).parent.resolve()]
+    with contextlib.suppress(CellsegError):  # a broken install: no sample folder to protect
+        roots.append(sample_data_dir())
+    return any(where.is_relative_to(root) for root in roots)
 
 
 def write_tuned(
