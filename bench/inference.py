@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from _common import PeakRSS, pack_mosaic
 
-from napari_cellseg.core.config import PredictParams
+from napari_cellseg.core.config import PredictParams, default_overlap
 from napari_cellseg.core.device import resolve_device
 from napari_cellseg.core.inference import predict
 from napari_cellseg.core.postprocess import maskrcnn_instances, unet_instances
@@ -73,7 +73,11 @@ def naive_predict(
         normalisation=card.normalisation,
     )
     h, w = x.shape[-2:]
-    tiles = plan_tiles((h, w), tile, 64)
+    overlap = default_overlap(tile)
+    if card.family == "maskrcnn":  # tiles at the detector's own scale, as ``predict`` does
+        tile = min(tile, int(card.builder_args.get("min_size", 800)))
+        overlap = min(overlap, tile // 4)
+    tiles = plan_tiles((h, w), tile, overlap)
     if card.family == "unet":
         acc = np.zeros((len(card.outputs), h, w), np.float32)
         count = np.zeros((h, w), np.float32)
@@ -184,8 +188,11 @@ def main() -> int:
                 size, "dsb" if family == "maskrcnn" or size <= 1024 else "glas", args.data_root
             )
             params = PredictParams(
-                device=str(device), tile_size=args.tile, batch_size=args.batch_size
-            )
+                device=str(device),
+                tile_size=args.tile,
+                overlap=default_overlap(args.tile),
+                batch_size=args.batch_size,
+            ).resolved(loaded.card.post_params())  # the model's own thresholds, for both
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             predict(image[:256, :256], loaded, params)  # warm-up

@@ -51,7 +51,12 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help=f"tile overlap, px (default {defaults.overlap}, at most a quarter of the tile)",
     )
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="tiles per pass")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="tiles per forward pass on a GPU (the CPU takes one at a time)",
+    )
     p.add_argument("--axes", default=None, help="axes of the images, e.g. ZYX (default: file's)")
     p.add_argument(
         "--channels", default=None, help="image channels fed to the model, e.g. 0 or 1,0,2"

@@ -10,7 +10,7 @@ import torch
 from napari_cellseg.core.runner import ModelRunner, _to_detections, is_out_of_memory
 from napari_cellseg.models import ModelCard, build_model
 from napari_cellseg.models.weights import LoadedModel
-from tiny_models import TINY_MASKRCNN
+from tiny_models import TINY_MASKRCNN, TINY_UNET
 
 
 def test_per_box_masks_match_torchvision_pasting() -> None:
@@ -41,3 +41,50 @@ def test_out_of_memory_errors_are_recognised() -> None:
     assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
     assert is_out_of_memory(RuntimeError("MPS backend out of memory"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def _runner(family: str, args: dict) -> ModelRunner:
+    torch.manual_seed(0)
+    model = build_model(family, **args).eval()
+    card = ModelCard.for_model(family, args)
+    return ModelRunner(LoadedModel(model, card, Path("m"), "test"), torch.device("cpu"))
+
+
+def _count_passes(module: torch.nn.Module) -> list[int]:
+    """Record the batch size of each forward pass through ``module``."""
+    sizes: list[int] = []
+    module.register_forward_pre_hook(lambda _m, inputs: sizes.append(len(inputs[0])))
+    return sizes
+
+
+def test_cpu_passes_unet_tiles_one_at_a_time_with_the_same_output() -> None:
+    runner = _runner("unet", TINY_UNET)
+    assert runner.tiles_per_pass(4) == 1
+    batch = np.random.default_rng(2).random((3, 3, 64, 64), dtype=np.float32)
+    passes = _count_passes(runner.model)
+    together = runner.unet_probabilities(batch)
+    assert passes == [1, 1, 1]
+    assert together.shape == (3, 3, 64, 64)
+    for i in range(3):
+        np.testing.assert_allclose(together[i], runner.unet_probabilities(batch[i : i + 1])[0])
+
+
+def test_cpu_passes_maskrcnn_tiles_one_at_a_time_in_order() -> None:
+    runner = _runner("maskrcnn", TINY_MASKRCNN)
+    rng = np.random.default_rng(3)
+    tiles = [rng.random((3, 64, 96), dtype=np.float32) for _ in range(3)]
+    passes = _count_passes(runner.model.backbone)
+    together = runner.maskrcnn_detections(tiles)
+    assert passes == [1, 1, 1]
+    assert len(together) == 3
+    assert sum(len(d) for d in together) > 0  # random weights still detect something
+    for tile, detections in zip(tiles, together, strict=True):
+        (alone,) = runner.maskrcnn_detections([tile])
+        np.testing.assert_array_equal(detections.boxes, alone.boxes)
+        np.testing.assert_array_equal(detections.scores, alone.scores)
+
+
+def test_accelerators_keep_whole_batches() -> None:
+    runner = _runner("unet", TINY_UNET)
+    runner.device = torch.device("cuda")  # only the planning is asked, nothing runs
+    assert runner.tiles_per_pass(4) == 4
