@@ -14,7 +14,7 @@ from batch_helpers import PARAMS, disk_image, save_tiny_unet
 
 from event_helpers import drain
 from napari_cellseg.batch.measure import measure_labels
-from napari_cellseg.core import normalise, preprocess
+from napari_cellseg.core import normalise, plane_reading, preprocess
 from napari_cellseg.core import predict_blocks as pb
 from napari_cellseg.core.inference import predict
 from napari_cellseg.core.metrics import matching_at
@@ -35,10 +35,10 @@ def test_plane_normalisation_gives_every_crop_the_whole_planes_values(
     model, method, monkeypatch
 ) -> None:
     monkeypatch.setattr(normalise, "PERCENTILE_SAMPLE_PIXELS", 5000)  # force subsampling
-    monkeypatch.setattr(pb, "PERCENTILE_SAMPLE_PIXELS", 5000)
+    monkeypatch.setattr(plane_reading, "PERCENTILE_SAMPLE_PIXELS", 5000)
     card = replace(model.card, normalisation={"method": method, "low": 2, "high": 99})
     plane = np.random.default_rng(0).gamma(2.0, 300.0, (250, 230)).astype(np.uint16)
-    fixed = pb.plane_normalisation(plane, card, block_size=64)
+    fixed = plane_reading.plane_normalisation(plane, card, block_size=64)
     kwargs = {"input_channels": 3, "channel_handling": card.channel_handling}
     whole = preprocess.to_model_input(plane, normalisation=card.normalisation, **kwargs)
     again = preprocess.to_model_input(plane, normalisation=fixed, **kwargs)
@@ -91,10 +91,10 @@ def test_a_memory_mapped_stack_is_segmented_plane_by_plane(model, tmp_path) -> N
     assert len(result.stats) == 2 and result.n_objects == sum(s.objects for s in result.stats)
     assert set(result.table["plane"].tolist()) == {0, 1}
     for z in range(2):  # each plane has its own normalisation, as in whole-stack inference
-        own = pb.plane_normalisation(stack[z], model.card)
+        own = plane_reading.plane_normalisation(stack[z], model.card)
         assert result.notices == [] and own["method"] == "range"
         assert out[z].max() == result.stats[z].objects
-    pb.release_pages(mapped)  # dropping pages of a mapping is harmless
+    plane_reading.release_pages(mapped)  # dropping pages of a mapping is harmless
     np.testing.assert_array_equal(mapped, stack)
 
 

@@ -30,11 +30,12 @@ Design
   thread from a queue of at most 2, so about ``prefetch + 4`` images are in memory at once.
 - **Large images.** Tiling bounds GPU memory. On the host, an uncompressed contiguous TIFF
   with more than ``memmap_pixels`` (64 Mpx) is memory-mapped, so a stack is paged in plane by
-  plane; compressed TIFFs and PNG/JPEG are decoded whole. A TIFF whose header declares more
-  raw data than the file holds, or more than the free memory, and PNGs over Pillow's
-  decompression-bomb limit are refused before anything is allocated. Limits: a single plane
-  still needs about ``4 x (input + output channels)`` bytes per pixel in float32 for the
-  network's input and the blended probabilities, plus the label stack.
+  plane, and a compressed 2-D (or RGB) TIFF that large is decoded chunk by chunk
+  (:mod:`.reading`); other images are decoded whole. A TIFF whose header declares more raw
+  data than the file holds, or more than the free memory, and PNGs over Pillow's
+  decompression-bomb limit are refused before anything is allocated. A single plane above
+  16.8 Mpx is segmented block by block into a label array on disk (:mod:`.large`), so memory
+  depends on the block size, not on the image.
 - **Scale-out.** ``scheduler="local"`` starts a ``distributed.LocalCluster`` of worker
   processes (one thread each); ``"tcp://host:port"`` uses an existing scheduler, whose
   workers must see the weight file and the output folder at the same paths. Workers receive
@@ -44,9 +45,10 @@ Design
   leaving at most a temporary file that the next run removes).
 """
 
-from napari_cellseg.batch.files import FileTask, find_inputs, read_input
+from napari_cellseg.batch.files import FileTask, find_inputs
 from napari_cellseg.batch.jobs import BatchJob, BatchSummary, FileResult, process_file
 from napari_cellseg.batch.measure import measure_labels
+from napari_cellseg.batch.reading import read_input
 from napari_cellseg.batch.runner import BatchEvent, iter_batch, run_batch
 
 __all__ = [

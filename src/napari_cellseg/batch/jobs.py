@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_cellseg.batch.files import DEFAULT_MEMMAP_PIXELS, FileTask, read_input
+from napari_cellseg.batch.files import FileTask
 from napari_cellseg.batch.large import (
     DEFAULT_BLOCK_PIXELS,
     is_large,
@@ -26,6 +26,7 @@ from napari_cellseg.batch.large import (
     segment_large,
     write_labels_tiled,
 )
+from napari_cellseg.batch.reading import DEFAULT_MEMMAP_PIXELS, read_input
 from napari_cellseg.core.config import PostprocessParams, PredictParams
 from napari_cellseg.core.errors import CellsegError, ImageReadError, ImageWriteError
 from napari_cellseg.core.events import CancelledError, Notice, Progress

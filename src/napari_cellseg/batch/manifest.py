@@ -1,4 +1,4 @@
-"""The run manifest, its journal, the recipe hash and resuming.
+"""The run manifest, its journal and resuming (the recipe itself: :mod:`.recipe`).
 
 An output folder belongs to one *recipe*: the weight file's sha256 and every parameter that
 changes the labels (``device`` and ``batch_size`` do not and are left out of the hash, but are
@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import json
 import os
-import platform
 import re
 import shutil
 import threading
@@ -30,82 +28,19 @@ from typing import IO, Any
 
 from napari_cellseg.batch.files import MANIFEST_NAME, FileTask
 from napari_cellseg.batch.jobs import FileResult
+from napari_cellseg.batch.recipe import VERSION, recipe_difference, recipe_hash
 from napari_cellseg.core.atomic import atomic_write_text
 from napari_cellseg.core.errors import CellsegError
 
-__all__ = ["RunState", "library_versions", "make_recipe", "recipe_hash", "sha256_path"]
+__all__ = ["RunState"]
 
 JOURNAL_NAME = "batch_journal.jsonl"
 ERRORS_NAME = "errors.csv"
 COMBINED_NAME = "measurements.csv"
 LOCK_NAME = ".batch.lock"
 FORMAT = "napari-cellseg batch manifest"
-VERSION = 1
-RESULT_NEUTRAL = ("device", "batch_size")
-"""Parameters that do not change the labels: recorded, but not part of the recipe hash."""
 FLUSH_SECONDS = 60.0
 _ATOMIC_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # core.atomic's temporary names
-
-
-def sha256_path(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file, or of every file (name and content) of a folder, streamed."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        with open(file, "rb") as fh:
-            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def make_recipe(weights_sha256: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The result-changing part of a run: weights checksum and parameters."""
-    kept = {k: v for k, v in params.items() if k not in RESULT_NEUTRAL}
-    return {"format": VERSION, "weights_sha256": weights_sha256, "params": kept}
-
-
-def recipe_hash(recipe: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of a recipe."""
-    text = json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=list)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of Python and the libraries that shape the results."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("napari-cellseg", "numpy", "torch", "scikit-image", "scipy", "tifffile", "dask"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def _recipe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
-    if old.get("weights_sha256") != new.get("weights_sha256"):
-        return "the weights differ"
-    old_p, new_p = _flat(old.get("params", {})), _flat(new.get("params", {}))
-    changed = [
-        f"{k} {old_p.get(k)!r} -> {new_p.get(k)!r}"
-        for k in sorted(set(old_p) | set(new_p))
-        if old_p.get(k) != new_p.get(k)
-    ]
-    return "parameters differ: " + "; ".join(changed) if changed else "the recipe differs"
 
 
 def _labels_valid(path: str, shape: list[int] | None) -> bool:
@@ -220,7 +155,7 @@ class RunState:
             if not self.overwrite:
                 raise CellsegError(
                     f"{self.out} holds results of a different recipe "
-                    f"({_recipe_difference(old.get('recipe', {}), self.recipe)}); choose "
+                    f"({recipe_difference(old.get('recipe', {}), self.recipe)}); choose "
                     "another output folder, or pass --overwrite (overwrite=True) to replace them"
                 )
             with contextlib.suppress(OSError):

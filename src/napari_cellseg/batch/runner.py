@@ -20,14 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from napari_cellseg.batch.files import (
-    DEFAULT_MEMMAP_PIXELS,
-    FileTask,
-    InputSpec,
-    find_inputs,
-    plan_tasks,
-    read_input,
-)
+from napari_cellseg.batch.files import FileTask, InputSpec, find_inputs, plan_tasks
 from napari_cellseg.batch.jobs import (
     BatchJob,
     BatchSummary,
@@ -37,7 +30,9 @@ from napari_cellseg.batch.jobs import (
     segment,
 )
 from napari_cellseg.batch.large import DEFAULT_BLOCK_PIXELS
-from napari_cellseg.batch.manifest import RunState, library_versions, make_recipe, sha256_path
+from napari_cellseg.batch.manifest import RunState
+from napari_cellseg.batch.reading import DEFAULT_MEMMAP_PIXELS, read_input
+from napari_cellseg.batch.recipe import library_versions, make_recipe, sha256_path
 from napari_cellseg.batch.scheduler import check_scheduler, default_workers, iter_dask
 from napari_cellseg.core.config import PredictParams
 from napari_cellseg.core.errors import CellsegError, WeightFileError

@@ -4,16 +4,13 @@ Each plane is segmented block by block (:mod:`napari_cellseg.core.blocks`): a bl
 halo are read from the (memory-mapped) image, run through :func:`iter_predict` with the
 *whole plane's* normalisation, and the stitched labels are written into an array the caller
 provides (a zarr array on disk for the batch engine). Host memory then depends on the
-block size, not on the image size.
+block size, not on the image size. Reading the planes: :mod:`napari_cellseg.core.plane_reading`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-import mmap
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,17 +22,18 @@ from napari_cellseg.core.config import PredictParams
 from napari_cellseg.core.device import resolve_device
 from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.events import CancelledError, Notice, Progress
-from napari_cellseg.core.normalise import (
-    PERCENTILE_SAMPLE_PIXELS,
-    _as_channels_first,
-    _map_channels,
+from napari_cellseg.core.plane_reading import (
+    check_dtype,
+    plane_normalisation,
+    planes,
+    read_region,
+    release_pages,
 )
 from napari_cellseg.core.postprocess import object_table
 from napari_cellseg.core.preprocess import (
     check_axes,
     check_image,
     guess_axes,
-    iter_planes,
     label_shape,
 )
 from napari_cellseg.core.runner import cached_load
@@ -48,7 +46,6 @@ __all__ = [
     "is_large_plane",
     "iter_predict_blocks",
     "iter_predict_large",
-    "plane_normalisation",
 ]
 
 DEFAULT_BLOCK_SIZE = 2048
@@ -81,78 +78,6 @@ class BlockwisePrediction:
     def n_objects(self) -> int:
         """Number of objects over all planes."""
         return int(sum(s.objects for s in self.stats))
-
-
-def _mapped(crop: np.ndarray, card: ModelCard, channels: Sequence[int] | None) -> np.ndarray:
-    """Channels-first float32 model channels of an image crop (values not rescaled)."""
-    data = _map_channels(
-        _as_channels_first(np.asarray(crop)), card.input_channels, card.channel_handling, channels
-    )
-    return data.astype(np.float32, copy=False)
-
-
-def plane_normalisation(
-    plane: np.ndarray,
-    card: ModelCard,
-    channels: Sequence[int] | None = None,
-    *,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-) -> Mapping[str, Any]:
-    """The card's normalisation made independent of the crop it is applied to.
-
-    ``percentile`` and ``minmax`` depend on the whole plane: they become ``range`` with the
-    plane's values (percentiles from the same strided subsample :func:`normalise` uses on a
-    whole plane, so the result equals whole-plane processing; min and max from a pass over
-    blocks). The other methods work pixel by pixel and are returned unchanged.
-    """
-    norm = dict(card.normalisation)
-    method = norm.get("method")
-    height, width = plane.shape[:2]
-    if method == "percentile":
-        step = math.ceil(math.sqrt(height * width / PERCENTILE_SAMPLE_PIXELS))
-        sample = _mapped(_read(plane, (slice(None, None, step),) * 2, "the image"), card, channels)
-        low, high = float(norm.get("low", 1.0)), float(norm.get("high", 99.8))
-        if not 0.0 <= low < high <= 100.0:
-            raise CellsegError(
-                f"percentile normalisation needs 0 <= low < high <= 100, got {low}, {high}"
-            )
-        stats = [np.percentile(c, (low, high)) for c in sample]
-        clip = bool(norm.get("clip", True))
-    elif method == "minmax":
-        lo = np.full(card.input_channels, np.inf)
-        hi = np.full(card.input_channels, -np.inf)
-        for y in range(0, height, block_size):
-            for x in range(0, width, block_size):
-                region = (slice(y, y + block_size), slice(x, x + block_size))
-                part = _mapped(_read(plane, region, f"the block at ({y}, {x})"), card, channels)
-                lo = np.minimum(lo, part.reshape(len(part), -1).min(axis=1))
-                hi = np.maximum(hi, part.reshape(len(part), -1).max(axis=1))
-                release_pages(plane)
-        stats, clip = list(zip(lo, hi, strict=True)), False
-    else:
-        return norm
-    return {
-        "method": "range",
-        "lo": [float(s[0]) for s in stats],
-        "hi": [float(s[1]) for s in stats],
-        "clip": clip,
-    }
-
-
-def release_pages(array: Any) -> None:
-    """Drop a memory-mapped array's pages from this process's memory (they stay on disk).
-
-    Pages read from a memory map count as the process's memory until the kernel evicts
-    them; after a block is done they are not needed again. No-op for other arrays.
-    """
-    base = array
-    while base is not None:
-        handle = getattr(base, "_mmap", None)
-        if isinstance(handle, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
-            with contextlib.suppress(OSError, ValueError):  # closed, or not supported
-                handle.madvise(mmap.MADV_DONTNEED)
-            return
-        base = getattr(base, "base", None)
 
 
 def iter_predict_blocks(
@@ -202,7 +127,7 @@ def iter_predict_blocks(
     axes = check_axes(image.shape, params.axes) if params.axes else guess_axes(image.shape)
     # shapes and type only: each block's own predict checks its pixels (NaN, inf), so a
     # memory-mapped or zarr image is never read whole here
-    check_image(np.broadcast_to(np.zeros((), _check_dtype(image.dtype)), image.shape), axes=axes)
+    check_image(np.broadcast_to(np.zeros((), check_dtype(image.dtype)), image.shape), axes=axes)
     expected = label_shape(image.shape, axes)
     if tuple(out.shape) != expected:
         raise CellsegError(f"the label array has shape {tuple(out.shape)}, expected {expected}")
@@ -217,7 +142,7 @@ def iter_predict_blocks(
     tables: list[dict[str, np.ndarray]] = []
     measured: list[dict[str, np.ndarray]] = []
     seen: set[str] = set()
-    for plane_number, (index, plane) in enumerate(_planes(image, axes)):
+    for plane_number, (index, plane) in enumerate(planes(image, axes)):
         card = replace(
             loaded.card, normalisation=plane_normalisation(plane, loaded.card, params.channels)
         )
@@ -225,7 +150,7 @@ def iter_predict_blocks(
         crops: dict[Block, np.ndarray] = {}
 
         def segment_region(block: Block, plane=plane, fixed=fixed, crops=crops):
-            crop = _read_region(plane, block)
+            crop = read_region(plane, block)
             release_pages(plane)
             crops.clear()
             crops[block] = crop
@@ -275,43 +200,6 @@ def iter_predict_blocks(
     result.measurements = _concat_tables(measured) if measure is not None else None
     result.timings["total"] = time.perf_counter() - start
     return result
-
-
-def _read(plane: Any, key: Any, where: str) -> np.ndarray:
-    """``plane[key]`` as a numpy array; a failed read (a damaged file) says where."""
-    try:
-        return np.array(plane[key])
-    except (MemoryError, CancelledError):
-        raise
-    except Exception as error:  # decoding a lazily read file (zlib, tifffile, OSError…)
-        raise CellsegError(
-            f"could not read the pixels of {where} ({type(error).__name__}: {error}); the "
-            "file is probably truncated or damaged: copy or export it again"
-        ) from error
-
-
-def _read_region(plane: Any, block: Block) -> np.ndarray:
-    where = f"rows {block.ey0}-{block.ey1}, columns {block.ex0}-{block.ex1}"
-    return _read(plane, block.region, where)
-
-
-def _check_dtype(dtype: np.dtype) -> np.dtype:
-    """The type to check shapes with (floats stand in as uint8: no finiteness pass)."""
-    return np.dtype(np.uint8) if np.dtype(dtype).kind == "f" else np.dtype(dtype)
-
-
-def _planes(image: Any, axes: str) -> Iterator[tuple[tuple[int, ...], Any]]:
-    """``iter_planes`` for numpy arrays; a lazy single-plane array (zarr) is passed as is."""
-    if isinstance(image, np.ndarray):
-        yield from iter_planes(image, axes)
-    elif axes in ("YX", "YXS", "YXC"):
-        yield (), image
-    else:
-        raise CellsegError(
-            f"a lazily read image with axes {axes} cannot be segmented block by block; "
-            "only single planes (YX, or YX with channels last) can; save it as an "
-            "uncompressed TIFF (it is then memory-mapped) or split it into planes"
-        )
 
 
 def is_large_plane(shape: Sequence[int], axes: str, block_pixels: int) -> bool:

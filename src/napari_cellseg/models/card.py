@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -36,17 +37,30 @@ class ModelCardError(CellsegError):
     """The card stored in a weight file is malformed."""
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that define the weights' meaning."""
+WEIGHT_LIBRARIES = ("napari-cellseg", "torch", "torchvision", "segmentation-models-pytorch")
+"""The libraries that define the weights' meaning (recorded in every card)."""
+
+
+def package_versions(names: Sequence[str], *, missing: str | None = None) -> dict[str, str]:
+    """Python's version and those of the installed packages ``names``.
+
+    A package that is not installed is left out, or given as ``missing`` when that is set.
+    """
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for name in ("napari-cellseg", "torch", "torchvision", "segmentation-models-pytorch"):
+    for name in names:
         try:
             out[name] = version(name)
         except PackageNotFoundError:
-            continue
+            if missing is not None:
+                out[name] = missing
     return out
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that define the weights' meaning."""
+    return package_versions(WEIGHT_LIBRARIES)
 
 
 def default_outputs(family: str, builder_args: dict[str, Any]) -> tuple[list[str], str | None]:
