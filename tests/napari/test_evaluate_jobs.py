@@ -109,3 +109,32 @@ def test_a_large_plane_is_compared_block_by_block(sample, weights, monkeypatch) 
     assert prediction.labels.shape == gt.shape
     done = [e.done for e in events]
     assert done == sorted(done) and done[-1] == 1000
+
+
+def test_tuning_summary_gives_both_columns_and_a_verdict() -> None:
+    from napari_cellseg._napari._evaluate_jobs import Tuned
+    from napari_cellseg.core.config import PostprocessParams
+    from napari_cellseg.core.tuning import TuningResult
+
+    def tuned(changed: dict, score: float, n_images: int) -> Tuned:
+        result = TuningResult(
+            post=PostprocessParams(**changed),
+            changed=changed,
+            score=score,
+            base_score=0.4,
+            n_images=n_images,
+            n_candidates=90,
+            ranking=[],
+        )
+        return Tuned(result, model=None, weights=Path("/m/mine.safetensors"))
+
+    columns, verdict = tuned({"boundary_threshold": 0.1}, 0.55, 3).summary()
+    assert columns == {
+        "A as it is": {"dsb_ap": 0.4, "n_images": 3},
+        "A tuned": {"dsb_ap": 0.55, "n_images": 3},
+    }
+    assert verdict.startswith("mine.safetensors: best of 90 settings: ")
+    assert "0.400 → 0.550 on these 3 images" in verdict
+    assert "on this image" in tuned({"min_size": 20}, 0.5, 1).summary()[1]
+    _, unchanged = tuned({}, 0.4, 3).summary()
+    assert unchanged == "no better setting among 90: keep the model as it is"

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_cellseg.core.config import PredictParams
+from napari_cellseg.core.config import PredictParams, describe_post
 from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.events import Progress
 from napari_cellseg.core.io import LABEL_SUFFIXES, SUPPORTED_IMAGE_SUFFIXES
@@ -198,6 +198,26 @@ class Tuned:
     result: Any  # napari_cellseg.core.tuning.TuningResult
     model: Any  # napari_cellseg.models.weights.LoadedModel
     weights: Path
+
+    def summary(self) -> tuple[dict[str, dict[str, Any]], str]:
+        """The table's columns (*A as it is*, *A tuned*) and a one-line verdict."""
+        result = self.result
+        n = {"n_images": result.n_images}
+        columns = {
+            "A as it is": {"dsb_ap": result.base_score, **n},
+            "A tuned": {"dsb_ap": result.score, **n},
+        }
+        if not result.changed:
+            return columns, (
+                f"no better setting among {result.n_candidates}: keep the model as it is"
+            )
+        images = "this image" if result.n_images == 1 else f"these {result.n_images} images"
+        verdict = (
+            f"{self.weights.name}: best of {result.n_candidates} settings: "
+            f"{describe_post(result.changed)} (DSB AP {result.base_score:.3f} → "
+            f"{result.score:.3f} on {images}; judge it on others)"
+        )
+        return columns, verdict
 
 
 def iter_tune(

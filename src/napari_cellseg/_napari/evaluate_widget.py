@@ -43,7 +43,6 @@ from napari_cellseg._napari._metrics_table import (
 )
 from napari_cellseg._napari._session import session_for
 from napari_cellseg._napari.segment_widget import config_dir
-from napari_cellseg.core.config import describe_post
 from napari_cellseg.core.device import available_devices
 from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.events import Progress
@@ -274,24 +273,8 @@ class EvaluateWidget(Container):
         self._launch(iter_tune, a, images, self.device.value, on_done=self._on_tuned)
 
     def _on_tuned(self, tuned: Tuned) -> None:
-        self._tuned, result = tuned, tuned.result
-        n = {"n_images": result.n_images}
-        columns = {
-            "A as it is": {"dsb_ap": result.base_score, **n},
-            "A tuned": {"dsb_ap": result.score, **n},
-        }
-        if not result.changed:
-            verdict = f"no better setting among {result.n_candidates}: keep the model as it is"
-        else:
-            shown = describe_post(result.changed)
-            n_images = result.n_images
-            images = "this image" if n_images == 1 else f"these {n_images} images"
-            verdict = (
-                f"{tuned.weights.name}: best of {result.n_candidates} settings: {shown} "
-                f"(DSB AP {result.base_score:.3f} → {result.score:.3f} on {images}; "
-                "judge it on others)"
-            )
-        self._show(columns, verdict)
+        self._tuned = tuned
+        self._show(*tuned.summary())
 
     def save_tuned_model(self) -> None:
         """Save the tuned copy beside model A and make the Segment tab use it."""
