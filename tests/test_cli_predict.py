@@ -140,3 +140,25 @@ def test_predict_segments_a_large_plane_in_blocks(tmp_path, capsys, weight_files
     line = capsys.readouterr().out.strip()
     assert labels.shape == (256, 256)
     assert line.endswith(".tif") and f"{len(np.unique(labels)) - 1} objects" in line
+
+
+def test_predict_with_test_time_augmentation(tmp_path, capsys, weight_files, monkeypatch) -> None:
+    from napari_cellseg.core import runner
+
+    seen: list[int] = []
+    real = runner.ModelRunner.unet_probabilities
+
+    def spy(self, batch, tta=1):
+        seen.append(tta)
+        return real(self, batch, tta)
+
+    monkeypatch.setattr(runner.ModelRunner, "unet_probabilities", spy)
+    image = get_sample("dsb_fluorescence").image_path
+    args = ["predict", str(image), "--weights", str(weight_files["unet"]), "--out"]
+    args += [str(tmp_path / "out"), "--tile", "128", "--overlap", "16", "--tta", "4"]
+    assert main(args) == 0
+    assert seen and set(seen) == {4}
+    assert (tmp_path / "out" / f"{image.stem}_labels.tif").is_file()
+    with pytest.raises(SystemExit):  # argparse: 3 is not one of 1, 2, 4, 8
+        main([*args[:-1], "3"])
+    assert "invalid choice: 3" in capsys.readouterr().err

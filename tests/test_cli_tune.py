@@ -110,3 +110,22 @@ def test_tune_default_output_never_replaces_an_earlier_copy(labelled, weights, c
     assert f"written {second}" in capsys.readouterr().out
     assert earlier.read_bytes() == b"an earlier tuned copy"
     assert read_card(second).postprocess == {"boundary_threshold": 0.1}
+
+
+def test_tune_for_test_time_augmentation(labelled, weights, capsys, monkeypatch) -> None:
+    from napari_cellseg.core import tuning
+
+    seen: list[int] = []
+    real = tuning.iter_predict
+
+    def spy(image, model, params, **kwargs):
+        seen.append(params.tta)
+        return real(image, model, params, **kwargs)
+
+    monkeypatch.setattr(tuning, "iter_predict", spy)
+    args = ["tune", str(weights), "--data", str(labelled), "--device", "cpu", "--tile", "64"]
+    assert main([*args, "--grid", '{"boundary_threshold": [0.1, 0.5]}', "--tta", "2"]) == 0
+    assert seen and set(seen) == {2}
+    card = read_card(weights.with_name("model-tuned.safetensors"))
+    assert card.provenance["postprocess_tuning"]["tta"] == 2
+    assert "for test-time augmentation ×2" in card.summary()

@@ -9,7 +9,12 @@ from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari_cellseg.core.config import PostprocessParams, PredictParams, default_overlap
+from napari_cellseg.core.config import (
+    TTA_CHOICES,
+    PostprocessParams,
+    PredictParams,
+    default_overlap,
+)
 
 if TYPE_CHECKING:
     from napari_cellseg.models.card import ModelCard
@@ -56,6 +61,14 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=defaults.batch_size,
         help="tiles per forward pass on a GPU (the CPU takes one at a time)",
+    )
+    p.add_argument(
+        "--tta",
+        type=int,
+        choices=TTA_CHOICES,
+        default=defaults.tta,
+        help="test-time augmentation: average a U-Net over 2, 4 or 8 flipped/rotated copies "
+        "of each tile (as many times slower; default 1 = off)",
     )
     p.add_argument("--axes", default=None, help="axes of the images, e.g. ZYX (default: file's)")
     p.add_argument(
@@ -105,6 +118,7 @@ def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams
         tile_size=args.tile,
         overlap=args.overlap if args.overlap is not None else default_overlap(args.tile),
         batch_size=args.batch_size,
+        tta=args.tta,
         axes=args.axes,
         channels=channels,
         post=replace(card.post_params(), **post),

@@ -42,6 +42,13 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--device", default="auto")
     t.add_argument("--tile", type=int, default=512, help="tile size of the network runs")
     t.add_argument(
+        "--tta",
+        type=int,
+        choices=(1, 2, 4, 8),
+        default=1,
+        help="tune for runs with this test-time augmentation (U-Net; default 1 = off)",
+    )
+    t.add_argument(
         "--grid",
         default=None,
         metavar="JSON",
@@ -76,7 +83,7 @@ def run_tune(args: argparse.Namespace) -> int:
     loaded = load_weights(args.weights, device=device)
     images = read_validation_images(pairs)
     params = PredictParams(
-        device=str(device), tile_size=args.tile, overlap=default_overlap(args.tile)
+        device=str(device), tile_size=args.tile, overlap=default_overlap(args.tile), tta=args.tta
     )
     tty = sys.stderr.isatty()
     gen = iter_tune_postprocess(images, loaded, params=params, grid=grid)
@@ -101,7 +108,7 @@ def run_tune(args: argparse.Namespace) -> int:
     shown = describe_post(result.changed)
     print(f"best of {result.n_candidates} settings: {shown}: DSB AP {result.score:.4f}")
     data = ", ".join(p.name for p in args.data)
-    write_tuned(loaded, result, data, out, like=args.weights)
+    write_tuned(loaded, result, data, out, like=args.weights, tta=args.tta)
     print(f"written {out}")
     return 0
 

@@ -174,6 +174,18 @@ def test_a_changed_recipe_is_refused_unless_overwrite(tmp_path, weights) -> None
     manifest = json.loads((out / "batch_manifest.json").read_text())
     assert manifest["recipe"]["params"]["post"]["prob_threshold"] == 0.6
     assert run_batch(tmp_path / "in", out, weights, changed).skipped == 2
+    # test-time augmentation changes the labels: another recipe
+    with pytest.raises(CellsegError, match=r"parameters differ: tta None -> 2"):
+        run_batch(tmp_path / "in", out, weights, replace(changed, tta=2))
+
+
+def test_recipes_without_augmentation_match_those_written_before_the_option() -> None:
+    from napari_cellseg.batch.recipe import make_recipe, recipe_hash
+
+    old = {k: v for k, v in PARAMS.to_dict().items() if k != "tta"}  # written before tta
+    assert recipe_hash(make_recipe("abc", PARAMS.to_dict())) == recipe_hash(make_recipe("abc", old))
+    augmented = replace(PARAMS, tta=4).to_dict()
+    assert make_recipe("abc", augmented)["params"]["tta"] == 4
 
 
 def test_events_stream_and_a_stop_leaves_a_consistent_folder(tmp_path, weights) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -183,8 +184,33 @@ def test_bad_inputs_are_clear_errors(unet, image, params, message) -> None:
         ({"tile_size": 100000}, "out of range"),
         ({"overlap": 300}, "overlap 300"),
         ({"batch_size": 0}, "batch size"),
+        ({"tta": 3}, "test-time augmentation takes 1, 2, 4, 8 copies"),
     ],
 )
 def test_absurd_parameters_are_refused(kwargs, message) -> None:
     with pytest.raises(CellsegError, match=message):
         PredictParams(**kwargs)
+
+
+def test_test_time_augmentation_averages_flipped_copies(unet, fluorescence) -> None:
+    base = PredictParams(tile_size=128, overlap=16, keep_probabilities=True)
+    _, plain = _run(iter_predict(fluorescence, unet, base))
+    events, augmented = _run(iter_predict(fluorescence, unet, replace(base, tta=4)))
+    assert augmented.params.tta == 4
+    assert not [e for e in events if isinstance(e, Notice)]
+    a, b = (p.probabilities.astype(np.float32) for p in (plain, augmented))
+    assert a.shape == b.shape == (3, 256, 256)
+    assert np.abs(a - b).mean() > 1e-3  # the copies differ: a random net is not symmetric
+    np.testing.assert_allclose(b.sum(0), 1.0, atol=1e-2)  # still probabilities
+    # averaging over the flips makes the output flip-equivariant
+    flipped = fluorescence[:, ::-1].copy()
+    _, mirrored = _run(iter_predict(flipped, unet, replace(base, tta=4)))
+    np.testing.assert_allclose(mirrored.probabilities.astype(np.float32)[:, :, ::-1], b, atol=2e-2)
+
+
+def test_test_time_augmentation_is_refused_politely_by_mask_rcnn(maskrcnn, fluorescence) -> None:
+    params = PredictParams(tile_size=128, overlap=32, tta=2)
+    events, pred = _run(iter_predict(fluorescence[:128, :128], maskrcnn, params))
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert any("U-Net models only" in m for m in notices)
+    assert any("U-Net models only" in m for m in pred.notices)

@@ -88,3 +88,24 @@ def test_accelerators_keep_whole_batches() -> None:
     runner = _runner("unet", TINY_UNET)
     runner.device = torch.device("cuda")  # only the planning is asked, nothing runs
     assert runner.tiles_per_pass(4) == 4
+
+
+def test_tta_is_the_mean_of_the_transformed_passes_mapped_back() -> None:
+    from napari_cellseg.core.runner import TTA_TRANSFORMS
+
+    runner = _runner("unet", TINY_UNET)
+    batch = np.random.default_rng(4).random((2, 3, 64, 96), dtype=np.float32)
+    expected = []
+    for transpose, flip_rows, flip_columns in TTA_TRANSFORMS:
+        copy = batch.transpose(0, 1, 3, 2) if transpose else batch
+        copy = copy[:, :, ::-1] if flip_rows else copy
+        copy = copy[:, :, :, ::-1] if flip_columns else copy
+        out = runner.unet_probabilities(np.ascontiguousarray(copy))
+        out = out[:, :, :, ::-1] if flip_columns else out
+        out = out[:, :, ::-1] if flip_rows else out
+        expected.append(out.transpose(0, 1, 3, 2) if transpose else out)
+    for n in (2, 4, 8):
+        np.testing.assert_allclose(
+            runner.unet_probabilities(batch, n), np.mean(expected[:n], axis=0), atol=1e-5
+        )
+    np.testing.assert_array_equal(runner.unet_probabilities(batch, 1), expected[0])

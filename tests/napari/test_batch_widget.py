@@ -210,3 +210,12 @@ def test_weights_follow_the_session_until_picked(
     widget.show()
     widget.scheduler.value = "local"
     assert widget.workers.visible
+
+
+def test_test_time_augmentation_reaches_the_batch(
+    make_napari_viewer, qtbot, weights, samples, tmp_path
+) -> None:
+    widget = make_widget(make_napari_viewer, qtbot, weights, samples, tmp_path / "out")
+    assert widget._batch_kwargs()["params"].tta == 1
+    widget.tta.value = 4
+    assert widget._batch_kwargs()["params"].tta == 4

@@ -389,3 +389,19 @@ def test_many_boxes_are_coloured_by_score_instead_of_labelled(make_napari_viewer
     np.testing.assert_allclose(many.features["score"], table["score"])
     few = _layers.put_boxes(viewer, "few", {k: v[:3] for k, v in table.items()}, (), image=None)
     assert list(few.text.values) == [f"{s:.2f}" for s in table["score"][:3]]
+
+
+def test_test_time_augmentation_is_offered_for_unets_only(
+    make_napari_viewer, qtbot, weight_files
+) -> None:
+    viewer = make_napari_viewer()
+    add_sample(viewer)
+    widget = make_widget(viewer, qtbot, weight_files["unet"])
+    assert widget.tta.value == 1 and not widget.tta.native.isHidden()
+    widget.tta.value = 2
+    run_to_end(widget, qtbot)
+    assert widget.last_prediction.params.tta == 2
+    widget.weights.value = weight_files["maskrcnn"]
+    assert widget.tta.native.isHidden()
+    run_to_end(widget, qtbot)
+    assert widget.last_prediction.params.tta == 1  # hidden: never sent to a Mask R-CNN

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import napari
-from magicgui.widgets import CheckBox, FloatSlider, RadioButtons, SpinBox, Widget
+from magicgui.widgets import CheckBox, ComboBox, FloatSlider, RadioButtons, SpinBox, Widget
 from napari.layers import Image
 
 from napari_cellseg._napari import _layers
@@ -33,6 +33,8 @@ THRESHOLD_LABELS = {
     "nms_iou": ("NMS IoU", "Mask R-CNN: drop objects overlapping a better one by more"),
 }
 PLANES = ("current", "all")
+
+TTA_LABELS = [("off", 1), ("×2 (flip)", 2), ("×4 (flips)", 4), ("×8 (flips, rotations)", 8)]
 
 
 class SegmentOptions:
@@ -58,6 +60,11 @@ class SegmentOptions:
             name="min_size", label="Min. size", value=post.min_size, min=0, max=10_000_000,
             tooltip="Objects smaller than this many pixels are removed",
         )  # fmt: skip
+        self.tta = ComboBox(
+            name="tta", label="Augment", choices=TTA_LABELS, value=predict.tta,
+            tooltip="Test-time augmentation (U-Net): average over flipped and rotated copies "
+            "of each tile; a little more accurate, as many times slower",
+        )  # fmt: skip
         self.planes = RadioButtons(
             name="planes", label="Planes", choices=PLANES, value="current",
             orientation="horizontal", tooltip="z-stacks and time-lapses: the plane shown, or all",
@@ -73,7 +80,7 @@ class SegmentOptions:
         """All parameter widgets, in display order."""
         return [
             self.tile_size, self.overlap, *self.thresholds.values(), self.min_size,
-            self.planes, self.probabilities, self.boxes,
+            self.tta, self.planes, self.probabilities, self.boxes,
         ]  # fmt: skip
 
     @property
@@ -89,7 +96,7 @@ class SegmentOptions:
         for fam, names in FAMILY_THRESHOLDS.items():
             for name in names:
                 self.thresholds[name].visible = fam == family
-        self.probabilities.visible = family == "unet"
+        self.probabilities.visible = self.tta.visible = family == "unet"
         self.boxes.visible = family == "maskrcnn"
 
     def show_post(self, post: PostprocessParams) -> None:
@@ -122,6 +129,7 @@ class SegmentOptions:
             overlap=int(self.overlap.value),
             axes=axes,
             keep_probabilities=bool(self.probabilities.value) and family == "unet",
+            tta=int(self.tta.value) if family == "unet" else 1,
             post=self.post_params(base),
         )
 

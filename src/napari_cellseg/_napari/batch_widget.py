@@ -23,6 +23,7 @@ from qtpy.QtWidgets import QHeaderView, QSizePolicy
 
 from napari_cellseg._napari._common import track_task
 from napari_cellseg._napari._sample_data import contrast_limits, display_array
+from napari_cellseg._napari._segment_options import TTA_LABELS
 from napari_cellseg._napari._session import session_for
 from napari_cellseg.batch import BatchSummary, FileResult, iter_batch
 from napari_cellseg.batch.scheduler import default_workers
@@ -114,6 +115,10 @@ class BatchWidget(mw.Container):
         self._overlap = mw.SpinBox(
             name="overlap", label="Overlap", max=4095, value=defaults.overlap
         )
+        self._tta = mw.ComboBox(
+            name="tta", label="Augment", choices=TTA_LABELS, value=defaults.tta,
+            tooltip="Test-time augmentation (U-Net models): as many times slower",
+        )  # fmt: skip
         self._measure = mw.CheckBox(name="measure", text="Measure objects (CSV)")
         self._scheduler = mw.ComboBox(
             name="scheduler", label="Scheduler", choices=["none", "local"]
@@ -141,7 +146,8 @@ class BatchWidget(mw.Container):
         self._result_box = mw.ComboBox(name="result", label="Result", choices=self._result_choices)
         self._open = mw.PushButton(name="open_result", text="Open result", enabled=False)
         self.extend([self._input, self._recursive, self._include, self._exclude, self._output])
-        self.extend([self._weights, self._device, self._tile, self._overlap, self._measure])
+        self.extend([self._weights, self._device, self._tile, self._overlap, self._tta])
+        self.append(self._measure)
         self.extend([self._scheduler, self._workers, self._overwrite, buttons, self._progress])
         self.extend([self._status, self._summary, self._errors, self._result_box, self._open])
         self._fill_errors()
@@ -227,6 +233,7 @@ class BatchWidget(mw.Container):
             device=self._device.value,
             tile_size=self._tile.value,
             overlap=self._overlap.value,
+            tta=int(self._tta.value),
         )  # post unset: the model's own thresholds
         local = self._scheduler.value == "local"
         return {

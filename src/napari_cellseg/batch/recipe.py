@@ -47,6 +47,8 @@ def sha256_path(path: str | os.PathLike[str]) -> str:
 def make_recipe(weights_sha256: str, params: dict[str, Any]) -> dict[str, Any]:
     """The result-changing part of a run: weights checksum and parameters."""
     kept = {k: v for k, v in params.items() if k not in RESULT_NEUTRAL}
+    if kept.get("tta") == 1:  # off: left out, so folders written before the option resume
+        del kept["tta"]
     return {"format": VERSION, "weights_sha256": weights_sha256, "params": kept}
 
 

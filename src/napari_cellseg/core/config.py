@@ -71,6 +71,10 @@ class PostprocessParams:
             raise CellsegError(f"min_distance must be >= 1 pixel, got {self.min_distance}")
 
 
+TTA_CHOICES = (1, 2, 4, 8)
+"""Copies of each tile test-time augmentation can average (1 = off); see ``PredictParams.tta``."""
+
+
 @dataclass(frozen=True)
 class PredictParams:
     """Everything :func:`napari_cellseg.core.inference.iter_predict` needs besides image and model.
@@ -94,6 +98,10 @@ class PredictParams:
         Also return the probability map (U-Net) / mask probabilities.
     mixed_precision : bool
         Use bfloat16/float16 autocast on CUDA.
+    tta : int
+        Test-time augmentation: a U-Net's probabilities are averaged over this many flipped
+        and transposed copies of each tile (1 = off; 2, 4 or 8), which costs as many times
+        the network time. Mask R-CNN models run once (a notice says so).
     post : PostprocessParams or None
         Thresholds and sizes for turning output into labels. ``None`` (the default): the
         model's own values (``ModelCard.postprocess``, chosen by ``cellseg tune``), then the
@@ -108,6 +116,7 @@ class PredictParams:
     channels: tuple[int, ...] | None = None
     keep_probabilities: bool = False
     mixed_precision: bool = True
+    tta: int = 1
     post: PostprocessParams | None = None
 
     def __post_init__(self) -> None:
@@ -123,6 +132,11 @@ class PredictParams:
             )
         if not 1 <= self.batch_size <= 256:
             raise CellsegError(f"batch size must be between 1 and 256, got {self.batch_size}")
+        if self.tta not in TTA_CHOICES:
+            raise CellsegError(
+                f"test-time augmentation takes {', '.join(map(str, TTA_CHOICES))} copies of "
+                f"each tile (1 = off), got {self.tta}"
+            )
         if self.channels is not None:
             object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
             if any(c < 0 for c in self.channels):

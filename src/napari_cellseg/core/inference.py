@@ -50,6 +50,9 @@ from napari_cellseg.models.weights import LoadedModel
 Event = Progress | Notice
 UNET_MULTIPLE = 32
 MIN_TILE = 64
+TTA_UNET_ONLY = (
+    "test-time augmentation applies to U-Net models only: this Mask R-CNN ran once per tile"
+)
 
 
 @dataclass
@@ -162,7 +165,9 @@ def iter_predict(
     params = params.resolved(card.post_params())  # unset thresholds: the model's own
     runner = ModelRunner(loaded, device, mixed_precision=params.mixed_precision)
     notices = list(loaded.notes)
-    for note in loaded.notes:
+    if params.tta > 1 and card.family != "unet":
+        notices.append(TTA_UNET_ONLY)
+    for note in notices:
         yield checkpoint(Notice(note))
     yield checkpoint(
         Progress("load", 1, 1, f"{card.name} on {device}" + (" (cached)" if cached else ""))
@@ -309,9 +314,9 @@ def _run_plane(
             padded = [pad_to_multiple(c, UNET_MULTIPLE) for c in crops]
             shapes = {p.shape for p, _ in padded}
             if len(shapes) == 1:
-                probs = runner.unet_probabilities(np.stack([p for p, _ in padded]))
+                probs = runner.unet_probabilities(np.stack([p for p, _ in padded]), params.tta)
             else:  # tiles of different size (never with plan_tiles, but stay safe)
-                probs = [runner.unet_probabilities(p[None])[0] for p, _ in padded]
+                probs = [runner.unet_probabilities(p[None], params.tta)[0] for p, _ in padded]
             for tile, crop, prob in zip(batch, crops, probs, strict=True):
                 blender.add(tile, prob[:, : crop.shape[1], : crop.shape[2]])
             yield checkpoint(Progress("tiles", done, len(batches), message))

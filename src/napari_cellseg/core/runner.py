@@ -34,6 +34,18 @@ _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 2
 #: Tiles per forward pass on the CPU, whatever the batch size (see the module docstring).
 CPU_TILES_PER_PASS = 1
+#: Test-time augmentation's copies of a tile, in the order used: (transpose, flip rows,
+#: flip columns). The first 2, 4 or all 8 (every flip and rotation by 90°) are averaged.
+TTA_TRANSFORMS = (
+    (False, False, False),
+    (False, False, True),
+    (False, True, False),
+    (False, True, True),
+    (True, False, False),
+    (True, False, True),
+    (True, True, False),
+    (True, True, True),
+)
 
 
 def cached_load(path: str | Path, device: torch.device) -> tuple[LoadedModel, bool]:
@@ -103,25 +115,42 @@ class ModelRunner:
         """How many of ``batch_size`` tiles go through the network together."""
         return min(batch_size, CPU_TILES_PER_PASS) if self.device.type == "cpu" else batch_size
 
-    def unet_probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """(B, C_in, H, W) float32 → (B, C_out, H, W) float32 probabilities."""
+    def unet_probabilities(self, batch: np.ndarray, tta: int = 1) -> np.ndarray:
+        """(B, C_in, H, W) float32 → (B, C_out, H, W) float32 probabilities.
+
+        With ``tta`` > 1 they are the mean over the first ``tta`` of
+        :data:`TTA_TRANSFORMS`, each mapped back onto the tile.
+        """
         step = self.tiles_per_pass(len(batch))
         if step >= len(batch):
-            return self._unet_pass(batch)
-        parts = [self._unet_pass(batch[i : i + step]) for i in range(0, len(batch), step)]
+            return self._unet_pass(batch, tta)
+        parts = [self._unet_pass(batch[i : i + step], tta) for i in range(0, len(batch), step)]
         return np.concatenate(parts)
 
-    def _unet_pass(self, batch: np.ndarray) -> np.ndarray:
+    def _unet_pass(self, batch: np.ndarray, tta: int) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        total = None
         with torch.inference_mode(), self._autocast():
-            logits = self.model(x)
-            if self.card.output_activation == "sigmoid":
-                probs = torch.sigmoid(logits.float())
-            else:
-                probs = torch.softmax(logits.float(), dim=1)
-        return probs.cpu().numpy()
+            for transpose, flip_rows, flip_columns in TTA_TRANSFORMS[:tta]:
+                dims = [d for d, flip in ((-2, flip_rows), (-1, flip_columns)) if flip]
+                copy = x.transpose(-1, -2) if transpose else x
+                copy = torch.flip(copy, dims) if dims else copy
+                probs = self._activation(self.model(self._memory_format(copy)))
+                probs = torch.flip(probs, dims) if dims else probs  # back onto the tile
+                probs = probs.transpose(-1, -2) if transpose else probs
+                total = probs if total is None else total + probs
+        assert total is not None
+        return (total / tta if tta > 1 else total).cpu().numpy()
+
+    def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous()
+
+    def _activation(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.card.output_activation == "sigmoid":
+            return torch.sigmoid(logits.float())
+        return torch.softmax(logits.float(), dim=1)
 
     def maskrcnn_detections(self, batch: list[np.ndarray]) -> list[Detections]:
         """Tiles of (3, h, w) float32 in [0, 1] → detections in tile coordinates.

@@ -209,8 +209,11 @@ def _predict(
     raise CellsegError("segmentation ended without a result")  # pragma: no cover
 
 
-def tuned_card(card: ModelCard, result: TuningResult, data: str) -> ModelCard:
-    """``card`` with ``result``'s setting as its post-processing values, and how it was found."""
+def tuned_card(card: ModelCard, result: TuningResult, data: str, *, tta: int = 1) -> ModelCard:
+    """``card`` with ``result``'s setting as its post-processing values, and how it was found.
+
+    ``tta`` > 1 records that the network ran with that test-time augmentation.
+    """
     values = {**card.postprocess, **result.changed}
     tuning = {
         "data": data,
@@ -219,6 +222,7 @@ def tuned_card(card: ModelCard, result: TuningResult, data: str) -> ModelCard:
         "metric": "dsb_ap",
         "score": result.score,
         "base_score": result.base_score,
+        **({"tta": tta} if tta > 1 else {}),
     }
     provenance = {**card.provenance, "postprocess_tuning": tuning}
     return replace(card, postprocess=values, provenance=provenance)
@@ -253,13 +257,13 @@ def _bundled(weights: Path) -> bool:
 
 
 def write_tuned(
-    model: LoadedModel, result: TuningResult, data: str, out: Path, *, like: Path
+    model: LoadedModel, result: TuningResult, data: str, out: Path, *, like: Path, tta: int = 1
 ) -> Path:
     """Save ``model`` with ``result``'s thresholds in its card (:func:`tuned_card`) to ``out``.
 
     Tensors are stored as float16 when ``like`` (the weight file tuned) stores them so.
     """
-    card = tuned_card(model.card, result, data)
+    card = tuned_card(model.card, result, data, tta=tta)
     return save_weights(model.model, card, out, half=stores_float16(like))
 
 

@@ -272,6 +272,8 @@ class ModelCard:
             shown = describe_post(self.postprocess)
             tuning = prov.get("postprocess_tuning") or {}
             where = f" (tuned on {tuning['data']})" if tuning.get("data") else ""
+            if tuning.get("tta", 1) > 1:
+                where += f" for test-time augmentation ×{tuning['tta']}"
             lines.append(f"  thresholds:    {shown}{where}")
         lines.append(f"  created:       {self.created}")
         return "\n".join(lines)
