@@ -21,11 +21,11 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHeaderView, QSizePolicy
 
+from napari_cellseg._napari._batch_jobs import BatchFailed, patterns, read_result, run_batch_job
 from napari_cellseg._napari._common import track_task
-from napari_cellseg._napari._sample_data import contrast_limits, display_array
 from napari_cellseg._napari._segment_options import TTA_LABELS
 from napari_cellseg._napari._session import session_for
-from napari_cellseg.batch import BatchSummary, FileResult, iter_batch
+from napari_cellseg.batch import BatchSummary, FileResult
 from napari_cellseg.batch.scheduler import default_workers
 from napari_cellseg.core.config import PredictParams
 from napari_cellseg.core.device import available_devices
@@ -35,46 +35,6 @@ from napari_cellseg.core.events import Notice, Progress
 WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin"
 REFRESH_MS = 250  # status and progress are refreshed at most 4 times a second
 COLUMNS = ["file", "reason"]
-
-
-class _BatchFailed(Exception):
-    """An unexpected error, re-raised as such: superqt's worker silently drops a RuntimeError
-    (without ``errored`` or ``finished``), which would leave the dock "running" forever."""
-
-
-def _run(**kwargs: Any) -> Any:
-    """``iter_batch`` with every unexpected error turned into a one-line message."""
-    try:
-        return (yield from iter_batch(**kwargs))
-    except CellsegError:
-        raise
-    except Exception as exc:
-        raise _BatchFailed(f"unexpected {type(exc).__name__}: {exc}") from exc
-
-
-def _patterns(text: str) -> list[str]:
-    """Glob patterns typed as ``*.tif, *.png`` (commas or semicolons)."""
-    return [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
-
-
-def _read_result(result: FileResult) -> tuple[Any, dict, np.ndarray, dict]:
-    """Read one processed image and its labels for display (runs in a worker)."""
-    from napari_cellseg.core.io import read_image, read_labels
-
-    image = read_image(result.file)
-    data, axes = np.asarray(image.data), image.axes
-    if "C" in axes[:-1]:  # channels last, as display_array expects
-        data = np.moveaxis(data, axes.index("C"), -1)
-        axes = axes.replace("C", "") + "C"
-    array, rgb = display_array(data, axes)
-    stem = Path(result.file).stem
-    image_kwargs: dict[str, Any] = {"name": stem, "rgb": rgb}
-    if not rgb:
-        image_kwargs["contrast_limits"] = contrast_limits(array)
-    labels_kwargs: dict[str, Any] = {"name": f"{stem} · labels", "opacity": 0.5}
-    if image.pixel_size_um is not None and array.ndim - int(rgb) == 2:
-        image_kwargs["scale"] = labels_kwargs["scale"] = tuple(image.pixel_size_um)
-    return array, image_kwargs, np.asarray(read_labels(result.labels)), labels_kwargs
 
 
 class BatchWidget(mw.Container):
@@ -209,7 +169,7 @@ class BatchWidget(mw.Container):
         self._summary.value = ""
         self._fill_errors()
         self._result_box.reset_choices()
-        worker = create_worker(_run, _start_thread=False, _ignore_errors=True, **kwargs)
+        worker = create_worker(run_batch_job, _start_thread=False, _ignore_errors=True, **kwargs)
         worker.yielded.connect(self._on_event)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_worker_done)
@@ -242,8 +202,8 @@ class BatchWidget(mw.Container):
             "weights": Path(weights),
             "params": params,
             "recursive": self._recursive.value,
-            "include": _patterns(self._include.value) or None,
-            "exclude": _patterns(self._exclude.value),
+            "include": patterns(self._include.value) or None,
+            "exclude": patterns(self._exclude.value),
             "measure": self._measure.value,
             "scheduler": self._scheduler.value,
             "workers": self._workers.value if local else None,
@@ -294,7 +254,7 @@ class BatchWidget(mw.Container):
         self._status.value = f"{done}/{total} files · {counts} · {elapsed:.0f} s\n{self._activity}"
 
     def _on_error(self, exc: BaseException) -> None:
-        message = str(exc) if isinstance(exc, CellsegError | _BatchFailed) else repr(exc)
+        message = str(exc) if isinstance(exc, CellsegError | BatchFailed) else repr(exc)
         self._activity = f"failed: {message}"
         show_error(message)
 
@@ -333,7 +293,7 @@ class BatchWidget(mw.Container):
         result = self._results.get(self._result_box.value or "")
         if result is None or result.labels is None:
             return
-        worker = create_worker(_read_result, result, _start_thread=False, _ignore_errors=True)
+        worker = create_worker(read_result, result, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(self._add_layers)
         worker.errored.connect(
             lambda exc: show_error(str(exc) if isinstance(exc, CellsegError) else repr(exc))
