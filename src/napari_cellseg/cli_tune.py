@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from napari_cellseg.core.config import TTA_CHOICES
+
 
 def add_tune_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``tune``."""
@@ -44,7 +46,7 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--tta",
         type=int,
-        choices=(1, 2, 4, 8),
+        choices=TTA_CHOICES,
         default=1,
         help="tune for runs with this test-time augmentation (U-Net; default 1 = off)",
     )
