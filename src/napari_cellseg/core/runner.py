@@ -5,8 +5,9 @@ applied) or Mask R-CNN :class:`Detections` in tile coordinates. On CUDA it uses 
 mode, channels-last memory and bfloat16/float16 autocast. On the CPU it passes the tiles of
 a batch through the network one at a time: batching gains no speed there
 (``bench/inference.py``: batch 4 ran at 0.71–0.72 MPix/s model-only against 0.76–0.82 for
-batch 1) and held the activations of every tile at once (peak RSS 460–480 MiB against
-136 MiB on a 1024² image).
+batch 1) and held the activations of every tile at once (a 1024² image peaked at 460–506 MiB
+of RSS, against 99–160 MiB one tile at a time). Test-time augmentation runs a U-Net on
+flipped and transposed copies of each tile and averages the probabilities mapped back.
 """
 
 from __future__ import annotations
