@@ -162,3 +162,14 @@ def test_predict_with_test_time_augmentation(tmp_path, capsys, weight_files, mon
     with pytest.raises(SystemExit):  # argparse: 3 is not one of 1, 2, 4, 8
         main([*args[:-1], "3"])
     assert "invalid choice: 3" in capsys.readouterr().err
+
+
+def test_predict_says_once_that_a_mask_rcnn_runs_without_augmentation(
+    tmp_path, capsys, weight_files
+) -> None:
+    images = [get_sample(key).image_path for key in ("dsb_fluorescence", "dsb_he")]
+    args = ["predict", *map(str, images), "--weights", str(weight_files["maskrcnn"])]
+    assert main([*args, "--out", str(tmp_path / "out"), "--tile", "128", "--tta", "2"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("test-time augmentation applies to U-Net models only") == 1
+    assert "--tta 2 ignored" in err

@@ -100,6 +100,9 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
             )
 
 
+TTA_UNET_ONLY_NOTE = "test-time augmentation applies to U-Net models only"
+
+
 def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams:
     """Build :class:`PredictParams` from parsed arguments.
 
@@ -113,12 +116,16 @@ def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams
     channels = (
         tuple(int(c) for c in args.channels.split(",")) if args.channels not in (None, "") else None
     )
+    tta = args.tta
+    if tta > 1 and card.family != "unet":
+        print(f"note: --tta {tta} ignored: {TTA_UNET_ONLY_NOTE}", file=sys.stderr)
+        tta = 1
     return PredictParams(
         device=args.device,
         tile_size=args.tile,
         overlap=args.overlap if args.overlap is not None else default_overlap(args.tile),
         batch_size=args.batch_size,
-        tta=args.tta,
+        tta=tta,
         axes=args.axes,
         channels=channels,
         post=replace(card.post_params(), **post),

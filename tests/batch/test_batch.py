@@ -175,7 +175,7 @@ def test_a_changed_recipe_is_refused_unless_overwrite(tmp_path, weights) -> None
     assert manifest["recipe"]["params"]["post"]["prob_threshold"] == 0.6
     assert run_batch(tmp_path / "in", out, weights, changed).skipped == 2
     # test-time augmentation changes the labels: another recipe
-    with pytest.raises(CellsegError, match=r"parameters differ: tta None -> 2"):
+    with pytest.raises(CellsegError, match=r"parameters differ: tta 1 -> 2"):
         run_batch(tmp_path / "in", out, weights, replace(changed, tta=2))
 
 

@@ -78,6 +78,8 @@ def recipe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     if old.get("weights_sha256") != new.get("weights_sha256"):
         return "the weights differ"
     old_p, new_p = _flat(old.get("params", {})), _flat(new.get("params", {}))
+    for params in (old_p, new_p):
+        params.setdefault("tta", 1)  # left out of recipes when off (see make_recipe)
     changed = [
         f"{k} {old_p.get(k)!r} -> {new_p.get(k)!r}"
         for k in sorted(set(old_p) | set(new_p))

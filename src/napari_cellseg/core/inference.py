@@ -165,10 +165,11 @@ def iter_predict(
     params = params.resolved(card.post_params())  # unset thresholds: the model's own
     runner = ModelRunner(loaded, device, mixed_precision=params.mixed_precision)
     notices = list(loaded.notes)
+    for note in loaded.notes:
+        yield checkpoint(Notice(note))
     if params.tta > 1 and card.family != "unet":
         notices.append(TTA_UNET_ONLY)
-    for note in notices:
-        yield checkpoint(Notice(note))
+        yield checkpoint(Notice(TTA_UNET_ONLY, level="warning"))
     yield checkpoint(
         Progress("load", 1, 1, f"{card.name} on {device}" + (" (cached)" if cached else ""))
     )
