@@ -146,18 +146,18 @@ def test_predict_with_test_time_augmentation(tmp_path, capsys, weight_files, mon
     from napari_cellseg.core import runner
 
     seen: list[int] = []
-    real = runner.ModelRunner.unet_probabilities
+    real = runner.ModelRunner.unet_copy
 
-    def spy(self, batch, tta=1):
-        seen.append(tta)
-        return real(self, batch, tta)
+    def spy(self, batch, index):
+        seen.append(index)
+        return real(self, batch, index)
 
-    monkeypatch.setattr(runner.ModelRunner, "unet_probabilities", spy)
+    monkeypatch.setattr(runner.ModelRunner, "unet_copy", spy)
     image = get_sample("dsb_fluorescence").image_path
     args = ["predict", str(image), "--weights", str(weight_files["unet"]), "--out"]
     args += [str(tmp_path / "out"), "--tile", "128", "--overlap", "16", "--tta", "4"]
     assert main(args) == 0
-    assert seen and set(seen) == {4}
+    assert seen and set(seen) == {0, 1, 2, 3}  # every copy of every batch
     assert (tmp_path / "out" / f"{image.stem}_labels.tif").is_file()
     with pytest.raises(SystemExit):  # argparse: 3 is not one of 1, 2, 4, 8
         main([*args[:-1], "3"])

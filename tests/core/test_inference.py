@@ -214,3 +214,25 @@ def test_test_time_augmentation_is_refused_politely_by_mask_rcnn(maskrcnn, fluor
     notices = [e.message for e in events if isinstance(e, Notice)]
     assert any("U-Net models only" in m for m in notices)
     assert any("U-Net models only" in m for m in pred.notices)
+
+
+def test_test_time_augmentation_reports_and_stops_between_copies(
+    unet, fluorescence, monkeypatch
+) -> None:
+    from napari_cellseg.core.runner import ModelRunner
+
+    params = PredictParams(tile_size=128, overlap=16, batch_size=3, tta=8)
+    events, _ = _run(iter_predict(fluorescence, unet, params))
+    tiles = [(e.done, e.total) for e in events if isinstance(e, Progress) and e.stage == "tiles"]
+    assert tiles == [(n, 24) for n in range(1, 25)]  # 3 batches x 8 copies
+    copies: list[int] = []
+    real = ModelRunner.unet_copy
+
+    def counted(self, batch, index):
+        copies.append(index)
+        return real(self, batch, index)
+
+    monkeypatch.setattr(ModelRunner, "unet_copy", counted)
+    with pytest.raises(CancelledError):
+        list(iter_predict(fluorescence, unet, params, should_stop=lambda: len(copies) >= 2))
+    assert copies == [0, 1]  # stopped after the second copy, not after all eight

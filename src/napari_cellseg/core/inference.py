@@ -309,18 +309,25 @@ def _run_plane(
     batches = [tiles[i : i + state.batch_size] for i in range(0, len(tiles), state.batch_size)]
     message = f"plane {plane_number + 1}/{n_planes}" if n_planes > 1 else ""
     if runner.card.family == "unet":
+        total_copies = len(batches) * params.tta  # progress steps: one per copy of a batch
         blender = TileBlender(len(runner.card.outputs), (height, width), overlap)
         for done, batch in enumerate(batches, start=1):
             crops = [x[:, t.y0 : t.y1, t.x0 : t.x1] for t in batch]
             padded = [pad_to_multiple(c, UNET_MULTIPLE) for c in crops]
             shapes = {p.shape for p, _ in padded}
             if len(shapes) == 1:
-                probs = runner.unet_probabilities(np.stack([p for p, _ in padded]), params.tta)
+                stacked = np.stack([p for p, _ in padded])
+                probs = runner.unet_copy(stacked, 0)
+                for index in range(1, params.tta):  # test-time augmentation, copy by copy
+                    done_copies = (done - 1) * params.tta + index
+                    yield checkpoint(Progress("tiles", done_copies, total_copies, message))
+                    probs += runner.unet_copy(stacked, index)
+                probs /= params.tta
             else:  # tiles of different size (never with plan_tiles, but stay safe)
                 probs = [runner.unet_probabilities(p[None], params.tta)[0] for p, _ in padded]
             for tile, crop, prob in zip(batch, crops, probs, strict=True):
                 blender.add(tile, prob[:, : crop.shape[1], : crop.shape[2]])
-            yield checkpoint(Progress("tiles", done, len(batches), message))
+            yield checkpoint(Progress("tiles", done * params.tta, total_copies, message))
         return blender.result()
     parts: list[tuple[Tile, Detections]] = []
     for done, batch in enumerate(batches, start=1):

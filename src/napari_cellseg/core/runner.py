@@ -119,29 +119,40 @@ class ModelRunner:
     def unet_probabilities(self, batch: np.ndarray, tta: int = 1) -> np.ndarray:
         """(B, C_in, H, W) float32 → (B, C_out, H, W) float32 probabilities.
 
-        With ``tta`` > 1 they are the mean over the first ``tta`` of
-        :data:`TTA_TRANSFORMS`, each mapped back onto the tile.
+        With ``tta`` > 1 they are the mean of :meth:`unet_copy` over the first ``tta`` of
+        :data:`TTA_TRANSFORMS`.
+        """
+        total = self.unet_copy(batch, 0)
+        for index in range(1, tta):
+            total += self.unet_copy(batch, index)
+        return total / tta if tta > 1 else total
+
+    def unet_copy(self, batch: np.ndarray, index: int) -> np.ndarray:
+        """Probabilities of copy ``index`` of :data:`TTA_TRANSFORMS`, mapped back onto the tiles.
+
+        Copy 0 is the batch as it is. Inference calls this once per copy, so that progress
+        and Cancel come between copies.
         """
         step = self.tiles_per_pass(len(batch))
+        transform = TTA_TRANSFORMS[index]
         if step >= len(batch):
-            return self._unet_pass(batch, tta)
-        parts = [self._unet_pass(batch[i : i + step], tta) for i in range(0, len(batch), step)]
+            return self._unet_pass(batch, transform)
+        parts = [
+            self._unet_pass(batch[i : i + step], transform) for i in range(0, len(batch), step)
+        ]
         return np.concatenate(parts)
 
-    def _unet_pass(self, batch: np.ndarray, tta: int) -> np.ndarray:
+    def _unet_pass(self, batch: np.ndarray, transform: tuple[bool, bool, bool]) -> np.ndarray:
+        transpose, flip_rows, flip_columns = transform
+        dims = [d for d, flip in ((-2, flip_rows), (-1, flip_columns)) if flip]
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
-        total = None
         with torch.inference_mode(), self._autocast():
-            for transpose, flip_rows, flip_columns in TTA_TRANSFORMS[:tta]:
-                dims = [d for d, flip in ((-2, flip_rows), (-1, flip_columns)) if flip]
-                copy = x.transpose(-1, -2) if transpose else x
-                copy = torch.flip(copy, dims) if dims else copy
-                probs = self._activation(self.model(self._memory_format(copy)))
-                probs = torch.flip(probs, dims) if dims else probs  # back onto the tile
-                probs = probs.transpose(-1, -2) if transpose else probs
-                total = probs if total is None else total + probs
-        assert total is not None
-        return (total / tta if tta > 1 else total).cpu().numpy()
+            x = x.transpose(-1, -2) if transpose else x
+            x = torch.flip(x, dims) if dims else x
+            probs = self._activation(self.model(self._memory_format(x)))
+            probs = torch.flip(probs, dims) if dims else probs  # back onto the tile
+            probs = probs.transpose(-1, -2) if transpose else probs
+        return probs.cpu().numpy()
 
     def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
