@@ -36,7 +36,7 @@ def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     shown: list[str] = []
-    monkeypatch.setattr(cw, "show_error", shown.append)
+    monkeypatch.setattr(cw.helpers, "show_error", shown.append)  # failed actions
     return shown
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -11,10 +13,13 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import Container
 from napari.layers import Image, Labels, Points
+from napari.utils.notifications import show_error
 
 from napari_cellseg._napari._common import CONFIG_ENV
 from napari_cellseg.core.editing import label_changes
 from napari_cellseg.core.errors import CellsegError
+
+log = logging.getLogger(__name__)
 
 NAME_SEPARATOR = " · "  # segmentation layers are named "<image> · <model>"
 
@@ -183,3 +188,20 @@ class ClickPicker:
 
     def attached_to(self, layer: Labels) -> bool:
         return self._callback in layer.mouse_drag_callbacks
+
+
+def reporting(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Show a failed dock action as a notification instead of a traceback dialog."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except CellsegError as exc:
+            show_error(str(exc))
+        except Exception as exc:  # a bug must not take the dock down
+            log.exception("correct action failed")
+            show_error(f"{method.__name__.strip('_')} failed ({type(exc).__name__}: {exc})")
+        return None
+
+    return wrapper

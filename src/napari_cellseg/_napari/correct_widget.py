@@ -8,8 +8,6 @@ layer from ``layer.events.paint``; each edit also schedules a debounced autosave
 
 from __future__ import annotations
 
-import functools
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 
 from napari_cellseg._napari import _correct_helpers as helpers
 from napari_cellseg._napari._common import rebuild_choices
@@ -37,27 +35,8 @@ from napari_cellseg.core import editing
 from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.training_set import add_to_training_set
 
-log = logging.getLogger(__name__)
-
 SEEDS_LAYER = "split seeds"
 DELETE_KEY = "d"
-
-
-def _reporting(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Show a failed action as a notification instead of a traceback dialog."""
-
-    @functools.wraps(method)
-    def wrapper(self: CorrectWidget, *args: Any) -> Any:
-        try:
-            return method(self, *args)
-        except CellsegError as exc:
-            show_error(str(exc))
-        except Exception as exc:  # a bug must not take the dock down
-            log.exception("correct action failed")
-            show_error(f"{method.__name__.strip('_')} failed ({type(exc).__name__}: {exc})")
-        return None
-
-    return wrapper
 
 
 class CorrectWidget(Container):
@@ -194,14 +173,14 @@ class CorrectWidget(Container):
     def _apply(self, after: np.ndarray, region: tuple[slice, ...] | None = None) -> int:
         return helpers.apply_labels(self._layer(), after, region)
 
-    @_reporting
+    @helpers.reporting
     def delete_under_cursor(self, layer: Labels | None = None) -> None:
         """Delete the object under the mouse cursor (bound to key 'd' on labels layers)."""
         layer = layer or self._layer()
         point = helpers.data_point(layer, self._viewer.cursor.position)
         self._delete(layer, editing.object_at(np.asarray(layer.data), point))
 
-    @_reporting
+    @helpers.reporting
     def delete_selected(self) -> None:
         """Delete the object whose id is the layer's selected label."""
         layer = self._layer()
@@ -214,7 +193,7 @@ class CorrectWidget(Container):
         region = editing.objects_bbox(data, [object_id])
         helpers.apply_labels(layer, editing.delete_objects(data, [object_id]), region)
 
-    @_reporting
+    @helpers.reporting
     def merge(self) -> None:
         """Merge the ids typed (or picked) in "Merge ids" into the smallest one."""
         data = np.asarray(self._layer().data)
@@ -227,7 +206,7 @@ class CorrectWidget(Container):
     def _update_picking(self, _value: Any = None) -> None:
         self._picker.attach(self.labels_layer.value if self.pick.value else None)
 
-    @_reporting
+    @helpers.reporting
     def pick_at(self, world_position: Any) -> None:
         """Add the object at a world position to "Merge ids"."""
         layer = self._layer()
@@ -237,7 +216,7 @@ class CorrectWidget(Container):
         if object_id and object_id not in ids:
             self.merge_ids.value = helpers.format_ids([*ids, object_id])
 
-    @_reporting
+    @helpers.reporting
     def split(self) -> None:
         """Split the object under the first seed into one part per seed."""
         layer = self._layer()
@@ -260,31 +239,31 @@ class CorrectWidget(Container):
             return None
         return np.asarray(image.data)
 
-    @_reporting
+    @helpers.reporting
     def fill_holes(self) -> None:
         """Fill the holes of every object."""
         self._apply(editing.fill_holes(np.asarray(self._layer().data)))
 
-    @_reporting
+    @helpers.reporting
     def remove_small(self) -> None:
         """Delete objects smaller than "Min size"."""
         after, removed = editing.remove_small(np.asarray(self._layer().data), self.min_size.value)
         self._apply(after)
         show_info(f"Removed {len(removed)} object(s) smaller than {self.min_size.value} px")
 
-    @_reporting
+    @helpers.reporting
     def relabel(self) -> None:
         """Renumber the objects 1..N."""
         self._apply(editing.relabel_sequential(np.asarray(self._layer().data)))
 
-    @_reporting
+    @helpers.reporting
     def next_free_label(self) -> None:
         """Select an unused id for painting a new object."""
         layer = self._layer()
         layer.selected_label = editing.next_free_label(np.asarray(layer.data))
         layer.mode = "paint"
 
-    @_reporting
+    @helpers.reporting
     def jump_to(self) -> None:
         """Centre the view on the object "Object id" and select it."""
         layer, object_id = self._layer(), int(self.jump_id.value)
@@ -301,7 +280,7 @@ class CorrectWidget(Container):
         if self.folder.value != value:
             self.folder.value = value
 
-    @_reporting
+    @helpers.reporting
     def add_to_training_set(self) -> None:
         """Save the chosen image and the corrected labels into the training-set folder."""
         layer, image = self._layer(), self.image_layer.value
