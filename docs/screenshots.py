@@ -325,6 +325,29 @@ class Guide:
         print(f"  tuned in {waited:.0f} s: {ev.status.value}", flush=True)
         self.shot("guide_6_tune")
 
+    def step7_batch(self) -> None:
+        """The Batch dialog on the sample images: augmented ×4, measured, one result opened."""
+        self.dismiss_notifications()
+        self.viewer.window.remove_dock_widget(self.dock)  # the last step: room for the dialog
+        _, dock = self.viewer.window.add_plugin_dock_widget(PLUGIN, "Batch segment folder…")
+        batch = dock.cellseg_widget
+        images = self.work / "batch_input"
+        shutil.copytree(ROOT / "sample_data" / "images", images)
+        batch.input.value = images
+        batch.weights.value = DEMO_WEIGHTS
+        batch.device.value = "cpu"
+        batch.tta.value = 4
+        batch.measure.value = True
+        click(batch.start)
+        waited = wait_until(lambda: not batch.running, "batch")
+        print(f"  batch in {waited:.0f} s: {batch.summary.line()}", flush=True)
+        batch.result.value = "dsb_he.png"
+        before = len(self.viewer.layers)
+        click(batch.open_result)
+        wait_until(lambda: len(self.viewer.layers) == before + 2, "opening a batch result")
+        self.show_only("dsb_he", "dsb_he · labels")
+        self.shot("guide_7_batch")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -345,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         guide.step4_add,
         guide.step5_finetune,
         guide.step6_evaluate,
+        guide.step7_batch,
     ):
         print(f"{step.__name__} …", flush=True)
         step()

@@ -29,6 +29,30 @@ def test_plugin_menu_opens_the_dock(make_napari_viewer, monkeypatch, tmp_path) -
     assert isinstance(widget, CellsegDock)
 
 
+@pytest.mark.parametrize(
+    ("menu_name", "kind"),
+    [("Batch segment folder…", "BatchWidget"), ("Fine-tune", "FineTuneWidget")],
+)
+def test_standalone_docks_keep_their_scroll_area_and_fit(
+    make_napari_viewer, qtbot, monkeypatch, tmp_path, menu_name, kind
+) -> None:
+    """napari docks ``.native``; a scrollable widget's inner part was clipped (screenshot)."""
+    from qtpy.QtWidgets import QScrollArea
+
+    monkeypatch.setenv("NAPARI_CELLSEG_CONFIG_DIR", str(tmp_path))
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1200, 900)
+    _dock, holder = viewer.window.add_plugin_dock_widget("napari-cellseg", menu_name)
+    assert type(holder.cellseg_widget).__name__ == kind
+    root = holder.scroll_area
+    assert isinstance(root, QScrollArea) and root.parent() is holder
+    inner = root.widget()
+    assert inner is holder.cellseg_widget.native
+    # nothing cut off on the right (it was 624 px wide in a 374 px dock), nothing shifted up
+    qtbot.waitUntil(lambda: 0 < inner.width() <= root.viewport().width(), timeout=3000)
+    assert inner.y() == 0 and root.verticalScrollBar().value() == 0
+
+
 def test_warmup_imports_then_freezes_the_collector_unless_disabled() -> None:
     """In a fresh process (the suite itself runs with the freeze disabled)."""
     import os
