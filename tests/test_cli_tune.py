@@ -129,3 +129,24 @@ def test_tune_for_test_time_augmentation(labelled, weights, capsys, monkeypatch)
     card = read_card(weights.with_name("model-tuned.safetensors"))
     assert card.provenance["postprocess_tuning"]["tta"] == 2
     assert "for test-time augmentation ×2" in card.summary()
+
+
+def test_tune_runs_a_mask_rcnn_once_and_says_so(labelled, tmp_path, capsys, monkeypatch) -> None:
+    from napari_cellseg.core import tuning
+    from tiny_models import save_tiny
+
+    weights = save_tiny("maskrcnn", tmp_path / "m.safetensors")
+    seen: list[int] = []
+    real = tuning.iter_predict
+
+    def spy(image, model, params, **kwargs):
+        seen.append(params.tta)
+        return real(image, model, params, **kwargs)
+
+    monkeypatch.setattr(tuning, "iter_predict", spy)
+    args = ["tune", str(weights), "--data", str(labelled), "--device", "cpu", "--tile", "64"]
+    assert main([*args, "--grid", '{"min_size": [10, 30]}', "--tta", "4"]) == 0
+    assert seen and set(seen) == {1}  # what ran, and what a written card would record
+    assert "note: --tta 4 ignored: test-time augmentation applies to U-Net models only" in (
+        capsys.readouterr().err
+    )

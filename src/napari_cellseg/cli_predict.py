@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING
 
 from napari_cellseg.core.config import (
     TTA_CHOICES,
+    TTA_UNET_ONLY,
     PostprocessParams,
     PredictParams,
     default_overlap,
+    family_tta,
 )
 
 if TYPE_CHECKING:
@@ -100,7 +102,12 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
             )
 
 
-TTA_UNET_ONLY_NOTE = "test-time augmentation applies to U-Net models only"
+def tta_for_card(tta: int, card: ModelCard) -> int:
+    """The ``--tta`` the model runs with; says once on stderr when a Mask R-CNN ignores it."""
+    used = family_tta(card.family, tta)
+    if used != tta:
+        print(f"note: --tta {tta} ignored: {TTA_UNET_ONLY}", file=sys.stderr)
+    return used
 
 
 def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams:
@@ -116,10 +123,7 @@ def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams
     channels = (
         tuple(int(c) for c in args.channels.split(",")) if args.channels not in (None, "") else None
     )
-    tta = args.tta
-    if tta > 1 and card.family != "unet":
-        print(f"note: --tta {tta} ignored: {TTA_UNET_ONLY_NOTE}", file=sys.stderr)
-        tta = 1
+    tta = tta_for_card(args.tta, card)
     return PredictParams(
         device=args.device,
         tile_size=args.tile,

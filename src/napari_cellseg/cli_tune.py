@@ -62,6 +62,7 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_tune(args: argparse.Namespace) -> int:
     """Tune, print base and best settings, write the tuned copy (never over the input)."""
+    from napari_cellseg.cli_predict import tta_for_card
     from napari_cellseg.core.config import PredictParams, default_overlap, describe_post
     from napari_cellseg.core.data import scan_training_folders
     from napari_cellseg.core.device import resolve_device
@@ -83,9 +84,10 @@ def run_tune(args: argparse.Namespace) -> int:
         pairs = _spread(pairs, args.max_images)
     device = resolve_device(args.device)
     loaded = load_weights(args.weights, device=device)
+    tta = tta_for_card(args.tta, loaded.card)  # what the card records: what actually ran
     images = read_validation_images(pairs)
     params = PredictParams(
-        device=str(device), tile_size=args.tile, overlap=default_overlap(args.tile), tta=args.tta
+        device=str(device), tile_size=args.tile, overlap=default_overlap(args.tile), tta=tta
     )
     tty = sys.stderr.isatty()
     gen = iter_tune_postprocess(images, loaded, params=params, grid=grid)
@@ -110,7 +112,7 @@ def run_tune(args: argparse.Namespace) -> int:
     shown = describe_post(result.changed)
     print(f"best of {result.n_candidates} settings: {shown}: DSB AP {result.score:.4f}")
     data = ", ".join(p.name for p in args.data)
-    write_tuned(loaded, result, data, out, like=args.weights, tta=args.tta)
+    write_tuned(loaded, result, data, out, like=args.weights, tta=tta)
     print(f"written {out}")
     return 0
 

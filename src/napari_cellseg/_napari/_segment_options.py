@@ -18,7 +18,7 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSlider, RadioButtons, Spin
 from napari.layers import Image
 
 from napari_cellseg._napari import _layers
-from napari_cellseg.core.config import PostprocessParams, PredictParams
+from napari_cellseg.core.config import PostprocessParams, PredictParams, family_tta
 from napari_cellseg.core.errors import CellsegError
 
 FAMILY_THRESHOLDS = {
@@ -129,7 +129,7 @@ class SegmentOptions:
             overlap=int(self.overlap.value),
             axes=axes,
             keep_probabilities=bool(self.probabilities.value) and family == "unet",
-            tta=int(self.tta.value) if family == "unet" else 1,
+            tta=family_tta(family, int(self.tta.value)),
             post=self.post_params(base),
         )
 

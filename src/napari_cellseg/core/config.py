@@ -160,6 +160,20 @@ class PredictParams:
         return out
 
 
+TTA_UNET_ONLY = (
+    "test-time augmentation applies to U-Net models only: this Mask R-CNN ran once per tile"
+)
+
+
+def family_tta(family: str, tta: int) -> int:
+    """The test-time augmentation a model of ``family`` runs with.
+
+    U-Nets average ``tta`` copies of each tile; Mask R-CNN runs once (1): merging detections
+    across copies is not done.
+    """
+    return tta if family == "unet" else 1
+
+
 def default_overlap(tile_size: int) -> int:
     """The default tile overlap, reduced for small tiles (a quarter of the tile at most)."""
     return min(PredictParams().overlap, max(0, tile_size // 4))

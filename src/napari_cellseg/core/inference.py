@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_cellseg.core.config import PostprocessParams, PredictParams
+from napari_cellseg.core.config import TTA_UNET_ONLY, PostprocessParams, PredictParams, family_tta
 from napari_cellseg.core.detections import Detections
 from napari_cellseg.core.device import resolve_device
 from napari_cellseg.core.errors import CellsegError
@@ -50,9 +50,6 @@ from napari_cellseg.models.weights import LoadedModel
 Event = Progress | Notice
 UNET_MULTIPLE = 32
 MIN_TILE = 64
-TTA_UNET_ONLY = (
-    "test-time augmentation applies to U-Net models only: this Mask R-CNN ran once per tile"
-)
 
 
 @dataclass
@@ -167,7 +164,7 @@ def iter_predict(
     notices = list(loaded.notes)
     for note in loaded.notes:
         yield checkpoint(Notice(note))
-    if params.tta > 1 and card.family != "unet":
+    if family_tta(card.family, params.tta) != params.tta:
         notices.append(TTA_UNET_ONLY)
         yield checkpoint(Notice(TTA_UNET_ONLY, level="warning"))
     yield checkpoint(
