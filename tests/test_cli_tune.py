@@ -112,7 +112,9 @@ def test_tune_default_output_never_replaces_an_earlier_copy(labelled, weights, c
     assert read_card(second).postprocess == {"boundary_threshold": 0.1}
 
 
-def test_tune_for_test_time_augmentation(labelled, weights, capsys, monkeypatch) -> None:
+@pytest.fixture
+def tta_seen(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The test-time augmentation of every network run made while tuning."""
     from napari_cellseg.core import tuning
 
     seen: list[int] = []
@@ -123,30 +125,25 @@ def test_tune_for_test_time_augmentation(labelled, weights, capsys, monkeypatch)
         return real(image, model, params, **kwargs)
 
     monkeypatch.setattr(tuning, "iter_predict", spy)
+    return seen
+
+
+def test_tune_for_test_time_augmentation(labelled, weights, tta_seen) -> None:
     args = ["tune", str(weights), "--data", str(labelled), "--device", "cpu", "--tile", "64"]
     assert main([*args, "--grid", '{"boundary_threshold": [0.1, 0.5]}', "--tta", "2"]) == 0
-    assert seen and set(seen) == {2}
+    assert tta_seen and set(tta_seen) == {2}
     card = read_card(weights.with_name("model-tuned.safetensors"))
     assert card.provenance["postprocess_tuning"]["tta"] == 2
     assert "for test-time augmentation ×2" in card.summary()
 
 
-def test_tune_runs_a_mask_rcnn_once_and_says_so(labelled, tmp_path, capsys, monkeypatch) -> None:
-    from napari_cellseg.core import tuning
+def test_tune_runs_a_mask_rcnn_once_and_says_so(labelled, tmp_path, capsys, tta_seen) -> None:
     from tiny_models import save_tiny
 
     weights = save_tiny("maskrcnn", tmp_path / "m.safetensors")
-    seen: list[int] = []
-    real = tuning.iter_predict
-
-    def spy(image, model, params, **kwargs):
-        seen.append(params.tta)
-        return real(image, model, params, **kwargs)
-
-    monkeypatch.setattr(tuning, "iter_predict", spy)
     args = ["tune", str(weights), "--data", str(labelled), "--device", "cpu", "--tile", "64"]
     assert main([*args, "--grid", '{"min_size": [10, 30]}', "--tta", "4"]) == 0
-    assert seen and set(seen) == {1}  # what ran, and what a written card would record
+    assert tta_seen and set(tta_seen) == {1}  # what ran, and what a written card would record
     assert "note: --tta 4 ignored: test-time augmentation applies to U-Net models only" in (
         capsys.readouterr().err
     )
