@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from napari_cellseg._napari._sample_data import contrast_limits, display_array
+from napari_cellseg._napari._threads import gui_torch_threads
 from napari_cellseg.batch import FileResult, iter_batch
 from napari_cellseg.core.errors import CellsegError
 
@@ -23,9 +24,10 @@ class BatchFailed(Exception):
 
 
 def run_batch_job(**kwargs: Any) -> Any:
-    """``iter_batch`` with every unexpected error turned into a one-line message."""
+    """``iter_batch`` leaving the viewer a core, every unexpected error a one-line message."""
     try:
-        return (yield from iter_batch(**kwargs))
+        with gui_torch_threads():
+            return (yield from iter_batch(**kwargs))
     except CellsegError:
         raise
     except Exception as exc:

@@ -11,7 +11,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from napari_cellseg._napari._threads import gui_torch_threads
+from napari_cellseg._napari._threads import background_priority, gui_torch_threads
 from napari_cellseg.core.config import PostprocessParams, PredictParams
 from napari_cellseg.core.errors import CellsegError
 from napari_cellseg.core.events import CancelledError, Notice, Progress
@@ -48,7 +48,8 @@ def predict_job(
 
 def reapply_job(prediction: Prediction, post: PostprocessParams) -> Prediction:
     try:
-        return reapply(prediction, post)
+        with background_priority():
+            return reapply(prediction, post)
     except CellsegError:
         raise
     except Exception as exc:

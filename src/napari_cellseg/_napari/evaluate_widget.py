@@ -154,9 +154,7 @@ class EvaluateWidget(Container):
             worker.aborted.connect(self._on_cancelled)
         worker.finished.connect(self._on_worker_done)
         self._worker = worker
-        self.evaluate.enabled = self.compare.enabled = self.tune.enabled = False
-        self.save_tuned.enabled = False
-        self.cancel.enabled = hasattr(worker, "yielded")
+        self._set_running(True, cancellable=hasattr(worker, "yielded"))
         self._progress.record(0, 1, None)  # shown at once: the timer starts next
         self._progress.start()
         track_task(self._viewer, worker, "evaluating segmentations")
@@ -178,9 +176,14 @@ class EvaluateWidget(Container):
     def _on_worker_done(self) -> None:
         self._worker = None
         self._progress.stop()
-        self.evaluate.enabled = self.compare.enabled = self.tune.enabled = True
-        self.cancel.enabled = False
-        self.save_tuned.enabled = self._tuned is not None and bool(self._tuned.result.changed)
+        self._set_running(False)
+
+    def _set_running(self, running: bool, *, cancellable: bool = False) -> None:
+        """Buttons while a job runs (only Cancel, if it can stop) and after it."""
+        self.evaluate.enabled = self.compare.enabled = self.tune.enabled = not running
+        self.cancel.enabled = running and cancellable
+        tuned = self._tuned is not None and bool(self._tuned.result.changed)
+        self.save_tuned.enabled = not running and tuned
 
     def _on_error(self, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, CellsegError) else f"{type(exc).__name__}: {exc}"
