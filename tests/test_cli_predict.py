@@ -164,12 +164,29 @@ def test_predict_with_test_time_augmentation(tmp_path, capsys, weight_files, mon
     assert "invalid choice: 3" in capsys.readouterr().err
 
 
-def test_predict_says_once_that_a_mask_rcnn_runs_without_augmentation(
-    tmp_path, capsys, weight_files
+def test_predict_runs_every_copy_of_a_mask_rcnn_and_fuses_them(
+    tmp_path, capsys, weight_files, monkeypatch
 ) -> None:
-    images = [get_sample(key).image_path for key in ("dsb_fluorescence", "dsb_he")]
-    args = ["predict", *map(str, images), "--weights", str(weight_files["maskrcnn"])]
+    from napari_cellseg.core import inference, runner
+
+    seen: list[int] = []
+    fused: list[int] = []
+    real_copy, real_fuse = runner.ModelRunner.maskrcnn_copy, inference.fuse_copies
+
+    def spy_copy(self, batch, index):
+        seen.append(index)
+        return real_copy(self, batch, index)
+
+    def spy_fuse(copies, **kwargs):
+        fused.append(len(copies))
+        return real_fuse(copies, **kwargs)
+
+    monkeypatch.setattr(runner.ModelRunner, "maskrcnn_copy", spy_copy)
+    monkeypatch.setattr(inference, "fuse_copies", spy_fuse)
+    image = get_sample("dsb_fluorescence").image_path
+    args = ["predict", str(image), "--weights", str(weight_files["maskrcnn"])]
     assert main([*args, "--out", str(tmp_path / "out"), "--tile", "128", "--tta", "2"]) == 0
-    err = capsys.readouterr().err
-    assert err.count("test-time augmentation applies to U-Net models only") == 1
-    assert "--tta 2 ignored" in err
+    assert seen and set(seen) == {0, 1} and seen.count(0) == seen.count(1)
+    assert fused and set(fused) == {2}  # every tile: its two copies fused
+    assert "ignored" not in capsys.readouterr().err
+    assert (tmp_path / "out" / f"{image.stem}_labels.tif").is_file()

@@ -11,11 +11,9 @@ from typing import TYPE_CHECKING
 
 from napari_cellseg.core.config import (
     TTA_CHOICES,
-    TTA_UNET_ONLY,
     PostprocessParams,
     PredictParams,
     default_overlap,
-    family_tta,
 )
 
 if TYPE_CHECKING:
@@ -69,8 +67,8 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
         type=int,
         choices=TTA_CHOICES,
         default=defaults.tta,
-        help="test-time augmentation: average a U-Net over 2, 4 or 8 flipped/rotated copies "
-        "of each tile (as many times slower; default 1 = off)",
+        help="test-time augmentation: also run the model on flipped/rotated copies of each "
+        "tile, 2, 4 or 8 in all, and average them (as many times slower; default 1 = off)",
     )
     p.add_argument("--axes", default=None, help="axes of the images, e.g. ZYX (default: file's)")
     p.add_argument(
@@ -102,14 +100,6 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
             )
 
 
-def tta_for_card(tta: int, card: ModelCard) -> int:
-    """The ``--tta`` the model runs with; says once on stderr when a Mask R-CNN ignores it."""
-    used = family_tta(card.family, tta)
-    if used != tta:
-        print(f"note: --tta {tta} ignored: {TTA_UNET_ONLY}", file=sys.stderr)
-    return used
-
-
 def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams:
     """Build :class:`PredictParams` from parsed arguments.
 
@@ -123,13 +113,12 @@ def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams
     channels = (
         tuple(int(c) for c in args.channels.split(",")) if args.channels not in (None, "") else None
     )
-    tta = tta_for_card(args.tta, card)
     return PredictParams(
         device=args.device,
         tile_size=args.tile,
         overlap=args.overlap if args.overlap is not None else default_overlap(args.tile),
         batch_size=args.batch_size,
-        tta=tta,
+        tta=args.tta,
         axes=args.axes,
         channels=channels,
         post=replace(card.post_params(), **post),

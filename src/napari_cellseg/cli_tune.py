@@ -48,7 +48,7 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         choices=TTA_CHOICES,
         default=1,
-        help="tune for runs with this test-time augmentation (U-Net; default 1 = off)",
+        help="tune for runs with this test-time augmentation (default 1 = off)",
     )
     t.add_argument(
         "--grid",
@@ -62,7 +62,6 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_tune(args: argparse.Namespace) -> int:
     """Tune, print base and best settings, write the tuned copy (never over the input)."""
-    from napari_cellseg.cli_predict import tta_for_card
     from napari_cellseg.core.config import PredictParams, default_overlap, describe_post
     from napari_cellseg.core.data import scan_training_folders
     from napari_cellseg.core.device import resolve_device
@@ -84,10 +83,9 @@ def run_tune(args: argparse.Namespace) -> int:
         pairs = _spread(pairs, args.max_images)
     device = resolve_device(args.device)
     loaded = load_weights(args.weights, device=device)
-    tta = tta_for_card(args.tta, loaded.card)  # what the card records: what actually ran
     images = read_validation_images(pairs)
     params = PredictParams(
-        device=str(device), tile_size=args.tile, overlap=default_overlap(args.tile), tta=tta
+        device=str(device), tile_size=args.tile, overlap=default_overlap(args.tile), tta=args.tta
     )
     tty = sys.stderr.isatty()
     gen = iter_tune_postprocess(images, loaded, params=params, grid=grid)
@@ -112,7 +110,7 @@ def run_tune(args: argparse.Namespace) -> int:
     shown = describe_post(result.changed)
     print(f"best of {result.n_candidates} settings: {shown}: DSB AP {result.score:.4f}")
     data = ", ".join(p.name for p in args.data)
-    write_tuned(loaded, result, data, out, like=args.weights, tta=tta)
+    write_tuned(loaded, result, data, out, like=args.weights, tta=args.tta)
     print(f"written {out}")
     return 0
 

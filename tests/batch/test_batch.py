@@ -379,7 +379,7 @@ def test_without_parameters_the_models_own_thresholds_are_used(tmp_path, weights
     assert post["boundary_threshold"] == 0.5  # what the card leaves out: the defaults
 
 
-def test_a_mask_rcnn_batch_says_once_it_runs_without_augmentation(tmp_path) -> None:
+def test_a_mask_rcnn_batch_runs_with_augmentation_and_records_it(tmp_path) -> None:
     from napari_cellseg.core.events import Notice
     from tiny_models import save_tiny
 
@@ -387,11 +387,11 @@ def test_a_mask_rcnn_batch_says_once_it_runs_without_augmentation(tmp_path) -> N
     for i in range(2):
         write_png(tmp_path / "in" / f"img{i}.png", disk_image(i))
     out = tmp_path / "out"
-    params = replace(PARAMS, tile_size=128, overlap=16, tta=4)
+    params = replace(PARAMS, tile_size=128, overlap=16, tta=2)
     events = list(iter_batch(tmp_path / "in", out, weights, params))
-    warnings = [e.message for e in events if isinstance(e, Notice) and e.level == "warning"]
-    assert [m for m in warnings if "U-Net models only" in m] == [warnings[0]]  # once, not per file
+    assert not [e for e in events if isinstance(e, Notice) and e.level == "warning"]
     manifest = json.loads((out / "batch_manifest.json").read_text())
-    assert manifest["parameters"]["tta"] == 1  # what ran; the recipe matches an unaugmented run
-    assert "tta" not in manifest["recipe"]["params"]
-    assert run_batch(tmp_path / "in", out, weights, replace(params, tta=1)).skipped == 2
+    assert manifest["parameters"]["tta"] == 2
+    assert manifest["recipe"]["params"]["tta"] == 2
+    with pytest.raises(CellsegError, match=r"parameters differ: tta 2 -> 1"):
+        run_batch(tmp_path / "in", out, weights, replace(params, tta=1))

@@ -208,12 +208,47 @@ def test_test_time_augmentation_averages_flipped_copies(unet, fluorescence) -> N
     np.testing.assert_allclose(mirrored.probabilities.astype(np.float32)[:, :, ::-1], b, atol=2e-2)
 
 
-def test_test_time_augmentation_is_refused_politely_by_mask_rcnn(maskrcnn, fluorescence) -> None:
-    params = PredictParams(tile_size=128, overlap=32, tta=2)
-    events, pred = _run(iter_predict(fluorescence[:128, :128], maskrcnn, params))
-    notices = [e.message for e in events if isinstance(e, Notice)]
-    assert any("U-Net models only" in m for m in notices)
-    assert any("U-Net models only" in m for m in pred.notices)
+def _half_blind_detector(self, batch):
+    """A stand-in detector that sees the bright objects of the left half of a tile only."""
+    from skimage.measure import label, regionprops
+
+    from napari_cellseg.core.detections import Detections
+
+    out = []
+    for tile in batch:
+        seen = tile[0] > 0.5
+        seen[:, tile.shape[-1] // 2 :] = False
+        props = regionprops(label(seen))
+        out.append(
+            Detections(
+                np.array([p.bbox for p in props]).reshape(-1, 4),
+                np.full(len(props), 0.9),
+                np.ones(len(props)),
+                [p.image.astype(np.float32) for p in props],
+            )
+        )
+    return out
+
+
+def test_mask_rcnn_test_time_augmentation_fuses_the_copies(maskrcnn, monkeypatch) -> None:
+    from napari_cellseg.core.runner import ModelRunner
+
+    image = np.zeros((96, 96), np.uint8)
+    image[20:36, 10:26] = 200  # left
+    image[60:80, 62:84] = 200  # right: the stand-in finds it only in the mirrored copy
+    monkeypatch.setattr(ModelRunner, "maskrcnn_detections", _half_blind_detector)
+    post = PostprocessParams(score_threshold=0.4, min_size=0)
+    params = PredictParams(tile_size=128, overlap=16, axes="YX", post=post)
+    _, plain = _run(iter_predict(image, maskrcnn, params))
+    events, augmented = _run(iter_predict(image, maskrcnn, replace(params, tta=2)))
+    assert plain.n_objects == 1 and augmented.n_objects == 2
+    assert np.array_equal(augmented.labels > 0, image > 0)  # both, mapped back in place
+    tiles = [(e.done, e.total) for e in events if isinstance(e, Progress) and e.stage == "tiles"]
+    assert tiles == [(1, 2), (2, 2)]
+    assert not [e for e in events if isinstance(e, Notice)]
+    # each object was found by one copy of two: half its score, below a 0.5 threshold
+    stricter = reapply(augmented, replace(post, score_threshold=0.5))
+    assert stricter.n_objects == 0
 
 
 def test_test_time_augmentation_reports_and_stops_between_copies(

@@ -391,7 +391,7 @@ def test_many_boxes_are_coloured_by_score_instead_of_labelled(make_napari_viewer
     assert list(few.text.values) == [f"{s:.2f}" for s in table["score"][:3]]
 
 
-def test_test_time_augmentation_is_offered_for_unets_only(
+def test_test_time_augmentation_is_offered_for_both_families(
     make_napari_viewer, qtbot, weight_files
 ) -> None:
     viewer = make_napari_viewer()
@@ -402,6 +402,6 @@ def test_test_time_augmentation_is_offered_for_unets_only(
     run_to_end(widget, qtbot)
     assert widget.last_prediction.params.tta == 2
     widget.weights.value = weight_files["maskrcnn"]
-    assert widget.tta.native.isHidden()
+    assert not widget.tta.native.isHidden() and widget.tta.value == 2
     run_to_end(widget, qtbot)
-    assert widget.last_prediction.params.tta == 1  # hidden: never sent to a Mask R-CNN
+    assert widget.last_prediction.params.tta == 2

@@ -18,7 +18,7 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSlider, RadioButtons, Spin
 from napari.layers import Image
 
 from napari_cellseg._napari import _layers
-from napari_cellseg.core.config import PostprocessParams, PredictParams, family_tta
+from napari_cellseg.core.config import PostprocessParams, PredictParams
 from napari_cellseg.core.errors import CellsegError
 
 FAMILY_THRESHOLDS = {
@@ -62,8 +62,8 @@ class SegmentOptions:
         )  # fmt: skip
         self.tta = ComboBox(
             name="tta", label="Augment", choices=TTA_LABELS, value=predict.tta,
-            tooltip="Test-time augmentation (U-Net): average over flipped and rotated copies "
-            "of each tile; a little more accurate, as many times slower",
+            tooltip="Test-time augmentation: average over flipped and rotated copies of each "
+            "tile (U-Net: probabilities; Mask R-CNN: matched objects); as many times slower",
         )  # fmt: skip
         self.planes = RadioButtons(
             name="planes", label="Planes", choices=PLANES, value="current",
@@ -96,7 +96,7 @@ class SegmentOptions:
         for fam, names in FAMILY_THRESHOLDS.items():
             for name in names:
                 self.thresholds[name].visible = fam == family
-        self.probabilities.visible = self.tta.visible = family == "unet"
+        self.probabilities.visible = family == "unet"
         self.boxes.visible = family == "maskrcnn"
 
     def show_post(self, post: PostprocessParams) -> None:
@@ -129,7 +129,7 @@ class SegmentOptions:
             overlap=int(self.overlap.value),
             axes=axes,
             keep_probabilities=bool(self.probabilities.value) and family == "unet",
-            tta=family_tta(family, int(self.tta.value)),
+            tta=int(self.tta.value),
             post=self.post_params(base),
         )
 

@@ -77,7 +77,7 @@ class BatchWidget(mw.Container):
         )
         self._tta = mw.ComboBox(
             name="tta", label="Augment", choices=TTA_LABELS, value=defaults.tta,
-            tooltip="Test-time augmentation (U-Net models): as many times slower",
+            tooltip="Test-time augmentation: as many times slower",
         )  # fmt: skip
         self._measure = mw.CheckBox(name="measure", text="Measure objects (CSV)")
         self._scheduler = mw.ComboBox(

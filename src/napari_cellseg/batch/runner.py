@@ -34,7 +34,7 @@ from napari_cellseg.batch.manifest import RunState
 from napari_cellseg.batch.reading import DEFAULT_MEMMAP_PIXELS, read_input
 from napari_cellseg.batch.recipe import library_versions, make_recipe, sha256_path
 from napari_cellseg.batch.scheduler import check_scheduler, default_workers, iter_dask
-from napari_cellseg.core.config import TTA_UNET_ONLY, PredictParams, family_tta
+from napari_cellseg.core.config import PredictParams
 from napari_cellseg.core.errors import CellsegError, WeightFileError
 from napari_cellseg.core.events import CancelledError, Notice, Progress
 from napari_cellseg.core.predict_blocks import DEFAULT_BLOCK_SIZE, DEFAULT_HALO
@@ -281,10 +281,7 @@ def iter_batch(
     from napari_cellseg.models import read_card
 
     card = read_card(weights_path)
-    # the model's own thresholds, and the augmentation it really runs with, in the manifest
-    tta = family_tta(card.family, params.tta)
-    tta_ignored = tta != params.tta
-    params = replace(params.resolved(card.post_params()), tta=tta)
+    params = params.resolved(card.post_params())  # the model's own thresholds, in the manifest
     n_workers = int(workers or default_workers())
     recipe = make_recipe(sha256_path(weights_path), params.to_dict())
     info = {
@@ -336,8 +333,6 @@ def iter_batch(
     try:
         if state.cleaned:
             yield Notice(f"removed {state.cleaned} temporary file(s) left by an interrupted run")
-        if tta_ignored:
-            yield Notice(TTA_UNET_ONLY, level="warning")
         for path, reason in rejected:
             result = FileResult(file=str(path), rel=str(path), status="failed", reason=reason)
             record(result)

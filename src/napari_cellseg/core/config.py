@@ -99,9 +99,10 @@ class PredictParams:
     mixed_precision : bool
         Use bfloat16/float16 autocast on CUDA.
     tta : int
-        Test-time augmentation: a U-Net's probabilities are averaged over this many flipped
-        and transposed copies of each tile (1 = off; 2, 4 or 8), which costs as many times
-        the network time. Mask R-CNN models run once (a notice says so).
+        Test-time augmentation: the network also runs on flipped and transposed copies of
+        each tile, this many in all (1 = off; 2, 4 or 8), which costs as many times the
+        network time. A U-Net's probabilities are averaged; a Mask R-CNN's detections are
+        matched across the copies and averaged (``core.detection_tta``).
     post : PostprocessParams or None
         Thresholds and sizes for turning output into labels. ``None`` (the default): the
         model's own values (``ModelCard.postprocess``, chosen by ``cellseg tune``), then the
@@ -158,20 +159,6 @@ class PredictParams:
             None if post is None else {f.name: getattr(post, f.name) for f in fields(post)}
         )
         return out
-
-
-TTA_UNET_ONLY = (
-    "test-time augmentation applies to U-Net models only: this Mask R-CNN ran once per tile"
-)
-
-
-def family_tta(family: str, tta: int) -> int:
-    """The test-time augmentation a model of ``family`` runs with.
-
-    U-Nets average ``tta`` copies of each tile; Mask R-CNN runs once (1): merging detections
-    across copies is not done.
-    """
-    return tta if family == "unet" else 1
 
 
 def default_overlap(tile_size: int) -> int:

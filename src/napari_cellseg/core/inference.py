@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_cellseg.core.config import TTA_UNET_ONLY, PostprocessParams, PredictParams, family_tta
+from napari_cellseg.core.config import PostprocessParams, PredictParams
+from napari_cellseg.core.detection_tta import fuse_copies
 from napari_cellseg.core.detections import Detections
 from napari_cellseg.core.device import resolve_device
 from napari_cellseg.core.errors import CellsegError
@@ -164,9 +165,6 @@ def iter_predict(
     notices = list(loaded.notes)
     for note in loaded.notes:
         yield checkpoint(Notice(note))
-    if family_tta(card.family, params.tta) != params.tta:
-        notices.append(TTA_UNET_ONLY)
-        yield checkpoint(Notice(TTA_UNET_ONLY, level="warning"))
     yield checkpoint(
         Progress("load", 1, 1, f"{card.name} on {device}" + (" (cached)" if cached else ""))
     )
@@ -327,11 +325,18 @@ def _run_plane(
             yield checkpoint(Progress("tiles", done * params.tta, total_copies, message))
         return blender.result()
     parts: list[tuple[Tile, Detections]] = []
+    total_copies = len(batches) * params.tta
     for done, batch in enumerate(batches, start=1):
         crops = [x[:, t.y0 : t.y1, t.x0 : t.x1] for t in batch]
-        for tile, det in zip(batch, runner.maskrcnn_detections(crops), strict=True):
+        copies = [runner.maskrcnn_copy(crops, 0)]
+        for index in range(1, params.tta):  # test-time augmentation, copy by copy
+            copies_done = (done - 1) * params.tta + index
+            yield checkpoint(Progress("tiles", copies_done, total_copies, message))
+            copies.append(runner.maskrcnn_copy(crops, index))
+        for k, tile in enumerate(batch):
+            det = fuse_copies([c[k] for c in copies], mask_threshold=params.post.mask_threshold)
             parts.append((tile, det.shifted(tile.y0, tile.x0)))
-        yield checkpoint(Progress("tiles", done, len(batches), message))
+        yield checkpoint(Progress("tiles", done * params.tta, total_copies, message))
     if len(parts) == 1:
         return parts[0][1]
     return merge_tile_detections(parts, (height, width), mask_threshold=params.post.mask_threshold)

@@ -6,8 +6,9 @@ mode, channels-last memory and bfloat16/float16 autocast. On the CPU it passes t
 a batch through the network one at a time: batching gains no speed there
 (``bench/inference.py``: batch 4 ran at 0.71–0.72 MPix/s model-only against 0.76–0.82 for
 batch 1) and held the activations of every tile at once (a 1024² image peaked at 460–506 MiB
-of RSS, against 99–160 MiB one tile at a time). Test-time augmentation runs a U-Net on
-flipped and transposed copies of each tile and averages the probabilities mapped back.
+of RSS, against 99–160 MiB one tile at a time). Test-time augmentation runs the network on
+flipped and transposed copies of each tile and maps each output back: a U-Net's probabilities
+are then averaged, a Mask R-CNN's detections fused (``core.detection_tta``).
 """
 
 from __future__ import annotations
@@ -181,6 +182,24 @@ class ModelRunner:
             ]
         return self._maskrcnn_pass(batch)
 
+    def maskrcnn_copy(self, batch: list[np.ndarray], index: int) -> list[Detections]:
+        """Detections on copy ``index`` of :data:`TTA_TRANSFORMS`, mapped back onto the tiles.
+
+        Copy 0 is the batch as it is; :func:`~napari_cellseg.core.detection_tta.fuse_copies`
+        merges the copies of a tile. Inference calls this once per copy.
+        """
+        from napari_cellseg.core.detection_tta import map_back
+
+        transform = TTA_TRANSFORMS[index]
+        if not any(transform):
+            return self.maskrcnn_detections(batch)
+        transformed = [_transformed(tile, transform) for tile in batch]
+        found = self.maskrcnn_detections(transformed)
+        return [
+            map_back(det, transform, tuple(tile.shape[-2:]))
+            for det, tile in zip(found, batch, strict=True)
+        ]
+
     def _maskrcnn_pass(self, batch: list[np.ndarray]) -> list[Detections]:
         from torchvision.models.detection.transform import resize_boxes
 
@@ -199,6 +218,15 @@ class ModelRunner:
                 boxes = resize_boxes(det["boxes"].float(), resized, size)
                 out.append(_box_detections(boxes, det["scores"], det["labels"], det["masks"], size))
         return out
+
+
+def _transformed(tile: np.ndarray, transform: tuple[bool, bool, bool]) -> np.ndarray:
+    """A (C, H, W) tile transposed, then flipped along rows and/or columns."""
+    transpose, flip_rows, flip_columns = transform
+    out = tile.swapaxes(-1, -2) if transpose else tile
+    out = out[..., ::-1, :] if flip_rows else out
+    out = out[..., ::-1] if flip_columns else out
+    return np.ascontiguousarray(out)
 
 
 def _box_detections(
