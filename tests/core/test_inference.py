@@ -251,6 +251,32 @@ def test_mask_rcnn_test_time_augmentation_fuses_the_copies(maskrcnn, monkeypatch
     assert stricter.n_objects == 0
 
 
+def _top_left_detector(self, batch):
+    """A stand-in detector that sees the top-left quadrant of a tile only."""
+    blinded = []
+    for tile in batch:
+        seen = tile.copy()
+        seen[:, tile.shape[-2] // 2 :] = 0
+        seen[:, :, tile.shape[-1] // 2 :] = 0
+        blinded.append(seen)
+    return _half_blind_detector(self, blinded)
+
+
+def test_mask_rcnn_eight_copies_bring_every_quadrant_back_in_place(maskrcnn, monkeypatch):
+    from napari_cellseg.core.runner import ModelRunner
+
+    image = np.zeros((96, 96), np.uint8)  # one off-diagonal rectangle per quadrant
+    image[5:12, 10:30] = image[8:30, 60:66] = image[55:60, 15:40] = image[70:90, 75:80] = 200
+    monkeypatch.setattr(ModelRunner, "maskrcnn_detections", _top_left_detector)
+    post = PostprocessParams(score_threshold=0.2, min_size=0)
+    params = PredictParams(tile_size=128, overlap=16, axes="YX", post=post, tta=8)
+    _, pred = _run(iter_predict(image, maskrcnn, params))
+    # each quadrant reaches the top left in two of the eight flips and rotations
+    np.testing.assert_allclose(pred.raw[0].scores, 0.9 * 2 / 8, rtol=1e-6)
+    assert pred.n_objects == 4
+    assert np.array_equal(pred.labels > 0, image > 0)
+
+
 def test_test_time_augmentation_reports_and_stops_between_copies(
     unet, fluorescence, monkeypatch
 ) -> None:

@@ -7,10 +7,34 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_cellseg.core.runner import ModelRunner, _to_detections, is_out_of_memory
+from napari_cellseg.core.detections import Detections
+from napari_cellseg.core.runner import ModelRunner, is_out_of_memory
 from napari_cellseg.models import ModelCard, build_model
 from napari_cellseg.models.weights import LoadedModel
 from tiny_models import TINY_MASKRCNN, TINY_UNET
+
+
+def _to_detections(output: dict[str, torch.Tensor], shape: tuple[int, int]) -> Detections:
+    """torchvision's own output (full-tile masks) as Detections, for comparison."""
+    boxes = output["boxes"].float().cpu().numpy()
+    if len(boxes) == 0:
+        return Detections()
+    h, w = int(shape[0]), int(shape[1])
+    x0 = np.clip(np.floor(boxes[:, 0]), 0, w - 1).astype(np.int64)
+    y0 = np.clip(np.floor(boxes[:, 1]), 0, h - 1).astype(np.int64)
+    x1 = np.clip(np.ceil(boxes[:, 2]), x0 + 1, w).astype(np.int64)
+    y1 = np.clip(np.ceil(boxes[:, 3]), y0 + 1, h).astype(np.int64)
+    masks = output["masks"][:, 0].float().cpu().numpy()
+    crops = [
+        np.ascontiguousarray(masks[i, y0[i] : y1[i], x0[i] : x1[i]], dtype=np.float32)
+        for i in range(len(boxes))
+    ]
+    return Detections(
+        np.stack([y0, x0, y1, x1], axis=1),
+        output["scores"].float().cpu().numpy(),
+        output["labels"].cpu().numpy(),
+        crops,
+    )
 
 
 def test_per_box_masks_match_torchvision_pasting() -> None:

@@ -260,25 +260,3 @@ def _box_detections(
         labels.cpu().numpy(),
         crops,
     )
-
-
-def _to_detections(output: dict[str, torch.Tensor], shape: tuple[int, int]) -> Detections:
-    boxes = output["boxes"].float().cpu().numpy()
-    if len(boxes) == 0:
-        return Detections()
-    h, w = int(shape[0]), int(shape[1])
-    x0 = np.clip(np.floor(boxes[:, 0]), 0, w - 1).astype(np.int64)
-    y0 = np.clip(np.floor(boxes[:, 1]), 0, h - 1).astype(np.int64)
-    x1 = np.clip(np.ceil(boxes[:, 2]), x0 + 1, w).astype(np.int64)
-    y1 = np.clip(np.ceil(boxes[:, 3]), y0 + 1, h).astype(np.int64)
-    masks = output["masks"][:, 0].float().cpu().numpy()
-    crops = [
-        np.ascontiguousarray(masks[i, y0[i] : y1[i], x0[i] : x1[i]], dtype=np.float32)
-        for i in range(len(boxes))
-    ]
-    return Detections(
-        np.stack([y0, x0, y1, x1], axis=1),
-        output["scores"].float().cpu().numpy(),
-        output["labels"].cpu().numpy(),
-        crops,
-    )
