@@ -27,3 +27,44 @@ def test_inference_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     assert (row["family"], row["size"], row["batch_size"]) == ("unet", 96, 2)
     assert row["ours_mpix_s"] > 0 and row["naive_mpix_s"] > 0
     assert "| unet | 96² |" in done.stdout
+
+
+def test_block_agreement_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "agreement.json"
+    command = [sys.executable, str(ROOT / "bench" / "block_agreement.py"), "--size", "384"]
+    command += ["--block-size", "128", "--halo", "32", "--shift", "32", "40", "--margin", "8"]
+    command += ["--images", str(tmp_path / "none"), "--out", str(out)]  # the bundled samples
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"blocks_vs_whole", "shifted_32_vs_whole", "shifted_40_vs_whole"}
+    for row in results.values():
+        assert 0.0 <= row["f1@0.5"] <= 1.0 and 0.0 <= row["dsb_ap"] <= 1.0
+        assert row["objects"][0] > 0
+    assert "| blocks_vs_whole |" in done.stdout
+
+
+def test_threshold_sweep_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
+    from napari_cellseg.core.samples import get_sample
+    from tiny_models import save_tiny
+
+    sample = get_sample("dsb_fluorescence")
+    for folder in ("images", "masks"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    (tmp_path / "data" / "images" / "a.png").write_bytes(sample.image_path.read_bytes())
+    (tmp_path / "data" / "masks" / "a.tif").write_bytes(sample.mask_path.read_bytes())
+    weights = save_tiny("unet", tmp_path / "u.safetensors")
+    out = tmp_path / "sweep.json"
+    command = [sys.executable, str(ROOT / "bench" / "threshold_sweep.py"), "--weights"]
+    command += [str(weights), "--data", str(tmp_path / "data"), "--tta", "1", "2"]
+    command += ["--values", "0.4", "0.6", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["param"] == "prob_threshold" and set(result["runs"]) == {"1", "2"}
+    for run in result["runs"].values():
+        assert set(run["by_value"]) == {"0.4", "0.6"}
+        assert all(0.0 <= m["dsb_ap"] <= 1.0 for m in run["by_value"].values())
+    assert "| 0.4 |" in done.stdout
