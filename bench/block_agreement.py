@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 from _common import pack_mosaic
 
+from napari_cellseg.core.config import PredictParams
+
 ROOT = Path(__file__).resolve().parent.parent
 DSB = ROOT.parent / "shared" / "data" / "dsb2018" / "stage1_train" / "images"
 
@@ -80,6 +82,8 @@ def main() -> int:
     parser.add_argument("--margin", type=int, default=64, help="further rows/columns ignored")
     parser.add_argument("--images", type=Path, default=DSB, help="DSB images for the mosaic")
     parser.add_argument("--count", type=int, default=200, help="distinct images in the mosaic")
+    parser.add_argument("--tile", type=int, default=PredictParams().tile_size)
+    parser.add_argument("--overlap", type=int, default=PredictParams().overlap)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -88,7 +92,6 @@ def main() -> int:
 
     import torch
 
-    from napari_cellseg.core.config import PredictParams
     from napari_cellseg.core.inference import predict
     from napari_cellseg.core.plane_reading import plane_normalisation
     from napari_cellseg.core.predict_blocks import iter_predict_large
@@ -97,7 +100,9 @@ def main() -> int:
     weights = next(p for p in list_bundled_weights() if p.name == "unet_dsb.safetensors")
     model = load_weights(weights, device=args.device)
     image = mosaic(args.size, args.images, args.count)
-    params = PredictParams(device=args.device, axes="YXC")
+    params = PredictParams(
+        device=args.device, axes="YXC", tile_size=args.tile, overlap=args.overlap
+    )
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
