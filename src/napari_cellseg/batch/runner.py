@@ -278,10 +278,10 @@ def iter_batch(
     )
     weights_path = Path(weights).absolute()
     model = _check_weights(weights_path, params, scheduler)
-    from napari_cellseg.models import read_card
+    if params.post is None:  # the model's own thresholds, written into the manifest
+        from napari_cellseg.models import read_card
 
-    card = read_card(weights_path)
-    params = params.resolved(card.post_params())  # the model's own thresholds, in the manifest
+        params = params.resolved(read_card(weights_path).post_params())
     n_workers = int(workers or default_workers())
     recipe = make_recipe(sha256_path(weights_path), params.to_dict())
     info = {
