@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -70,3 +71,14 @@ def pack_mosaic(tiles: Sequence[np.ndarray], size: int) -> np.ndarray:
         if x >= size:
             x, y, row_h = 0, y + row_h, 0
     return out
+
+
+def rgb_mosaic(paths: Sequence[Path], size: int) -> np.ndarray:
+    """A size×size RGB uint8 mosaic of the images at ``paths`` (grey ones repeated to RGB)."""
+    from napari_cellseg.core.io import read_image
+
+    tiles = []
+    for path in paths:
+        data = np.asarray(read_image(path).data)
+        tiles.append(data[..., :3] if data.ndim == 3 else np.stack([data] * 3, axis=-1))
+    return pack_mosaic(tiles, size)

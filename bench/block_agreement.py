@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import pack_mosaic
+from _common import rgb_mosaic
 
 from napari_cellseg.core.config import PredictParams
 
@@ -44,15 +44,13 @@ DSB = ROOT.parent / "shared" / "data" / "dsb2018" / "stage1_train" / "images"
 
 
 def mosaic(size: int, folder: Path, count: int) -> np.ndarray:
-    from napari_cellseg.core.io import read_image
+    """A mosaic of the first ``count`` images of ``folder`` (else of the bundled samples)."""
     from napari_cellseg.core.samples import sample_data_dir
 
     paths = sorted(folder.glob("*.png"))[:count] if folder.is_dir() else []
     if not paths:  # no shared data: the bundled samples
         paths = sorted((sample_data_dir() / "images").glob("*.png"))
-    tiles = [read_image(p).data[..., :3] for p in paths]
-    tiles = [t if t.ndim == 3 else np.repeat(t[..., None], 3, axis=2) for t in tiles]
-    return pack_mosaic(tiles, size)
+    return rgb_mosaic(paths, size)
 
 
 def compare(reference: np.ndarray, other: np.ndarray) -> dict[str, Any]:

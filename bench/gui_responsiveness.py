@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import pack_mosaic
+from _common import rgb_mosaic
 
 import napari_cellseg._napari  # noqa: F401  (keeps triton out before napari's GL context)
 
@@ -64,14 +64,9 @@ PHASES = ("idle", "interact", "segment", "threshold", "resegment", "finetune")
 # -- the large image --------------------------------------------------------------------------
 def mosaic(size: int = 2048) -> np.ndarray:
     """A size×size RGB uint8 mosaic of the bundled sample images (row by row)."""
-    from napari_cellseg.core.io import read_image
     from napari_cellseg.core.samples import list_samples
 
-    tiles = []
-    for sample in list_samples():
-        data = np.asarray(read_image(sample.image_path).data)
-        tiles.append(data[..., :3] if data.ndim == 3 else np.stack([data] * 3, axis=-1))
-    return pack_mosaic(tiles, size)
+    return rgb_mosaic([sample.image_path for sample in list_samples()], size)
 
 
 # -- measuring --------------------------------------------------------------------------------
