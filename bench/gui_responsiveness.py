@@ -8,6 +8,9 @@ A real napari viewer (run it under Xvfb) gets the napari-cellseg dock and a larg
 - ``interact``: no job, but every 100 ms the camera pans/zooms, the image layer's opacity
   changes and a brush dab is painted into a scratch Labels layer (the cost of redrawing
   alone, the baseline for the job phases);
+- ``add-labels``: napari alone adds a Labels layer of the mosaic's size (about 4000 objects)
+  with ``viewer.add_labels``, three times 1.5 s apart, with the same interaction: napari's own
+  cost of showing a result, the baseline for the ``segment`` phase's new result layer;
 - ``segment``: the Segment tab runs the bundled demo U-Net on the mosaic to completion
   (``dock.segment.run()``), with the same interaction; its result is a new Labels layer;
 - ``threshold``: the probability threshold moves to 0.6; the kept network output is
@@ -58,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 INTERVAL_MS = 10
 STALL_MS = 50.0
 INTERACT_MS = 100
-PHASES = ("idle", "interact", "segment", "threshold", "resegment", "finetune")
+PHASES = ("idle", "interact", "add-labels", "segment", "threshold", "resegment", "finetune")
 
 
 # -- the large image --------------------------------------------------------------------------
@@ -67,6 +70,16 @@ def mosaic(size: int = 2048) -> np.ndarray:
     from napari_cellseg.core.samples import list_samples
 
     return rgb_mosaic([sample.image_path for sample in list_samples()], size)
+
+
+def grid_labels(size: int, cell: int = 32) -> np.ndarray:
+    """A size×size ``uint16`` labels image: one square object per ``cell``² block."""
+    n = -(-size // cell)
+    ids = (np.arange(n * n, dtype=np.uint16) + 1).reshape(n, n)
+    labels = np.repeat(np.repeat(ids, cell, axis=0), cell, axis=1)[:size, :size].copy()
+    labels[::cell, :] = 0  # a background line between objects
+    labels[:, ::cell] = 0
+    return labels
 
 
 # -- measuring --------------------------------------------------------------------------------
@@ -99,6 +112,22 @@ class LatenessProbe:
 
     def end(self) -> None:
         self.phase = None
+
+
+class InsertTimer:
+    """Times every ``viewer.layers.insert`` (napari's ``add_*`` and ``append`` go through it)."""
+
+    def __init__(self, probe: LatenessProbe, layers: Any) -> None:
+        self.ms: dict[str, list[float]] = collections.defaultdict(list)
+        insert = layers.insert
+
+        def timed_insert(index: int, value: Any) -> None:
+            start = time.perf_counter()
+            insert(index, value)
+            if probe.phase is not None:
+                self.ms[probe.phase].append((time.perf_counter() - start) * 1000.0)
+
+        layers.insert = timed_insert
 
 
 class FrameTimer:
@@ -344,6 +373,7 @@ def main() -> int:
     warmup_seconds = time.perf_counter() - warm_start
     probe = LatenessProbe()
     frame_timer = FrameTimer(probe, viewer.window._qt_window)
+    insert_timer = InsertTimer(probe, viewer.layers)
     sampler = StallSampler(probe) if args.trace_stalls else None
     if sampler is not None:
         sampler.start()
@@ -380,6 +410,26 @@ def main() -> int:
         return {"interactions": it.n}
 
     run_phase("interact", interact)
+
+    # napari alone shows a labels image of the result's size: the baseline for `segment`
+    added: list[Any] = []
+
+    def add_labels() -> dict[str, Any]:
+        labels = grid_labels(args.size)
+        insert_ms = []
+        with touching() as it:
+            for i in range(3):
+                start = time.perf_counter()
+                added.append(viewer.add_labels(labels.copy(), name=f"napari alone {i + 1}"))
+                insert_ms.append((time.perf_counter() - start) * 1000.0)
+                wait(1.5)
+        return {"interactions": interactions(it), "add_labels_ms": insert_ms}
+
+    run_phase("add-labels", add_labels)
+    for layer in added:
+        viewer.layers.remove(layer)
+    viewer.layers.selection.active = image
+    wait(1.0)
 
     # segmentation of the mosaic with the demo U-Net
     seg = dock.segment
@@ -479,7 +529,12 @@ def main() -> int:
             "warmup_imports_seconds_after_dock_open": warmup_seconds,
         },
         "phases": {
-            name: {**info, **stats(probe.lateness[name]), **frame_timer.stats(name)}
+            name: {
+                **info,
+                **stats(probe.lateness[name]),
+                **frame_timer.stats(name),
+                "layer_inserts_ms": insert_timer.ms.get(name, []),
+            }
             for name, info in phases.items()
         },
     }
@@ -510,6 +565,10 @@ def main() -> int:
             f"{r.get('frame_max_ms', 0):.1f} | {r.get('beyond_frames_max_ms', 0):.1f} / "
             f"{r.get('beyond_frames_p99_ms', 0):.1f}, {r.get('beyond_frames_stalls', 0)} |"
         )
+    for name, r in results["phases"].items():
+        if r["layer_inserts_ms"]:
+            inserts = ", ".join(f"{ms:.1f}" for ms in r["layer_inserts_ms"])
+            print(f"{name}: layer inserts (viewer.layers.insert) {inserts} ms")
     print(f"\nwritten to {args.out}")
     viewer.close()
     shutil.rmtree(work, ignore_errors=True)
