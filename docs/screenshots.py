@@ -7,10 +7,11 @@ Run from the repository root (needs a display; Xvfb is enough)::
 It opens napari with the fluorescence sample and the "Cell segmentation" dock, segments with
 the bundled demo U-Net, corrects the result (delete with 'd', merge when the model cut a
 nucleus in two, split with seeds), adds it to a training set, fine-tunes for two tiny epochs
-on the CPU, evaluates and compares models, and saves ``docs/images/guide_<n>_<step>.png``
-after each step. The training set, the new weights and napari-cellseg's settings go to a
-temporary folder, removed at the end (``--work DIR`` keeps them there). Takes one to two
-minutes on two CPU cores.
+on the CPU, evaluates and compares models, measures the corrected objects, and saves
+``docs/images/guide_<n>_<step>.png`` (and ``guide_measure.png``) after each step;
+``--only NAME ...`` saves only the named ones (every step still runs). The training set, the
+new weights and napari-cellseg's settings go to a temporary folder, removed at the end
+(``--work DIR`` keeps them there). Takes one to two minutes on two CPU cores.
 """
 
 from __future__ import annotations
@@ -121,12 +122,12 @@ def over_split(pred: np.ndarray, gt: np.ndarray, skip: int) -> list[int]:
 class Guide:
     """The viewer, the dock and the steps of the user guide."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, only: set[str] | None = None) -> None:
         import napari
 
         import napari_cellseg._napari  # noqa: F401  (keeps triton out before OpenGL starts)
 
-        self.work = work
+        self.work, self.only = work, only
         self.training_set = work / "training_set"
         self.viewer = napari.Viewer(title="napari-cellseg")
         self.viewer.window._qt_window.resize(*WINDOW_SIZE)
@@ -155,6 +156,8 @@ class Guide:
             self.viewer.reset_view()
         pump(10)
         path = IMAGES / f"{name}.png"
+        if self.only is not None and name not in self.only:
+            return path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.viewer.screenshot(str(path), canvas_only=False)
         print(f"saved {path.relative_to(ROOT)}", flush=True)
@@ -325,6 +328,23 @@ class Guide:
         print(f"  tuned in {waited:.0f} s: {ev.status.value}", flush=True)
         self.shot("guide_6_tune")
 
+    def step6_measure(self) -> None:
+        """The Measure tab on the corrected fluorescence segmentation, saved as CSV."""
+        self.dismiss_notifications()
+        measure = self.dock.measure
+        for layer in [ly for ly in self.viewer.layers if ly.name.startswith(BRIGHT)]:
+            self.viewer.layers.remove(layer)  # the view fits the fluorescence image again
+        self.show_only(FLUO, self.pred_name)
+        self.viewer.layers.selection.active = self.layer(self.pred_name)
+        self.tab(4)
+        measure.labels_layer.value = self.layer(self.pred_name)
+        click(measure.measure_button)
+        wait_until(lambda: not measure.running, "measuring")
+        measure.csv_path.value = self.work / "fluorescence_measurements.csv"
+        click(measure.save_button)
+        print(f"  measured: {measure.status.value}", flush=True)
+        self.shot("guide_measure")
+
     def step7_batch(self) -> None:
         """The Batch dialog on the sample images: augmented ×4, measured, one result opened."""
         self.dismiss_notifications()
@@ -352,6 +372,9 @@ class Guide:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, help="keep the training set etc. here")
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", help="save only these screenshots (all steps run)"
+    )
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="cellseg-guide-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -359,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["NAPARI_CELLSEG_CONFIG_DIR"] = str(work / "config")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     print(f"working folder: {work}", flush=True)
-    guide = Guide(work)
+    guide = Guide(work, only=set(args.only) if args.only else None)
     start = time.monotonic()
     for step in (
         guide.step1_open,
@@ -368,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         guide.step4_add,
         guide.step5_finetune,
         guide.step6_evaluate,
+        guide.step6_measure,
         guide.step7_batch,
     ):
         print(f"{step.__name__} …", flush=True)

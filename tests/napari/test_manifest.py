@@ -67,6 +67,7 @@ def test_contributions_point_at_declared_commands(manifest: npe2.PluginManifest)
         "Correct",
         "Fine-tune",
         "Evaluate",
+        "Measure",
         "Batch segment folder…",
     ]
     samples = manifest.contributions.sample_data or []
