@@ -77,3 +77,12 @@ def test_warmup_imports_then_freezes_the_collector_unless_disabled() -> None:
     env["NAPARI_CELLSEG_NO_GC_FREEZE"] = "1"
     kept = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert kept.returncode == 0 and int(kept.stdout.split()[-1]) == 0, kept.stderr
+
+
+def test_plugin_menu_opens_the_measure_widget(make_napari_viewer, monkeypatch, tmp_path) -> None:
+    from napari_cellseg._napari.measure_widget import MeasureWidget
+
+    monkeypatch.setenv("NAPARI_CELLSEG_CONFIG_DIR", str(tmp_path))
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-cellseg", "Measure")
+    assert isinstance(widget, MeasureWidget)
