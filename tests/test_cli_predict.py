@@ -190,3 +190,64 @@ def test_predict_runs_every_copy_of_a_mask_rcnn_and_fuses_them(
     assert fused and set(fused) == {2}  # every tile: its two copies fused
     assert "ignored" not in capsys.readouterr().err
     assert (tmp_path / "out" / f"{image.stem}_labels.tif").is_file()
+
+
+def test_predict_writes_a_tzyx_stack_with_its_axes(tmp_path, capsys, weight_files) -> None:
+    import tifffile
+
+    from napari_cellseg.core.io import read_image
+
+    plane = np.asarray(read_image(get_sample("dsb_fluorescence").image_path).data)[..., 0]
+    stack = np.stack([np.stack([plane[:128, :128]] * 3)] * 2)  # T=2, Z=3
+    path = tmp_path / "tz.tif"
+    tifffile.imwrite(path, stack, imagej=True, metadata={"axes": "TZYX"})
+    out = tmp_path / "out"
+    rc = main(["predict", str(path), "--weights", str(weight_files["unet"]), "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    with tifffile.TiffFile(out / "tz_labels.tif") as tif:
+        assert tif.series[0].axes == "TZYX"
+        assert tif.series[0].shape == (2, 3, 128, 128)
+
+
+def test_predict_names_inputs_that_differ_only_in_suffix_apart(
+    tmp_path, capsys, weight_files
+) -> None:
+    src = get_sample("dsb_fluorescence").image_path
+    png, tif = tmp_path / "a.png", tmp_path / "a.tif"
+    shutil.copy(src, png)
+    tifffile = pytest.importorskip("tifffile")
+    from napari_cellseg.core.io import read_image
+
+    tifffile.imwrite(tif, np.asarray(read_image(src).data)[..., :3])
+    out = tmp_path / "out"
+    args = ["--weights", str(weight_files["unet"]), "--out", str(out)]
+    rc = main(["predict", str(png), str(tif), str(png), *args])  # png twice: segmented once
+    assert rc == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["a_png_labels.tif", "a_tif_labels.tif"]
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(src, other / "a.png")
+    rc = main(["predict", str(png), str(other / "a.png"), *args])
+    assert rc == 2
+    assert "would both be written to" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--channels", "a,b"], "--channels takes channel numbers separated by commas"),
+        (["--out", "FILE"], "is a file; choose a folder"),
+        (["--out", "FILE/sub"], "check the path"),
+    ],
+)
+def test_predict_bad_options_are_one_line(tmp_path, capsys, weight_files, extra, message):
+    (tmp_path / "FILE").write_text("x")
+    extra = [e.replace("FILE", str(tmp_path / "FILE")) for e in extra]
+    args = ["predict", str(get_sample("dsb_fluorescence").image_path)]
+    args += ["--weights", str(weight_files["unet"]), "--out", str(tmp_path / "o"), *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cellseg: error:") and message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

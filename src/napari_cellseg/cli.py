@@ -77,6 +77,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CellsegError as error:
         print(f"cellseg: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `cellseg info --json w | head`: the reader has gone
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as error:  # a path the system refused (a file where a folder is wanted...)
+        where = f": {error.filename}" if error.filename else ""
+        print(
+            f"cellseg: error: {error.strerror or error}{where} (check the path and try again)",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print("cellseg: interrupted", file=sys.stderr)
         return 130

@@ -110,9 +110,7 @@ def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams
     post = {name: value for name, value in post.items() if value is not None}
     if args.threshold is not None:
         post["prob_threshold" if card.family == "unet" else "score_threshold"] = args.threshold
-    channels = (
-        tuple(int(c) for c in args.channels.split(",")) if args.channels not in (None, "") else None
-    )
+    channels = _parse_channels(args.channels)
     return PredictParams(
         device=args.device,
         tile_size=args.tile,
@@ -125,6 +123,47 @@ def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams
     )
 
 
+def _parse_channels(text: str | None) -> tuple[int, ...] | None:
+    """``"0,1,1"`` -> ``(0, 1, 1)``; a clear error for anything else."""
+    from napari_cellseg.core.errors import CellsegError
+
+    if text in (None, ""):
+        return None
+    try:
+        return tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise CellsegError(
+            f"--channels takes channel numbers separated by commas, e.g. --channels 0,1,1 "
+            f"(got {text!r})"
+        ) from None
+
+
+def output_names(images: list[Path], out: Path) -> dict[Path, Path]:
+    """The label file of each input: ``<out>/<stem>_labels.tif``, unique.
+
+    Inputs whose names differ only in their suffix (``a.png``, ``a.tif``) keep it in the name
+    (``a_png_labels.tif``), as ``cellseg batch`` does; the same file given twice is segmented
+    once. Two different files that would still share a name (``x/a.png``, ``y/a.png``) are
+    refused before anything runs.
+    """
+    from napari_cellseg.batch.files import LABELS_SUFFIX, plan_tasks
+    from napari_cellseg.core.errors import CellsegError
+
+    unique = list(dict.fromkeys(images))
+    tasks = plan_tasks([(path, path.name) for path in unique], out, measure=False)
+    names = {path: Path(task.labels) for path, task in zip(unique, tasks, strict=True)}
+    seen: dict[Path, Path] = {}
+    for path, name in names.items():
+        if name in seen and seen[name].resolve() != path.resolve():
+            raise CellsegError(
+                f"{seen[name]} and {path} would both be written to {name}: segment them into "
+                f"different --out folders, or use `cellseg batch`, which keeps the sub-folders"
+            )
+        seen[name] = path
+    assert all(str(n).endswith(LABELS_SUFFIX) for n in names.values())
+    return names
+
+
 def run_predict(args: argparse.Namespace) -> int:
     """Segment each image; one line per image; bad images are reported and skipped."""
     from napari_cellseg.core.device import resolve_device
@@ -133,18 +172,22 @@ def run_predict(args: argparse.Namespace) -> int:
     from napari_cellseg.core.inference import Prediction
     from napari_cellseg.core.io import read_image, write_labels
     from napari_cellseg.core.predict_blocks import iter_predict_auto
+    from napari_cellseg.core.preprocess import label_axes
     from napari_cellseg.core.runner import cached_load
     from napari_cellseg.models import read_card
 
     card = read_card(args.weights)
     params = params_from_args(args, card)
+    if args.out.exists() and not args.out.is_dir():
+        raise CellsegError(f"--out {args.out} is a file; choose a folder for the label files")
+    outputs = output_names(list(args.images), args.out)
     loaded, _ = cached_load(args.weights, resolve_device(params.device))
     for note in loaded.notes:
         print(f"note: {note}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
     show_progress = sys.stderr.isatty()
-    for path in args.images:
+    for path, labels_path in outputs.items():
         start = time.perf_counter()
         try:
             image = read_image(path)
@@ -159,9 +202,10 @@ def run_predict(args: argparse.Namespace) -> int:
                     print(f"\r{path.name}: {event.fraction:5.0%}", end="", file=sys.stderr)
             assert prediction is not None
             out = write_labels(
-                args.out / f"{path.stem}_labels.tif",
+                labels_path,
                 prediction.labels,
                 pixel_size_um=image.pixel_size_um,
+                axes=label_axes(prediction.axes),
             )
         except CellsegError as error:
             failures += 1

@@ -71,6 +71,7 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
         "and store them in its card",
     )
     t.set_defaults(func=run_train)
+    t.set_defaults(train_defaults=vars(t.parse_args([])))  # to name options --resume ignores
 
     e = sub.add_parser("evaluate", help="score predicted label files against ground truth")
     e.add_argument("--pred", required=True, type=Path, help="folder of <stem>_labels.tif")
@@ -104,7 +105,11 @@ def run_train(args: argparse.Namespace) -> int:
         params = TrainParams(
             family=args.model,
             builder_args=builder if not args.init else None,
-            epochs=args.epochs or (10_000 if args.minutes else TrainParams().epochs),
+            epochs=(
+                args.epochs
+                if args.epochs is not None
+                else (10_000 if args.minutes else TrainParams().epochs)
+            ),
             minutes=args.minutes,
             batch_size=args.batch_size,
             patch_size=args.patch_size,
@@ -120,6 +125,18 @@ def run_train(args: argparse.Namespace) -> int:
             early_stopping_patience=args.patience,
             tune_thresholds=args.tune_thresholds,
         )
+    else:
+        ignored = [
+            "--" + name.replace("_", "-")
+            for name, default in args.train_defaults.items()
+            if name not in ("resume", "func", "train_defaults") and getattr(args, name) != default
+        ]
+        if ignored:
+            print(
+                f"note: --resume continues with the checkpoint's own settings; ignored: "
+                f"{', '.join(ignored)}",
+                file=sys.stderr,
+            )
     tty = sys.stderr.isatty()
     start = time.perf_counter()
     for event in iter_train(
@@ -171,6 +188,18 @@ def _ground_truth_for(gt: Path, stem: str) -> Path | None:
     return None
 
 
+def _unpredicted(gt: Path, predicted: set[str]) -> list[str]:
+    """Stems of the ground-truth label files in ``gt`` (or ``gt/masks``) not in ``predicted``."""
+    stems = {
+        p.stem
+        for folder in (gt, gt / "masks")
+        if folder.is_dir()
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in (".tif", ".tiff", ".png")
+    }
+    return sorted(stems - predicted)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """Match ``<stem>_labels.tif`` to ``<stem>.tif``, print a table, write JSON."""
     from napari_cellseg.core.atomic import atomic_write_text
@@ -178,6 +207,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from napari_cellseg.core.io import read_labels
     from napari_cellseg.core.metrics import METRIC_KEYS, evaluate_pair, summarise
 
+    if not args.pred.is_dir():
+        raise CellsegError(f"--pred {args.pred}: folder not found; give the folder of label files")
+    if not args.gt.is_dir():
+        raise CellsegError(f"--gt {args.gt}: folder not found; give the ground-truth folder")
+    if args.json is not None and (args.json.is_dir() or not args.json.parent.is_dir()):
+        problem = "is a folder" if args.json.is_dir() else "is in a folder that does not exist"
+        raise CellsegError(f"--json {args.json} {problem}; give a file name in an existing folder")
     predictions = sorted(args.pred.glob("*_labels.tif"))
     if not predictions:
         raise CellsegError(f"{args.pred}: no <stem>_labels.tif files to evaluate")
@@ -188,17 +224,27 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if truth_path is None:
             missing.append(stem)
             continue
-        scores = evaluate_pair(read_labels(truth_path), read_labels(path))
+        try:
+            scores = evaluate_pair(read_labels(truth_path), read_labels(path))
+        except CellsegError as error:
+            raise CellsegError(f"{path.name} vs {truth_path.name}: {error}") from None
         per_image.append({"name": stem, **scores})
     if missing:
         print(
             f"note: no ground truth for {len(missing)} prediction(s): {', '.join(missing[:5])}",
             file=sys.stderr,
         )
+    unpredicted = _unpredicted(args.gt, {row["name"] for row in per_image} | set(missing))
+    if unpredicted:
+        print(
+            f"note: {len(unpredicted)} ground-truth image(s) have no prediction and are not "
+            f"scored: {', '.join(unpredicted[:5])}",
+            file=sys.stderr,
+        )
     if not per_image:
         raise CellsegError(f"{args.gt}: no ground truth matches the predictions by stem")
     summary = summarise([{k: v for k, v in row.items() if k != "name"} for row in per_image])
-    report = {**summary, "per_image": per_image}
+    report = {**summary, "per_image": per_image, "unscored_ground_truth": unpredicted}
     for key in METRIC_KEYS:
         print(f"{key:24s} {summary[key]:.4f}")
     print(f"{'n_images':24s} {summary['n_images']}")

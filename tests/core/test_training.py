@@ -213,6 +213,50 @@ def test_cli_train_and_evaluate(tmp_path, data, capsys) -> None:
     assert keys <= set(result)
     assert result["n_images"] == 1 and result["per_image"][0]["name"] == "dsb_he"
     assert set(result["per_image"][0]) == (keys - {"n_images", "per_image"}) | {"name"}
+    # the two samples without a prediction are named, not silently left out
+    assert result["unscored_ground_truth"] == ["dsb_brightfield", "dsb_fluorescence"]
+    assert "2 ground-truth image(s) have no prediction" in capsys.readouterr().err
+
+    # resuming the finished run: the options it cannot apply are named
+    ckpt = checkpoint_path_for(out)
+    assert main(["train", "--resume", str(ckpt), "--epochs", "5", "--lr", "0.1"]) == 0
+    assert "ignored: --epochs, --lr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--data", "DATA", "--out", "o.safetensors", "--epochs", "0"], "at least 1"),
+        (["evaluate", "--pred", "NOPE", "--gt", "DATA"], "--pred NOPE: folder not found"),
+        (["evaluate", "--pred", "DATA", "--gt", "DATA", "--json", "DATA"], "is a folder"),
+        (["evaluate", "--pred", "DATA", "--gt", "DATA", "--json", "NOPE/m.json"], "does not exist"),
+    ],
+)
+def test_cli_train_and_evaluate_refuse_bad_options(tmp_path, data, capsys, args, message) -> None:
+    from napari_cellseg.cli import main
+
+    nope = str(tmp_path / "nope")
+    args = [a.replace("DATA", str(data[0])).replace("NOPE", nope) for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cellseg: error:") and message.replace("NOPE", nope) in err
+
+
+def test_a_checkpoint_that_carries_code_is_refused_unexecuted(tmp_path) -> None:
+    import os
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.ckpt"
+    torch.save({"format": "napari-cellseg-checkpoint", "x": Evil()}, path)
+    with pytest.raises(CellsegError, match="refused: the file is a pickle that carries code") as e:
+        load_checkpoint(path)
+    assert "weights_only" not in str(e.value)  # no advice to switch the safety off
+    assert not marker.exists()
 
 
 def test_fine_tuning_freezes_batchnorm_statistics(tmp_path, data) -> None:

@@ -254,22 +254,6 @@ def segment(
     return prediction
 
 
-def _write_stack(path: Path, labels: np.ndarray, axes: str) -> None:
-    """Atomic writer for label stacks with more than 3 dimensions (e.g. TZYX)."""
-    import tifffile
-
-    from napari_cellseg.core.atomic import atomic_write
-    from napari_cellseg.core.io import _write_problem
-
-    try:
-        with atomic_write(path, "wb") as fh:
-            tifffile.imwrite(
-                fh, labels, photometric="minisblack", compression="zlib", metadata={"axes": axes}
-            )
-    except OSError as exc:
-        raise ImageWriteError(path, _write_problem(exc)) from exc
-
-
 def _empty_measurements(image: ImageData, axes: str) -> dict[str, np.ndarray]:
     """The measurement columns of an image without objects (a CSV with a header only)."""
     from napari_cellseg.batch.measure import measure_labels
@@ -308,10 +292,13 @@ def save_outputs(
             write_labels_tiled(
                 labels_path, labels, prediction.n_objects, prediction.axes, image.pixel_size_um
             )
-        elif labels.ndim <= 3:
-            write_labels(labels_path, labels, pixel_size_um=image.pixel_size_um)
         else:
-            _write_stack(labels_path, labels, label_axes(prediction.axes))
+            write_labels(
+                labels_path,
+                labels,
+                pixel_size_um=image.pixel_size_um,
+                axes=label_axes(prediction.axes),
+            )
         if task.measurements:
             if blockwise:
                 table = prediction.measurements or _empty_measurements(image, prediction.axes)

@@ -8,6 +8,7 @@ everything :func:`napari_cellseg.core.training.iter_train` needs to continue exa
 from __future__ import annotations
 
 import io
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CellsegError(f"{path}: checkpoint not found; check the path")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, corrupt, or carrying code
+    except pickle.UnpicklingError:  # carries code: refused unexecuted (never advise otherwise)
+        raise CellsegError(
+            f"{path}: refused: the file is a pickle that carries code, which could run "
+            "arbitrary commands; napari-cellseg reads only checkpoints of plain tensors. "
+            "Resume from the .ckpt file that `cellseg train` wrote next to the weight file"
+        ) from None
+    except Exception as error:  # truncated or corrupt
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise CellsegError(f"{path}: not a readable napari-cellseg checkpoint ({first})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:

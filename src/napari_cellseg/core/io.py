@@ -298,6 +298,7 @@ def write_labels(
     labels: np.ndarray,
     *,
     pixel_size_um: tuple[float, float] | None = None,
+    axes: str | None = None,
 ) -> Path:
     """Write an instance label image as a zlib-compressed TIFF, atomically.
 
@@ -307,9 +308,13 @@ def write_labels(
         Destination ``.tif``/``.tiff`` file; its folder must exist. An existing file is
         replaced only once the new one is completely written.
     labels : numpy.ndarray
-        2-D label image or 3-D stack; integer (or bool), non-negative.
+        2-D label image, or a stack with up to two leading T/Z axes; integer (or bool),
+        non-negative.
     pixel_size_um : tuple of float, optional
         Pixel size (y, x) in micrometres, stored as the TIFF resolution (pixels per cm).
+    axes : str, optional
+        Axis letters of ``labels`` stored in the file (``"TYX"``, ``"TZYX"``...); by default
+        ``YX``, ``ZYX`` or ``TZYX`` by dimension.
 
     Returns
     -------
@@ -326,10 +331,13 @@ def write_labels(
     arr = np.asarray(labels)
     if p.suffix.lower() not in _TIFF_SUFFIXES:
         raise ImageWriteError(p, "labels are saved as TIFF; use a name ending in .tif or .tiff")
-    if arr.ndim not in (2, 3) or 0 in arr.shape:
+    if arr.ndim not in (2, 3, 4) or 0 in arr.shape:
         raise ImageWriteError(
-            p, f"labels must be a non-empty 2-D image or 3-D stack, got shape {arr.shape}"
+            p, f"labels must be a non-empty 2-D image or a stack of them, got shape {arr.shape}"
         )
+    axes = axes or ("YX", "ZYX", "TZYX")[arr.ndim - 2]
+    if len(axes) != arr.ndim or not axes.endswith("YX") or set(axes[:-2]) - set("TZ"):
+        raise ImageWriteError(p, f"axes {axes!r} do not fit labels of shape {arr.shape}")
     if arr.dtype.kind not in "biu":
         raise ImageWriteError(p, f"labels must be integers, got {arr.dtype}")
     if arr.dtype.kind == "i" and arr.min() < 0:
@@ -357,7 +365,7 @@ def write_labels(
                 compression="zlib",
                 resolution=resolution,
                 resolutionunit=tifffile.RESUNIT.CENTIMETER if resolution else None,
-                metadata={"axes": "YX" if out.ndim == 2 else "ZYX"},
+                metadata={"axes": axes},
             )
     except OSError as exc:
         raise ImageWriteError(p, _write_problem(exc)) from exc
