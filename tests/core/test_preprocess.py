@@ -440,3 +440,14 @@ def test_to_model_input_does_not_modify_the_image() -> None:
         assert x.shape == (1, 16, 16)
         assert 0.0 <= x.min() <= x.max() <= 1.0
     np.testing.assert_array_equal(image, before)
+
+
+def test_channels_read_as_a_deep_stack_of_thin_planes_are_refused() -> None:
+    from napari_cellseg.core.errors import CellsegError
+    from napari_cellseg.core.preprocess import check_image
+
+    with pytest.raises(CellsegError, match=r"256 planes of 256 x 5 pixels.*--axes YXC"):
+        check_image(np.zeros((256, 256, 5), np.uint8))  # YXC saved as 256 pages of 256 x 5
+    check_image(np.zeros((256, 256, 5), np.uint8), axes="YXC")  # the axes given: fine
+    check_image(np.zeros((3, 64, 8), np.uint8))  # a short stack of narrow planes: fine
+    check_image(np.zeros((64, 1500), np.uint8))  # a thin plane alone: fine

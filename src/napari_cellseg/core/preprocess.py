@@ -30,6 +30,8 @@ AXIS_LETTERS = "TZCYXS"
 """Axis letters understood everywhere: time, depth, channel, Y, X and RGB(A) samples."""
 
 MIN_SIDE = 4
+#: A plane this narrow (X pixels) under a deep stack is taken for channels read as X.
+MAX_CHANNELS_GUESS = 8
 """Smallest accepted image height and width in pixels."""
 
 MAX_NDIM = 5
@@ -89,7 +91,15 @@ def check_image(image: np.ndarray, name: str = "image", *, axes: str | None = No
     if min(ny, nx) < MIN_SIDE:
         raise CellsegError(
             f"{name} is too small ({ny} x {nx} pixels, Y x X); segmentation needs at least "
-            f"{MIN_SIDE} x {MIN_SIDE}: check the axes or use a larger image"
+            f"{MIN_SIDE} x {MIN_SIDE}: check the axes (when the last axis holds channels, give "
+            "the axes, e.g. --axes YXC) or use a larger image"
+        )
+    lead = [shape[i] for i, a in enumerate(axes) if a in "TZ"]
+    if lead and nx <= MAX_CHANNELS_GUESS and max(lead) >= 4 * nx and ny >= 4 * nx:
+        raise CellsegError(
+            f"{name} reads as {int(np.prod(lead))} planes of {ny} x {nx} pixels (axes {axes}, "
+            f"shape {shape}); its last axis probably holds {nx} channels: give the axes, "
+            "e.g. --axes YXC (and --channels to choose them)"
         )
     if kind == "f":
         finite = np.isfinite(image)
