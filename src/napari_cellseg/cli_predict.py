@@ -54,7 +54,8 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
         "--overlap",
         type=int,
         default=None,
-        help=f"tile overlap, px (default {defaults.overlap}, at most a quarter of the tile)",
+        help=f"tile overlap, px (default {defaults.overlap}, or a quarter of a smaller tile; "
+        "must be below half the tile)",
     )
     p.add_argument(
         "--batch-size",

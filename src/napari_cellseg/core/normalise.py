@@ -47,7 +47,10 @@ def _map_channels(
     n = data.shape[0]
     have = f"the image has {n} channel{'s' * (n != 1)}"
     example = tuple(min(i, n - 1) for i in range(input_channels))
-    hint = f"pass channels= with {input_channels} image channel indices, e.g. channels={example}"
+    hint = (
+        f"choose {input_channels} of the image's channels, e.g. "
+        f"--channels {','.join(map(str, example))} (channels={example} in Python)"
+    )
     if channels is not None:
         channels = tuple(int(c) for c in channels)
         if len(channels) != input_channels:
