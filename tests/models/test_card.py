@@ -60,6 +60,17 @@ def test_card_keeps_unknown_fields_from_newer_versions() -> None:
             json.dumps({"family": "yolo", "builder_args": {}, "input_channels": 3}),
             "unknown model family",
         ),
+        (  # every prediction would fail: refused when the file is read (info --check too)
+            json.dumps(
+                {
+                    "family": "unet",
+                    "builder_args": {},
+                    "input_channels": 3,
+                    "normalisation": {"method": "percentile", "low": 99, "high": 1},
+                }
+            ),
+            "normalisation is invalid: percentile normalisation needs 0 <= low < high",
+        ),
     ],
 )
 def test_bad_cards_are_clear(text: str, message: str) -> None:

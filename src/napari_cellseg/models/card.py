@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
+
 from napari_cellseg.core.config import PostprocessParams, describe_post
 from napari_cellseg.core.errors import CellsegError
 
@@ -152,6 +154,20 @@ class ModelCard:
         if not self.name:
             self.name = f"{self.family}-{self.architecture}"
         self.post_params()  # a card with unknown or out-of-range thresholds is refused here
+        self._check_normalisation()
+
+    def _check_normalisation(self) -> None:
+        """Refuse a normalisation every prediction would fail on (at load, not per image)."""
+        from napari_cellseg.core.normalise import normalise
+
+        if not isinstance(self.normalisation, dict):
+            raise ModelCardError("model card field 'normalisation' is not a JSON object")
+        probe = np.linspace(0.0, 1.0, 16, dtype=np.float32).reshape(1, 4, 4)
+        probe = np.repeat(probe, max(1, int(self.input_channels)), axis=0)
+        try:
+            normalise(probe, self.normalisation)
+        except CellsegError as error:
+            raise ModelCardError(f"model card normalisation is invalid: {error}") from None
 
     def post_params(self, base: PostprocessParams | None = None) -> PostprocessParams:
         """``base`` (or the library defaults) with this model's own post-processing values.
