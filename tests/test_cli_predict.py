@@ -251,3 +251,18 @@ def test_predict_bad_options_are_one_line(tmp_path, capsys, weight_files, extra,
     err = capsys.readouterr().err
     assert err.startswith("cellseg: error:") and message in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_logs_progress_lines_without_a_terminal(
+    tmp_path, capsys, weight_files, monkeypatch
+) -> None:
+    from napari_cellseg import cli_predict
+
+    monkeypatch.setattr(cli_predict, "LOG_PROGRESS_EVERY_S", 0.0)
+    image = get_sample("dsb_fluorescence").image_path
+    args = ["predict", str(image), "--weights", str(weight_files["unet"]), "--tile", "128"]
+    assert main([*args, "--overlap", "16", "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    progress = [line for line in err if line.startswith("dsb_fluorescence.png: ")]
+    assert progress and progress[-1] == "dsb_fluorescence.png: 100%"
+    assert not any("\r" in line for line in err)

@@ -101,6 +101,10 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
             )
 
 
+#: Without a terminal, ``predict`` writes a progress line at most this often (seconds).
+LOG_PROGRESS_EVERY_S = 30.0
+
+
 def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams:
     """Build :class:`PredictParams` from parsed arguments.
 
@@ -189,7 +193,7 @@ def run_predict(args: argparse.Namespace) -> int:
     failures = 0
     show_progress = sys.stderr.isatty()
     for path, labels_path in outputs.items():
-        start = time.perf_counter()
+        start = last_line = time.perf_counter()
         try:
             image = read_image(path)
             run_params = params if params.axes else _with_axes(params, image.axes)
@@ -199,8 +203,13 @@ def run_predict(args: argparse.Namespace) -> int:
                     prediction = event
                 elif isinstance(event, Notice) and event.level == "warning":
                     print(f"\n{path.name}: {event.message}", file=sys.stderr)
-                elif isinstance(event, Progress) and show_progress and event.stage != "load":
-                    print(f"\r{path.name}: {event.fraction:5.0%}", end="", file=sys.stderr)
+                elif isinstance(event, Progress) and event.stage != "load":
+                    if show_progress:
+                        print(f"\r{path.name}: {event.fraction:5.0%}", end="", file=sys.stderr)
+                    elif time.perf_counter() - last_line >= LOG_PROGRESS_EVERY_S:
+                        # a log file (cluster job): a line now and then, not a carriage return
+                        print(f"{path.name}: {event.fraction:.0%}", file=sys.stderr, flush=True)
+                        last_line = time.perf_counter()
             assert prediction is not None
             out = write_labels(
                 labels_path,
