@@ -395,3 +395,27 @@ def test_a_mask_rcnn_batch_runs_with_augmentation_and_records_it(tmp_path) -> No
     assert manifest["recipe"]["params"]["tta"] == 2
     with pytest.raises(CellsegError, match=r"parameters differ: tta 2 -> 1"):
         run_batch(tmp_path / "in", out, weights, replace(params, tta=1))
+
+
+def test_label_images_in_the_input_and_repeated_files_are_left_out(tmp_path, weights) -> None:
+    from napari_cellseg.core.events import Notice
+
+    _tree(tmp_path / "in")
+    write_tif(tmp_path / "in" / "a_labels.tif", disk_image(1))  # `predict --out in/` wrote it
+    events = list(iter_batch(tmp_path / "in", tmp_path / "out", weights, PARAMS))
+    summary = events[-1]
+    assert summary.done == 2 and summary.failed == 0  # a.png and b.tif only
+    notes = [e.message for e in events if isinstance(e, Notice)]
+    assert any("1 file(s) named like label images" in n and "a_labels.tif" in n for n in notes)
+    assert not (tmp_path / "out" / "a_labels_labels.tif").exists()
+    selected = run_batch(
+        tmp_path / "in", tmp_path / "o2", weights, PARAMS, include=["a_labels.tif"]
+    )  # asked for by name: segmented
+    assert selected.done == 1
+    a = tmp_path / "in" / "a.png"
+    twice = run_batch([a, a, tmp_path / "in" / "b.tif"], tmp_path / "o3", weights, PARAMS)
+    assert twice.done == 2
+    assert sorted(p.name for p in (tmp_path / "o3").glob("*_labels.tif")) == [
+        "a_labels.tif",
+        "b_labels.tif",
+    ]

@@ -101,6 +101,17 @@ def _walk(root: Path, out: Path, recursive: bool) -> list[tuple[Path, str]]:
     return found
 
 
+LABELS_NOTE = (
+    "is named like a label image cellseg wrote (*_labels.tif): not segmented; rename it, or "
+    "select it with --include, to segment it"
+)
+
+
+def _is_labels_name(name: str) -> bool:
+    lower = name.lower()
+    return lower.endswith(("_labels.tif", "_labels.tiff"))
+
+
 def find_inputs(
     inputs: InputSpec,
     out: str | os.PathLike[str],
@@ -130,7 +141,8 @@ def find_inputs(
     files : list of (path, relative path)
         Inputs in a stable (sorted) order.
     rejected : list of (path, reason)
-        Listed files that are never read (inside the output folder).
+        Listed files that are never read: inside the output folder, or in a folder input
+        without ``include``, label images cellseg wrote (``*_labels.tif``).
 
     Raises
     ------
@@ -159,6 +171,9 @@ def find_inputs(
         else:
             found = [(p, r) for p, r in found if _is_image_name(p.name)]
         found = [(p, r) for p, r in found if not _matches(r, exclude)]
+        if not include:  # label images cellseg wrote (predict --out into this folder)
+            rejected += [(p, LABELS_NOTE) for p, _ in found if _is_labels_name(p.name)]
+            found = [(p, r) for p, r in found if not _is_labels_name(p.name)]
         if not found:
             looked = ", ".join(include) if include else ", ".join(SUPPORTED_IMAGE_SUFFIXES)
             raise CellsegError(
@@ -175,7 +190,7 @@ def find_inputs(
     except ValueError:  # different drives
         root = None
     files: list[tuple[Path, str]] = []
-    for p in paths:
+    for p in dict.fromkeys(paths):  # a file given twice is segmented once
         if _is_inside(p, out):
             rejected.append((p, "is inside the output folder; outputs are never read as input"))
             continue

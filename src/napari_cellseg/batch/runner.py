@@ -20,7 +20,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from napari_cellseg.batch.files import FileTask, InputSpec, find_inputs, plan_tasks
+from napari_cellseg.batch.files import (
+    LABELS_NOTE,
+    FileTask,
+    InputSpec,
+    find_inputs,
+    plan_tasks,
+)
 from napari_cellseg.batch.jobs import (
     BatchJob,
     BatchSummary,
@@ -310,6 +316,8 @@ def iter_batch(
         torch_threads=max(1, (os.cpu_count() or 1) // n_workers) if scheduler == "local" else None,
     )
     tasks = plan_tasks(files, out_path, measure=measure)
+    left_out = [path for path, reason in rejected if reason == LABELS_NOTE]
+    rejected = [(path, reason) for path, reason in rejected if reason != LABELS_NOTE]
     state.open()
     total = len(tasks) + len(rejected)
     tally = {"done": 0, "skipped": 0, "failed": 0, "objects": 0}
@@ -333,6 +341,13 @@ def iter_batch(
     try:
         if state.cleaned:
             yield Notice(f"removed {state.cleaned} temporary file(s) left by an interrupted run")
+        if left_out:
+            names = ", ".join(p.name for p in left_out[:3]) + (", …" if len(left_out) > 3 else "")
+            yield Notice(
+                f"{len(left_out)} file(s) named like label images cellseg wrote (*_labels.tif: "
+                f"{names}) were not segmented; select them with --include to segment them",
+                level="warning",
+            )
         for path, reason in rejected:
             result = FileResult(file=str(path), rel=str(path), status="failed", reason=reason)
             record(result)
