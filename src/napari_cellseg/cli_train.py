@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from napari_cellseg.core.config import TrainParams
 
@@ -188,6 +189,16 @@ def _ground_truth_for(gt: Path, stem: str) -> Path | None:
     return None
 
 
+def _looks_semantic(labels: Any) -> bool:
+    """A binary mask passed as labels: one non-zero value over several separate objects."""
+    import numpy as np
+    from skimage.measure import label
+
+    values = np.unique(labels)
+    values = values[values != 0]
+    return len(values) == 1 and int(label(labels == values[0]).max()) > 1
+
+
 def _unpredicted(gt: Path, predicted: set[str]) -> list[str]:
     """Stems of the ground-truth label files in ``gt`` (or ``gt/masks``) not in ``predicted``."""
     stems = {
@@ -217,21 +228,31 @@ def run_evaluate(args: argparse.Namespace) -> int:
     predictions = sorted(args.pred.glob("*_labels.tif"))
     if not predictions:
         raise CellsegError(f"{args.pred}: no <stem>_labels.tif files to evaluate")
-    per_image, missing = [], []
+    per_image, missing, semantic = [], [], []
     for path in predictions:
         stem = path.name.removesuffix("_labels.tif")
         truth_path = _ground_truth_for(args.gt, stem)
         if truth_path is None:
             missing.append(stem)
             continue
+        truth = read_labels(truth_path)
+        if _looks_semantic(truth):
+            semantic.append(truth_path.name)
         try:
-            scores = evaluate_pair(read_labels(truth_path), read_labels(path))
+            scores = evaluate_pair(truth, read_labels(path))
         except CellsegError as error:
             raise CellsegError(f"{path.name} vs {truth_path.name}: {error}") from None
         per_image.append({"name": stem, **scores})
     if missing:
         print(
             f"note: no ground truth for {len(missing)} prediction(s): {', '.join(missing[:5])}",
+            file=sys.stderr,
+        )
+    if semantic:
+        print(
+            f"note: {len(semantic)} ground-truth image(s) hold one value for several separate "
+            f"objects ({', '.join(semantic[:5])}): binary masks, not instance labels, so every "
+            "object is scored as one; give each object its own id (skimage.measure.label)",
             file=sys.stderr,
         )
     unpredicted = _unpredicted(args.gt, {row["name"] for row in per_image} | set(missing))

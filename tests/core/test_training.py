@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 
 from napari_cellseg.core.checkpoints import checkpoint_path_for, load_checkpoint
@@ -216,6 +217,14 @@ def test_cli_train_and_evaluate(tmp_path, data, capsys) -> None:
     # the two samples without a prediction are named, not silently left out
     assert result["unscored_ground_truth"] == ["dsb_brightfield", "dsb_fluorescence"]
     assert "2 ground-truth image(s) have no prediction" in capsys.readouterr().err
+
+    # a binary mask given as ground truth: scored, with a note that says what is wrong
+    binary = tmp_path / "binary_gt"
+    binary.mkdir()
+    truth = tifffile.imread(data[0] / "masks" / "dsb_he.tif")
+    tifffile.imwrite(binary / "dsb_he.tif", ((truth > 0) * 255).astype(np.uint8))
+    assert main(["evaluate", "--pred", str(pred_dir), "--gt", str(binary)]) == 0
+    assert "hold one value for several separate objects (dsb_he.tif)" in capsys.readouterr().err
 
     # resuming the finished run: the options it cannot apply are named
     ckpt = checkpoint_path_for(out)
