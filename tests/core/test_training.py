@@ -236,6 +236,10 @@ def test_cli_train_and_evaluate(tmp_path, data, capsys) -> None:
     ("args", "message"),
     [
         (["train", "--data", "DATA", "--out", "o.safetensors", "--epochs", "0"], "at least 1"),
+        (
+            ["train", "--data", "DATA", "--out", "o.safetensors", "--samples-per-epoch", "0"],
+            "samples per epoch must be at least 1",
+        ),
         (["evaluate", "--pred", "NOPE", "--gt", "DATA"], "--pred NOPE: folder not found"),
         (["evaluate", "--pred", "DATA", "--gt", "DATA", "--json", "DATA"], "is a folder"),
         (["evaluate", "--pred", "DATA", "--gt", "DATA", "--json", "NOPE/m.json"], "does not exist"),

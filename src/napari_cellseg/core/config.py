@@ -242,6 +242,10 @@ class TrainParams:
             raise CellsegError(f"epochs must be at least 1, got {self.epochs}")
         if self.minutes is not None and self.minutes <= 0:
             raise CellsegError(f"the time budget must be positive, got {self.minutes} minutes")
+        if self.samples_per_epoch < 1:
+            raise CellsegError(
+                f"samples per epoch must be at least 1, got {self.samples_per_epoch}"
+            )
         if self.batch_size < 1 or self.samples_per_epoch < self.batch_size:
             raise CellsegError(
                 f"batch size {self.batch_size} must be >= 1 and <= samples per epoch "
