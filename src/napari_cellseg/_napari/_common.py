@@ -12,6 +12,11 @@ from magicgui.widgets import ComboBox
 CONFIG_ENV = "NAPARI_CELLSEG_CONFIG_DIR"
 
 
+def layer_choices(viewer: Any, kind: type) -> Callable[..., list[tuple[str, Any]]]:
+    """A ComboBox choices function: ``(name, layer)`` of the viewer's layers of ``kind``."""
+    return lambda _widget=None: [(ly.name, ly) for ly in viewer.layers if isinstance(ly, kind)]
+
+
 def rebuild_choices(combo: ComboBox) -> None:
     """Refill ``combo`` in the order its choices function gives, keeping its value if offered.
 

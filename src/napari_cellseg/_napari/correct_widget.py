@@ -8,7 +8,6 @@ layer from ``layer.events.paint``; each edit also schedules a debounced autosave
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_info
 
 from napari_cellseg._napari import _correct_helpers as helpers
-from napari_cellseg._napari._common import rebuild_choices
+from napari_cellseg._napari._common import layer_choices, rebuild_choices
 from napari_cellseg._napari._edit_tracker import EditTracker
 from napari_cellseg._napari._session import session_for
 from napari_cellseg.core import editing
@@ -50,8 +49,10 @@ class CorrectWidget(Container):
         self.tracker = EditTracker(self.autosave_folder, parent=self.native)
         self.tracker.changed.connect(self._show_edited)
 
-        self.labels_layer = ComboBox(label="Labels", choices=self._choices(Labels))
-        self.image_layer = ComboBox(label="Image", choices=self._choices(Image), nullable=True)
+        self.labels_layer = ComboBox(label="Labels", choices=layer_choices(viewer, Labels))
+        self.image_layer = ComboBox(
+            label="Image", choices=layer_choices(viewer, Image), nullable=True
+        )
         self.delete_button = PushButton(text=f"Delete selected label (key '{DELETE_KEY}')")
         self.merge_ids = LineEdit(label="Merge ids", value="")
         self.pick = CheckBox(text="pick by clicking")
@@ -109,9 +110,6 @@ class CorrectWidget(Container):
         self._on_labels_changed(self.labels_layer.value)
 
     # -- layers -----------------------------------------------------------------------------
-    def _choices(self, kind: type) -> Callable[..., list[tuple[str, Any]]]:
-        return lambda _w=None: [(la.name, la) for la in self._viewer.layers if isinstance(la, kind)]
-
     def _refresh_choices(self, _event: Any = None) -> None:
         rebuild_choices(self.labels_layer)
         rebuild_choices(self.image_layer)

@@ -23,7 +23,7 @@ from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
-from napari_cellseg._napari._common import ThrottledProgress, track_task
+from napari_cellseg._napari._common import ThrottledProgress, layer_choices, track_task
 from napari_cellseg._napari._evaluate_jobs import (
     Comparison,
     EvalImage,
@@ -64,9 +64,6 @@ class EvaluateWidget(Container):
         #: The table's columns: title -> metrics (what Export writes).
         self.results: dict[str, dict[str, Any]] = {}
 
-        def layers_of(kind: type) -> Callable[[Any], list[tuple[str, Any]]]:
-            return lambda _w=None: [(ly.name, ly) for ly in viewer.layers if isinstance(ly, kind)]
-
         def folder(name: str, label: str) -> FileEdit:
             return FileEdit(name=name, label=label, mode="d", nullable=True, visible=False)
 
@@ -76,15 +73,21 @@ class EvaluateWidget(Container):
         self.extend(
             [
                 ComboBox(name="source", label="Source", choices=["layers", "folders"]),
-                ComboBox(name="prediction_layer", label="Prediction", choices=layers_of(Labels)),
-                ComboBox(name="ground_truth_layer", label="Truth", choices=layers_of(Labels)),
+                ComboBox(
+                    name="prediction_layer",
+                    label="Prediction",
+                    choices=layer_choices(viewer, Labels),
+                ),
+                ComboBox(
+                    name="ground_truth_layer", label="Truth", choices=layer_choices(viewer, Labels)
+                ),
                 folder("prediction_folder", "Predictions"),
                 folder("ground_truth_folder", "Truth"),
                 PushButton(name="evaluate", text="Evaluate"),
                 Label(name="compare_header", label=" ", value=f"<b>{MODELS_HEADER}</b>"),
                 weights("weights_a", "Model A"),
                 weights("weights_b", "Model B"),
-                ComboBox(name="image_layer", label="Image", choices=layers_of(Image)),
+                ComboBox(name="image_layer", label="Image", choices=layer_choices(viewer, Image)),
                 folder("image_folder", "Images"),
                 ComboBox(name="device", label="Device", choices=available_devices()),
                 PushButton(name="compare", text="Compare models"),

@@ -11,7 +11,6 @@ the table as out of date.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
 from napari_cellseg._napari import _correct_helpers as helpers
-from napari_cellseg._napari._common import rebuild_choices
+from napari_cellseg._napari._common import layer_choices, rebuild_choices
 from napari_cellseg._napari._layers import current_plane, layer_axes, layer_data, lead_count
 from napari_cellseg._napari._measure_jobs import (
     SUMMARY_STATS,
@@ -76,9 +75,9 @@ class MeasureWidget(Container):
         self._measured: Labels | None = None
         self.stale = False
 
-        self.labels_layer = ComboBox(label="Labels", choices=self._choices(Labels))
+        self.labels_layer = ComboBox(label="Labels", choices=layer_choices(viewer, Labels))
         self.image_layer = ComboBox(
-            label="Intensities", choices=self._choices(Image), nullable=True
+            label="Intensities", choices=layer_choices(viewer, Image), nullable=True
         )
         self.pixel_size = FloatSpinBox(
             label="Pixel size (µm)", value=0.0, min=0.0, max=1000.0, step=0.01
@@ -116,9 +115,6 @@ class MeasureWidget(Container):
         self._on_labels_changed(self.labels_layer.value)
 
     # -- layers -----------------------------------------------------------------------------
-    def _choices(self, kind: type) -> Callable[..., list[tuple[str, Any]]]:
-        return lambda _w=None: [(la.name, la) for la in self._viewer.layers if isinstance(la, kind)]
-
     def _refresh_choices(self, _event: Any = None) -> None:
         rebuild_choices(self.labels_layer)
         rebuild_choices(self.image_layer)
