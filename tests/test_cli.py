@@ -20,6 +20,20 @@ def test_bad_file_is_one_line_and_exit_code_2(tmp_path, capsys) -> None:
     assert "not a weight file" in err
 
 
+def test_info_reports_every_bad_file_and_goes_on(tmp_path, capsys) -> None:
+    from napari_cellseg.models import list_bundled_weights
+
+    good = next(p for p in list_bundled_weights() if p.name == "unet_dsb.safetensors")
+    missing = tmp_path / "missing.safetensors"
+    bad = tmp_path / "notes.pth"
+    bad.write_text("hello")
+    assert main(["info", str(missing), str(good), str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.startswith(str(good))  # the good file is still described
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 2 and all(e.startswith("cellseg: error: ") for e in errors)
+
+
 def test_version_and_help(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])

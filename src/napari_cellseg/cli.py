@@ -14,15 +14,24 @@ from napari_cellseg import __version__
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from napari_cellseg.core.errors import CellsegError
     from napari_cellseg.models import load_weights, read_card
 
+    failed = 0
     for path in args.files:
-        if args.check:
-            loaded = load_weights(path)
-            card = loaded.card
-            n_params = sum(p.numel() for p in loaded.model.parameters())
-        else:
-            card, n_params = read_card(path), None
+        try:
+            if args.check:
+                loaded = load_weights(path)
+                card = loaded.card
+                n_params = sum(p.numel() for p in loaded.model.parameters())
+            else:
+                card, n_params = read_card(path), None
+        except CellsegError as error:  # report it and go on with the other files
+            if len(args.files) == 1:
+                raise
+            print(f"cellseg: error: {error}", file=sys.stderr)
+            failed += 1
+            continue
         if args.json:
             print(json.dumps({"file": str(path), "card": card.to_dict()}, indent=2, sort_keys=True))
             continue
@@ -33,7 +42,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print("  builder args:  " + json.dumps(card.builder_args, sort_keys=True))
         versions = ", ".join(f"{k} {v}" for k, v in card.library_versions.items())
         print(f"  libraries:     {versions}")
-    return 0
+    return 2 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
