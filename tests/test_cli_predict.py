@@ -266,3 +266,23 @@ def test_predict_logs_progress_lines_without_a_terminal(
     progress = [line for line in err if line.startswith("dsb_fluorescence.png: ")]
     assert progress and progress[-1] == "dsb_fluorescence.png: 100%"
     assert not any("\r" in line for line in err)
+
+
+def test_axes_refer_to_the_files_own_order(tmp_path, capsys, weight_files) -> None:
+    """A 3 x Y x X TIFF reads as planar RGB; --axes ZYX / CYX name its stored dimensions."""
+    import tifffile
+
+    from napari_cellseg.core.io import apply_axes, read_image
+
+    plane = np.asarray(read_image(get_sample("dsb_fluorescence").image_path).data)[..., 0]
+    path = tmp_path / "three.tif"
+    stack = np.stack([plane[:96, :128]] * 3)
+    tifffile.imwrite(path, stack, photometric="rgb", planarconfig="separate")  # as before 2026
+    image = read_image(path)
+    assert image.axes == "YXS" and image.data.shape == (96, 128, 3)  # as read: samples last
+    assert apply_axes(image, "ZYX").data.shape == (3, 96, 128)
+    args = ["--weights", str(weight_files["unet"]), "--out", str(tmp_path / "o")]
+    assert main(["predict", str(path), "--axes", "ZYX", *args]) == 0, capsys.readouterr().err
+    assert read_labels(tmp_path / "o" / "three_labels.tif").shape == (3, 96, 128)
+    assert main(["predict", str(path), "--axes", "CYX", "--channels", "0,1,2", *args]) == 0
+    assert read_labels(tmp_path / "o" / "three_labels.tif").shape == (96, 128)

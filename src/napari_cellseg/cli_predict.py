@@ -71,7 +71,12 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
         help="test-time augmentation: also run the model on flipped/rotated copies of each "
         "tile, 2, 4 or 8 in all, and average them (as many times slower; default 1 = off)",
     )
-    p.add_argument("--axes", default=None, help="axes of the images, e.g. ZYX (default: file's)")
+    p.add_argument(
+        "--axes",
+        default=None,
+        help="axes of the images in the order the file stores them, e.g. ZYX or CYX "
+        "(default: what the file says)",
+    )
     p.add_argument(
         "--channels", default=None, help="image channels fed to the model, e.g. 0 or 1,0,2"
     )
@@ -175,7 +180,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from napari_cellseg.core.errors import CellsegError
     from napari_cellseg.core.events import Notice, Progress
     from napari_cellseg.core.inference import Prediction
-    from napari_cellseg.core.io import read_image, write_labels
+    from napari_cellseg.core.io import apply_axes, read_image, write_labels
     from napari_cellseg.core.predict_blocks import iter_predict_auto
     from napari_cellseg.core.preprocess import label_axes
     from napari_cellseg.core.runner import cached_load
@@ -195,7 +200,7 @@ def run_predict(args: argparse.Namespace) -> int:
     for path, labels_path in outputs.items():
         start = last_line = time.perf_counter()
         try:
-            image = read_image(path)
+            image = apply_axes(read_image(path), params.axes)  # --axes: the file's own order
             run_params = params if params.axes else _with_axes(params, image.axes)
             prediction = None
             for event in iter_predict_auto(image.data, loaded, run_params):

@@ -349,7 +349,7 @@ def process_file(job: BatchJob, task: FileTask) -> FileResult:
             if torch.get_num_threads() != job.torch_threads:
                 torch.set_num_threads(job.torch_threads)
         params = job.predict_params()
-        image = read_input(task.source, memmap_pixels=job.memmap_pixels)
+        image = read_input(task.source, memmap_pixels=job.memmap_pixels, axes=params.axes)
         timings["read"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         model, _ = cached_load(job.weights, resolve_device(params.device))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_cellseg.core.errors import ImageReadError
-from napari_cellseg.core.io import ImageData, read_image
+from napari_cellseg.core.io import ImageData, apply_axes, read_image
 
 __all__ = ["DEFAULT_MEMMAP_PIXELS", "read_input"]
 
@@ -136,10 +136,12 @@ def _memmap_tiff(path: Path) -> ImageData:
     data = tifffile.memmap(path, series=0, mode="r")
     _check_array(path, data, axes)
     ours = _map_axes(path, axes)
+    stored = None
     if "S" in ours and not ours.endswith("S"):
-        data = np.moveaxis(data, ours.index("S"), -1)
+        stored = ours.index("S")
+        data = np.moveaxis(data, stored, -1)
         ours = ours.replace("S", "") + "S"
-    return ImageData(data, ours, path, pixel_size)
+    return ImageData(data, ours, path, pixel_size, stored)
 
 
 _LAZY_AXES = ("YX", "YXS")
@@ -162,7 +164,10 @@ def _lazy_tiff(path: Path) -> ImageData:
 
 
 def read_input(
-    path: str | os.PathLike[str], *, memmap_pixels: int = DEFAULT_MEMMAP_PIXELS
+    path: str | os.PathLike[str],
+    *,
+    memmap_pixels: int = DEFAULT_MEMMAP_PIXELS,
+    axes: str | None = None,
 ) -> ImageData:
     """Read one input image, guarding against lying headers and huge files.
 
@@ -178,6 +183,9 @@ def read_input(
         The image file.
     memmap_pixels : int
         Pixel count above which uncompressed, contiguous TIFFs are memory-mapped.
+    axes : str, optional
+        The user's axes for the file's own order (``--axes``; see
+        :func:`~napari_cellseg.core.io.apply_axes`).
 
     Returns
     -------
@@ -194,12 +202,12 @@ def read_input(
         if p.is_file() and p.suffix.lower() in _TIFF_SUFFIXES:
             plan = _tiff_plan(p, memmap_pixels)
             if plan == "memmap":
-                return _memmap_tiff(p)
+                return apply_axes(_memmap_tiff(p), axes)
             if plan == "lazy":
-                return _lazy_tiff(p)
+                return apply_axes(_lazy_tiff(p), axes)
         elif p.is_file() and p.stat().st_size > 0:
             _check_pillow_header(p)
-        return read_image(p)
+        return apply_axes(read_image(p), axes)
     except MemoryError:
         raise ImageReadError(
             p, "not enough memory to read it; close other programs or split the image"

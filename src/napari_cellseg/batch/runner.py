@@ -99,9 +99,9 @@ class _Writer:
             self._thread.join()
 
 
-def _timed_read(task: FileTask, memmap_pixels: int) -> tuple[Any, float]:
+def _timed_read(task: FileTask, memmap_pixels: int, axes: str | None) -> tuple[Any, float]:
     t0 = time.perf_counter()
-    image = read_input(task.source, memmap_pixels=memmap_pixels)
+    image = read_input(task.source, memmap_pixels=memmap_pixels, axes=axes)
     return image, time.perf_counter() - t0
 
 
@@ -123,7 +123,7 @@ def _iter_local(
 
     def fill() -> None:
         while len(pending) < prefetch and (task := next(remaining, None)) is not None:
-            pending.append((task, reader.submit(_timed_read, task, job.memmap_pixels)))
+            pending.append((task, reader.submit(_timed_read, task, job.memmap_pixels, params.axes)))
 
     try:
         fill()

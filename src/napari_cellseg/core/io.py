@@ -63,12 +63,45 @@ class ImageData:
         The file it came from.
     pixel_size_um : tuple of float or None
         Pixel size (y, x) in micrometres when the file records it.
+    stored_samples_axis : int or None
+        Where the file stores the RGB samples when the reader moved them last (planar RGB),
+        so that axes a user gives can refer to the file's own order (:func:`apply_axes`).
     """
 
     data: np.ndarray
     axes: str
     path: Path | None = None
     pixel_size_um: tuple[float, float] | None = None
+    stored_samples_axis: int | None = None
+
+
+def apply_axes(image: ImageData, axes: str | None) -> ImageData:
+    """``image`` with the axes a user gave, in the order the file stores its dimensions.
+
+    Parameters
+    ----------
+    image : ImageData
+        As read (planar RGB has its samples moved last).
+    axes : str or None
+        Axis letters for the file's own order (``--axes``); None keeps ``image`` as read.
+
+    Returns
+    -------
+    ImageData
+        The same pixels, in stored order, with ``axes`` (checked later, against the shape).
+
+    Examples
+    --------
+    >>> planar = ImageData(np.zeros((8, 6, 3)), "YXS", stored_samples_axis=0)
+    >>> apply_axes(planar, "cyx").data.shape, apply_axes(planar, "cyx").axes
+    ((3, 8, 6), 'CYX')
+    """
+    if not axes:
+        return image
+    data = image.data
+    if image.stored_samples_axis is not None:
+        data = np.moveaxis(data, -1, image.stored_samples_axis)
+    return ImageData(data, axes.upper(), image.path, image.pixel_size_um)
 
 
 def _supported_list(suffixes: tuple[str, ...]) -> str:
@@ -184,10 +217,12 @@ def _read_tiff(path: Path) -> ImageData:
         )
     _check_array(path, data, axes)
     ours = _map_axes(path, axes)
+    stored = None
     if "S" in ours and not ours.endswith("S"):  # planar RGB: samples last, as everywhere else
-        data = np.moveaxis(data, ours.index("S"), -1)
+        stored = ours.index("S")
+        data = np.moveaxis(data, stored, -1)
         ours = ours.replace("S", "") + "S"
-    return ImageData(data, ours, path, pixel_size)
+    return ImageData(data, ours, path, pixel_size, stored)
 
 
 def _read_pillow(path: Path) -> ImageData:
