@@ -68,3 +68,30 @@ def test_threshold_sweep_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
         assert set(run["by_value"]) == {"0.4", "0.6"}
         assert all(0.0 <= m["dsb_ap"] <= 1.0 for m in run["by_value"].values())
     assert "| 0.4 |" in done.stdout
+
+
+def test_tta_fusion_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
+    from napari_cellseg.core.samples import list_samples
+    from tiny_models import save_tiny
+
+    for folder in ("images", "masks"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    for sample in list_samples():  # 3 images: 2 to tune, 1 held out
+        (tmp_path / "data" / "images" / f"{sample.key}.png").write_bytes(
+            sample.image_path.read_bytes()
+        )
+        (tmp_path / "data" / "masks" / f"{sample.key}.tif").write_bytes(
+            sample.mask_path.read_bytes()
+        )
+    weights = save_tiny("maskrcnn", tmp_path / "m.safetensors")
+    out = tmp_path / "fusion.json"
+    command = [sys.executable, str(ROOT / "bench" / "tta_fusion.py"), "--weights", str(weights)]
+    command += ["--data", str(tmp_path / "data"), "--split", "heldout", "--tta", "2"]
+    command += ["--tile", "512", "--cache", str(tmp_path / "c.pkl"), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["n_listed"] == 1 and report["tta"] == 2
+    assert "all/v1/score 0.5" in report["results"] and "first/v1/score 0.5" in report["results"]
+    assert (tmp_path / "c.pkl").exists()
