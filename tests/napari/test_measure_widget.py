@@ -80,6 +80,12 @@ def test_measure_shows_features_and_saves_csv(
     assert f"area: {area}" in shown
     assert widget.status.value.startswith(f"he · demo U-Net: {len(ids)} objects, median area")
     assert widget.save_button.enabled
+    other = viewer.add_labels(np.zeros_like(truth), name="other")
+    widget.labels_layer.value = other  # another layer shown: its table does not exist
+    assert not widget.save_button.enabled
+    widget.labels_layer.value = labels  # back: the measured table can be saved again
+    assert widget.save_button.enabled
+    viewer.layers.remove(other)
     summary = widget.summary.value  # median / mean / min / max per quantity
     assert list(summary["columns"]) == ["median", "mean", "min", "max"]
     assert summary["index"][0] == "area" and "mean_intensity_c2" in summary["index"]

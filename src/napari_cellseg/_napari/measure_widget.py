@@ -136,8 +136,8 @@ class MeasureWidget(Container):
         image = helpers.matching_image(images, layer)
         if image is not None:
             self.image_layer.value = image
-        if layer is not self._measured:
-            self.save_button.enabled = False
+        # Save offers the table of the layer shown (back on the measured one: offered again)
+        self.save_button.enabled = layer is self._measured and self.table is not None
 
     def _on_image_changed(self, image: Image | None) -> None:
         if image is None:
