@@ -48,36 +48,16 @@ def fuse_variant(copies, mask_threshold: float, rule: str, votes: int):
         return copies[0]
     if rule == "all" and votes == 1:
         return detection_tta.fuse_copies(copies, mask_threshold=mask_threshold)
-    every = Detections.concatenate(list(copies))
-    if len(every) == 0:
-        return every
-    copy_of = np.concatenate([np.full(len(d), i) for i, d in enumerate(copies)])
-    binary = [m > mask_threshold for m in every.masks]
-    areas = np.array([b.sum() for b in binary], np.int64)
-    boxes = every.boxes
-    taken = np.zeros(len(every), bool)
+    every, groups = detection_tta.match_copies(copies, mask_threshold)
     kept_boxes, scores, classes, masks = [], [], [], []
-    for lead in np.argsort(-every.scores, kind="stable"):
-        if taken[lead]:
-            continue
-        taken[lead] = True
-        members = [lead]
-        for other in range(len(copies)):
-            if other == copy_of[lead]:
-                continue
-            best = detection_tta._best_match(
-                lead, other, boxes, binary, areas, copy_of, taken, detection_tta.SAME_OBJECT_IOU
-            )
-            if best is not None:
-                taken[best] = True
-                members.append(best)
+    for members in groups:
         if len(members) < votes:
             continue
-        box, mask = detection_tta._mean_mask(members, boxes, every.masks)
+        box, mask = detection_tta._mean_mask(members, every.boxes, every.masks)
         found = every.scores[members]
         kept_boxes.append(box)
         scores.append(float(found.sum()) / len(copies) if rule == "all" else float(found.mean()))
-        classes.append(int(every.classes[lead]))
+        classes.append(int(every.classes[members[0]]))
         masks.append(mask)
     if not kept_boxes:
         return Detections()

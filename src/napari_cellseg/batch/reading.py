@@ -127,21 +127,13 @@ def _tiff_plan(path: Path, memmap_pixels: int) -> str:
 def _memmap_tiff(path: Path) -> ImageData:
     import tifffile
 
-    from napari_cellseg.core.io import _check_array, _map_axes  # the reader's own rules
+    from napari_cellseg.core.io import tiff_image_data  # the reader's own rules
     from napari_cellseg.core.pixel_size import tiff_pixel_size
 
     with tifffile.TiffFile(path) as tif:
         axes = tif.series[0].axes
         pixel_size = tiff_pixel_size(tif)
-    data = tifffile.memmap(path, series=0, mode="r")
-    _check_array(path, data, axes)
-    ours = _map_axes(path, axes)
-    stored = None
-    if "S" in ours and not ours.endswith("S"):
-        stored = ours.index("S")
-        data = np.moveaxis(data, stored, -1)
-        ours = ours.replace("S", "") + "S"
-    return ImageData(data, ours, path, pixel_size, stored)
+    return tiff_image_data(path, tifffile.memmap(path, series=0, mode="r"), axes, pixel_size)
 
 
 _LAZY_AXES = ("YX", "YXS")

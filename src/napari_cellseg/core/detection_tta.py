@@ -93,34 +93,56 @@ def fuse_copies(
         return Detections()
     if n_copies == 1:
         return copies[0]
+    every, groups = match_copies(copies, mask_threshold, same_iou)
+    if not groups:
+        return every
+    fused_boxes, scores, classes, masks = [], [], [], []
+    for members in groups:
+        box, mask = _mean_mask(members, every.boxes, every.masks)
+        fused_boxes.append(box)
+        masks.append(mask)
+        scores.append(float(every.scores[members].sum()) / n_copies)
+        classes.append(int(every.classes[members[0]]))
+    return Detections(np.array(fused_boxes), np.array(scores), np.array(classes), masks)
+
+
+def match_copies(
+    copies: Sequence[Detections], mask_threshold: float = 0.5, same_iou: float = SAME_OBJECT_IOU
+) -> tuple[Detections, list[list[int]]]:
+    """The copies' detections, grouped by object (the matching :func:`fuse_copies` uses).
+
+    Returns
+    -------
+    every : Detections
+        All copies' detections, concatenated in copy order.
+    groups : list of list of int
+        One list of rows of ``every`` per object, its best-scored detection first (the
+        objects in descending order of that score); at most one row per copy, each further
+        row the free detection of its copy with the highest mask IoU (>= ``same_iou``).
+    """
     every = Detections.concatenate(list(copies))
     if len(every) == 0:
-        return every
+        return every, []
     copy_of = np.concatenate([np.full(len(d), i) for i, d in enumerate(copies)])
     binary = [m > mask_threshold for m in every.masks]
     areas = np.array([b.sum() for b in binary], np.int64)
     boxes = every.boxes
-    order = np.argsort(-every.scores, kind="stable")
     taken = np.zeros(len(every), bool)
-    fused_boxes, scores, classes, masks = [], [], [], []
-    for lead in order:
+    groups = []
+    for lead in np.argsort(-every.scores, kind="stable"):
         if taken[lead]:
             continue
         taken[lead] = True
-        members = [lead]
-        for other_copy in range(n_copies):
+        members = [int(lead)]
+        for other_copy in range(len(copies)):
             if other_copy == copy_of[lead]:
                 continue
             best = _best_match(lead, other_copy, boxes, binary, areas, copy_of, taken, same_iou)
             if best is not None:
                 taken[best] = True
                 members.append(best)
-        box, mask = _mean_mask(members, boxes, every.masks)
-        fused_boxes.append(box)
-        masks.append(mask)
-        scores.append(float(every.scores[members].sum()) / n_copies)
-        classes.append(int(every.classes[lead]))
-    return Detections(np.array(fused_boxes), np.array(scores), np.array(classes), masks)
+        groups.append(members)
+    return every, groups
 
 
 def _best_match(

@@ -215,8 +215,15 @@ def _read_tiff(path: Path) -> ImageData:
             path,
             f"TIFF file is truncated or damaged ({log.messages[0]}); copy or export it again",
         )
-    _check_array(path, data, axes)
-    ours = _map_axes(path, axes)
+    return tiff_image_data(path, data, axes, pixel_size)
+
+
+def tiff_image_data(
+    path: Path, data: np.ndarray, tiff_axes: str, pixel_size: tuple[float, float] | None
+) -> ImageData:
+    """Check a TIFF series' array and give it our axes; planar RGB gets its samples last."""
+    _check_array(path, data, tiff_axes)
+    ours = _map_axes(path, tiff_axes)
     stored = None
     if "S" in ours and not ours.endswith("S"):  # planar RGB: samples last, as everywhere else
         stored = ours.index("S")
