@@ -27,8 +27,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
             else:
                 card, n_params = read_card(path), None
         except CellsegError as error:  # report it and go on with the other files
-            if len(args.files) == 1:
-                raise
             print(f"cellseg: error: {error}", file=sys.stderr)
             failed += 1
             continue

@@ -156,7 +156,7 @@ def output_names(images: list[Path], out: Path) -> dict[Path, Path]:
     once. Two different files that would still share a name (``x/a.png``, ``y/a.png``) are
     refused before anything runs.
     """
-    from napari_cellseg.batch.files import LABELS_SUFFIX, plan_tasks
+    from napari_cellseg.batch.files import plan_tasks
     from napari_cellseg.core.errors import CellsegError
 
     unique = list(dict.fromkeys(images))
@@ -170,7 +170,6 @@ def output_names(images: list[Path], out: Path) -> dict[Path, Path]:
                 f"different --out folders, or use `cellseg batch`, which keeps the sub-folders"
             )
         seen[name] = path
-    assert all(str(n).endswith(LABELS_SUFFIX) for n in names.values())
     return names
 
 

@@ -82,12 +82,12 @@ def measure_layer_arrays(
         return {k: v for k, v in table.items() if "_intensity_" not in k}
 
     n_lead = sum(a in LEAD_AXES for a in axes)
-    if _yx_shape(image.shape, axes) != labels.shape[-2:]:
+    image_y, image_x = _yx_shape(image.shape, axes)
+    if (image_y, image_x) != labels.shape[-2:]:
         raise CellsegError(
             f"{labels_name!r} is {labels.shape[-2]}×{labels.shape[-1]} pixels but "
-            f"{image_name!r} is {_yx_shape(image.shape, axes)[0]}×"
-            f"{_yx_shape(image.shape, axes)[1]}: choose the image the labels were made from, "
-            "or none to measure shapes only"
+            f"{image_name!r} is {image_y}×{image_x}: choose the image the labels were made "
+            "from, or none to measure shapes only"
         )
     if labels.ndim == n_lead + 2:
         if tuple(labels.shape[:-2]) != tuple(image.shape[:n_lead]):

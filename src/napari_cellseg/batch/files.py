@@ -108,8 +108,7 @@ LABELS_NOTE = (
 
 
 def _is_labels_name(name: str) -> bool:
-    lower = name.lower()
-    return lower.endswith(("_labels.tif", "_labels.tiff"))
+    return name.lower().endswith((LABELS_SUFFIX, LABELS_SUFFIX + "f"))
 
 
 def find_inputs(
