@@ -75,7 +75,7 @@ def pack_mosaic(tiles: Sequence[np.ndarray], size: int) -> np.ndarray:
 
 def rgb_mosaic(paths: Sequence[Path], size: int) -> np.ndarray:
     """A size×size RGB uint8 mosaic of the images at ``paths`` (grey ones repeated to RGB)."""
-    from napari_cellseg.core.io import read_image
+    from napari_cellseg.io.images import read_image
 
     tiles = []
     for path in paths:

@@ -23,15 +23,15 @@ from pathlib import Path
 
 import torch
 
-from napari_cellseg.core.config import PredictParams, TrainParams
-from napari_cellseg.core.data import scan_training_folders, split_pairs
-from napari_cellseg.core.device import resolve_device
-from napari_cellseg.core.inference import predict
-from napari_cellseg.core.io import read_image, read_labels
-from napari_cellseg.core.metrics import evaluate_pair, summarise
-from napari_cellseg.core.runner import clear_model_cache
-from napari_cellseg.core.training import fit
+from napari_cellseg.device import resolve_device
+from napari_cellseg.inference.model_runner import clear_model_cache
+from napari_cellseg.inference.planes import predict
+from napari_cellseg.io.images import read_image, read_labels
+from napari_cellseg.labels.metrics import evaluate_pair, summarise
 from napari_cellseg.models import load_weights
+from napari_cellseg.params import PredictParams, TrainParams
+from napari_cellseg.training.loop import fit
+from napari_cellseg.training.pairs import scan_training_folders, split_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data"

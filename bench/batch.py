@@ -93,8 +93,8 @@ def grey_mosaic(size: int, sources: list[Path]) -> np.ndarray:
 # -- the naive loop ---------------------------------------------------------------------------
 def naive_loop(files: list[Path], out: Path, model: Any, params: Any) -> dict[str, float]:
     """read_image -> predict -> write_labels, one file at a time; seconds per stage."""
-    from napari_cellseg.core.inference import predict
-    from napari_cellseg.core.io import read_image, write_labels
+    from napari_cellseg.inference.planes import predict
+    from napari_cellseg.io.images import read_image, write_labels
 
     out.mkdir(parents=True, exist_ok=True)
     stages = {"read": 0.0, "segment": 0.0, "write": 0.0}
@@ -119,7 +119,7 @@ def batch_run(
 ) -> dict[str, Any]:
     """Drain ``iter_batch`` (what ``run_batch`` does), timing the start of the workers."""
     from napari_cellseg.batch import BatchSummary, FileResult, iter_batch
-    from napari_cellseg.core.events import Notice
+    from napari_cellseg.events import Notice
 
     start = time.perf_counter()
     ready = None
@@ -178,7 +178,7 @@ def agreement(reference: Path, other: Path, crop: int = 2048) -> dict[str, Any]:
     import tifffile
     import zarr
 
-    from napari_cellseg.core.metrics import dsb_ap, matching_at
+    from napari_cellseg.labels.metrics import dsb_ap, matching_at
 
     def read(path: Path, y: int, x: int) -> np.ndarray:
         with tifffile.TiffFile(path) as tif, tif.series[0].aszarr() as store:
@@ -229,10 +229,10 @@ def throughput(args: argparse.Namespace, params: Any, work: Path) -> dict[str, A
     """Every mode on the same files, in counterbalanced rounds (ABC, CBA, ...)."""
     import torch
 
-    from napari_cellseg.core.device import resolve_device
-    from napari_cellseg.core.inference import predict
-    from napari_cellseg.core.io import read_image
-    from napari_cellseg.core.runner import cached_load
+    from napari_cellseg.device import resolve_device
+    from napari_cellseg.inference.model_runner import cached_load
+    from napari_cellseg.inference.planes import predict
+    from napari_cellseg.io.images import read_image
 
     sources = dsb_files(args.data_root)
     rng = np.random.default_rng(args.seed)
@@ -327,9 +327,9 @@ def calibrate(args: argparse.Namespace, params: Any) -> float:
     """Seconds of one 2048² predict on a DSB mosaic (after a small warm-up)."""
     import torch
 
-    from napari_cellseg.core.device import resolve_device
-    from napari_cellseg.core.inference import predict
-    from napari_cellseg.core.runner import cached_load
+    from napari_cellseg.device import resolve_device
+    from napari_cellseg.inference.model_runner import cached_load
+    from napari_cellseg.inference.planes import predict
 
     torch.set_num_threads(args.threads)
     model, _ = cached_load(args.weights, resolve_device(params.device))
@@ -345,8 +345,8 @@ def child(args: argparse.Namespace) -> int:
     import torch
 
     from napari_cellseg.batch.jobs import params_from_dict
-    from napari_cellseg.core.device import resolve_device
-    from napari_cellseg.core.runner import cached_load
+    from napari_cellseg.device import resolve_device
+    from napari_cellseg.inference.model_runner import cached_load
 
     torch.set_num_threads(args.threads)
     params = params_from_dict(json.loads(args.child_params))
@@ -637,8 +637,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         return child(args)
-    from napari_cellseg.core.config import PredictParams
-    from napari_cellseg.core.device import resolve_device
+    from napari_cellseg.device import resolve_device
+    from napari_cellseg.params import PredictParams
 
     device = resolve_device(args.device)
     params = PredictParams(device=str(device), tile_size=args.tile, batch_size=args.batch_size)

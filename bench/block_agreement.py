@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from _common import rgb_mosaic
 
-from napari_cellseg.core.config import PredictParams
+from napari_cellseg.params import PredictParams
 
 ROOT = Path(__file__).resolve().parent.parent
 DSB = ROOT.parent / "shared" / "data" / "dsb2018" / "stage1_train" / "images"
@@ -45,7 +45,7 @@ DSB = ROOT.parent / "shared" / "data" / "dsb2018" / "stage1_train" / "images"
 
 def mosaic(size: int, folder: Path, count: int) -> np.ndarray:
     """A mosaic of the first ``count`` images of ``folder`` (else of the bundled samples)."""
-    from napari_cellseg.core.samples import sample_data_dir
+    from napari_cellseg.io.samples import sample_data_dir
 
     paths = sorted(folder.glob("*.png"))[:count] if folder.is_dir() else []
     if not paths:  # no shared data: the bundled samples
@@ -54,7 +54,7 @@ def mosaic(size: int, folder: Path, count: int) -> np.ndarray:
 
 
 def compare(reference: np.ndarray, other: np.ndarray) -> dict[str, Any]:
-    from napari_cellseg.core.metrics import dsb_ap, matching_at
+    from napari_cellseg.labels.metrics import dsb_ap, matching_at
 
     match = matching_at(reference, other, 0.5)
     return {
@@ -90,9 +90,9 @@ def main() -> int:
 
     import torch
 
-    from napari_cellseg.core.inference import predict
-    from napari_cellseg.core.plane_reading import plane_normalisation
-    from napari_cellseg.core.predict_blocks import iter_predict_large
+    from napari_cellseg.inference.block_reading import plane_normalisation
+    from napari_cellseg.inference.blocks import iter_predict_large
+    from napari_cellseg.inference.planes import predict
     from napari_cellseg.models import list_bundled_weights, load_weights
 
     weights = next(p for p in list_bundled_weights() if p.name == "unet_dsb.safetensors")

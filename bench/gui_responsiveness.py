@@ -67,7 +67,7 @@ PHASES = ("idle", "interact", "add-labels", "segment", "threshold", "resegment",
 # -- the large image --------------------------------------------------------------------------
 def mosaic(size: int = 2048) -> np.ndarray:
     """A size×size RGB uint8 mosaic of the bundled sample images (row by row)."""
-    from napari_cellseg.core.samples import list_samples
+    from napari_cellseg.io.samples import list_samples
 
     return rgb_mosaic([sample.image_path for sample in list_samples()], size)
 
@@ -341,9 +341,9 @@ def main() -> int:
     import torch
 
     from napari_cellseg._napari.dock import CellsegDock
-    from napari_cellseg.core.device import resolve_device
-    from napari_cellseg.core.events import EpochEnd
-    from napari_cellseg.core.samples import sample_data_dir
+    from napari_cellseg.device import resolve_device
+    from napari_cellseg.events import EpochEnd
+    from napari_cellseg.io.samples import sample_data_dir
     from napari_cellseg.models import list_bundled_weights
 
     if args.torch_threads:

@@ -28,15 +28,15 @@ import numpy as np
 import torch
 from _common import PeakRSS, pack_mosaic
 
-from napari_cellseg.core.config import PredictParams, default_overlap
-from napari_cellseg.core.device import resolve_device
-from napari_cellseg.core.inference import predict
-from napari_cellseg.core.postprocess import maskrcnn_instances, unet_instances
-from napari_cellseg.core.preprocess import to_model_input
-from napari_cellseg.core.runner import ModelRunner
-from napari_cellseg.core.tiling import plan_tiles
+from napari_cellseg.device import resolve_device
+from napari_cellseg.inference.model_runner import ModelRunner
+from napari_cellseg.inference.planes import predict
+from napari_cellseg.inference.postprocess import maskrcnn_instances, unet_instances
+from napari_cellseg.inference.preprocess import to_model_input
+from napari_cellseg.inference.tiling import plan_tiles
 from napari_cellseg.models import ModelCard, build_model, load_weights
 from napari_cellseg.models.weights import LoadedModel
+from napari_cellseg.params import PredictParams, default_overlap
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -96,8 +96,8 @@ def naive_predict(
             acc[:, t.y0 : t.y1, t.x0 : t.x1] += prob
             count[t.y0 : t.y1, t.x0 : t.x1] += 1
         return unet_instances(acc / count, card.outputs, post)
-    from napari_cellseg.core.runner import _to_detections
-    from napari_cellseg.core.tile_merge import merge_tile_detections
+    from napari_cellseg.inference.model_runner import _to_detections
+    from napari_cellseg.inference.tile_merge import merge_tile_detections
 
     parts = []
     for t in tiles:

@@ -45,12 +45,12 @@ def main() -> int:
 
     import torch
 
-    from napari_cellseg.core.config import PredictParams
-    from napari_cellseg.core.data import scan_training_folders
-    from napari_cellseg.core.inference import predict, reapply
-    from napari_cellseg.core.io import read_image, read_labels
-    from napari_cellseg.core.metrics import evaluate_pair, summarise
+    from napari_cellseg.inference.planes import predict, reapply
+    from napari_cellseg.io.images import read_image, read_labels
+    from napari_cellseg.labels.metrics import evaluate_pair, summarise
     from napari_cellseg.models import load_weights
+    from napari_cellseg.params import PredictParams
+    from napari_cellseg.training.pairs import scan_training_folders
 
     model = load_weights(args.weights, device=args.device)
     param = args.param or (

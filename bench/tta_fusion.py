@@ -41,8 +41,8 @@ SHOWN = ("dsb_ap", "ap@0.5", "f1@0.5")
 
 def fuse_variant(copies, mask_threshold: float, rule: str, votes: int):
     """``rule`` ``all``: the shipped fusion; ``found``: mean over finders, at least ``votes``."""
-    from napari_cellseg.core import detection_tta
-    from napari_cellseg.core.detections import Detections
+    from napari_cellseg.inference import tta as detection_tta
+    from napari_cellseg.inference.detections import Detections
 
     if rule == "first":
         return copies[0]
@@ -77,14 +77,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
-    import napari_cellseg.core.inference as inference
-    from napari_cellseg.core.config import PredictParams
-    from napari_cellseg.core.data import scan_training_folders, split_pairs
-    from napari_cellseg.core.detection_tta import SAME_OBJECT_IOU
-    from napari_cellseg.core.io import read_image, read_labels
-    from napari_cellseg.core.metrics import evaluate_pair, summarise
-    from napari_cellseg.core.postprocess import maskrcnn_instances
+    import napari_cellseg.inference.planes as inference
+    from napari_cellseg.inference.postprocess import maskrcnn_instances
+    from napari_cellseg.inference.tta import SAME_OBJECT_IOU
+    from napari_cellseg.io.images import read_image, read_labels
+    from napari_cellseg.labels.metrics import evaluate_pair, summarise
     from napari_cellseg.models import load_weights
+    from napari_cellseg.params import PredictParams
+    from napari_cellseg.training.pairs import scan_training_folders, split_pairs
 
     train, held = split_pairs(scan_training_folders([args.data]), 0.15, seed=0)
     pairs = (train if args.split == "tune" else held)[: args.max_images]

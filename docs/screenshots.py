@@ -32,7 +32,7 @@ WINDOW_SIZE = (1600, 1000)
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
 DEMO_WEIGHTS = ROOT / "sample_data" / "models" / "unet_dsb.safetensors"
-# The sample layers' names (napari_cellseg.core.samples titles).
+# The sample layers' names (napari_cellseg.io.samples titles).
 FLUO = "Fluorescent nuclei (DSB 2018)"
 BRIGHT = "Brightfield cells with nuclei (DSB 2018)"
 GT = " · ground truth"

@@ -46,7 +46,7 @@ def test_block_agreement_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
 
 
 def test_threshold_sweep_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
-    from napari_cellseg.core.samples import get_sample
+    from napari_cellseg.io.samples import get_sample
     from tiny_models import save_tiny
 
     sample = get_sample("dsb_fluorescence")
@@ -71,7 +71,7 @@ def test_threshold_sweep_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
 
 
 def test_tta_fusion_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
-    from napari_cellseg.core.samples import list_samples
+    from napari_cellseg.io.samples import list_samples
     from tiny_models import save_tiny
 
     for folder in ("images", "masks"):

@@ -6,9 +6,9 @@ import json
 import imageio.v3 as iio
 import torch
 
-from napari_cellseg.core.io import read_labels
-from napari_cellseg.core.samples import list_samples
 from napari_cellseg.demo import run_headless_demo
+from napari_cellseg.io.images import read_labels
+from napari_cellseg.io.samples import list_samples
 from napari_cellseg.models import ModelCard, build_model, save_weights
 
 

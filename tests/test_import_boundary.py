@@ -14,9 +14,11 @@ GUI_MODULES = ("napari", "qtpy", "magicgui", "PyQt6", "PyQt5", "PySide6", "vispy
     "modules",
     [
         "napari_cellseg",
-        "napari_cellseg.core, napari_cellseg.cli",
-        "napari_cellseg.core.io, napari_cellseg.core.samples, napari_cellseg.core.overlay, "
-        "napari_cellseg.core.device, napari_cellseg.models, napari_cellseg.demo",
+        "napari_cellseg.errors, napari_cellseg.events, napari_cellseg.params, napari_cellseg.io, "
+        "napari_cellseg.labels, napari_cellseg.inference, napari_cellseg.training, "
+        "napari_cellseg.batch, napari_cellseg.cli",
+        "napari_cellseg.io.images, napari_cellseg.io.samples, napari_cellseg.io.overlay, "
+        "napari_cellseg.device, napari_cellseg.models, napari_cellseg.demo",
     ],
 )
 def test_core_imports_no_gui(modules: str) -> None:

@@ -79,7 +79,7 @@ def _run_headless() -> int:
     except ImportError as exc:
         print(f"The headless demo is not available ({exc}); nothing else was done.")
         return 0
-    from napari_cellseg.core.errors import CellsegError
+    from napari_cellseg.errors import CellsegError
 
     try:
         result = run_headless_demo(DEMO_DIR)

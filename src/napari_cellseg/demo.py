@@ -45,14 +45,14 @@ def run_headless_demo(
     dict
         The summary also written to ``out_dir / "summary.json"``.
     """
-    from napari_cellseg.core.atomic import atomic_write_text
-    from napari_cellseg.core.config import PredictParams
-    from napari_cellseg.core.inference import predict
-    from napari_cellseg.core.io import read_image, read_labels, write_labels
-    from napari_cellseg.core.metrics import evaluate_pair
-    from napari_cellseg.core.overlay import write_overlay_png
-    from napari_cellseg.core.samples import list_samples
+    from napari_cellseg.inference.planes import predict
+    from napari_cellseg.io.atomic import atomic_write_text
+    from napari_cellseg.io.images import read_image, read_labels, write_labels
+    from napari_cellseg.io.overlay import write_overlay_png
+    from napari_cellseg.io.samples import list_samples
+    from napari_cellseg.labels.metrics import evaluate_pair
     from napari_cellseg.models import list_bundled_weights, read_card
+    from napari_cellseg.params import PredictParams
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import pytest
 import tifffile
 from batch_helpers import disk_image, write_png, write_tif
 
-from napari_cellseg.core import atomic
+from napari_cellseg.io import atomic
 
 GOOD = "good.png"
 

@@ -8,7 +8,7 @@ import imageio.v3 as iio
 import numpy as np
 import tifffile
 
-from napari_cellseg.core.config import PostprocessParams, PredictParams
+from napari_cellseg.params import PostprocessParams, PredictParams
 from tiny_models import TINY_UNET as UNET_ARGS
 
 # Small tiles keep it fast; a random model at this threshold finds several objects on disks.

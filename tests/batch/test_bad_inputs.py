@@ -15,8 +15,8 @@ from batch_helpers import PARAMS, disk_image, tmp_files, write_png
 
 from napari_cellseg.batch import FileResult, iter_batch, run_batch
 from napari_cellseg.cli import main
-from napari_cellseg.core.errors import CellsegError
-from napari_cellseg.core.io import read_labels
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.io.images import read_labels
 
 
 def _run(

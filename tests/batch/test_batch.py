@@ -23,9 +23,9 @@ from napari_cellseg.batch import (
 )
 from napari_cellseg.batch.manifest import RunState
 from napari_cellseg.cli import main
-from napari_cellseg.core.errors import CellsegError
-from napari_cellseg.core.events import Progress
-from napari_cellseg.core.io import read_image, read_labels
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.events import Progress
+from napari_cellseg.io.images import read_image, read_labels
 
 GUI_MODULES = ("napari", "qtpy", "magicgui", "PyQt5", "PyQt6", "PySide6", "vispy")
 
@@ -355,7 +355,7 @@ def test_an_existing_scheduler_by_address(tmp_path, weights, monkeypatch) -> Non
 
 def test_batch_imports_no_gui_modules() -> None:
     code = (
-        "import sys; import napari_cellseg.batch, napari_cellseg.cli_batch; "
+        "import sys; import napari_cellseg.batch, napari_cellseg.cli.batch; "
         f"print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {GUI_MODULES!r})))"
     )
     result = subprocess.run(
@@ -380,7 +380,7 @@ def test_without_parameters_the_models_own_thresholds_are_used(tmp_path, weights
 
 
 def test_a_mask_rcnn_batch_runs_with_augmentation_and_records_it(tmp_path) -> None:
-    from napari_cellseg.core.events import Notice
+    from napari_cellseg.events import Notice
     from tiny_models import save_tiny
 
     weights = save_tiny("maskrcnn", tmp_path / "m.safetensors")
@@ -398,7 +398,7 @@ def test_a_mask_rcnn_batch_runs_with_augmentation_and_records_it(tmp_path) -> No
 
 
 def test_label_images_in_the_input_and_repeated_files_are_left_out(tmp_path, weights) -> None:
-    from napari_cellseg.core.events import Notice
+    from napari_cellseg.events import Notice
 
     _tree(tmp_path / "in")
     write_tif(tmp_path / "in" / "a_labels.tif", disk_image(1))  # `predict --out in/` wrote it

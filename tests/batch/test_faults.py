@@ -13,7 +13,7 @@ import numpy as np
 from batch_helpers import PARAMS, disk_image, tmp_files, write_png
 
 from napari_cellseg.batch import run_batch
-from napari_cellseg.core.io import read_labels
+from napari_cellseg.io.images import read_labels
 
 N_IMAGES = 12
 SIDE = 256  # large enough that one image takes a noticeable fraction of a second

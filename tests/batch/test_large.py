@@ -11,7 +11,7 @@ from batch_helpers import PARAMS, disk_image, tmp_files, write_png, write_tif
 
 from napari_cellseg.batch import run_batch
 from napari_cellseg.batch.large import labels_readable, write_labels_tiled
-from napari_cellseg.core.io import read_image, read_labels
+from napari_cellseg.io.images import read_image, read_labels
 
 BLOCKS = {"block_pixels": 100 * 100, "block_size": 96, "halo": 32}
 
@@ -85,7 +85,7 @@ def test_a_killed_runs_scratch_folder_is_removed_and_the_file_redone(tmp_path, w
 def test_bad_block_settings_are_refused_before_any_work(tmp_path, weights) -> None:
     import pytest
 
-    from napari_cellseg.core.errors import CellsegError
+    from napari_cellseg.errors import CellsegError
 
     write_png(tmp_path / "in" / "a.png", disk_image(1))
     for bad in ({"block_size": 8}, {"halo": -1}, {"block_size": 128, "halo": 500}):

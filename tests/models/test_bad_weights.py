@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from napari_cellseg.core.errors import WeightFileError
+from napari_cellseg.errors import WeightFileError
 from napari_cellseg.models import ModelCard, build_model, load_weights, read_card, save_weights
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_cellseg.core.errors import ModelBuildError
+from napari_cellseg.errors import ModelBuildError
 from napari_cellseg.models import available_families, build_maskrcnn, build_model, build_unet
 
 

@@ -18,7 +18,7 @@ from napari.layers import Image, Labels
 from napari_cellseg._napari import batch_widget as bw
 from napari_cellseg._napari._session import session_for
 from napari_cellseg._napari.batch_widget import BatchWidget
-from napari_cellseg.core.samples import sample_data_dir
+from napari_cellseg.io.samples import sample_data_dir
 from napari_cellseg.models import ModelCard, build_model, save_weights
 from tiny_models import TINY_UNET
 

@@ -17,9 +17,9 @@ from scipy import ndimage as ndi
 from napari_cellseg._napari import correct_widget as cw
 from napari_cellseg._napari._correct_helpers import camera
 from napari_cellseg._napari._session import session_for
-from napari_cellseg.core.data import scan_training_folders
-from napari_cellseg.core.io import read_labels
-from napari_cellseg.core.samples import get_sample
+from napari_cellseg.io.images import read_labels
+from napari_cellseg.io.samples import get_sample
+from napari_cellseg.training.pairs import scan_training_folders
 
 pytestmark = pytest.mark.gui
 

@@ -14,16 +14,16 @@ from napari_cellseg._napari._evaluate_jobs import (
     iter_compare,
     iter_evaluate_folders,
 )
-from napari_cellseg.core.events import Progress
-from napari_cellseg.core.io import read_labels, write_labels
-from napari_cellseg.core.samples import get_sample
+from napari_cellseg.events import Progress
+from napari_cellseg.io.images import read_labels, write_labels
+from napari_cellseg.io.samples import get_sample
 from napari_cellseg.models import ModelCard, build_model, save_weights
 from tiny_models import TINY_UNET
 
 
 @pytest.fixture(scope="module")
 def sample() -> tuple[np.ndarray, np.ndarray]:
-    from napari_cellseg.core.io import read_image
+    from napari_cellseg.io.images import read_image
 
     s = get_sample("dsb_fluorescence")
     return np.asarray(read_image(s.image_path).data), np.asarray(read_labels(s.mask_path))
@@ -99,7 +99,7 @@ def test_evaluate_folders_yields_per_file_and_averages(sample, tmp_path) -> None
 
 
 def test_a_large_plane_is_compared_block_by_block(sample, weights, monkeypatch) -> None:
-    from napari_cellseg.core import predict_blocks
+    from napari_cellseg.inference import blocks as predict_blocks
 
     image, gt = sample
     monkeypatch.setattr(predict_blocks, "DEFAULT_BLOCK_PIXELS", 100 * 100)  # "large" from 100²
@@ -113,8 +113,8 @@ def test_a_large_plane_is_compared_block_by_block(sample, weights, monkeypatch) 
 
 def test_tuning_summary_gives_both_columns_and_a_verdict() -> None:
     from napari_cellseg._napari._evaluate_jobs import Tuned
-    from napari_cellseg.core.config import PostprocessParams
-    from napari_cellseg.core.tuning import TuningResult
+    from napari_cellseg.params import PostprocessParams
+    from napari_cellseg.training.tuning import TuningResult
 
     def tuned(changed: dict, score: float, n_images: int) -> Tuned:
         result = TuningResult(

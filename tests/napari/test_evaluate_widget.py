@@ -17,9 +17,9 @@ from napari_cellseg._napari import evaluate_widget as ew
 from napari_cellseg._napari._metrics_table import METRIC_ROWS
 from napari_cellseg._napari._session import session_for
 from napari_cellseg._napari.evaluate_widget import EvaluateWidget
-from napari_cellseg.core.io import read_labels, write_labels
-from napari_cellseg.core.metrics import METRIC_KEYS
-from napari_cellseg.core.samples import get_sample
+from napari_cellseg.io.images import read_labels, write_labels
+from napari_cellseg.io.samples import get_sample
+from napari_cellseg.labels.metrics import METRIC_KEYS
 from napari_cellseg.models import ModelCard, build_model, save_weights
 from tiny_models import TINY_UNET
 
@@ -212,7 +212,7 @@ def test_export_csv(make_napari_viewer, qtbot, gt, tmp_path, errors) -> None:
 def _compare_folder(tmp_path: Path, gt: np.ndarray, n: int) -> tuple[Path, Path]:
     import tifffile
 
-    from napari_cellseg.core.io import read_image
+    from napari_cellseg.io.images import read_image
 
     image = np.asarray(read_image(get_sample("dsb_fluorescence").image_path).data)
     images, truth = tmp_path / "images", tmp_path / "truth"

@@ -15,10 +15,10 @@ from napari_cellseg._napari import finetune_widget as fw
 from napari_cellseg._napari._finetune_monitor import LOSS_STEPS
 from napari_cellseg._napari._session import session_for
 from napari_cellseg._napari.finetune_widget import FineTuneWidget
-from napari_cellseg.core.checkpoints import checkpoint_path_for
-from napari_cellseg.core.events import EpochEnd, StepLoss, TrainingFinished
-from napari_cellseg.core.samples import sample_data_dir
+from napari_cellseg.events import EpochEnd, StepLoss, TrainingFinished
+from napari_cellseg.io.samples import sample_data_dir
 from napari_cellseg.models import ModelCard, build_model, save_weights
+from napari_cellseg.training.checkpoints import checkpoint_path_for
 from tiny_models import TINY_UNET
 
 pytestmark = pytest.mark.gui

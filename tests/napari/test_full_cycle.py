@@ -30,12 +30,12 @@ from napari_cellseg._napari import finetune_widget as fw
 from napari_cellseg._napari import segment_widget as sw
 from napari_cellseg._napari._session import session_for
 from napari_cellseg._napari.dock import CellsegDock
-from napari_cellseg.core.checkpoints import checkpoint_path_for
-from napari_cellseg.core.data import scan_training_folders
-from napari_cellseg.core.events import EpochEnd
-from napari_cellseg.core.io import read_labels
-from napari_cellseg.core.samples import get_sample
+from napari_cellseg.events import EpochEnd
+from napari_cellseg.io.images import read_labels
+from napari_cellseg.io.samples import get_sample
 from napari_cellseg.models import ModelCard, build_model, save_weights
+from napari_cellseg.training.checkpoints import checkpoint_path_for
+from napari_cellseg.training.pairs import scan_training_folders
 from tiny_models import TINY_UNET
 
 pytestmark = pytest.mark.gui

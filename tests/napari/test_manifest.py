@@ -76,6 +76,6 @@ def test_contributions_point_at_declared_commands(manifest: npe2.PluginManifest)
 
 
 def test_sample_data_keys_match_core_samples(manifest: npe2.PluginManifest) -> None:
-    samples_mod = pytest.importorskip("napari_cellseg.core.samples")
+    samples_mod = pytest.importorskip("napari_cellseg.io.samples")
     declared = {s.key for s in manifest.contributions.sample_data or []}
     assert declared == {s.key for s in samples_mod.list_samples()}

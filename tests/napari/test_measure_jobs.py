@@ -7,7 +7,7 @@ import pytest
 
 from napari_cellseg._napari._measure_jobs import measure_layer_arrays, summary, summary_rows
 from napari_cellseg.batch.measure import measure_labels
-from napari_cellseg.core.errors import CellsegError
+from napari_cellseg.errors import CellsegError
 
 
 def two_objects(shape=(20, 30)) -> np.ndarray:

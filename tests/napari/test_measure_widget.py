@@ -13,8 +13,8 @@ pytest.importorskip("pytestqt")
 
 from napari_cellseg._napari import measure_widget as mw
 from napari_cellseg._napari.measure_widget import MeasureWidget
-from napari_cellseg.core.io import read_image, read_labels
-from napari_cellseg.core.samples import get_sample
+from napari_cellseg.io.images import read_image, read_labels
+from napari_cellseg.io.samples import get_sample
 
 pytestmark = pytest.mark.gui
 

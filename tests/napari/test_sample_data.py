@@ -7,7 +7,7 @@ import pytest
 
 from napari_cellseg._napari import _sample_data
 
-samples = pytest.importorskip("napari_cellseg.core.samples")
+samples = pytest.importorskip("napari_cellseg.io.samples")
 SAMPLES = samples.list_samples()
 
 

@@ -18,8 +18,8 @@ from napari_cellseg._napari import segment_widget as sw
 from napari_cellseg._napari._sample_data import load_sample
 from napari_cellseg._napari._session import session_for
 from napari_cellseg._napari.segment_widget import SegmentWidget
-from napari_cellseg.core import predict_blocks
-from napari_cellseg.core.runner import ModelRunner
+from napari_cellseg.inference import blocks as predict_blocks
+from napari_cellseg.inference.model_runner import ModelRunner
 from napari_cellseg.models import ModelCard, build_model, save_weights
 from tiny_models import TINY_MASKRCNN as MRCNN_ARGS
 from tiny_models import TINY_UNET as UNET_ARGS

@@ -14,9 +14,9 @@ pytest.importorskip("pytestqt")
 from napari_cellseg import models
 from napari_cellseg._napari import segment_widget as sw
 from napari_cellseg._napari.segment_widget import SegmentWidget
-from napari_cellseg.core.config import PostprocessParams
-from napari_cellseg.core.device import resolve_device
-from napari_cellseg.core.errors import WeightFileError
+from napari_cellseg.device import resolve_device
+from napari_cellseg.errors import WeightFileError
+from napari_cellseg.params import PostprocessParams
 
 pytestmark = pytest.mark.gui
 

@@ -13,7 +13,7 @@ import numpy as np
 from napari_cellseg._napari._sample_data import contrast_limits, display_array
 from napari_cellseg._napari._threads import gui_torch_threads
 from napari_cellseg.batch import FileResult, iter_batch
-from napari_cellseg.core.errors import CellsegError
+from napari_cellseg.errors import CellsegError
 
 __all__ = ["BatchFailed", "patterns", "read_result", "run_batch_job"]
 
@@ -41,7 +41,7 @@ def patterns(text: str) -> list[str]:
 
 def read_result(result: FileResult) -> tuple[Any, dict, np.ndarray, dict]:
     """Read one processed image and its labels for display (runs in a worker)."""
-    from napari_cellseg.core.io import read_image, read_labels
+    from napari_cellseg.io.images import read_image, read_labels
 
     image = read_image(result.file)
     data, axes = np.asarray(image.data), image.axes

@@ -16,8 +16,8 @@ from napari.layers import Image, Labels, Points
 from napari.utils.notifications import show_error
 
 from napari_cellseg._napari._common import CONFIG_ENV
-from napari_cellseg.core.editing import label_changes
-from napari_cellseg.core.errors import CellsegError
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.labels.editing import label_changes
 
 log = logging.getLogger(__name__)
 

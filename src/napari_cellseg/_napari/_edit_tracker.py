@@ -13,8 +13,8 @@ from psygnal import Signal
 from qtpy.QtCore import QObject, QTimer
 
 from napari_cellseg._napari._correct_helpers import ids_in_history_item
-from napari_cellseg.core.errors import CellsegError
-from napari_cellseg.core.training_set import autosave_corrections
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.training.corrected_set import autosave_corrections
 
 AUTOSAVE_DELAY_MS = 1000
 
@@ -26,7 +26,7 @@ class EditTracker:
     polygon, an erase, or a ``data_setitem`` call (which is how the Correct dock edits). Each
     such event adds the old and new ids it touched and (re)starts a single-shot timer; when
     the user pauses for ``delay_ms`` the edited layers are written with
-    :func:`~napari_cellseg.core.training_set.autosave_corrections` into ``folder()``.
+    :func:`~napari_cellseg.training.corrected_set.autosave_corrections` into ``folder()``.
     """
 
     changed = Signal(object)  # the Labels layer whose edited ids changed

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from napari_cellseg.core.config import PredictParams, describe_post
-from napari_cellseg.core.errors import CellsegError
-from napari_cellseg.core.events import Progress
-from napari_cellseg.core.io import LABEL_SUFFIXES, SUPPORTED_IMAGE_SUFFIXES
-from napari_cellseg.core.metrics import evaluate_pair, summarise
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.events import Progress
+from napari_cellseg.io.images import LABEL_SUFFIXES, SUPPORTED_IMAGE_SUFFIXES
+from napari_cellseg.labels.metrics import evaluate_pair, summarise
+from napari_cellseg.params import PredictParams, describe_post
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def iter_evaluate_folders(
     Reads one pair at a time and yields a :class:`Progress` before each (the worker can stop
     there); returns the averaged metrics.
     """
-    from napari_cellseg.core.io import read_labels
+    from napari_cellseg.io.images import read_labels
 
     pairs = matched(predictions, ground_truth, (LABEL_SUFFIXES, LABEL_SUFFIXES))
     results = []
@@ -114,7 +114,7 @@ def folder_images(images: Path, ground_truth: Path) -> list[Callable[[], EvalIma
 
 
 def _load_pair(stem: str, image: Path, ground_truth: Path) -> EvalImage:
-    from napari_cellseg.core.io import read_image, read_labels
+    from napari_cellseg.io.images import read_image, read_labels
 
     data = read_image(image)
     return EvalImage(stem, data.data, data.axes, np.asarray(read_labels(ground_truth)))
@@ -138,7 +138,7 @@ def iter_compare(
     device : str
         Where to run the models.
     keep_predictions : bool
-        Keep every :class:`~napari_cellseg.core.inference.Prediction` in the result (to show
+        Keep every :class:`~napari_cellseg.inference.planes.Prediction` in the result (to show
         them as layers); a folder comparison keeps only the metrics.
 
     Yields
@@ -152,7 +152,7 @@ def iter_compare(
     Comparison
     """
     from napari_cellseg._napari._segment_jobs import predict_job
-    from napari_cellseg.core.predict_blocks import in_blocks
+    from napari_cellseg.inference.blocks import in_blocks
     from napari_cellseg.models import load_weights
 
     result = Comparison()
@@ -195,7 +195,7 @@ _SCALE = 1000  # progress of a comparison, in thousandths
 class Tuned:
     """What tuning found, with the loaded model a tuned copy is saved from."""
 
-    result: Any  # napari_cellseg.core.tuning.TuningResult
+    result: Any  # napari_cellseg.training.tuning.TuningResult
     model: Any  # napari_cellseg.models.weights.LoadedModel
     weights: Path
 
@@ -229,10 +229,10 @@ def iter_tune(
     Overall progress (thousandths) comes at every tile; the worker can stop there.
     """
     from napari_cellseg._napari._threads import gui_torch_threads
-    from napari_cellseg.core.device import resolve_device
-    from napari_cellseg.core.tuning import iter_tune_postprocess
-    from napari_cellseg.core.validation import ValidationImage
+    from napari_cellseg.device import resolve_device
     from napari_cellseg.models import load_weights
+    from napari_cellseg.training.tuning import iter_tune_postprocess
+    from napari_cellseg.training.validation import ValidationImage
 
     yield Progress("tuning", 0, _SCALE, f"loading {weights.name}…")
     model = load_weights(weights, device=resolve_device(device))
@@ -265,7 +265,7 @@ def save_tuned_copy(tuned: Tuned, data: str, elsewhere: Path) -> Path:
     A demo model's copy goes to ``elsewhere``, never into the installed package. An
     existing file is never overwritten; the original weights are not touched.
     """
-    from napari_cellseg.core.tuning import tuned_copy_path, write_tuned
+    from napari_cellseg.training.tuning import tuned_copy_path, write_tuned
 
     out = tuned_copy_path(tuned.weights, elsewhere)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from magicgui.widgets import Label, ProgressBar
 from qtpy.QtCore import QTimer
 
 from napari_cellseg._napari._curves import CurvePlot, Series
-from napari_cellseg.core.events import EpochEnd, Notice, StepLoss
+from napari_cellseg.events import EpochEnd, Notice, StepLoss
 
 LOSS_STEPS, LOSS_EPOCH = "loss (steps)", "loss (epoch mean)"
 VAL_AP, VAL_F1, BASE_AP = "val dsb_ap", "val f1@0.5", "base model dsb_ap"

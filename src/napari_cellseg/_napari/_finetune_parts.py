@@ -13,12 +13,12 @@ from napari.utils.notifications import show_error
 
 from napari_cellseg import models
 from napari_cellseg._napari._common import SyncGuard
-from napari_cellseg.core.checkpoints import checkpoint_path_for
-from napari_cellseg.core.config import TrainParams, fine_tune_learning_rate
-from napari_cellseg.core.device import available_devices
-from napari_cellseg.core.errors import CellsegError
-from napari_cellseg.core.events import TrainingFinished
-from napari_cellseg.core.metrics import METRIC_KEYS
+from napari_cellseg.device import available_devices
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.events import TrainingFinished
+from napari_cellseg.labels.metrics import METRIC_KEYS
+from napari_cellseg.params import TrainParams, fine_tune_learning_rate
+from napari_cellseg.training.checkpoints import checkpoint_path_for
 
 KEY_METRIC = "dsb_ap"
 BASE_COLUMN, NEW_COLUMN = "base", "new"

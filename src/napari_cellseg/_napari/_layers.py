@@ -1,8 +1,8 @@
 """Between napari layers and the core's arrays: axes, the current plane, result layers.
 
 Napari-side helpers only (no Qt widgets): the Segment dock uses them to turn an Image layer
-into ``(data, axes)`` for :func:`napari_cellseg.core.inference.iter_predict`, and to show a
-:class:`~napari_cellseg.core.inference.Prediction` as Labels, Shapes (boxes) and Image
+into ``(data, axes)`` for :func:`napari_cellseg.inference.planes.iter_predict`, and to show a
+:class:`~napari_cellseg.inference.planes.Prediction` as Labels, Shapes (boxes) and Image
 (probability map) layers that are replaced, not piled up, when the user runs again.
 """
 
@@ -16,7 +16,7 @@ import napari
 import numpy as np
 from napari.layers import Image, Labels, Layer, Shapes
 
-from napari_cellseg.core.errors import CellsegError
+from napari_cellseg.errors import CellsegError
 
 LEAD_AXES = "TZ"
 BOX_COLOR = "yellow"

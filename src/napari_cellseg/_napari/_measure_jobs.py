@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from napari_cellseg.batch.measure import measure_labels
-from napari_cellseg.core.errors import CellsegError
+from napari_cellseg.errors import CellsegError
 
 LEAD_AXES = "TZ"
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from magicgui.widgets import Table
 from qtpy.QtWidgets import QHeaderView, QStyledItemDelegate
 
-from napari_cellseg.core.atomic import atomic_write_text
-from napari_cellseg.core.errors import CellsegError
-from napari_cellseg.core.metrics import METRIC_KEYS
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.io.atomic import atomic_write_text
+from napari_cellseg.labels.metrics import METRIC_KEYS
 
 METRIC_ROWS: tuple[str, ...] = (*METRIC_KEYS, "n_images")
 ROW_HEIGHT = 21  # pixels per metric row

@@ -1,6 +1,6 @@
 """Sample data for napari's File > Open Sample menu: an image and its ground-truth labels.
 
-Each function named after a sample key (see :mod:`napari_cellseg.core.samples`) returns two
+Each function named after a sample key (see :mod:`napari_cellseg.io.samples`) returns two
 ``LayerDataTuple``s. The module does not import napari; napari only calls these functions.
 """
 
@@ -47,8 +47,8 @@ def contrast_limits(data: np.ndarray, low: float = 0.1, high: float = 99.9) -> l
 
 def load_sample(key: str) -> list[LayerDataTuple]:
     """Read sample ``key`` and return ``[image tuple, ground-truth labels tuple]``."""
-    from napari_cellseg.core.io import read_image, read_labels
-    from napari_cellseg.core.samples import get_sample
+    from napari_cellseg.io.images import read_image, read_labels
+    from napari_cellseg.io.samples import get_sample
 
     sample = get_sample(key)
     image = read_image(sample.image_path)

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from napari_cellseg._napari._threads import background_priority, gui_torch_threads
-from napari_cellseg.core.config import PostprocessParams, PredictParams
-from napari_cellseg.core.errors import CellsegError
-from napari_cellseg.core.events import CancelledError, Notice, Progress
-from napari_cellseg.core.inference import Prediction, reapply
-from napari_cellseg.core.predict_blocks import iter_predict_auto
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.events import CancelledError, Notice, Progress
+from napari_cellseg.inference.blocks import iter_predict_auto
+from napari_cellseg.inference.planes import Prediction, reapply
 from napari_cellseg.models.weights import LoadedModel
+from napari_cellseg.params import PostprocessParams, PredictParams
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The Segment dock's parameter widgets and the request one run is made from.
 
 ``SegmentOptions`` builds the parameter widgets from the defaults of
-:class:`~napari_cellseg.core.config.PredictParams` and
-:class:`~napari_cellseg.core.config.PostprocessParams` (one source of defaults);
+:class:`~napari_cellseg.params.PredictParams` and
+:class:`~napari_cellseg.params.PostprocessParams` (one source of defaults);
 ``build_request`` reads them, with the chosen image and weights, into a :class:`RunRequest`
 on the GUI thread when Run is pressed.
 """
@@ -18,8 +18,8 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSlider, RadioButtons, Spin
 from napari.layers import Image
 
 from napari_cellseg._napari import _layers
-from napari_cellseg.core.config import PostprocessParams, PredictParams
-from napari_cellseg.core.errors import CellsegError
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.params import PostprocessParams, PredictParams
 
 FAMILY_THRESHOLDS = {
     "unet": ("prob_threshold", "boundary_threshold"),

@@ -1,6 +1,6 @@
 """The Segment dock's run machinery: the worker, progress, re-applying thresholds.
 
-``SegmentRun`` runs :func:`~napari_cellseg.core.inference.iter_predict` in a napari
+``SegmentRun`` runs :func:`~napari_cellseg.inference.planes.iter_predict` in a napari
 ``GeneratorWorker``: the yielded events drive the progress bar and the status line, Cancel
 calls ``worker.quit()`` (the generator stops at its next yield), and the result becomes
 layers. Changing a threshold re-applies post-processing only (``reapply``), debounced and in
@@ -35,9 +35,9 @@ from napari_cellseg._napari._common import track_task
 from napari_cellseg._napari._segment_jobs import JobError, predict_job, reapply_job
 from napari_cellseg._napari._segment_options import RunRequest, SegmentOptions
 from napari_cellseg._napari._session import session_for
-from napari_cellseg.core.errors import CellsegError
-from napari_cellseg.core.events import CancelledError, Notice, Progress
-from napari_cellseg.core.inference import Prediction
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.events import CancelledError, Notice, Progress
+from napari_cellseg.inference.planes import Prediction
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ from napari_cellseg._napari._segment_options import TTA_LABELS
 from napari_cellseg._napari._session import session_for
 from napari_cellseg.batch import BatchSummary, FileResult
 from napari_cellseg.batch.scheduler import default_workers
-from napari_cellseg.core.config import PredictParams
-from napari_cellseg.core.device import available_devices
-from napari_cellseg.core.errors import CellsegError
-from napari_cellseg.core.events import Notice, Progress
+from napari_cellseg.device import available_devices
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.events import Notice, Progress
+from napari_cellseg.params import PredictParams
 
 WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin"
 REFRESH_MS = 250  # status and progress are refreshed at most 4 times a second

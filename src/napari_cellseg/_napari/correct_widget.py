@@ -30,9 +30,9 @@ from napari_cellseg._napari import _correct_helpers as helpers
 from napari_cellseg._napari._common import layer_choices, rebuild_choices
 from napari_cellseg._napari._edit_tracker import EditTracker
 from napari_cellseg._napari._session import session_for
-from napari_cellseg.core import editing
-from napari_cellseg.core.errors import CellsegError
-from napari_cellseg.core.training_set import add_to_training_set
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.labels import editing
+from napari_cellseg.training.corrected_set import add_to_training_set
 
 SEEDS_LAYER = "split seeds"
 DELETE_KEY = "d"

@@ -43,9 +43,9 @@ from napari_cellseg._napari._metrics_table import (
 )
 from napari_cellseg._napari._session import session_for
 from napari_cellseg._napari.segment_widget import config_dir
-from napari_cellseg.core.device import available_devices
-from napari_cellseg.core.errors import CellsegError
-from napari_cellseg.core.events import Progress
+from napari_cellseg.device import available_devices
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.events import Progress
 
 WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin"
 LAYER_WIDGETS = ("prediction_layer", "ground_truth_layer", "image_layer")

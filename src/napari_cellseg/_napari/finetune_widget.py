@@ -32,10 +32,10 @@ from napari_cellseg._napari._finetune_parts import (
 from napari_cellseg._napari._metrics_table import fill_metrics_table, make_metrics_table
 from napari_cellseg._napari._session import session_for
 from napari_cellseg._napari._threads import with_gui_threads
-from napari_cellseg.core.checkpoints import checkpoint_path_for
-from napari_cellseg.core.errors import CellsegError
-from napari_cellseg.core.events import EpochEnd, Notice, TrainingFinished
-from napari_cellseg.core.training import iter_train
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.events import EpochEnd, Notice, TrainingFinished
+from napari_cellseg.training.checkpoints import checkpoint_path_for
+from napari_cellseg.training.loop import iter_train
 
 WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin"
 MIN_WIDTH = 430  # pixels: room for a file name in the fields and the status text

@@ -41,7 +41,7 @@ from napari_cellseg._napari._measure_jobs import (
 from napari_cellseg._napari._metrics_table import ROW_HEIGHT
 from napari_cellseg._napari._threads import background_priority
 from napari_cellseg.batch.measure import write_table_csv
-from napari_cellseg.core.errors import CellsegError
+from napari_cellseg.errors import CellsegError
 
 
 def _measure_in_background(**inputs: Any) -> dict[str, np.ndarray]:

@@ -27,8 +27,8 @@ from napari_cellseg._napari._common import CONFIG_ENV, SyncGuard, rebuild_choice
 from napari_cellseg._napari._segment_options import SegmentOptions, build_request
 from napari_cellseg._napari._segment_run import SegmentRun
 from napari_cellseg._napari._session import session_for
-from napari_cellseg.core.device import available_devices, resolve_device
-from napari_cellseg.core.errors import CellsegError
+from napari_cellseg.device import available_devices, resolve_device
+from napari_cellseg.errors import CellsegError
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class SegmentWidget(Container):
 
     @property
     def last_prediction(self) -> Any:
-        """The latest :class:`~napari_cellseg.core.inference.Prediction` (thresholds applied)."""
+        """The latest :class:`~napari_cellseg.inference.planes.Prediction` (thresholds applied)."""
         return self._runner.prediction
 
     @property

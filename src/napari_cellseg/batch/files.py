@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from napari_cellseg.core.errors import CellsegError
-from napari_cellseg.core.io import SUPPORTED_IMAGE_SUFFIXES
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.io.images import SUPPORTED_IMAGE_SUFFIXES
 
 __all__ = [
     "LABELS_SUFFIX",

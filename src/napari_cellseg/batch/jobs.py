@@ -27,11 +27,11 @@ from napari_cellseg.batch.large import (
     write_labels_tiled,
 )
 from napari_cellseg.batch.reading import DEFAULT_MEMMAP_PIXELS, read_input
-from napari_cellseg.core.config import PostprocessParams, PredictParams
-from napari_cellseg.core.errors import CellsegError, ImageReadError, ImageWriteError
-from napari_cellseg.core.events import CancelledError, Notice, Progress
-from napari_cellseg.core.io import ImageData
-from napari_cellseg.core.predict_blocks import DEFAULT_BLOCK_SIZE, DEFAULT_HALO
+from napari_cellseg.errors import CellsegError, ImageReadError, ImageWriteError
+from napari_cellseg.events import CancelledError, Notice, Progress
+from napari_cellseg.inference.blocks import DEFAULT_BLOCK_SIZE, DEFAULT_HALO
+from napari_cellseg.io.images import ImageData
+from napari_cellseg.params import PostprocessParams, PredictParams
 
 __all__ = [
     "BatchJob",
@@ -227,7 +227,7 @@ def segment(
     With ``job`` and ``task``, a plane larger than ``job.block_pixels`` is segmented block
     by block into a scratch array beside the task's output (:mod:`.large`).
     """
-    from napari_cellseg.core.inference import Prediction, iter_predict
+    from napari_cellseg.inference.planes import Prediction, iter_predict
 
     run_params = params if params.axes else replace(params, axes=image.axes)
     if job is not None and task is not None and is_large(image, job.block_pixels):
@@ -257,7 +257,7 @@ def segment(
 def _empty_measurements(image: ImageData, axes: str) -> dict[str, np.ndarray]:
     """The measurement columns of an image without objects (a CSV with a header only)."""
     from napari_cellseg.batch.measure import measure_labels
-    from napari_cellseg.core.preprocess import iter_planes, label_axes
+    from napari_cellseg.inference.preprocess import iter_planes, label_axes
 
     if isinstance(image.data, np.ndarray):
         _, plane = next(iter_planes(image.data, axes))
@@ -279,8 +279,8 @@ def save_outputs(
 ) -> FileResult:
     """Write the labels (and measurements) of one file; a failure leaves no output behind."""
     from napari_cellseg.batch.measure import measure_labels, write_table_csv
-    from napari_cellseg.core.io import write_labels
-    from napari_cellseg.core.preprocess import label_axes
+    from napari_cellseg.inference.preprocess import label_axes
+    from napari_cellseg.io.images import write_labels
 
     t0 = time.perf_counter()
     try:
@@ -307,7 +307,7 @@ def save_outputs(
             try:
                 write_table_csv(task.measurements, table)
             except OSError as exc:
-                from napari_cellseg.core.io import _write_problem
+                from napari_cellseg.io.images import _write_problem
 
                 raise ImageWriteError(task.measurements, _write_problem(exc)) from exc
     except Exception as error:
@@ -337,8 +337,8 @@ def process_file(job: BatchJob, task: FileTask) -> FileResult:
     Never raises for a bad file: every failure becomes a ``"failed"`` result whose reason
     is one line. The model is loaded once per process and cached.
     """
-    from napari_cellseg.core.device import resolve_device
-    from napari_cellseg.core.runner import cached_load
+    from napari_cellseg.device import resolve_device
+    from napari_cellseg.inference.model_runner import cached_load
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Large images in a batch: block-by-block segmentation into an on-disk label array.
 
 Planes larger than ``BatchJob.block_pixels`` are segmented with
-:func:`~napari_cellseg.core.predict_blocks.iter_predict_blocks`. The labels go into a zarr
+:func:`~napari_cellseg.inference.blocks.iter_predict_blocks`. The labels go into a zarr
 array in a hidden scratch folder beside the output (``.<name>.<random>.tmp``, removed
 afterwards, and by the next run if this one was killed); the label TIFF is then written
 tile by tile from it, atomically. Measurements are taken block by block while each block's
@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from napari_cellseg.core.errors import ImageWriteError
-from napari_cellseg.core.events import Notice, Progress
-from napari_cellseg.core.io import ImageData
-from napari_cellseg.core.predict_blocks import DEFAULT_BLOCK_PIXELS, is_large_plane
-from napari_cellseg.core.preprocess import check_axes, guess_axes, label_axes, label_shape
+from napari_cellseg.errors import ImageWriteError
+from napari_cellseg.events import Notice, Progress
+from napari_cellseg.inference.blocks import DEFAULT_BLOCK_PIXELS, is_large_plane
+from napari_cellseg.inference.preprocess import check_axes, guess_axes, label_axes, label_shape
+from napari_cellseg.io.images import ImageData
 
 __all__ = [
     "DEFAULT_BLOCK_PIXELS",
@@ -76,7 +76,7 @@ def segment_large(
     import zarr
 
     from napari_cellseg.batch.measure import add_physical_columns, measure_labels
-    from napari_cellseg.core.predict_blocks import iter_predict_blocks
+    from napari_cellseg.inference.blocks import iter_predict_blocks
 
     axes = params.axes or image.axes or guess_axes(image.data.shape)
     shape = label_shape(image.data.shape, axes)
@@ -140,12 +140,12 @@ def write_labels_tiled(
     """Write a label array (zarr or numpy) as a tiled, zlib-compressed TIFF, atomically.
 
     Only one row of tiles is in memory at a time. The type is uint16 when ``n_objects``
-    fits, else uint32 (as :func:`napari_cellseg.core.io.write_labels` chooses).
+    fits, else uint32 (as :func:`napari_cellseg.io.images.write_labels` chooses).
     """
     import tifffile
 
-    from napari_cellseg.core.atomic import atomic_write
-    from napari_cellseg.core.io import _write_problem
+    from napari_cellseg.io.atomic import atomic_write
+    from napari_cellseg.io.images import _write_problem
 
     p = Path(path)
     dtype = np.dtype(np.uint16 if n_objects <= np.iinfo(np.uint16).max else np.uint32)

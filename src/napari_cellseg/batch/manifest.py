@@ -29,8 +29,8 @@ from typing import IO, Any
 from napari_cellseg.batch.files import MANIFEST_NAME, FileTask
 from napari_cellseg.batch.jobs import FileResult
 from napari_cellseg.batch.recipe import VERSION, recipe_difference, recipe_hash
-from napari_cellseg.core.atomic import atomic_write_text
-from napari_cellseg.core.errors import CellsegError
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.io.atomic import atomic_write_text
 
 __all__ = ["RunState"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_cellseg.core.atomic import atomic_write, atomic_write_text
+from napari_cellseg.io.atomic import atomic_write, atomic_write_text
 
 __all__ = [
     "MEASUREMENT_COLUMNS",
@@ -108,7 +108,7 @@ def measure_labels(
     """
     from skimage.measure import regionprops_table
 
-    from napari_cellseg.core.preprocess import iter_planes
+    from napari_cellseg.inference.preprocess import iter_planes
 
     stack_axes = [a.lower() for a in axes.upper() if a in "TZ"]
     parts: list[dict[str, np.ndarray]] = []

@@ -4,7 +4,7 @@ Broken links, link loops and non-regular files are refused; a TIFF whose header 
 more raw data than the file holds, or more than the free memory, is refused before anything
 is allocated; large uncompressed TIFFs are memory-mapped and large compressed 2-D ones are
 read lazily through tifffile's zarr interface. Everything else goes to
-:func:`napari_cellseg.core.io.read_image`.
+:func:`napari_cellseg.io.images.read_image`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_cellseg.core.errors import ImageReadError
-from napari_cellseg.core.io import ImageData, apply_axes, read_image
+from napari_cellseg.errors import ImageReadError
+from napari_cellseg.io.images import ImageData, apply_axes, read_image
 
 __all__ = ["DEFAULT_MEMMAP_PIXELS", "read_input"]
 
@@ -127,8 +127,8 @@ def _tiff_plan(path: Path, memmap_pixels: int) -> str:
 def _memmap_tiff(path: Path) -> ImageData:
     import tifffile
 
-    from napari_cellseg.core.io import tiff_image_data  # the reader's own rules
-    from napari_cellseg.core.pixel_size import tiff_pixel_size
+    from napari_cellseg.io.images import tiff_image_data  # the reader's own rules
+    from napari_cellseg.io.pixel_size import tiff_pixel_size
 
     with tifffile.TiffFile(path) as tif:
         axes = tif.series[0].axes
@@ -144,8 +144,8 @@ def _lazy_tiff(path: Path) -> ImageData:
     import tifffile
     import zarr
 
-    from napari_cellseg.core.io import _check_array
-    from napari_cellseg.core.pixel_size import tiff_pixel_size
+    from napari_cellseg.io.images import _check_array
+    from napari_cellseg.io.pixel_size import tiff_pixel_size
 
     with tifffile.TiffFile(path) as tif:
         axes = tif.series[0].axes
@@ -163,7 +163,7 @@ def read_input(
 ) -> ImageData:
     """Read one input image, guarding against lying headers and huge files.
 
-    Like :func:`napari_cellseg.core.io.read_image`, plus: broken links, link loops and
+    Like :func:`napari_cellseg.io.images.read_image`, plus: broken links, link loops and
     non-regular files are refused; a TIFF whose header declares more raw data than the file
     holds, or more than the free memory, is refused before anything is allocated; an
     uncompressed TIFF larger than `memmap_pixels` is memory-mapped (read lazily by the OS),
@@ -177,7 +177,7 @@ def read_input(
         Pixel count above which uncompressed, contiguous TIFFs are memory-mapped.
     axes : str, optional
         The user's axes for the file's own order (``--axes``; see
-        :func:`~napari_cellseg.core.io.apply_axes`).
+        :func:`~napari_cellseg.io.images.apply_axes`).
 
     Returns
     -------

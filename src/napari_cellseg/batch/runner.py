@@ -40,10 +40,10 @@ from napari_cellseg.batch.manifest import RunState
 from napari_cellseg.batch.reading import DEFAULT_MEMMAP_PIXELS, read_input
 from napari_cellseg.batch.recipe import library_versions, make_recipe, sha256_path
 from napari_cellseg.batch.scheduler import check_scheduler, default_workers, iter_dask
-from napari_cellseg.core.config import PredictParams
-from napari_cellseg.core.errors import CellsegError, WeightFileError
-from napari_cellseg.core.events import CancelledError, Notice, Progress
-from napari_cellseg.core.predict_blocks import DEFAULT_BLOCK_SIZE, DEFAULT_HALO
+from napari_cellseg.errors import CellsegError, WeightFileError
+from napari_cellseg.events import CancelledError, Notice, Progress
+from napari_cellseg.inference.blocks import DEFAULT_BLOCK_SIZE, DEFAULT_HALO
+from napari_cellseg.params import PredictParams
 
 __all__ = ["BatchEvent", "iter_batch", "run_batch"]
 
@@ -185,8 +185,8 @@ def _forward(gen: Generator, name: str) -> Generator[Progress | Notice, None, An
 
 def _check_weights(weights: Path, params: PredictParams, scheduler: str) -> Any:
     """Load the weights once (refusing bad files before any output); the model for "none"."""
-    from napari_cellseg.core.device import resolve_device
-    from napari_cellseg.core.runner import cached_load
+    from napari_cellseg.device import resolve_device
+    from napari_cellseg.inference.model_runner import cached_load
     from napari_cellseg.models import load_weights
 
     if not weights.exists():

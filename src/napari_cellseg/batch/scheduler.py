@@ -17,8 +17,8 @@ from typing import Any
 
 from napari_cellseg.batch.files import FileTask
 from napari_cellseg.batch.jobs import BatchJob, FileResult, failure, process_file
-from napari_cellseg.core.errors import CellsegError
-from napari_cellseg.core.events import CancelledError, Notice
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.events import CancelledError, Notice
 
 __all__ = ["check_scheduler", "default_workers", "iter_dask"]
 

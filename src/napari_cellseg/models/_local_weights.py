@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from napari_cellseg.core.errors import ModelBuildError
+from napari_cellseg.errors import ModelBuildError
 
 
 def offline_message(what: str, value: object) -> str:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 def list_bundled_weights() -> list[Path]:
     """Paths of the bundled demo weight files, best validation DSB AP first (empty if none)."""
-    from napari_cellseg.core.errors import CellsegError
+    from napari_cellseg.errors import CellsegError
 
     try:
-        from napari_cellseg.core.samples import sample_data_dir
+        from napari_cellseg.io.samples import sample_data_dir
 
         models = sample_data_dir() / "models"
     except (CellsegError, ImportError):
@@ -21,7 +21,7 @@ def list_bundled_weights() -> list[Path]:
 
 
 def _dsb_ap(path: Path) -> float:
-    from napari_cellseg.core.errors import CellsegError
+    from napari_cellseg.errors import CellsegError
     from napari_cellseg.models.weights import read_card
 
     try:

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_cellseg.core.config import PostprocessParams, describe_post
-from napari_cellseg.core.errors import CellsegError
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.params import PostprocessParams, describe_post
 
 CARD_METADATA_KEY = "cellseg.card"
 CARD_SCHEMA_VERSION = 1
@@ -110,7 +110,7 @@ class ModelCard:
         Training data manifest, epochs, metrics history, final metrics, source.
     postprocess : dict
         The post-processing values this model works best with (fields of
-        :class:`~napari_cellseg.core.config.PostprocessParams`, e.g. tuned on labelled
+        :class:`~napari_cellseg.params.PostprocessParams`, e.g. tuned on labelled
         images by ``cellseg tune``); empty means the library defaults. Inference uses them
         whenever the user has not set thresholds.
     library_versions : dict
@@ -158,7 +158,7 @@ class ModelCard:
 
     def _check_normalisation(self) -> None:
         """Refuse a normalisation every prediction would fail on (at load, not per image)."""
-        from napari_cellseg.core.normalise import normalise
+        from napari_cellseg.models.normalise import normalise
 
         if not isinstance(self.normalisation, dict):
             raise ModelCardError("model card field 'normalisation' is not a JSON object")

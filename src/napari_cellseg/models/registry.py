@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from napari_cellseg.core.errors import ModelBuildError
+from napari_cellseg.errors import ModelBuildError
 
 ModelBuilder = Callable[..., torch.nn.Module]
 

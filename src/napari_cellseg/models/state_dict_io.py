@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from napari_cellseg.core.errors import WeightFileError
+from napari_cellseg.errors import WeightFileError
 
 StateDict = dict[str, torch.Tensor]
 

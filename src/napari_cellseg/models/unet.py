@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from napari_cellseg.core.errors import ModelBuildError
+from napari_cellseg.errors import ModelBuildError
 from napari_cellseg.models._local_weights import load_local_weights, offline_message
 from napari_cellseg.models.registry import register_model
 

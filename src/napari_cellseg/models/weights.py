@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from napari_cellseg.core.errors import CellsegError, WeightFileError
+from napari_cellseg.errors import CellsegError, WeightFileError
+from napari_cellseg.models.architecture import infer_architecture
 from napari_cellseg.models.card import CARD_METADATA_KEY, ModelCard, ModelCardError
-from napari_cellseg.models.detect import infer_architecture
 from napari_cellseg.models.registry import build_model
 from napari_cellseg.models.state_dict_io import (
     StateDict,
@@ -62,7 +62,7 @@ def save_weights(
     """
     from safetensors.torch import save
 
-    from napari_cellseg.core.atomic import atomic_write_bytes
+    from napari_cellseg.io.atomic import atomic_write_bytes
 
     path = Path(path)
     if path.suffix != ".safetensors":

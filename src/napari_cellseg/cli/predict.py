@@ -1,0 +1,238 @@
+"""``cellseg predict IMAGE... --weights FILE --out DIR``: segment images into label TIFFs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import MISSING, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from napari_cellseg.params import (
+    TTA_CHOICES,
+    PostprocessParams,
+    PredictParams,
+    default_overlap,
+)
+
+if TYPE_CHECKING:
+    from napari_cellseg.models.card import ModelCard
+
+_HELP = {
+    "prob_threshold": "U-Net foreground probability threshold",
+    "boundary_threshold": "U-Net boundary threshold for watershed markers",
+    "min_distance": "U-Net (1/2 outputs): minimum distance between seeds, px",
+    "score_threshold": "Mask R-CNN detection score threshold",
+    "mask_threshold": "Mask R-CNN mask probability threshold",
+    "nms_iou": "Mask R-CNN: mask IoU above which the lower-scored object is dropped",
+    "max_detections": "Mask R-CNN: maximum objects per image",
+    "min_size": "remove objects smaller than this many pixels",
+    "fill_holes": "fill holes inside objects",
+}
+
+
+def add_predict_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the ``predict`` subcommand (flags generated from the parameter dataclasses)."""
+    p = sub.add_parser("predict", help="segment images into instance label TIFFs")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("--weights", required=True, type=Path, help="weight file or smp folder")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    add_predict_options(p)
+    p.set_defaults(func=run_predict)
+
+
+def add_predict_options(p: argparse.ArgumentParser) -> None:
+    """The flags ``predict`` and ``batch`` share: device, tiling, channels and thresholds.
+
+    The threshold flags are generated from :class:`PostprocessParams` (one source of defaults).
+    """
+    defaults = PredictParams()
+    p.add_argument("--device", default=defaults.device, help="auto, cuda, cuda:N, mps or cpu")
+    p.add_argument("--tile", type=int, default=defaults.tile_size, help="tile size in pixels")
+    p.add_argument(
+        "--overlap",
+        type=int,
+        default=None,
+        help=f"tile overlap, px (default {defaults.overlap}, or a quarter of a smaller tile; "
+        "must be below half the tile)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="tiles per forward pass on a GPU (the CPU takes one at a time)",
+    )
+    p.add_argument(
+        "--tta",
+        type=int,
+        choices=TTA_CHOICES,
+        default=defaults.tta,
+        help="test-time augmentation: also run the model on flipped/rotated copies of each "
+        "tile, 2, 4 or 8 in all, and average them (as many times slower; default 1 = off)",
+    )
+    p.add_argument(
+        "--axes",
+        default=None,
+        help="axes of the images in the order the file stores them, e.g. ZYX or CYX "
+        "(default: what the file says)",
+    )
+    p.add_argument(
+        "--channels", default=None, help="image channels fed to the model, e.g. 0 or 1,0,2"
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="main threshold: U-Net foreground probability or Mask R-CNN score",
+    )
+    for f in fields(PostprocessParams):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        # None = not given: the model card's own value (cellseg tune), else the default
+        if isinstance(default, bool):
+            p.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{_HELP[f.name]} (default: the model's own, else {default})",
+            )
+        else:
+            p.add_argument(
+                flag,
+                type=type(default),
+                default=None,
+                help=f"{_HELP[f.name]} (default: the model's own, else {default})",
+            )
+
+
+#: Without a terminal, ``predict`` writes a progress line at most this often (seconds).
+LOG_PROGRESS_EVERY_S = 30.0
+
+
+def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams:
+    """Build :class:`PredictParams` from parsed arguments.
+
+    Thresholds the user did not give come from the model card (values chosen by
+    ``cellseg tune``), then from the library defaults.
+    """
+    post = {f.name: getattr(args, f.name) for f in fields(PostprocessParams)}
+    post = {name: value for name, value in post.items() if value is not None}
+    if args.threshold is not None:
+        post["prob_threshold" if card.family == "unet" else "score_threshold"] = args.threshold
+    channels = _parse_channels(args.channels)
+    return PredictParams(
+        device=args.device,
+        tile_size=args.tile,
+        overlap=args.overlap if args.overlap is not None else default_overlap(args.tile),
+        batch_size=args.batch_size,
+        tta=args.tta,
+        axes=args.axes,
+        channels=channels,
+        post=replace(card.post_params(), **post),
+    )
+
+
+def _parse_channels(text: str | None) -> tuple[int, ...] | None:
+    """``"0,1,1"`` -> ``(0, 1, 1)``; a clear error for anything else."""
+    from napari_cellseg.errors import CellsegError
+
+    if text in (None, ""):
+        return None
+    try:
+        return tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise CellsegError(
+            f"--channels takes channel numbers separated by commas, e.g. --channels 0,1,1 "
+            f"(got {text!r})"
+        ) from None
+
+
+def output_names(images: list[Path], out: Path) -> dict[Path, Path]:
+    """The label file of each input: ``<out>/<stem>_labels.tif``, unique.
+
+    Inputs whose names differ only in their suffix (``a.png``, ``a.tif``) keep it in the name
+    (``a_png_labels.tif``), as ``cellseg batch`` does; the same file given twice is segmented
+    once. Two different files that would still share a name (``x/a.png``, ``y/a.png``) are
+    refused before anything runs.
+    """
+    from napari_cellseg.batch.files import plan_tasks
+    from napari_cellseg.errors import CellsegError
+
+    unique = list(dict.fromkeys(images))
+    tasks = plan_tasks([(path, path.name) for path in unique], out, measure=False)
+    names = {path: Path(task.labels) for path, task in zip(unique, tasks, strict=True)}
+    seen: dict[Path, Path] = {}
+    for path, name in names.items():
+        if name in seen and seen[name].resolve() != path.resolve():
+            raise CellsegError(
+                f"{seen[name]} and {path} would both be written to {name}: segment them into "
+                f"different --out folders, or use `cellseg batch`, which keeps the sub-folders"
+            )
+        seen[name] = path
+    return names
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Segment each image; one line per image; bad images are reported and skipped."""
+    from napari_cellseg.device import resolve_device
+    from napari_cellseg.errors import CellsegError
+    from napari_cellseg.events import Notice, Progress
+    from napari_cellseg.inference.blocks import iter_predict_auto
+    from napari_cellseg.inference.model_runner import cached_load
+    from napari_cellseg.inference.planes import Prediction
+    from napari_cellseg.inference.preprocess import label_axes
+    from napari_cellseg.io.images import apply_axes, read_image, write_labels
+    from napari_cellseg.models import read_card
+
+    card = read_card(args.weights)
+    params = params_from_args(args, card)
+    if args.out.exists() and not args.out.is_dir():
+        raise CellsegError(f"--out {args.out} is a file; choose a folder for the label files")
+    outputs = output_names(list(args.images), args.out)
+    loaded, _ = cached_load(args.weights, resolve_device(params.device))
+    for note in loaded.notes:
+        print(f"note: {note}", file=sys.stderr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    show_progress = sys.stderr.isatty()
+    for path, labels_path in outputs.items():
+        start = last_line = time.perf_counter()
+        try:
+            image = apply_axes(read_image(path), params.axes)  # --axes: the file's own order
+            run_params = params if params.axes else _with_axes(params, image.axes)
+            prediction = None
+            for event in iter_predict_auto(image.data, loaded, run_params):
+                if isinstance(event, Prediction):
+                    prediction = event
+                elif isinstance(event, Notice) and event.level == "warning":
+                    print(f"\n{path.name}: {event.message}", file=sys.stderr)
+                elif isinstance(event, Progress) and event.stage != "load":
+                    if show_progress:
+                        print(f"\r{path.name}: {event.fraction:5.0%}", end="", file=sys.stderr)
+                    elif time.perf_counter() - last_line >= LOG_PROGRESS_EVERY_S:
+                        # a log file (cluster job): a line now and then, not a carriage return
+                        print(f"{path.name}: {event.fraction:.0%}", file=sys.stderr, flush=True)
+                        last_line = time.perf_counter()
+            assert prediction is not None
+            out = write_labels(
+                labels_path,
+                prediction.labels,
+                pixel_size_um=image.pixel_size_um,
+                axes=label_axes(prediction.axes),
+            )
+        except CellsegError as error:
+            failures += 1
+            print(f"{path}: FAILED: {error}", file=sys.stderr)
+            continue
+        if show_progress:
+            print("\r", end="", file=sys.stderr)
+        seconds = time.perf_counter() - start
+        print(f"{path}: {prediction.n_objects} objects, {seconds:.2f} s -> {out}")
+    return 0 if failures == 0 else 1
+
+
+def _with_axes(params: PredictParams, axes: str) -> PredictParams:
+    from dataclasses import replace
+
+    return replace(params, axes=axes)

@@ -1,0 +1,379 @@
+"""From an image and a weight file to instance labels: ``iter_predict`` and ``predict``.
+
+``iter_predict`` is a generator: it yields :class:`Progress` and :class:`Notice` events,
+and finally the :class:`Prediction` (which is also its return value). Closing it, or a
+``should_stop`` callback returning True, stops it at the next yield with
+:class:`CancelledError`; nothing is written by this module, so nothing is left half done.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_cellseg.device import resolve_device
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.events import CancelledError, Notice, Progress
+from napari_cellseg.inference.detections import Detections
+from napari_cellseg.inference.model_runner import ModelRunner, cached_load, is_out_of_memory
+from napari_cellseg.inference.postprocess import (
+    label_dtype,
+    maskrcnn_instances,
+    object_table,
+    unet_instances,
+)
+from napari_cellseg.inference.preprocess import (
+    check_axes,
+    check_image,
+    guess_axes,
+    iter_planes,
+    label_shape,
+    to_model_input,
+)
+from napari_cellseg.inference.tile_merge import merge_tile_detections
+from napari_cellseg.inference.tiling import (
+    Tile,
+    TileBlender,
+    pad_to_multiple,
+    plan_tiles,
+)
+from napari_cellseg.inference.tta import fuse_copies
+from napari_cellseg.models.card import ModelCard
+from napari_cellseg.models.weights import LoadedModel
+from napari_cellseg.params import PostprocessParams, PredictParams
+
+Event = Progress | Notice
+UNET_MULTIPLE = 32
+MIN_TILE = 64
+
+
+@dataclass
+class Prediction:
+    """The result of :func:`iter_predict`.
+
+    Attributes
+    ----------
+    labels : np.ndarray
+        Instance labels (uint16, or uint32 when needed) with the image's T/Z axes and Y, X.
+    table : dict of str to np.ndarray
+        One row per object: ``plane``, ``label``, ``area``, ``bbox_*`` and, for Mask R-CNN,
+        ``score`` and ``class``.
+    probabilities : np.ndarray or None
+        U-Net probability maps ``(..., C, Y, X)`` float16, when asked for.
+    raw : list
+        The network output kept per plane (U-Net probabilities or Mask R-CNN detections),
+        so :func:`reapply` can change thresholds without running the network.
+    timings : dict of str to float
+        Seconds per stage: ``load``, ``preprocess``, ``network``, ``postprocess``, ``total``.
+    """
+
+    labels: np.ndarray
+    table: dict[str, np.ndarray]
+    card: ModelCard
+    params: PredictParams
+    device: str
+    axes: str
+    raw: list[Any] = field(repr=False, default_factory=list)
+    probabilities: np.ndarray | None = field(repr=False, default=None)
+    timings: dict[str, float] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def n_objects(self) -> int:
+        """Number of objects over all planes."""
+        return len(self.table.get("label", ()))
+
+
+def predict(
+    image: np.ndarray,
+    model: str | Path | LoadedModel,
+    params: PredictParams | None = None,
+    **kwargs: Any,
+) -> Prediction:
+    """Run :func:`iter_predict` to the end and return its :class:`Prediction`."""
+    gen = iter_predict(image, model, params, **kwargs)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(event, Prediction):
+            gen.close()
+            return event
+
+
+def iter_predict(
+    image: np.ndarray,
+    model: str | Path | LoadedModel,
+    params: PredictParams | None = None,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[Event | Prediction, None, Prediction]:
+    """Segment ``image`` with ``model``, yielding progress events, then the Prediction.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        2-D grey, RGB(A), multichannel, z-stack or time-lapse (at most 4 dimensions);
+        8/16-bit or float. ``params.axes`` says which axis is which (guessed otherwise).
+    model : str, Path or LoadedModel
+        A weight file (loaded once and cached) or an already loaded model.
+    params : PredictParams, optional
+        Device, tiling, channels and post-processing (defaults when omitted).
+    should_stop : callable, optional
+        Polled at every yield; when it returns True, :class:`CancelledError` is raised.
+
+    Yields
+    ------
+    Progress or Notice, then Prediction
+
+    Raises
+    ------
+    CellsegError
+        For inputs the model cannot take (clear message saying what to do).
+    CancelledError
+        When stopped.
+    """
+    params = params or PredictParams()
+    start = time.perf_counter()
+    timings = {"load": 0.0, "preprocess": 0.0, "network": 0.0, "postprocess": 0.0}
+
+    def checkpoint(event: Event) -> Event:
+        if should_stop is not None and should_stop():
+            raise CancelledError("segmentation was stopped")
+        return event
+
+    image = np.asarray(image)
+    axes = check_axes(image.shape, params.axes) if params.axes else guess_axes(image.shape)
+    check_image(image, axes=axes)
+    device = resolve_device(params.device)
+    t0 = time.perf_counter()
+    if isinstance(model, LoadedModel):
+        loaded, cached = model, True
+    else:
+        loaded, cached = cached_load(model, device)
+    timings["load"] = time.perf_counter() - t0
+    card = loaded.card
+    params = params.resolved(card.post_params())  # unset thresholds: the model's own
+    runner = ModelRunner(loaded, device, mixed_precision=params.mixed_precision)
+    notices = list(loaded.notes)
+    for note in loaded.notes:
+        yield checkpoint(Notice(note))
+    yield checkpoint(
+        Progress("load", 1, 1, f"{card.name} on {device}" + (" (cached)" if cached else ""))
+    )
+
+    planes = list(iter_planes(image, axes))
+    out_lead = label_shape(image.shape, axes)[:-2]
+    label_planes: list[np.ndarray] = []
+    raw: list[Any] = []
+    prob_planes: list[np.ndarray] = []
+    tables: list[dict[str, np.ndarray]] = []
+    state = _FallbackState(params.batch_size, params.tile_size, device)
+    for plane_number, (_index, plane) in enumerate(planes):
+        t0 = time.perf_counter()
+        x = to_model_input(
+            plane,
+            input_channels=card.input_channels,
+            channel_handling=card.channel_handling,
+            normalisation=card.normalisation,
+            channels=params.channels,
+        )
+        timings["preprocess"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        output = yield from _run_plane_with_fallback(
+            runner, x, params, state, checkpoint, plane_number, len(planes), notices
+        )
+        timings["network"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        labels, table = _postprocess(card, output, x.shape[-2:], params.post)
+        timings["postprocess"] += time.perf_counter() - t0
+        table["plane"] = np.full(len(table["label"]), plane_number, np.int64)
+        label_planes.append(labels)
+        tables.append(table)
+        raw.append(output)
+        if params.keep_probabilities and card.family == "unet":
+            prob_planes.append(output.astype(np.float16))
+        yield checkpoint(Progress("planes", plane_number + 1, len(planes)))
+
+    labels_out = _stack_labels(label_planes, out_lead)
+    timings["total"] = time.perf_counter() - start
+    prediction = Prediction(
+        labels=labels_out,
+        table=_concat_tables(tables),
+        card=card,
+        params=replace(params, tile_size=state.tile_size, batch_size=state.batch_size),
+        device=str(state.device),
+        axes=axes,
+        raw=raw,
+        probabilities=(
+            np.stack(prob_planes).reshape(out_lead + prob_planes[0].shape) if prob_planes else None
+        ),
+        timings=timings,
+        notices=notices,
+    )
+    yield prediction
+    return prediction
+
+
+def reapply(prediction: Prediction, post: PostprocessParams) -> Prediction:
+    """Re-run only the post-processing with new thresholds (no network; milliseconds)."""
+    t0 = time.perf_counter()
+    label_planes, tables = [], []
+    for plane_number, output in enumerate(prediction.raw):
+        shape = _output_shape(prediction.card, output, prediction.labels)
+        labels, table = _postprocess(prediction.card, output, shape, post)
+        table["plane"] = np.full(len(table["label"]), plane_number, np.int64)
+        label_planes.append(labels)
+        tables.append(table)
+    lead = prediction.labels.shape[:-2]
+    timings = {**prediction.timings, "postprocess": time.perf_counter() - t0}
+    return replace(
+        prediction,
+        labels=_stack_labels(label_planes, lead),
+        table=_concat_tables(tables),
+        params=replace(prediction.params, post=post),
+        timings=timings,
+    )
+
+
+# -- internals ---------------------------------------------------------------------------
+@dataclass
+class _FallbackState:
+    batch_size: int
+    tile_size: int
+    device: torch.device
+
+
+def _run_plane_with_fallback(
+    runner, x, params, state, checkpoint, plane_number, n_planes, notices
+) -> Generator[Event, None, Any]:
+    """Run one plane; on out-of-memory halve the batch, then the tile, then use the CPU."""
+    while True:
+        try:
+            return (
+                yield from _run_plane(runner, x, params, state, checkpoint, plane_number, n_planes)
+            )
+        except Exception as error:  # only out-of-memory is recovered
+            if not is_out_of_memory(error):
+                raise
+            if state.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if state.batch_size > 1:
+                state.batch_size //= 2
+                message = f"out of memory: retrying with batch size {state.batch_size}"
+            elif state.tile_size // 2 >= max(MIN_TILE, 2 * params.overlap + UNET_MULTIPLE):
+                state.tile_size //= 2
+                message = f"out of memory: retrying with tiles of {state.tile_size} px"
+            elif state.device.type != "cpu":
+                state.device = torch.device("cpu")
+                runner.move_to(state.device)
+                message = "out of memory on the GPU: continuing on the CPU"
+            else:
+                raise CellsegError(
+                    "out of memory even on the CPU with batch size 1 and the smallest tiles; "
+                    "close other programs or process a smaller region"
+                ) from None
+            notices.append(message)
+            yield checkpoint(Notice(message, level="warning"))
+
+
+def _run_plane(
+    runner: ModelRunner,
+    x: np.ndarray,
+    params: PredictParams,
+    state: _FallbackState,
+    checkpoint,
+    plane_number: int,
+    n_planes: int,
+) -> Generator[Event, None, Any]:
+    height, width = x.shape[-2:]
+    tile_size, overlap = state.tile_size, params.overlap
+    if runner.card.family == "maskrcnn":
+        # torchvision rescales each input so its short side is min_size: tiles no larger
+        # than min_size keep objects at (or above) the scale the model was trained at.
+        tile_size = min(tile_size, int(runner.card.builder_args.get("min_size", 800)))
+        overlap = min(overlap, tile_size // 4)
+    tiles = plan_tiles((height, width), tile_size, overlap)
+    batches = [tiles[i : i + state.batch_size] for i in range(0, len(tiles), state.batch_size)]
+    message = f"plane {plane_number + 1}/{n_planes}" if n_planes > 1 else ""
+    if runner.card.family == "unet":
+        total_copies = len(batches) * params.tta  # progress steps: one per copy of a batch
+        blender = TileBlender(len(runner.card.outputs), (height, width), overlap)
+        for done, batch in enumerate(batches, start=1):
+            crops = [x[:, t.y0 : t.y1, t.x0 : t.x1] for t in batch]
+            padded = [pad_to_multiple(c, UNET_MULTIPLE) for c in crops]
+            shapes = {p.shape for p, _ in padded}
+            if len(shapes) == 1:
+                stacked = np.stack([p for p, _ in padded])
+                probs = runner.unet_copy(stacked, 0)
+                for index in range(1, params.tta):  # test-time augmentation, copy by copy
+                    done_copies = (done - 1) * params.tta + index
+                    yield checkpoint(Progress("tiles", done_copies, total_copies, message))
+                    probs += runner.unet_copy(stacked, index)
+                probs /= params.tta
+            else:  # tiles of different size (never with plan_tiles, but stay safe)
+                probs = [runner.unet_probabilities(p[None], params.tta)[0] for p, _ in padded]
+            for tile, crop, prob in zip(batch, crops, probs, strict=True):
+                blender.add(tile, prob[:, : crop.shape[1], : crop.shape[2]])
+            yield checkpoint(Progress("tiles", done * params.tta, total_copies, message))
+        return blender.result()
+    parts: list[tuple[Tile, Detections]] = []
+    total_copies = len(batches) * params.tta
+    for done, batch in enumerate(batches, start=1):
+        crops = [x[:, t.y0 : t.y1, t.x0 : t.x1] for t in batch]
+        copies = [runner.maskrcnn_copy(crops, 0)]
+        for index in range(1, params.tta):  # test-time augmentation, copy by copy
+            copies_done = (done - 1) * params.tta + index
+            yield checkpoint(Progress("tiles", copies_done, total_copies, message))
+            copies.append(runner.maskrcnn_copy(crops, index))
+        for k, tile in enumerate(batch):
+            det = fuse_copies([c[k] for c in copies], mask_threshold=params.post.mask_threshold)
+            parts.append((tile, det.shifted(tile.y0, tile.x0)))
+        yield checkpoint(Progress("tiles", done * params.tta, total_copies, message))
+    if len(parts) == 1:
+        return parts[0][1]
+    return merge_tile_detections(parts, (height, width), mask_threshold=params.post.mask_threshold)
+
+
+def _postprocess(
+    card: ModelCard, output: Any, shape: tuple[int, int], post: PostprocessParams
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    if card.family == "unet":
+        labels = unet_instances(output, card.outputs, post)
+        return labels, object_table(labels)
+    labels, kept = maskrcnn_instances(output, tuple(shape), post)
+    return labels, object_table(labels, scores=kept.scores, classes=kept.classes)
+
+
+def _output_shape(card: ModelCard, output: Any, labels: np.ndarray) -> tuple[int, int]:
+    if card.family == "unet":
+        return tuple(output.shape[-2:])
+    return tuple(labels.shape[-2:])
+
+
+def _stack_labels(planes: list[np.ndarray], lead: tuple[int, ...]) -> np.ndarray:
+    top = max((int(p.max()) if p.size else 0) for p in planes)
+    dtype = label_dtype(top)
+    stacked = np.stack([p.astype(dtype, copy=False) for p in planes])
+    return stacked.reshape(tuple(lead) + planes[0].shape)
+
+
+def _concat_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    keys: list[str] = []
+    for table in tables:
+        keys.extend(k for k in table if k not in keys)
+    return {k: np.concatenate([t[k] for t in tables if k in t]) for k in keys}
+
+
+def iter_events(gen: Iterator[Event | Prediction]) -> Iterator[Event]:
+    """Yield only the events of ``gen`` (helper for progress bars)."""
+    for item in gen:
+        if not isinstance(item, Prediction):
+            yield item

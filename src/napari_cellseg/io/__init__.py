@@ -1,0 +1,1 @@
+"""Reading and writing: images, labels, atomic writes, pixel sizes, samples, overlays."""

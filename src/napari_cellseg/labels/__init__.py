@@ -1,0 +1,1 @@
+"""Label images as data: editing, overlap tables, metrics and lookups (no models)."""

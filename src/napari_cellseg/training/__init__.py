@@ -1,0 +1,1 @@
+"""Training and fine-tuning: folders of pairs, datasets, targets, steps, checkpoints, tuning."""

@@ -1,0 +1,232 @@
+"""Torch datasets for training (random augmented crops) and validation (whole images).
+
+:class:`CropDataset` draws every sample from its own RNG seeded by ``(seed, epoch, index)``,
+so a sample is the same in any process and any worker order: training is reproducible and
+resumes exactly. Crops are cut with a margin of context around the patch when augmenting, so
+rotations and elastic deformations bring in real pixels rather than fill, and reflected
+where they pass the image border (as inference pads images).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from skimage.measure import label as connected_components
+from skimage.segmentation import relabel_sequential
+
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.training.targets import UNET_OUTPUTS, maskrcnn_target, unet_target
+
+__all__ = ["CropDataset", "FullImageDataset", "collate_maskrcnn", "collate_unet"]
+
+Item = tuple[np.ndarray, np.ndarray]
+Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+FAMILIES = ("unet", "maskrcnn")
+CONTEXT_FRACTION = 0.25
+"""Context cut on each side of a patch before augmenting, as a fraction of the patch size."""
+
+
+def _check_items(items: Sequence[Item]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    if len(items) == 0:
+        raise CellsegError("no training images: the dataset needs at least one image")
+    images, labels = [], []
+    for i, (image, instances) in enumerate(items):
+        image, instances = np.asarray(image), np.asarray(instances)
+        if image.ndim != 3 or instances.ndim != 2 or image.shape[1:] != instances.shape:
+            raise CellsegError(
+                f"training item {i}: need a (C, H, W) image and (H, W) labels of the same size, "
+                f"got {image.shape} and {instances.shape}"
+            )
+        if instances.dtype.kind not in "biu":
+            raise CellsegError(f"training item {i}: labels must be integers, not {instances.dtype}")
+        images.append(np.asarray(image, np.float32))
+        labels.append(instances)
+    return images, labels
+
+
+def _reflect_index(index: np.ndarray, size: int) -> np.ndarray:
+    """Indices into an axis of ``size``, reflected at both ends (``numpy.pad`` "reflect")."""
+    if size == 1:
+        return np.zeros_like(index)
+    period = 2 * (size - 1)
+    folded = np.mod(index, period)
+    return np.where(folded < size, folded, period - folded)
+
+
+def _window_start(rng: np.random.Generator, centre: int | None, size: int, patch: int) -> int:
+    """Top/left of a patch: random, or around ``centre``; inside the image when it fits."""
+    low, high = min(0, size - patch), max(0, size - patch)
+    if centre is None:
+        return int(rng.integers(low, high + 1))
+    return int(np.clip(centre - patch // 2, low, high))
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """Random, augmented training crops with targets for a U-Net or a Mask R-CNN.
+
+    Parameters
+    ----------
+    items : list of (numpy.ndarray, numpy.ndarray)
+        ``(image, instances)``: float32 ``(C, H, W)`` network input (as from
+        :func:`napari_cellseg.training.pairs.load_pair`) and integer ``(H, W)`` labels.
+    family : str
+        ``"unet"`` or ``"maskrcnn"``: which targets to build.
+    outputs : list of str
+        The model card's outputs (U-Net target layout; ignored for Mask R-CNN).
+    patch_size : int
+        Side of the square crops.
+    samples_per_epoch : int
+        Length of the dataset.
+    augment : callable or None
+        ``augment(image, mask) -> (image, mask)`` on tensors, e.g. from
+        :func:`napari_cellseg.training.augment.build_augmentation`; it gets the crop with
+        :data:`CONTEXT_FRACTION` of context on each side, cut away afterwards.
+    seed : int
+        Seed of the sampling and augmentation.
+    foreground_bias : float
+        Probability that a crop is centred near a random object pixel (± a quarter patch)
+        instead of placed uniformly.
+
+    Notes
+    -----
+    A sample: an image is chosen with probability proportional to its area, the crop is cut
+    (reflecting past the border when the image is smaller than the patch; reflected copies of
+    objects become separate objects), augmented, the labels relabelled 1..N, and the target
+    built with :func:`~napari_cellseg.training.targets.unet_target` (computed on the crop with its
+    context, so boundaries at the patch edge are right) or
+    :func:`~napari_cellseg.training.targets.maskrcnn_target`.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[Item],
+        *,
+        family: str,
+        outputs: Sequence[str],
+        patch_size: int,
+        samples_per_epoch: int,
+        augment: Augment | None,
+        seed: int,
+        foreground_bias: float = 0.7,
+    ) -> None:
+        if family not in FAMILIES:
+            raise CellsegError(f"unknown model family {family!r}; use unet or maskrcnn")
+        if family == "unet" and tuple(outputs) not in UNET_OUTPUTS:
+            raise CellsegError(f"cannot train a U-Net with outputs {list(outputs)}")
+        if patch_size < 1 or samples_per_epoch < 1:
+            raise CellsegError(
+                f"patch size ({patch_size}) and samples per epoch ({samples_per_epoch}) must "
+                "be at least 1"
+            )
+        if not 0.0 <= foreground_bias <= 1.0:
+            raise CellsegError(f"foreground bias must be in [0, 1], got {foreground_bias}")
+        self.images, self.labels = _check_items(items)
+        self.family = family
+        self.outputs = list(outputs)
+        self.patch_size = int(patch_size)
+        self.samples_per_epoch = int(samples_per_epoch)
+        self.augment = augment
+        self.seed = int(seed)
+        self.foreground_bias = float(foreground_bias)
+        self.epoch = 0
+        self.margin = round(CONTEXT_FRACTION * patch_size) if augment is not None else 0
+        areas = np.array([lab.size for lab in self.labels], np.float64)
+        self._weights = areas / areas.sum()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch: samples depend on ``(seed, epoch, index)``."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
+        if not 0 <= index < self.samples_per_epoch:
+            raise IndexError(f"sample {index} out of range 0..{self.samples_per_epoch - 1}")
+        entropy = [self.seed % 2**64, self.epoch % 2**64, int(index)]
+        numpy_seq, torch_seq = np.random.SeedSequence(entropy).spawn(2)
+        rng = np.random.default_rng(numpy_seq)
+        with torch.random.fork_rng(devices=[]):  # the caller's RNG state is left alone
+            torch.default_generator.manual_seed(int(torch_seq.generate_state(1, np.uint64)[0]))
+            return self._sample(rng)
+
+    def _cut(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The crop (patch plus context margin) of a random image, labels made unique."""
+        k = int(rng.choice(len(self.images), p=self._weights))
+        image, labels = self.images[k], self.labels[k]
+        height, width = labels.shape
+        cy = cx = None
+        if rng.random() < self.foreground_bias:
+            foreground = np.flatnonzero(labels)
+            if foreground.size:
+                cy, cx = divmod(int(foreground[rng.integers(foreground.size)]), width)
+                jitter = self.patch_size // 4
+                cy += int(rng.integers(-jitter, jitter + 1))
+                cx += int(rng.integers(-jitter, jitter + 1))
+        p, m = self.patch_size, self.margin
+        y0 = _window_start(rng, cy, height, p) - m
+        x0 = _window_start(rng, cx, width, p) - m
+        side = p + 2 * m
+        if y0 >= 0 and x0 >= 0 and y0 + side <= height and x0 + side <= width:
+            window = (slice(y0, y0 + side), slice(x0, x0 + side))
+            return image[(slice(None), *window)].copy(), labels[window].astype(np.int64)
+        rows = _reflect_index(np.arange(y0, y0 + side), height)
+        cols = _reflect_index(np.arange(x0, x0 + side), width)
+        crop_image = image[:, rows[:, None], cols[None, :]]
+        # A reflected copy of an object has the same label: make every copy its own object.
+        crop_labels = connected_components(labels[rows[:, None], cols[None, :]], background=0)
+        return crop_image, crop_labels.astype(np.int64)
+
+    def _sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, Any]:
+        crop_image, crop_labels = self._cut(rng)
+        image, labels = torch.from_numpy(crop_image), torch.from_numpy(crop_labels)
+        if self.augment is not None:
+            image, labels = self.augment(image, labels)
+        m, p = self.margin, self.patch_size
+        inner = (slice(m, m + p), slice(m, m + p))
+        image = image[(slice(None), *inner)].to(torch.float32).contiguous()
+        labels_np = np.ascontiguousarray(labels.numpy())
+        if self.family == "unet":
+            return image, unet_target(labels_np, self.outputs)[..., m : m + p, m : m + p].clone()
+        relabelled = relabel_sequential(labels_np[inner])[0]
+        return image, maskrcnn_target(relabelled)
+
+
+def collate_unet(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+    """Stack U-Net samples into ``(images (B, C, p, p), targets (B, ...))``."""
+    images, targets = zip(*batch, strict=True)
+    return torch.stack(images), torch.stack(targets)
+
+
+def collate_maskrcnn(
+    batch: Sequence[tuple[torch.Tensor, dict[str, torch.Tensor]]],
+) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """Mask R-CNN samples as ``(list of images, list of target dicts)``."""
+    images, targets = zip(*batch, strict=True)
+    return list(images), list(targets)
+
+
+class FullImageDataset(torch.utils.data.Dataset):
+    """Whole images for validation, without augmentation.
+
+    Parameters
+    ----------
+    items : list of (numpy.ndarray, numpy.ndarray)
+        ``(image, instances)`` as for :class:`CropDataset`.
+
+    Each item is ``(image, instances)``: float32 ``(C, H, W)`` and int64 ``(H, W)`` tensors.
+    """
+
+    def __init__(self, items: Sequence[Item]) -> None:
+        self.images, self.labels = _check_items(items)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = torch.from_numpy(np.ascontiguousarray(self.images[index]))
+        return image, torch.from_numpy(self.labels[index].astype(np.int64))

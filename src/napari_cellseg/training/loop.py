@@ -1,0 +1,382 @@
+"""Training and fine-tuning: ``iter_train`` yields events; ``fit`` drains it.
+
+Every epoch: optimise on random augmented crops, validate on whole images with the inference
+engine (DSB AP and F1), keep the best weights in the output ``.safetensors`` (with a model
+card carrying config, data manifest and history) and write a resumable checkpoint, both
+atomically. Stopping at any yield leaves the last good checkpoint and weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_cellseg.device import resolve_device
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.events import (
+    CancelledError,
+    CheckpointSaved,
+    EpochEnd,
+    Notice,
+    StepLoss,
+    TrainingFinished,
+)
+from napari_cellseg.models import ModelCard, build_model, load_weights, save_weights
+from napari_cellseg.params import TrainParams, fine_tune_learning_rate
+from napari_cellseg.training.checkpoints import (
+    checkpoint_path_for,
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from napari_cellseg.training.losses import build_loss
+from napari_cellseg.training.steps import (
+    Stepper,
+    freeze_batchnorm,
+    make_loader,
+    make_optimizer,
+    make_scheduler,
+    scheduler_per_step,
+)
+from napari_cellseg.training.validation import ValidationImage, evaluate_model
+
+DEFAULT_BUILDER_ARGS = {
+    "unet": {"encoder_name": "resnet34", "in_channels": 3, "classes": 3},
+    "maskrcnn": {"backbone": "resnet50", "variant": "v1", "num_classes": 2},
+}
+KEY_METRIC = "dsb_ap"
+_HEAD_ARGS = {"unet": "classes", "maskrcnn": "num_classes"}
+
+
+def fit(*args: Any, **kwargs: Any) -> TrainingFinished:
+    """Run :func:`iter_train` to the end and return its :class:`TrainingFinished`."""
+    result = None
+    for event in iter_train(*args, **kwargs):
+        if isinstance(event, TrainingFinished):
+            result = event
+    assert result is not None
+    return result
+
+
+def iter_train(
+    data: Sequence[str | Path] | None,
+    out: str | Path | None,
+    params: TrainParams | None = None,
+    *,
+    init: str | Path | None = None,
+    val: Sequence[str | Path] | None = None,
+    resume: str | Path | None = None,
+    model: torch.nn.Module | None = None,
+    card: ModelCard | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[Any, None, TrainingFinished]:
+    """Train or fine-tune a model on instance-labelled folders, yielding events.
+
+    Parameters
+    ----------
+    data : sequence of paths
+        Training folders, each with ``images/`` and ``masks/`` (matched by stem).
+    out : path
+        The ``.safetensors`` weight file to write (best weights + model card). The
+        resumable checkpoint goes beside it (``<name>.ckpt``).
+    params : TrainParams
+        Epochs / time budget, batch and patch size, optimiser, schedule, loss, validation.
+    init : path, optional
+        Start from this weight file (fine-tuning); a head with another class count is
+        re-initialised with a notice.
+    val : sequence of paths, optional
+        Validation folders; otherwise ``params.val_fraction`` of ``data`` (by seed).
+    resume : path, optional
+        A checkpoint to continue exactly where it stopped (data, out and params default to
+        the checkpoint's).
+    model, card, loss_fn, optimizer : optional
+        Injected components (tests pass tiny ones).
+    should_stop : callable, optional
+        Polled at every yield; True raises :class:`CancelledError` (the last checkpoint stays).
+
+    Yields
+    ------
+    StepLoss, EpochEnd, CheckpointSaved, Notice, then TrainingFinished
+    """
+    from napari_cellseg.training.pairs import file_manifest, scan_training_folders, split_pairs
+    from napari_cellseg.training.validation import read_validation_images
+
+    def checkpoint(event: Any) -> Any:
+        if should_stop is not None and should_stop():
+            raise CancelledError("training was stopped; the last checkpoint is kept")
+        return event
+
+    state = load_checkpoint(resume) if resume else None
+    if state is not None:
+        params = params or TrainParams(**state["params"])
+        data = data or state["data"]
+        val = val or state["val"] or None
+        out = out or state["out"]
+        card = card or ModelCard.from_json(state["card"])
+    params = params or TrainParams()
+    if not data:
+        raise CellsegError(
+            "no training data given: pass at least one folder with images/ and masks/"
+        )
+    if out is None or not str(out).endswith(".safetensors"):
+        raise CellsegError(f"the output weight file must end in .safetensors, got {out}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ckpt_path = checkpoint_path_for(out)
+    device = resolve_device(params.device)
+    torch.manual_seed(params.seed)
+
+    model, card, notices = _model_and_card(params, model, card, init, state)
+    for notice in notices:
+        yield checkpoint(Notice(notice))
+    model = model.to(device)
+
+    pairs = scan_training_folders([Path(d) for d in data])
+    if val:
+        train_pairs, val_pairs = pairs, scan_training_folders([Path(v) for v in val])
+    else:
+        train_pairs, val_pairs = split_pairs(pairs, params.val_fraction, params.seed)
+    manifest = file_manifest(train_pairs + val_pairs)
+    val_images = read_validation_images(val_pairs)
+    loader, dataset = make_loader(train_pairs, card, params)
+    steps_per_epoch = len(loader)
+
+    if init is not None and params.learning_rate is None and state is None:
+        params = replace(params, learning_rate=fine_tune_learning_rate(card.family))
+        yield checkpoint(Notice(f"fine-tuning with learning rate {params.learning_rate:g}"))
+    optimizer = optimizer or make_optimizer(model, params)
+    scheduler = make_scheduler(optimizer, params, steps_per_epoch)
+    use_amp = params.mixed_precision and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    loss_fn = loss_fn or build_loss(params.loss)
+    stepper = Stepper(
+        model, card.family, device, loss_fn, optimizer, scaler, use_amp, amp_dtype, params.grad_clip
+    )
+
+    history: list[dict[str, Any]] = []
+    start_epoch, best_score, best_epoch, best_metrics, baseline = 0, -math.inf, 0, {}, None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        history, start_epoch = list(state["history"]), int(state["epoch"])
+        best_score, best_epoch = float(state["best_score"]), int(state["best_epoch"])
+        best_metrics, baseline = dict(state["best_metrics"]), state.get("baseline")
+        yield checkpoint(Notice(f"resumed from {resume} after epoch {start_epoch}"))
+    elif init is not None and val_images:
+        t0 = time.perf_counter()
+        baseline = evaluate_model(
+            model, card, val_images, device=device, tile_size=params.val_tile_size
+        )
+        history.append({"epoch": 0, "train_loss": None, **baseline})
+        best_score = _score(baseline, [])
+        yield checkpoint(
+            EpochEnd(0, params.epochs, None, baseline, False, time.perf_counter() - t0)
+        )
+
+    freeze_bn = params.freeze_batchnorm
+    if freeze_bn is None:
+        freeze_bn = init is not None or bool(state and state.get("fine_tuning"))
+    started = time.perf_counter()
+    stopped_reason, epoch, stale = "epochs", start_epoch, 0
+    for epoch in range(start_epoch + 1, params.epochs + 1):
+        t0 = time.perf_counter()
+        dataset.set_epoch(epoch)
+        model.train()
+        if freeze_bn:
+            freeze_batchnorm(model)
+        losses: list[float] = []
+        out_of_time = False
+        for step, (images, targets) in enumerate(loader, start=1):
+            loss = stepper.step(images, targets)
+            if not math.isfinite(loss):
+                raise CellsegError(
+                    f"training diverged: the loss became {loss} at epoch {epoch}, step {step}; "
+                    "lower the learning rate or check the masks (the last checkpoint is kept)"
+                )
+            losses.append(loss)
+            if scheduler_per_step(params):
+                scheduler.step()
+            yield checkpoint(
+                StepLoss(epoch, step, steps_per_epoch, loss, optimizer.param_groups[0]["lr"])
+            )
+            if params.minutes is not None and time.perf_counter() - started > params.minutes * 60:
+                out_of_time = True
+                break
+        if not scheduler_per_step(params):
+            scheduler.step()
+        metrics = (
+            evaluate_model(model, card, val_images, device=device, tile_size=params.val_tile_size)
+            if val_images
+            else {}
+        )
+        score = _score(metrics, losses)
+        improved = score > best_score
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), **metrics}
+        history.append(record)
+        if improved:
+            best_score, best_epoch, best_metrics, stale = score, epoch, metrics, 0
+            trained_card = _trained_card(
+                card, params, manifest, history, best_epoch, best_metrics, init
+            )
+            save_weights(model, trained_card, out)
+        else:
+            stale += 1
+        save_checkpoint(
+            ckpt_path,
+            {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                "params": params.to_dict(),
+                "card": card.to_json(),
+                "data": [str(d) for d in data],
+                "val": [str(v) for v in (val or [])],
+                "out": str(out),
+                "history": history,
+                "best_score": best_score,
+                "best_epoch": best_epoch,
+                "best_metrics": best_metrics,
+                "baseline": baseline,
+                "rng": rng_state(),
+                "fine_tuning": bool(freeze_bn),
+            },
+        )
+        yield checkpoint(
+            EpochEnd(
+                epoch,
+                params.epochs,
+                record["train_loss"],
+                metrics,
+                improved,
+                time.perf_counter() - t0,
+            )
+        )
+        yield checkpoint(CheckpointSaved(str(ckpt_path), epoch, str(out) if improved else None))
+        if out_of_time:
+            stopped_reason = "time budget"
+            break
+        patience = params.early_stopping_patience
+        if patience is not None and val_images and stale >= patience:
+            stopped_reason = "early stopping"
+            yield checkpoint(Notice(f"early stopping: no better {KEY_METRIC} for {stale} epochs"))
+            break
+    if not out.exists():  # e.g. resumed after the last epoch: keep a weight file anyway
+        save_weights(
+            model, _trained_card(card, params, manifest, history, epoch, best_metrics, init), out
+        )
+    if params.tune_thresholds and val_images:
+        yield checkpoint(Notice(f"tuning the thresholds on {len(val_images)} validation images…"))
+        note = yield from _tune_thresholds(out, val_images, params, device, should_stop)
+        yield checkpoint(Notice(note))
+    finished = TrainingFinished(
+        str(out), str(ckpt_path), epoch, best_epoch, best_metrics, baseline, stopped_reason, history
+    )
+    yield finished
+    return finished
+
+
+def _tune_thresholds(out, val_images, params, device, should_stop) -> Generator[Any, None, str]:
+    """Choose the saved model's thresholds on the validation images; rewrite ``out`` if better.
+
+    Stopped midway, ``out`` keeps the trained weights with the thresholds they had.
+    """
+    from napari_cellseg.params import PredictParams, default_overlap, describe_post
+    from napari_cellseg.training.tuning import iter_tune_postprocess, write_tuned
+
+    loaded = load_weights(out, device=device)
+    tile = params.val_tile_size
+    run = PredictParams(device=str(device), tile_size=tile, overlap=default_overlap(tile))
+    result = yield from iter_tune_postprocess(
+        val_images, loaded, params=run, should_stop=should_stop
+    )
+    if not result.changed:
+        return f"thresholds: none of {result.n_candidates} settings beat the model's own"
+    write_tuned(loaded, result, f"{len(val_images)} validation images", out, like=out)
+    return (
+        f"thresholds tuned on the validation images: {describe_post(result.changed)} "
+        f"(DSB AP {result.base_score:.3f} → {result.score:.3f}; stored in {out.name})"
+    )
+
+
+def _score(metrics: dict[str, float], losses: list[float]) -> float:
+    """DSB AP with pixel Dice breaking ties; minus the mean loss when there is no validation."""
+    if KEY_METRIC not in metrics:
+        return -float(np.mean(losses)) if losses else -math.inf
+    return float(metrics[KEY_METRIC]) + 1e-3 * float(metrics.get("pixel_dice", 0.0))
+
+
+def _model_and_card(params, model, card, init, state) -> tuple[torch.nn.Module, ModelCard, list]:
+    notices: list[str] = []
+    if model is not None:
+        card = card or ModelCard.for_model(params.family, params.builder_args or {})
+        return model, card, notices
+    if state is not None and card is not None:
+        return build_model(card.family, **card.builder_args), card, notices
+    if init is not None:
+        loaded = load_weights(init)
+        card = loaded.card
+        if card.family != params.family:
+            notices.append(f"{Path(init).name} is a {card.family}: training that family")
+        wanted = {**card.builder_args, **(params.builder_args or {})}
+        if wanted != card.builder_args:
+            model = build_model(card.family, **wanted)
+            own = model.state_dict()
+            kept = {
+                k: v
+                for k, v in loaded.model.state_dict().items()
+                if k in own and own[k].shape == v.shape
+            }
+            model.load_state_dict(kept, strict=False)
+            skipped = sorted(set(own) - set(kept))
+            head = _HEAD_ARGS[card.family]
+            notices.append(
+                f"{head} changed from {card.builder_args.get(head)} to {wanted.get(head)}: "
+                f"re-initialised {len(skipped)} tensors ({', '.join(skipped[:2])}...)"
+            )
+            card = ModelCard.for_model(
+                card.family,
+                wanted,
+                normalisation=card.normalisation,
+                channel_handling=card.channel_handling,
+            )
+            return model, card, notices
+        return loaded.model, card, notices
+    args = params.builder_args or DEFAULT_BUILDER_ARGS[params.family]
+    return build_model(params.family, **args), ModelCard.for_model(params.family, args), notices
+
+
+def _trained_card(card, params, manifest, history, best_epoch, metrics, init) -> ModelCard:
+    provenance = {
+        "source": "napari-cellseg training",
+        "init": Path(init).name if init else None,
+        "training": params.to_dict(),
+        "data_manifest": manifest,
+        "epochs": best_epoch,
+        "history": history,
+        "metrics": metrics,
+    }
+    return replace(
+        card,
+        provenance=provenance,
+        created=ModelCard.for_model(card.family, card.builder_args).created,
+    )
+
+
+__all__ = ["ValidationImage", "fit", "iter_train"]
