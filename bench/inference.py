@@ -29,6 +29,7 @@ import torch
 from _common import PeakRSS, pack_mosaic
 
 from napari_cellseg.device import resolve_device
+from napari_cellseg.inference.detections import Detections
 from napari_cellseg.inference.model_runner import ModelRunner
 from napari_cellseg.inference.planes import predict
 from napari_cellseg.inference.postprocess import maskrcnn_instances, unet_instances
@@ -96,7 +97,6 @@ def naive_predict(
             acc[:, t.y0 : t.y1, t.x0 : t.x1] += prob
             count[t.y0 : t.y1, t.x0 : t.x1] += 1
         return unet_instances(acc / count, card.outputs, post)
-    from napari_cellseg.inference.model_runner import _to_detections
     from napari_cellseg.inference.tile_merge import merge_tile_detections
 
     parts = []
@@ -104,9 +104,34 @@ def naive_predict(
         crop = torch.from_numpy(np.ascontiguousarray(x[:, t.y0 : t.y1, t.x0 : t.x1])).to(device)
         with torch.no_grad():
             (out,) = model([crop])
-        parts.append((t, _to_detections(out, crop.shape[-2:]).shifted(t.y0, t.x0)))
+        found = torchvision_detections(out, tuple(crop.shape[-2:]))
+        parts.append((t, found.shifted(t.y0, t.x0)))
     det = parts[0][1] if len(parts) == 1 else merge_tile_detections(parts, (h, w))
     return maskrcnn_instances(det, (h, w), post)[0]
+
+
+def torchvision_detections(out: dict, shape: tuple[int, int]) -> Detections:
+    """torchvision's own Mask R-CNN output (every mask pasted at full tile size) as Detections.
+
+    The naive path: torchvision pastes each mask into a full-size plane, and each object's
+    box is cut back out of it here (integer box, clipped to the tile).
+    """
+    h, w = shape
+    if len(out["boxes"]) == 0:
+        return Detections()
+    b = out["boxes"].float().cpu().numpy()
+    x0 = np.clip(np.floor(b[:, 0]), 0, w - 1).astype(np.int64)
+    y0 = np.clip(np.floor(b[:, 1]), 0, h - 1).astype(np.int64)
+    x1 = np.clip(np.ceil(b[:, 2]), x0 + 1, w).astype(np.int64)
+    y1 = np.clip(np.ceil(b[:, 3]), y0 + 1, h).astype(np.int64)
+    full = out["masks"][:, 0].float().cpu().numpy()
+    crops = [full[i, y0[i] : y1[i], x0[i] : x1[i]].copy() for i in range(len(b))]
+    return Detections(
+        np.stack([y0, x0, y1, x1], axis=1),
+        out["scores"].float().cpu().numpy(),
+        out["labels"].cpu().numpy(),
+        crops,
+    )
 
 
 def model_only(runner: ModelRunner, batch: int, tile: int, repeats: int, naive: bool) -> float:
@@ -140,13 +165,18 @@ def model_only(runner: ModelRunner, batch: int, tile: int, repeats: int, naive: 
     return batch * repeats * tile * tile / 1e6 / seconds
 
 
-def load_or_build(family: str, weights: Path | None, encoder: str) -> LoadedModel:
+def load_or_build(
+    family: str, weights: Path | None, encoder: str, min_size: int | None = None
+) -> LoadedModel:
     if weights is not None:
         return load_weights(weights)
     args = (
         {"encoder_name": encoder, "in_channels": 3, "classes": 3}
         if family == "unet"
-        else {"backbone": "resnet50" if encoder == "resnet34" else encoder}
+        else {
+            "backbone": "resnet50" if encoder == "resnet34" else encoder,
+            **({"min_size": min_size, "max_size": max(min_size, 1024)} if min_size else {}),
+        }
     )
     model = build_model(family, **args).eval()
     card = ModelCard.for_model(family, args, name=f"random-{family}")
@@ -160,7 +190,17 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--encoder", default="resnet34", help="U-Net encoder (random init)")
+    parser.add_argument(
+        "--encoder",
+        default="resnet34",
+        help="encoder of the random-init models (U-Net; Mask R-CNN: resnet50 for resnet34)",
+    )
+    parser.add_argument(
+        "--maskrcnn-min-size",
+        type=int,
+        default=None,
+        help="the random-init Mask R-CNN's resize size (default: the builder's, 512)",
+    )
     parser.add_argument("--weights-unet", type=Path, default=None)
     parser.add_argument("--weights-maskrcnn", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=3)
@@ -177,7 +217,7 @@ def main() -> int:
     results = []
     for family in args.families:
         weights = args.weights_unet if family == "unet" else args.weights_maskrcnn
-        loaded = load_or_build(family, weights, args.encoder)
+        loaded = load_or_build(family, weights, args.encoder, args.maskrcnn_min_size)
         runner = ModelRunner(loaded, device)
         ours_model = model_only(runner, args.batch_size, args.tile, args.repeats, naive=False)
         naive_model = model_only(runner, 1, args.tile, args.repeats * args.batch_size, naive=True)
