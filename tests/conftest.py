@@ -8,6 +8,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NAPARI_CELLSEG_NO_GC_FREEZE", "1")  # napari leak checks need gc
+# torch's thread count when the run starts (OMP_NUM_THREADS, else the usable cores), read
+# before any library can change the environment (distributed sets OMP_NUM_THREADS=1)
+STARTING_TORCH_THREADS = int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
+os.environ["CELLSEG_TEST_STARTING_TORCH_THREADS"] = str(STARTING_TORCH_THREADS)
 
 
 @pytest.fixture(autouse=True)

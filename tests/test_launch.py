@@ -29,7 +29,10 @@ def test_launch_without_display_exits_cleanly(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert NO_DISPLAY_LINE in proc.stdout
-    assert "Demo done" in proc.stdout or "not available" in proc.stdout
+    # the repository ships the demo weights and samples, so the demo must run, not excuse itself
+    assert "Demo done" in proc.stdout, proc.stdout
+    out = tmp_path / "demo-output"
+    assert any(out.glob("*_labels.tif")), sorted(p.name for p in out.iterdir())
 
 
 def test_headless_branch_never_imports_gui(tmp_path: Path) -> None:

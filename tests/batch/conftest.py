@@ -15,10 +15,12 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_unet(tmp_path_factory.mktemp("batch_weights") / "tiny_unet.safetensors")
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def _one_torch_thread() -> Iterator[None]:
     """One torch thread: on a shared 2-core machine, OpenMP threads spinning against the
-    reader/writer threads (and other jobs) make tiny CPU models 10-20x slower."""
+    reader/writer threads (and other jobs) make tiny CPU models 10-20x slower.
+
+    Per test, and restored after each, so tests outside ``tests/batch`` keep the default."""
     import torch
 
     before = torch.get_num_threads()

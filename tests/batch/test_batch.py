@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -349,8 +350,12 @@ def test_an_existing_scheduler_by_address(tmp_path, weights, monkeypatch) -> Non
             read_labels(path), read_labels(tmp_path / "remote" / path.name)
         )
     monkeypatch.setattr(scheduler, "CONNECT_TIMEOUT", "1s")
-    with pytest.raises(CellsegError, match="could not reach tcp://127.0.0.1:9"):
-        run_batch(tmp_path / "in", tmp_path / "x", weights, PARAMS, scheduler="tcp://127.0.0.1:9")
+    # a port held by a socket that never listens: surely closed (port 9 may be open somewhere)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{held.getsockname()[1]}"
+        with pytest.raises(CellsegError, match=f"could not reach {address}"):
+            run_batch(tmp_path / "in", tmp_path / "x", weights, PARAMS, scheduler=address)
 
 
 def test_batch_imports_no_gui_modules() -> None:
@@ -419,3 +424,9 @@ def test_label_images_in_the_input_and_repeated_files_are_left_out(tmp_path, wei
         "a_labels.tif",
         "b_labels.tif",
     ]
+
+
+def test_the_one_thread_setting_stays_inside_each_batch_test() -> None:
+    import torch
+
+    assert torch.get_num_threads() == 1  # set by tests/batch/conftest.py for this test only

@@ -75,7 +75,7 @@ def test_predict_writes_labels_and_prints_one_line_per_image(
     for image, line in zip(images, lines, strict=True):
         labels = read_labels(out / f"{image.stem}_labels.tif")
         assert labels.dtype == np.uint16
-        assert labels.shape == (256, 256) if "fluor" in image.name else (256, 320)
+        assert labels.shape == ((256, 256) if "fluor" in image.name else (256, 320))
         assert line.startswith(str(image)) and " objects, " in line and line.endswith(".tif")
 
 

@@ -24,17 +24,28 @@ def test_kill_9_during_training_then_resume(tmp_path) -> None:
         "--epochs", "4", "--batch-size", "2", "--patch-size", "64",
         "--samples-per-epoch", "8", "--device", "cpu", "--val-fraction", "0.34",
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    seen = []
     try:
+        # Kill on what the run prints, not after a sleep: a fast machine would finish first.
+        # "epoch 1/4" is printed when the first epoch ends; its checkpoint follows at once.
+        for line in process.stdout:
+            seen.append(line)
+            if line.startswith("epoch 1/4"):
+                break
+        assert seen and seen[-1].startswith("epoch 1/4"), "".join(seen)
+        deadline = time.monotonic() + 60
         while not ckpt.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert ckpt.exists(), process.communicate()[1].decode()[-2000:]
-        time.sleep(0.2)  # somewhere in the next epoch (or writing its checkpoint)
-        os.kill(process.pid, signal.SIGKILL)
+            time.sleep(0.01)
+        assert ckpt.exists() and process.poll() is None, "".join(seen)
+        os.kill(process.pid, signal.SIGKILL)  # in epoch 2 (or writing its checkpoint)
     finally:
+        process.kill()
         process.wait(timeout=60)
+        process.stdout.close()
     assert process.returncode == -signal.SIGKILL
     killed_at = load_checkpoint(ckpt)["epoch"]  # the last checkpoint is whole and readable
     assert 1 <= killed_at <= 4

@@ -119,15 +119,18 @@ def test_tta_is_the_mean_of_the_transformed_passes_mapped_back() -> None:
 
     runner = _runner("unet", TINY_UNET)
     batch = np.random.default_rng(4).random((2, 3, 64, 96), dtype=np.float32)
-    expected = []
+    expected, inputs = [], []
     for transpose, flip_rows, flip_columns in TTA_TRANSFORMS:
         copy = batch.transpose(0, 1, 3, 2) if transpose else batch
         copy = copy[:, :, ::-1] if flip_rows else copy
         copy = copy[:, :, :, ::-1] if flip_columns else copy
+        inputs.append(np.ascontiguousarray(copy).tobytes())
         out = runner.unet_probabilities(np.ascontiguousarray(copy))
         out = out[:, :, :, ::-1] if flip_columns else out
         out = out[:, :, ::-1] if flip_rows else out
         expected.append(out.transpose(0, 1, 3, 2) if transpose else out)
+    # a duplicated transform would make two copies identical and still average correctly
+    assert len(set(inputs)) == 8
     for n in (2, 4, 8):
         np.testing.assert_allclose(
             runner.unet_probabilities(batch, n), np.mean(expected[:n], axis=0), atol=1e-5

@@ -154,12 +154,12 @@ def test_reapplying_with_another_threshold_changes_labels() -> None:
     a, b = _two_touching_discs()
     fg = np.where(a | b, 0.6, 0.05).astype(np.float32)
     fg[_disc((32, 48), 12)] = 0.4  # the right disc is a weak detection
-    probs = fg[None]
+    probs = fg[None].copy()
     low = unet_instances(probs, ["foreground"], PostprocessParams(prob_threshold=0.3))
     high = unet_instances(probs, ["foreground"], PostprocessParams(prob_threshold=0.5))
     assert low.max() == 2
     assert high.max() == 1
-    np.testing.assert_array_equal(probs[0], fg)  # probabilities untouched
+    np.testing.assert_array_equal(probs[0], fg)  # probabilities untouched (a copy, not a view)
 
 
 def test_empty_output_gives_empty_labels() -> None:

@@ -46,6 +46,19 @@ def transformed(labels: np.ndarray, transform: tuple[bool, bool, bool]) -> np.nd
     return np.ascontiguousarray(out[:, ::-1] if flip_columns else out)
 
 
+def test_the_eight_copies_are_the_eight_distinct_symmetries_of_the_square() -> None:
+    import itertools
+
+    assert len(TTA_TRANSFORMS) == 8
+    assert set(TTA_TRANSFORMS) == set(itertools.product((False, True), repeat=3))
+    assert TTA_TRANSFORMS[0] == (False, False, False)  # copy 0 is the image itself
+    asymmetric = np.arange(12).reshape(3, 4)
+    square = np.arange(16).reshape(4, 4)
+    copies = {transformed(square, t).tobytes() for t in TTA_TRANSFORMS}
+    assert len(copies) == 8  # no two copies show the model the same picture
+    assert transformed(asymmetric, TTA_TRANSFORMS[0]).shape == (3, 4)
+
+
 @pytest.mark.parametrize("transform", TTA_TRANSFORMS)
 def test_detections_found_on_a_transformed_tile_map_back_onto_the_tile(transform):
     labels = labels_image()

@@ -17,9 +17,13 @@ def test_dock_has_five_tabs_sharing_one_session(make_napari_viewer, monkeypatch,
     viewer.window.add_dock_widget(dock, name="napari-cellseg")
     titles = [dock.tabs.tabText(i) for i in range(dock.tabs.count())]
     assert titles == ["Segment", "Correct", "Fine-tune", "Evaluate", "Measure"]
-    new_weights = tmp_path / "new.safetensors"
+    from tiny_models import save_tiny
+
+    # the fine-tune tab's "use new weights" sets the session's: the Segment tab must follow
+    new_weights = save_tiny("unet", tmp_path / "new.safetensors")
     session_for(viewer).weights = new_weights
-    assert session_for(viewer).weights == new_weights  # the fine-tune tab's "use new weights"
+    assert dock.segment._weights.value == new_weights.resolve()
+    assert dock.segment._model_card is not None and dock.segment._model_card.family == "unet"
 
 
 def test_plugin_menu_opens_the_dock(make_napari_viewer, monkeypatch, tmp_path) -> None:
