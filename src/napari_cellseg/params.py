@@ -71,6 +71,9 @@ class PostprocessParams:
             raise CellsegError(f"min_distance must be >= 1 pixel, got {self.min_distance}")
 
 
+DEFAULT_OVERLAP = 64
+"""Tile overlap in pixels for tiles of 256 pixels and more (see :func:`default_overlap`)."""
+
 TTA_CHOICES = (1, 2, 4, 8)
 """Copies of each tile test-time augmentation can average (1 = off); see ``PredictParams.tta``."""
 
@@ -85,8 +88,10 @@ class PredictParams:
         ``auto`` (cuda > mps > cpu), ``cuda``, ``cuda:N``, ``mps`` or ``cpu``.
     tile_size : int
         Tile edge in pixels (U-Net tiles are padded to a multiple of 32).
-    overlap : int
-        Overlap between neighbouring tiles in pixels.
+    overlap : int or None
+        Overlap between neighbouring tiles in pixels; ``None``: the default for this tile
+        size (:func:`default_overlap`), resolved on construction, so ``overlap`` is
+        always an int afterwards.
     batch_size : int
         Tiles per forward pass.
     axes : str or None
@@ -111,7 +116,7 @@ class PredictParams:
 
     device: str = "auto"
     tile_size: int = 512
-    overlap: int = 64
+    overlap: int | None = DEFAULT_OVERLAP
     batch_size: int = 4
     axes: str | None = None
     channels: tuple[int, ...] | None = None
@@ -121,6 +126,8 @@ class PredictParams:
     post: PostprocessParams | None = None
 
     def __post_init__(self) -> None:
+        if self.overlap is None:
+            object.__setattr__(self, "overlap", default_overlap(self.tile_size))
         if not 32 <= self.tile_size <= 8192:
             raise CellsegError(
                 f"tile size {self.tile_size} is out of range: use 32 to 8192 pixels "
@@ -162,8 +169,16 @@ class PredictParams:
 
 
 def default_overlap(tile_size: int) -> int:
-    """The default tile overlap, reduced for small tiles (a quarter of the tile at most)."""
-    return min(PredictParams().overlap, max(0, tile_size // 4))
+    """The default tile overlap, reduced for small tiles (a quarter of the tile at most).
+
+    ``PredictParams(overlap=None)`` resolves to this; callers need not compute it.
+
+    >>> default_overlap(512), default_overlap(128)
+    (64, 32)
+    >>> PredictParams(tile_size=128, overlap=None).overlap
+    32
+    """
+    return min(DEFAULT_OVERLAP, max(0, int(tile_size) // 4))
 
 
 def describe_post(values: Mapping[str, Any]) -> str:

@@ -13,7 +13,6 @@ from napari_cellseg.params import (
     TTA_CHOICES,
     PostprocessParams,
     PredictParams,
-    default_overlap,
 )
 
 if TYPE_CHECKING:
@@ -124,7 +123,7 @@ def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams
     return PredictParams(
         device=args.device,
         tile_size=args.tile,
-        overlap=args.overlap if args.overlap is not None else default_overlap(args.tile),
+        overlap=args.overlap,  # None: the default for this tile size
         batch_size=args.batch_size,
         tta=args.tta,
         axes=args.axes,

@@ -65,7 +65,7 @@ def run_tune(args: argparse.Namespace) -> int:
     from napari_cellseg.device import resolve_device
     from napari_cellseg.errors import CellsegError
     from napari_cellseg.models import load_weights
-    from napari_cellseg.params import PredictParams, default_overlap, describe_post
+    from napari_cellseg.params import PredictParams, describe_post
     from napari_cellseg.training.pairs import scan_training_folders
     from napari_cellseg.training.tuning import iter_tune_postprocess, tuned_copy_path, write_tuned
     from napari_cellseg.training.validation import read_validation_images
@@ -84,9 +84,7 @@ def run_tune(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     loaded = load_weights(args.weights, device=device)
     images = read_validation_images(pairs)
-    params = PredictParams(
-        device=str(device), tile_size=args.tile, overlap=default_overlap(args.tile), tta=args.tta
-    )
+    params = PredictParams(device=str(device), tile_size=args.tile, overlap=None, tta=args.tta)
     tty = sys.stderr.isatty()
     gen = iter_tune_postprocess(images, loaded, params=params, grid=grid)
     while True:
