@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from napari_cellseg.params import TTA_CHOICES
+from napari_cellseg.params import TTA_CHOICES, PredictParams, field_info
 
 
 def add_tune_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,14 +41,22 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="tune on at most this many images, spread evenly over the sorted folder",
     )
-    t.add_argument("--device", default="auto")
-    t.add_argument("--tile", type=int, default=512, help="tile size of the network runs")
+    defaults = PredictParams()
+    t.add_argument(
+        "--device", default=defaults.device, help=field_info(PredictParams, "device").help
+    )
+    t.add_argument(
+        "--tile",
+        type=int,
+        default=defaults.tile_size,
+        help=f"{field_info(PredictParams, 'tile_size').help} of the network runs",
+    )
     t.add_argument(
         "--tta",
         type=int,
         choices=TTA_CHOICES,
-        default=1,
-        help="tune for runs with this test-time augmentation (default 1 = off)",
+        default=defaults.tta,
+        help=f"tune for runs with this {field_info(PredictParams, 'tta').help}",
     )
     t.add_argument(
         "--grid",
