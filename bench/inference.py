@@ -230,7 +230,7 @@ def main() -> int:
             params = PredictParams(
                 device=str(device),
                 tile_size=args.tile,
-                overlap=default_overlap(args.tile),
+                overlap=None,
                 batch_size=args.batch_size,
             ).resolved(loaded.card.post_params())  # the model's own thresholds, for both
             if device.type == "cuda":

@@ -9,7 +9,14 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "name", ["labels.overlap", "inference.tiling", "inference.stitch", "models.normalise"]
+    "name",
+    [
+        "labels.overlap",
+        "inference.tiling",
+        "inference.stitch",
+        "inference.planes",
+        "models.normalise",
+    ],
 )
 def test_docstring_examples(name: str) -> None:
     module = importlib.import_module(f"napari_cellseg.{name}")

@@ -1,16 +1,184 @@
 """Frozen dataclasses of every job's parameters: the one source of defaults.
 
 The GUI builds its widgets from these fields, the CLI parses into them, and a Prediction
-records the ones it used.
+records the ones it used. Each user-facing field's label, help text and allowed values
+live in its ``field(metadata=...)`` (:class:`FieldInfo`, read with :func:`field_info`): the
+CLI help, the widgets' labels, tooltips and ranges, and the dataclasses' range checks are
+all made from it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from napari_cellseg.errors import CellsegError
+
+_INFO_KEY = "cellseg"
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _or_list(items: tuple[Any, ...]) -> str:
+    words = [str(i) for i in items]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """What one parameter means and which values it takes.
+
+    Attributes
+    ----------
+    label : str
+        Short name for a form (the widget's label).
+    help : str
+        One-line explanation (the CLI help and the widget's tooltip).
+    min, max : float or None
+        Bounds, inclusive unless ``min_exclusive``/``max_exclusive``; ``None``: unbounded.
+    min_exclusive, max_exclusive : bool
+        The bound itself is refused.
+    choices : tuple or None
+        The only values allowed.
+    family : str or None
+        The model family the parameter applies to (``unet``, ``maskrcnn``); ``None``: all.
+    error : str or None
+        Message template for a refused value (``str.format`` fields: ``name``, ``value``,
+        ``min``, ``max``, ``choices``, ``or_choices`` and ``p``, the whole dataclass);
+        ``None`` gives ``"<name> must be between <min> and <max>, got <value>"`` and the like.
+    name : str
+        The field's name (set by :func:`field_info`).
+    """
+
+    label: str
+    help: str
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    max_exclusive: bool = False
+    choices: tuple[Any, ...] | None = None
+    family: str | None = None
+    error: str | None = None
+    name: str = ""
+
+    def refuses(self, value: Any) -> bool:
+        """Whether ``value`` is outside the range or choices (``None`` is never refused)."""
+        if value is None:
+            return False
+        if self.choices is not None and value not in self.choices:
+            return True
+        if self.min is not None and (value <= self.min if self.min_exclusive else value < self.min):
+            return True
+        return self.max is not None and (
+            value >= self.max if self.max_exclusive else value > self.max
+        )
+
+    def problem(self, value: Any, owner: Any = None) -> str:
+        """The one-line message refusing ``value`` (``owner``: the dataclass, for templates)."""
+        lo, hi = _number(self.min), _number(self.max)
+        if self.error is not None:
+            template = self.error
+        elif self.choices is not None:
+            template = "{name} must be {or_choices}, got {value!r}"
+        elif self.min is not None and self.max is not None:
+            if self.min_exclusive or self.max_exclusive:
+                left, right = "(["[not self.min_exclusive], ")]"[not self.max_exclusive]
+                template = f"{{name}} must be in {left}{{min}}, {{max}}{right}, got {{value}}"
+            else:
+                template = "{name} must be between {min} and {max}, got {value}"
+        elif self.min is not None:
+            template = (
+                f"{{name}} must be {'>' if self.min_exclusive else '>='} {{min}}, got {{value}}"
+            )
+        else:
+            template = (
+                f"{{name}} must be {'<' if self.max_exclusive else '<='} {{max}}, got {{value}}"
+            )
+        choices = tuple(self.choices or ())
+        return template.format(
+            name=self.name,
+            value=value,
+            min=lo,
+            max=hi,
+            choices=", ".join(map(str, choices)),
+            or_choices=_or_list(choices) if choices else "",
+            p=owner,
+        )
+
+    def widget_options(self) -> dict[str, Any]:
+        """``label``, ``tooltip`` and, for inclusive bounds, ``min``/``max`` of a widget."""
+        out: dict[str, Any] = {
+            "label": self.label,
+            "tooltip": self.help[:1].upper() + self.help[1:],
+        }
+        if self.min is not None and not self.min_exclusive:
+            out["min"] = self.min
+        if self.max is not None and not self.max_exclusive:
+            out["max"] = self.max
+        return out
+
+
+def info(label: str, help: str, **limits: Any) -> dict[str, FieldInfo]:
+    """A field's ``metadata``: ``field(default=..., metadata=info("Label", "help", min=0))``."""
+    return {_INFO_KEY: FieldInfo(label, help, **limits)}
+
+
+def field_info(cls: Any, name: str) -> FieldInfo:
+    """The label, help and allowed values of the parameter ``name`` of dataclass ``cls``.
+
+    Parameters
+    ----------
+    cls : type or dataclass instance
+        E.g. :class:`PredictParams`.
+    name : str
+        A field of ``cls`` that has metadata (see :func:`described_fields`).
+
+    Returns
+    -------
+    FieldInfo
+
+    Raises
+    ------
+    KeyError
+        If ``cls`` has no such field or the field has no metadata.
+
+    Examples
+    --------
+    >>> i = field_info(PostprocessParams, "prob_threshold")
+    >>> i.label, i.min, i.max, i.family
+    ('Probability', 0.0, 1.0, 'unet')
+    >>> i.problem(1.5)
+    'prob_threshold must be between 0 and 1, got 1.5'
+    >>> field_info(PredictParams, "tta").choices
+    (1, 2, 4, 8)
+    """
+    for f in fields(cls):
+        if f.name == name and _INFO_KEY in f.metadata:
+            return replace(f.metadata[_INFO_KEY], name=name)
+    raise KeyError(f"{getattr(cls, '__name__', cls)!s} has no described field {name!r}")
+
+
+def described_fields(cls: Any) -> list[str]:
+    """The names of the fields of ``cls`` that carry a :class:`FieldInfo`, in order."""
+    return [f.name for f in fields(cls) if _INFO_KEY in f.metadata]
+
+
+def check_fields(params: Any) -> None:
+    """Refuse a dataclass whose described fields hold a value outside their range.
+
+    Raises
+    ------
+    CellsegError
+        With the first refused field's one-line message (:meth:`FieldInfo.problem`).
+    """
+    for name in described_fields(params):
+        described = field_info(params, name)
+        value = getattr(params, name)
+        if described.refuses(value):
+            raise CellsegError(described.problem(value, params))
 
 
 @dataclass(frozen=True)
@@ -42,34 +210,43 @@ class PostprocessParams:
         Fill holes inside each object.
     """
 
-    prob_threshold: float = 0.5
-    boundary_threshold: float = 0.5
-    min_distance: int = 3
-    score_threshold: float = 0.5
-    mask_threshold: float = 0.5
-    nms_iou: float = 0.5
-    max_detections: int = 2000
-    min_size: int = 10
-    fill_holes: bool = True
+    prob_threshold: float = field(default=0.5, metadata=info(
+        "Probability", "U-Net: a pixel belongs to an object above this foreground probability",
+        min=0.0, max=1.0, family="unet"))  # fmt: skip
+    boundary_threshold: float = field(default=0.5, metadata=info(
+        "Boundary", "U-Net (3 outputs): watershed seeds are pixels with P(boundary) below this",
+        min=0.0, max=1.0, family="unet"))  # fmt: skip
+    min_distance: int = field(default=3, metadata=info(
+        "Min. distance", "U-Net (1/2 outputs): minimum distance between seeds, px",
+        min=1, family="unet", error="{name} must be >= {min} pixel, got {value}"))  # fmt: skip
+    score_threshold: float = field(default=0.5, metadata=info(
+        "Score", "Mask R-CNN: objects scored below this are dropped",
+        min=0.0, max=1.0, family="maskrcnn"))  # fmt: skip
+    mask_threshold: float = field(default=0.5, metadata=info(
+        "Mask", "Mask R-CNN: mask probability above which a pixel is inside the object",
+        min=0.0, max=1.0, family="maskrcnn"))  # fmt: skip
+    nms_iou: float = field(default=0.5, metadata=info(
+        "NMS IoU",
+        "Mask R-CNN: an object overlapping a higher-scored one by more than this mask IoU "
+        "is dropped",
+        min=0.0, max=1.0, family="maskrcnn"))  # fmt: skip
+    max_detections: int = field(default=2000, metadata=info(
+        "Max. objects", "Mask R-CNN: at most this many objects per image (highest scores kept)",
+        min=1, family="maskrcnn"))  # fmt: skip
+    min_size: int = field(default=10, metadata=info(
+        "Min. size", "objects smaller than this many pixels are removed",
+        min=0, error="{name} must be >= {min} pixels, got {value}"))  # fmt: skip
+    fill_holes: bool = field(default=True, metadata=info("Fill holes", "fill holes inside objects"))
 
     def __post_init__(self) -> None:
-        for name in (
-            "prob_threshold",
-            "boundary_threshold",
-            "score_threshold",
-            "mask_threshold",
-            "nms_iou",
-        ):
-            value = getattr(self, name)
-            if not 0.0 <= float(value) <= 1.0:
-                raise CellsegError(f"{name} must be between 0 and 1, got {value}")
-        if self.min_size < 0:
-            raise CellsegError(f"min_size must be >= 0 pixels, got {self.min_size}")
-        if self.max_detections < 1:
-            raise CellsegError(f"max_detections must be >= 1, got {self.max_detections}")
-        if self.min_distance < 1:
-            raise CellsegError(f"min_distance must be >= 1 pixel, got {self.min_distance}")
+        check_fields(self)
 
+
+DEVICE_HELP = "auto (cuda > mps > cpu), cuda, cuda:N, mps or cpu"
+"""The devices a ``device`` parameter takes."""
+
+DEFAULT_OVERLAP = 64
+"""Tile overlap in pixels for tiles of 256 pixels and more (see :func:`default_overlap`)."""
 
 TTA_CHOICES = (1, 2, 4, 8)
 """Copies of each tile test-time augmentation can average (1 = off); see ``PredictParams.tta``."""
@@ -85,8 +262,10 @@ class PredictParams:
         ``auto`` (cuda > mps > cpu), ``cuda``, ``cuda:N``, ``mps`` or ``cpu``.
     tile_size : int
         Tile edge in pixels (U-Net tiles are padded to a multiple of 32).
-    overlap : int
-        Overlap between neighbouring tiles in pixels.
+    overlap : int or None
+        Overlap between neighbouring tiles in pixels; ``None``: the default for this tile
+        size (:func:`default_overlap`), resolved on construction, so ``overlap`` is
+        always an int afterwards.
     batch_size : int
         Tiles per forward pass.
     axes : str or None
@@ -109,34 +288,45 @@ class PredictParams:
         library defaults; inference resolves it once the model is known.
     """
 
-    device: str = "auto"
-    tile_size: int = 512
-    overlap: int = 64
-    batch_size: int = 4
-    axes: str | None = None
-    channels: tuple[int, ...] | None = None
+    device: str = field(default="auto", metadata=info("Device", DEVICE_HELP))
+    tile_size: int = field(default=512, metadata=info(
+        "Tile size", "tile edge in pixels (smaller tiles use less memory)",
+        min=32, max=8192,
+        error="tile size {value} is out of range: use {min} to {max} pixels "
+        "(512 or 1024 suit most GPUs)"))  # fmt: skip
+    overlap: int | None = field(default=DEFAULT_OVERLAP, metadata=info(
+        "Overlap", f"overlap between tiles in pixels (default {DEFAULT_OVERLAP}, or a quarter of a "
+        "smaller tile; must be below half the tile)"))  # fmt: skip
+    batch_size: int = field(default=4, metadata=info(
+        "Batch size", "tiles per forward pass on a GPU (the CPU takes one at a time)",
+        min=1, max=256,
+        error="batch size must be between {min} and {max}, got {value}"))  # fmt: skip
+    axes: str | None = field(default=None, metadata=info(
+        "Axes", "axes of the images in the order the file stores them, e.g. ZYX or CYX "
+        "(default: what the file says)"))  # fmt: skip
+    channels: tuple[int, ...] | None = field(
+        default=None,
+        metadata=info("Channels", "image channels fed to the model, e.g. 0 or 1,0,2"),
+    )
     keep_probabilities: bool = False
     mixed_precision: bool = True
-    tta: int = 1
+    tta: int = field(default=1, metadata=info(
+        "Augment", "test-time augmentation: also run the model on flipped/rotated copies of each "
+        "tile, 2, 4 or 8 in all, and average them (U-Net: probabilities; Mask R-CNN: "
+        "matched objects); as many times slower; 1 = off",
+        choices=TTA_CHOICES,
+        error="test-time augmentation takes {choices} copies of each tile (1 = off), "
+        "got {value}"))  # fmt: skip
     post: PostprocessParams | None = None
 
     def __post_init__(self) -> None:
-        if not 32 <= self.tile_size <= 8192:
-            raise CellsegError(
-                f"tile size {self.tile_size} is out of range: use 32 to 8192 pixels "
-                "(512 or 1024 suit most GPUs)"
-            )
-        if not 0 <= self.overlap < self.tile_size // 2:
+        if self.overlap is None:
+            object.__setattr__(self, "overlap", default_overlap(self.tile_size))
+        check_fields(self)
+        if not 0 <= self.overlap < self.tile_size // 2:  # the one bound that follows another
             raise CellsegError(
                 f"overlap {self.overlap} must be between 0 and half the tile size "
                 f"({self.tile_size // 2 - 1} for tiles of {self.tile_size})"
-            )
-        if not 1 <= self.batch_size <= 256:
-            raise CellsegError(f"batch size must be between 1 and 256, got {self.batch_size}")
-        if self.tta not in TTA_CHOICES:
-            raise CellsegError(
-                f"test-time augmentation takes {', '.join(map(str, TTA_CHOICES))} copies of "
-                f"each tile (1 = off), got {self.tta}"
             )
         if self.channels is not None:
             object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -162,8 +352,16 @@ class PredictParams:
 
 
 def default_overlap(tile_size: int) -> int:
-    """The default tile overlap, reduced for small tiles (a quarter of the tile at most)."""
-    return min(PredictParams().overlap, max(0, tile_size // 4))
+    """The default tile overlap, reduced for small tiles (a quarter of the tile at most).
+
+    ``PredictParams(overlap=None)`` resolves to this; callers need not compute it.
+
+    >>> default_overlap(512), default_overlap(128)
+    (64, 32)
+    >>> PredictParams(tile_size=128, overlap=None).overlap
+    32
+    """
+    return min(DEFAULT_OVERLAP, max(0, int(tile_size) // 4))
 
 
 def describe_post(values: Mapping[str, Any]) -> str:
@@ -213,60 +411,67 @@ class TrainParams:
 
     family: str = "unet"
     builder_args: dict[str, Any] | None = None
-    epochs: int = 30
-    minutes: float | None = None
-    batch_size: int = 8
-    patch_size: int = 256
-    samples_per_epoch: int = 512
-    optimizer: str | None = None
-    learning_rate: float | None = None
+    epochs: int = field(default=30, metadata=info(
+        "Epochs", "training epochs (passes of samples-per-epoch crops)",
+        min=1, error="epochs must be at least {min}, got {value}"))  # fmt: skip
+    minutes: float | None = field(default=None, metadata=info(
+        "Minutes", "time budget in minutes (instead of a number of epochs)",
+        min=0.0, min_exclusive=True,
+        error="the time budget must be positive, got {value} minutes"))  # fmt: skip
+    batch_size: int = field(default=8, metadata=info(
+        "Batch size", "training crops per step (at most samples per epoch)",
+        min=1, error="batch size {value} must be >= 1 and <= samples per epoch "
+        "({p.samples_per_epoch})"))  # fmt: skip
+    patch_size: int = field(default=256, metadata=info(
+        "Patch size", "edge of the training crops in pixels, a multiple of 32",
+        min=32, max=4096,
+        error="patch size {value} must be a multiple of 32 between {min} and {max}"))  # fmt: skip
+    samples_per_epoch: int = field(default=512, metadata=info(
+        "Crops per epoch", "random training crops per epoch",
+        min=1, error="samples per epoch must be at least {min}, got {value}"))  # fmt: skip
+    optimizer: str | None = field(default=None, metadata=info(
+        "Optimizer", "adamw or sgd (default: the family's)", choices=("adamw", "sgd")))  # fmt: skip
+    learning_rate: float | None = field(default=None, metadata=info(
+        "Learning rate", "learning rate (default: the family's)",
+        min=0.0, max=10.0, min_exclusive=True, max_exclusive=True,
+        error="learning rate must be positive and small, got {value}"))  # fmt: skip
     weight_decay: float | None = None
     schedule: str | None = None
-    loss: str = "dice+ce"
+    loss: str = field(default="dice+ce", metadata=info(
+        "Loss", "training loss: dice+ce, dice+focal, ce or focal",
+        choices=("dice+ce", "dice+focal", "ce", "focal")))  # fmt: skip
     augment: bool = True
-    val_fraction: float = 0.15
-    seed: int = 0
-    device: str = "auto"
+    val_fraction: float = field(default=0.15, metadata=info(
+        "Validation share",
+        "share of the images held out for validation (when no --val folder is given)",
+        min=0.0, max=1.0, max_exclusive=True,
+        error="validation fraction must be in [0, 1), got {value}"))  # fmt: skip
+    seed: int = field(default=0, metadata=info("Seed", "random seed of the split and crops"))
+    device: str = field(default="auto", metadata=info("Device", DEVICE_HELP))
     mixed_precision: bool = True
     grad_clip: float = 5.0
-    early_stopping_patience: int | None = 10
-    num_workers: int = 0
+    early_stopping_patience: int | None = field(
+        default=10,
+        metadata=info("Patience", "early stopping patience in epochs"),
+    )
+    num_workers: int = field(default=0, metadata=info("Workers", "data loader workers"))
     val_tile_size: int = 512
     freeze_batchnorm: bool | None = None
-    tune_thresholds: bool = False
+    tune_thresholds: bool = field(default=False, metadata=info(
+        "Tune thresholds",
+        "at the end, choose the model's thresholds on the validation images (DSB AP) "
+        "and store them in its card"))  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.family not in TRAIN_DEFAULTS:
             raise CellsegError(f"unknown model family {self.family!r}; use unet or maskrcnn")
-        if self.epochs < 1:
-            raise CellsegError(f"epochs must be at least 1, got {self.epochs}")
-        if self.minutes is not None and self.minutes <= 0:
-            raise CellsegError(f"the time budget must be positive, got {self.minutes} minutes")
-        if self.samples_per_epoch < 1:
-            raise CellsegError(
-                f"samples per epoch must be at least 1, got {self.samples_per_epoch}"
-            )
-        if self.batch_size < 1 or self.samples_per_epoch < self.batch_size:
-            raise CellsegError(
-                f"batch size {self.batch_size} must be >= 1 and <= samples per epoch "
-                f"({self.samples_per_epoch})"
-            )
-        if not 32 <= self.patch_size <= 4096 or self.patch_size % 32:
-            raise CellsegError(
-                f"patch size {self.patch_size} must be a multiple of 32 between 32 and 4096"
-            )
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise CellsegError(f"validation fraction must be in [0, 1), got {self.val_fraction}")
-        if self.optimizer not in (None, "adamw", "sgd"):
-            raise CellsegError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
+        check_fields(self)
+        if self.samples_per_epoch < self.batch_size:  # the one bound that follows another
+            raise CellsegError(field_info(self, "batch_size").problem(self.batch_size, self))
+        if self.patch_size % 32:
+            raise CellsegError(field_info(self, "patch_size").problem(self.patch_size, self))
         if self.schedule not in (None, "cosine", "step", "constant"):
             raise CellsegError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
-        if self.loss not in ("dice+ce", "dice+focal", "ce", "focal"):
-            raise CellsegError(f"loss must be dice+ce, dice+focal, ce or focal, got {self.loss!r}")
-        if self.learning_rate is not None and not 0 < self.learning_rate < 10:
-            raise CellsegError(
-                f"learning rate must be positive and small, got {self.learning_rate}"
-            )
 
     def resolved(self, name: str) -> Any:
         """The value of ``name``, with the family default when it is None."""

@@ -297,3 +297,14 @@ def test_test_time_augmentation_reports_and_stops_between_copies(
     with pytest.raises(CancelledError):
         list(iter_predict(fluorescence, unet, params, should_stop=lambda: len(copies) >= 2))
     assert copies == [0, 1]  # stopped after the second copy, not after all eight
+
+
+@pytest.mark.parametrize("tile", [32, 96, 128, 255, 256, 512, 2048])
+def test_overlap_none_is_the_default_for_the_tile_size(tile: int) -> None:
+    from napari_cellseg.params import default_overlap
+
+    params = PredictParams(tile_size=tile, overlap=None)
+    assert params.overlap == default_overlap(tile) == min(64, tile // 4)
+    assert params.to_dict()["overlap"] == params.overlap
+    if tile > 128:  # leaving overlap out still means 64 pixels, as before
+        assert PredictParams(tile_size=tile).overlap == 64

@@ -12,12 +12,8 @@ from napari_cellseg.errors import CellsegError
 from napari_cellseg.inference import postprocess
 from napari_cellseg.inference.detections import Detections
 from napari_cellseg.inference.postprocess import (
-    fill_object_holes,
-    label_dtype,
     maskrcnn_instances,
     object_table,
-    relabel,
-    remove_small,
     unet_instances,
 )
 from napari_cellseg.params import PostprocessParams
@@ -175,46 +171,6 @@ def test_output_count_mismatch_is_reported() -> None:
         unet_instances(np.zeros((2, 8, 8), np.float32), THREE, PostprocessParams())
     with pytest.raises(CellsegError, match="cannot make instances"):
         unet_instances(np.zeros((1, 8, 8), np.float32), ["cytoplasm"], PostprocessParams())
-
-
-# --- helpers -----------------------------------------------------------------------------
-
-
-def test_label_dtype() -> None:
-    assert label_dtype(0) == np.uint16
-    assert label_dtype(65535) == np.uint16
-    assert label_dtype(65536) == np.uint32
-    assert label_dtype(2**32 - 1) == np.uint32
-    with pytest.raises(CellsegError):
-        label_dtype(2**32)
-
-
-def test_relabel_is_sequential_and_small() -> None:
-    labels = np.array([[0, 40000, 40000], [7, 0, 90000]], np.int64)
-    out = relabel(labels)
-    assert out.dtype == np.uint16
-    assert out.tolist() == [[0, 2, 2], [1, 0, 3]]
-
-
-def test_remove_small_and_fill_holes_in_place() -> None:
-    labels = np.zeros((10, 10), np.int32)
-    labels[1:6, 1:6] = 1
-    labels[3, 3] = 0
-    labels[8, 8] = 2
-    assert remove_small(labels, 2) is labels
-    assert labels[8, 8] == 0
-    assert fill_object_holes(labels) is labels
-    assert labels[3, 3] == 1
-
-
-def test_fill_holes_keeps_objects_inside_a_hole() -> None:
-    labels = np.zeros((9, 9), np.int32)
-    labels[1:8, 1:8] = 1
-    labels[3:6, 3:6] = 0
-    labels[4, 4] = 2
-    fill_object_holes(labels)
-    assert labels[4, 4] == 2
-    assert (labels[3:6, 3:6] > 0).all()
 
 
 # --- Mask R-CNN --------------------------------------------------------------------------

@@ -175,3 +175,24 @@ def test_broken_recent_store_is_ignored(make_napari_viewer, qtbot, config_dir, f
     widget = make_widget(make_napari_viewer(), qtbot)
     assert recent_files(widget) == []
     assert widget.weights.value is None
+
+
+def test_parameter_widgets_take_labels_tooltips_and_ranges_from_the_fields(qtbot) -> None:
+    from napari_cellseg._napari._finetune_parts import parameter_fields
+    from napari_cellseg._napari._segment_options import THRESHOLD_NAMES, SegmentOptions
+    from napari_cellseg.params import PredictParams, TrainParams, field_info
+
+    options = SegmentOptions()
+    for name in THRESHOLD_NAMES:
+        info, slider = field_info(PostprocessParams, name), options.thresholds[name]
+        assert (slider.label, slider.tooltip) == (info.label, info.widget_options()["tooltip"])
+        assert (slider.min, slider.max) == (info.min, info.max)
+    tile = field_info(PredictParams, "tile_size")
+    assert (options.tile_size.min, options.tile_size.max) == (tile.min, tile.max)
+    assert options.tile_size.label == tile.label and options.tta.label == "Augment"
+    assert options.min_size.min == field_info(PostprocessParams, "min_size").min
+    fields = {w.name: w for w in parameter_fields()}
+    for name in ("epochs", "batch_size", "patch_size", "samples_per_epoch", "val_fraction"):
+        info = field_info(TrainParams, name)
+        assert fields[name].label == info.label and fields[name].min == info.min
+    assert fields["patch_size"].max == field_info(TrainParams, "patch_size").max

@@ -17,7 +17,7 @@ from napari_cellseg.device import available_devices
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import TrainingFinished
 from napari_cellseg.labels.metrics import METRIC_KEYS
-from napari_cellseg.params import TrainParams, fine_tune_learning_rate
+from napari_cellseg.params import TrainParams, field_info, fine_tune_learning_rate
 from napari_cellseg.training.checkpoints import checkpoint_path_for
 
 KEY_METRIC = "dsb_ap"
@@ -45,41 +45,39 @@ def parameter_fields(defaults: TrainParams | None = None) -> list[Widget]:
     lr = fine_tune_learning_rate(d.family)
     return [
         ComboBox(name="stop_by", label="Stop after", choices=["epochs", "minutes"], value="epochs"),
-        SpinBox(name="epochs", label="Epochs", value=d.epochs, min=1, max=10_000),
+        SpinBox(name="epochs", value=d.epochs, max=10_000, **_options("epochs")),
         FloatSpinBox(
-            name="minutes",
-            label="Minutes",
-            value=d.minutes or DEFAULT_MINUTES,
-            min=0.1,
-            max=10_000.0,
-            step=0.5,
-            visible=False,
+            name="minutes", value=d.minutes or DEFAULT_MINUTES, min=0.1, max=10_000.0,
+            step=0.5, visible=False, **_options("minutes"),
         ),
         FloatSpinBox(
-            name="learning_rate", label="Learning rate", value=lr, min=1e-6, max=1.0, step=1e-6
+            name="learning_rate", value=lr, min=1e-6, max=1.0, step=1e-6,
+            **_options("learning_rate"),
         ),
-        SpinBox(name="batch_size", label="Batch size", value=d.batch_size, min=1, max=256),
+        SpinBox(name="batch_size", value=d.batch_size, max=256, **_options("batch_size")),
+        SpinBox(name="patch_size", value=d.patch_size, step=32, **_options("patch_size")),
         SpinBox(
-            name="patch_size", label="Patch size", value=d.patch_size, min=32, max=4096, step=32
-        ),
-        SpinBox(
-            name="samples_per_epoch",
-            label="Crops per epoch",
-            value=d.samples_per_epoch,
-            min=1,
-            max=1_000_000,
+            name="samples_per_epoch", value=d.samples_per_epoch, max=1_000_000,
+            **_options("samples_per_epoch"),
         ),
         CheckBox(name="augment", text="Augment (flips, rotations, intensity)", value=d.augment),
         FloatSpinBox(
-            name="val_fraction",
-            label="Validation share",
-            value=d.val_fraction,
-            min=0.0,
-            max=0.9,
-            step=0.05,
+            name="val_fraction", value=d.val_fraction, max=0.9, step=0.05,
+            **_options("val_fraction"),
         ),
-        ComboBox(name="device", label="Device", choices=available_devices(), value=d.device),
-    ]
+        ComboBox(
+            name="device", choices=available_devices(), value=d.device, **_options("device")
+        ),
+    ]  # fmt: skip
+
+
+def _options(name: str) -> dict[str, Any]:
+    """Label, tooltip and the inclusive bounds of a ``TrainParams`` field (its metadata).
+
+    Where a bound is exclusive (minutes > 0, learning rate > 0) or absent, the widget
+    gives its own reachable limit.
+    """
+    return field_info(TrainParams, name).widget_options()
 
 
 def family_learning_rate(family: str) -> float:

@@ -19,19 +19,20 @@ from napari.layers import Image
 
 from napari_cellseg._napari import _layers
 from napari_cellseg.errors import CellsegError
-from napari_cellseg.params import PostprocessParams, PredictParams
+from napari_cellseg.params import PostprocessParams, PredictParams, field_info
 
 FAMILY_THRESHOLDS = {
     "unet": ("prob_threshold", "boundary_threshold"),
     "maskrcnn": ("score_threshold", "mask_threshold", "nms_iou"),
 }
-THRESHOLD_LABELS = {
-    "prob_threshold": ("Probability", "U-Net: a pixel is an object above this probability"),
-    "boundary_threshold": ("Boundary", "U-Net: seeds are pixels with P(boundary) below this"),
-    "score_threshold": ("Score", "Mask R-CNN: objects scored below this are dropped"),
-    "mask_threshold": ("Mask", "Mask R-CNN: mask probability above which a pixel is inside"),
-    "nms_iou": ("NMS IoU", "Mask R-CNN: drop objects overlapping a better one by more"),
-}
+THRESHOLD_NAMES = (
+    "prob_threshold",
+    "boundary_threshold",
+    "score_threshold",
+    "mask_threshold",
+    "nms_iou",
+)
+"""The post-processing fields shown as sliders (labels, tooltips and ranges: their metadata)."""
 PLANES = ("current", "all")
 
 TTA_LABELS = [("off", 1), ("×2 (flip)", 2), ("×4 (flips)", 4), ("×8 (flips, rotations)", 8)]
@@ -43,27 +44,27 @@ class SegmentOptions:
     def __init__(self) -> None:
         predict, post = PredictParams(), PostprocessParams()
         self.tile_size = SpinBox(
-            name="tile_size", label="Tile size", value=predict.tile_size, min=32, max=8192,
-            step=32, tooltip="Tile edge in pixels (smaller tiles use less memory)",
+            name="tile_size", value=predict.tile_size, step=32,
+            **field_info(PredictParams, "tile_size").widget_options(),
         )  # fmt: skip
         self.overlap = SpinBox(
-            name="overlap", label="Overlap", value=predict.overlap, min=0,
-            max=predict.tile_size // 2 - 1, step=8, tooltip="Overlap between tiles in pixels",
+            name="overlap", value=predict.overlap, min=0, max=predict.tile_size // 2 - 1,
+            step=8, **field_info(PredictParams, "overlap").widget_options(),
         )  # fmt: skip
         self.thresholds = {
-            name: FloatSlider(name=name, label=text, tooltip=tip, value=getattr(post, name))
-            for name, (text, tip) in THRESHOLD_LABELS.items()
-        }
-        for slider in self.thresholds.values():
-            slider.min, slider.max, slider.step = 0.0, 1.0, 0.01
+            name: FloatSlider(
+                name=name, value=getattr(post, name), step=0.01,
+                **field_info(PostprocessParams, name).widget_options(),
+            )
+            for name in THRESHOLD_NAMES
+        }  # fmt: skip
         self.min_size = SpinBox(
-            name="min_size", label="Min. size", value=post.min_size, min=0, max=10_000_000,
-            tooltip="Objects smaller than this many pixels are removed",
+            name="min_size", value=post.min_size, max=10_000_000,
+            **field_info(PostprocessParams, "min_size").widget_options(),
         )  # fmt: skip
         self.tta = ComboBox(
-            name="tta", label="Augment", choices=TTA_LABELS, value=predict.tta,
-            tooltip="Test-time augmentation: average over flipped and rotated copies of each "
-            "tile (U-Net: probabilities; Mask R-CNN: matched objects); as many times slower",
+            name="tta", choices=TTA_LABELS, value=predict.tta,
+            **field_info(PredictParams, "tta").widget_options(),
         )  # fmt: skip
         self.planes = RadioButtons(
             name="planes", label="Planes", choices=PLANES, value="current",

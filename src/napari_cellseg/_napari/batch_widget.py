@@ -30,11 +30,16 @@ from napari_cellseg.batch.scheduler import default_workers
 from napari_cellseg.device import available_devices
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import Notice, Progress
-from napari_cellseg.params import PredictParams
+from napari_cellseg.params import PredictParams, field_info
 
 WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin"
 REFRESH_MS = 250  # status and progress are refreshed at most 4 times a second
 COLUMNS = ["file", "reason"]
+
+
+def _options(name: str) -> dict[str, Any]:
+    """Label, tooltip and bounds of a ``PredictParams`` field's widget (its metadata)."""
+    return field_info(PredictParams, name).widget_options()
 
 
 class BatchWidget(mw.Container):
@@ -67,18 +72,16 @@ class BatchWidget(mw.Container):
         self._weights = mw.FileEdit(
             name="weights", label="Weights", mode="r", filter=WEIGHT_FILTER, nullable=True
         )
-        self._device = mw.ComboBox(name="device", label="Device", choices=available_devices())
+        self._device = mw.ComboBox(name="device", choices=available_devices(), **_options("device"))
         self._tile = mw.SpinBox(
-            name="tile_size", label="Tile size", min=32, max=8192, step=32,
-            value=defaults.tile_size,
-        )  # fmt: skip
+            name="tile_size", step=32, value=defaults.tile_size, **_options("tile_size")
+        )
         self._overlap = mw.SpinBox(
-            name="overlap", label="Overlap", max=4095, value=defaults.overlap
+            name="overlap", max=4095, value=defaults.overlap, **_options("overlap")
         )
         self._tta = mw.ComboBox(
-            name="tta", label="Augment", choices=TTA_LABELS, value=defaults.tta,
-            tooltip="Test-time augmentation: as many times slower",
-        )  # fmt: skip
+            name="tta", choices=TTA_LABELS, value=defaults.tta, **_options("tta")
+        )
         self._measure = mw.CheckBox(name="measure", text="Measure objects (CSV)")
         self._scheduler = mw.ComboBox(
             name="scheduler", label="Scheduler", choices=["none", "local"]

@@ -307,9 +307,9 @@ def save_outputs(
             try:
                 write_table_csv(task.measurements, table)
             except OSError as exc:
-                from napari_cellseg.io.images import _write_problem
+                from napari_cellseg.io.files import write_problem
 
-                raise ImageWriteError(task.measurements, _write_problem(exc)) from exc
+                raise ImageWriteError(task.measurements, write_problem(exc)) from exc
     except Exception as error:
         timings["write"] = time.perf_counter() - t0
         return failure(task, error, sum(timings.values()))

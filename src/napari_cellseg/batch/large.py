@@ -145,10 +145,10 @@ def write_labels_tiled(
     import tifffile
 
     from napari_cellseg.io.atomic import atomic_write
-    from napari_cellseg.io.images import _write_problem
+    from napari_cellseg.io.files import label_dtype, write_problem
 
     p = Path(path)
-    dtype = np.dtype(np.uint16 if n_objects <= np.iinfo(np.uint16).max else np.uint32)
+    dtype = label_dtype(n_objects)
     resolution = None
     if pixel_size_um is not None:
         sy, sx = (float(v) for v in pixel_size_um)
@@ -168,7 +168,7 @@ def write_labels_tiled(
                 metadata={"axes": label_axes(axes)},
             )
     except OSError as exc:
-        raise ImageWriteError(p, _write_problem(exc)) from exc
+        raise ImageWriteError(p, write_problem(exc)) from exc
     return p
 
 

@@ -144,14 +144,14 @@ def _lazy_tiff(path: Path) -> ImageData:
     import tifffile
     import zarr
 
-    from napari_cellseg.io.images import _check_array
+    from napari_cellseg.io.images import check_array
     from napari_cellseg.io.pixel_size import tiff_pixel_size
 
     with tifffile.TiffFile(path) as tif:
         axes = tif.series[0].axes
         pixel_size = tiff_pixel_size(tif)
     data = zarr.open_array(tifffile.imread(path, aszarr=True, series=0), mode="r")
-    _check_array(path, data, axes)
+    check_array(path, data, axes)
     return ImageData(data, axes, path, pixel_size)
 
 

@@ -9,39 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from pathlib import Path
 from typing import Any
 
-from napari_cellseg.models.card import package_versions
-
 __all__ = [
+    "BATCH_LIBRARIES",
     "RESULT_NEUTRAL",
-    "library_versions",
     "make_recipe",
     "recipe_difference",
     "recipe_hash",
-    "sha256_path",
 ]
 
 VERSION = 1
 RESULT_NEUTRAL = ("device", "batch_size")
 """Parameters that do not change the labels: recorded, but not part of the recipe hash."""
 BATCH_LIBRARIES = ("napari-cellseg", "numpy", "torch", "scikit-image", "scipy", "tifffile", "dask")
-
-
-def sha256_path(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file, or of every file (name and content) of a folder, streamed."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        with open(file, "rb") as fh:
-            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+"""The libraries that shape a batch run's results (their versions go in the manifest)."""
 
 
 def make_recipe(weights_sha256: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -56,11 +38,6 @@ def recipe_hash(recipe: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of a recipe."""
     text = json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=list)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of Python and the libraries that shape the results."""
-    return package_versions(BATCH_LIBRARIES, missing="not installed")
 
 
 def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:

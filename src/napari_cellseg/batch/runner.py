@@ -38,11 +38,13 @@ from napari_cellseg.batch.jobs import (
 from napari_cellseg.batch.large import DEFAULT_BLOCK_PIXELS
 from napari_cellseg.batch.manifest import RunState
 from napari_cellseg.batch.reading import DEFAULT_MEMMAP_PIXELS, read_input
-from napari_cellseg.batch.recipe import library_versions, make_recipe, sha256_path
+from napari_cellseg.batch.recipe import BATCH_LIBRARIES, make_recipe
 from napari_cellseg.batch.scheduler import check_scheduler, default_workers, iter_dask
 from napari_cellseg.errors import CellsegError, WeightFileError
 from napari_cellseg.events import CancelledError, Notice, Progress
 from napari_cellseg.inference.blocks import DEFAULT_BLOCK_SIZE, DEFAULT_HALO
+from napari_cellseg.io.files import sha256_path
+from napari_cellseg.models.card import library_versions
 from napari_cellseg.params import PredictParams
 
 __all__ = ["BatchEvent", "iter_batch", "run_batch"]
@@ -299,7 +301,7 @@ def iter_batch(
         "large_images": {"block_pixels": block_pixels, "block_size": block_size, "halo": halo},
         "scheduler": scheduler,
         "workers": n_workers if scheduler != "none" else 1,
-        "libraries": library_versions(),
+        "libraries": library_versions(BATCH_LIBRARIES, missing="not installed"),
     }
     state = RunState(out_path, recipe, info, overwrite=overwrite)
     job = BatchJob(

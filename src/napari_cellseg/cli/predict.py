@@ -13,23 +13,16 @@ from napari_cellseg.params import (
     TTA_CHOICES,
     PostprocessParams,
     PredictParams,
-    default_overlap,
+    field_info,
 )
 
 if TYPE_CHECKING:
     from napari_cellseg.models.card import ModelCard
 
-_HELP = {
-    "prob_threshold": "U-Net foreground probability threshold",
-    "boundary_threshold": "U-Net boundary threshold for watershed markers",
-    "min_distance": "U-Net (1/2 outputs): minimum distance between seeds, px",
-    "score_threshold": "Mask R-CNN detection score threshold",
-    "mask_threshold": "Mask R-CNN mask probability threshold",
-    "nms_iou": "Mask R-CNN: mask IoU above which the lower-scored object is dropped",
-    "max_detections": "Mask R-CNN: maximum objects per image",
-    "min_size": "remove objects smaller than this many pixels",
-    "fill_holes": "fill holes inside objects",
-}
+
+def _help(name: str) -> str:
+    """The help text of a :class:`PredictParams` field (one place: its metadata)."""
+    return field_info(PredictParams, name).help
 
 
 def add_predict_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,38 +41,13 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
     The threshold flags are generated from :class:`PostprocessParams` (one source of defaults).
     """
     defaults = PredictParams()
-    p.add_argument("--device", default=defaults.device, help="auto, cuda, cuda:N, mps or cpu")
-    p.add_argument("--tile", type=int, default=defaults.tile_size, help="tile size in pixels")
-    p.add_argument(
-        "--overlap",
-        type=int,
-        default=None,
-        help=f"tile overlap, px (default {defaults.overlap}, or a quarter of a smaller tile; "
-        "must be below half the tile)",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=defaults.batch_size,
-        help="tiles per forward pass on a GPU (the CPU takes one at a time)",
-    )
-    p.add_argument(
-        "--tta",
-        type=int,
-        choices=TTA_CHOICES,
-        default=defaults.tta,
-        help="test-time augmentation: also run the model on flipped/rotated copies of each "
-        "tile, 2, 4 or 8 in all, and average them (as many times slower; default 1 = off)",
-    )
-    p.add_argument(
-        "--axes",
-        default=None,
-        help="axes of the images in the order the file stores them, e.g. ZYX or CYX "
-        "(default: what the file says)",
-    )
-    p.add_argument(
-        "--channels", default=None, help="image channels fed to the model, e.g. 0 or 1,0,2"
-    )
+    p.add_argument("--device", default=defaults.device, help=_help("device"))
+    p.add_argument("--tile", type=int, default=defaults.tile_size, help=_help("tile_size"))
+    p.add_argument("--overlap", type=int, default=None, help=_help("overlap"))
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help=_help("batch_size"))
+    p.add_argument("--tta", type=int, choices=TTA_CHOICES, default=defaults.tta, help=_help("tta"))
+    p.add_argument("--axes", default=None, help=_help("axes"))
+    p.add_argument("--channels", default=None, help=_help("channels"))
     p.add_argument(
         "--threshold",
         type=float,
@@ -95,14 +63,16 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
                 flag,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=f"{_HELP[f.name]} (default: the model's own, else {default})",
+                help=f"{field_info(PostprocessParams, f.name).help} "
+                f"(default: the model's own, else {default})",
             )
         else:
             p.add_argument(
                 flag,
                 type=type(default),
                 default=None,
-                help=f"{_HELP[f.name]} (default: the model's own, else {default})",
+                help=f"{field_info(PostprocessParams, f.name).help} "
+                f"(default: the model's own, else {default})",
             )
 
 
@@ -124,7 +94,7 @@ def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams
     return PredictParams(
         device=args.device,
         tile_size=args.tile,
-        overlap=args.overlap if args.overlap is not None else default_overlap(args.tile),
+        overlap=args.overlap,  # None: the default for this tile size
         batch_size=args.batch_size,
         tta=args.tta,
         axes=args.axes,

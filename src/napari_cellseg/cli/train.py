@@ -9,7 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from napari_cellseg.params import TrainParams
+from napari_cellseg.params import TrainParams, field_info
+
+
+def _help(name: str) -> str:
+    """The help text of a :class:`TrainParams` field (one place: its metadata)."""
+    return field_info(TrainParams, name).help
 
 
 def add_train_parsers(sub: argparse._SubParsersAction) -> None:
@@ -37,9 +42,16 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--init", type=Path, default=None, help="start from this weight file")
     t.add_argument("--out", type=Path, default=None, help="output .safetensors weight file")
     group = t.add_mutually_exclusive_group()
-    group.add_argument("--epochs", type=int, default=None, help=f"epochs (default {d.epochs})")
-    group.add_argument("--minutes", type=float, default=None, help="time budget in minutes")
-    t.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    group.add_argument(
+        "--epochs", type=int, default=None, help=f"{_help('epochs')} (default {d.epochs})"
+    )
+    group.add_argument("--minutes", type=float, default=None, help=_help("minutes"))
+    t.add_argument(
+        "--val-fraction",
+        type=float,
+        default=d.val_fraction,
+        help=f"{_help('val_fraction')} (default {d.val_fraction})",
+    )
     t.add_argument(
         "--val",
         action="append",
@@ -48,29 +60,33 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="validation folder instead of a split (repeatable)",
     )
-    t.add_argument("--device", default=d.device)
+    t.add_argument("--device", default=d.device, help=_help("device"))
     t.add_argument("--resume", type=Path, default=None, help="continue from a .ckpt file")
-    t.add_argument("--batch-size", type=int, default=d.batch_size)
-    t.add_argument("--patch-size", type=int, default=d.patch_size)
-    t.add_argument("--samples-per-epoch", type=int, default=d.samples_per_epoch)
-    t.add_argument("--lr", type=float, default=None, help="learning rate (family default)")
-    t.add_argument("--optimizer", choices=["adamw", "sgd"], default=None)
-    t.add_argument("--loss", default=d.loss, help="dice+ce, dice+focal, ce or focal")
+    for flag, name in (
+        ("--batch-size", "batch_size"),
+        ("--patch-size", "patch_size"),
+        ("--samples-per-epoch", "samples_per_epoch"),
+    ):
+        default = getattr(d, name)
+        t.add_argument(flag, type=int, default=default, help=f"{_help(name)} (default {default})")
+    t.add_argument("--lr", type=float, default=None, help=_help("learning_rate"))
+    t.add_argument(
+        "--optimizer",
+        choices=field_info(TrainParams, "optimizer").choices,
+        default=None,
+        help=_help("optimizer"),
+    )
+    t.add_argument("--loss", default=d.loss, help=_help("loss"))
     t.add_argument("--no-augment", action="store_true", help="switch augmentation off")
-    t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--workers", type=int, default=d.num_workers, help="data loader workers")
+    t.add_argument("--seed", type=int, default=d.seed, help=_help("seed"))
+    t.add_argument("--workers", type=int, default=d.num_workers, help=_help("num_workers"))
     t.add_argument(
         "--patience",
         type=int,
         default=d.early_stopping_patience,
-        help="early stopping patience in epochs",
+        help=_help("early_stopping_patience"),
     )
-    t.add_argument(
-        "--tune-thresholds",
-        action="store_true",
-        help="at the end, choose the model's thresholds on the validation images (DSB AP) "
-        "and store them in its card",
-    )
+    t.add_argument("--tune-thresholds", action="store_true", help=_help("tune_thresholds"))
     t.set_defaults(func=run_train)
     t.set_defaults(train_defaults=vars(t.parse_args([])))  # to name options --resume ignores
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from napari_cellseg.params import TTA_CHOICES
+from napari_cellseg.params import TTA_CHOICES, PredictParams, field_info
 
 
 def add_tune_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,14 +41,22 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="tune on at most this many images, spread evenly over the sorted folder",
     )
-    t.add_argument("--device", default="auto")
-    t.add_argument("--tile", type=int, default=512, help="tile size of the network runs")
+    defaults = PredictParams()
+    t.add_argument(
+        "--device", default=defaults.device, help=field_info(PredictParams, "device").help
+    )
+    t.add_argument(
+        "--tile",
+        type=int,
+        default=defaults.tile_size,
+        help=f"{field_info(PredictParams, 'tile_size').help} of the network runs",
+    )
     t.add_argument(
         "--tta",
         type=int,
         choices=TTA_CHOICES,
-        default=1,
-        help="tune for runs with this test-time augmentation (default 1 = off)",
+        default=defaults.tta,
+        help=f"tune for runs with this {field_info(PredictParams, 'tta').help}",
     )
     t.add_argument(
         "--grid",
@@ -65,7 +73,7 @@ def run_tune(args: argparse.Namespace) -> int:
     from napari_cellseg.device import resolve_device
     from napari_cellseg.errors import CellsegError
     from napari_cellseg.models import load_weights
-    from napari_cellseg.params import PredictParams, default_overlap, describe_post
+    from napari_cellseg.params import PredictParams, describe_post
     from napari_cellseg.training.pairs import scan_training_folders
     from napari_cellseg.training.tuning import iter_tune_postprocess, tuned_copy_path, write_tuned
     from napari_cellseg.training.validation import read_validation_images
@@ -84,9 +92,7 @@ def run_tune(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     loaded = load_weights(args.weights, device=device)
     images = read_validation_images(pairs)
-    params = PredictParams(
-        device=str(device), tile_size=args.tile, overlap=default_overlap(args.tile), tta=args.tta
-    )
+    params = PredictParams(device=str(device), tile_size=args.tile, overlap=None, tta=args.tta)
     tty = sys.stderr.isatty()
     gen = iter_tune_postprocess(images, loaded, params=params, grid=grid)
     while True:

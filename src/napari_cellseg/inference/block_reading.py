@@ -22,8 +22,8 @@ from napari_cellseg.inference.stitch import Block
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.normalise import (
     PERCENTILE_SAMPLE_PIXELS,
-    _as_channels_first,
-    _map_channels,
+    as_channels_first,
+    map_channels,
 )
 
 __all__ = [
@@ -41,8 +41,8 @@ MINMAX_READ_SIZE = 2048
 
 def _mapped(crop: np.ndarray, card: ModelCard, channels: Sequence[int] | None) -> np.ndarray:
     """Channels-first float32 model channels of an image crop (values not rescaled)."""
-    data = _map_channels(
-        _as_channels_first(np.asarray(crop)), card.input_channels, card.channel_handling, channels
+    data = map_channels(
+        as_channels_first(np.asarray(crop)), card.input_channels, card.channel_handling, channels
     )
     return data.astype(np.float32, copy=False)
 

@@ -121,7 +121,7 @@ def iter_predict_blocks(
         The object table (``plane``, ``label``, ``area``, ``bbox_*`` in plane coordinates)
         and, with ``measure``, the measurements.
     """
-    from napari_cellseg.inference.planes import Prediction, _concat_tables, iter_predict
+    from napari_cellseg.inference.planes import Prediction, concat_tables, iter_predict
 
     params = params or PredictParams()
     start = time.perf_counter()
@@ -197,8 +197,8 @@ def iter_predict_blocks(
             should_stop=should_stop,
         )
         result.stats.append(stats)
-    result.table = _concat_tables(tables)
-    result.measurements = _concat_tables(measured) if measure is not None else None
+    result.table = concat_tables(tables)
+    result.measurements = concat_tables(measured) if measure is not None else None
     result.timings["total"] = time.perf_counter() - start
     return result
 

@@ -23,7 +23,6 @@ from napari_cellseg.events import CancelledError, Notice, Progress
 from napari_cellseg.inference.detections import Detections
 from napari_cellseg.inference.model_runner import ModelRunner, cached_load, is_out_of_memory
 from napari_cellseg.inference.postprocess import (
-    label_dtype,
     maskrcnn_instances,
     object_table,
     unet_instances,
@@ -44,6 +43,7 @@ from napari_cellseg.inference.tiling import (
     plan_tiles,
 )
 from napari_cellseg.inference.tta import fuse_copies
+from napari_cellseg.io.files import label_dtype
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel
 from napari_cellseg.params import PostprocessParams, PredictParams
@@ -206,7 +206,7 @@ def iter_predict(
     timings["total"] = time.perf_counter() - start
     prediction = Prediction(
         labels=labels_out,
-        table=_concat_tables(tables),
+        table=concat_tables(tables),
         card=card,
         params=replace(params, tile_size=state.tile_size, batch_size=state.batch_size),
         device=str(state.device),
@@ -237,7 +237,7 @@ def reapply(prediction: Prediction, post: PostprocessParams) -> Prediction:
     return replace(
         prediction,
         labels=_stack_labels(label_planes, lead),
-        table=_concat_tables(tables),
+        table=concat_tables(tables),
         params=replace(prediction.params, post=post),
         timings=timings,
     )
@@ -365,7 +365,25 @@ def _stack_labels(planes: list[np.ndarray], lead: tuple[int, ...]) -> np.ndarray
     return stacked.reshape(tuple(lead) + planes[0].shape)
 
 
-def _concat_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def concat_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Object tables (per plane or block) as one; a column missing from a table is skipped.
+
+    Parameters
+    ----------
+    tables : list of dict of str to numpy.ndarray
+        Tables of columns, e.g. from :func:`~napari_cellseg.inference.postprocess.object_table`.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Every column met, in order of first appearance, rows in the tables' order.
+
+    Examples
+    --------
+    >>> t = concat_tables([{"label": np.array([1])}, {"label": np.array([2, 3])}])
+    >>> t["label"].tolist()
+    [1, 2, 3]
+    """
     keys: list[str] = []
     for table in tables:
         keys.extend(k for k in table if k not in keys)

@@ -13,91 +13,24 @@ from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.measure import regionprops_table
 from skimage.morphology import h_maxima
-from skimage.segmentation import relabel_sequential, watershed
+from skimage.segmentation import watershed
 
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.inference.detections import Detections
+from napari_cellseg.io.files import label_dtype
+from napari_cellseg.labels.editing import fill_holes, relabel_sequential, remove_small
 from napari_cellseg.params import PostprocessParams
 
-_UINT16_MAX = int(np.iinfo(np.uint16).max)
-_UINT32_MAX = int(np.iinfo(np.uint32).max)
 _FULL = np.ones((3, 3), bool)  # 8-connectivity for markers and foreground components
 _PEAK_HEIGHT = 1.0  # distance peaks must rise this many pixels above their saddles
 
 
-def label_dtype(n: int) -> np.dtype:
-    """The label dtype for ``n`` objects: uint16 up to 65535, else uint32.
-
-    >>> label_dtype(65535), label_dtype(65536)
-    (dtype('uint16'), dtype('uint32'))
-    """
-    n = int(n)
-    if n < 0:
-        raise ValueError(f"object count must be >= 0, got {n}")
-    if n <= _UINT16_MAX:
-        return np.dtype(np.uint16)
-    if n <= _UINT32_MAX:
-        return np.dtype(np.uint32)
-    raise CellsegError(f"{n} objects do not fit a uint32 label image; split the image")
-
-
-def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
-    """Set objects of fewer than ``min_size`` pixels to 0, in place; return ``labels``.
-
-    Counts each label's pixels (whether connected or not), unlike
-    ``skimage.morphology.remove_small_objects`` whose size argument changed meaning in
-    scikit-image 0.26.
-
-    >>> remove_small(np.array([[1, 1, 0, 2]]), 2).tolist()
-    [[1, 1, 0, 0]]
-    """
-    if min_size <= 1 or labels.size == 0:
-        return labels
-    sizes = np.bincount(labels.ravel())
-    small = sizes < min_size
-    small[0] = False
-    if small.any():
-        labels[small[labels]] = 0
-    return labels
-
-
-def fill_object_holes(labels: np.ndarray) -> np.ndarray:
-    """Fill background holes inside each object, in place; return ``labels``.
-
-    Each object is filled within its bounding box (``scipy.ndimage.find_objects``), so the
-    cost is proportional to the objects' boxes, not objects x image. Only background pixels
-    are filled; other objects inside a hole are kept.
-
-    >>> ring = np.ones((5, 5), np.uint16); ring[2, 2] = 0
-    >>> int(fill_object_holes(ring)[2, 2])
-    1
-    """
-    for i, box in enumerate(ndi.find_objects(labels), start=1):
-        if box is None:
-            continue
-        crop = labels[box]
-        obj = crop == i
-        holes = ndi.binary_fill_holes(obj) & ~obj & (crop == 0)
-        crop[holes] = i
-    return labels
-
-
-def relabel(labels: np.ndarray) -> np.ndarray:
-    """Relabel 1..N in order of the old labels, as uint16 (uint32 above 65535 objects).
-
-    >>> relabel(np.array([[0, 7, 3]])).tolist()
-    [[0, 2, 1]]
-    """
-    relabelled, _, _ = relabel_sequential(labels)
-    n = int(relabelled.max()) if relabelled.size else 0
-    return relabelled.astype(label_dtype(n), copy=False)
-
-
 def _finish(labels: np.ndarray, params: PostprocessParams) -> np.ndarray:
-    remove_small(labels, params.min_size)
+    """Size filter and hole filling in place, then labels 1..N as uint16 (uint32 if needed)."""
+    remove_small(labels, params.min_size, in_place=True)
     if params.fill_holes:
-        fill_object_holes(labels)
-    return relabel(labels)
+        fill_holes(labels, in_place=True)
+    return relabel_sequential(labels, dtype_for=label_dtype)
 
 
 def _channel(probs: np.ndarray, outputs: list[str], name: str) -> np.ndarray | None:
@@ -302,9 +235,9 @@ def maskrcnn_instances(
         y0, x0, y1, x1 = boxes[i]
         region = labels[y0:y1, x0:x1]
         region[masks[i] & (region == 0)] = painted
-    remove_small(labels, max(params.min_size, 1))
+    remove_small(labels, max(params.min_size, 1), in_place=True)
     if params.fill_holes:
-        fill_object_holes(labels)
+        fill_holes(labels, in_place=True)
     present = np.zeros(len(kept) + 1, bool)
     present[np.unique(labels)] = True
     survivors = np.flatnonzero(present[1:])

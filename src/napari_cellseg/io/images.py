@@ -9,7 +9,6 @@ what to do. Label images are written atomically as zlib-compressed uint16/uint32
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import threading
@@ -23,12 +22,14 @@ import tifffile
 
 from napari_cellseg.errors import ImageReadError, ImageWriteError
 from napari_cellseg.io.atomic import atomic_write
+from napari_cellseg.io.files import label_dtype, write_problem
 from napari_cellseg.io.pixel_size import tiff_pixel_size
 
 __all__ = [
     "LABEL_SUFFIXES",
     "SUPPORTED_IMAGE_SUFFIXES",
     "ImageData",
+    "check_array",
     "read_image",
     "read_labels",
     "write_labels",
@@ -174,8 +175,24 @@ def _map_axes(path: Path, tiff_axes: str) -> str:
     return "".join(out)
 
 
-def _check_array(path: Path, data: np.ndarray, axes: str) -> None:
-    """Reject empty, 1-D, more than 5-D and non-numeric images."""
+def check_array(path: Path, data: np.ndarray, axes: str) -> None:
+    """Reject empty, 1-D, more than 5-D and non-numeric images.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file the array came from (named in the message).
+    data : numpy.ndarray
+        The pixels (any array with ``shape``, ``ndim`` and ``dtype``).
+    axes : str
+        The file's axis letters (named in the message).
+
+    Raises
+    ------
+    ImageReadError
+        If the image has an empty dimension, fewer than 2 or more than 5 dimensions, or a
+        non-numeric pixel type.
+    """
     shape = data.shape
     if 0 in shape:
         raise ImageReadError(path, f"image has an empty dimension (shape {shape}); no pixels")
@@ -222,7 +239,7 @@ def tiff_image_data(
     path: Path, data: np.ndarray, tiff_axes: str, pixel_size: tuple[float, float] | None
 ) -> ImageData:
     """Check a TIFF series' array and give it our axes; planar RGB gets its samples last."""
-    _check_array(path, data, tiff_axes)
+    check_array(path, data, tiff_axes)
     ours = _map_axes(path, tiff_axes)
     stored = None
     if "S" in ours and not ours.endswith("S"):  # planar RGB: samples last, as everywhere else
@@ -270,12 +287,8 @@ def read_image(path: str | os.PathLike[str]) -> ImageData:
     p = Path(path)
     _check_file(p, SUPPORTED_IMAGE_SUFFIXES)
     image = _read_tiff(p) if p.suffix.lower() in _TIFF_SUFFIXES else _read_pillow(p)
-    _check_array(p, image.data, image.axes)
+    check_array(p, image.data, image.axes)
     return image
-
-
-def _label_dtype(max_value: int) -> type[np.unsignedinteger]:
-    return np.uint16 if max_value <= np.iinfo(np.uint16).max else np.uint32
 
 
 def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
@@ -324,15 +337,7 @@ def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
     max_value = int(data.max()) if data.size else 0
     if max_value > np.iinfo(np.uint32).max:
         raise ImageReadError(p, f"label {max_value} is too large; at most 4294967295 are supported")
-    return data.astype(_label_dtype(max_value), copy=False)
-
-
-def _write_problem(exc: OSError) -> str:
-    if exc.errno == errno.ENOSPC or exc.errno == getattr(errno, "EDQUOT", None):
-        return "the disk is full; free some space or choose another folder"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "permission denied (read-only folder?); choose a folder you can write to"
-    return f"could not write the file ({exc.strerror or exc}); choose another folder"
+    return data.astype(label_dtype(max_value), copy=False)
 
 
 def write_labels(
@@ -397,7 +402,7 @@ def write_labels(
         raise ImageWriteError(p, "the folder does not exist; create it or choose another one")
     if p.is_dir():
         raise ImageWriteError(p, "is a folder; give a file name ending in .tif")
-    out = arr.astype(_label_dtype(max_value), copy=False)
+    out = arr.astype(label_dtype(max_value), copy=False)
     try:
         with atomic_write(p, "wb") as fh:
             tifffile.imwrite(
@@ -410,5 +415,5 @@ def write_labels(
                 metadata={"axes": axes},
             )
     except OSError as exc:
-        raise ImageWriteError(p, _write_problem(exc)) from exc
+        raise ImageWriteError(p, write_problem(exc)) from exc
     return p

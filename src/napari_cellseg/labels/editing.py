@@ -13,9 +13,10 @@ coordinates, one per axis (``(y, x)`` for a 2-D image); floats are rounded.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
+from numpy.typing import DTypeLike
 from scipy import ndimage as ndi
 from skimage.filters import sobel
 from skimage.segmentation import relabel_sequential as _sk_relabel
@@ -220,10 +221,14 @@ def split_object(
     return out, new_ids
 
 
-def fill_holes(labels: np.ndarray, ids: Iterable[int] | None = None) -> np.ndarray:
+def fill_holes(
+    labels: np.ndarray, ids: Iterable[int] | None = None, *, in_place: bool = False
+) -> np.ndarray:
     """Fill the holes of objects with their own id.
 
-    Only background pixels are filled: an object enclosed by another is kept.
+    Only background pixels are filled: an object enclosed by another is kept. Each object is
+    filled within its bounding box, so the cost follows the objects' boxes, not objects x
+    image.
 
     Parameters
     ----------
@@ -231,6 +236,10 @@ def fill_holes(labels: np.ndarray, ids: Iterable[int] | None = None) -> np.ndarr
         Instance labels.
     ids : iterable of int, optional
         The objects to fill; all when None.
+    in_place : bool
+        Fill ``labels`` itself and return it, object after object (an object sees the holes
+        earlier ones filled); by default a new array is returned and every object's holes
+        are found in the input.
 
     Returns
     -------
@@ -241,8 +250,10 @@ def fill_holes(labels: np.ndarray, ids: Iterable[int] | None = None) -> np.ndarr
     >>> ring = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]])
     >>> fill_holes(ring).tolist()
     [[1, 1, 1], [1, 1, 1], [1, 1, 1]]
+    >>> fill_holes(ring, in_place=True) is ring
+    True
     """
-    out = labels.copy()
+    out = labels if in_place else labels.copy()
     if ids is None:
         slices = ndi.find_objects(labels)
         targets = [(i + 1, s) for i, s in enumerate(slices) if s is not None]
@@ -254,8 +265,9 @@ def fill_holes(labels: np.ndarray, ids: Iterable[int] | None = None) -> np.ndarr
         slices = ndi.find_objects(labels, max_label=max(clean))
         targets = [(i, slices[i - 1]) for i in clean]
     for object_id, region in targets:
-        obj = labels[region] == object_id
-        holes = ndi.binary_fill_holes(obj) & ~obj & (labels[region] == 0)
+        crop = labels[region]
+        obj = crop == object_id
+        holes = ndi.binary_fill_holes(obj) & ~obj & (crop == 0)
         out[region][holes] = object_id
     return out
 
@@ -270,8 +282,14 @@ def _object_sizes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.unique(flat, return_counts=True)
 
 
-def remove_small(labels: np.ndarray, min_size: int) -> tuple[np.ndarray, list[int]]:
+def remove_small(
+    labels: np.ndarray, min_size: int, *, in_place: bool = False
+) -> tuple[np.ndarray, list[int]]:
     """Delete objects with fewer than `min_size` pixels.
+
+    Counts each label's pixels (whether connected or not), unlike
+    ``skimage.morphology.remove_small_objects`` whose size argument changed meaning in
+    scikit-image 0.26.
 
     Parameters
     ----------
@@ -279,6 +297,8 @@ def remove_small(labels: np.ndarray, min_size: int) -> tuple[np.ndarray, list[in
         Instance labels.
     min_size : int
         Smallest size kept, in pixels.
+    in_place : bool
+        Delete from ``labels`` itself and return it; by default a new array is returned.
 
     Returns
     -------
@@ -294,21 +314,28 @@ def remove_small(labels: np.ndarray, min_size: int) -> tuple[np.ndarray, list[in
     """
     if min_size < 0:
         raise CellsegError(f"the minimum size must be 0 or more pixels, got {min_size}")
+    out = labels if in_place else labels.copy()
+    if min_size <= 1 or labels.size == 0:  # no object has fewer than 1 pixel
+        return out, []
     ids, counts = _object_sizes(labels)
     removed = [int(i) for i, c in zip(ids, counts, strict=True) if i and c < min_size]
-    out = labels.copy()
     if removed:
         out[np.isin(out, removed)] = 0
     return out, removed
 
 
-def relabel_sequential(labels: np.ndarray) -> np.ndarray:
-    """Renumber objects 1..N keeping their order and the dtype.
+def relabel_sequential(
+    labels: np.ndarray, *, dtype_for: Callable[[int], DTypeLike] | None = None
+) -> np.ndarray:
+    """Renumber objects 1..N keeping their order and (by default) the dtype.
 
     Parameters
     ----------
     labels : numpy.ndarray
         Instance labels.
+    dtype_for : callable, optional
+        Given N, the result's dtype (e.g. :func:`napari_cellseg.io.files.label_dtype`, the
+        smallest of uint16/uint32); by default the input's dtype is kept.
 
     Returns
     -------
@@ -318,6 +345,11 @@ def relabel_sequential(labels: np.ndarray) -> np.ndarray:
     --------
     >>> relabel_sequential(np.array([[0, 5], [9, 5]], np.uint16)).tolist()
     [[0, 1], [2, 1]]
+    >>> relabel_sequential(np.array([[0, 7, 3]]), dtype_for=lambda n: np.uint8).dtype
+    dtype('uint8')
     """
     relabelled, _, _ = _sk_relabel(labels)
-    return relabelled.astype(labels.dtype, copy=False)
+    if dtype_for is None:
+        return relabelled.astype(labels.dtype, copy=False)
+    n = int(relabelled.max()) if relabelled.size else 0
+    return relabelled.astype(dtype_for(n), copy=False)

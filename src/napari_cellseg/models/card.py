@@ -43,10 +43,23 @@ WEIGHT_LIBRARIES = ("napari-cellseg", "torch", "torchvision", "segmentation-mode
 """The libraries that define the weights' meaning (recorded in every card)."""
 
 
-def package_versions(names: Sequence[str], *, missing: str | None = None) -> dict[str, str]:
+def library_versions(
+    names: Sequence[str] = WEIGHT_LIBRARIES, *, missing: str | None = None
+) -> dict[str, str]:
     """Python's version and those of the installed packages ``names``.
 
-    A package that is not installed is left out, or given as ``missing`` when that is set.
+    Parameters
+    ----------
+    names : sequence of str
+        Distribution names; by default :data:`WEIGHT_LIBRARIES`, the libraries that define
+        the weights' meaning (recorded in every card).
+    missing : str, optional
+        What to record for a package that is not installed; by default it is left out.
+
+    Returns
+    -------
+    dict of str to str
+        ``"python"`` and each package's version.
     """
     from importlib.metadata import PackageNotFoundError, version
 
@@ -58,11 +71,6 @@ def package_versions(names: Sequence[str], *, missing: str | None = None) -> dic
             if missing is not None:
                 out[name] = missing
     return out
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that define the weights' meaning."""
-    return package_versions(WEIGHT_LIBRARIES)
 
 
 def default_outputs(family: str, builder_args: dict[str, Any]) -> tuple[list[str], str | None]:

@@ -24,7 +24,28 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _as_channels_first(plane: np.ndarray) -> np.ndarray:
+def as_channels_first(plane: np.ndarray) -> np.ndarray:
+    """A ``(Y, X)`` or ``(Y, X, C)`` plane as ``(C, Y, X)`` (a view, no copy).
+
+    Parameters
+    ----------
+    plane : numpy.ndarray
+        One image plane, channels last if any.
+
+    Returns
+    -------
+    numpy.ndarray
+
+    Raises
+    ------
+    CellsegError
+        If the plane is neither 2-D nor 3-D.
+
+    Examples
+    --------
+    >>> as_channels_first(np.zeros((4, 5, 3))).shape
+    (3, 4, 5)
+    """
     if plane.ndim == 2:
         return plane[None]
     if plane.ndim == 3:
@@ -40,10 +61,38 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
     return np.tensordot(weights, rgb.astype(np.float32, copy=False), axes=1)[None]
 
 
-def _map_channels(
+def map_channels(
     data: np.ndarray, input_channels: int, channel_handling: str, channels: Sequence[int] | None
 ) -> np.ndarray:
-    """Channels-first image data -> channels-first model channels (values not rescaled)."""
+    """Channels-first image data -> channels-first model channels (values not rescaled).
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        ``(C, Y, X)`` image data (see :func:`as_channels_first`).
+    input_channels : int
+        The model's input channels.
+    channel_handling : str
+        ``rgb``, ``grey`` or ``channels`` (the card's ``channel_handling``).
+    channels : sequence of int or None
+        Image channels taken, in order, as the model's channels; ``None`` follows
+        ``channel_handling``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(input_channels, Y, X)``.
+
+    Raises
+    ------
+    CellsegError
+        If the image's channels cannot give the model's (the message says which to choose).
+
+    Examples
+    --------
+    >>> map_channels(np.zeros((1, 4, 5)), 3, "rgb", None).shape
+    (3, 4, 5)
+    """
     n = data.shape[0]
     have = f"the image has {n} channel{'s' * (n != 1)}"
     example = tuple(min(i, n - 1) for i in range(input_channels))
@@ -251,5 +300,5 @@ def to_model_input(
     ((3, 4, 5), dtype('float32'), 1.0)
     """
     plane = np.asarray(plane)
-    data = _map_channels(_as_channels_first(plane), input_channels, channel_handling, channels)
+    data = map_channels(as_channels_first(plane), input_channels, channel_handling, channels)
     return normalise(data, normalisation, dtype=plane.dtype)

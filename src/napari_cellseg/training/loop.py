@@ -297,12 +297,12 @@ def _tune_thresholds(out, val_images, params, device, should_stop) -> Generator[
 
     Stopped midway, ``out`` keeps the trained weights with the thresholds they had.
     """
-    from napari_cellseg.params import PredictParams, default_overlap, describe_post
+    from napari_cellseg.params import PredictParams, describe_post
     from napari_cellseg.training.tuning import iter_tune_postprocess, write_tuned
 
     loaded = load_weights(out, device=device)
     tile = params.val_tile_size
-    run = PredictParams(device=str(device), tile_size=tile, overlap=default_overlap(tile))
+    run = PredictParams(device=str(device), tile_size=tile, overlap=None)
     result = yield from iter_tune_postprocess(
         val_images, loaded, params=run, should_stop=should_stop
     )

@@ -8,7 +8,6 @@ A training folder holds ``images/<name>.<png|tif|...>`` and ``masks/<name>.<tif|
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ import numpy as np
 
 from napari_cellseg.errors import CellsegError, ImageReadError
 from napari_cellseg.inference.preprocess import iter_planes, plane_count, to_model_input
+from napari_cellseg.io.files import sha256_path
 from napari_cellseg.io.images import (
     LABEL_SUFFIXES,
     SUPPORTED_IMAGE_SUFFIXES,
@@ -279,14 +279,6 @@ def split_pairs(
     return train, val
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_manifest(pairs: Sequence[TrainingPair]) -> list[dict[str, str]]:
     """Names and SHA-256 hashes of the files of a training set (for the model card).
 
@@ -307,8 +299,8 @@ def file_manifest(pairs: Sequence[TrainingPair]) -> list[dict[str, str]]:
             "dataset": p.dataset,
             "image": p.image_path.name,
             "mask": p.mask_path.name,
-            "image_sha256": _sha256(p.image_path),
-            "mask_sha256": _sha256(p.mask_path),
+            "image_sha256": sha256_path(p.image_path),
+            "mask_sha256": sha256_path(p.mask_path),
         }
         for p in pairs
     ]

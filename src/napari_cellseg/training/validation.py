@@ -13,7 +13,7 @@ from napari_cellseg.inference.planes import predict
 from napari_cellseg.labels.metrics import evaluate_pair, summarise
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel
-from napari_cellseg.params import PredictParams, default_overlap
+from napari_cellseg.params import PredictParams
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def evaluate_model(
         params = PredictParams(
             device=str(device),
             tile_size=tile_size,
-            overlap=default_overlap(tile_size),
+            overlap=None,  # the default for this tile size
             axes=item.axes,  # post unset: the model's own thresholds, as in use
         )
         prediction = predict(item.image, loaded, params)
