@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from napari_cellseg.families import family_names
 from napari_cellseg.params import TrainParams
 
 
@@ -24,7 +25,7 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="training folder with images/ and masks/ (repeatable)",
     )
-    t.add_argument("--model", choices=["unet", "maskrcnn"], default=d.family)
+    t.add_argument("--model", choices=family_names(), default=d.family)
     t.add_argument("--encoder", default=None, help="U-Net encoder (e.g. resnet18, resnet34)")
     t.add_argument("--backbone", default=None, help="Mask R-CNN backbone (resnet18/34/50)")
     t.add_argument(
