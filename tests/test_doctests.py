@@ -9,8 +9,7 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "name",
-    ["families", "labels.overlap", "inference.tiling", "inference.stitch", "models.normalise"],
+    "name", ["labels.overlap", "inference.tiling", "inference.stitch", "models.normalise"]
 )
 def test_docstring_examples(name: str) -> None:
     module = importlib.import_module(f"napari_cellseg.{name}")

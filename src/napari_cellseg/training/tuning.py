@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from napari_cellseg import families
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import CancelledError, Progress
-from napari_cellseg.families import family_spec
 from napari_cellseg.inference import blocks as predict_blocks
 from napari_cellseg.inference.planes import Prediction, iter_predict, reapply
 from napari_cellseg.labels.metrics import dsb_ap
@@ -65,7 +65,7 @@ def default_grid(card: ModelCard) -> dict[str, tuple[float, ...]]:
     Each grid holds the library defaults, so the tuned setting never scores below them on
     the tuning images.
     """
-    return family_spec(card.family).tuning_grid(card.outputs)
+    return families.family_spec(card.family).tuning_grid(card.outputs)
 
 
 def candidates(
