@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from napari_cellseg.families import family_names
 from napari_cellseg.params import TrainParams
 
 
 def add_train_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``train`` and ``evaluate``."""
+    from napari_cellseg.families import family_names
+
     d = TrainParams()
     t = sub.add_parser("train", help="train or fine-tune a model on images/ + masks/ folders")
     t.add_argument(
