@@ -21,6 +21,7 @@ FLOORS: dict[str, int] = {
     "__init__": 0,
     "errors": 0,
     "events": 1,
+    "families": 1,
     "params": 2,
     "device": 2,
     "io": 3,

@@ -138,3 +138,19 @@ def test_widget_options_skip_exclusive_bounds() -> None:
 def test_unknown_field_is_a_key_error() -> None:
     with pytest.raises(KeyError, match="no described field 'post'"):
         field_info(PredictParams, "post")
+
+
+def test_the_thresholds_metadata_and_the_family_table_agree() -> None:
+    """Which family a threshold belongs to is said twice (the field's metadata for help and
+    tooltips, the family table for the sliders shown): every slider of a family must be a
+    field tagged with that family (tagged fields may be more: e.g. min_distance)."""
+    from napari_cellseg.families import FAMILIES
+    from napari_cellseg.params import PostprocessParams, described_fields, field_info
+
+    for name, spec in FAMILIES.items():
+        tagged = {
+            f
+            for f in described_fields(PostprocessParams)
+            if field_info(PostprocessParams, f).family == name
+        }
+        assert set(spec.thresholds) <= tagged, name

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from napari_cellseg.errors import CellsegError
+from napari_cellseg.families import FAMILIES, family_spec
 
 _INFO_KEY = "cellseg"
 
@@ -369,23 +370,6 @@ def describe_post(values: Mapping[str, Any]) -> str:
     return ", ".join(f"{name} {value:g}" for name, value in sorted(values.items()))
 
 
-#: Family defaults used when TrainParams leaves a value as None.
-TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "unet": {
-        "optimizer": "adamw",
-        "learning_rate": 1e-3,
-        "weight_decay": 1e-4,
-        "schedule": "cosine",
-    },
-    "maskrcnn": {
-        "optimizer": "sgd",
-        "learning_rate": 0.005,
-        "weight_decay": 5e-4,
-        "schedule": "step",
-    },
-}
-
-
 #: Fine-tuning a trained model starts from this fraction of the family's learning rate: the
 #: full rate wrecks a converged model in a few steps on a handful of corrected images.
 FINE_TUNE_LR_FACTOR = 0.1
@@ -393,14 +377,14 @@ FINE_TUNE_LR_FACTOR = 0.1
 
 def fine_tune_learning_rate(family: str) -> float:
     """The default learning rate when fine-tuning a model of ``family``."""
-    return float(TRAIN_DEFAULTS[family]["learning_rate"]) * FINE_TUNE_LR_FACTOR
+    return float(family_spec(family).train_defaults["learning_rate"]) * FINE_TUNE_LR_FACTOR
 
 
 @dataclass(frozen=True)
 class TrainParams:
     """Parameters of :func:`napari_cellseg.training.loop.iter_train`.
 
-    ``None`` means "the family's default" (see :data:`TRAIN_DEFAULTS`): U-Net AdamW 1e-3 with
+    ``None`` means "the family's default" (``FamilySpec.train_defaults``): U-Net AdamW 1e-3 with
     a cosine schedule; Mask R-CNN SGD 0.005, momentum 0.9, weight decay 5e-4, step decay.
     ``freeze_batchnorm=None`` freezes BatchNorm statistics when fine-tuning (a few corrected
     images in batches of 2 would otherwise drag them away from what the model learnt) and
@@ -463,8 +447,9 @@ class TrainParams:
         "and store them in its card"))  # fmt: skip
 
     def __post_init__(self) -> None:
-        if self.family not in TRAIN_DEFAULTS:
-            raise CellsegError(f"unknown model family {self.family!r}; use unet or maskrcnn")
+        if self.family not in FAMILIES:
+            known = " or ".join(FAMILIES)
+            raise CellsegError(f"unknown model family {self.family!r}; use {known}")
         check_fields(self)
         if self.samples_per_epoch < self.batch_size:  # the one bound that follows another
             raise CellsegError(field_info(self, "batch_size").problem(self.batch_size, self))
@@ -476,11 +461,11 @@ class TrainParams:
     def resolved(self, name: str) -> Any:
         """The value of ``name``, with the family default when it is None."""
         value = getattr(self, name)
-        return TRAIN_DEFAULTS[self.family][name] if value is None else value
+        return family_spec(self.family).train_defaults[name] if value is None else value
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, defaults resolved (stored in checkpoints and model cards)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name in TRAIN_DEFAULTS[self.family]:
+        for name in family_spec(self.family).train_defaults:
             out[name] = self.resolved(name)
         return out

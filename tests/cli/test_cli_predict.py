@@ -167,8 +167,8 @@ def test_predict_with_test_time_augmentation(tmp_path, capsys, weight_files, mon
 def test_predict_runs_every_copy_of_a_mask_rcnn_and_fuses_them(
     tmp_path, capsys, weight_files, monkeypatch
 ) -> None:
+    from napari_cellseg.inference import maskrcnn_strategy as inference
     from napari_cellseg.inference import model_runner as runner
-    from napari_cellseg.inference import planes as inference
 
     seen: list[int] = []
     fused: list[int] = []

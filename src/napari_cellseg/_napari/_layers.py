@@ -17,6 +17,7 @@ import numpy as np
 from napari.layers import Image, Labels, Layer, Shapes
 
 from napari_cellseg.errors import CellsegError
+from napari_cellseg.families import family_spec
 
 LEAD_AXES = "TZ"
 BOX_COLOR = "yellow"
@@ -307,7 +308,7 @@ def show_prediction(
 
 def show_boxes(viewer: napari.Viewer, target: ResultTarget, prediction: Any, show: bool) -> None:
     """Add (``show``) or remove the boxes layer of a Mask R-CNN prediction."""
-    if prediction.card.family != "maskrcnn":
+    if not family_spec(prediction.card.family).boxes:
         return
     name = f"{target.name} · boxes"
     if show:

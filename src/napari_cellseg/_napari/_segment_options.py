@@ -19,12 +19,9 @@ from napari.layers import Image
 
 from napari_cellseg._napari import _layers
 from napari_cellseg.errors import CellsegError
+from napari_cellseg.families import FAMILIES, family_spec
 from napari_cellseg.params import PostprocessParams, PredictParams, field_info
 
-FAMILY_THRESHOLDS = {
-    "unet": ("prob_threshold", "boundary_threshold"),
-    "maskrcnn": ("score_threshold", "mask_threshold", "nms_iou"),
-}
 THRESHOLD_NAMES = (
     "prob_threshold",
     "boundary_threshold",
@@ -94,11 +91,12 @@ class SegmentOptions:
 
     def set_family(self, family: str | None) -> None:
         """Show only the thresholds and outputs that the model family uses."""
-        for fam, names in FAMILY_THRESHOLDS.items():
-            for name in names:
-                self.thresholds[name].visible = fam == family
-        self.probabilities.visible = family == "unet"
-        self.boxes.visible = family == "maskrcnn"
+        spec = FAMILIES.get(family) if family is not None else None
+        used = spec.thresholds if spec is not None else ()
+        for name, slider in self.thresholds.items():
+            slider.visible = name in used
+        self.probabilities.visible = spec is not None and spec.probability_map
+        self.boxes.visible = spec is not None and spec.boxes
 
     def show_post(self, post: PostprocessParams) -> None:
         """Set the sliders and minimum size to ``post`` (a model's own values), silently.
@@ -129,7 +127,8 @@ class SegmentOptions:
             tile_size=int(self.tile_size.value),
             overlap=int(self.overlap.value),
             axes=axes,
-            keep_probabilities=bool(self.probabilities.value) and family == "unet",
+            keep_probabilities=bool(self.probabilities.value)
+            and family_spec(family).probability_map,
             tta=int(self.tta.value),
             post=self.post_params(base),
         )

@@ -9,6 +9,7 @@ from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from napari_cellseg.families import family_spec
 from napari_cellseg.params import (
     TTA_CHOICES,
     PostprocessParams,
@@ -89,7 +90,7 @@ def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams
     post = {f.name: getattr(args, f.name) for f in fields(PostprocessParams)}
     post = {name: value for name, value in post.items() if value is not None}
     if args.threshold is not None:
-        post["prob_threshold" if card.family == "unet" else "score_threshold"] = args.threshold
+        post[family_spec(card.family).main_threshold] = args.threshold
     channels = _parse_channels(args.channels)
     return PredictParams(
         device=args.device,

@@ -19,6 +19,8 @@ def _help(name: str) -> str:
 
 def add_train_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``train`` and ``evaluate``."""
+    from napari_cellseg.families import family_names
+
     d = TrainParams()
     t = sub.add_parser("train", help="train or fine-tune a model on images/ + masks/ folders")
     t.add_argument(
@@ -29,7 +31,7 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="training folder with images/ and masks/ (repeatable)",
     )
-    t.add_argument("--model", choices=["unet", "maskrcnn"], default=d.family)
+    t.add_argument("--model", choices=family_names(), default=d.family)
     t.add_argument("--encoder", default=None, help="U-Net encoder (e.g. resnet18, resnet34)")
     t.add_argument("--backbone", default=None, help="Mask R-CNN backbone (resnet18/34/50)")
     t.add_argument(

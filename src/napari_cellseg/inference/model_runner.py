@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_cellseg.families import family_part
 from napari_cellseg.inference.detections import Detections
 from napari_cellseg.models.weights import LoadedModel, load_weights
 
@@ -28,8 +29,6 @@ from napari_cellseg.models.weights import LoadedModel, load_weights
 OutOfMemoryError: type[BaseException] = getattr(
     torch, "OutOfMemoryError", getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
 )
-#: Mask R-CNN keeps candidates down to this score so thresholds can be re-applied later.
-MASKRCNN_KEEP_SCORE = 0.05
 
 _CACHE: OrderedDict[tuple, LoadedModel] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
@@ -102,10 +101,8 @@ class ModelRunner:
         self.device = device
         self.mixed_precision = self.mixed_precision and device.type == "cuda"
         self.model = self.model.to(device).eval()
-        if device.type == "cuda" and self.card.family == "unet":
-            self.model = self.model.to(memory_format=torch.channels_last)
-        if self.card.family == "maskrcnn":
-            self.model.roi_heads.score_thresh = MASKRCNN_KEEP_SCORE
+        prepare = family_part(self.card.family, "inference").prepare_model
+        self.model = prepare(self.model, device)  # the family's own settings
 
     def _autocast(self):
         if not self.mixed_precision:

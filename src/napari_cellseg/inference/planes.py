@@ -20,13 +20,8 @@ import torch
 from napari_cellseg.device import resolve_device
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import CancelledError, Notice, Progress
-from napari_cellseg.inference.detections import Detections
+from napari_cellseg.families import family_part, family_spec
 from napari_cellseg.inference.model_runner import ModelRunner, cached_load, is_out_of_memory
-from napari_cellseg.inference.postprocess import (
-    maskrcnn_instances,
-    object_table,
-    unet_instances,
-)
 from napari_cellseg.inference.preprocess import (
     check_axes,
     check_image,
@@ -35,21 +30,14 @@ from napari_cellseg.inference.preprocess import (
     label_shape,
     to_model_input,
 )
-from napari_cellseg.inference.tile_merge import merge_tile_detections
-from napari_cellseg.inference.tiling import (
-    Tile,
-    TileBlender,
-    pad_to_multiple,
-    plan_tiles,
-)
-from napari_cellseg.inference.tta import fuse_copies
+from napari_cellseg.inference.tiling import plan_tiles
+from napari_cellseg.inference.unet_strategy import UNET_MULTIPLE
 from napari_cellseg.io.files import label_dtype
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel
 from napari_cellseg.params import PostprocessParams, PredictParams
 
 Event = Progress | Notice
-UNET_MULTIPLE = 32
 MIN_TILE = 64
 
 
@@ -198,7 +186,7 @@ def iter_predict(
         label_planes.append(labels)
         tables.append(table)
         raw.append(output)
-        if params.keep_probabilities and card.family == "unet":
+        if params.keep_probabilities and family_spec(card.family).probability_map:
             prob_planes.append(output.astype(np.float16))
         yield checkpoint(Progress("planes", plane_number + 1, len(planes)))
 
@@ -294,68 +282,22 @@ def _run_plane(
     n_planes: int,
 ) -> Generator[Event, None, Any]:
     height, width = x.shape[-2:]
-    tile_size, overlap = state.tile_size, params.overlap
-    if runner.card.family == "maskrcnn":
-        # torchvision rescales each input so its short side is min_size: tiles no larger
-        # than min_size keep objects at (or above) the scale the model was trained at.
-        tile_size = min(tile_size, int(runner.card.builder_args.get("min_size", 800)))
-        overlap = min(overlap, tile_size // 4)
+    strategy = family_part(runner.card.family, "inference")
+    tile_size, overlap = strategy.tile_geometry(runner.card, state.tile_size, params.overlap)
     tiles = plan_tiles((height, width), tile_size, overlap)
     batches = [tiles[i : i + state.batch_size] for i in range(0, len(tiles), state.batch_size)]
     message = f"plane {plane_number + 1}/{n_planes}" if n_planes > 1 else ""
-    if runner.card.family == "unet":
-        total_copies = len(batches) * params.tta  # progress steps: one per copy of a batch
-        blender = TileBlender(len(runner.card.outputs), (height, width), overlap)
-        for done, batch in enumerate(batches, start=1):
-            crops = [x[:, t.y0 : t.y1, t.x0 : t.x1] for t in batch]
-            padded = [pad_to_multiple(c, UNET_MULTIPLE) for c in crops]
-            shapes = {p.shape for p, _ in padded}
-            if len(shapes) == 1:
-                stacked = np.stack([p for p, _ in padded])
-                probs = runner.unet_copy(stacked, 0)
-                for index in range(1, params.tta):  # test-time augmentation, copy by copy
-                    done_copies = (done - 1) * params.tta + index
-                    yield checkpoint(Progress("tiles", done_copies, total_copies, message))
-                    probs += runner.unet_copy(stacked, index)
-                probs /= params.tta
-            else:  # tiles of different size (never with plan_tiles, but stay safe)
-                probs = [runner.unet_probabilities(p[None], params.tta)[0] for p, _ in padded]
-            for tile, crop, prob in zip(batch, crops, probs, strict=True):
-                blender.add(tile, prob[:, : crop.shape[1], : crop.shape[2]])
-            yield checkpoint(Progress("tiles", done * params.tta, total_copies, message))
-        return blender.result()
-    parts: list[tuple[Tile, Detections]] = []
-    total_copies = len(batches) * params.tta
-    for done, batch in enumerate(batches, start=1):
-        crops = [x[:, t.y0 : t.y1, t.x0 : t.x1] for t in batch]
-        copies = [runner.maskrcnn_copy(crops, 0)]
-        for index in range(1, params.tta):  # test-time augmentation, copy by copy
-            copies_done = (done - 1) * params.tta + index
-            yield checkpoint(Progress("tiles", copies_done, total_copies, message))
-            copies.append(runner.maskrcnn_copy(crops, index))
-        for k, tile in enumerate(batch):
-            det = fuse_copies([c[k] for c in copies], mask_threshold=params.post.mask_threshold)
-            parts.append((tile, det.shifted(tile.y0, tile.x0)))
-        yield checkpoint(Progress("tiles", done * params.tta, total_copies, message))
-    if len(parts) == 1:
-        return parts[0][1]
-    return merge_tile_detections(parts, (height, width), mask_threshold=params.post.mask_threshold)
+    return (yield from strategy.run_tiles(runner, x, batches, overlap, params, checkpoint, message))
 
 
 def _postprocess(
     card: ModelCard, output: Any, shape: tuple[int, int], post: PostprocessParams
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    if card.family == "unet":
-        labels = unet_instances(output, card.outputs, post)
-        return labels, object_table(labels)
-    labels, kept = maskrcnn_instances(output, tuple(shape), post)
-    return labels, object_table(labels, scores=kept.scores, classes=kept.classes)
+    return family_part(card.family, "inference").to_instances(card, output, shape, post)
 
 
 def _output_shape(card: ModelCard, output: Any, labels: np.ndarray) -> tuple[int, int]:
-    if card.family == "unet":
-        return tuple(output.shape[-2:])
-    return tuple(labels.shape[-2:])
+    return family_part(card.family, "inference").output_shape(output, labels)
 
 
 def _stack_labels(planes: list[np.ndarray], lead: tuple[int, ...]) -> np.ndarray:

@@ -5,10 +5,10 @@
 ['maskrcnn', 'unet']
 """
 
+from napari_cellseg.models.build import available_families, build_model
 from napari_cellseg.models.bundled import list_bundled_weights
 from napari_cellseg.models.card import ModelCard, ModelCardError
 from napari_cellseg.models.maskrcnn import build_maskrcnn
-from napari_cellseg.models.registry import available_families, build_model, register_model
 from napari_cellseg.models.unet import build_unet
 from napari_cellseg.models.weights import LoadedModel, load_weights, read_card, save_weights
 
@@ -23,6 +23,5 @@ __all__ = [
     "list_bundled_weights",
     "load_weights",
     "read_card",
-    "register_model",
     "save_weights",
 ]

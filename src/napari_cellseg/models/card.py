@@ -18,21 +18,15 @@ from typing import Any
 import numpy as np
 
 from napari_cellseg.errors import CellsegError
+from napari_cellseg.families import FAMILIES, family_part, family_spec
 from napari_cellseg.params import PostprocessParams, describe_post
 
 CARD_METADATA_KEY = "cellseg.card"
 CARD_SCHEMA_VERSION = 1
-FAMILIES = ("unet", "maskrcnn")
 CHANNEL_HANDLING = ("rgb", "grey", "channels")
 
 #: Percentile normalisation: (x - p_low) / (p_high - p_low), per channel, then clipped.
 DEFAULT_NORMALISATION: dict[str, Any] = {"method": "percentile", "low": 1.0, "high": 99.8}
-
-_UNET_OUTPUTS = {
-    1: (["foreground"], "sigmoid"),
-    2: (["background", "foreground"], "softmax"),
-    3: (["background", "interior", "boundary"], "softmax"),
-}
 
 
 class ModelCardError(CellsegError):
@@ -74,20 +68,8 @@ def library_versions(
 
 
 def default_outputs(family: str, builder_args: dict[str, Any]) -> tuple[list[str], str | None]:
-    """What each output channel means, and its activation, by our conventions."""
-    if family == "unet":
-        classes = int(builder_args.get("classes", 3))
-        names, activation = _UNET_OUTPUTS.get(
-            classes, ([f"class_{i}" for i in range(classes)], "softmax")
-        )
-        return list(names), activation
-    num_classes = int(builder_args.get("num_classes", 2))
-    names = (
-        ["background", "object"]
-        if num_classes == 2
-        else ["background", *[f"class_{i}" for i in range(1, num_classes)]]
-    )
-    return names, None
+    """What each output channel means, and its activation, by the family's conventions."""
+    return family_part(family, "models").default_outputs(builder_args)
 
 
 @dataclass
@@ -145,7 +127,7 @@ class ModelCard:
     schema_version: int = CARD_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
+        if not isinstance(self.family, str) or self.family not in FAMILIES:
             raise ModelCardError(
                 f"unknown model family {self.family!r} in model card; expected one of "
                 f"{', '.join(FAMILIES)}"
@@ -212,7 +194,8 @@ class ModelCard:
     @classmethod
     def for_model(cls, family: str, builder_args: dict[str, Any], **kwargs: Any) -> ModelCard:
         """A card for a freshly built model, with input channels taken from the builder."""
-        input_channels = int(builder_args.get("in_channels", 3)) if family == "unet" else 3
+        known = isinstance(family, str) and family in FAMILIES  # else refused by __init__
+        input_channels = family_part(family, "models").input_channels(builder_args) if known else 3
         kwargs.setdefault(
             "channel_handling",
             "rgb" if input_channels == 3 else ("grey" if input_channels == 1 else "channels"),
@@ -224,10 +207,7 @@ class ModelCard:
     @property
     def architecture(self) -> str:
         """Short architecture name, e.g. ``resnet34`` or ``resnet50-v1``."""
-        if self.family == "unet":
-            return str(self.builder_args.get("encoder_name", "resnet34"))
-        backbone = self.builder_args.get("backbone", "resnet50")
-        return f"{backbone}-{self.builder_args.get('variant', 'v1')}"
+        return family_part(self.family, "models").architecture(self.builder_args)
 
     # -- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -268,7 +248,7 @@ class ModelCard:
     # -- display -------------------------------------------------------------------------
     def summary(self) -> str:
         """A few human-readable lines: family, architecture, inputs, outputs, training."""
-        family = {"unet": "U-Net", "maskrcnn": "Mask R-CNN"}[self.family]
+        family = family_spec(self.family).title
         lines = [
             f"{self.name}",
             f"  family:        {family} ({self.architecture})",

@@ -1,15 +1,22 @@
-"""Mask R-CNN builder: torchvision Mask R-CNN with a ResNet-FPN backbone."""
+"""The Mask R-CNN family's models part: torchvision builder, card conventions, foreign files.
+
+The builder is torchvision's Mask R-CNN with a ResNet-FPN backbone; the card conventions
+name its classes; :func:`infer_builder_args` reads the architecture of a state dict saved as
+in torchvision's detection tutorial.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from napari_cellseg.errors import ModelBuildError
+from napari_cellseg.errors import ModelBuildError, WeightFileError
 from napari_cellseg.models._local_weights import load_local_weights, offline_message
-from napari_cellseg.models.registry import register_model
+from napari_cellseg.models.architecture import block_indices
+from napari_cellseg.models.state_dict_io import StateDict
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 VARIANTS = ("v1", "v2")
@@ -17,9 +24,13 @@ VARIANTS = ("v1", "v2")
 DEFAULT_ANCHOR_SIZES = ((16,), (32,), (64,), (128,), (256,))
 TORCHVISION_ANCHOR_SIZES = ((32,), (64,), (128,), (256,), (512,))
 DEFAULT_ASPECT_RATIOS = (0.5, 1.0, 2.0)
+EXPECTED_KEYS = (
+    "a torchvision Mask R-CNN (backbone.body.*, backbone.fpn.*, rpn.head.*, "
+    "roi_heads.box_predictor.*, roi_heads.mask_predictor.*)"
+)
+"""The keys of a Mask R-CNN state dict, as error messages name them."""
 
 
-@register_model("maskrcnn")
 def build_maskrcnn(
     *,
     backbone: str = "resnet50",
@@ -189,3 +200,89 @@ def _compact_maskrcnn(
         mask_predictor=MaskRCNNPredictor(fpn_channels, 256, num_classes),  # resized by caller
         **common,
     )
+
+
+# -- card conventions ----------------------------------------------------------------------
+def default_outputs(builder_args: dict[str, Any]) -> tuple[list[str], str | None]:
+    """The classes (index 0 = background) and no activation."""
+    num_classes = int(builder_args.get("num_classes", 2))
+    names = (
+        ["background", "object"]
+        if num_classes == 2
+        else ["background", *[f"class_{i}" for i in range(1, num_classes)]]
+    )
+    return names, None
+
+
+def input_channels(builder_args: dict[str, Any]) -> int:
+    """The channels the network takes: always RGB."""
+    return 3
+
+
+def architecture(builder_args: dict[str, Any]) -> str:
+    """Short architecture name, e.g. ``resnet50-v1``."""
+    backbone = builder_args.get("backbone", "resnet50")
+    return f"{backbone}-{builder_args.get('variant', 'v1')}"
+
+
+# -- foreign files -------------------------------------------------------------------------
+def claims_state_dict(keys: Set[str]) -> bool:
+    """Whether a bare state dict with ``keys`` looks like a torchvision R-CNN."""
+    return any(k.startswith("backbone.body.") for k in keys) and any(
+        k.startswith("roi_heads.") for k in keys
+    )
+
+
+_RESNETS = {
+    ((2, 2, 2, 2), False): "resnet18",
+    ((3, 4, 6, 3), False): "resnet34",
+    ((3, 4, 6, 3), True): "resnet50",
+}
+
+
+def infer_builder_args(state: StateDict, path: str | Path) -> dict[str, Any]:
+    """The builder arguments of a torchvision Mask R-CNN state dict (torchvision's anchors)."""
+    keys = list(state)
+    if "roi_heads.mask_predictor.mask_fcn_logits.weight" not in state:
+        raise WeightFileError(
+            path,
+            "unknown architecture: a detection model without a mask head (Faster R-CNN?); "
+            "expected roi_heads.mask_predictor.mask_fcn_logits.weight of a Mask R-CNN",
+        )
+    depths = tuple(len(block_indices(keys, f"backbone.body.layer{n}.")) for n in (1, 2, 3, 4))
+    bottleneck = "backbone.body.layer1.0.conv3.weight" in state
+    backbone = _RESNETS.get((depths, bottleneck))
+    if backbone is None:
+        raise WeightFileError(
+            path,
+            f"unknown architecture: Mask R-CNN backbone with ResNet blocks {list(depths)} "
+            "is not supported (ResNet-18, -34 or -50 FPN are)",
+        )
+    num_classes = int(state["roi_heads.box_predictor.cls_score.weight"].shape[0])
+    mask_classes = int(state["roi_heads.mask_predictor.mask_fcn_logits.weight"].shape[0])
+    if mask_classes != num_classes:
+        raise WeightFileError(
+            path,
+            f"shape mismatch: the box predictor has {num_classes} classes but the mask "
+            f"predictor {mask_classes}",
+        )
+    n_anchors = int(state["rpn.head.cls_logits.weight"].shape[0])
+    ratios = {3: (0.5, 1.0, 2.0), 1: (1.0,)}.get(n_anchors)
+    if ratios is None:
+        raise WeightFileError(
+            path,
+            f"unknown architecture: {n_anchors} anchors per location (supported: 1 or 3)",
+        )
+    return {
+        "backbone": backbone,
+        "variant": "v2" if "roi_heads.box_head.0.0.weight" in state else "v1",
+        "num_classes": num_classes,
+        # ConvTranspose2d weights are (in, out, k, k): the hidden width is dim 1.
+        "mask_hidden_channels": int(state["roi_heads.mask_predictor.conv5_mask.weight"].shape[1]),
+        # torchvision's defaults, which a tutorial-style fine-tune keeps:
+        "anchor_sizes": [list(s) for s in TORCHVISION_ANCHOR_SIZES],
+        "aspect_ratios": list(ratios),
+        "min_size": 800,
+        "max_size": 1333,
+        "detections_per_img": 500,
+    }

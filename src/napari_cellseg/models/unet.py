@@ -1,18 +1,32 @@
-"""U-Net builder: segmentation-models-pytorch ``Unet`` with any smp encoder."""
+"""The U-Net family's models part: smp ``Unet`` builder, card conventions, foreign-file reading.
+
+The builder is segmentation-models-pytorch's ``Unet`` with any smp encoder; the card
+conventions say what its output channels mean; :func:`infer_builder_args` reads the
+architecture of a bare smp U-Net state dict.
+"""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from napari_cellseg.errors import ModelBuildError
+from napari_cellseg.errors import ModelBuildError, WeightFileError
 from napari_cellseg.models._local_weights import load_local_weights, offline_message
-from napari_cellseg.models.registry import register_model
+from napari_cellseg.models.architecture import block_indices, expected_keys
+from napari_cellseg.models.state_dict_io import StateDict
 
 DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)
+EXPECTED_KEYS = "an smp U-Net (encoder.*, decoder.blocks.*, segmentation_head.0.weight)"
+"""The keys of a U-Net state dict, as error messages name them."""
+_OUTPUTS = {
+    1: (["foreground"], "sigmoid"),
+    2: (["background", "foreground"], "softmax"),
+    3: (["background", "interior", "boundary"], "softmax"),
+}
 
 
 def smp_encoder_names() -> list[str]:
@@ -35,7 +49,6 @@ def _check_encoder_name(encoder_name: str) -> None:
         )
 
 
-@register_model("unet")
 def build_unet(
     *,
     encoder_name: str = "resnet34",
@@ -113,3 +126,92 @@ def build_unet(
     if local_file is not None:
         load_local_weights(model.encoder, local_file, what="encoder_weights")
     return model
+
+
+# -- card conventions ----------------------------------------------------------------------
+def default_outputs(builder_args: dict[str, Any]) -> tuple[list[str], str | None]:
+    """What each output channel means, and its activation: ``classes`` 1, 2 or 3 as documented
+    in :func:`build_unet`, else ``class_0``... with softmax."""
+    classes = int(builder_args.get("classes", 3))
+    names, activation = _OUTPUTS.get(classes, ([f"class_{i}" for i in range(classes)], "softmax"))
+    return list(names), activation
+
+
+def input_channels(builder_args: dict[str, Any]) -> int:
+    """The channels the network takes (``in_channels``)."""
+    return int(builder_args.get("in_channels", 3))
+
+
+def architecture(builder_args: dict[str, Any]) -> str:
+    """Short architecture name: the encoder, e.g. ``resnet34``."""
+    return str(builder_args.get("encoder_name", "resnet34"))
+
+
+# -- foreign files -------------------------------------------------------------------------
+def claims_state_dict(keys: Set[str]) -> bool:
+    """Whether a bare state dict with ``keys`` looks like an smp U-Net."""
+    return "segmentation_head.0.weight" in keys and any(k.startswith("encoder.") for k in keys)
+
+
+def infer_builder_args(state: StateDict, path: str | Path) -> dict[str, Any]:
+    """The builder arguments of an smp U-Net state dict (encoder matched by its shapes)."""
+    keys = list(state)
+    blocks = block_indices(keys, "decoder.blocks.")
+    if not blocks:
+        raise WeightFileError(
+            path, f"unknown architecture: U-Net without decoder blocks; expected {expected_keys()}"
+        )
+    decoder_channels = []
+    for i in blocks:
+        weight = state.get(f"decoder.blocks.{i}.conv1.0.weight")
+        if weight is None:
+            raise WeightFileError(
+                path,
+                f"unknown architecture: expected decoder.blocks.{i}.conv1.0.weight in an smp U-Net",
+            )
+        decoder_channels.append(int(weight.shape[0]))
+    stem = next((v for k, v in state.items() if k.startswith("encoder.") and v.ndim == 4), None)
+    if stem is None:
+        raise WeightFileError(path, "unknown architecture: U-Net encoder without convolutions")
+    args: dict[str, Any] = {
+        "in_channels": int(stem.shape[1]),
+        "classes": int(state["segmentation_head.0.weight"].shape[0]),
+        "encoder_depth": len(blocks),
+        "decoder_channels": decoder_channels,
+        "decoder_attention_type": "scse" if any(".attention1." in k for k in keys) else None,
+        "decoder_use_norm": "batchnorm"
+        if "decoder.blocks.0.conv1.1.running_mean" in state
+        else ("batchnorm" if "decoder.blocks.0.conv1.1.weight" in state else False),
+    }
+    args["encoder_name"] = _match_smp_encoder(state, args["in_channels"], len(blocks), path)
+    return args
+
+
+def _match_smp_encoder(state: StateDict, in_channels: int, depth: int, path: str | Path) -> str:
+    """Find the smp encoder whose parameter names and shapes equal the file's."""
+    import warnings
+
+    import segmentation_models_pytorch as smp
+
+    wanted = {
+        k[len("encoder.") :]: tuple(v.shape) for k, v in state.items() if k.startswith("encoder.")
+    }
+    for name in smp.encoders.get_encoder_names():
+        try:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                encoder = smp.encoders.get_encoder(
+                    name, in_channels=in_channels, depth=depth, weights=None
+                )
+        except Exception:  # some encoders cannot be built for this depth / on meta
+            continue
+        own = {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
+        if own == wanted:
+            return name
+    first = ", ".join(f"encoder.{k}" for k in list(wanted)[:3])
+    raise WeightFileError(
+        path,
+        "unknown architecture: a U-Net whose encoder matches none of smp's encoders "
+        f"(keys like {first}); save it with smp's save_pretrained or as a napari-cellseg "
+        "weight file so its card names the encoder",
+    )

@@ -9,9 +9,10 @@ from typing import Any
 import torch
 
 from napari_cellseg.errors import CellsegError, WeightFileError
+from napari_cellseg.families import family_spec
 from napari_cellseg.models.architecture import infer_architecture
+from napari_cellseg.models.build import build_model
 from napari_cellseg.models.card import CARD_METADATA_KEY, ModelCard, ModelCardError
-from napari_cellseg.models.registry import build_model
 from napari_cellseg.models.state_dict_io import (
     StateDict,
     read_state_dict,
@@ -19,11 +20,6 @@ from napari_cellseg.models.state_dict_io import (
 )
 
 FOREIGN_SOURCE = "foreign file (architecture inferred from its keys and shapes)"
-#: Documented defaults for files without our card (see docs/weights.md).
-FOREIGN_NORMALISATION = {
-    "unet": {"method": "percentile", "low": 1.0, "high": 99.8},
-    "maskrcnn": {"method": "dtype-range"},
-}
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
 
 
@@ -173,7 +169,7 @@ def _card_for(path: Path, state: StateDict, metadata: dict[str, Any], source: st
     return ModelCard.for_model(
         family,
         args,
-        normalisation=dict(FOREIGN_NORMALISATION[family]),
+        normalisation=dict(family_spec(family).foreign_normalisation),  # see docs/weights.md
         name=path.stem,
         provenance={"source": origin, "file": path.name},
     )

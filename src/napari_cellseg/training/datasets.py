@@ -15,17 +15,15 @@ from typing import Any
 import numpy as np
 import torch
 from skimage.measure import label as connected_components
-from skimage.segmentation import relabel_sequential
 
 from napari_cellseg.errors import CellsegError
-from napari_cellseg.training.targets import UNET_OUTPUTS, maskrcnn_target, unet_target
+from napari_cellseg.families import FAMILIES, family_part
 
 __all__ = ["CropDataset", "FullImageDataset", "collate_maskrcnn", "collate_unet"]
 
 Item = tuple[np.ndarray, np.ndarray]
 Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
-FAMILIES = ("unet", "maskrcnn")
 CONTEXT_FRACTION = 0.25
 """Context cut on each side of a patch before augmenting, as a fraction of the patch size."""
 
@@ -74,7 +72,8 @@ class CropDataset(torch.utils.data.Dataset):
         ``(image, instances)``: float32 ``(C, H, W)`` network input (as from
         :func:`napari_cellseg.training.pairs.load_pair`) and integer ``(H, W)`` labels.
     family : str
-        ``"unet"`` or ``"maskrcnn"``: which targets to build.
+        A family of :data:`napari_cellseg.families.FAMILIES`: its training part builds the
+        targets.
     outputs : list of str
         The model card's outputs (U-Net target layout; ignored for Mask R-CNN).
     patch_size : int
@@ -114,9 +113,8 @@ class CropDataset(torch.utils.data.Dataset):
         foreground_bias: float = 0.7,
     ) -> None:
         if family not in FAMILIES:
-            raise CellsegError(f"unknown model family {family!r}; use unet or maskrcnn")
-        if family == "unet" and tuple(outputs) not in UNET_OUTPUTS:
-            raise CellsegError(f"cannot train a U-Net with outputs {list(outputs)}")
+            raise CellsegError(f"unknown model family {family!r}; use {' or '.join(FAMILIES)}")
+        family_part(family, "training").check_outputs(outputs)
         if patch_size < 1 or samples_per_epoch < 1:
             raise CellsegError(
                 f"patch size ({patch_size}) and samples per epoch ({samples_per_epoch}) must "
@@ -190,10 +188,8 @@ class CropDataset(torch.utils.data.Dataset):
         inner = (slice(m, m + p), slice(m, m + p))
         image = image[(slice(None), *inner)].to(torch.float32).contiguous()
         labels_np = np.ascontiguousarray(labels.numpy())
-        if self.family == "unet":
-            return image, unet_target(labels_np, self.outputs)[..., m : m + p, m : m + p].clone()
-        relabelled = relabel_sequential(labels_np[inner])[0]
-        return image, maskrcnn_target(relabelled)
+        target = family_part(self.family, "training").crop_target(labels_np, self.outputs, inner)
+        return image, target
 
 
 def collate_unet(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:

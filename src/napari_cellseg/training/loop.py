@@ -28,6 +28,7 @@ from napari_cellseg.events import (
     StepLoss,
     TrainingFinished,
 )
+from napari_cellseg.families import family_spec
 from napari_cellseg.models import ModelCard, build_model, load_weights, save_weights
 from napari_cellseg.params import TrainParams, fine_tune_learning_rate
 from napari_cellseg.training.checkpoints import (
@@ -48,12 +49,7 @@ from napari_cellseg.training.steps import (
 )
 from napari_cellseg.training.validation import ValidationImage, evaluate_model
 
-DEFAULT_BUILDER_ARGS = {
-    "unet": {"encoder_name": "resnet34", "in_channels": 3, "classes": 3},
-    "maskrcnn": {"backbone": "resnet50", "variant": "v1", "num_classes": 2},
-}
 KEY_METRIC = "dsb_ap"
-_HEAD_ARGS = {"unet": "classes", "maskrcnn": "num_classes"}
 
 
 def fit(*args: Any, **kwargs: Any) -> TrainingFinished:
@@ -345,7 +341,7 @@ def _model_and_card(params, model, card, init, state) -> tuple[torch.nn.Module, 
             }
             model.load_state_dict(kept, strict=False)
             skipped = sorted(set(own) - set(kept))
-            head = _HEAD_ARGS[card.family]
+            head = family_spec(card.family).head_arg
             notices.append(
                 f"{head} changed from {card.builder_args.get(head)} to {wanted.get(head)}: "
                 f"re-initialised {len(skipped)} tensors ({', '.join(skipped[:2])}...)"
@@ -358,7 +354,7 @@ def _model_and_card(params, model, card, init, state) -> tuple[torch.nn.Module, 
             )
             return model, card, notices
         return loaded.model, card, notices
-    args = params.builder_args or DEFAULT_BUILDER_ARGS[params.family]
+    args = params.builder_args or dict(family_spec(params.family).default_builder_args)
     return build_model(params.family, **args), ModelCard.for_model(params.family, args), notices
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_cellseg.families import family_part
 from napari_cellseg.models import ModelCard
 from napari_cellseg.params import TrainParams
 
@@ -33,7 +34,7 @@ def scheduler_per_step(params: TrainParams) -> bool:
 def make_loader(pairs, card: ModelCard, params: TrainParams):
     """A DataLoader of random augmented crops of ``pairs`` (and its dataset)."""
     from napari_cellseg.training.augment import build_augmentation
-    from napari_cellseg.training.datasets import CropDataset, collate_maskrcnn, collate_unet
+    from napari_cellseg.training.datasets import CropDataset
     from napari_cellseg.training.pairs import load_pair
 
     items = [load_pair(pair, card) for pair in pairs]
@@ -58,7 +59,7 @@ def make_loader(pairs, card: ModelCard, params: TrainParams):
         shuffle=False,
         drop_last=True,
         num_workers=params.num_workers,
-        collate_fn=collate_unet if card.family == "unet" else collate_maskrcnn,
+        collate_fn=family_part(card.family, "training").collate,
         persistent_workers=params.num_workers > 0,
     )
     return loader, dataset
@@ -106,13 +107,8 @@ class Stepper:
         device = self.device
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-            if self.family == "unet":
-                logits = self.model(images.to(device, non_blocking=True))
-                loss = self.loss_fn(logits.float(), targets.to(device, non_blocking=True))
-            else:
-                images = [image.to(device) for image in images]
-                targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-                loss = sum(self.model(images, targets).values())
+            family_loss = family_part(self.family, "training").loss
+            loss = family_loss(self.model, images, targets, self.loss_fn, device)
         value = float(loss.detach())
         if not math.isfinite(value):
             return value

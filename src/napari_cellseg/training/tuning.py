@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_cellseg import families
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import CancelledError, Progress
 from napari_cellseg.inference import blocks as predict_blocks
@@ -29,28 +30,6 @@ from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel, save_weights, stores_float16
 from napari_cellseg.params import PostprocessParams, PredictParams
 from napari_cellseg.training.validation import ValidationImage
-
-#: Candidate values per model kind. Each grid holds the library defaults, so the tuned
-#: setting never scores below them on the tuning images.
-DEFAULT_GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
-    # background/interior/boundary: seeds need P(interior) > prob and P(boundary) < boundary
-    "unet-3class": {
-        "prob_threshold": (0.4, 0.5, 0.6, 0.7, 0.8),
-        "boundary_threshold": (0.01, 0.02, 0.05, 0.1, 0.3, 0.5),
-        "min_size": (10, 30, 50),
-    },
-    # foreground only: markers are distance-transform peaks
-    "unet": {
-        "prob_threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
-        "min_distance": (2, 3, 5, 8),
-        "min_size": (10, 30, 50),
-    },
-    "maskrcnn": {
-        "score_threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
-        "mask_threshold": (0.4, 0.5, 0.6),
-        "min_size": (10, 30),
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -81,12 +60,12 @@ class TuningResult:
 
 
 def default_grid(card: ModelCard) -> dict[str, tuple[float, ...]]:
-    """The candidate values for ``card``'s kind of model."""
-    if card.family == "maskrcnn":
-        return dict(DEFAULT_GRIDS["maskrcnn"])
-    if {"interior", "boundary"} <= set(card.outputs):
-        return dict(DEFAULT_GRIDS["unet-3class"])
-    return dict(DEFAULT_GRIDS["unet"])
+    """The candidate values for ``card``'s kind of model (``FamilySpec.tuning_grids``).
+
+    Each grid holds the library defaults, so the tuned setting never scores below them on
+    the tuning images.
+    """
+    return families.family_spec(card.family).tuning_grid(card.outputs)
 
 
 def candidates(
@@ -277,7 +256,6 @@ def _changed(base: PostprocessParams, post: PostprocessParams) -> dict[str, Any]
 
 
 __all__ = [
-    "DEFAULT_GRIDS",
     "TuningResult",
     "candidates",
     "default_grid",

@@ -1,8 +1,9 @@
-"""A registry of typed, keyword-only model builders (torchvision style).
+"""Building a model of any family from keyword-only builder arguments (torchvision style).
 
-Each family (``"unet"``, ``"maskrcnn"``) registers one builder function whose keyword
-arguments are exactly what a model card stores as ``builder_args``, so a weight file can
-rebuild its own architecture.
+Each family's builder is named by its :class:`~napari_cellseg.families.FamilySpec` in the
+explicit table :data:`napari_cellseg.families.FAMILIES`; its keyword arguments are exactly
+what a model card stores as ``builder_args``, so a weight file can rebuild its own
+architecture.
 """
 
 from __future__ import annotations
@@ -14,44 +15,29 @@ from typing import Any
 import torch
 
 from napari_cellseg.errors import ModelBuildError
+from napari_cellseg.families import FAMILIES, family_part
 
 ModelBuilder = Callable[..., torch.nn.Module]
 
-_BUILDERS: dict[str, ModelBuilder] = {}
-
-
-def register_model(family: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Register ``builder`` under ``family`` (decorator)."""
-
-    def decorator(builder: ModelBuilder) -> ModelBuilder:
-        if family in _BUILDERS:
-            raise ValueError(f"model family {family!r} is already registered")
-        _BUILDERS[family] = builder
-        return builder
-
-    return decorator
-
 
 def available_families() -> list[str]:
-    """Names of the registered model families, sorted."""
-    _ensure_builtin_families()
-    return sorted(_BUILDERS)
+    """Names of the model families, sorted."""
+    return sorted(FAMILIES)
 
 
 def get_builder(family: str) -> ModelBuilder:
-    """Return the builder registered for ``family``.
+    """Return the builder of ``family``.
 
     Raises
     ------
     ModelBuildError
         If no such family exists (the message lists the known ones).
     """
-    _ensure_builtin_families()
-    try:
-        return _BUILDERS[family]
-    except KeyError:
-        known = ", ".join(sorted(_BUILDERS))
-        raise ModelBuildError(f"unknown model family {family!r}; choose one of: {known}") from None
+    spec = FAMILIES.get(family) if isinstance(family, str) else None
+    if spec is None:
+        known = ", ".join(sorted(FAMILIES))
+        raise ModelBuildError(f"unknown model family {family!r}; choose one of: {known}")
+    return getattr(family_part(spec, "models"), spec.builder)
 
 
 def build_model(family: str, **builder_args: Any) -> torch.nn.Module:
@@ -93,8 +79,3 @@ def build_model(family: str, **builder_args: Any) -> torch.nn.Module:
                 f"accepted: {', '.join(accepted)}"
             ) from None
         raise
-
-
-def _ensure_builtin_families() -> None:
-    # Importing the modules runs their @register_model decorators.
-    from napari_cellseg.models import maskrcnn, unet  # noqa: F401

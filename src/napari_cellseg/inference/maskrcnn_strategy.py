@@ -1,0 +1,95 @@
+"""The Mask R-CNN family's inference part: detections per tile, fused and merged, then painted.
+
+Used by :mod:`napari_cellseg.inference.planes` through the family table
+(:func:`napari_cellseg.families.family_part`). The raw output of a plane is its
+:class:`~napari_cellseg.inference.detections.Detections` in image coordinates, kept down to
+:data:`MASKRCNN_KEEP_SCORE` so that :func:`to_instances` can re-apply other thresholds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_cellseg.events import Progress
+from napari_cellseg.inference.detections import Detections
+from napari_cellseg.inference.postprocess import maskrcnn_instances, object_table
+from napari_cellseg.inference.tile_merge import merge_tile_detections
+from napari_cellseg.inference.tiling import Tile
+from napari_cellseg.inference.tta import fuse_copies
+from napari_cellseg.models.card import ModelCard
+from napari_cellseg.params import PostprocessParams, PredictParams
+
+#: Mask R-CNN keeps candidates down to this score so thresholds can be re-applied later.
+MASKRCNN_KEEP_SCORE = 0.05
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Keep every detection scored :data:`MASKRCNN_KEEP_SCORE` or more."""
+    model.roi_heads.score_thresh = MASKRCNN_KEEP_SCORE
+    return model
+
+
+def tile_geometry(card: ModelCard, tile_size: int, overlap: int) -> tuple[int, int]:
+    """Tiles no larger than the model's ``min_size``, overlapping by a quarter at most.
+
+    torchvision rescales each input so its short side is ``min_size``: tiles no larger keep
+    objects at (or above) the scale the model was trained at.
+    """
+    tile_size = min(tile_size, int(card.builder_args.get("min_size", 800)))
+    return tile_size, min(overlap, tile_size // 4)
+
+
+def run_tiles(
+    runner: Any,
+    x: np.ndarray,
+    batches: list[list[Tile]],
+    overlap: int,
+    params: PredictParams,
+    checkpoint: Callable[[Any], Any],
+    message: str,
+) -> Generator[Any, None, Detections]:
+    """Detections of every tile (test-time augmented copies fused), merged over the plane.
+
+    Parameters are those of :func:`napari_cellseg.inference.unet_strategy.run_tiles`; the
+    network runs through
+    :meth:`~napari_cellseg.inference.model_runner.ModelRunner.maskrcnn_copy`.
+
+    Returns
+    -------
+    Detections
+        The plane's detections in image coordinates.
+    """
+    height, width = x.shape[-2:]
+    parts: list[tuple[Tile, Detections]] = []
+    total_copies = len(batches) * params.tta
+    for done, batch in enumerate(batches, start=1):
+        crops = [x[:, t.y0 : t.y1, t.x0 : t.x1] for t in batch]
+        copies = [runner.maskrcnn_copy(crops, 0)]
+        for index in range(1, params.tta):  # test-time augmentation, copy by copy
+            copies_done = (done - 1) * params.tta + index
+            yield checkpoint(Progress("tiles", copies_done, total_copies, message))
+            copies.append(runner.maskrcnn_copy(crops, index))
+        for k, tile in enumerate(batch):
+            det = fuse_copies([c[k] for c in copies], mask_threshold=params.post.mask_threshold)
+            parts.append((tile, det.shifted(tile.y0, tile.x0)))
+        yield checkpoint(Progress("tiles", done * params.tta, total_copies, message))
+    if len(parts) == 1:
+        return parts[0][1]
+    return merge_tile_detections(parts, (height, width), mask_threshold=params.post.mask_threshold)
+
+
+def to_instances(
+    card: ModelCard, output: Detections, shape: tuple[int, int], post: PostprocessParams
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Labels of ``shape`` and object table (with scores and classes) of a plane's detections."""
+    labels, kept = maskrcnn_instances(output, tuple(shape), post)
+    return labels, object_table(labels, scores=kept.scores, classes=kept.classes)
+
+
+def output_shape(output: Detections, labels: np.ndarray) -> tuple[int, int]:
+    """The ``(Y, X)`` size of a plane, read from its labels (detections do not know it)."""
+    return tuple(labels.shape[-2:])

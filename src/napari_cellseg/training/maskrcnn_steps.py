@@ -1,0 +1,44 @@
+"""The Mask R-CNN family's training part: box/mask targets, listed batches, torchvision's losses.
+
+Used by :mod:`napari_cellseg.training.datasets` and :mod:`napari_cellseg.training.steps`
+through the family table (:func:`napari_cellseg.families.family_part`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from skimage.segmentation import relabel_sequential
+
+from napari_cellseg.training.datasets import collate_maskrcnn
+from napari_cellseg.training.targets import maskrcnn_target
+
+collate = collate_maskrcnn
+"""Samples as ``(list of images, list of target dicts)``."""
+
+
+def check_outputs(outputs: Sequence[str]) -> None:
+    """Any outputs will do: the targets are boxes and masks whatever the classes are called."""
+
+
+def crop_target(
+    labels: np.ndarray, outputs: Sequence[str], inner: tuple[slice, slice]
+) -> dict[str, torch.Tensor]:
+    """The target dict of the ``inner`` patch of a crop's labels (relabelled 1..N first)."""
+    relabelled = relabel_sequential(labels[inner])[0]
+    return maskrcnn_target(relabelled)
+
+
+def loss(
+    model: torch.nn.Module,
+    images: list[torch.Tensor],
+    targets: list[dict[str, torch.Tensor]],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    device: torch.device,
+) -> torch.Tensor:
+    """The sum of torchvision's training losses (``loss_fn`` is not used)."""
+    images = [image.to(device) for image in images]
+    targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+    return sum(model(images, targets).values())
