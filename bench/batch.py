@@ -118,23 +118,23 @@ def batch_run(
     folder: Path | list[Path], out: Path, weights: Path, params: Any, **kwargs: Any
 ) -> dict[str, Any]:
     """Drain ``iter_batch`` (what ``run_batch`` does), timing the start of the workers."""
-    from napari_cellseg.batch import BatchSummary, FileResult, iter_batch
-    from napari_cellseg.events import Notice
+    from napari_cellseg.batch import FileResult, iter_batch
+    from napari_cellseg.events import Notice, drain
 
     start = time.perf_counter()
     ready = None
     stages = {"read": 0.0, "segment": 0.0, "write": 0.0}
-    summary = None
-    for event in iter_batch(folder, out, weights, params, **kwargs):
+
+    def record(event: Any) -> None:
+        nonlocal ready
         if isinstance(event, Notice) and event.message.startswith("dask scheduler"):
             ready = time.perf_counter() - start
         elif isinstance(event, FileResult):
             for key, value in event.timings.items():
                 stages[key] = stages.get(key, 0.0) + value
-        elif isinstance(event, BatchSummary):
-            summary = event
+
+    summary = drain(iter_batch(folder, out, weights, params, **kwargs), record)
     seconds = time.perf_counter() - start
-    assert summary is not None
     return {
         "seconds": seconds,
         "startup_seconds": ready,

@@ -90,6 +90,7 @@ def main() -> int:
 
     import torch
 
+    from napari_cellseg.events import drain
     from napari_cellseg.inference.block_reading import plane_normalisation
     from napari_cellseg.inference.blocks import iter_predict_large
     from napari_cellseg.inference.planes import predict
@@ -109,12 +110,7 @@ def main() -> int:
 
     t0 = time.perf_counter()
     gen = iter_predict_large(image, model, params, block_size=args.block_size, halo=args.halo)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            blocks = stop.value.labels
-            break
+    blocks = drain(gen).labels
     seconds["blocks"] = time.perf_counter() - t0
 
     norm = plane_normalisation(image, model.card)  # the whole plane's, as blocks use

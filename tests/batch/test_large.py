@@ -9,6 +9,7 @@ import numpy as np
 import tifffile
 from batch_helpers import PARAMS, disk_image, tmp_files, write_png, write_tif
 
+from event_helpers import collect
 from napari_cellseg.batch import run_batch
 from napari_cellseg.batch.large import labels_readable, write_labels_tiled
 from napari_cellseg.io.images import read_image, read_labels
@@ -30,12 +31,11 @@ def test_large_planes_go_block_by_block_with_consistent_outputs(tmp_path, weight
     write_png(tmp_path / "in" / "small.png", disk_image(9))  # 96 x 96: the usual path
     write_tif(tmp_path / "in" / "stack.tif", np.stack([_mosaic(1), _mosaic(2)]))
     out = tmp_path / "out"
-    events = []
     from napari_cellseg.batch import iter_batch
 
-    for event in iter_batch(tmp_path / "in", out, weights, PARAMS, measure=True, **BLOCKS):
-        events.append(event)
-    summary = events[-1]
+    summary, events = collect(
+        iter_batch(tmp_path / "in", out, weights, PARAMS, measure=True, **BLOCKS)
+    )
     assert (summary.done, summary.failed) == (3, 0), summary.errors
     assert any(getattr(e, "stage", "") == "blocks" for e in events)
     manifest = json.loads((out / "batch_manifest.json").read_text())

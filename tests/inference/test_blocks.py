@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "batch"))
 from batch_helpers import PARAMS, disk_image, save_tiny_unet
 
-from event_helpers import drain
+from event_helpers import collect
 from napari_cellseg.batch.measure import measure_labels
 from napari_cellseg.inference import block_reading as plane_reading
 from napari_cellseg.inference import blocks as pb
@@ -61,7 +61,7 @@ def test_blockwise_prediction_matches_the_whole_image_with_exact_tables() -> Non
     weights = sample_data_dir() / "models" / "unet_dsb.safetensors"
     whole = predict(image, weights, params)
     out = np.zeros(image.shape[:2], np.uint32)
-    result, events = drain(
+    result, events = collect(
         pb.iter_predict_blocks(
             image, weights, out, params, block_size=200, halo=64, measure=measure_labels
         )
@@ -86,7 +86,7 @@ def test_a_memory_mapped_stack_is_segmented_plane_by_plane(model, tmp_path) -> N
     np.save(path, stack)
     mapped = np.load(path, mmap_mode="r")
     out = np.zeros(stack.shape, np.uint32)
-    result, _ = drain(
+    result, _ = collect(
         pb.iter_predict_blocks(mapped, model, out, replace(PARAMS, axes="ZYX"), block_size=96)
     )
     assert len(result.stats) == 2 and result.n_objects == sum(s.objects for s in result.stats)
@@ -103,4 +103,4 @@ def test_a_label_array_of_the_wrong_shape_is_refused(model) -> None:
     from napari_cellseg.errors import CellsegError
 
     with pytest.raises(CellsegError, match="expected"):
-        drain(pb.iter_predict_blocks(_mosaic(1), model, np.zeros((5, 5), np.uint32), PARAMS))
+        collect(pb.iter_predict_blocks(_mosaic(1), model, np.zeros((5, 5), np.uint32), PARAMS))

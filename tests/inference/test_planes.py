@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from napari_cellseg.errors import CellsegError
-from napari_cellseg.events import CancelledError, Notice, Progress
+from napari_cellseg.events import CancelledError, Notice, Progress, drain
 from napari_cellseg.inference.planes import Prediction, iter_predict, predict, reapply
 from napari_cellseg.io.images import read_image
 from napari_cellseg.io.samples import get_sample
@@ -50,9 +50,11 @@ def fluorescence() -> np.ndarray:
 
 
 def _run(gen) -> tuple[list, Prediction]:
-    events = list(gen)
-    assert isinstance(events[-1], Prediction)
-    return events[:-1], events[-1]
+    events = []
+    prediction = drain(gen, events.append)
+    assert isinstance(prediction, Prediction)
+    assert not any(isinstance(e, Prediction) for e in events)  # events only, then a return
+    return events, prediction
 
 
 def test_unet_on_a_real_sample(unet, fluorescence) -> None:

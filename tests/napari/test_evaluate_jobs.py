@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from event_helpers import drain
+from event_helpers import collect
 from napari_cellseg._napari._evaluate_jobs import (
     EvalImage,
     folder_images,
@@ -40,7 +40,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(gen):
-    value, events = drain(gen)
+    value, events = collect(gen)
     return events, value
 
 

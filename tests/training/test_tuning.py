@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from event_helpers import drain as run
+from event_helpers import collect as run
 from known_output_model import known_model, two_cells
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import CancelledError, Progress

@@ -34,16 +34,15 @@ def predict_job(
     try:
         with gui_torch_threads():
             # a large single plane goes block by block: memory does not grow with the image
-            for item in iter_predict_auto(data, weights, params):
-                if isinstance(item, Prediction):
-                    return item
-                yield item
+            prediction = yield from iter_predict_auto(data, weights, params)
     except (CellsegError, CancelledError):
         raise
     except Exception as exc:
         log.exception("segmentation failed")
         raise JobError(f"segmentation failed ({type(exc).__name__}: {exc})") from exc
-    raise JobError("segmentation ended without a result")
+    if prediction is None:
+        raise JobError("segmentation ended without a result")
+    return prediction
 
 
 def reapply_job(prediction: Prediction, post: PostprocessParams) -> Prediction:

@@ -28,7 +28,7 @@ from napari_cellseg.batch.large import (
 )
 from napari_cellseg.batch.reading import DEFAULT_MEMMAP_PIXELS, read_input
 from napari_cellseg.errors import CellsegError, ImageReadError, ImageWriteError
-from napari_cellseg.events import CancelledError, Notice, Progress
+from napari_cellseg.events import Notice, Progress, drain
 from napari_cellseg.inference.blocks import DEFAULT_BLOCK_SIZE, DEFAULT_HALO
 from napari_cellseg.io.images import ImageData
 from napari_cellseg.params import PostprocessParams, PredictParams
@@ -146,7 +146,7 @@ class FileResult:
 
 @dataclass(frozen=True)
 class BatchSummary:
-    """The end of a batch run (the last item :func:`iter_batch` yields).
+    """The end of a batch run (what :func:`iter_batch` returns).
 
     ``done`` files were segmented by this run, ``skipped`` ones already had valid outputs of
     the same recipe, ``failed`` ones are listed in ``errors`` as ``(file, reason)``.
@@ -227,7 +227,7 @@ def segment(
     With ``job`` and ``task``, a plane larger than ``job.block_pixels`` is segmented block
     by block into a scratch array beside the task's output (:mod:`.large`).
     """
-    from napari_cellseg.inference.planes import Prediction, iter_predict
+    from napari_cellseg.inference.planes import iter_predict
 
     run_params = params if params.axes else replace(params, axes=image.axes)
     if job is not None and task is not None and is_large(image, job.block_pixels):
@@ -243,15 +243,7 @@ def segment(
                 should_stop=should_stop,
             )
         )
-    prediction = None
-    for event in iter_predict(image.data, model, run_params, should_stop=should_stop):
-        if isinstance(event, Prediction):
-            prediction = event
-        else:
-            yield event
-    if prediction is None:  # pragma: no cover - iter_predict always ends with one
-        raise CancelledError("segmentation was stopped")
-    return prediction
+    return (yield from iter_predict(image.data, model, run_params, should_stop=should_stop))
 
 
 def _empty_measurements(image: ImageData, axes: str) -> dict[str, np.ndarray]:
@@ -353,13 +345,7 @@ def process_file(job: BatchJob, task: FileTask) -> FileResult:
         timings["read"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         model, _ = cached_load(job.weights, resolve_device(params.device))
-        gen = segment(image, model, params, job=job, task=task)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                prediction = stop.value
-                break
+        prediction = drain(segment(image, model, params, job=job, task=task))
         timings["segment"] = time.perf_counter() - t1
     except Exception as error:
         return failure(task, error, time.perf_counter() - t0)

@@ -41,13 +41,13 @@ from napari_cellseg.batch.reading import DEFAULT_MEMMAP_PIXELS, read_input
 from napari_cellseg.batch.recipe import library_versions, make_recipe, sha256_path
 from napari_cellseg.batch.scheduler import check_scheduler, default_workers, iter_dask
 from napari_cellseg.errors import CellsegError, WeightFileError
-from napari_cellseg.events import CancelledError, Notice, Progress
+from napari_cellseg.events import CancelledError, Notice, Progress, drain, relay
 from napari_cellseg.inference.blocks import DEFAULT_BLOCK_SIZE, DEFAULT_HALO
 from napari_cellseg.params import PredictParams
 
 __all__ = ["BatchEvent", "iter_batch", "run_batch"]
 
-BatchEvent = Progress | Notice | FileResult | BatchSummary
+BatchEvent = Progress | Notice | FileResult
 _WRITE_QUEUE = 2
 
 
@@ -172,15 +172,15 @@ def _iter_local(
 
 def _forward(gen: Generator, name: str) -> Generator[Progress | Notice, None, Any]:
     """Pass segmentation events on, naming the file; return the prediction."""
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
+
+    def named(event: Any) -> Progress | Notice | None:
         if isinstance(event, Progress) and event.stage in ("tiles", "blocks"):
-            yield Progress(event.stage, event.done, event.total, name)
-        elif isinstance(event, Notice):
-            yield Notice(f"{name}: {event.message}", event.level)
+            return Progress(event.stage, event.done, event.total, name)
+        if isinstance(event, Notice):
+            return Notice(f"{name}: {event.message}", event.level)
+        return None
+
+    return (yield from relay(gen, named))
 
 
 def _check_weights(weights: Path, params: PredictParams, scheduler: str) -> Any:
@@ -257,7 +257,11 @@ def iter_batch(
 
     Yields
     ------
-    Progress, Notice, FileResult, then a final BatchSummary (also the return value).
+    Progress, Notice, FileResult
+
+    Returns
+    -------
+    BatchSummary
 
     Raises
     ------
@@ -383,7 +387,7 @@ def iter_batch(
         )
     if close_errors:
         raise CellsegError(f"the batch ran but its records could not be written: {close_errors[0]}")
-    summary = BatchSummary(
+    return BatchSummary(
         done=tally["done"],
         skipped=tally["skipped"],
         failed=tally["failed"],
@@ -393,8 +397,6 @@ def iter_batch(
         out=str(out_path),
         cancelled=cancelled,
     )
-    yield summary
-    return summary
 
 
 def run_batch(*args: Any, **kwargs: Any) -> BatchSummary:
@@ -402,9 +404,4 @@ def run_batch(*args: Any, **kwargs: Any) -> BatchSummary:
 
     Takes the same arguments as :func:`iter_batch`.
     """
-    summary = None
-    for event in iter_batch(*args, **kwargs):
-        if isinstance(event, BatchSummary):
-            summary = event
-    assert summary is not None
-    return summary
+    return drain(iter_batch(*args, **kwargs))

@@ -71,9 +71,9 @@ def _status_line(total: int, name: str, counts: dict[str, int]) -> str:
 
 def run_batch_command(args: argparse.Namespace) -> int:
     """Run the batch; a progress line on a terminal, failures and a summary line always."""
-    from napari_cellseg.batch import BatchSummary, FileResult, iter_batch
+    from napari_cellseg.batch import FileResult, iter_batch
     from napari_cellseg.cli.predict import params_from_args
-    from napari_cellseg.events import Notice, Progress
+    from napari_cellseg.events import Notice, Progress, drain
     from napari_cellseg.models import read_card
 
     if not args.weights.exists():
@@ -84,24 +84,10 @@ def run_batch_command(args: argparse.Namespace) -> int:
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
     tty = sys.stderr.isatty()
     counts = {"done": 0, "skipped": 0, "failed": 0}
-    summary: BatchSummary | None = None
     files_event: Progress | None = None
-    for event in iter_batch(
-        inputs,
-        args.out,
-        args.weights,
-        params,
-        recursive=args.recursive,
-        include=args.include,
-        exclude=args.exclude,
-        measure=args.measure,
-        scheduler=args.scheduler,
-        workers=args.workers,
-        overwrite=args.overwrite,
-        prefetch=args.prefetch,
-        block_size=args.block_size,
-        halo=args.halo,
-    ):
+
+    def show(event: object) -> None:
+        nonlocal files_event
         if isinstance(event, FileResult):
             counts[event.status] += 1
             if event.status == "failed":
@@ -116,10 +102,27 @@ def run_batch_command(args: argparse.Namespace) -> int:
                 print(line, end="", file=sys.stderr)
         elif isinstance(event, Notice) and (event.level == "warning" or tty):
             print(("\r" if tty else "") + f"note: {event.message}", file=sys.stderr)
-        elif isinstance(event, BatchSummary):
-            summary = event
+
+    summary = drain(
+        iter_batch(
+            inputs,
+            args.out,
+            args.weights,
+            params,
+            recursive=args.recursive,
+            include=args.include,
+            exclude=args.exclude,
+            measure=args.measure,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            prefetch=args.prefetch,
+            block_size=args.block_size,
+            halo=args.halo,
+        ),
+        show,
+    )
     if tty:
         print("\r" + " " * 100 + "\r", end="", file=sys.stderr)
-    assert summary is not None
     print(summary.line())
     return 1 if summary.failed else 0

@@ -20,7 +20,7 @@ import numpy as np
 
 from napari_cellseg.device import resolve_device
 from napari_cellseg.errors import CellsegError
-from napari_cellseg.events import CancelledError, Notice, Progress
+from napari_cellseg.events import Notice, Progress, relay
 from napari_cellseg.inference.block_reading import (
     check_dtype,
     plane_normalisation,
@@ -121,7 +121,7 @@ def iter_predict_blocks(
         The object table (``plane``, ``label``, ``area``, ``bbox_*`` in plane coordinates)
         and, with ``measure``, the measurements.
     """
-    from napari_cellseg.inference.planes import Prediction, _concat_tables, iter_predict
+    from napari_cellseg.inference.planes import _concat_tables, iter_predict
 
     params = params or PredictParams()
     start = time.perf_counter()
@@ -150,21 +150,21 @@ def iter_predict_blocks(
         fixed = replace(loaded, card=card, notes=[])
         crops: dict[Block, np.ndarray] = {}
 
+        def new_notice(event: Any) -> Notice | None:
+            if isinstance(event, Notice) and event.message not in seen:
+                seen.add(event.message)
+                result.notices.append(event.message)
+                return event
+            return None
+
         def segment_region(block: Block, plane=plane, fixed=fixed, crops=crops):
             crop = read_region(plane, block)
             release_pages(plane)
             crops.clear()
             crops[block] = crop
-            prediction = None
-            for event in iter_predict(crop, fixed, crop_params, should_stop=should_stop):
-                if isinstance(event, Prediction):
-                    prediction = event
-                elif isinstance(event, Notice) and event.message not in seen:
-                    seen.add(event.message)
-                    result.notices.append(event.message)
-                    yield event
-            if prediction is None:  # pragma: no cover - iter_predict always ends with one
-                raise CancelledError("segmentation was stopped")
+            prediction = yield from relay(
+                iter_predict(crop, fixed, crop_params, should_stop=should_stop), new_notice
+            )
             for key, value in prediction.timings.items():
                 result.timings[key] = result.timings.get(key, 0.0) + value
             result.device = prediction.device
@@ -228,16 +228,14 @@ def iter_predict_auto(
 ) -> Generator[Any, None, Any]:
     """``iter_predict``, or :func:`iter_predict_large` for an image that is :func:`in_blocks`.
 
-    Like ``iter_predict`` it yields the events, then the ``Prediction``, and returns it.
+    Like ``iter_predict`` it yields the events and returns the ``Prediction``.
     """
     from napari_cellseg.inference.planes import iter_predict
 
     params = params or PredictParams()
     if not in_blocks(image.shape, params.axes):
         return (yield from iter_predict(image, model, params))
-    prediction = yield from iter_predict_large(image, model, params)
-    yield prediction
-    return prediction
+    return (yield from iter_predict_large(image, model, params))
 
 
 def iter_predict_large(

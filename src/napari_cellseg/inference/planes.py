@@ -1,15 +1,15 @@
 """From an image and a weight file to instance labels: ``iter_predict`` and ``predict``.
 
-``iter_predict`` is a generator: it yields :class:`Progress` and :class:`Notice` events,
-and finally the :class:`Prediction` (which is also its return value). Closing it, or a
-``should_stop`` callback returning True, stops it at the next yield with
+``iter_predict`` is a generator: it yields :class:`Progress` and :class:`Notice` events
+and returns the :class:`Prediction` (:func:`~napari_cellseg.events.drain` runs it). Closing
+it, or a ``should_stop`` callback returning True, stops it at the next yield with
 :class:`CancelledError`; nothing is written by this module, so nothing is left half done.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import torch
 
 from napari_cellseg.device import resolve_device
 from napari_cellseg.errors import CellsegError
-from napari_cellseg.events import CancelledError, Notice, Progress
+from napari_cellseg.events import CancelledError, Notice, Progress, drain
 from napari_cellseg.inference.detections import Detections
 from napari_cellseg.inference.model_runner import ModelRunner, cached_load, is_out_of_memory
 from napari_cellseg.inference.postprocess import (
@@ -97,15 +97,7 @@ def predict(
     **kwargs: Any,
 ) -> Prediction:
     """Run :func:`iter_predict` to the end and return its :class:`Prediction`."""
-    gen = iter_predict(image, model, params, **kwargs)
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if isinstance(event, Prediction):
-            gen.close()
-            return event
+    return drain(iter_predict(image, model, params, **kwargs))
 
 
 def iter_predict(
@@ -114,8 +106,8 @@ def iter_predict(
     params: PredictParams | None = None,
     *,
     should_stop: Callable[[], bool] | None = None,
-) -> Generator[Event | Prediction, None, Prediction]:
-    """Segment ``image`` with ``model``, yielding progress events, then the Prediction.
+) -> Generator[Event, None, Prediction]:
+    """Segment ``image`` with ``model``, yielding progress events; returns the Prediction.
 
     Parameters
     ----------
@@ -131,7 +123,11 @@ def iter_predict(
 
     Yields
     ------
-    Progress or Notice, then Prediction
+    Progress or Notice
+
+    Returns
+    -------
+    Prediction
 
     Raises
     ------
@@ -204,7 +200,7 @@ def iter_predict(
 
     labels_out = _stack_labels(label_planes, out_lead)
     timings["total"] = time.perf_counter() - start
-    prediction = Prediction(
+    return Prediction(
         labels=labels_out,
         table=_concat_tables(tables),
         card=card,
@@ -218,8 +214,6 @@ def iter_predict(
         timings=timings,
         notices=notices,
     )
-    yield prediction
-    return prediction
 
 
 def reapply(prediction: Prediction, post: PostprocessParams) -> Prediction:
@@ -370,10 +364,3 @@ def _concat_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]
     for table in tables:
         keys.extend(k for k in table if k not in keys)
     return {k: np.concatenate([t[k] for t in tables if k in t]) for k in keys}
-
-
-def iter_events(gen: Iterator[Event | Prediction]) -> Iterator[Event]:
-    """Yield only the events of ``gen`` (helper for progress bars)."""
-    for item in gen:
-        if not isinstance(item, Prediction):
-            yield item

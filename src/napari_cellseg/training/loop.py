@@ -27,6 +27,7 @@ from napari_cellseg.events import (
     Notice,
     StepLoss,
     TrainingFinished,
+    drain,
 )
 from napari_cellseg.models import ModelCard, build_model, load_weights, save_weights
 from napari_cellseg.params import TrainParams, fine_tune_learning_rate
@@ -58,12 +59,7 @@ _HEAD_ARGS = {"unet": "classes", "maskrcnn": "num_classes"}
 
 def fit(*args: Any, **kwargs: Any) -> TrainingFinished:
     """Run :func:`iter_train` to the end and return its :class:`TrainingFinished`."""
-    result = None
-    for event in iter_train(*args, **kwargs):
-        if isinstance(event, TrainingFinished):
-            result = event
-    assert result is not None
-    return result
+    return drain(iter_train(*args, **kwargs))
 
 
 def iter_train(
@@ -106,7 +102,11 @@ def iter_train(
 
     Yields
     ------
-    StepLoss, EpochEnd, CheckpointSaved, Notice, then TrainingFinished
+    StepLoss, EpochEnd, CheckpointSaved, Notice
+
+    Returns
+    -------
+    TrainingFinished
     """
     from napari_cellseg.training.pairs import file_manifest, scan_training_folders, split_pairs
     from napari_cellseg.training.validation import read_validation_images
@@ -285,11 +285,9 @@ def iter_train(
         yield checkpoint(Notice(f"tuning the thresholds on {len(val_images)} validation images…"))
         note = yield from _tune_thresholds(out, val_images, params, device, should_stop)
         yield checkpoint(Notice(note))
-    finished = TrainingFinished(
+    return TrainingFinished(
         str(out), str(ckpt_path), epoch, best_epoch, best_metrics, baseline, stopped_reason, history
     )
-    yield finished
-    return finished
 
 
 def _tune_thresholds(out, val_images, params, device, should_stop) -> Generator[Any, None, str]:

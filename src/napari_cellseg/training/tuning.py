@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from napari_cellseg.errors import CellsegError
-from napari_cellseg.events import CancelledError, Progress
+from napari_cellseg.events import CancelledError, Progress, relay
 from napari_cellseg.inference import blocks as predict_blocks
 from napari_cellseg.inference.planes import Prediction, iter_predict, reapply
 from napari_cellseg.labels.metrics import dsb_ap
@@ -200,14 +200,11 @@ def _predict(
     image: Any, model: LoadedModel, params: PredictParams, should_stop: Callable[[], bool] | None
 ) -> Generator[Progress, None, Prediction]:
     """Segment ``image``, passing its tile progress on; the Prediction."""
-    gen = iter_predict(image, model, params, should_stop=should_stop)
-    for event in gen:
-        if isinstance(event, Prediction):
-            gen.close()
-            return event
-        if isinstance(event, Progress) and event.stage == "tiles":
-            yield event
-    raise CellsegError("segmentation ended without a result")  # pragma: no cover
+
+    def tiles(event: Any) -> Progress | None:
+        return event if isinstance(event, Progress) and event.stage == "tiles" else None
+
+    return (yield from relay(iter_predict(image, model, params, should_stop=should_stop), tiles))
 
 
 def tuned_card(card: ModelCard, result: TuningResult, data: str, *, tta: int = 1) -> ModelCard:
