@@ -93,7 +93,7 @@ def grey_mosaic(size: int, sources: list[Path]) -> np.ndarray:
 # -- the naive loop ---------------------------------------------------------------------------
 def naive_loop(files: list[Path], out: Path, model: Any, params: Any) -> dict[str, float]:
     """read_image -> predict -> write_labels, one file at a time; seconds per stage."""
-    from napari_cellseg.inference.planes import predict
+    from napari_cellseg.inference.planes import predict_planes as predict  # whole planes
     from napari_cellseg.io.images import read_image, write_labels
 
     out.mkdir(parents=True, exist_ok=True)
@@ -231,7 +231,7 @@ def throughput(args: argparse.Namespace, params: Any, work: Path) -> dict[str, A
 
     from napari_cellseg.device import resolve_device
     from napari_cellseg.inference.model_runner import cached_load
-    from napari_cellseg.inference.planes import predict
+    from napari_cellseg.inference.planes import predict_planes as predict  # whole planes
     from napari_cellseg.io.images import read_image
 
     sources = dsb_files(args.data_root)
@@ -329,7 +329,7 @@ def calibrate(args: argparse.Namespace, params: Any) -> float:
 
     from napari_cellseg.device import resolve_device
     from napari_cellseg.inference.model_runner import cached_load
-    from napari_cellseg.inference.planes import predict
+    from napari_cellseg.inference.planes import predict_planes as predict  # whole planes
 
     torch.set_num_threads(args.threads)
     model, _ = cached_load(args.weights, resolve_device(params.device))

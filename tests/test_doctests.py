@@ -9,7 +9,17 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "name", ["labels.overlap", "inference.tiling", "inference.stitch", "models.normalise"]
+    "name",
+    [
+        "labels.overlap",
+        "inference.tiling",
+        "inference.stitch",
+        "models.normalise",
+        "events",
+        "inference.api",
+        "inference.preprocess",
+        "params",
+    ],
 )
 def test_docstring_examples(name: str) -> None:
     module = importlib.import_module(f"napari_cellseg.{name}")

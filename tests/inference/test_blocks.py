@@ -17,9 +17,10 @@ from napari_cellseg.batch.measure import measure_labels
 from napari_cellseg.inference import block_reading as plane_reading
 from napari_cellseg.inference import blocks as pb
 from napari_cellseg.inference import preprocess
-from napari_cellseg.inference.planes import predict
+from napari_cellseg.inference.planes import predict_planes
 from napari_cellseg.labels.metrics import matching_at
 from napari_cellseg.models import load_weights, normalise
+from napari_cellseg.params import BlockOptions
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +60,11 @@ def test_blockwise_prediction_matches_the_whole_image_with_exact_tables() -> Non
     image = np.concatenate([image, image[::-1]], axis=0)  # 512 x 256 x 3
     params = replace(PARAMS, tile_size=256, overlap=32)
     weights = sample_data_dir() / "models" / "unet_dsb.safetensors"
-    whole = predict(image, weights, params)
+    whole = predict_planes(image, weights, params)
     out = np.zeros(image.shape[:2], np.uint32)
     result, events = collect(
         pb.iter_predict_blocks(
-            image, weights, out, params, block_size=200, halo=64, measure=measure_labels
+            image, weights, out, params, blocks=BlockOptions(200, 64), measure=measure_labels
         )
     )
     assert result.n_objects == out.max() == len(np.unique(out)) - 1 > 40
@@ -87,7 +88,13 @@ def test_a_memory_mapped_stack_is_segmented_plane_by_plane(model, tmp_path) -> N
     mapped = np.load(path, mmap_mode="r")
     out = np.zeros(stack.shape, np.uint32)
     result, _ = collect(
-        pb.iter_predict_blocks(mapped, model, out, replace(PARAMS, axes="ZYX"), block_size=96)
+        pb.iter_predict_blocks(
+            mapped,
+            model,
+            out,
+            replace(PARAMS, axes="ZYX"),
+            blocks=BlockOptions(block_size=96, halo=96),
+        )
     )
     assert len(result.stats) == 2 and result.n_objects == sum(s.objects for s in result.stats)
     assert set(result.table["plane"].tolist()) == {0, 1}

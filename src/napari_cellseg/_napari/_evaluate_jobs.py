@@ -152,7 +152,7 @@ def iter_compare(
     Comparison
     """
     from napari_cellseg._napari._segment_jobs import predict_job
-    from napari_cellseg.inference.blocks import in_blocks
+    from napari_cellseg.inference import in_blocks
     from napari_cellseg.models import load_weights
 
     result = Comparison()

@@ -35,15 +35,13 @@ from napari_cellseg.batch.jobs import (
     save_outputs,
     segment,
 )
-from napari_cellseg.batch.large import DEFAULT_BLOCK_PIXELS
 from napari_cellseg.batch.manifest import RunState
 from napari_cellseg.batch.reading import DEFAULT_MEMMAP_PIXELS, read_input
 from napari_cellseg.batch.recipe import library_versions, make_recipe, sha256_path
 from napari_cellseg.batch.scheduler import check_scheduler, default_workers, iter_dask
 from napari_cellseg.errors import CellsegError, WeightFileError
 from napari_cellseg.events import CancelledError, Notice, Progress, drain, relay
-from napari_cellseg.inference.blocks import DEFAULT_BLOCK_SIZE, DEFAULT_HALO
-from napari_cellseg.params import PredictParams
+from napari_cellseg.params import BlockOptions, PredictParams
 
 __all__ = ["BatchEvent", "iter_batch", "run_batch"]
 
@@ -214,9 +212,7 @@ def iter_batch(
     overwrite: bool = False,
     prefetch: int = 2,
     memmap_pixels: int = DEFAULT_MEMMAP_PIXELS,
-    block_pixels: int = DEFAULT_BLOCK_PIXELS,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    halo: int = DEFAULT_HALO,
+    blocks: BlockOptions | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Generator[BatchEvent, None, BatchSummary]:
     """Segment a folder (or a list) of images into label TIFFs, yielding progress.
@@ -248,10 +244,11 @@ def iter_batch(
         Images read ahead in process (memory: about ``prefetch + 4`` images).
     memmap_pixels : int
         Uncompressed TIFFs with more pixels are memory-mapped instead of loaded.
-    block_pixels, block_size, halo : int
+    blocks : BlockOptions, optional
         Planes with more than ``block_pixels`` pixels are segmented in blocks of
         ``block_size`` plus a ``halo`` margin, into an on-disk array, so memory stays
-        bounded whatever the image size; objects larger than ``halo`` may be cut.
+        bounded whatever the image size; objects larger than the halo may be cut.
+        The defaults when omitted.
     should_stop : callable, optional
         Polled between files and tiles; True stops cleanly.
 
@@ -275,11 +272,7 @@ def iter_batch(
     scheduler = check_scheduler(scheduler, workers)
     if not 1 <= int(prefetch) <= 64:
         raise CellsegError(f"prefetch must be between 1 and 64 images, got {prefetch}")
-    if not 64 <= int(block_size) <= 32768 or not 0 <= int(halo) <= int(block_size):
-        raise CellsegError(
-            f"block size {block_size} and halo {halo} are out of range: use a block of 64 to "
-            "32768 pixels and a halo from 0 to the block size"
-        )
+    blocks = blocks or BlockOptions()  # its values were checked when it was made
     out_path = Path(out).absolute()
     if out_path.exists() and not out_path.is_dir():
         raise CellsegError(f"{out_path}: the output path is a file; choose a folder")
@@ -300,7 +293,11 @@ def iter_batch(
         "weights": str(weights_path),
         "parameters": params.to_dict(),
         "measure": measure,
-        "large_images": {"block_pixels": block_pixels, "block_size": block_size, "halo": halo},
+        "large_images": {
+            "block_pixels": blocks.block_pixels,
+            "block_size": blocks.block_size,
+            "halo": blocks.halo,
+        },
         "scheduler": scheduler,
         "workers": n_workers if scheduler != "none" else 1,
         "libraries": library_versions(),
@@ -314,9 +311,7 @@ def iter_batch(
         measure=measure,
         recipe_hash=state.hash,
         memmap_pixels=int(memmap_pixels),
-        block_pixels=int(block_pixels),
-        block_size=int(block_size),
-        halo=int(halo),
+        blocks=blocks,
         torch_threads=max(1, (os.cpu_count() or 1) // n_workers) if scheduler == "local" else None,
     )
     tasks = plan_tasks(files, out_path, measure=measure)

@@ -14,7 +14,9 @@ from pathlib import Path
 def add_batch_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``batch`` subcommand."""
     from napari_cellseg.cli.predict import add_predict_options
+    from napari_cellseg.params import BlockOptions
 
+    blocks = BlockOptions()
     p = sub.add_parser(
         "batch",
         help="segment every image of a folder (resumable, with measurements)",
@@ -49,14 +51,16 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--block-size",
         type=int,
-        default=2048,
-        help="planes above 4096² go block by block in blocks of this edge (default 2048)",
+        default=blocks.block_size,
+        help=f"planes above 4096² go block by block in blocks of this edge "
+        f"(default {blocks.block_size})",
     )
     p.add_argument(
         "--halo",
         type=int,
-        default=256,
-        help="margin around each block; objects larger than this may be cut (default 256)",
+        default=blocks.halo,
+        help=f"margin around each block; objects larger than this may be cut "
+        f"(default {blocks.halo})",
     )
     add_predict_options(p)
     p.set_defaults(func=run_batch_command)
@@ -75,6 +79,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     from napari_cellseg.cli.predict import params_from_args
     from napari_cellseg.events import Notice, Progress, drain
     from napari_cellseg.models import read_card
+    from napari_cellseg.params import BlockOptions
 
     if not args.weights.exists():
         from napari_cellseg.errors import WeightFileError
@@ -117,8 +122,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
             workers=args.workers,
             overwrite=args.overwrite,
             prefetch=args.prefetch,
-            block_size=args.block_size,
-            halo=args.halo,
+            blocks=BlockOptions(block_size=args.block_size, halo=args.halo),
         ),
         show,
     )

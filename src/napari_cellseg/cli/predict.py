@@ -178,7 +178,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from napari_cellseg.device import resolve_device
     from napari_cellseg.errors import CellsegError
     from napari_cellseg.events import Notice, Progress, drain
-    from napari_cellseg.inference.blocks import iter_predict_auto
+    from napari_cellseg.inference import iter_predict
     from napari_cellseg.inference.model_runner import cached_load
     from napari_cellseg.inference.preprocess import label_axes
     from napari_cellseg.io.images import apply_axes, read_image, write_labels
@@ -213,7 +213,7 @@ def run_predict(args: argparse.Namespace) -> int:
                         print(f"{path.name}: {event.fraction:.0%}", file=sys.stderr, flush=True)
                         last_line = time.perf_counter()
 
-            prediction = drain(iter_predict_auto(image.data, loaded, run_params), show)
+            prediction = drain(iter_predict(image.data, loaded, run_params), show)
             out = write_labels(
                 labels_path,
                 prediction.labels,

@@ -1,6 +1,8 @@
-"""From an image and a weight file to instance labels: ``iter_predict`` and ``predict``.
+"""Whole planes from an image and a weight file to instance labels: ``iter_predict_planes``.
 
-``iter_predict`` is a generator: it yields :class:`Progress` and :class:`Notice` events
+The front door, :func:`napari_cellseg.inference.iter_predict`, sends an image here unless
+a single plane is large enough to go block by block (:mod:`.blocks`).
+``iter_predict_planes`` is a generator: it yields :class:`Progress` and :class:`Notice` events
 and returns the :class:`Prediction` (:func:`~napari_cellseg.events.drain` runs it). Closing
 it, or a ``should_stop`` callback returning True, stops it at the next yield with
 :class:`CancelledError`; nothing is written by this module, so nothing is left half done.
@@ -29,11 +31,10 @@ from napari_cellseg.inference.postprocess import (
     unet_instances,
 )
 from napari_cellseg.inference.preprocess import (
-    check_axes,
     check_image,
-    guess_axes,
     iter_planes,
     label_shape,
+    resolve_axes,
     to_model_input,
 )
 from napari_cellseg.inference.tile_merge import merge_tile_detections
@@ -55,7 +56,7 @@ MIN_TILE = 64
 
 @dataclass
 class Prediction:
-    """The result of :func:`iter_predict`.
+    """The result of :func:`iter_predict_planes` (and of the front door ``iter_predict``).
 
     Attributes
     ----------
@@ -90,17 +91,17 @@ class Prediction:
         return len(self.table.get("label", ()))
 
 
-def predict(
+def predict_planes(
     image: np.ndarray,
     model: str | Path | LoadedModel,
     params: PredictParams | None = None,
     **kwargs: Any,
 ) -> Prediction:
-    """Run :func:`iter_predict` to the end and return its :class:`Prediction`."""
-    return drain(iter_predict(image, model, params, **kwargs))
+    """Run :func:`iter_predict_planes` to the end and return its :class:`Prediction`."""
+    return drain(iter_predict_planes(image, model, params, **kwargs))
 
 
-def iter_predict(
+def iter_predict_planes(
     image: np.ndarray,
     model: str | Path | LoadedModel,
     params: PredictParams | None = None,
@@ -146,7 +147,7 @@ def iter_predict(
         return event
 
     image = np.asarray(image)
-    axes = check_axes(image.shape, params.axes) if params.axes else guess_axes(image.shape)
+    axes = resolve_axes(image.shape, params.axes)
     check_image(image, axes=axes)
     device = resolve_device(params.device)
     t0 = time.perf_counter()

@@ -22,8 +22,9 @@ import numpy as np
 
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import CancelledError, Progress, relay
-from napari_cellseg.inference import blocks as predict_blocks
-from napari_cellseg.inference.planes import Prediction, iter_predict, reapply
+from napari_cellseg.inference import api
+from napari_cellseg.inference.api import iter_predict
+from napari_cellseg.inference.planes import Prediction, reapply
 from napari_cellseg.labels.metrics import dsb_ap
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel, save_weights, stores_float16
@@ -171,10 +172,10 @@ def iter_tune_postprocess(
             raise CancelledError("tuning was stopped")
         item = entry() if callable(entry) else entry
         shape = np.shape(item.image)
-        if predict_blocks.in_blocks(shape, item.axes):  # too large to keep its output
+        if api.in_blocks(shape, item.axes):  # too large to keep its output
             raise CellsegError(
                 f"{item.name}: a {shape[0]}×{shape[1]} plane is too large to tune on "
-                f"(above {predict_blocks.DEFAULT_BLOCK_PIXELS} pixels); tune on crops of it"
+                f"(above {api.DEFAULT_BLOCKS.block_pixels} pixels); tune on crops of it"
             )
         run = replace(params, axes=item.axes, post=base)
         prediction = yield from _predict(item.image, model, run, should_stop)
