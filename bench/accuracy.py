@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from napari_cellseg.device import resolve_device
+from napari_cellseg.inference import predict
 from napari_cellseg.inference.model_runner import clear_model_cache
-from napari_cellseg.inference.planes import predict
 from napari_cellseg.io.images import read_image, read_labels
 from napari_cellseg.labels.metrics import evaluate_pair, summarise
 from napari_cellseg.models import load_weights

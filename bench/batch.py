@@ -93,7 +93,7 @@ def grey_mosaic(size: int, sources: list[Path]) -> np.ndarray:
 # -- the naive loop ---------------------------------------------------------------------------
 def naive_loop(files: list[Path], out: Path, model: Any, params: Any) -> dict[str, float]:
     """read_image -> predict -> write_labels, one file at a time; seconds per stage."""
-    from napari_cellseg.inference.planes import predict
+    from napari_cellseg.inference.planes import predict_planes as predict  # whole planes
     from napari_cellseg.io.images import read_image, write_labels
 
     out.mkdir(parents=True, exist_ok=True)
@@ -118,23 +118,23 @@ def batch_run(
     folder: Path | list[Path], out: Path, weights: Path, params: Any, **kwargs: Any
 ) -> dict[str, Any]:
     """Drain ``iter_batch`` (what ``run_batch`` does), timing the start of the workers."""
-    from napari_cellseg.batch import BatchSummary, FileResult, iter_batch
-    from napari_cellseg.events import Notice
+    from napari_cellseg.batch import FileResult, iter_batch
+    from napari_cellseg.events import Notice, drain
 
     start = time.perf_counter()
     ready = None
     stages = {"read": 0.0, "segment": 0.0, "write": 0.0}
-    summary = None
-    for event in iter_batch(folder, out, weights, params, **kwargs):
+
+    def record(event: Any) -> None:
+        nonlocal ready
         if isinstance(event, Notice) and event.message.startswith("dask scheduler"):
             ready = time.perf_counter() - start
         elif isinstance(event, FileResult):
             for key, value in event.timings.items():
                 stages[key] = stages.get(key, 0.0) + value
-        elif isinstance(event, BatchSummary):
-            summary = event
+
+    summary = drain(iter_batch(folder, out, weights, params, **kwargs), record)
     seconds = time.perf_counter() - start
-    assert summary is not None
     return {
         "seconds": seconds,
         "startup_seconds": ready,
@@ -231,7 +231,7 @@ def throughput(args: argparse.Namespace, params: Any, work: Path) -> dict[str, A
 
     from napari_cellseg.device import resolve_device
     from napari_cellseg.inference.model_runner import cached_load
-    from napari_cellseg.inference.planes import predict
+    from napari_cellseg.inference.planes import predict_planes as predict  # whole planes
     from napari_cellseg.io.images import read_image
 
     sources = dsb_files(args.data_root)
@@ -329,7 +329,7 @@ def calibrate(args: argparse.Namespace, params: Any) -> float:
 
     from napari_cellseg.device import resolve_device
     from napari_cellseg.inference.model_runner import cached_load
-    from napari_cellseg.inference.planes import predict
+    from napari_cellseg.inference.planes import predict_planes as predict  # whole planes
 
     torch.set_num_threads(args.threads)
     model, _ = cached_load(args.weights, resolve_device(params.device))

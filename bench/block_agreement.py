@@ -90,10 +90,12 @@ def main() -> int:
 
     import torch
 
+    from napari_cellseg.events import drain
     from napari_cellseg.inference.block_reading import plane_normalisation
     from napari_cellseg.inference.blocks import iter_predict_large
-    from napari_cellseg.inference.planes import predict
+    from napari_cellseg.inference.planes import predict_planes
     from napari_cellseg.models import list_bundled_weights, load_weights
+    from napari_cellseg.params import BlockOptions
 
     weights = next(p for p in list_bundled_weights() if p.name == "unet_dsb.safetensors")
     model = load_weights(weights, device=args.device)
@@ -104,17 +106,12 @@ def main() -> int:
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    whole = predict(image, model, params).labels
+    whole = predict_planes(image, model, params).labels
     seconds["whole"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    gen = iter_predict_large(image, model, params, block_size=args.block_size, halo=args.halo)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            blocks = stop.value.labels
-            break
+    options = BlockOptions(block_size=args.block_size, halo=args.halo)
+    blocks = drain(iter_predict_large(image, model, params, blocks=options)).labels
     seconds["blocks"] = time.perf_counter() - t0
 
     norm = plane_normalisation(image, model.card)  # the whole plane's, as blocks use
@@ -124,7 +121,7 @@ def main() -> int:
     results = {"blocks_vs_whole": compare(whole[region], blocks[region])}
     for s in args.shift:
         t0 = time.perf_counter()
-        shifted = predict(np.ascontiguousarray(image[s:, s:]), fixed, params).labels
+        shifted = predict_planes(np.ascontiguousarray(image[s:, s:]), fixed, params).labels
         seconds[f"shifted_{s}"] = time.perf_counter() - t0
         results[f"shifted_{s}_vs_whole"] = compare(whole[region], shifted[m - s :, m - s :])
     out = {

@@ -31,7 +31,7 @@ from _common import PeakRSS, pack_mosaic
 from napari_cellseg.device import resolve_device
 from napari_cellseg.inference.detections import Detections
 from napari_cellseg.inference.model_runner import ModelRunner
-from napari_cellseg.inference.planes import predict
+from napari_cellseg.inference.planes import predict_planes as predict  # whole planes
 from napari_cellseg.inference.postprocess import maskrcnn_instances, unet_instances
 from napari_cellseg.inference.preprocess import to_model_input
 from napari_cellseg.inference.tiling import plan_tiles

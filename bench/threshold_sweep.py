@@ -45,7 +45,7 @@ def main() -> int:
 
     import torch
 
-    from napari_cellseg.inference.planes import predict, reapply
+    from napari_cellseg.inference import predict, reapply
     from napari_cellseg.io.images import read_image, read_labels
     from napari_cellseg.labels.metrics import evaluate_pair, summarise
     from napari_cellseg.models import load_weights

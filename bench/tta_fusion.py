@@ -108,7 +108,7 @@ def main() -> int:
         params = PredictParams(
             device=args.device, axes=image.axes, tta=args.tta, tile_size=args.tile
         )
-        prediction = inference.predict(image.data, model, params)
+        prediction = inference.predict_planes(image.data, model, params)
         one_tile = len(recorded) == 1
         cache[pair.name] = (
             (recorded[0], tuple(prediction.labels.shape), prediction.params.post)

@@ -1,16 +1,14 @@
-"""Driving generators that yield events and return a result (the core's long jobs)."""
+"""Running generators that yield events and return a result (the core's long jobs)."""
 
 from __future__ import annotations
 
 from collections.abc import Generator
 from typing import Any
 
+from napari_cellseg.events import drain
 
-def drain(gen: Generator[Any, None, Any]) -> tuple[Any, list[Any]]:
+
+def collect(gen: Generator[Any, None, Any]) -> tuple[Any, list[Any]]:
     """Run ``gen`` to its end: ``(its return value, the events it yielded)``."""
-    events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return stop.value, events
+    events: list[Any] = []
+    return drain(gen, events.append), events

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from napari_cellseg.families import family_part, family_spec
-from napari_cellseg.inference.planes import predict, reapply
+from napari_cellseg.inference import predict
+from napari_cellseg.inference.planes import reapply
 from napari_cellseg.models import ModelCard, build_model, load_weights, read_card, save_weights
 from napari_cellseg.params import PostprocessParams, PredictParams, TrainParams
 

@@ -16,6 +16,10 @@ import pytest
         "inference.stitch",
         "inference.planes",
         "models.normalise",
+        "events",
+        "inference.api",
+        "inference.preprocess",
+        "params",
     ],
 )
 def test_docstring_examples(name: str) -> None:

@@ -45,7 +45,7 @@ def run_headless_demo(
     dict
         The summary also written to ``out_dir / "summary.json"``.
     """
-    from napari_cellseg.inference.planes import predict
+    from napari_cellseg.inference import predict
     from napari_cellseg.io.atomic import atomic_write_text
     from napari_cellseg.io.images import read_image, read_labels, write_labels
     from napari_cellseg.io.overlay import write_overlay_png

@@ -1,8 +1,18 @@
-"""Small typed events yielded by long-running generators, and the cancellation error."""
+"""Small typed events yielded by long-running generators, the cancellation error, ``drain``.
+
+The one rule for long work: a generator that **yields only events** (the classes below)
+and **returns its result**. It can be stopped at any yield (``gen.close()`` or a
+``should_stop`` callback raising :class:`CancelledError`). :func:`drain` runs one to its
+end; :func:`relay` passes one's events on, changed, from inside another generator.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import Any, TypeVar
+
+R = TypeVar("R")
 
 
 class CancelledError(Exception):
@@ -70,7 +80,7 @@ class CheckpointSaved:
 
 @dataclass(frozen=True)
 class TrainingFinished:
-    """Training ended; ``weights_path`` holds the best weights with their model card."""
+    """Training ended (``iter_train``'s return value); ``weights_path`` holds the best weights."""
 
     weights_path: str
     checkpoint_path: str
@@ -80,3 +90,72 @@ class TrainingFinished:
     baseline_metrics: dict | None
     stopped_reason: str  # "epochs", "time budget", "early stopping"
     history: list
+
+
+def drain(gen: Generator[Any, Any, R], on_event: Callable[[Any], None] | None = None) -> R:
+    """Run a long-work generator to its end and return its return value.
+
+    Parameters
+    ----------
+    gen : generator
+        Yields events and returns a result (e.g. ``iter_predict``, ``iter_train``).
+    on_event : callable, optional
+        Called with every event, in order (a progress bar, a log, ``list.append``).
+
+    Returns
+    -------
+    object
+        What ``gen`` returned.
+
+    Examples
+    --------
+    >>> def work():
+    ...     yield Progress("steps", 1, 2)
+    ...     yield Progress("steps", 2, 2)
+    ...     return "done"
+    >>> seen = []
+    >>> drain(work(), seen.append)
+    'done'
+    >>> [event.done for event in seen]
+    [1, 2]
+    """
+    try:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if on_event is not None:
+                on_event(event)
+    finally:
+        gen.close()  # an error in on_event: the generator's clean-up runs now
+
+
+def relay(
+    gen: Generator[Any, Any, R], convert: Callable[[Any], Any | None]
+) -> Generator[Any, None, R]:
+    """Yield ``convert(event)`` for each event of ``gen`` (``None``: dropped); return its result.
+
+    For a generator that passes another one's events on, changed, with ``yield from``:
+
+    >>> def inner():
+    ...     yield Progress("tiles", 1, 1)
+    ...     yield Notice("ignored")
+    ...     return 42
+    >>> def outer():
+    ...     result = yield from relay(inner(), lambda e: e if isinstance(e, Progress) else None)
+    ...     return result + 1
+    >>> [e.stage for e in outer()], drain(outer())
+    (['tiles'], 43)
+    """
+    try:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            converted = convert(event)
+            if converted is not None:
+                yield converted
+    finally:
+        gen.close()  # closed early (stopped): the inner generator's clean-up runs now

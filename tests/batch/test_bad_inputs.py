@@ -13,6 +13,7 @@ import tifffile
 from bad_corpus import FAILING, GOOD, SUCCEEDING, Maker, truncated, write_bytes
 from batch_helpers import PARAMS, disk_image, tmp_files, write_png
 
+from event_helpers import collect
 from napari_cellseg.batch import FileResult, iter_batch, run_batch
 from napari_cellseg.cli import main
 from napari_cellseg.errors import CellsegError
@@ -28,16 +29,15 @@ def _run(
     bad = maker(folder, monkeypatch)
     out = tmp_path / "out"
     inputs = folder if how == "dir" else [good, bad]
-    events = list(iter_batch(inputs, out, weights, PARAMS, measure=True))
-    return bad, out, events
+    summary, events = collect(iter_batch(inputs, out, weights, PARAMS, measure=True))
+    return bad, out, events, summary
 
 
 @pytest.mark.parametrize("kind", list(FAILING))
 def test_bad_input_fails_alone_with_a_clear_message(tmp_path, weights, monkeypatch, kind) -> None:
     maker, fragment, how = FAILING[kind]
-    bad, out, events = _run(tmp_path, weights, maker, how, monkeypatch)
+    bad, out, events, summary = _run(tmp_path, weights, maker, how, monkeypatch)
     results = {Path(r.file).name: r for r in events if isinstance(r, FileResult)}
-    summary = events[-1]
     assert results[GOOD].status == "done" and Path(results[GOOD].labels).is_file()
     failed = [r for r in results.values() if r.status == "failed"]
     assert failed and all(r.file != str(tmp_path / "in" / GOOD) for r in failed)
@@ -62,8 +62,7 @@ def test_bad_input_fails_alone_with_a_clear_message(tmp_path, weights, monkeypat
 
 @pytest.mark.parametrize("kind", list(SUCCEEDING))
 def test_unusual_but_valid_input_succeeds(tmp_path, weights, monkeypatch, kind) -> None:
-    good, out, events = _run(tmp_path, weights, SUCCEEDING[kind], "dir", monkeypatch)
-    summary = events[-1]
+    good, out, _events, summary = _run(tmp_path, weights, SUCCEEDING[kind], "dir", monkeypatch)
     assert (summary.done, summary.failed) == (2, 0), summary.errors
     stem = good.name.split(".")[0]
     labels = read_labels(out / f"{stem}_labels.tif") if "5-D" not in kind else None

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from batch_helpers import PARAMS, disk_image, save_tiny_unet, tmp_files, write_png, write_tif
 
+from event_helpers import collect
 from napari_cellseg.batch import (
     BatchSummary,
     FileResult,
@@ -25,7 +26,7 @@ from napari_cellseg.batch import (
 from napari_cellseg.batch.manifest import RunState
 from napari_cellseg.cli import main
 from napari_cellseg.errors import CellsegError
-from napari_cellseg.events import Progress
+from napari_cellseg.events import Progress, drain
 from napari_cellseg.io.images import read_image, read_labels
 
 GUI_MODULES = ("napari", "qtpy", "magicgui", "PyQt5", "PyQt6", "PySide6", "vispy")
@@ -195,14 +196,16 @@ def test_events_stream_and_a_stop_leaves_a_consistent_folder(tmp_path, weights) 
     out = tmp_path / "out"
     finished: list[FileResult] = []
     events = []
-    for event in iter_batch(
-        tmp_path / "in", out, weights, PARAMS, should_stop=lambda: len(finished) >= 2
-    ):
+
+    def record(event) -> None:
         events.append(event)
         if isinstance(event, FileResult):
             finished.append(event)
-    summary = events[-1]
+
+    gen = iter_batch(tmp_path / "in", out, weights, PARAMS, should_stop=lambda: len(finished) >= 2)
+    summary = drain(gen, record)
     assert isinstance(summary, BatchSummary) and summary.cancelled
+    assert not any(isinstance(e, BatchSummary) for e in events)  # returned, not yielded
     assert 2 <= summary.done < 5 and "stopped" in summary.line()
     files_progress = [e for e in events if isinstance(e, Progress) and e.stage == "files"]
     assert [e.done for e in files_progress] == sorted(e.done for e in files_progress)
@@ -336,13 +339,12 @@ def test_an_existing_scheduler_by_address(tmp_path, weights, monkeypatch) -> Non
     with LocalCluster(
         n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
-        events = list(
+        summary, events = collect(
             iter_batch(
                 tmp_path / "in", tmp_path / "remote", weights, PARAMS,
                 scheduler=cluster.scheduler_address,
             )
         )  # fmt: skip
-    summary = events[-1]
     assert summary.done == 3 and summary.objects == here.objects
     assert any(cluster.scheduler_address in getattr(e, "message", "") for e in events)
     for path in (tmp_path / "here").glob("*_labels.tif"):
@@ -407,8 +409,7 @@ def test_label_images_in_the_input_and_repeated_files_are_left_out(tmp_path, wei
 
     _tree(tmp_path / "in")
     write_tif(tmp_path / "in" / "a_labels.tif", disk_image(1))  # `predict --out in/` wrote it
-    events = list(iter_batch(tmp_path / "in", tmp_path / "out", weights, PARAMS))
-    summary = events[-1]
+    summary, events = collect(iter_batch(tmp_path / "in", tmp_path / "out", weights, PARAMS))
     assert summary.done == 2 and summary.failed == 0  # a.png and b.tif only
     notes = [e.message for e in events if isinstance(e, Notice)]
     assert any("1 file(s) named like label images" in n and "a_labels.tif" in n for n in notes)

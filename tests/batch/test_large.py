@@ -9,11 +9,14 @@ import numpy as np
 import tifffile
 from batch_helpers import PARAMS, disk_image, tmp_files, write_png, write_tif
 
+from event_helpers import collect
 from napari_cellseg.batch import run_batch
 from napari_cellseg.batch.large import labels_readable, write_labels_tiled
 from napari_cellseg.io.images import read_image, read_labels
+from napari_cellseg.params import BlockOptions
 
 BLOCKS = {"block_pixels": 100 * 100, "block_size": 96, "halo": 32}
+SMALL = BlockOptions(**BLOCKS)
 
 
 def _mosaic(seed: int, n: int = 2) -> np.ndarray:
@@ -30,12 +33,11 @@ def test_large_planes_go_block_by_block_with_consistent_outputs(tmp_path, weight
     write_png(tmp_path / "in" / "small.png", disk_image(9))  # 96 x 96: the usual path
     write_tif(tmp_path / "in" / "stack.tif", np.stack([_mosaic(1), _mosaic(2)]))
     out = tmp_path / "out"
-    events = []
     from napari_cellseg.batch import iter_batch
 
-    for event in iter_batch(tmp_path / "in", out, weights, PARAMS, measure=True, **BLOCKS):
-        events.append(event)
-    summary = events[-1]
+    summary, events = collect(
+        iter_batch(tmp_path / "in", out, weights, PARAMS, measure=True, blocks=SMALL)
+    )
     assert (summary.done, summary.failed) == (3, 0), summary.errors
     assert any(getattr(e, "stage", "") == "blocks" for e in events)
     manifest = json.loads((out / "batch_manifest.json").read_text())
@@ -64,20 +66,20 @@ def test_large_planes_go_block_by_block_with_consistent_outputs(tmp_path, weight
         assert float(row["max_intensity_c0"]) == image[ys, xs].max()
     assert {r["z"] for r in _rows(out / "stack_measurements.csv")} == {"0", "1"}
     assert not tmp_files(out)  # no scratch folder or temporary file left
-    again = run_batch(tmp_path / "in", out, weights, PARAMS, measure=True, **BLOCKS)
+    again = run_batch(tmp_path / "in", out, weights, PARAMS, measure=True, blocks=SMALL)
     assert (again.skipped, again.done) == (3, 0)  # tiled outputs verify on resume
 
 
 def test_a_killed_runs_scratch_folder_is_removed_and_the_file_redone(tmp_path, weights) -> None:
     write_tif(tmp_path / "in" / "big.tif", _mosaic(4))
     out = tmp_path / "out"
-    first = run_batch(tmp_path / "in", out, weights, PARAMS, **BLOCKS)
+    first = run_batch(tmp_path / "in", out, weights, PARAMS, blocks=SMALL)
     assert first.done == 1
     (out / "big_labels.tif").unlink()  # as if killed before the labels were written
     stale = out / ".big_labels.tif.0a1b2c3d.tmp" / "labels.zarr"
     stale.mkdir(parents=True)
     (stale / "zarr.json").write_text("{}")
-    again = run_batch(tmp_path / "in", out, weights, PARAMS, **BLOCKS)
+    again = run_batch(tmp_path / "in", out, weights, PARAMS, blocks=SMALL)
     assert again.done == 1 and not tmp_files(out)
     assert not (out / ".big_labels.tif.0a1b2c3d.tmp").exists()
 
@@ -90,7 +92,9 @@ def test_bad_block_settings_are_refused_before_any_work(tmp_path, weights) -> No
     write_png(tmp_path / "in" / "a.png", disk_image(1))
     for bad in ({"block_size": 8}, {"halo": -1}, {"block_size": 128, "halo": 500}):
         with pytest.raises(CellsegError, match="block size .* halo"):
-            run_batch(tmp_path / "in", tmp_path / "out", weights, PARAMS, **bad)
+            run_batch(
+                tmp_path / "in", tmp_path / "out", weights, PARAMS, blocks=BlockOptions(**bad)
+            )
     assert not (tmp_path / "out").exists()
 
 
@@ -113,7 +117,7 @@ def test_a_large_compressed_tiff_is_read_lazily_with_the_same_result(tmp_path, w
     lazy = read_input(tmp_path / "in" / "slide.tif", memmap_pixels=100)
     assert not isinstance(lazy.data, np.ndarray) and lazy.data.shape == image.shape
     np.testing.assert_array_equal(lazy.data[50:70, 10:200], image[50:70, 10:200])
-    kwargs = {**BLOCKS, "measure": True}
+    kwargs = {"blocks": SMALL, "measure": True}
     loaded = run_batch(tmp_path / "in", tmp_path / "o1", weights, PARAMS, **kwargs)
     streamed = run_batch(
         tmp_path / "in", tmp_path / "o2", weights, PARAMS, memmap_pixels=100, **kwargs
@@ -132,7 +136,7 @@ def test_a_damaged_lazily_read_tiff_fails_alone_with_a_clear_reason(tmp_path, we
     path.write_bytes(data[: len(data) // 2])
     write_png(tmp_path / "in" / "fine.png", disk_image(3))
     out = tmp_path / "out"
-    summary = run_batch(tmp_path / "in", out, weights, PARAMS, memmap_pixels=100, **BLOCKS)
+    summary = run_batch(tmp_path / "in", out, weights, PARAMS, memmap_pixels=100, blocks=SMALL)
     assert (summary.done, summary.failed) == (1, 1)
     ((file, reason),) = summary.errors
     assert file.endswith("cut.tif") and "truncated or damaged" in reason

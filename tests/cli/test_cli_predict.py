@@ -121,21 +121,24 @@ def test_predict_with_bad_weights_is_one_line(tmp_path, capsys) -> None:
 
 
 def test_predict_segments_a_large_plane_in_blocks(tmp_path, capsys, weight_files, monkeypatch):
+    from napari_cellseg.inference import api
     from napari_cellseg.inference import blocks as predict_blocks
+    from napari_cellseg.params import BlockOptions
 
-    monkeypatch.setattr(predict_blocks, "DEFAULT_BLOCK_PIXELS", 100 * 100)  # 256² is large
+    small = BlockOptions(block_size=128, halo=32, block_pixels=100 * 100)  # 256² is large
+    monkeypatch.setattr(api, "DEFAULT_BLOCKS", small)
     calls = []
     real = predict_blocks.iter_predict_large
 
     def spy(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs, block_size=128, halo=32)
+        calls.append(kwargs["blocks"])
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(predict_blocks, "iter_predict_large", spy)
     image = get_sample("dsb_fluorescence").image_path
     args = ["predict", str(image), "--weights", str(weight_files["unet"]), "--out"]
     assert main([*args, str(tmp_path), "--tile", "64", "--overlap", "8"]) == 0
-    assert calls == [1]
+    assert calls == [small]
     labels = read_labels(tmp_path / f"{image.stem}_labels.tif")
     line = capsys.readouterr().out.strip()
     assert labels.shape == (256, 256)

@@ -12,14 +12,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "batch"))
 from batch_helpers import PARAMS, disk_image, save_tiny_unet
 
-from event_helpers import drain
+from event_helpers import collect
 from napari_cellseg.batch.measure import measure_labels
 from napari_cellseg.inference import block_reading as plane_reading
 from napari_cellseg.inference import blocks as pb
 from napari_cellseg.inference import preprocess
-from napari_cellseg.inference.planes import predict
+from napari_cellseg.inference.planes import predict_planes
 from napari_cellseg.labels.metrics import matching_at
 from napari_cellseg.models import load_weights, normalise
+from napari_cellseg.params import BlockOptions
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +60,11 @@ def test_blockwise_prediction_matches_the_whole_image_with_exact_tables() -> Non
     image = np.concatenate([image, image[::-1]], axis=0)  # 512 x 256 x 3
     params = replace(PARAMS, tile_size=256, overlap=32)
     weights = sample_data_dir() / "models" / "unet_dsb.safetensors"
-    whole = predict(image, weights, params)
+    whole = predict_planes(image, weights, params)
     out = np.zeros(image.shape[:2], np.uint32)
-    result, events = drain(
+    result, events = collect(
         pb.iter_predict_blocks(
-            image, weights, out, params, block_size=200, halo=64, measure=measure_labels
+            image, weights, out, params, blocks=BlockOptions(200, 64), measure=measure_labels
         )
     )
     assert result.n_objects == out.max() == len(np.unique(out)) - 1 > 40
@@ -86,8 +87,14 @@ def test_a_memory_mapped_stack_is_segmented_plane_by_plane(model, tmp_path) -> N
     np.save(path, stack)
     mapped = np.load(path, mmap_mode="r")
     out = np.zeros(stack.shape, np.uint32)
-    result, _ = drain(
-        pb.iter_predict_blocks(mapped, model, out, replace(PARAMS, axes="ZYX"), block_size=96)
+    result, _ = collect(
+        pb.iter_predict_blocks(
+            mapped,
+            model,
+            out,
+            replace(PARAMS, axes="ZYX"),
+            blocks=BlockOptions(block_size=96, halo=96),
+        )
     )
     assert len(result.stats) == 2 and result.n_objects == sum(s.objects for s in result.stats)
     assert set(result.table["plane"].tolist()) == {0, 1}
@@ -103,4 +110,4 @@ def test_a_label_array_of_the_wrong_shape_is_refused(model) -> None:
     from napari_cellseg.errors import CellsegError
 
     with pytest.raises(CellsegError, match="expected"):
-        drain(pb.iter_predict_blocks(_mosaic(1), model, np.zeros((5, 5), np.uint32), PARAMS))
+        collect(pb.iter_predict_blocks(_mosaic(1), model, np.zeros((5, 5), np.uint32), PARAMS))

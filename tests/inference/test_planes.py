@@ -1,4 +1,4 @@
-"""iter_predict / predict / reapply with tiny random models on real sample crops."""
+"""iter_predict_planes / predict_planes / reapply with tiny random models on real sample crops."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from napari_cellseg.errors import CellsegError
-from napari_cellseg.events import CancelledError, Notice, Progress
-from napari_cellseg.inference.planes import Prediction, iter_predict, predict, reapply
+from napari_cellseg.events import CancelledError, Notice, Progress, drain
+from napari_cellseg.inference.planes import Prediction, iter_predict_planes, predict_planes, reapply
 from napari_cellseg.io.images import read_image
 from napari_cellseg.io.samples import get_sample
 from napari_cellseg.models import ModelCard, build_model
@@ -50,14 +50,16 @@ def fluorescence() -> np.ndarray:
 
 
 def _run(gen) -> tuple[list, Prediction]:
-    events = list(gen)
-    assert isinstance(events[-1], Prediction)
-    return events[:-1], events[-1]
+    events = []
+    prediction = drain(gen, events.append)
+    assert isinstance(prediction, Prediction)
+    assert not any(isinstance(e, Prediction) for e in events)  # events only, then a return
+    return events, prediction
 
 
 def test_unet_on_a_real_sample(unet, fluorescence) -> None:
     params = PredictParams(tile_size=128, overlap=16, batch_size=2, keep_probabilities=True)
-    events, pred = _run(iter_predict(fluorescence, unet, params))
+    events, pred = _run(iter_predict_planes(fluorescence, unet, params))
     tiles = [e for e in events if isinstance(e, Progress) and e.stage == "tiles"]
     assert tiles[-1].done == tiles[-1].total == 5  # 9 tiles of 128 in batches of 2
     assert pred.labels.shape == (256, 256) and pred.labels.dtype == np.uint16
@@ -71,7 +73,7 @@ def test_unet_on_a_real_sample(unet, fluorescence) -> None:
 
 def test_maskrcnn_on_a_real_sample(maskrcnn, fluorescence) -> None:
     params = PredictParams(tile_size=128, overlap=32, post=PostprocessParams(score_threshold=0.0))
-    _, pred = _run(iter_predict(fluorescence[:200, :200], maskrcnn, params))
+    _, pred = _run(iter_predict_planes(fluorescence[:200, :200], maskrcnn, params))
     assert pred.labels.shape == (200, 200) and pred.labels.dtype == np.uint16
     assert {"score", "class"} <= set(pred.table)
     assert pred.n_objects > 0  # a random model with threshold 0 still finds "objects"
@@ -80,7 +82,7 @@ def test_maskrcnn_on_a_real_sample(maskrcnn, fluorescence) -> None:
 
 
 def test_reapply_changes_labels_without_running_the_model(unet, fluorescence, monkeypatch) -> None:
-    pred = predict(fluorescence, unet, PredictParams(tile_size=256, overlap=0))
+    pred = predict_planes(fluorescence, unet, PredictParams(tile_size=256, overlap=0))
     calls = []
     monkeypatch.setattr(unet.model, "forward", lambda *a, **k: calls.append(1))
     low = reapply(pred, PostprocessParams(prob_threshold=0.05, min_size=0))
@@ -93,7 +95,7 @@ def test_reapply_changes_labels_without_running_the_model(unet, fluorescence, mo
 def test_z_stack_is_segmented_plane_by_plane(unet, fluorescence) -> None:
     grey = fluorescence[..., 0]
     stack = np.stack([grey, grey[::-1]])  # ZYX
-    events, pred = _run(iter_predict(stack, unet, PredictParams(tile_size=256, axes="ZYX")))
+    events, pred = _run(iter_predict_planes(stack, unet, PredictParams(tile_size=256, axes="ZYX")))
     planes = [e for e in events if isinstance(e, Progress) and e.stage == "planes"]
     assert [(p.done, p.total) for p in planes] == [(1, 2), (2, 2)]
     assert pred.labels.shape == (2, 256, 256)
@@ -104,13 +106,13 @@ def test_time_lapse_multichannel_with_channel_choice(unet, fluorescence) -> None
     grey = fluorescence[:64, :64, 0]
     movie = np.stack([np.stack([grey, grey // 2])] * 2)  # T, C, Y, X
     params = PredictParams(tile_size=64, overlap=0, axes="TCYX", channels=(0, 0, 1))
-    pred = predict(movie, unet, params)
+    pred = predict_planes(movie, unet, params)
     assert pred.labels.shape == (2, 64, 64)
 
 
 def test_cancel_at_a_yield(unet, fluorescence) -> None:
     polls = iter(range(100))
-    gen = iter_predict(
+    gen = iter_predict_planes(
         fluorescence,
         unet,
         PredictParams(tile_size=64, overlap=0),
@@ -118,7 +120,7 @@ def test_cancel_at_a_yield(unet, fluorescence) -> None:
     )
     with pytest.raises(CancelledError):
         list(gen)
-    gen2 = iter_predict(fluorescence, unet, PredictParams(tile_size=64, overlap=0))
+    gen2 = iter_predict_planes(fluorescence, unet, PredictParams(tile_size=64, overlap=0))
     next(gen2)
     gen2.close()  # closing the generator also stops it cleanly
 
@@ -140,7 +142,7 @@ def test_out_of_memory_halves_batch_then_tile(fluorescence) -> None:
     inner = build_model("unet", **UNET_ARGS)
     loaded = _loaded("unet", UNET_ARGS, _OOMAbove(inner, max_batch=1, max_side=64))
     params = PredictParams(tile_size=256, overlap=16, batch_size=4)
-    events, pred = _run(iter_predict(fluorescence[:200, :200], loaded, params))
+    events, pred = _run(iter_predict_planes(fluorescence[:200, :200], loaded, params))
     notices = [e.message for e in events if isinstance(e, Notice)]
     assert notices == [
         "out of memory: retrying with batch size 2",
@@ -157,7 +159,7 @@ def test_out_of_memory_on_cpu_at_the_smallest_size_is_a_clear_error(fluorescence
     inner = build_model("unet", **UNET_ARGS)
     loaded = _loaded("unet", UNET_ARGS, _OOMAbove(inner, max_batch=0, max_side=0))
     with pytest.raises(CellsegError, match="out of memory even on the CPU"):
-        predict(fluorescence[:100, :100], loaded, PredictParams(tile_size=128, overlap=0))
+        predict_planes(fluorescence[:100, :100], loaded, PredictParams(tile_size=128, overlap=0))
 
 
 @pytest.mark.parametrize(
@@ -174,7 +176,7 @@ def test_out_of_memory_on_cpu_at_the_smallest_size_is_a_clear_error(fluorescence
 )
 def test_bad_inputs_are_clear_errors(unet, image, params, message) -> None:
     with pytest.raises(CellsegError, match=message):
-        predict(image, unet, params)
+        predict_planes(image, unet, params)
 
 
 @pytest.mark.parametrize(
@@ -194,8 +196,8 @@ def test_absurd_parameters_are_refused(kwargs, message) -> None:
 
 def test_test_time_augmentation_averages_flipped_copies(unet, fluorescence) -> None:
     base = PredictParams(tile_size=128, overlap=16, keep_probabilities=True)
-    _, plain = _run(iter_predict(fluorescence, unet, base))
-    events, augmented = _run(iter_predict(fluorescence, unet, replace(base, tta=4)))
+    _, plain = _run(iter_predict_planes(fluorescence, unet, base))
+    events, augmented = _run(iter_predict_planes(fluorescence, unet, replace(base, tta=4)))
     assert augmented.params.tta == 4
     assert not [e for e in events if isinstance(e, Notice)]
     a, b = (p.probabilities.astype(np.float32) for p in (plain, augmented))
@@ -204,7 +206,7 @@ def test_test_time_augmentation_averages_flipped_copies(unet, fluorescence) -> N
     np.testing.assert_allclose(b.sum(0), 1.0, atol=1e-2)  # still probabilities
     # averaging over the flips makes the output flip-equivariant
     flipped = fluorescence[:, ::-1].copy()
-    _, mirrored = _run(iter_predict(flipped, unet, replace(base, tta=4)))
+    _, mirrored = _run(iter_predict_planes(flipped, unet, replace(base, tta=4)))
     np.testing.assert_allclose(mirrored.probabilities.astype(np.float32)[:, :, ::-1], b, atol=2e-2)
 
 
@@ -239,8 +241,8 @@ def test_mask_rcnn_test_time_augmentation_fuses_the_copies(maskrcnn, monkeypatch
     monkeypatch.setattr(ModelRunner, "maskrcnn_detections", _half_blind_detector)
     post = PostprocessParams(score_threshold=0.4, min_size=0)
     params = PredictParams(tile_size=128, overlap=16, axes="YX", post=post)
-    _, plain = _run(iter_predict(image, maskrcnn, params))
-    events, augmented = _run(iter_predict(image, maskrcnn, replace(params, tta=2)))
+    _, plain = _run(iter_predict_planes(image, maskrcnn, params))
+    events, augmented = _run(iter_predict_planes(image, maskrcnn, replace(params, tta=2)))
     assert plain.n_objects == 1 and augmented.n_objects == 2
     assert np.array_equal(augmented.labels > 0, image > 0)  # both, mapped back in place
     tiles = [(e.done, e.total) for e in events if isinstance(e, Progress) and e.stage == "tiles"]
@@ -270,7 +272,7 @@ def test_mask_rcnn_eight_copies_bring_every_quadrant_back_in_place(maskrcnn, mon
     monkeypatch.setattr(ModelRunner, "maskrcnn_detections", _top_left_detector)
     post = PostprocessParams(score_threshold=0.2, min_size=0)
     params = PredictParams(tile_size=128, overlap=16, axes="YX", post=post, tta=8)
-    _, pred = _run(iter_predict(image, maskrcnn, params))
+    _, pred = _run(iter_predict_planes(image, maskrcnn, params))
     # each quadrant reaches the top left in two of the eight flips and rotations
     np.testing.assert_allclose(pred.raw[0].scores, 0.9 * 2 / 8, rtol=1e-6)
     assert pred.n_objects == 4
@@ -283,7 +285,7 @@ def test_test_time_augmentation_reports_and_stops_between_copies(
     from napari_cellseg.inference.model_runner import ModelRunner
 
     params = PredictParams(tile_size=128, overlap=16, batch_size=3, tta=8)
-    events, _ = _run(iter_predict(fluorescence, unet, params))
+    events, _ = _run(iter_predict_planes(fluorescence, unet, params))
     tiles = [(e.done, e.total) for e in events if isinstance(e, Progress) and e.stage == "tiles"]
     assert tiles == [(n, 24) for n in range(1, 25)]  # 3 batches x 8 copies
     copies: list[int] = []
@@ -295,7 +297,7 @@ def test_test_time_augmentation_reports_and_stops_between_copies(
 
     monkeypatch.setattr(ModelRunner, "unet_copy", counted)
     with pytest.raises(CancelledError):
-        list(iter_predict(fluorescence, unet, params, should_stop=lambda: len(copies) >= 2))
+        list(iter_predict_planes(fluorescence, unet, params, should_stop=lambda: len(copies) >= 2))
     assert copies == [0, 1]  # stopped after the second copy, not after all eight
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from event_helpers import drain
+from event_helpers import collect
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import CancelledError, Notice, Progress
 from napari_cellseg.inference.stitch import iter_stitch_blocks, plan_blocks
@@ -30,7 +30,7 @@ def _run(mask: np.ndarray, out: np.ndarray, **kwargs):
         yield Progress("inner", 1, 1)
         return ndimage.label(mask[block.region])[0]
 
-    return drain(iter_stitch_blocks(out, segment_region, **kwargs))
+    return collect(iter_stitch_blocks(out, segment_region, **kwargs))
 
 
 def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
@@ -89,7 +89,7 @@ def test_a_segmenter_disagreeing_between_blocks_never_duplicates_objects() -> No
         return ndimage.label(np.roll(mask, shift, axis=1)[block.region])[0]
 
     out = np.zeros(mask.shape, np.uint32)
-    stats, _ = drain(iter_stitch_blocks(out, segment_region, block_size=50, halo=30))
+    stats, _ = collect(iter_stitch_blocks(out, segment_region, block_size=50, halo=30))
     whole = ndimage.label(mask)[0]
     assert matching_at(whole, out, 0.5)["f1"] > 0.95
     assert len(np.unique(out)) - 1 == stats.objects

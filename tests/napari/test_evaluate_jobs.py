@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from event_helpers import drain
+from event_helpers import collect
 from napari_cellseg._napari._evaluate_jobs import (
     EvalImage,
     folder_images,
@@ -40,7 +40,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(gen):
-    value, events = drain(gen)
+    value, events = collect(gen)
     return events, value
 
 
@@ -99,10 +99,11 @@ def test_evaluate_folders_yields_per_file_and_averages(sample, tmp_path) -> None
 
 
 def test_a_large_plane_is_compared_block_by_block(sample, weights, monkeypatch) -> None:
-    from napari_cellseg.inference import blocks as predict_blocks
+    from napari_cellseg.inference import api
+    from napari_cellseg.params import BlockOptions
 
     image, gt = sample
-    monkeypatch.setattr(predict_blocks, "DEFAULT_BLOCK_PIXELS", 100 * 100)  # "large" from 100²
+    monkeypatch.setattr(api, "DEFAULT_BLOCKS", BlockOptions(block_pixels=100 * 100))  # from 100²
     events, result = run(iter_compare({"A": weights}, [EvalImage("x", image, None, gt)], "cpu"))
     (prediction,) = result.predictions["A"]
     assert any("blocks" in note for note in prediction.notices)

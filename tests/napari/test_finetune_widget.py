@@ -177,7 +177,7 @@ def fake_run(weights: Path, base_ap: float, new_ap: float):
         yield StepLoss(1, 1, 1, 0.7, 1e-3)
         yield EpochEnd(1, 1, 0.7, new, False, 0.1)
         history = [{"epoch": 0, "train_loss": None, **base}, {"epoch": 1, "train_loss": 0.7, **new}]
-        yield TrainingFinished(
+        return TrainingFinished(
             str(weights), str(checkpoint_path_for(weights)), 1, 0, {}, base, "epochs", history
         )
 

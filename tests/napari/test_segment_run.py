@@ -18,9 +18,11 @@ from napari_cellseg._napari import segment_widget as sw
 from napari_cellseg._napari._sample_data import load_sample
 from napari_cellseg._napari._session import session_for
 from napari_cellseg._napari.segment_widget import SegmentWidget
+from napari_cellseg.inference import api
 from napari_cellseg.inference import blocks as predict_blocks
 from napari_cellseg.inference.model_runner import ModelRunner
 from napari_cellseg.models import ModelCard, build_model, save_weights
+from napari_cellseg.params import BlockOptions
 from tiny_models import TINY_MASKRCNN as MRCNN_ARGS
 from tiny_models import TINY_UNET as UNET_ARGS
 
@@ -169,7 +171,7 @@ def test_threshold_change_reapplies_without_the_model(
 
         return spy
 
-    monkeypatch.setattr(_segment_jobs, "iter_predict_auto", count("predict"))
+    monkeypatch.setattr(_segment_jobs, "iter_predict", count("predict"))
     monkeypatch.setattr(ModelRunner, "unet_probabilities", count("network"))
     monkeypatch.setattr(_segment_jobs, "reapply", count("reapply", real_reapply))
 
@@ -349,20 +351,21 @@ def test_rerun_never_overwrites_corrected_labels(make_napari_viewer, qtbot, weig
 def test_a_large_plane_is_segmented_in_blocks_then_needs_a_run_for_new_thresholds(
     make_napari_viewer, qtbot, weight_files, monkeypatch
 ) -> None:
-    monkeypatch.setattr(predict_blocks, "DEFAULT_BLOCK_PIXELS", 100 * 100)  # 256² is "large"
-    calls: list[int] = []
+    small = BlockOptions(block_size=128, halo=32, block_pixels=100 * 100)  # 256² is "large"
+    monkeypatch.setattr(api, "DEFAULT_BLOCKS", small)
+    calls: list[BlockOptions] = []
     real = predict_blocks.iter_predict_large
 
     def spy(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs, block_size=128, halo=32)
+        calls.append(kwargs["blocks"])
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(predict_blocks, "iter_predict_large", spy)
     viewer = make_napari_viewer()
     image = add_sample(viewer)
     widget = make_widget(viewer, qtbot, weight_files["unet"])
     run_to_end(widget, qtbot)
-    assert calls == [1]
+    assert calls == [small]
     layer = viewer.layers[f"{image.name} · {widget.model_card.name}"]
     prediction = widget.last_prediction
     assert layer.data.shape == image.data.shape[:2] and layer.data.dtype == np.uint16

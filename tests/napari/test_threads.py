@@ -120,7 +120,7 @@ def test_a_segment_job_runs_at_background_priority(monkeypatch):
         return
         yield
 
-    monkeypatch.setattr(_segment_jobs, "iter_predict_auto", fake_predict)
+    monkeypatch.setattr(_segment_jobs, "iter_predict", fake_predict)
 
     def body():
         gen = _segment_jobs.predict_job(None, None, None)

@@ -18,6 +18,7 @@ from napari_cellseg.events import (
     Notice,
     StepLoss,
     TrainingFinished,
+    drain,
 )
 from napari_cellseg.io.samples import sample_data_dir
 from napari_cellseg.models import load_weights, read_card
@@ -50,12 +51,13 @@ def data() -> list:
 @pytest.mark.parametrize("family", ["unet", "maskrcnn"])
 def test_two_epochs_write_weights_card_and_checkpoint(tmp_path, data, family) -> None:
     out = tmp_path / f"{family}.safetensors"
-    events = list(iter_train(data, out, _params(family)))
+    events: list = []
+    finished = drain(iter_train(data, out, _params(family)), events.append)
     steps = [e for e in events if isinstance(e, StepLoss)]
     epochs = [e for e in events if isinstance(e, EpochEnd)]
     saved = [e for e in events if isinstance(e, CheckpointSaved)]
-    finished = events[-1]
     assert isinstance(finished, TrainingFinished)
+    assert not any(isinstance(e, TrainingFinished) for e in events)  # returned, not yielded
     assert [(s.epoch, s.step) for s in steps] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     assert all(math.isfinite(s.loss) for s in steps)
     assert [e.epoch for e in epochs] == [1, 2]
@@ -96,9 +98,9 @@ def test_stop_mid_epoch_then_resume_continues_the_curve(tmp_path, data) -> None:
     ckpt_path = checkpoint_path_for(out)
     assert load_checkpoint(ckpt_path)["epoch"] == 1  # the last good checkpoint is kept
     assert out.exists()
-    resumed = list(iter_train(None, None, resume=ckpt_path))
+    resumed: list = []
+    finished = drain(iter_train(None, None, resume=ckpt_path), resumed.append)
     assert any(isinstance(e, Notice) and "resumed" in e.message for e in resumed)
-    finished = resumed[-1]
     assert finished.epochs_run == 3
     assert [h["epoch"] for h in finished.history] == [1, 2, 3]
     first = [h["train_loss"] for h in full.history]
@@ -122,19 +124,21 @@ def test_time_budget_stops_after_the_first_step(tmp_path, data) -> None:
 def test_fine_tune_reports_baseline_and_reinitialises_a_new_head(tmp_path, data) -> None:
     base = tmp_path / "base.safetensors"
     fit(data, base, _params(epochs=1))
-    events = list(
+    events: list = []
+    finished = drain(
         iter_train(
             data,
             tmp_path / "ft.safetensors",
             _params(epochs=1, builder_args={"classes": 2}),
             init=base,
-        )
+        ),
+        events.append,
     )
     notices = [e.message for e in events if isinstance(e, Notice)]
     assert any("classes changed from 3 to 2: re-initialised" in n for n in notices)
     baseline = [e for e in events if isinstance(e, EpochEnd) and e.epoch == 0]
     assert baseline and baseline[0].train_loss is None
-    assert events[-1].baseline_metrics is not None
+    assert finished.baseline_metrics is not None
     card = read_card(tmp_path / "ft.safetensors")
     assert card.builder_args["classes"] == 2 and card.provenance["init"] == "base.safetensors"
 
@@ -297,12 +301,13 @@ def test_tune_thresholds_at_the_end_stores_them_in_the_card(tmp_path, data) -> N
     from napari_cellseg.events import Progress
 
     out = tmp_path / "tuned.safetensors"
-    events = list(iter_train(data, out, _params(epochs=1, tune_thresholds=True)))
+    events: list = []
+    finished = drain(iter_train(data, out, _params(epochs=1, tune_thresholds=True)), events.append)
     notes = [e.message for e in events if isinstance(e, Notice)]
     assert "tuning the thresholds on 1 validation images…" in notes
     tuning = [e for e in events if isinstance(e, Progress) and e.stage == "tuning"]
     assert [e.done for e in tuning] == [1]  # one validation image
-    assert isinstance(events[-1], TrainingFinished)
+    assert isinstance(finished, TrainingFinished)
     card = read_card(out)
     if card.postprocess:  # a better setting was found: it is stored with how it was found
         record = card.provenance["postprocess_tuning"]

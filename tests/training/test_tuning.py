@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import pytest
 
-from event_helpers import drain as run
+from event_helpers import collect as run
 from known_output_model import known_model, two_cells
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import CancelledError, Progress
-from napari_cellseg.inference.planes import predict
+from napari_cellseg.inference import predict
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel
 from napari_cellseg.params import PostprocessParams, PredictParams
@@ -141,9 +141,10 @@ def test_default_grids_follow_the_model_kind() -> None:
 
 
 def test_a_plane_too_large_to_hold_is_refused_with_advice(monkeypatch) -> None:
-    from napari_cellseg.inference import blocks as predict_blocks
+    from napari_cellseg.inference import api
+    from napari_cellseg.params import BlockOptions
 
-    monkeypatch.setattr(predict_blocks, "DEFAULT_BLOCK_PIXELS", 32 * 32)
+    monkeypatch.setattr(api, "DEFAULT_BLOCKS", BlockOptions(block_pixels=32 * 32))
     with pytest.raises(CellsegError, match="cells0: a 64×64 plane is too large .* tune on crops"):
         run(iter_tune_postprocess(images(1), known_model(), params=CPU))
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from napari_cellseg.errors import CellsegError
-from napari_cellseg.events import Progress
+from napari_cellseg.events import Progress, relay
 from napari_cellseg.io.images import LABEL_SUFFIXES, SUPPORTED_IMAGE_SUFFIXES
 from napari_cellseg.labels.metrics import evaluate_pair, summarise
 from napari_cellseg.params import PredictParams, describe_post
@@ -152,7 +152,7 @@ def iter_compare(
     Comparison
     """
     from napari_cellseg._napari._segment_jobs import predict_job
-    from napari_cellseg.inference.blocks import in_blocks
+    from napari_cellseg.inference import in_blocks
     from napari_cellseg.models import load_weights
 
     result = Comparison()
@@ -170,15 +170,15 @@ def iter_compare(
             # the Segment tab's job: one core left to the viewer, a large plane in blocks
             job = predict_job(image.data, model, params)
             unit = "blocks" if in_blocks(image.data.shape, image.axes) else "tiles"
-            while True:
-                try:
-                    event = next(job)
-                except StopIteration as stop:
-                    prediction = stop.value
-                    break
+
+            def overall(event: Any, unit: str = unit, done: int = done, message: str = message):
                 if isinstance(event, Progress) and event.stage == unit:
-                    overall = int(_SCALE * (done + event.fraction) / runs)
-                    yield Progress("compare", overall, _SCALE, message)
+                    return Progress(
+                        "compare", int(_SCALE * (done + event.fraction) / runs), _SCALE, message
+                    )
+                return None
+
+            prediction = yield from relay(job, overall)
             done += 1
             yield Progress("compare", int(_SCALE * done / runs), _SCALE, message)
             per_image[title].append(evaluate_labels(image.ground_truth, prediction.labels))
@@ -245,18 +245,18 @@ def iter_tune(
     params = PredictParams(device=device)
     done, message = 0, f"tuning {weights.name}: segmenting image 1 of {n}…"
     with gui_torch_threads():
-        gen = iter_tune_postprocess([partial(read, item) for item in images], model, params=params)
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                return Tuned(stop.value, model, weights)
+
+        def overall(event: Progress) -> Progress:
+            nonlocal done, message
             if event.stage == "tuning":  # an image was scored with every setting
                 done = event.done
                 message = f"tuning {weights.name}: segmenting image {done + 1} of {n}…"
-                yield Progress("tuning", _SCALE * done // n, _SCALE, event.message)
-            else:  # a tile of image done + 1
-                yield Progress("tuning", int(_SCALE * (done + event.fraction) / n), _SCALE, message)
+                return Progress("tuning", _SCALE * done // n, _SCALE, event.message)
+            # a tile of image done + 1
+            return Progress("tuning", int(_SCALE * (done + event.fraction) / n), _SCALE, message)
+
+        gen = iter_tune_postprocess([partial(read, item) for item in images], model, params=params)
+        return Tuned((yield from relay(gen, overall)), model, weights)
 
 
 def save_tuned_copy(tuned: Tuned, data: str, elsewhere: Path) -> Path:

@@ -1,7 +1,7 @@
 """Between napari layers and the core's arrays: axes, the current plane, result layers.
 
 Napari-side helpers only (no Qt widgets): the Segment dock uses them to turn an Image layer
-into ``(data, axes)`` for :func:`napari_cellseg.inference.planes.iter_predict`, and to show a
+into ``(data, axes)`` for :func:`napari_cellseg.inference.iter_predict`, and to show a
 :class:`~napari_cellseg.inference.planes.Prediction` as Labels, Shapes (boxes) and Image
 (probability map) layers that are replaced, not piled up, when the user runs again.
 """

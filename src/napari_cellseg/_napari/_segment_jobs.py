@@ -14,8 +14,7 @@ from typing import Any
 from napari_cellseg._napari._threads import background_priority, gui_torch_threads
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import CancelledError, Notice, Progress
-from napari_cellseg.inference.blocks import iter_predict_auto
-from napari_cellseg.inference.planes import Prediction, reapply
+from napari_cellseg.inference import Prediction, iter_predict, reapply
 from napari_cellseg.models.weights import LoadedModel
 from napari_cellseg.params import PostprocessParams, PredictParams
 
@@ -30,20 +29,19 @@ class JobError(Exception):
 def predict_job(
     data: Any, weights: Path | LoadedModel, params: PredictParams
 ) -> Generator[Progress | Notice, None, Prediction]:
-    """Forward ``iter_predict_auto``'s events and return its Prediction (in the worker)."""
+    """Forward ``iter_predict``'s events and return its Prediction (in the worker)."""
     try:
         with gui_torch_threads():
             # a large single plane goes block by block: memory does not grow with the image
-            for item in iter_predict_auto(data, weights, params):
-                if isinstance(item, Prediction):
-                    return item
-                yield item
+            prediction = yield from iter_predict(data, weights, params)
     except (CellsegError, CancelledError):
         raise
     except Exception as exc:
         log.exception("segmentation failed")
         raise JobError(f"segmentation failed ({type(exc).__name__}: {exc})") from exc
-    raise JobError("segmentation ended without a result")
+    if prediction is None:
+        raise JobError("segmentation ended without a result")
+    return prediction
 
 
 def reapply_job(prediction: Prediction, post: PostprocessParams) -> Prediction:

@@ -1,6 +1,6 @@
 """The Segment dock's run machinery: the worker, progress, re-applying thresholds.
 
-``SegmentRun`` runs :func:`~napari_cellseg.inference.planes.iter_predict` in a napari
+``SegmentRun`` runs :func:`~napari_cellseg.inference.iter_predict` in a napari
 ``GeneratorWorker``: the yielded events drive the progress bar and the status line, Cancel
 calls ``worker.quit()`` (the generator stops at its next yield), and the result becomes
 layers. Changing a threshold re-applies post-processing only (``reapply``), debounced and in

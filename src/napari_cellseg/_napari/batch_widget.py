@@ -174,6 +174,7 @@ class BatchWidget(mw.Container):
         self._result_box.reset_choices()
         worker = create_worker(run_batch_job, _start_thread=False, _ignore_errors=True, **kwargs)
         worker.yielded.connect(self._on_event)
+        worker.returned.connect(self._on_summary)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_worker_done)
         self._worker = worker
@@ -238,8 +239,11 @@ class BatchWidget(mw.Container):
             self._activity = f"{event.rel}: {event.status}"
         elif isinstance(event, Notice):
             self._activity = event.message
-        elif isinstance(event, BatchSummary):
-            self.summary = event
+        self._dirty = True
+
+    def _on_summary(self, summary: BatchSummary) -> None:
+        """The batch's return value (before ``finished``)."""
+        self.summary = summary
         self._dirty = True
 
     def flush(self) -> None:

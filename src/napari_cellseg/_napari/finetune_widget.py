@@ -202,6 +202,7 @@ class FineTuneWidget(Container):
             _train_job, *args, _start_thread=False, _ignore_errors=True, **kwargs
         )
         worker.yielded.connect(self._on_event)
+        worker.returned.connect(self._on_finished)
         worker.errored.connect(self._on_error)
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_worker_done)
@@ -217,14 +218,11 @@ class FineTuneWidget(Container):
             self._status.value = "stopping after the current step…"
 
     def _on_event(self, event: Any) -> None:
-        if isinstance(event, TrainingFinished):
-            self._on_finished(event)
-        else:
-            self.monitor.add(event)
-            if isinstance(event, EpochEnd) and event.epoch == 0:
-                fill_metrics_table(self._comparison, {BASE_COLUMN: event.val_metrics})
-            elif isinstance(event, Notice) and event.level == "warning":
-                show_warning(event.message)
+        self.monitor.add(event)
+        if isinstance(event, EpochEnd) and event.epoch == 0:
+            fill_metrics_table(self._comparison, {BASE_COLUMN: event.val_metrics})
+        elif isinstance(event, Notice) and event.level == "warning":
+            show_warning(event.message)
 
     def _on_error(self, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, CellsegError) else f"{type(exc).__name__}: {exc}"

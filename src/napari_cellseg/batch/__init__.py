@@ -1,7 +1,7 @@
 """Batch segmentation of folders at any scale, with measurements and a resumable manifest.
 
-napari-free. The entry points are :func:`iter_batch` (a generator of progress events, per-file
-results and a final :class:`BatchSummary`) and :func:`run_batch` (drains it)::
+napari-free. The entry points are :func:`iter_batch` (a generator of progress events and
+per-file results that returns a :class:`BatchSummary`) and :func:`run_batch` (drains it)::
 
     from napari_cellseg.batch import run_batch
     summary = run_batch("images/", "out/", "model.safetensors", recursive=True, measure=True)

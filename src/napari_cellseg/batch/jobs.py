@@ -20,7 +20,6 @@ import numpy as np
 
 from napari_cellseg.batch.files import FileTask
 from napari_cellseg.batch.large import (
-    DEFAULT_BLOCK_PIXELS,
     is_large,
     remove_scratch,
     segment_large,
@@ -28,10 +27,9 @@ from napari_cellseg.batch.large import (
 )
 from napari_cellseg.batch.reading import DEFAULT_MEMMAP_PIXELS, read_input
 from napari_cellseg.errors import CellsegError, ImageReadError, ImageWriteError
-from napari_cellseg.events import CancelledError, Notice, Progress
-from napari_cellseg.inference.blocks import DEFAULT_BLOCK_SIZE, DEFAULT_HALO
+from napari_cellseg.events import Notice, Progress, drain
 from napari_cellseg.io.images import ImageData
-from napari_cellseg.params import PostprocessParams, PredictParams
+from napari_cellseg.params import BlockOptions, PostprocessParams, PredictParams
 
 __all__ = [
     "BatchJob",
@@ -78,7 +76,7 @@ class BatchJob:
         Uncompressed TIFFs above this many pixels are memory-mapped.
     torch_threads : int or None
         CPU threads per worker for torch (``None``: leave torch's setting).
-    block_pixels, block_size, halo : int
+    blocks : BlockOptions
         Planes with more than ``block_pixels`` pixels are segmented in blocks of
         ``block_size`` with a ``halo`` margin, into an on-disk array (bounded memory).
     """
@@ -91,9 +89,7 @@ class BatchJob:
     recipe_hash: str = ""
     memmap_pixels: int = DEFAULT_MEMMAP_PIXELS
     torch_threads: int | None = None
-    block_pixels: int = DEFAULT_BLOCK_PIXELS
-    block_size: int = DEFAULT_BLOCK_SIZE
-    halo: int = DEFAULT_HALO
+    blocks: BlockOptions = field(default_factory=BlockOptions)
 
     def predict_params(self) -> PredictParams:
         """The prediction parameters."""
@@ -146,7 +142,7 @@ class FileResult:
 
 @dataclass(frozen=True)
 class BatchSummary:
-    """The end of a batch run (the last item :func:`iter_batch` yields).
+    """The end of a batch run (what :func:`iter_batch` returns).
 
     ``done`` files were segmented by this run, ``skipped`` ones already had valid outputs of
     the same recipe, ``failed`` ones are listed in ``errors`` as ``(file, reason)``.
@@ -224,13 +220,14 @@ def segment(
 ) -> Generator[Progress | Notice, None, Any]:
     """Run ``iter_predict`` on an image read from a file (its own axes unless given).
 
-    With ``job`` and ``task``, a plane larger than ``job.block_pixels`` is segmented block
-    by block into a scratch array beside the task's output (:mod:`.large`).
+    With ``job`` and ``task``, a plane larger than ``job.blocks.block_pixels`` is segmented
+    block by block into a scratch array beside the task's output (:mod:`.large`).
     """
-    from napari_cellseg.inference.planes import Prediction, iter_predict
+    from napari_cellseg.inference import iter_predict
 
     run_params = params if params.axes else replace(params, axes=image.axes)
-    if job is not None and task is not None and is_large(image, job.block_pixels):
+    blocks = job.blocks if job is not None else None
+    if job is not None and task is not None and is_large(image, job.blocks):
         return (
             yield from segment_large(
                 image,
@@ -238,20 +235,12 @@ def segment(
                 run_params,
                 task.labels,
                 measure=bool(task.measurements),
-                block_size=job.block_size,
-                halo=job.halo,
+                blocks=job.blocks,
                 should_stop=should_stop,
             )
         )
-    prediction = None
-    for event in iter_predict(image.data, model, run_params, should_stop=should_stop):
-        if isinstance(event, Prediction):
-            prediction = event
-        else:
-            yield event
-    if prediction is None:  # pragma: no cover - iter_predict always ends with one
-        raise CancelledError("segmentation was stopped")
-    return prediction
+    gen = iter_predict(image.data, model, run_params, blocks=blocks, should_stop=should_stop)
+    return (yield from gen)
 
 
 def _empty_measurements(image: ImageData, axes: str) -> dict[str, np.ndarray]:
@@ -353,13 +342,7 @@ def process_file(job: BatchJob, task: FileTask) -> FileResult:
         timings["read"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         model, _ = cached_load(job.weights, resolve_device(params.device))
-        gen = segment(image, model, params, job=job, task=task)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                prediction = stop.value
-                break
+        prediction = drain(segment(image, model, params, job=job, task=task))
         timings["segment"] = time.perf_counter() - t1
     except Exception as error:
         return failure(task, error, time.perf_counter() - t0)

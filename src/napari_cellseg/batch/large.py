@@ -1,6 +1,6 @@
 """Large images in a batch: block-by-block segmentation into an on-disk label array.
 
-Planes larger than ``BatchJob.block_pixels`` are segmented with
+Planes larger than ``BatchJob.blocks.block_pixels`` are segmented with
 :func:`~napari_cellseg.inference.blocks.iter_predict_blocks`. The labels go into a zarr
 array in a hidden scratch folder beside the output (``.<name>.<random>.tmp``, removed
 afterwards, and by the next run if this one was killed); the label TIFF is then written
@@ -21,12 +21,12 @@ import numpy as np
 
 from napari_cellseg.errors import ImageWriteError
 from napari_cellseg.events import Notice, Progress
-from napari_cellseg.inference.blocks import DEFAULT_BLOCK_PIXELS, is_large_plane
-from napari_cellseg.inference.preprocess import check_axes, guess_axes, label_axes, label_shape
+from napari_cellseg.inference.blocks import is_large_plane
+from napari_cellseg.inference.preprocess import label_axes, label_shape, resolve_axes
 from napari_cellseg.io.images import ImageData
+from napari_cellseg.params import BlockOptions
 
 __all__ = [
-    "DEFAULT_BLOCK_PIXELS",
     "is_large",
     "remove_scratch",
     "segment_large",
@@ -37,10 +37,10 @@ LABEL_TILE = 512
 _CHUNK = 1024
 
 
-def is_large(image: ImageData, block_pixels: int) -> bool:
-    """Whether one plane of ``image`` has more than ``block_pixels`` pixels."""
-    axes = check_axes(image.data.shape, image.axes) if image.axes else guess_axes(image.data.shape)
-    return is_large_plane(image.data.shape, axes, block_pixels)
+def is_large(image: ImageData, blocks: BlockOptions) -> bool:
+    """Whether one plane of ``image`` has more than ``blocks.block_pixels`` pixels."""
+    axes = resolve_axes(image.data.shape, image.axes)
+    return is_large_plane(image.data.shape, axes, blocks.block_pixels)
 
 
 def scratch_folder(labels_path: str | Path) -> Path:
@@ -63,8 +63,7 @@ def segment_large(
     labels_path: str | Path,
     *,
     measure: bool,
-    block_size: int,
-    halo: int,
+    blocks: BlockOptions,
     should_stop: Callable[[], bool] | None = None,
 ) -> Generator[Progress | Notice, None, Any]:
     """Segment a large image block by block; the prediction's labels are a zarr array.
@@ -78,7 +77,7 @@ def segment_large(
     from napari_cellseg.batch.measure import add_physical_columns, measure_labels
     from napari_cellseg.inference.blocks import iter_predict_blocks
 
-    axes = params.axes or image.axes or guess_axes(image.data.shape)
+    axes = resolve_axes(image.data.shape, params.axes or image.axes)
     shape = label_shape(image.data.shape, axes)
     folder = scratch_folder(labels_path)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -97,8 +96,7 @@ def segment_large(
             model,
             store,
             run_params,
-            block_size=block_size,
-            halo=halo,
+            blocks=blocks,
             measure=measure_block if measure else None,
             should_stop=should_stop,
         )

@@ -35,21 +35,19 @@ from napari_cellseg.batch.jobs import (
     save_outputs,
     segment,
 )
-from napari_cellseg.batch.large import DEFAULT_BLOCK_PIXELS
 from napari_cellseg.batch.manifest import RunState
 from napari_cellseg.batch.reading import DEFAULT_MEMMAP_PIXELS, read_input
 from napari_cellseg.batch.recipe import BATCH_LIBRARIES, make_recipe
 from napari_cellseg.batch.scheduler import check_scheduler, default_workers, iter_dask
 from napari_cellseg.errors import CellsegError, WeightFileError
-from napari_cellseg.events import CancelledError, Notice, Progress
-from napari_cellseg.inference.blocks import DEFAULT_BLOCK_SIZE, DEFAULT_HALO
+from napari_cellseg.events import CancelledError, Notice, Progress, drain, relay
 from napari_cellseg.io.files import sha256_path
 from napari_cellseg.models.card import library_versions
-from napari_cellseg.params import PredictParams
+from napari_cellseg.params import BlockOptions, PredictParams
 
 __all__ = ["BatchEvent", "iter_batch", "run_batch"]
 
-BatchEvent = Progress | Notice | FileResult | BatchSummary
+BatchEvent = Progress | Notice | FileResult
 _WRITE_QUEUE = 2
 
 
@@ -174,15 +172,15 @@ def _iter_local(
 
 def _forward(gen: Generator, name: str) -> Generator[Progress | Notice, None, Any]:
     """Pass segmentation events on, naming the file; return the prediction."""
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
+
+    def named(event: Any) -> Progress | Notice | None:
         if isinstance(event, Progress) and event.stage in ("tiles", "blocks"):
-            yield Progress(event.stage, event.done, event.total, name)
-        elif isinstance(event, Notice):
-            yield Notice(f"{name}: {event.message}", event.level)
+            return Progress(event.stage, event.done, event.total, name)
+        if isinstance(event, Notice):
+            return Notice(f"{name}: {event.message}", event.level)
+        return None
+
+    return (yield from relay(gen, named))
 
 
 def _check_weights(weights: Path, params: PredictParams, scheduler: str) -> Any:
@@ -216,9 +214,7 @@ def iter_batch(
     overwrite: bool = False,
     prefetch: int = 2,
     memmap_pixels: int = DEFAULT_MEMMAP_PIXELS,
-    block_pixels: int = DEFAULT_BLOCK_PIXELS,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    halo: int = DEFAULT_HALO,
+    blocks: BlockOptions | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Generator[BatchEvent, None, BatchSummary]:
     """Segment a folder (or a list) of images into label TIFFs, yielding progress.
@@ -250,16 +246,21 @@ def iter_batch(
         Images read ahead in process (memory: about ``prefetch + 4`` images).
     memmap_pixels : int
         Uncompressed TIFFs with more pixels are memory-mapped instead of loaded.
-    block_pixels, block_size, halo : int
+    blocks : BlockOptions, optional
         Planes with more than ``block_pixels`` pixels are segmented in blocks of
         ``block_size`` plus a ``halo`` margin, into an on-disk array, so memory stays
-        bounded whatever the image size; objects larger than ``halo`` may be cut.
+        bounded whatever the image size; objects larger than the halo may be cut.
+        The defaults when omitted.
     should_stop : callable, optional
         Polled between files and tiles; True stops cleanly.
 
     Yields
     ------
-    Progress, Notice, FileResult, then a final BatchSummary (also the return value).
+    Progress, Notice, FileResult
+
+    Returns
+    -------
+    BatchSummary
 
     Raises
     ------
@@ -273,11 +274,7 @@ def iter_batch(
     scheduler = check_scheduler(scheduler, workers)
     if not 1 <= int(prefetch) <= 64:
         raise CellsegError(f"prefetch must be between 1 and 64 images, got {prefetch}")
-    if not 64 <= int(block_size) <= 32768 or not 0 <= int(halo) <= int(block_size):
-        raise CellsegError(
-            f"block size {block_size} and halo {halo} are out of range: use a block of 64 to "
-            "32768 pixels and a halo from 0 to the block size"
-        )
+    blocks = blocks or BlockOptions()  # its values were checked when it was made
     out_path = Path(out).absolute()
     if out_path.exists() and not out_path.is_dir():
         raise CellsegError(f"{out_path}: the output path is a file; choose a folder")
@@ -298,7 +295,11 @@ def iter_batch(
         "weights": str(weights_path),
         "parameters": params.to_dict(),
         "measure": measure,
-        "large_images": {"block_pixels": block_pixels, "block_size": block_size, "halo": halo},
+        "large_images": {
+            "block_pixels": blocks.block_pixels,
+            "block_size": blocks.block_size,
+            "halo": blocks.halo,
+        },
         "scheduler": scheduler,
         "workers": n_workers if scheduler != "none" else 1,
         "libraries": library_versions(BATCH_LIBRARIES, missing="not installed"),
@@ -312,9 +313,7 @@ def iter_batch(
         measure=measure,
         recipe_hash=state.hash,
         memmap_pixels=int(memmap_pixels),
-        block_pixels=int(block_pixels),
-        block_size=int(block_size),
-        halo=int(halo),
+        blocks=blocks,
         torch_threads=max(1, (os.cpu_count() or 1) // n_workers) if scheduler == "local" else None,
     )
     tasks = plan_tasks(files, out_path, measure=measure)
@@ -385,7 +384,7 @@ def iter_batch(
         )
     if close_errors:
         raise CellsegError(f"the batch ran but its records could not be written: {close_errors[0]}")
-    summary = BatchSummary(
+    return BatchSummary(
         done=tally["done"],
         skipped=tally["skipped"],
         failed=tally["failed"],
@@ -395,8 +394,6 @@ def iter_batch(
         out=str(out_path),
         cancelled=cancelled,
     )
-    yield summary
-    return summary
 
 
 def run_batch(*args: Any, **kwargs: Any) -> BatchSummary:
@@ -404,9 +401,4 @@ def run_batch(*args: Any, **kwargs: Any) -> BatchSummary:
 
     Takes the same arguments as :func:`iter_batch`.
     """
-    summary = None
-    for event in iter_batch(*args, **kwargs):
-        if isinstance(event, BatchSummary):
-            summary = event
-    assert summary is not None
-    return summary
+    return drain(iter_batch(*args, **kwargs))

@@ -14,7 +14,9 @@ from pathlib import Path
 def add_batch_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``batch`` subcommand."""
     from napari_cellseg.cli.predict import add_predict_options
+    from napari_cellseg.params import BlockOptions
 
+    blocks = BlockOptions()
     p = sub.add_parser(
         "batch",
         help="segment every image of a folder (resumable, with measurements)",
@@ -49,14 +51,16 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--block-size",
         type=int,
-        default=2048,
-        help="planes above 4096² go block by block in blocks of this edge (default 2048)",
+        default=blocks.block_size,
+        help=f"planes above 4096² go block by block in blocks of this edge "
+        f"(default {blocks.block_size})",
     )
     p.add_argument(
         "--halo",
         type=int,
-        default=256,
-        help="margin around each block; objects larger than this may be cut (default 256)",
+        default=blocks.halo,
+        help=f"margin around each block; objects larger than this may be cut "
+        f"(default {blocks.halo})",
     )
     add_predict_options(p)
     p.set_defaults(func=run_batch_command)
@@ -71,10 +75,11 @@ def _status_line(total: int, name: str, counts: dict[str, int]) -> str:
 
 def run_batch_command(args: argparse.Namespace) -> int:
     """Run the batch; a progress line on a terminal, failures and a summary line always."""
-    from napari_cellseg.batch import BatchSummary, FileResult, iter_batch
+    from napari_cellseg.batch import FileResult, iter_batch
     from napari_cellseg.cli.predict import params_from_args
-    from napari_cellseg.events import Notice, Progress
+    from napari_cellseg.events import Notice, Progress, drain
     from napari_cellseg.models import read_card
+    from napari_cellseg.params import BlockOptions
 
     if not args.weights.exists():
         from napari_cellseg.errors import WeightFileError
@@ -84,24 +89,10 @@ def run_batch_command(args: argparse.Namespace) -> int:
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
     tty = sys.stderr.isatty()
     counts = {"done": 0, "skipped": 0, "failed": 0}
-    summary: BatchSummary | None = None
     files_event: Progress | None = None
-    for event in iter_batch(
-        inputs,
-        args.out,
-        args.weights,
-        params,
-        recursive=args.recursive,
-        include=args.include,
-        exclude=args.exclude,
-        measure=args.measure,
-        scheduler=args.scheduler,
-        workers=args.workers,
-        overwrite=args.overwrite,
-        prefetch=args.prefetch,
-        block_size=args.block_size,
-        halo=args.halo,
-    ):
+
+    def show(event: object) -> None:
+        nonlocal files_event
         if isinstance(event, FileResult):
             counts[event.status] += 1
             if event.status == "failed":
@@ -116,10 +107,26 @@ def run_batch_command(args: argparse.Namespace) -> int:
                 print(line, end="", file=sys.stderr)
         elif isinstance(event, Notice) and (event.level == "warning" or tty):
             print(("\r" if tty else "") + f"note: {event.message}", file=sys.stderr)
-        elif isinstance(event, BatchSummary):
-            summary = event
+
+    summary = drain(
+        iter_batch(
+            inputs,
+            args.out,
+            args.weights,
+            params,
+            recursive=args.recursive,
+            include=args.include,
+            exclude=args.exclude,
+            measure=args.measure,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            prefetch=args.prefetch,
+            blocks=BlockOptions(block_size=args.block_size, halo=args.halo),
+        ),
+        show,
+    )
     if tty:
         print("\r" + " " * 100 + "\r", end="", file=sys.stderr)
-    assert summary is not None
     print(summary.line())
     return 1 if summary.failed else 0

@@ -148,10 +148,9 @@ def run_predict(args: argparse.Namespace) -> int:
     """Segment each image; one line per image; bad images are reported and skipped."""
     from napari_cellseg.device import resolve_device
     from napari_cellseg.errors import CellsegError
-    from napari_cellseg.events import Notice, Progress
-    from napari_cellseg.inference.blocks import iter_predict_auto
+    from napari_cellseg.events import Notice, Progress, drain
+    from napari_cellseg.inference import iter_predict
     from napari_cellseg.inference.model_runner import cached_load
-    from napari_cellseg.inference.planes import Prediction
     from napari_cellseg.inference.preprocess import label_axes
     from napari_cellseg.io.images import apply_axes, read_image, write_labels
     from napari_cellseg.models import read_card
@@ -172,11 +171,10 @@ def run_predict(args: argparse.Namespace) -> int:
         try:
             image = apply_axes(read_image(path), params.axes)  # --axes: the file's own order
             run_params = params if params.axes else _with_axes(params, image.axes)
-            prediction = None
-            for event in iter_predict_auto(image.data, loaded, run_params):
-                if isinstance(event, Prediction):
-                    prediction = event
-                elif isinstance(event, Notice) and event.level == "warning":
+
+            def show(event: object, path: Path = path) -> None:
+                nonlocal last_line
+                if isinstance(event, Notice) and event.level == "warning":
                     print(f"\n{path.name}: {event.message}", file=sys.stderr)
                 elif isinstance(event, Progress) and event.stage != "load":
                     if show_progress:
@@ -185,7 +183,8 @@ def run_predict(args: argparse.Namespace) -> int:
                         # a log file (cluster job): a line now and then, not a carriage return
                         print(f"{path.name}: {event.fraction:.0%}", file=sys.stderr, flush=True)
                         last_line = time.perf_counter()
-            assert prediction is not None
+
+            prediction = drain(iter_predict(image.data, loaded, run_params), show)
             out = write_labels(
                 labels_path,
                 prediction.labels,

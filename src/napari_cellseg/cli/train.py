@@ -102,7 +102,7 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Drain ``iter_train`` with a progress line and one line per epoch."""
     from napari_cellseg.errors import CellsegError
-    from napari_cellseg.events import EpochEnd, Notice, StepLoss, TrainingFinished
+    from napari_cellseg.events import EpochEnd, Notice, StepLoss, drain
     from napari_cellseg.training.loop import iter_train
 
     params = None
@@ -158,14 +158,8 @@ def run_train(args: argparse.Namespace) -> int:
             )
     tty = sys.stderr.isatty()
     start = time.perf_counter()
-    for event in iter_train(
-        args.data or None,
-        args.out,
-        params,
-        init=args.init,
-        val=args.val or None,
-        resume=args.resume,
-    ):
+
+    def show(event: object) -> None:
         if isinstance(event, StepLoss) and tty:
             print(
                 f"\repoch {event.epoch} step {event.step}/{event.steps_per_epoch} "
@@ -189,12 +183,23 @@ def run_train(args: argparse.Namespace) -> int:
             )
         elif isinstance(event, Notice):
             print(f"note: {event.message}", file=sys.stderr)
-        elif isinstance(event, TrainingFinished):
-            print(
-                f"done ({event.stopped_reason}) after {event.epochs_run} epochs in "
-                f"{time.perf_counter() - start:.0f} s: best epoch {event.best_epoch} -> "
-                f"{event.weights_path} (checkpoint {event.checkpoint_path})"
-            )
+
+    finished = drain(
+        iter_train(
+            args.data or None,
+            args.out,
+            params,
+            init=args.init,
+            val=args.val or None,
+            resume=args.resume,
+        ),
+        show,
+    )
+    print(
+        f"done ({finished.stopped_reason}) after {finished.epochs_run} epochs in "
+        f"{time.perf_counter() - start:.0f} s: best epoch {finished.best_epoch} -> "
+        f"{finished.weights_path} (checkpoint {finished.checkpoint_path})"
+    )
     return 0
 
 

@@ -72,6 +72,7 @@ def run_tune(args: argparse.Namespace) -> int:
     """Tune, print base and best settings, write the tuned copy (never over the input)."""
     from napari_cellseg.device import resolve_device
     from napari_cellseg.errors import CellsegError
+    from napari_cellseg.events import Progress, drain
     from napari_cellseg.models import load_weights
     from napari_cellseg.params import PredictParams, describe_post
     from napari_cellseg.training.pairs import scan_training_folders
@@ -94,15 +95,12 @@ def run_tune(args: argparse.Namespace) -> int:
     images = read_validation_images(pairs)
     params = PredictParams(device=str(device), tile_size=args.tile, overlap=None, tta=args.tta)
     tty = sys.stderr.isatty()
-    gen = iter_tune_postprocess(images, loaded, params=params, grid=grid)
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            result = stop.value
-            break
+
+    def show(event: Progress) -> None:
         if tty and event.stage == "tuning":
             print(f"\rtuning {event.done}/{event.total} {event.message}", end="", file=sys.stderr)
+
+    result = drain(iter_tune_postprocess(images, loaded, params=params, grid=grid), show)
     if tty:
         print("", file=sys.stderr)
     base = describe_post(loaded.card.postprocess)

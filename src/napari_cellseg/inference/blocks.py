@@ -1,7 +1,7 @@
 """Segment images too large for memory: ``iter_predict_blocks``.
 
 Each plane is segmented block by block (:mod:`napari_cellseg.inference.stitch`): a block and its
-halo are read from the (memory-mapped) image, run through :func:`iter_predict` with the
+halo are read from the (memory-mapped) image, run through ``iter_predict_planes`` with the
 *whole plane's* normalisation, and the stitched labels are written into an array the caller
 provides (a zarr array on disk for the batch engine). Host memory then depends on the
 block size, not on the image size. Reading the planes:
@@ -20,7 +20,7 @@ import numpy as np
 
 from napari_cellseg.device import resolve_device
 from napari_cellseg.errors import CellsegError
-from napari_cellseg.events import CancelledError, Notice, Progress
+from napari_cellseg.events import Notice, Progress, relay
 from napari_cellseg.inference.block_reading import (
     check_dtype,
     plane_normalisation,
@@ -30,29 +30,18 @@ from napari_cellseg.inference.block_reading import (
 )
 from napari_cellseg.inference.model_runner import cached_load
 from napari_cellseg.inference.postprocess import object_table
-from napari_cellseg.inference.preprocess import (
-    check_axes,
-    check_image,
-    guess_axes,
-    label_shape,
-)
+from napari_cellseg.inference.preprocess import check_image, label_shape, resolve_axes
 from napari_cellseg.inference.stitch import Block, LabelStore, StitchStats, iter_stitch_blocks
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel
-from napari_cellseg.params import PredictParams
+from napari_cellseg.params import BlockOptions, PredictParams
 
 __all__ = [
-    "DEFAULT_BLOCK_PIXELS",
     "BlockwisePrediction",
     "is_large_plane",
     "iter_predict_blocks",
     "iter_predict_large",
 ]
-
-DEFAULT_BLOCK_SIZE = 2048
-DEFAULT_HALO = 256
-DEFAULT_BLOCK_PIXELS = 1 << 24
-"""Planes with more pixels than this (4096 x 4096) are worth segmenting block by block."""
 
 Measure = Callable[[np.ndarray, np.ndarray, str], dict[str, np.ndarray]]
 
@@ -87,8 +76,7 @@ def iter_predict_blocks(
     out: LabelStore,
     params: PredictParams | None = None,
     *,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    halo: int = DEFAULT_HALO,
+    blocks: BlockOptions | None = None,
     measure: Measure | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Generator[Progress | Notice, None, BlockwisePrediction]:
@@ -98,16 +86,17 @@ def iter_predict_blocks(
     ----------
     image : numpy.ndarray
         The image, typically a ``numpy.memmap``: only one block (plus halo) is read at a
-        time. Axes as for :func:`~napari_cellseg.inference.planes.iter_predict`.
+        time. Axes as for :func:`~napari_cellseg.inference.planes.iter_predict_planes`.
     model : str, Path or LoadedModel
         A weight file or a loaded model.
     out : array-like
         Zero-filled unsigned labels of ``label_shape(image.shape, axes)`` (uint32 advised),
         written block by block; a zarr array keeps them on disk.
     params : PredictParams, optional
-        As for ``iter_predict``; tiles are cut inside each block.
-    block_size, halo : int
-        Block edge and the margin around it (objects larger than ``halo`` may be cut).
+        As for ``iter_predict_planes``; tiles are cut inside each block.
+    blocks : BlockOptions, optional
+        Block edge and the margin around it (objects larger than the halo may be cut);
+        the defaults when omitted.
     measure : callable, optional
         ``measure(labels, image_crop, plane_axes)`` gives a column table for the new
         objects of a block (as :func:`napari_cellseg.batch.measure.measure_labels`); its
@@ -121,11 +110,12 @@ def iter_predict_blocks(
         The object table (``plane``, ``label``, ``area``, ``bbox_*`` in plane coordinates)
         and, with ``measure``, the measurements.
     """
-    from napari_cellseg.inference.planes import Prediction, concat_tables, iter_predict
+    from napari_cellseg.inference.planes import concat_tables, iter_predict_planes
 
     params = params or PredictParams()
+    blocks = blocks or BlockOptions()
     start = time.perf_counter()
-    axes = check_axes(image.shape, params.axes) if params.axes else guess_axes(image.shape)
+    axes = resolve_axes(image.shape, params.axes)
     # shapes and type only: each block's own predict checks its pixels (NaN, inf), so a
     # memory-mapped or zarr image is never read whole here
     check_image(np.broadcast_to(np.zeros((), check_dtype(image.dtype)), image.shape), axes=axes)
@@ -150,21 +140,21 @@ def iter_predict_blocks(
         fixed = replace(loaded, card=card, notes=[])
         crops: dict[Block, np.ndarray] = {}
 
+        def new_notice(event: Any) -> Notice | None:
+            if isinstance(event, Notice) and event.message not in seen:
+                seen.add(event.message)
+                result.notices.append(event.message)
+                return event
+            return None
+
         def segment_region(block: Block, plane=plane, fixed=fixed, crops=crops):
             crop = read_region(plane, block)
             release_pages(plane)
             crops.clear()
             crops[block] = crop
-            prediction = None
-            for event in iter_predict(crop, fixed, crop_params, should_stop=should_stop):
-                if isinstance(event, Prediction):
-                    prediction = event
-                elif isinstance(event, Notice) and event.message not in seen:
-                    seen.add(event.message)
-                    result.notices.append(event.message)
-                    yield event
-            if prediction is None:  # pragma: no cover - iter_predict always ends with one
-                raise CancelledError("segmentation was stopped")
+            prediction = yield from relay(
+                iter_predict_planes(crop, fixed, crop_params, should_stop=should_stop), new_notice
+            )
             for key, value in prediction.timings.items():
                 result.timings[key] = result.timings.get(key, 0.0) + value
             result.device = prediction.device
@@ -191,8 +181,8 @@ def iter_predict_blocks(
         stats = yield from iter_stitch_blocks(
             writer,
             segment_region,
-            block_size=block_size,
-            halo=halo,
+            block_size=blocks.block_size,
+            halo=blocks.halo,
             on_block=on_block,
             should_stop=should_stop,
         )
@@ -209,44 +199,12 @@ def is_large_plane(shape: Sequence[int], axes: str, block_pixels: int) -> bool:
     return plane[0] * plane[1] > block_pixels
 
 
-def in_blocks(
-    shape: Sequence[int], axes: str | None = None, block_pixels: int | None = None
-) -> bool:
-    """Whether an image is one plane (no T or Z axis) above ``block_pixels`` pixels.
-
-    ``cellseg predict``, the Segment tab and model comparisons segment such an image block
-    by block (:func:`iter_predict_auto`). ``axes`` are guessed when omitted; the default
-    limit is :data:`DEFAULT_BLOCK_PIXELS`, read at call time.
-    """
-    axes = axes or guess_axes(shape)
-    limit = DEFAULT_BLOCK_PIXELS if block_pixels is None else block_pixels
-    return all(a not in "TZ" for a in axes) and is_large_plane(shape, axes, limit)
-
-
-def iter_predict_auto(
-    image: Any, model: str | Path | LoadedModel, params: PredictParams | None = None
-) -> Generator[Any, None, Any]:
-    """``iter_predict``, or :func:`iter_predict_large` for an image that is :func:`in_blocks`.
-
-    Like ``iter_predict`` it yields the events, then the ``Prediction``, and returns it.
-    """
-    from napari_cellseg.inference.planes import iter_predict
-
-    params = params or PredictParams()
-    if not in_blocks(image.shape, params.axes):
-        return (yield from iter_predict(image, model, params))
-    prediction = yield from iter_predict_large(image, model, params)
-    yield prediction
-    return prediction
-
-
 def iter_predict_large(
     image: Any,
     model: str | Path | LoadedModel,
     params: PredictParams | None = None,
     *,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    halo: int = DEFAULT_HALO,
+    blocks: BlockOptions | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Generator[Progress | Notice, None, Any]:
     """:func:`iter_predict_blocks` into labels held in memory; returns a ``Prediction``.
@@ -258,21 +216,16 @@ def iter_predict_large(
     from napari_cellseg.inference.planes import Prediction
 
     params = params or PredictParams()
-    axes = check_axes(image.shape, params.axes) if params.axes else guess_axes(image.shape)
+    blocks = blocks or BlockOptions()
+    axes = resolve_axes(image.shape, params.axes)
     out = np.zeros(label_shape(image.shape, axes), np.uint32)
     result = yield from iter_predict_blocks(
-        image,
-        model,
-        out,
-        replace(params, axes=axes),
-        block_size=block_size,
-        halo=halo,
-        should_stop=should_stop,
+        image, model, out, replace(params, axes=axes), blocks=blocks, should_stop=should_stop
     )
     if out.max(initial=0) <= np.iinfo(np.uint16).max:
         out = out.astype(np.uint16)
     note = (
-        f"large image: segmented in {block_size} px blocks with a {halo} px margin; "
+        f"large image: segmented in {blocks.block_size} px blocks with a {blocks.halo} px margin; "
         "run again to apply other thresholds"
     )
     return Prediction(

@@ -1,15 +1,17 @@
-"""From an image and a weight file to instance labels: ``iter_predict`` and ``predict``.
+"""Whole planes from an image and a weight file to instance labels: ``iter_predict_planes``.
 
-``iter_predict`` is a generator: it yields :class:`Progress` and :class:`Notice` events,
-and finally the :class:`Prediction` (which is also its return value). Closing it, or a
-``should_stop`` callback returning True, stops it at the next yield with
+The front door, :func:`napari_cellseg.inference.iter_predict`, sends an image here unless
+a single plane is large enough to go block by block (:mod:`.blocks`).
+``iter_predict_planes`` is a generator: it yields :class:`Progress` and :class:`Notice` events
+and returns the :class:`Prediction` (:func:`~napari_cellseg.events.drain` runs it). Closing
+it, or a ``should_stop`` callback returning True, stops it at the next yield with
 :class:`CancelledError`; nothing is written by this module, so nothing is left half done.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,15 +21,14 @@ import torch
 
 from napari_cellseg.device import resolve_device
 from napari_cellseg.errors import CellsegError
-from napari_cellseg.events import CancelledError, Notice, Progress
+from napari_cellseg.events import CancelledError, Notice, Progress, drain
 from napari_cellseg.families import family_part, family_spec
 from napari_cellseg.inference.model_runner import ModelRunner, cached_load, is_out_of_memory
 from napari_cellseg.inference.preprocess import (
-    check_axes,
     check_image,
-    guess_axes,
     iter_planes,
     label_shape,
+    resolve_axes,
     to_model_input,
 )
 from napari_cellseg.inference.tiling import plan_tiles
@@ -43,7 +44,7 @@ MIN_TILE = 64
 
 @dataclass
 class Prediction:
-    """The result of :func:`iter_predict`.
+    """The result of :func:`iter_predict_planes` (and of the front door ``iter_predict``).
 
     Attributes
     ----------
@@ -78,32 +79,24 @@ class Prediction:
         return len(self.table.get("label", ()))
 
 
-def predict(
+def predict_planes(
     image: np.ndarray,
     model: str | Path | LoadedModel,
     params: PredictParams | None = None,
     **kwargs: Any,
 ) -> Prediction:
-    """Run :func:`iter_predict` to the end and return its :class:`Prediction`."""
-    gen = iter_predict(image, model, params, **kwargs)
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if isinstance(event, Prediction):
-            gen.close()
-            return event
+    """Run :func:`iter_predict_planes` to the end and return its :class:`Prediction`."""
+    return drain(iter_predict_planes(image, model, params, **kwargs))
 
 
-def iter_predict(
+def iter_predict_planes(
     image: np.ndarray,
     model: str | Path | LoadedModel,
     params: PredictParams | None = None,
     *,
     should_stop: Callable[[], bool] | None = None,
-) -> Generator[Event | Prediction, None, Prediction]:
-    """Segment ``image`` with ``model``, yielding progress events, then the Prediction.
+) -> Generator[Event, None, Prediction]:
+    """Segment ``image`` with ``model``, yielding progress events; returns the Prediction.
 
     Parameters
     ----------
@@ -119,7 +112,11 @@ def iter_predict(
 
     Yields
     ------
-    Progress or Notice, then Prediction
+    Progress or Notice
+
+    Returns
+    -------
+    Prediction
 
     Raises
     ------
@@ -138,7 +135,7 @@ def iter_predict(
         return event
 
     image = np.asarray(image)
-    axes = check_axes(image.shape, params.axes) if params.axes else guess_axes(image.shape)
+    axes = resolve_axes(image.shape, params.axes)
     check_image(image, axes=axes)
     device = resolve_device(params.device)
     t0 = time.perf_counter()
@@ -192,7 +189,7 @@ def iter_predict(
 
     labels_out = _stack_labels(label_planes, out_lead)
     timings["total"] = time.perf_counter() - start
-    prediction = Prediction(
+    return Prediction(
         labels=labels_out,
         table=concat_tables(tables),
         card=card,
@@ -206,8 +203,6 @@ def iter_predict(
         timings=timings,
         notices=notices,
     )
-    yield prediction
-    return prediction
 
 
 def reapply(prediction: Prediction, post: PostprocessParams) -> Prediction:
@@ -330,10 +325,3 @@ def concat_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     for table in tables:
         keys.extend(k for k in table if k not in keys)
     return {k: np.concatenate([t[k] for t in tables if k in t]) for k in keys}
-
-
-def iter_events(gen: Iterator[Event | Prediction]) -> Iterator[Event]:
-    """Yield only the events of ``gen`` (helper for progress bars)."""
-    for item in gen:
-        if not isinstance(item, Prediction):
-            yield item

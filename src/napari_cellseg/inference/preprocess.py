@@ -235,6 +235,15 @@ def label_shape(shape: Sequence[int], axes: str) -> tuple[int, ...]:
     return tuple(int(shape[i]) for i in outer + inner[:2])
 
 
+def resolve_axes(shape: Sequence[int], axes: str | None) -> str:
+    """The axes of an image of ``shape``: ``axes`` checked (:func:`check_axes`), else guessed.
+
+    >>> resolve_axes((3, 64, 64), "zyx"), resolve_axes((64, 64, 3), None)
+    ('ZYX', 'YXS')
+    """
+    return check_axes(shape, axes) if axes else guess_axes(shape)
+
+
 def plane_count(shape: Sequence[int], axes: str) -> int:
     """Number of planes :func:`iter_planes` yields (product of the T and Z sizes).
 
@@ -282,5 +291,6 @@ __all__ = [
     "label_shape",
     "normalise",
     "plane_count",
+    "resolve_axes",
     "to_model_input",
 ]

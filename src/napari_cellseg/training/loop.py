@@ -27,6 +27,7 @@ from napari_cellseg.events import (
     Notice,
     StepLoss,
     TrainingFinished,
+    drain,
 )
 from napari_cellseg.families import family_spec
 from napari_cellseg.models import ModelCard, build_model, load_weights, save_weights
@@ -54,12 +55,7 @@ KEY_METRIC = "dsb_ap"
 
 def fit(*args: Any, **kwargs: Any) -> TrainingFinished:
     """Run :func:`iter_train` to the end and return its :class:`TrainingFinished`."""
-    result = None
-    for event in iter_train(*args, **kwargs):
-        if isinstance(event, TrainingFinished):
-            result = event
-    assert result is not None
-    return result
+    return drain(iter_train(*args, **kwargs))
 
 
 def iter_train(
@@ -102,7 +98,11 @@ def iter_train(
 
     Yields
     ------
-    StepLoss, EpochEnd, CheckpointSaved, Notice, then TrainingFinished
+    StepLoss, EpochEnd, CheckpointSaved, Notice
+
+    Returns
+    -------
+    TrainingFinished
     """
     from napari_cellseg.training.pairs import file_manifest, scan_training_folders, split_pairs
     from napari_cellseg.training.validation import read_validation_images
@@ -281,11 +281,9 @@ def iter_train(
         yield checkpoint(Notice(f"tuning the thresholds on {len(val_images)} validation images…"))
         note = yield from _tune_thresholds(out, val_images, params, device, should_stop)
         yield checkpoint(Notice(note))
-    finished = TrainingFinished(
+    return TrainingFinished(
         str(out), str(ckpt_path), epoch, best_epoch, best_metrics, baseline, stopped_reason, history
     )
-    yield finished
-    return finished
 
 
 def _tune_thresholds(out, val_images, params, device, should_stop) -> Generator[Any, None, str]:

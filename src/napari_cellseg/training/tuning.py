@@ -22,9 +22,10 @@ import numpy as np
 
 from napari_cellseg import families
 from napari_cellseg.errors import CellsegError
-from napari_cellseg.events import CancelledError, Progress
-from napari_cellseg.inference import blocks as predict_blocks
-from napari_cellseg.inference.planes import Prediction, iter_predict, reapply
+from napari_cellseg.events import CancelledError, Progress, relay
+from napari_cellseg.inference import api
+from napari_cellseg.inference.api import iter_predict
+from napari_cellseg.inference.planes import Prediction, reapply
 from napari_cellseg.labels.metrics import dsb_ap
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel, save_weights, stores_float16
@@ -150,10 +151,10 @@ def iter_tune_postprocess(
             raise CancelledError("tuning was stopped")
         item = entry() if callable(entry) else entry
         shape = np.shape(item.image)
-        if predict_blocks.in_blocks(shape, item.axes):  # too large to keep its output
+        if api.in_blocks(shape, item.axes):  # too large to keep its output
             raise CellsegError(
                 f"{item.name}: a {shape[0]}×{shape[1]} plane is too large to tune on "
-                f"(above {predict_blocks.DEFAULT_BLOCK_PIXELS} pixels); tune on crops of it"
+                f"(above {api.DEFAULT_BLOCKS.block_pixels} pixels); tune on crops of it"
             )
         run = replace(params, axes=item.axes, post=base)
         prediction = yield from _predict(item.image, model, run, should_stop)
@@ -179,14 +180,11 @@ def _predict(
     image: Any, model: LoadedModel, params: PredictParams, should_stop: Callable[[], bool] | None
 ) -> Generator[Progress, None, Prediction]:
     """Segment ``image``, passing its tile progress on; the Prediction."""
-    gen = iter_predict(image, model, params, should_stop=should_stop)
-    for event in gen:
-        if isinstance(event, Prediction):
-            gen.close()
-            return event
-        if isinstance(event, Progress) and event.stage == "tiles":
-            yield event
-    raise CellsegError("segmentation ended without a result")  # pragma: no cover
+
+    def tiles(event: Any) -> Progress | None:
+        return event if isinstance(event, Progress) and event.stage == "tiles" else None
+
+    return (yield from relay(iter_predict(image, model, params, should_stop=should_stop), tiles))
 
 
 def tuned_card(card: ModelCard, result: TuningResult, data: str, *, tta: int = 1) -> ModelCard:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_cellseg.inference.planes import predict
+from napari_cellseg.inference.planes import predict_planes
 from napari_cellseg.labels.metrics import evaluate_pair, summarise
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel
@@ -61,6 +61,6 @@ def evaluate_model(
             overlap=None,  # the default for this tile size
             axes=item.axes,  # post unset: the model's own thresholds, as in use
         )
-        prediction = predict(item.image, loaded, params)
+        prediction = predict_planes(item.image, loaded, params)  # never block by block
         per_image.append(evaluate_pair(item.truth, prediction.labels))
     return summarise(per_image)

@@ -1,0 +1,105 @@
+"""The front door for inference: ``iter_predict`` / ``predict`` pick whole planes or blocks.
+
+The image's axes are resolved once, here. A single plane (no T or Z axis) with more than
+``blocks.block_pixels`` pixels is segmented block by block into labels held in memory
+(:func:`~napari_cellseg.inference.blocks.iter_predict_large`); anything else goes whole
+plane by whole plane (:func:`~napari_cellseg.inference.planes.iter_predict_planes`).
+Both yield only events and return a :class:`~napari_cellseg.inference.planes.Prediction`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_cellseg.events import Notice, Progress, drain
+from napari_cellseg.inference import blocks as _blocks
+from napari_cellseg.inference import planes as _planes
+from napari_cellseg.inference.preprocess import resolve_axes
+from napari_cellseg.models.weights import LoadedModel
+from napari_cellseg.params import BlockOptions, PredictParams
+
+__all__ = ["DEFAULT_BLOCKS", "in_blocks", "iter_predict", "predict"]
+
+DEFAULT_BLOCKS = BlockOptions()
+"""The block options used when a caller gives none (read at call time)."""
+
+
+def in_blocks(
+    shape: Sequence[int], axes: str | None = None, blocks: BlockOptions | None = None
+) -> bool:
+    """Whether :func:`iter_predict` segments an image of ``shape`` block by block.
+
+    True for one plane (no T or Z axis) above ``blocks.block_pixels`` pixels. ``axes`` are
+    checked, or guessed when omitted; ``blocks`` default to :data:`DEFAULT_BLOCKS`.
+
+    >>> in_blocks((512, 512)), in_blocks((5000, 5000)), in_blocks((2, 5000, 5000), "ZYX")
+    (False, True, False)
+    """
+    axes = resolve_axes(shape, axes)
+    limit = (blocks or DEFAULT_BLOCKS).block_pixels
+    return all(a not in "TZ" for a in axes) and _blocks.is_large_plane(shape, axes, limit)
+
+
+def iter_predict(
+    image: Any,
+    model: str | Path | LoadedModel,
+    params: PredictParams | None = None,
+    *,
+    blocks: BlockOptions | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[Progress | Notice, None, Any]:
+    """Segment ``image`` with ``model``, yielding progress events; returns the Prediction.
+
+    Parameters
+    ----------
+    image : array-like
+        2-D grey, RGB(A), multichannel, z-stack or time-lapse (at most 4 dimensions); a
+        numpy array, or a lazy one (dask, zarr, memmap) for a plane large enough to go
+        block by block. ``params.axes`` says which axis is which (guessed otherwise).
+    model : str, Path or LoadedModel
+        A weight file (loaded once and cached) or an already loaded model.
+    params : PredictParams, optional
+        Device, tiling, channels and post-processing (defaults when omitted).
+    blocks : BlockOptions, optional
+        When a plane is large enough to go block by block, and the blocks' size and halo;
+        :data:`DEFAULT_BLOCKS` when omitted.
+    should_stop : callable, optional
+        Polled at every yield; when it returns True, :class:`CancelledError` is raised.
+
+    Yields
+    ------
+    Progress or Notice
+
+    Returns
+    -------
+    Prediction
+        Labels, object table, timings. Block by block it keeps no network output, so
+        :func:`~napari_cellseg.inference.planes.reapply` needs a new run there.
+    """
+    params = params or PredictParams()
+    blocks = blocks or DEFAULT_BLOCKS
+    axes = resolve_axes(np.shape(image), params.axes)
+    run = params if params.axes == axes else replace(params, axes=axes)
+    if in_blocks(np.shape(image), axes, blocks):
+        work = _blocks.iter_predict_large(image, model, run, blocks=blocks, should_stop=should_stop)
+    else:
+        work = _planes.iter_predict_planes(image, model, run, should_stop=should_stop)
+    prediction = yield from work
+    if run is not params:  # the Prediction records the parameters as the caller gave them
+        prediction.params = replace(prediction.params, axes=params.axes)
+    return prediction
+
+
+def predict(
+    image: Any,
+    model: str | Path | LoadedModel,
+    params: PredictParams | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Run :func:`iter_predict` to the end and return its Prediction."""
+    return drain(iter_predict(image, model, params, **kwargs))
