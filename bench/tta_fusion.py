@@ -5,7 +5,7 @@ the tile, are kept (a pickle cache, so a second run only re-scores). Then severa
 fusing the copies are scored at several score thresholds against the ground truth, with
 the metrics of ``cellseg evaluate``:
 
-- ``all``: the shipped rule (``core.detection_tta.fuse_copies``). An object's score is the sum
+- ``all``: the shipped rule (``inference.tta.fuse_copies``). An object's score is the sum
   of its finders' scores over the number of copies, so a copy that missed it counts 0;
 - ``found/vK``: its score is the mean over the copies that found it, and objects found by
   fewer than K copies are dropped (a vote);
@@ -77,6 +77,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
+    import napari_cellseg.inference.maskrcnn_strategy as strategy
     import napari_cellseg.inference.planes as inference
     from napari_cellseg.inference.postprocess import maskrcnn_instances
     from napari_cellseg.inference.tta import SAME_OBJECT_IOU
@@ -92,13 +93,13 @@ def main() -> int:
     # our own cache, written by this script: trusted
     cache = pickle.loads(args.cache.read_bytes()) if args.cache.exists() else {}
     recorded: list = []
-    shipped = inference.fuse_copies
+    shipped = strategy.fuse_copies
 
     def recorder(copies, mask_threshold=0.5, same_iou=SAME_OBJECT_IOU):
         recorded.append(list(copies))
         return shipped(copies, mask_threshold=mask_threshold, same_iou=same_iou)
 
-    inference.fuse_copies = recorder  # keep every copy's detections as inference fuses them
+    strategy.fuse_copies = recorder  # keep every copy's detections as inference fuses them
     start = time.perf_counter()
     for i, pair in enumerate(pairs):
         if pair.name in cache:
@@ -119,7 +120,7 @@ def main() -> int:
             print(f"{i}/{len(pairs)} {time.perf_counter() - start:.0f} s", flush=True)
             args.cache.write_bytes(pickle.dumps(cache))
     args.cache.write_bytes(pickle.dumps(cache))
-    inference.fuse_copies = shipped
+    strategy.fuse_copies = shipped
     used = [p for p in pairs if cache.get(p.name) is not None]
     print(f"{len(used)} of {len(pairs)} images fit one tile", flush=True)
     truths = {p.name: np.asarray(read_labels(p.mask_path)) for p in used}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -29,3 +30,20 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(socket.socket, "connect", guard(socket.socket.connect))
     monkeypatch.setattr(socket.socket, "connect_ex", guard(socket.socket.connect_ex))
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_left_as_found(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test (or the code it runs) must leave torch's thread count as it found it: a
+    changed count slows every later test and hides where the change came from."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and before is not None:
+        after = torch.get_num_threads()
+        if after != before:
+            torch.set_num_threads(before)
+            pytest.fail(f"torch's thread count changed from {before} to {after} in this test")

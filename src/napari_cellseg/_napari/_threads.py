@@ -57,12 +57,16 @@ def gui_torch_threads() -> Iterator[int]:
 
     wanted = max(1, (os.cpu_count() or 1) - 1)
     previous = torch.get_num_threads()
+    owner = threading.get_ident()
     torch.set_num_threads(min(previous, wanted))
     try:
         with background_priority():
             yield torch.get_num_threads()
     finally:
-        torch.set_num_threads(previous)
+        # torch's count is per thread under OpenMP: a job closed from another thread (the GUI
+        # cancelling it) must not impose the worker's count on the closing thread
+        if threading.get_ident() == owner:
+            torch.set_num_threads(previous)
 
 
 def with_gui_threads(job: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
