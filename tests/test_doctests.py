@@ -32,6 +32,7 @@ WITH_EXAMPLES = [
     "inference.preprocess",
     "params",
     "families",
+    "fields",
 ]
 
 

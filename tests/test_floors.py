@@ -22,6 +22,7 @@ FLOORS: dict[str, int] = {
     "errors": 0,
     "events": 1,
     "families": 1,
+    "fields": 1,
     "params": 2,
     "device": 2,
     "io": 3,
