@@ -112,10 +112,10 @@ class CropDataset(torch.utils.data.Dataset):
     Notes
     -----
     A sample: an image is chosen with probability proportional to its area, the crop is cut
-    (at ``1 / zoom`` of its size and resampled when rescaling: image by area averaging or
-    bilinear, labels by nearest neighbour)
     (reflecting past the border when the image is smaller than the patch; reflected copies of
-    objects become separate objects), augmented, the labels relabelled 1..N, and the target
+    objects become separate objects; when rescaling, cut at ``1 / zoom`` of its size and
+    resampled: image by area averaging or bilinear, labels by nearest neighbour), augmented,
+    the labels relabelled 1..N, and the target
     built with :func:`~napari_cellseg.training.targets.unet_target` (computed on the crop with its
     context, so boundaries at the patch edge are right) or
     :func:`~napari_cellseg.training.targets.maskrcnn_target`.
