@@ -368,6 +368,7 @@ def _model_and_card(params, model, card, init, state) -> tuple[torch.nn.Module, 
                 wanted,
                 normalisation=card.normalisation,
                 channel_handling=card.channel_handling,
+                object_diameter=card.object_diameter,  # the scale the kept layers learnt
             )
             return model, card, notices
         return loaded.model, card, notices
