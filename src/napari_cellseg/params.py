@@ -228,6 +228,14 @@ def fine_tune_learning_rate(family: str) -> float:
     return float(family_spec(family).train_defaults["learning_rate"]) * FINE_TUNE_LR_FACTOR
 
 
+#: The object diameter (px) new training rescales its images to (``TrainParams.object_diameter``
+#: ``None`` when not fine-tuning): a little above the DSB 2018 median (18 px), so small nuclei
+#: keep a few pixels more.
+DEFAULT_TRAIN_DIAMETER = 20.0
+#: Object diameters (px) training accepts; the same as ``models.card.DIAMETER_RANGE``.
+TRAIN_DIAMETER_RANGE = (2.0, 500.0)
+
+
 @dataclass(frozen=True)
 class TrainParams:
     """Parameters of :func:`napari_cellseg.training.loop.iter_train`.
@@ -239,6 +247,15 @@ class TrainParams:
     updates them when training from scratch. ``tune_thresholds`` chooses the saved model's
     post-processing thresholds on the validation images at the end
     (:mod:`napari_cellseg.training.tuning`) and stores them in its card.
+
+    ``object_diameter`` (px) normalises object size (:mod:`napari_cellseg.training.scale`):
+    each image's median equivalent object diameter is measured from its mask and every crop
+    (and validation image) is rescaled so its objects come out near this size, times a random
+    log-uniform factor in ``[1 / (1 + scale_jitter), 1 + scale_jitter]`` for crops. ``None``
+    (the default): :data:`DEFAULT_TRAIN_DIAMETER` for new training, the base model's
+    (``ModelCard.reference_diameter()``) when fine-tuning; training resolves it, so cards and
+    checkpoints hold the number. ``0``: off, crops at the images' own scale (the recipe before
+    object sizes). Otherwise 2 to 500 px.
     """
 
     family: str = "unet"
@@ -293,6 +310,19 @@ class TrainParams:
         "Tune thresholds",
         "at the end, choose the model's thresholds on the validation images (DSB AP) "
         "and store them in its card"))  # fmt: skip
+    object_diameter: float | None = field(default=None, metadata=info(
+        "Object diameter",
+        f"object diameter in px that training rescales every image's objects to (measured "
+        f"from its masks; default {DEFAULT_TRAIN_DIAMETER:g}, or the base model's with an "
+        "initial model; 0 or none = off: the images' own scale)",
+        min=0.0, max=TRAIN_DIAMETER_RANGE[1],
+        error="object diameter must be 0 (off) or between "
+        f"{TRAIN_DIAMETER_RANGE[0]:g} and {{max}} px, got {{value}}"))  # fmt: skip
+    scale_jitter: float = field(default=0.2, metadata=info(
+        "Scale jitter",
+        "random zoom around the object diameter: a log-uniform factor in "
+        "[1/(1+j), 1+j] per crop (0 = none)",
+        min=0.0, max=1.0))  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -303,6 +333,9 @@ class TrainParams:
             raise CellsegError(field_info(self, "batch_size").problem(self.batch_size, self))
         if self.patch_size % 32:
             raise CellsegError(field_info(self, "patch_size").problem(self.patch_size, self))
+        if self.object_diameter is not None and 0 < self.object_diameter < TRAIN_DIAMETER_RANGE[0]:
+            info_ = field_info(self, "object_diameter")
+            raise CellsegError(info_.problem(self.object_diameter, self))
         if self.schedule not in (None, "cosine", "step", "constant"):
             raise CellsegError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
 

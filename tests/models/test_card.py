@@ -104,3 +104,22 @@ def test_bad_postprocess_values_are_refused_when_the_card_is_read(values, messag
     data["postprocess"] = values
     with pytest.raises(ModelCardError, match=message):
         ModelCard.from_json(json.dumps(data))
+
+
+def test_the_object_diameter_round_trips_and_old_cards_default() -> None:
+    import pytest
+
+    from napari_cellseg.models.card import DEFAULT_OBJECT_DIAMETER, ModelCard, ModelCardError
+
+    args = {"encoder_name": "resnet18", "in_channels": 3, "classes": 3}
+    card = ModelCard.for_model(
+        "unet", args, object_diameter=24, object_diameter_source="median of masks"
+    )
+    again = ModelCard.from_dict(card.to_dict())
+    assert again.object_diameter == 24.0 and again.object_diameter_source == "median of masks"
+    old = card.to_dict()
+    del old["object_diameter"], old["object_diameter_source"]  # a card from before the field
+    assert ModelCard.from_dict(old).reference_diameter() == DEFAULT_OBJECT_DIAMETER
+    for bad in (1.0, 501, "big", True):
+        with pytest.raises(ModelCardError, match="object_diameter"):
+            ModelCard.for_model("unet", args, object_diameter=bad)

@@ -141,6 +141,7 @@ def test_fine_tune_reports_baseline_and_reinitialises_a_new_head(tmp_path, data)
     assert finished.baseline_metrics is not None
     card = read_card(tmp_path / "ft.safetensors")
     assert card.builder_args["classes"] == 2 and card.provenance["init"] == "base.safetensors"
+    assert card.object_diameter == read_card(base).object_diameter == 20.0  # the base's scale
 
 
 def test_bad_training_input_is_clear(tmp_path) -> None:

@@ -17,6 +17,21 @@ def _help(name: str) -> str:
     return field_info(TrainParams, name).help
 
 
+def _diameter(text: str) -> float | None:
+    """``--object-diameter``: px, ``0``/``none``/``off`` (no rescaling) or ``auto`` (None)."""
+    word = text.strip().lower()
+    if word in ("none", "off"):
+        return 0.0
+    if word == "auto":
+        return None
+    try:
+        return float(word)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a diameter: give pixels, 0/none (off) or auto"
+        ) from None
+
+
 def add_train_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``train`` and ``evaluate``."""
     from napari_cellseg.families import family_names
@@ -89,6 +104,19 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
         help=_help("early_stopping_patience"),
     )
     t.add_argument("--tune-thresholds", action="store_true", help=_help("tune_thresholds"))
+    t.add_argument(
+        "--object-diameter",
+        type=_diameter,
+        default=d.object_diameter,
+        metavar="PX",
+        help=f"{_help('object_diameter')} (default auto)",
+    )
+    t.add_argument(
+        "--scale-jitter",
+        type=float,
+        default=d.scale_jitter,
+        help=f"{_help('scale_jitter')} (default {d.scale_jitter:g})",
+    )
     t.set_defaults(func=run_train)
     t.set_defaults(train_defaults=vars(t.parse_args([])))  # to name options --resume ignores
 
@@ -143,6 +171,8 @@ def run_train(args: argparse.Namespace) -> int:
             num_workers=args.workers,
             early_stopping_patience=args.patience,
             tune_thresholds=args.tune_thresholds,
+            object_diameter=args.object_diameter,
+            scale_jitter=args.scale_jitter,
         )
     else:
         ignored = [

@@ -4,7 +4,9 @@
 so a sample is the same in any process and any worker order: training is reproducible and
 resumes exactly. Crops are cut with a margin of context around the patch when augmenting, so
 rotations and elastic deformations bring in real pixels rather than fill, and reflected
-where they pass the image border (as inference pads images).
+where they pass the image border (as inference pads images). With an ``object_diameter``,
+each crop is cut at ``patch / scale`` pixels and resampled to the patch, so that the image's
+objects come out near that diameter (:mod:`napari_cellseg.training.scale`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from skimage.measure import label as connected_components
 
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.families import FAMILIES, family_part
+from napari_cellseg.training.scale import (
+    draw_scale,
+    measure_diameter,
+    nearest_index,
+    resize_channels,
+    scale_factor,
+)
 
 __all__ = ["CropDataset", "FullImageDataset", "collate_maskrcnn", "collate_unet"]
 
@@ -89,12 +98,24 @@ class CropDataset(torch.utils.data.Dataset):
     foreground_bias : float
         Probability that a crop is centred near a random object pixel (± a quarter patch)
         instead of placed uniformly.
+    object_diameter : float or None
+        Rescale every crop so the image's objects come out near this diameter (px);
+        ``None`` or 0: crops at the images' own scale.
+    scale_jitter : float
+        With ``object_diameter``: each crop's zoom is also multiplied by a log-uniform
+        factor in ``[1 / (1 + scale_jitter), 1 + scale_jitter]``.
+    diameters : list of (float or None), optional
+        Each image's measured object diameter (px, ``None``: no objects); measured here with
+        :func:`~napari_cellseg.training.scale.measure_diameter` (once) when not given.
+        Images without objects are not rescaled.
 
     Notes
     -----
     A sample: an image is chosen with probability proportional to its area, the crop is cut
     (reflecting past the border when the image is smaller than the patch; reflected copies of
-    objects become separate objects), augmented, the labels relabelled 1..N, and the target
+    objects become separate objects; when rescaling, cut at ``1 / zoom`` of its size and
+    resampled: image by area averaging or bilinear, labels by nearest neighbour), augmented,
+    the labels relabelled 1..N, and the target
     built with :func:`~napari_cellseg.training.targets.unet_target` (computed on the crop with its
     context, so boundaries at the patch edge are right) or
     :func:`~napari_cellseg.training.targets.maskrcnn_target`.
@@ -111,6 +132,9 @@ class CropDataset(torch.utils.data.Dataset):
         augment: Augment | None,
         seed: int,
         foreground_bias: float = 0.7,
+        object_diameter: float | None = None,
+        scale_jitter: float = 0.0,
+        diameters: Sequence[float | None] | None = None,
     ) -> None:
         if family not in FAMILIES:
             raise CellsegError(f"unknown model family {family!r}; use {' or '.join(FAMILIES)}")
@@ -134,6 +158,16 @@ class CropDataset(torch.utils.data.Dataset):
         self.margin = round(CONTEXT_FRACTION * patch_size) if augment is not None else 0
         areas = np.array([lab.size for lab in self.labels], np.float64)
         self._weights = areas / areas.sum()
+        self.object_diameter = float(object_diameter) if object_diameter else None
+        self.scale_jitter = float(scale_jitter)
+        if diameters is None:
+            diameters = [measure_diameter(lab) for lab in self.labels]
+        if len(diameters) != len(self.labels):
+            raise CellsegError(
+                f"{len(diameters)} object diameters for {len(self.labels)} training images"
+            )
+        self.diameters = list(diameters)
+        self.factors = [scale_factor(self.object_diameter, d) for d in self.diameters]
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch: samples depend on ``(seed, epoch, index)``."""
@@ -157,6 +191,11 @@ class CropDataset(torch.utils.data.Dataset):
         k = int(rng.choice(len(self.images), p=self._weights))
         image, labels = self.images[k], self.labels[k]
         height, width = labels.shape
+        zoom = 1.0
+        if self.object_diameter is not None and self.diameters[k] is not None:
+            zoom = draw_scale(rng, self.factors[k], self.scale_jitter)
+        if zoom != 1.0:
+            return self._cut_zoomed(rng, image, labels, zoom)
         cy = cx = None
         if rng.random() < self.foreground_bias:
             foreground = np.flatnonzero(labels)
@@ -178,6 +217,40 @@ class CropDataset(torch.utils.data.Dataset):
         # A reflected copy of an object has the same label: make every copy its own object.
         crop_labels = connected_components(labels[rows[:, None], cols[None, :]], background=0)
         return crop_image, crop_labels.astype(np.int64)
+
+    def _cut_zoomed(
+        self, rng: np.random.Generator, image: np.ndarray, labels: np.ndarray, zoom: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`_cut`, with a window of ``side / zoom`` source pixels resampled to ``side``."""
+        height, width = labels.shape
+        p, m = self.patch_size, self.margin
+        side = p + 2 * m
+        source_p = max(1, round(p / zoom))
+        source_m = round(m / zoom)
+        source_side = source_p + 2 * source_m
+        cy = cx = None
+        if rng.random() < self.foreground_bias:
+            foreground = np.flatnonzero(labels)
+            if foreground.size:
+                cy, cx = divmod(int(foreground[rng.integers(foreground.size)]), width)
+                jitter = source_p // 4
+                cy += int(rng.integers(-jitter, jitter + 1))
+                cx += int(rng.integers(-jitter, jitter + 1))
+        y0 = _window_start(rng, cy, height, source_p) - source_m
+        x0 = _window_start(rng, cx, width, source_p) - source_m
+        inside = y0 >= 0 and x0 >= 0 and y0 + source_side <= height and x0 + source_side <= width
+        rows = _reflect_index(np.arange(y0, y0 + source_side), height)
+        cols = _reflect_index(np.arange(x0, x0 + source_side), width)
+        if inside:
+            window = image[:, y0 : y0 + source_side, x0 : x0 + source_side]
+        else:
+            window = image[:, rows[:, None], cols[None, :]]
+        crop_image = resize_channels(window, (side, side))
+        pick = nearest_index(source_side, side)
+        crop_labels = labels[rows[pick][:, None], cols[pick][None, :]]
+        if not inside:  # reflected copies of an object become separate objects
+            crop_labels = connected_components(crop_labels, background=0)
+        return np.ascontiguousarray(crop_image, np.float32), crop_labels.astype(np.int64)
 
     def _sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, Any]:
         crop_image, crop_labels = self._cut(rng)

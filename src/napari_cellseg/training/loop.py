@@ -40,6 +40,7 @@ from napari_cellseg.training.checkpoints import (
     save_checkpoint,
 )
 from napari_cellseg.training.losses import build_loss
+from napari_cellseg.training.scale import card_diameter, diameter_stats, training_diameter
 from napari_cellseg.training.steps import (
     Stepper,
     freeze_batchnorm,
@@ -48,7 +49,7 @@ from napari_cellseg.training.steps import (
     make_scheduler,
     scheduler_per_step,
 )
-from napari_cellseg.training.validation import ValidationImage, evaluate_model
+from napari_cellseg.training.validation import ValidationImage, at_training_scale, evaluate_model
 
 KEY_METRIC = "dsb_ap"
 
@@ -143,8 +144,24 @@ def iter_train(
     else:
         train_pairs, val_pairs = split_pairs(pairs, params.val_fraction, params.seed)
     manifest = file_manifest(train_pairs + val_pairs)
-    val_images = read_validation_images(val_pairs)
+    if state is None:  # a checkpoint's params hold the diameter it resolved
+        fine_tuning = init is not None
+        diameter = training_diameter(params.object_diameter, card, fine_tuning=fine_tuning)
+        if params.object_diameter is None and fine_tuning:
+            yield checkpoint(
+                Notice(f"fine-tuning at the base model's object diameter, {diameter:g} px")
+            )
+        params = replace(params, object_diameter=diameter)
+    val_images, val_diameters = at_training_scale(
+        read_validation_images(val_pairs), params.object_diameter
+    )
     loader, dataset = make_loader(train_pairs, card, params)
+    object_size = {
+        "object_diameter": params.object_diameter,
+        "scale_jitter": params.scale_jitter,
+        "train_diameters": diameter_stats(dataset.diameters),
+        "val_diameters": diameter_stats(val_diameters),
+    }
     steps_per_epoch = len(loader)
 
     if init is not None and params.learning_rate is None and state is None:
@@ -227,7 +244,7 @@ def iter_train(
         if improved:
             best_score, best_epoch, best_metrics, stale = score, epoch, metrics, 0
             trained_card = _trained_card(
-                card, params, manifest, history, best_epoch, best_metrics, init
+                card, params, manifest, history, best_epoch, best_metrics, init, object_size
             )
             save_weights(model, trained_card, out)
         else:
@@ -275,7 +292,9 @@ def iter_train(
             break
     if not out.exists():  # e.g. resumed after the last epoch: keep a weight file anyway
         save_weights(
-            model, _trained_card(card, params, manifest, history, epoch, best_metrics, init), out
+            model,
+            _trained_card(card, params, manifest, history, epoch, best_metrics, init, object_size),
+            out,
         )
     if params.tune_thresholds and val_images:
         yield checkpoint(Notice(f"tuning the thresholds on {len(val_images)} validation images…"))
@@ -349,6 +368,7 @@ def _model_and_card(params, model, card, init, state) -> tuple[torch.nn.Module, 
                 wanted,
                 normalisation=card.normalisation,
                 channel_handling=card.channel_handling,
+                object_diameter=card.object_diameter,  # the scale the kept layers learnt
             )
             return model, card, notices
         return loaded.model, card, notices
@@ -356,7 +376,10 @@ def _model_and_card(params, model, card, init, state) -> tuple[torch.nn.Module, 
     return build_model(params.family, **args), ModelCard.for_model(params.family, args), notices
 
 
-def _trained_card(card, params, manifest, history, best_epoch, metrics, init) -> ModelCard:
+def _trained_card(
+    card, params, manifest, history, best_epoch, metrics, init, object_size
+) -> ModelCard:
+    diameter, source = card_diameter(object_size)
     provenance = {
         "source": "napari-cellseg training",
         "init": Path(init).name if init else None,
@@ -365,10 +388,13 @@ def _trained_card(card, params, manifest, history, best_epoch, metrics, init) ->
         "epochs": best_epoch,
         "history": history,
         "metrics": metrics,
+        "object_size": object_size,
     }
     return replace(
         card,
         provenance=provenance,
+        object_diameter=diameter,
+        object_diameter_source=source,
         created=ModelCard.for_model(card.family, card.builder_args).created,
     )
 

@@ -32,7 +32,12 @@ def scheduler_per_step(params: TrainParams) -> bool:
 
 
 def make_loader(pairs, card: ModelCard, params: TrainParams):
-    """A DataLoader of random augmented crops of ``pairs`` (and its dataset)."""
+    """A DataLoader of random augmented crops of ``pairs`` (and its dataset).
+
+    Crops are rescaled to ``params.object_diameter`` (resolved by the training loop; ``None``
+    or 0: not rescaled) with ``params.scale_jitter``; the dataset measures each image's object
+    diameter once (``dataset.diameters``).
+    """
     from napari_cellseg.training.augment import build_augmentation
     from napari_cellseg.training.datasets import CropDataset
     from napari_cellseg.training.pairs import load_pair
@@ -52,6 +57,8 @@ def make_loader(pairs, card: ModelCard, params: TrainParams):
         samples_per_epoch=params.samples_per_epoch,
         augment=augment,
         seed=params.seed,
+        object_diameter=params.object_diameter,
+        scale_jitter=params.scale_jitter,
     )
     loader = torch.utils.data.DataLoader(
         dataset,

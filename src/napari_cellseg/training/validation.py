@@ -1,4 +1,8 @@
-"""Scoring a model on whole validation images with the inference engine and the metrics."""
+"""Scoring a model on whole validation images with the inference engine and the metrics.
+
+Validation images are first brought to the training scale (:func:`at_training_scale`), so
+model selection sees objects at the size training showed the model.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from napari_cellseg.labels.metrics import evaluate_pair, summarise
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel
 from napari_cellseg.params import PredictParams
+from napari_cellseg.training.scale import measure_diameter, rescale_validation_pair, scale_factor
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,37 @@ def read_validation_images(pairs: Sequence) -> list[ValidationImage]:
         image = read_image(pair.image_path)
         out.append(ValidationImage(pair.name, image.data, image.axes, read_labels(pair.mask_path)))
     return out
+
+
+def at_training_scale(
+    images: Sequence[ValidationImage], object_diameter: float | None
+) -> tuple[list[ValidationImage], list[float | None]]:
+    """Validation images and their ground truth rescaled to the training scale.
+
+    Each image's object diameter is measured from its ground truth
+    (:func:`~napari_cellseg.training.scale.measure_diameter`) and the image zoomed by
+    ``object_diameter / measured`` (ground truth by nearest neighbour), as training crops
+    are (without jitter). Images without objects, or ``object_diameter`` ``None`` or 0,
+    are left as they are.
+
+    Returns
+    -------
+    images : list of ValidationImage
+        The rescaled images (same names).
+    diameters : list of (float or None)
+        Each image's measured diameter at its own scale (px).
+    """
+    out, diameters = [], []
+    for item in images:
+        measured = measure_diameter(item.truth)
+        diameters.append(measured)
+        factor = scale_factor(object_diameter, measured)
+        if factor == 1.0:
+            out.append(item)
+            continue
+        image, truth = rescale_validation_pair(item.image, item.axes, item.truth, factor)
+        out.append(ValidationImage(item.name, image, item.axes, truth))
+    return out, diameters
 
 
 def evaluate_model(

@@ -1,0 +1,249 @@
+"""Object size in training: measuring each image's object diameter and rescaling to a target.
+
+Training normalises scale: every image's typical object size is measured once from its masks
+(:func:`measure_diameter`, the median equivalent diameter of its objects) and every crop is
+resampled so that its objects come out near the target diameter
+(``TrainParams.object_diameter``), with a random log-uniform jitter around it
+(:func:`draw_scale`). Validation images and their ground truth are rescaled the same way
+(:func:`rescale_validation_pair`), so model selection sees what training saw. Images are
+resampled with area averaging when shrinking and bilinear interpolation when enlarging;
+instance labels with nearest neighbour (:func:`nearest_index`), so labels are never blended.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_cellseg.models.card import DIAMETER_RANGE, ModelCard
+from napari_cellseg.params import DEFAULT_TRAIN_DIAMETER
+
+__all__ = [
+    "card_diameter",
+    "describe_source",
+    "diameter_stats",
+    "draw_scale",
+    "measure_diameter",
+    "nearest_index",
+    "rescale_validation_pair",
+    "resize_channels",
+    "scale_factor",
+    "training_diameter",
+]
+
+
+def measure_diameter(labels: np.ndarray) -> float | None:
+    """The median equivalent diameter (px) of the objects of an instance label image.
+
+    The equivalent diameter of an object is that of the disc of the same area,
+    ``sqrt(4 * area / pi)`` (skimage ``regionprops``' ``equivalent_diameter_area``).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Integer ``(H, W)`` instance labels, 0 = background.
+
+    Returns
+    -------
+    float or None
+        The median over the objects; ``None`` when there is no object.
+
+    Examples
+    --------
+    >>> labels = np.zeros((40, 40), np.int32)
+    >>> labels[:10, :10], labels[20:30, 20:30] = 1, 2
+    >>> round(measure_diameter(labels), 2)
+    11.28
+    >>> measure_diameter(np.zeros((5, 5), np.int32)) is None
+    True
+    """
+    values = np.asarray(labels)
+    values = values[values != 0]
+    if values.size == 0:
+        return None
+    _, areas = np.unique(values, return_counts=True)
+    return float(np.median(np.sqrt(4.0 * areas / math.pi)))
+
+
+def diameter_stats(diameters: Sequence[float | None]) -> dict[str, float | int | None]:
+    """Median and 5th/95th percentiles of per-image diameters (images without objects left out).
+
+    Returns
+    -------
+    dict
+        ``n_images``, ``n_with_objects``, ``median``, ``p5`` and ``p95`` (px; ``None`` when
+        no image has objects).
+
+    Examples
+    --------
+    >>> diameter_stats([10.0, None, 30.0])["median"]
+    20.0
+    """
+    known = np.array([d for d in diameters if d is not None], np.float64)
+    out: dict[str, float | int | None] = {
+        "n_images": len(diameters),
+        "n_with_objects": int(known.size),
+    }
+    for key, q in (("median", 50), ("p5", 5), ("p95", 95)):
+        out[key] = round(float(np.percentile(known, q)), 3) if known.size else None
+    return out
+
+
+def scale_factor(target: float | None, measured: float | None) -> float:
+    """The zoom that brings objects of diameter ``measured`` to ``target`` (1: leave as is).
+
+    ``target`` ``None`` or 0 (rescaling off) or ``measured`` ``None`` (no objects) give 1.
+    """
+    if not target or measured is None or measured <= 0:
+        return 1.0
+    return float(target) / float(measured)
+
+
+def draw_scale(rng: np.random.Generator, factor: float, jitter: float) -> float:
+    """``factor`` times a log-uniform random factor in ``[1 / (1 + jitter), 1 + jitter]``."""
+    if jitter <= 0:
+        return factor
+    spread = math.log1p(jitter)
+    return factor * math.exp(float(rng.uniform(-spread, spread)))
+
+
+def nearest_index(n_source: int, n_out: int) -> np.ndarray:
+    """Source index of each of ``n_out`` samples resampling ``n_source`` by nearest neighbour.
+
+    Pixel centres are aligned as in ``torch.nn.functional.interpolate(align_corners=False)``.
+
+    >>> nearest_index(4, 8).tolist()
+    [0, 0, 1, 1, 2, 2, 3, 3]
+    >>> nearest_index(8, 4).tolist()
+    [1, 3, 5, 7]
+    """
+    index = np.floor((np.arange(n_out) + 0.5) * (n_source / n_out)).astype(np.int64)
+    return np.clip(index, 0, n_source - 1)
+
+
+def resize_channels(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resample float ``(C, H, W)`` to ``(C, *size)``: area when shrinking, else bilinear."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    tensor = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None]
+    shrinking = size[0] <= image.shape[-2] and size[1] <= image.shape[-1]
+    if shrinking:
+        out = torch.nn.functional.interpolate(tensor, size=size, mode="area")
+    else:
+        out = torch.nn.functional.interpolate(
+            tensor, size=size, mode="bilinear", align_corners=False
+        )
+    return out[0].numpy()
+
+
+def rescale_validation_pair(
+    image: np.ndarray, axes: str, truth: np.ndarray, factor: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Zoom a raw image (any axes with ``Y`` and ``X``) and its ground truth by ``factor``.
+
+    The image keeps its dtype (integers rounded and clipped), so a model normalising by the
+    dtype's range sees the same values; the ground truth is resampled by nearest neighbour.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The image as read from disk, with axes ``axes`` (e.g. ``YX``, ``YXS``, ``CYX``).
+    axes : str
+        Its axes; the ``Y`` and ``X`` axes are resampled.
+    truth : numpy.ndarray
+        ``(Y, X)`` instance labels of the image.
+    factor : float
+        Zoom (2: twice as large); 1 returns the inputs unchanged.
+
+    Returns
+    -------
+    image, truth : numpy.ndarray
+        Both ``round(Y * factor) x round(X * factor)`` (at least 1 pixel).
+    """
+    if factor == 1.0:
+        return image, truth
+    y, x = axes.index("Y"), axes.index("X")
+    height, width = image.shape[y], image.shape[x]
+    size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    rest = [i for i in range(image.ndim) if i not in (y, x)]
+    moved = np.transpose(image, (*rest, y, x))
+    flat = moved.reshape(-1, height, width).astype(np.float32)
+    resized = resize_channels(flat, size).reshape(*moved.shape[:-2], *size)
+    if np.issubdtype(image.dtype, np.integer):
+        limits = np.iinfo(image.dtype)
+        resized = np.clip(np.rint(resized), limits.min, limits.max)
+    elif image.dtype == bool:
+        resized = resized >= 0.5
+    out = np.transpose(resized.astype(image.dtype), np.argsort((*rest, y, x)))
+    rows, cols = nearest_index(height, size[0]), nearest_index(width, size[1])
+    return np.ascontiguousarray(out), truth[rows[:, None], cols[None, :]]
+
+
+def describe_source(target: float | None, jitter: float, measured: float | None) -> str:
+    """The card's ``object_diameter_source`` line for a training run.
+
+    >>> describe_source(20.0, 0.2, 18.4)
+    'training masks: median equivalent diameter per image, rescaled to 20 px (jitter 0.2)'
+    >>> describe_source(0.0, 0.2, 18.4)
+    'training masks: median over images of the median equivalent diameter, not rescaled'
+    """
+    if target:
+        return (
+            "training masks: median equivalent diameter per image, rescaled to "
+            f"{target:g} px (jitter {jitter:g})"
+        )
+    if measured is None:
+        return ""
+    return "training masks: median over images of the median equivalent diameter, not rescaled"
+
+
+def training_diameter(requested: float | None, card: ModelCard, *, fine_tuning: bool) -> float:
+    """The object diameter a run trains at (``TrainParams.object_diameter`` resolved).
+
+    ``None``: the base model's (:meth:`~napari_cellseg.models.card.ModelCard.reference_diameter`)
+    when fine-tuning, else :data:`~napari_cellseg.params.DEFAULT_TRAIN_DIAMETER`; a number
+    (0 = off) is kept.
+
+    >>> from napari_cellseg.models.card import ModelCard
+    >>> card = ModelCard.for_model("unet", {"encoder_name": "resnet18"}, object_diameter=30)
+    >>> training_diameter(None, card, fine_tuning=True)
+    30.0
+    >>> training_diameter(None, card, fine_tuning=False)
+    20.0
+    >>> training_diameter(0, card, fine_tuning=True)  # off
+    0.0
+    """
+    if requested is not None:
+        return float(requested)
+    return card.reference_diameter() if fine_tuning else DEFAULT_TRAIN_DIAMETER
+
+
+def card_diameter(object_size: dict[str, Any]) -> tuple[float | None, str]:
+    """``object_diameter`` and ``object_diameter_source`` for the card of a training run.
+
+    Parameters
+    ----------
+    object_size : dict
+        The run's ``provenance["object_size"]``: ``object_diameter`` (target, 0 = off),
+        ``scale_jitter`` and ``train_diameters`` (:func:`diameter_stats`).
+
+    Returns
+    -------
+    diameter : float or None
+        The target; with rescaling off, the training images' median diameter (``None`` when
+        unknown or outside :data:`~napari_cellseg.models.card.DIAMETER_RANGE`).
+    source : str
+        How it was obtained (:func:`describe_source`).
+    """
+    target, jitter = object_size["object_diameter"], object_size["scale_jitter"]
+    measured = object_size["train_diameters"]["median"]
+    if target:
+        return float(target), describe_source(target, jitter, measured)
+    lo, hi = DIAMETER_RANGE
+    if measured is None or not lo <= measured <= hi:
+        return None, ""
+    return float(measured), describe_source(0.0, jitter, measured)
