@@ -10,6 +10,7 @@ all made from it.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -324,7 +325,7 @@ def parse_diameter(
             number = float(text)
         except ValueError:
             number = float("nan")
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
         number = float(value)
     else:
         number = float("nan")

@@ -62,6 +62,7 @@ def test_the_range_is_the_cards() -> None:
         (" OFF ", "off"),
         (40, 40.0),
         ("40px", 40.0),
+        (np.int64(30), 30.0),
         ("12um", "12um"),
         ("12\u00b5m", "12um"),
         ("12.5 \u03bcm", "12.5um"),
