@@ -3,10 +3,8 @@
 ``None`` means the model's default: ``"auto"`` when its card records ``object_diameter``,
 else ``"off"`` (no rescaling, as before object sizes existed). A number is pixels; a
 micrometre value is turned into pixels with the image's pixel size. ``"auto"`` estimates
-the diameter from the image (:func:`iter_estimate_diameter`): a quick pass at the native
-scale on a central crop, the median equivalent diameter of its whole objects; when that is
-far from the model's (outside x0.8-1.25), a pass at the implied scale, and once more if
-still far; the pass that saw objects nearest the model's size gives the estimate.
+the diameter from the image (:func:`iter_estimate_diameter`) with quick passes of the model
+on a central crop, measuring the median equivalent diameter of whole objects.
 """
 
 from __future__ import annotations
@@ -25,12 +23,20 @@ from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel, read_card
 from napari_cellseg.params import DIAMETER_RANGE, PredictParams, parse_diameter
 
-__all__ = ["ESTIMATE_SIDE", "MAX_PASSES", "iter_choose_scale", "iter_estimate_diameter"]
+__all__ = [
+    "ESTIMATE_SIDE",
+    "MAX_PASSES",
+    "central_crop",
+    "iter_choose_scale",
+    "iter_estimate_diameter",
+]
 
 ESTIMATE_SIDE = 512
 """Edge (px at the pass's scale) of the central crop each estimation pass segments."""
-MAX_PASSES = 3
-"""Estimation passes at most: the native scale, the implied one, one refinement."""
+MAX_PASSES = 6
+"""Estimation passes at most (the native scale, then halving it: objects up to 32x larger)."""
+MAX_SMALL_PASSES = 3
+"""Passes at most for small objects: the native scale, the implied one, one refinement."""
 GOOD_RATIO = 1.25
 """A pass whose objects are within this factor of the model's diameter ends the search."""
 
@@ -121,39 +127,94 @@ def iter_estimate_diameter(
 
     Each pass segments a central crop of the middle plane (at most :data:`ESTIMATE_SIDE`
     px at the pass's scale) and measures the median equivalent diameter of its whole
-    objects (:func:`~napari_cellseg.inference.object_size.median_diameter`). The first
-    pass is at the native scale; while the objects it saw are more than
-    :data:`GOOD_RATIO` away from ``reference``, the next runs at ``reference / estimate``
-    (:data:`MAX_PASSES` in all). Returns ``None`` when no pass found an object.
-    """
-    from napari_cellseg.inference.planes import iter_predict_planes
+    objects (:func:`~napari_cellseg.inference.object_size.median_diameter`). The first pass
+    is at the native scale.
 
+    - Objects smaller than ``reference / GOOD_RATIO``: a pass at the implied scale
+      ``reference / estimate``, and one more while still off by more than
+      :data:`GOOD_RATIO`; the pass that saw objects nearest ``reference`` gives the estimate.
+    - Otherwise the objects may be whole, or fragments of larger ones (a model shown
+      objects far larger than it was trained on cuts them into pieces of about its own
+      size). The scale is halved while the objects still look at least
+      ``reference / GOOD_RATIO`` across (:data:`MAX_PASSES` in all); the last such pass
+      saw them whole and gives the estimate.
+
+    Returns ``None`` when the first pass found no object.
+    """
     axes = params.axes or ""
     quick = replace(params, diameter="off", keep_probabilities=False, tta=1)
-    scale, best = 1.0, None  # best: (how far from the reference, estimate)
-    for number in range(MAX_PASSES):
+    low, (smallest, largest) = reference / GOOD_RATIO, DIAMETER_RANGE
+    plane_side = min(_plane_shape(image, axes))
+
+    def measure(scale: float, number: int) -> Generator[Event, None, float | None]:
         yield _checked(
             Progress("diameter", number, MAX_PASSES, "estimating the object size"), should_stop
         )
-        crop, crop_axes = central_crop(image, axes, math.ceil(ESTIMATE_SIDE / scale))
-        run = replace(quick, axes=crop_axes)
-        prediction = yield from relay(
-            iter_predict_planes(crop, model, run, should_stop=should_stop, scale=scale),
-            _warnings_only,
-        )
-        estimate = median_diameter(prediction.labels)
-        if estimate is None:
+        return (yield from _quick_pass(image, axes, model, quick, scale, should_stop))
+
+    estimate = yield from measure(1.0, 0)
+    passes = 1
+    if estimate is None:
+        return None
+    if estimate < low:  # objects look small: enlarge to the implied scale, refine once
+        best = (abs(math.log(estimate / reference)), estimate)
+        scale = 1.0
+        while passes < MAX_SMALL_PASSES:
+            following = scale_for(reference, min(max(estimate, smallest), largest))
+            if abs(math.log(following / scale)) <= math.log(1.1):
+                break
+            scale = following
+            found = yield from measure(scale, passes)
+            passes += 1
+            if found is None:
+                break
+            estimate = found
+            error = abs(math.log(estimate * scale / reference))
+            if error < best[0]:
+                best = (error, estimate)
+            if error <= math.log(GOOD_RATIO):
+                break
+        yield _checked(Progress("diameter", MAX_PASSES, MAX_PASSES), should_stop)
+        return best[1]
+    # objects look model-sized or larger, maybe as fragments of larger ones: halve the
+    # scale while they still look at least that large; the last such pass saw them whole
+    best_estimate, scale = estimate, 1.0
+    while passes < MAX_PASSES:
+        scale /= 2
+        if scale < reference / largest or plane_side * scale < 2 * reference:
             break
-        error = abs(math.log(estimate * scale / reference))
-        if best is None or error < best[0]:
-            best = (error, estimate)
-        lo, hi = DIAMETER_RANGE
-        following = scale_for(reference, min(max(estimate, lo), hi))
-        if error <= math.log(GOOD_RATIO) or abs(math.log(following / scale)) <= math.log(1.1):
+        found = yield from measure(scale, passes)
+        passes += 1
+        if found is None or found * scale < low:
             break
-        scale = following
+        best_estimate = found
     yield _checked(Progress("diameter", MAX_PASSES, MAX_PASSES), should_stop)
-    return None if best is None else best[1]
+    return best_estimate
+
+
+def _quick_pass(
+    image: Any,
+    axes: str,
+    model: str | Path | LoadedModel,
+    quick: PredictParams,
+    scale: float,
+    should_stop: Callable[[], bool] | None,
+) -> Generator[Event, None, float | None]:
+    """The median diameter (px of the image) of the objects of a central crop at ``scale``."""
+    from napari_cellseg.inference.planes import iter_predict_planes
+
+    crop, crop_axes = central_crop(image, axes, math.ceil(ESTIMATE_SIDE / scale))
+    run = replace(quick, axes=crop_axes)
+    prediction = yield from relay(
+        iter_predict_planes(crop, model, run, should_stop=should_stop, scale=scale),
+        _warnings_only,
+    )
+    return median_diameter(prediction.labels)
+
+
+def _plane_shape(image: Any, axes: str) -> tuple[int, int]:
+    shape = dict(zip(axes, np.shape(image), strict=True))
+    return shape["Y"], shape["X"]
 
 
 def central_crop(image: Any, axes: str, side: int) -> tuple[np.ndarray, str]:
