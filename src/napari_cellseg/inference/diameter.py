@@ -33,6 +33,8 @@ __all__ = [
 
 ESTIMATE_SIDE = 512
 """Edge (px at the pass's scale) of the central crop each estimation pass segments."""
+MAX_CROP_SIDE = 4096
+"""...and at most this many px of the image (bounds the memory of the smallest scales)."""
 MAX_PASSES = 6
 """Estimation passes at most (the native scale, then halving it: objects up to 32x larger)."""
 MAX_SMALL_PASSES = 3
@@ -144,7 +146,7 @@ def iter_estimate_diameter(
     axes = params.axes or ""
     quick = replace(params, diameter="off", keep_probabilities=False, tta=1)
     low, (smallest, largest) = reference / GOOD_RATIO, DIAMETER_RANGE
-    plane_side = min(_plane_shape(image, axes))
+    plane_side = min(*_plane_shape(image, axes), MAX_CROP_SIDE)
 
     def measure(scale: float, number: int) -> Generator[Event, None, float | None]:
         yield _checked(
@@ -181,7 +183,7 @@ def iter_estimate_diameter(
     best_estimate, scale = estimate, 1.0
     while passes < MAX_PASSES:
         scale /= 2
-        if scale < reference / largest or plane_side * scale < 2 * reference:
+        if scale < reference / largest or plane_side * scale < 4 * reference:
             break
         found = yield from measure(scale, passes)
         passes += 1
@@ -203,7 +205,8 @@ def _quick_pass(
     """The median diameter (px of the image) of the objects of a central crop at ``scale``."""
     from napari_cellseg.inference.planes import iter_predict_planes
 
-    crop, crop_axes = central_crop(image, axes, math.ceil(ESTIMATE_SIDE / scale))
+    side = min(math.ceil(ESTIMATE_SIDE / scale), MAX_CROP_SIDE)
+    crop, crop_axes = central_crop(image, axes, side)
     run = replace(quick, axes=crop_axes)
     prediction = yield from relay(
         iter_predict_planes(crop, model, run, should_stop=should_stop, scale=scale),
