@@ -138,6 +138,16 @@ def test_a_rescaled_run_returns_whole_objects_on_the_images_grid(diameter) -> No
     )  # the kept output stays at the model's scale
 
 
+def test_probabilities_come_back_on_the_images_grid() -> None:
+    image = discs(40)
+    params = replace(CPU, diameter=40, keep_probabilities=True)
+    prediction = predict(image, model_with(None), params)
+    assert prediction.probabilities.shape == (3, *image.shape)
+    assert prediction.probabilities.dtype == np.float16
+    interior = prediction.probabilities[1] > 0.5
+    assert np.mean(interior == (prediction.labels > 0)) > 0.98
+
+
 def test_a_diameter_within_ten_percent_is_not_rescaled() -> None:
     prediction = predict(discs(19), model_with(None), replace(CPU, diameter=19))
     assert prediction.diameter == 19.0 and prediction.scale == 1.0

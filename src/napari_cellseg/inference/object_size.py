@@ -26,6 +26,7 @@ __all__ = [
     "SKIP_TOLERANCE",
     "median_diameter",
     "rescale_input",
+    "resize_maps",
     "scale_for",
     "scaled_shape",
     "to_image_grid",
@@ -72,6 +73,20 @@ def rescale_input(x: np.ndarray, scale: float) -> np.ndarray:
     out = torch.nn.functional.interpolate(
         t, size=size, mode="bilinear", align_corners=False, antialias=scale < 1
     )
+    return out[0].numpy()
+
+
+def resize_maps(maps: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Probability maps ``(C, y, x)`` resized to ``shape`` ``(Y, X)`` (bilinear, float32).
+
+    >>> resize_maps(np.ones((2, 5, 10), np.float16), (10, 20)).shape
+    (2, 10, 20)
+    """
+    size = tuple(int(s) for s in tuple(shape)[-2:])
+    if tuple(maps.shape[-2:]) == size:
+        return np.asarray(maps, np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[None]
+    out = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)
     return out[0].numpy()
 
 

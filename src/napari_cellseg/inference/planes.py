@@ -24,7 +24,12 @@ from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import CancelledError, Notice, Progress, drain
 from napari_cellseg.families import family_part, family_spec
 from napari_cellseg.inference.model_runner import ModelRunner, cached_load, is_out_of_memory
-from napari_cellseg.inference.object_size import rescale_input, scaled_shape, to_image_grid
+from napari_cellseg.inference.object_size import (
+    rescale_input,
+    resize_maps,
+    scaled_shape,
+    to_image_grid,
+)
 from napari_cellseg.inference.preprocess import (
     check_image,
     iter_planes,
@@ -66,8 +71,8 @@ class Prediction:
         micrometres or estimated (``diameter="auto"``); ``None``: no diameter was used.
     scale : float
         The factor the image was rescaled by before the network (1.0: not rescaled).
-        ``raw`` and ``probabilities`` are at that scale; ``labels`` and ``table`` are always
-        on the image's grid.
+        ``raw`` is at that scale; ``labels``, ``table`` and ``probabilities`` (resized
+        back, bilinear) are always on the image's grid.
     """
 
     labels: np.ndarray
@@ -204,7 +209,8 @@ def iter_predict_planes(
         tables.append(table)
         raw.append(output)
         if params.keep_probabilities and family_spec(card.family).probability_map:
-            prob_planes.append(output.astype(np.float16))
+            maps = output if scale == 1.0 else resize_maps(output, plane.shape[:2])
+            prob_planes.append(maps.astype(np.float16))
         yield checkpoint(Progress("planes", plane_number + 1, len(planes)))
 
     if vanished:
