@@ -101,3 +101,15 @@ def test_tta_fusion_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     assert report["n_listed"] == 1 and report["tta"] == 2
     assert "all/v1/score 0.5" in report["results"] and "first/v1/score 0.5" in report["results"]
     assert (tmp_path / "c.pkl").exists()
+
+
+def test_diameter_check_runs_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "diameter.json"
+    command = [sys.executable, str(ROOT / "bench" / "diameter_check.py"), "--factors", "2"]
+    command += ["--samples", "dsb_fluorescence", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["factor"] == 2.0 and row["auto"]["scale"] < 1 and row["off"]["scale"] == 1.0
+    assert "| dsb_fluorescence ×2 |" in done.stdout

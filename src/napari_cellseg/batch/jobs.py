@@ -116,12 +116,15 @@ class FileResult:
     input_size: int = -1
     input_mtime_ns: int = -1
     timings: dict[str, float] = field(default_factory=dict)
+    diameter: float | None = None
+    scale: float = 1.0
 
     def message(self) -> str:
         """One line for a log: ``file: reason`` for failures."""
         if self.status == "failed":
             return f"{self.file}: {self.reason}"
-        return f"{self.file}: {self.status}, {self.objects} objects, {self.seconds:.2f} s"
+        size = "" if self.diameter is None else f", diameter {self.diameter:.0f} px"
+        return f"{self.file}: {self.status}, {self.objects} objects{size}, {self.seconds:.2f} s"
 
     def entry(self) -> dict[str, Any]:
         """The manifest entry (``RunState`` stores the output paths relative to the folder)."""
@@ -137,6 +140,8 @@ class FileResult:
             "input_size": self.input_size,
             "input_mtime_ns": self.input_mtime_ns,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "diameter": None if self.diameter is None else round(float(self.diameter), 2),
+            "scale": round(float(self.scale), 4),
         }
 
 
@@ -239,7 +244,14 @@ def segment(
                 should_stop=should_stop,
             )
         )
-    gen = iter_predict(image.data, model, run_params, blocks=blocks, should_stop=should_stop)
+    gen = iter_predict(
+        image.data,
+        model,
+        run_params,
+        blocks=blocks,
+        should_stop=should_stop,
+        pixel_size_um=image.pixel_size_um,
+    )
     return (yield from gen)
 
 
@@ -317,6 +329,8 @@ def save_outputs(
         input_size=task.input_size,
         input_mtime_ns=task.input_mtime_ns,
         timings=dict(timings),
+        diameter=getattr(prediction, "diameter", None),
+        scale=float(getattr(prediction, "scale", 1.0)),
     )
 
 

@@ -76,6 +76,7 @@ def segment_large(
 
     from napari_cellseg.batch.measure import add_physical_columns, measure_labels
     from napari_cellseg.inference.blocks import iter_predict_blocks
+    from napari_cellseg.inference.diameter import iter_choose_scale
 
     axes = resolve_axes(image.data.shape, params.axes or image.axes)
     shape = label_shape(image.data.shape, axes)
@@ -91,6 +92,13 @@ def segment_large(
             return measure_labels(labels, crop, plane_axes)
 
         run_params = params if params.axes else _with_axes(params, axes)
+        diameter, scale = yield from iter_choose_scale(
+            image.data,
+            model,
+            run_params,
+            pixel_size_um=image.pixel_size_um,
+            should_stop=should_stop,
+        )
         prediction = yield from iter_predict_blocks(
             image.data,
             model,
@@ -99,7 +107,9 @@ def segment_large(
             blocks=blocks,
             measure=measure_block if measure else None,
             should_stop=should_stop,
+            scale=scale,
         )
+        prediction.diameter = diameter
         if prediction.measurements is not None:
             add_physical_columns(prediction.measurements, image.pixel_size_um)
     except BaseException:

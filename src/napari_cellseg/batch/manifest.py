@@ -230,6 +230,8 @@ class RunState:
                 input_size=task.input_size,
                 input_mtime_ns=task.input_mtime_ns,
                 timings=dict(entry.get("timings", {})),
+                diameter=entry.get("diameter"),
+                scale=float(entry.get("scale", 1.0)),
             )
 
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:

@@ -31,6 +31,8 @@ def make_recipe(weights_sha256: str, params: dict[str, Any]) -> dict[str, Any]:
     kept = {k: v for k, v in params.items() if k not in RESULT_NEUTRAL}
     if kept.get("tta") == 1:  # off: left out, so folders written before the option resume
         del kept["tta"]
+    if "diameter" in kept and kept["diameter"] is None:  # the model's default: likewise
+        del kept["diameter"]
     return {"format": VERSION, "weights_sha256": weights_sha256, "params": kept}
 
 
@@ -57,6 +59,7 @@ def recipe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     old_p, new_p = _flat(old.get("params", {})), _flat(new.get("params", {}))
     for params in (old_p, new_p):
         params.setdefault("tta", 1)  # left out of recipes when off (see make_recipe)
+        params.setdefault("diameter", None)
     changed = [
         f"{k} {old_p.get(k)!r} -> {new_p.get(k)!r}"
         for k in sorted(set(old_p) | set(new_p))

@@ -89,6 +89,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
     tty = sys.stderr.isatty()
     counts = {"done": 0, "skipped": 0, "failed": 0}
+    estimated = not isinstance(params.diameter, float)  # a diameter per image: shown
     files_event: Progress | None = None
 
     def show(event: object) -> None:
@@ -97,6 +98,9 @@ def run_batch_command(args: argparse.Namespace) -> int:
             counts[event.status] += 1
             if event.status == "failed":
                 print(("\r" if tty else "") + f"FAILED {event.message()}", file=sys.stderr)
+            elif event.status == "done" and event.diameter is not None and estimated:
+                size = f"diameter {event.diameter:.0f} px (\u00d7{event.scale:.2f})"
+                print(("\r" if tty else "") + f"{event.file}: {size}", file=sys.stderr)
         elif isinstance(event, Progress) and tty:
             if event.stage == "files":
                 files_event = event

@@ -49,6 +49,7 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", type=int, choices=TTA_CHOICES, default=defaults.tta, help=_help("tta"))
     p.add_argument("--axes", default=None, help=_help("axes"))
     p.add_argument("--channels", default=None, help=_help("channels"))
+    add_diameter_option(p)
     p.add_argument(
         "--threshold",
         type=float,
@@ -77,6 +78,30 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
             )
 
 
+def add_diameter_option(p: argparse.ArgumentParser) -> None:
+    """``--diameter auto|N|Nµm|off`` (``predict``, ``batch`` and ``tune``)."""
+    p.add_argument(
+        "--diameter", default=None, metavar="auto|N|N\u00b5m|off", help=_help("diameter")
+    )
+
+
+def describe_size(prediction: object) -> str:
+    """``", diameter 41 px (x0.44)"`` for a run scaled for a diameter, else ``""``.
+
+    >>> from types import SimpleNamespace as S
+    >>> describe_size(S(diameter=41.2, scale=0.437)), describe_size(S(diameter=None, scale=1.0))
+    (', diameter 41 px (\u00d70.44)', '')
+    >>> describe_size(S(diameter=19.0, scale=1.0))
+    ', diameter 19 px (not rescaled)'
+    """
+    diameter = getattr(prediction, "diameter", None)
+    if diameter is None:
+        return ""
+    scale = float(getattr(prediction, "scale", 1.0))
+    how = "not rescaled" if scale == 1.0 else f"\u00d7{scale:.2f}"
+    return f", diameter {diameter:.0f} px ({how})"
+
+
 #: Without a terminal, ``predict`` writes a progress line at most this often (seconds).
 LOG_PROGRESS_EVERY_S = 30.0
 
@@ -100,6 +125,7 @@ def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams
         tta=args.tta,
         axes=args.axes,
         channels=channels,
+        diameter=getattr(args, "diameter", None),
         post=replace(card.post_params(), **post),
     )
 
@@ -184,7 +210,10 @@ def run_predict(args: argparse.Namespace) -> int:
                         print(f"{path.name}: {event.fraction:.0%}", file=sys.stderr, flush=True)
                         last_line = time.perf_counter()
 
-            prediction = drain(iter_predict(image.data, loaded, run_params), show)
+            prediction = drain(
+                iter_predict(image.data, loaded, run_params, pixel_size_um=image.pixel_size_um),
+                show,
+            )
             out = write_labels(
                 labels_path,
                 prediction.labels,
@@ -198,7 +227,8 @@ def run_predict(args: argparse.Namespace) -> int:
         if show_progress:
             print("\r", end="", file=sys.stderr)
         seconds = time.perf_counter() - start
-        print(f"{path}: {prediction.n_objects} objects, {seconds:.2f} s -> {out}")
+        size = describe_size(prediction)
+        print(f"{path}: {prediction.n_objects} objects{size}, {seconds:.2f} s -> {out}")
     return 0 if failures == 0 else 1
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from napari_cellseg.cli.predict import add_diameter_option
 from napari_cellseg.params import TTA_CHOICES, PredictParams, field_info
 
 
@@ -58,6 +59,7 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> None:
         default=defaults.tta,
         help=f"tune for runs with this {field_info(PredictParams, 'tta').help}",
     )
+    add_diameter_option(t)
     t.add_argument(
         "--grid",
         default=None,
@@ -93,7 +95,13 @@ def run_tune(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     loaded = load_weights(args.weights, device=device)
     images = read_validation_images(pairs)
-    params = PredictParams(device=str(device), tile_size=args.tile, overlap=None, tta=args.tta)
+    params = PredictParams(
+        device=str(device),
+        tile_size=args.tile,
+        overlap=None,
+        tta=args.tta,
+        diameter=args.diameter,
+    )
     tty = sys.stderr.isatty()
 
     def show(event: Progress) -> None:

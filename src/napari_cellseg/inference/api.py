@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from napari_cellseg.events import Notice, Progress, drain
+from napari_cellseg.events import Notice, Progress, drain, relay
 from napari_cellseg.inference import blocks as _blocks
 from napari_cellseg.inference import planes as _planes
+from napari_cellseg.inference.diameter import iter_choose_scale
 from napari_cellseg.inference.preprocess import resolve_axes
 from napari_cellseg.models.weights import LoadedModel
 from napari_cellseg.params import BlockOptions, PredictParams
@@ -52,6 +53,7 @@ def iter_predict(
     *,
     blocks: BlockOptions | None = None,
     should_stop: Callable[[], bool] | None = None,
+    pixel_size_um: float | Sequence[float] | None = None,
 ) -> Generator[Progress | Notice, None, Any]:
     """Segment ``image`` with ``model``, yielding progress events; returns the Prediction.
 
@@ -70,6 +72,9 @@ def iter_predict(
         :data:`DEFAULT_BLOCKS` when omitted.
     should_stop : callable, optional
         Polled at every yield; when it returns True, :class:`CancelledError` is raised.
+    pixel_size_um : float or (float, float), optional
+        The image's pixel size ``(y, x)`` in micrometres, for ``params.diameter`` given in
+        micrometres (e.g. ``"12um"``).
 
     Yields
     ------
@@ -78,18 +83,35 @@ def iter_predict(
     Returns
     -------
     Prediction
-        Labels, object table, timings. Block by block it keeps no network output, so
-        :func:`~napari_cellseg.inference.planes.reapply` needs a new run there.
+        Labels, object table, timings, and the ``diameter`` and ``scale`` used
+        (:mod:`.diameter`): the image is rescaled by ``scale`` before the network, the
+        labels and table are on the image's grid. Block by block it keeps no network
+        output, so :func:`~napari_cellseg.inference.planes.reapply` needs a new run there.
     """
     params = params or PredictParams()
     blocks = blocks or DEFAULT_BLOCKS
     axes = resolve_axes(np.shape(image), params.axes)
     run = params if params.axes == axes else replace(params, axes=axes)
+    said: list[str] = []
+
+    def note(event: Any) -> Any:
+        if isinstance(event, Notice):
+            said.append(event.message)
+        return event
+
+    diameter, scale = yield from relay(
+        iter_choose_scale(image, model, run, pixel_size_um=pixel_size_um, should_stop=should_stop),
+        note,
+    )
     if in_blocks(np.shape(image), axes, blocks):
-        work = _blocks.iter_predict_large(image, model, run, blocks=blocks, should_stop=should_stop)
+        work = _blocks.iter_predict_large(
+            image, model, run, blocks=blocks, should_stop=should_stop, scale=scale
+        )
     else:
-        work = _planes.iter_predict_planes(image, model, run, should_stop=should_stop)
+        work = _planes.iter_predict_planes(image, model, run, should_stop=should_stop, scale=scale)
     prediction = yield from work
+    prediction.diameter, prediction.scale = diameter, scale
+    prediction.notices[:0] = said
     if run is not params:  # the Prediction records the parameters as the caller gave them
         prediction.params = replace(prediction.params, axes=params.axes)
     return prediction

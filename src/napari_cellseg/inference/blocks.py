@@ -63,6 +63,8 @@ class BlockwisePrediction:
     raw: list[Any] = field(repr=False, default_factory=list)
     probabilities: None = None
     scratch: Path | None = None  # a folder the caller made for ``labels`` (to remove later)
+    diameter: float | None = None
+    scale: float = 1.0
 
     @property
     def n_objects(self) -> int:
@@ -79,6 +81,7 @@ def iter_predict_blocks(
     blocks: BlockOptions | None = None,
     measure: Measure | None = None,
     should_stop: Callable[[], bool] | None = None,
+    scale: float = 1.0,
 ) -> Generator[Progress | Notice, None, BlockwisePrediction]:
     """Segment an image block by block, writing stitched labels into ``out``.
 
@@ -103,6 +106,10 @@ def iter_predict_blocks(
         coordinates are shifted to the plane and the rows collected in ``measurements``.
     should_stop : callable, optional
         Polled at every event; True raises :class:`CancelledError`.
+    scale : float
+        Each block, with its halo, is rescaled by this before the network and its labels
+        brought back to the image's grid before stitching (block, halo and stitching stay
+        in the image's pixels); see :mod:`.object_size`.
 
     Returns
     -------
@@ -128,7 +135,13 @@ def iter_predict_blocks(
     plane_axes = "YX" + "".join(a for a in axes if a in "CS")
     crop_params = replace(params, axes=plane_axes)
     result = BlockwisePrediction(
-        labels=out, table={}, card=loaded.card, params=params, device=str(device), axes=axes
+        labels=out,
+        table={},
+        card=loaded.card,
+        params=params,
+        device=str(device),
+        axes=axes,
+        scale=scale,
     )
     tables: list[dict[str, np.ndarray]] = []
     measured: list[dict[str, np.ndarray]] = []
@@ -153,7 +166,8 @@ def iter_predict_blocks(
             crops.clear()
             crops[block] = crop
             prediction = yield from relay(
-                iter_predict_planes(crop, fixed, crop_params, should_stop=should_stop), new_notice
+                iter_predict_planes(crop, fixed, crop_params, should_stop=should_stop, scale=scale),
+                new_notice,
             )
             for key, value in prediction.timings.items():
                 result.timings[key] = result.timings.get(key, 0.0) + value
@@ -206,6 +220,7 @@ def iter_predict_large(
     *,
     blocks: BlockOptions | None = None,
     should_stop: Callable[[], bool] | None = None,
+    scale: float = 1.0,
 ) -> Generator[Progress | Notice, None, Any]:
     """:func:`iter_predict_blocks` into labels held in memory; returns a ``Prediction``.
 
@@ -220,7 +235,13 @@ def iter_predict_large(
     axes = resolve_axes(image.shape, params.axes)
     out = np.zeros(label_shape(image.shape, axes), np.uint32)
     result = yield from iter_predict_blocks(
-        image, model, out, replace(params, axes=axes), blocks=blocks, should_stop=should_stop
+        image,
+        model,
+        out,
+        replace(params, axes=axes),
+        blocks=blocks,
+        should_stop=should_stop,
+        scale=scale,
     )
     if out.max(initial=0) <= np.iinfo(np.uint16).max:
         out = out.astype(np.uint16)
@@ -237,6 +258,7 @@ def iter_predict_large(
         axes=axes,
         timings=result.timings,
         notices=[*result.notices, note],
+        scale=scale,
     )
 
 

@@ -24,6 +24,12 @@ from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import CancelledError, Notice, Progress, drain
 from napari_cellseg.families import family_part, family_spec
 from napari_cellseg.inference.model_runner import ModelRunner, cached_load, is_out_of_memory
+from napari_cellseg.inference.object_size import (
+    rescale_input,
+    resize_maps,
+    scaled_shape,
+    to_image_grid,
+)
 from napari_cellseg.inference.preprocess import (
     check_image,
     iter_planes,
@@ -60,6 +66,13 @@ class Prediction:
         so :func:`reapply` can change thresholds without running the network.
     timings : dict of str to float
         Seconds per stage: ``load``, ``preprocess``, ``network``, ``postprocess``, ``total``.
+    diameter : float or None
+        The object diameter (px of the image) the run was scaled for: given, converted from
+        micrometres or estimated (``diameter="auto"``); ``None``: no diameter was used.
+    scale : float
+        The factor the image was rescaled by before the network (1.0: not rescaled).
+        ``raw`` is at that scale; ``labels``, ``table`` and ``probabilities`` (resized
+        back, bilinear) are always on the image's grid.
     """
 
     labels: np.ndarray
@@ -72,6 +85,8 @@ class Prediction:
     probabilities: np.ndarray | None = field(repr=False, default=None)
     timings: dict[str, float] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
+    diameter: float | None = None
+    scale: float = 1.0
 
     @property
     def n_objects(self) -> int:
@@ -95,6 +110,7 @@ def iter_predict_planes(
     params: PredictParams | None = None,
     *,
     should_stop: Callable[[], bool] | None = None,
+    scale: float = 1.0,
 ) -> Generator[Event, None, Prediction]:
     """Segment ``image`` with ``model``, yielding progress events; returns the Prediction.
 
@@ -109,6 +125,10 @@ def iter_predict_planes(
         Device, tiling, channels and post-processing (defaults when omitted).
     should_stop : callable, optional
         Polled at every yield; when it returns True, :class:`CancelledError` is raised.
+    scale : float
+        Each plane is rescaled by this before the network and its labels brought back
+        (:mod:`.object_size`); ``params.diameter`` is not read here (the front door
+        turns it into ``scale``).
 
     Yields
     ------
@@ -161,6 +181,7 @@ def iter_predict_planes(
     prob_planes: list[np.ndarray] = []
     tables: list[dict[str, np.ndarray]] = []
     state = _FallbackState(params.batch_size, params.tile_size, device)
+    vanished = 0
     for plane_number, (_index, plane) in enumerate(planes):
         t0 = time.perf_counter()
         x = to_model_input(
@@ -170,6 +191,7 @@ def iter_predict_planes(
             normalisation=card.normalisation,
             channels=params.channels,
         )
+        x = rescale_input(x, scale)
         timings["preprocess"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         output = yield from _run_plane_with_fallback(
@@ -178,15 +200,22 @@ def iter_predict_planes(
         timings["network"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         labels, table = _postprocess(card, output, x.shape[-2:], params.post)
+        if scale != 1.0:
+            labels, table, lost = to_image_grid(labels, table, plane.shape[:2])
+            vanished += lost
         timings["postprocess"] += time.perf_counter() - t0
         table["plane"] = np.full(len(table["label"]), plane_number, np.int64)
         label_planes.append(labels)
         tables.append(table)
         raw.append(output)
         if params.keep_probabilities and family_spec(card.family).probability_map:
-            prob_planes.append(output.astype(np.float16))
+            maps = output if scale == 1.0 else resize_maps(output, plane.shape[:2])
+            prob_planes.append(maps.astype(np.float16))
         yield checkpoint(Progress("planes", plane_number + 1, len(planes)))
 
+    if vanished:
+        notices.append(_vanished(vanished))
+        yield checkpoint(Notice(notices[-1]))
     labels_out = _stack_labels(label_planes, out_lead)
     timings["total"] = time.perf_counter() - start
     return Prediction(
@@ -202,16 +231,28 @@ def iter_predict_planes(
         ),
         timings=timings,
         notices=notices,
+        scale=scale,
     )
 
 
 def reapply(prediction: Prediction, post: PostprocessParams) -> Prediction:
-    """Re-run only the post-processing with new thresholds (no network; milliseconds)."""
+    """Re-run only the post-processing with new thresholds (no network; milliseconds).
+
+    After a rescaled run (``prediction.scale != 1``) the kept output is at the model's
+    scale; the new labels are brought back to the image's grid as the first ones were.
+    """
     t0 = time.perf_counter()
     label_planes, tables = [], []
+    image_shape = prediction.labels.shape[-2:]
+    rescaled = prediction.scale != 1.0
     for plane_number, output in enumerate(prediction.raw):
-        shape = _output_shape(prediction.card, output, prediction.labels)
+        if rescaled:
+            shape = scaled_shape(image_shape, prediction.scale)
+        else:
+            shape = _output_shape(prediction.card, output, prediction.labels)
         labels, table = _postprocess(prediction.card, output, shape, post)
+        if rescaled:
+            labels, table, _ = to_image_grid(labels, table, image_shape)
         table["plane"] = np.full(len(table["label"]), plane_number, np.int64)
         label_planes.append(labels)
         tables.append(table)
@@ -293,6 +334,13 @@ def _postprocess(
 
 def _output_shape(card: ModelCard, output: Any, labels: np.ndarray) -> tuple[int, int]:
     return family_part(card.family, "inference").output_shape(output, labels)
+
+
+def _vanished(count: int) -> str:
+    return (
+        f"{count} tiny object{'s' if count > 1 else ''} vanished when the labels were brought "
+        "back to the image's grid"
+    )
 
 
 def _stack_labels(planes: list[np.ndarray], lead: tuple[int, ...]) -> np.ndarray:

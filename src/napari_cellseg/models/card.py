@@ -19,6 +19,7 @@ import numpy as np
 
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.families import FAMILIES, family_part, family_spec
+from napari_cellseg.params import DIAMETER_RANGE as _DIAMETER_RANGE
 from napari_cellseg.params import PostprocessParams, describe_post
 
 CARD_METADATA_KEY = "cellseg.card"
@@ -33,7 +34,7 @@ DEFAULT_NORMALISATION: dict[str, Any] = {"method": "percentile", "low": 1.0, "hi
 #: nuclei (5th-95th percentile 9.6-49.6 px), the scale our first demo models were trained at.
 DEFAULT_OBJECT_DIAMETER = 18.0
 #: Object diameters (px) a card or a user may give; outside this range is refused.
-DIAMETER_RANGE = (2.0, 500.0)
+DIAMETER_RANGE = _DIAMETER_RANGE
 
 
 class ModelCardError(CellsegError):

@@ -1,0 +1,249 @@
+"""From ``PredictParams.diameter`` to the scale a run uses: ``iter_choose_scale``.
+
+``None`` means the model's default: ``"auto"`` when its card records ``object_diameter``,
+else ``"off"`` (no rescaling, as before object sizes existed). A number is pixels; a
+micrometre value is turned into pixels with the image's pixel size. ``"auto"`` estimates
+the diameter from the image (:func:`iter_estimate_diameter`) with quick passes of the model
+on a central crop, measuring the median equivalent diameter of whole objects.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_cellseg.events import CancelledError, Notice, Progress, relay
+from napari_cellseg.inference.object_size import median_diameter, scale_for
+from napari_cellseg.models.card import ModelCard
+from napari_cellseg.models.weights import LoadedModel, read_card
+from napari_cellseg.params import DIAMETER_RANGE, PredictParams, parse_diameter
+
+__all__ = [
+    "ESTIMATE_SIDE",
+    "MAX_PASSES",
+    "central_crop",
+    "iter_choose_scale",
+    "iter_estimate_diameter",
+]
+
+ESTIMATE_SIDE = 512
+"""Edge (px at the pass's scale) of the central crop each estimation pass segments."""
+MAX_CROP_SIDE = 4096
+"""...and at most this many px of the image (bounds the memory of the smallest scales)."""
+MAX_PASSES = 6
+"""Estimation passes at most (the native scale, then halving it: objects up to 32x larger)."""
+MAX_SMALL_PASSES = 3
+"""Passes at most for small objects: the native scale, the implied one, one refinement."""
+GOOD_RATIO = 1.25
+"""A pass whose objects are within this factor of the model's diameter ends the search."""
+
+Event = Progress | Notice
+
+
+def model_card(model: str | Path | LoadedModel) -> ModelCard:
+    """The card of a loaded model or weight file (only the header is read)."""
+    return model.card if isinstance(model, LoadedModel) else read_card(model)
+
+
+def iter_choose_scale(
+    image: Any,
+    model: str | Path | LoadedModel,
+    params: PredictParams,
+    *,
+    pixel_size_um: float | Sequence[float] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[Event, None, tuple[float | None, float]]:
+    """The object diameter (px) a run is scaled for, and the scale; events while estimating.
+
+    Parameters
+    ----------
+    image : array-like
+        The image, axes ``params.axes`` (resolved); only a central crop of one plane is
+        read when estimating.
+    model : str, Path or LoadedModel
+        The model (its card gives the reference diameter).
+    params : PredictParams
+        ``params.diameter`` as the user gave it.
+    pixel_size_um : float or (float, float), optional
+        The image's pixel size, for a diameter in micrometres.
+    should_stop : callable, optional
+        Polled while estimating; True raises :class:`CancelledError`.
+
+    Returns
+    -------
+    diameter : float or None
+        The diameter used (``None``: none, not rescaled).
+    scale : float
+        ``card.reference_diameter() / diameter``, or 1.0 when within 10 % of 1.
+
+    Raises
+    ------
+    CellsegError
+        A micrometre diameter without a pixel size, or pixels outside 2-500.
+    """
+    value = parse_diameter(params.diameter, pixel_size_um, need_pixels=True)
+    if value == "off":
+        return None, 1.0
+    card = model_card(model)
+    if value is None:
+        if card.object_diameter is None:
+            return None, 1.0
+        value = "auto"
+    reference = card.reference_diameter()
+    if value != "auto":
+        return float(value), scale_for(reference, float(value))
+    diameter = yield from iter_estimate_diameter(
+        image, model, params, reference, should_stop=should_stop
+    )
+    if diameter is None:
+        yield _checked(
+            Notice(
+                "no objects found to estimate the object diameter: not rescaled",
+                level="warning",
+            ),
+            should_stop,
+        )
+        return None, 1.0
+    scale = scale_for(reference, diameter)
+    action = f"rescaled \u00d7{scale:.2f}" if scale != 1.0 else "not rescaled"
+    yield _checked(
+        Notice(f"estimated object diameter {diameter:.0f} px \u2192 {action}"), should_stop
+    )
+    return diameter, scale
+
+
+def iter_estimate_diameter(
+    image: Any,
+    model: str | Path | LoadedModel,
+    params: PredictParams,
+    reference: float,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[Event, None, float | None]:
+    """Estimate the median object diameter (px) of ``image`` with quick passes of the model.
+
+    Each pass segments a central crop of the middle plane (at most :data:`ESTIMATE_SIDE`
+    px at the pass's scale) and measures the median equivalent diameter of its whole
+    objects (:func:`~napari_cellseg.inference.object_size.median_diameter`). The first pass
+    is at the native scale.
+
+    - Objects smaller than ``reference / GOOD_RATIO``: a pass at the implied scale
+      ``reference / estimate``, and one more while still off by more than
+      :data:`GOOD_RATIO`; the pass that saw objects nearest ``reference`` gives the estimate.
+    - Otherwise the objects may be whole, or fragments of larger ones (a model shown
+      objects far larger than it was trained on cuts them into pieces of about its own
+      size). The scale is halved while the objects still look at least
+      ``reference / GOOD_RATIO`` across (:data:`MAX_PASSES` in all); the last such pass
+      saw them whole and gives the estimate.
+
+    Returns ``None`` when the first pass found no object.
+    """
+    axes = params.axes or ""
+    quick = replace(params, diameter="off", keep_probabilities=False, tta=1)
+    low, (smallest, largest) = reference / GOOD_RATIO, DIAMETER_RANGE
+    plane_side = min(*_plane_shape(image, axes), MAX_CROP_SIDE)
+
+    def measure(scale: float, number: int) -> Generator[Event, None, float | None]:
+        yield _checked(
+            Progress("diameter", number, MAX_PASSES, "estimating the object size"), should_stop
+        )
+        return (yield from _quick_pass(image, axes, model, quick, scale, should_stop))
+
+    estimate = yield from measure(1.0, 0)
+    passes = 1
+    if estimate is None:
+        return None
+    if estimate < low:  # objects look small: enlarge to the implied scale, refine once
+        best = (abs(math.log(estimate / reference)), estimate)
+        scale = 1.0
+        while passes < MAX_SMALL_PASSES:
+            following = scale_for(reference, min(max(estimate, smallest), largest))
+            if abs(math.log(following / scale)) <= math.log(1.1):
+                break
+            scale = following
+            found = yield from measure(scale, passes)
+            passes += 1
+            if found is None:
+                break
+            estimate = found
+            error = abs(math.log(estimate * scale / reference))
+            if error < best[0]:
+                best = (error, estimate)
+            if error <= math.log(GOOD_RATIO):
+                break
+        yield _checked(Progress("diameter", MAX_PASSES, MAX_PASSES), should_stop)
+        return best[1]
+    # objects look model-sized or larger, maybe as fragments of larger ones: halve the
+    # scale while they still look at least that large; the last such pass saw them whole
+    best_estimate, scale = estimate, 1.0
+    while passes < MAX_PASSES:
+        scale /= 2
+        if scale < reference / largest or plane_side * scale < 4 * reference:
+            break
+        found = yield from measure(scale, passes)
+        passes += 1
+        if found is None or found * scale < low:
+            break
+        best_estimate = found
+    yield _checked(Progress("diameter", MAX_PASSES, MAX_PASSES), should_stop)
+    return best_estimate
+
+
+def _quick_pass(
+    image: Any,
+    axes: str,
+    model: str | Path | LoadedModel,
+    quick: PredictParams,
+    scale: float,
+    should_stop: Callable[[], bool] | None,
+) -> Generator[Event, None, float | None]:
+    """The median diameter (px of the image) of the objects of a central crop at ``scale``."""
+    from napari_cellseg.inference.planes import iter_predict_planes
+
+    side = min(math.ceil(ESTIMATE_SIDE / scale), MAX_CROP_SIDE)
+    crop, crop_axes = central_crop(image, axes, side)
+    run = replace(quick, axes=crop_axes)
+    prediction = yield from relay(
+        iter_predict_planes(crop, model, run, should_stop=should_stop, scale=scale),
+        _warnings_only,
+    )
+    return median_diameter(prediction.labels)
+
+
+def _plane_shape(image: Any, axes: str) -> tuple[int, int]:
+    shape = dict(zip(axes, np.shape(image), strict=True))
+    return shape["Y"], shape["X"]
+
+
+def central_crop(image: Any, axes: str, side: int) -> tuple[np.ndarray, str]:
+    """The middle plane's central ``side`` x ``side`` px (channels kept), read as numpy.
+
+    >>> crop, axes = central_crop(np.zeros((5, 3, 100, 80)), "ZCYX", 50)
+    >>> crop.shape, axes
+    ((3, 50, 50), 'CYX')
+    """
+    index: list[Any] = []
+    for axis, size in zip(axes, np.shape(image), strict=True):
+        if axis in "TZ":
+            index.append(size // 2)
+        elif axis in "YX":
+            start = max(0, (size - side) // 2)
+            index.append(slice(start, start + side))
+        else:
+            index.append(slice(None))
+    return np.asarray(image[tuple(index)]), "".join(a for a in axes if a not in "TZ")
+
+
+def _warnings_only(event: Any) -> Any | None:
+    return event if isinstance(event, Notice) and event.level == "warning" else None
+
+
+def _checked(event: Event, should_stop: Callable[[], bool] | None) -> Event:
+    if should_stop is not None and should_stop():
+        raise CancelledError("segmentation was stopped")
+    return event

@@ -1,0 +1,174 @@
+"""Object size at inference: rescaling a plane to the model's scale and labels back.
+
+The model sees objects best at the diameter it was trained on
+(:meth:`~napari_cellseg.models.card.ModelCard.reference_diameter`). An image whose objects
+are ``diameter`` px across is rescaled by ``scale = reference / diameter`` before the
+network (:func:`rescale_input`, bilinear, antialiased when shrinking), segmented as usual,
+and its labels are brought back to the image's grid with nearest neighbour
+(:func:`to_image_grid`), ids kept consecutive and the object table measured again there.
+:func:`median_diameter` is the size estimate ``diameter="auto"`` uses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from skimage.measure import regionprops_table
+from skimage.segmentation import relabel_sequential
+
+from napari_cellseg.inference.postprocess import object_table
+from napari_cellseg.params import DIAMETER_RANGE
+
+__all__ = [
+    "SKIP_TOLERANCE",
+    "median_diameter",
+    "rescale_input",
+    "resize_maps",
+    "scale_for",
+    "scaled_shape",
+    "to_image_grid",
+]
+
+SKIP_TOLERANCE = 0.1
+"""A scale within this fraction of 1 (|log scale| below ``log(1.1)``) is not applied."""
+
+
+def scale_for(reference: float, diameter: float | None) -> float:
+    """The rescaling factor ``reference / diameter``; 1.0 when close to 1 or no diameter.
+
+    >>> scale_for(18.0, 36.0), scale_for(18.0, 19.0), scale_for(18.0, None)
+    (0.5, 1.0, 1.0)
+    """
+    if diameter is None:
+        return 1.0
+    scale = float(reference) / float(diameter)
+    return 1.0 if abs(math.log(scale)) <= math.log1p(SKIP_TOLERANCE) else scale
+
+
+def scaled_shape(shape: Sequence[int], scale: float) -> tuple[int, int]:
+    """The ``(Y, X)`` size of a plane of ``shape`` rescaled by ``scale`` (at least 1 px).
+
+    >>> scaled_shape((100, 51), 0.5), scaled_shape((3, 3), 0.1)
+    ((50, 26), (1, 1))
+    """
+    size = tuple(max(1, round(int(s) * scale)) for s in tuple(shape)[-2:])
+    return size  # type: ignore[return-value]
+
+
+def rescale_input(x: np.ndarray, scale: float) -> np.ndarray:
+    """Rescale a normalised model input ``(C, Y, X)`` float32 by ``scale`` (bilinear).
+
+    Shrinking is antialiased, so that fine texture does not alias into false edges.
+
+    >>> rescale_input(np.ones((3, 10, 20), np.float32), 0.5).shape
+    (3, 5, 10)
+    """
+    if scale == 1.0:
+        return x
+    size = scaled_shape(x.shape[-2:], scale)
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
+    out = torch.nn.functional.interpolate(
+        t, size=size, mode="bilinear", align_corners=False, antialias=scale < 1
+    )
+    return out[0].numpy()
+
+
+def resize_maps(maps: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Probability maps ``(C, y, x)`` resized to ``shape`` ``(Y, X)`` (bilinear, float32).
+
+    >>> resize_maps(np.ones((2, 5, 10), np.float16), (10, 20)).shape
+    (2, 10, 20)
+    """
+    size = tuple(int(s) for s in tuple(shape)[-2:])
+    if tuple(maps.shape[-2:]) == size:
+        return np.asarray(maps, np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[None]
+    out = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)
+    return out[0].numpy()
+
+
+def _nearest_index(n_out: int, n_in: int) -> np.ndarray:
+    """Source index of each output pixel (pixel centres matched, as ``align_corners=False``)."""
+    return np.minimum(((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.int64), n_in - 1)
+
+
+def to_image_grid(
+    labels: np.ndarray, table: dict[str, np.ndarray], shape: Sequence[int]
+) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+    """Labels of a rescaled plane back on the image's ``(Y, X)`` grid, objects whole.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        ``(y, x)`` labels at the model's scale.
+    table : dict of str to numpy.ndarray
+        Their object table (its ``score``/``class`` columns are carried over).
+    shape : sequence of int
+        The image plane's ``(Y, X)``.
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        ``(Y, X)`` labels (nearest neighbour), ids consecutive from 1.
+    table : dict of str to numpy.ndarray
+        Measured again on the image's grid (areas, bboxes).
+    lost : int
+        Objects too small to keep a pixel on the image's grid.
+
+    Examples
+    --------
+    >>> small = np.zeros((4, 4), np.uint16); small[0, 0] = 1; small[2:, 2:] = 2
+    >>> big, t, lost = to_image_grid(small, object_table(small), (8, 8))
+    >>> t["area"].tolist(), lost
+    ([4, 16], 0)
+    >>> back, t, lost = to_image_grid(big, t, (2, 2))
+    >>> back.tolist(), t["label"].tolist(), lost
+    ([[0, 0], [0, 1]], [1], 1)
+    """
+    height, width = (int(s) for s in tuple(shape)[-2:])
+    rows = _nearest_index(height, labels.shape[-2])
+    cols = _nearest_index(width, labels.shape[-1])
+    grid = labels[rows[:, None], cols[None, :]]
+    relabelled, forward, _ = relabel_sequential(grid)
+    out = relabelled.astype(labels.dtype, copy=False)
+    old_ids = np.asarray(table.get("label", ()), np.int64)
+    lost = int(np.count_nonzero(forward[old_ids] == 0)) if old_ids.size else 0
+    new_table = object_table(out)
+    extra = [k for k in ("score", "class") if k in table]
+    if extra and old_ids.size:
+        position = {int(forward[o]): i for i, o in enumerate(old_ids) if forward[o]}
+        rows_of = np.array([position[int(n)] for n in new_table["label"]], np.int64)
+        for key in extra:
+            new_table[key] = np.asarray(table[key])[rows_of]
+    return out, new_table, lost
+
+
+def median_diameter(labels: np.ndarray, *, min_area: int = 4) -> float | None:
+    """Median equivalent diameter (px) of the objects of a ``(Y, X)`` label image.
+
+    Objects touching the border (cut) and those below ``min_area`` pixels (fragments)
+    are left out, unless nothing else is left. ``None`` when there are no objects.
+
+    >>> labels = np.zeros((40, 40), np.uint8); labels[5:15, 5:15] = 1; labels[20:30, 20:30] = 2
+    >>> round(median_diameter(labels), 2)
+    11.28
+    """
+    props = regionprops_table(np.asarray(labels), properties=("area", "bbox"))
+    area = np.asarray(props["area"], float)
+    if area.size == 0:
+        return None
+    height, width = labels.shape[-2:]
+    inside = (
+        (props["bbox-0"] > 0)
+        & (props["bbox-1"] > 0)
+        & (props["bbox-2"] < height)
+        & (props["bbox-3"] < width)
+    )
+    keep = inside & (area >= min_area)
+    chosen = area[keep] if keep.any() else area
+    diameter = float(np.median(np.sqrt(4 * chosen / np.pi)))
+    lo, hi = DIAMETER_RANGE
+    return min(max(diameter, lo), hi)

@@ -1,0 +1,242 @@
+"""Object diameter at inference: parsing, rescaling round trip, auto estimate, reapply, blocks."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+
+from event_helpers import collect
+from known_output_model import known_model
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.events import Notice
+from napari_cellseg.inference import iter_predict, predict, reapply
+from napari_cellseg.inference.object_size import to_image_grid
+from napari_cellseg.inference.planes import predict_planes
+from napari_cellseg.inference.postprocess import object_table
+from napari_cellseg.models import load_weights
+from napari_cellseg.models.card import DIAMETER_RANGE as CARD_RANGE
+from napari_cellseg.params import DIAMETER_RANGE, BlockOptions, PredictParams, parse_diameter
+from tiny_models import save_tiny
+
+CPU = PredictParams(device="cpu", tile_size=256, overlap=32)
+
+
+def discs(diameter: float, n: int = 3, gap: float = 2.0) -> np.ndarray:
+    """A grey uint8 image of ``n`` x ``n`` bright discs of ``diameter`` px, well apart."""
+    step = int(diameter * gap) + 4
+    size = step * (n + 1)
+    image = np.zeros((size, size), np.uint8)
+    for i in range(1, n + 1):
+        for j in range(1, n + 1):
+            rr, cc = disk((i * step, j * step), diameter / 2, shape=image.shape)
+            image[rr, cc] = 200
+    return image
+
+
+def model_with(diameter: float | None):
+    model = known_model()
+    model.card.object_diameter = diameter
+    return model
+
+
+def assert_table_matches_labels(prediction) -> None:
+    fresh = object_table(prediction.labels)
+    for key in ("label", "area", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"):
+        np.testing.assert_array_equal(prediction.table[key], fresh[key])
+    assert prediction.table["label"].tolist() == list(range(1, prediction.n_objects + 1))
+
+
+# -- parameters ---------------------------------------------------------------------------
+def test_the_range_is_the_cards() -> None:
+    assert DIAMETER_RANGE == CARD_RANGE == (2.0, 500.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("auto", "auto"),
+        (" OFF ", "off"),
+        (40, 40.0),
+        ("40px", 40.0),
+        (np.int64(30), 30.0),
+        ("12um", "12um"),
+        ("12\u00b5m", "12um"),
+        ("12.5 \u03bcm", "12.5um"),
+    ],
+)
+def test_diameter_values_are_put_in_their_canonical_form(value, expected) -> None:
+    assert PredictParams(diameter=value).diameter == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "pixel_size", "message"),
+    [
+        (1, None, "diameter 1 px is out of range: use 2 to 500 px"),
+        (501, None, "diameter 501 px is out of range: use 2 to 500 px"),
+        ("600um", 1.0, "diameter 600 px (600um) is out of range"),
+        ("big", None, "diameter takes auto, off, pixels (e.g. 40) or micrometres"),
+        (-3, None, "diameter takes auto, off"),
+        (True, None, "diameter takes auto, off"),
+    ],
+)
+def test_bad_diameters_are_refused_in_one_line(value, pixel_size, message) -> None:
+    with pytest.raises(CellsegError) as error:
+        parse_diameter(value, pixel_size)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    if pixel_size is None:
+        with pytest.raises(CellsegError, match="diameter"):
+            PredictParams(diameter=value)
+
+
+def test_micrometres_are_converted_with_the_pixel_size() -> None:
+    assert parse_diameter("12um", (0.5, 0.5)) == 24.0
+    assert parse_diameter("12um", 0.25) == 48.0
+    assert parse_diameter("12um", (0.25, 1.0)) == 24.0  # geometric mean of y and x
+
+
+def test_micrometres_without_a_pixel_size_say_what_to_do() -> None:
+    image = discs(20)
+    with pytest.raises(CellsegError) as error:
+        predict(image, model_with(None), replace(CPU, diameter="12um"))
+    text = str(error.value)
+    assert "needs the image's pixel size" in text and "pixels" in text and "\n" not in text
+    prediction = predict(image, model_with(None), replace(CPU, diameter="10um"), pixel_size_um=0.5)
+    assert prediction.diameter == 20.0 and prediction.scale == pytest.approx(18 / 20)
+
+
+# -- rescaling ----------------------------------------------------------------------------
+def test_the_default_keeps_todays_labels_for_a_card_without_a_diameter() -> None:
+    image = discs(40)
+    model = model_with(None)
+    today = predict_planes(image, model, CPU)
+    prediction = predict(image, model, CPU)
+    np.testing.assert_array_equal(prediction.labels, today.labels)
+    assert prediction.diameter is None and prediction.scale == 1.0
+    off = predict(image, model_with(30.0), replace(CPU, diameter="off"))
+    np.testing.assert_array_equal(off.labels, today.labels)
+
+
+@pytest.mark.parametrize("diameter", [8.0, 40.0, 72.0])
+def test_a_rescaled_run_returns_whole_objects_on_the_images_grid(diameter) -> None:
+    image = discs(diameter)
+    model = model_with(None)  # reference 18 px
+    native = predict(image, model, CPU)
+    prediction = predict(image, model, replace(CPU, diameter=diameter))
+    assert prediction.scale == pytest.approx(18 / diameter)
+    assert prediction.diameter == diameter
+    assert prediction.labels.shape == image.shape
+    assert prediction.n_objects == native.n_objects == 9
+    assert_table_matches_labels(prediction)
+    ratio = prediction.table["area"] / native.table["area"]
+    assert np.all(np.abs(ratio - 1) < 0.15)
+    assert len(prediction.raw[0]) and prediction.raw[0].shape[-1] == round(
+        image.shape[1] * prediction.scale
+    )  # the kept output stays at the model's scale
+
+
+def test_probabilities_come_back_on_the_images_grid() -> None:
+    image = discs(40)
+    params = replace(CPU, diameter=40, keep_probabilities=True)
+    prediction = predict(image, model_with(None), params)
+    assert prediction.probabilities.shape == (3, *image.shape)
+    assert prediction.probabilities.dtype == np.float16
+    interior = prediction.probabilities[1] > 0.5
+    assert np.mean(interior == (prediction.labels > 0)) > 0.98
+
+
+def test_a_diameter_within_ten_percent_is_not_rescaled() -> None:
+    prediction = predict(discs(19), model_with(None), replace(CPU, diameter=19))
+    assert prediction.diameter == 19.0 and prediction.scale == 1.0
+
+
+def test_reapply_after_a_rescaled_run_gives_labels_on_the_images_grid() -> None:
+    image = discs(40)
+    image[image > 0] = 120  # at the edge of the thresholds: a higher one removes objects
+    prediction = predict(image, model_with(None), replace(CPU, diameter=40))
+    same = reapply(prediction, prediction.params.post)
+    np.testing.assert_array_equal(same.labels, prediction.labels)
+    stricter = reapply(prediction, replace(prediction.params.post, prob_threshold=0.99))
+    assert stricter.labels.shape == image.shape and stricter.scale == prediction.scale
+    assert stricter.n_objects < prediction.n_objects
+    assert_table_matches_labels(stricter)
+
+
+def test_vanished_tiny_objects_are_counted() -> None:
+    labels = np.zeros((40, 40), np.uint16)
+    labels[0, 0], labels[10:30, 10:30] = 1, 2
+    small, table, lost = to_image_grid(labels, object_table(labels), (10, 10))
+    assert lost == 1 and small.max() == 1 and table["area"].tolist() == [25]
+
+
+# -- auto ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("true_diameter", [10.0, 30.0, 64.0])
+def test_auto_estimates_the_diameter_of_discs_within_15_percent(true_diameter) -> None:
+    image = discs(true_diameter)
+    model = model_with(24.0)
+    prediction, events = collect(iter_predict(image, model, replace(CPU, diameter="auto")))
+    assert prediction.diameter == pytest.approx(true_diameter, rel=0.15)
+    assert prediction.scale == pytest.approx(24.0 / prediction.diameter)
+    said = [e.message for e in events if isinstance(e, Notice)]
+    assert any(m.startswith("estimated object diameter") for m in said)
+    assert any(m.startswith("estimated object diameter") for m in prediction.notices)
+    assert prediction.n_objects == 9 and prediction.labels.shape == image.shape
+
+
+def test_the_default_is_auto_for_a_card_with_a_diameter() -> None:
+    prediction = predict(discs(48), model_with(24.0), CPU)
+    assert prediction.diameter == pytest.approx(48, rel=0.15)
+    assert prediction.scale == pytest.approx(0.5, rel=0.15)
+
+
+def test_auto_without_objects_does_not_rescale_and_says_so() -> None:
+    blank = np.zeros((96, 96), np.uint8)
+    prediction, events = collect(iter_predict(blank, model_with(24.0), CPU))
+    assert prediction.diameter is None and prediction.scale == 1.0
+    warnings = [e.message for e in events if isinstance(e, Notice) and e.level == "warning"]
+    assert any("no objects found to estimate the object diameter" in m for m in warnings)
+
+
+# -- both families, blocks ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_maskrcnn(tmp_path_factory):
+    path = save_tiny("maskrcnn", tmp_path_factory.mktemp("m") / "m.safetensors")
+    return load_weights(path, device="cpu")
+
+
+def test_a_mask_rcnn_run_is_rescaled_and_reapplied_on_the_images_grid(tiny_maskrcnn) -> None:
+    image = np.stack([discs(20, n=2)] * 3, axis=-1)
+    params = replace(CPU, tile_size=128, overlap=16, diameter=36).with_post(score_threshold=0.0)
+    prediction = predict(image, tiny_maskrcnn, params)
+    assert prediction.scale == pytest.approx(0.5)
+    assert prediction.labels.shape == image.shape[:2] and prediction.n_objects > 0
+    assert_table_matches_labels(prediction)
+    assert len(prediction.table["score"]) == prediction.n_objects
+    again = reapply(prediction, prediction.params.post)
+    np.testing.assert_array_equal(again.labels, prediction.labels)
+    np.testing.assert_array_equal(again.table["score"], prediction.table["score"])
+
+
+def test_block_by_block_rescales_each_block_with_its_halo() -> None:
+    image = discs(36, n=5)  # 372 px: large for these block options
+    small = BlockOptions(block_size=128, halo=64, block_pixels=200 * 200)
+    model = model_with(None)
+    params = replace(CPU, diameter=36)
+    whole = predict(image, model, params)
+    blockwise = predict(image, model, params, blocks=small)
+    assert any("px blocks" in n for n in blockwise.notices)
+    assert blockwise.scale == whole.scale == pytest.approx(0.5)
+    assert blockwise.labels.shape == image.shape
+    assert blockwise.n_objects == whole.n_objects == 25
+    assert sorted(blockwise.table["area"]) == pytest.approx(sorted(whole.table["area"]), rel=0.05)
+
+
+def test_auto_on_a_large_plane_reads_a_central_crop() -> None:
+    image = discs(40, n=5)
+    small = BlockOptions(block_size=128, halo=64, block_pixels=200 * 200)
+    prediction = predict(image, model_with(20.0), CPU, blocks=small)
+    assert prediction.diameter == pytest.approx(40, rel=0.15)
+    assert prediction.labels.shape == image.shape and prediction.n_objects == 25
