@@ -33,6 +33,7 @@ WITH_EXAMPLES = [
     "params",
     "families",
     "fields",
+    "diameters",
 ]
 
 

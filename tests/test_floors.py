@@ -23,6 +23,7 @@ FLOORS: dict[str, int] = {
     "events": 1,
     "families": 1,
     "fields": 1,
+    "diameters": 1,
     "params": 2,
     "device": 2,
     "io": 3,

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from skimage.measure import regionprops_table
 from skimage.segmentation import relabel_sequential
 
 from napari_cellseg.inference.postprocess import object_table
+from napari_cellseg.labels import sizes
+from napari_cellseg.labels.sizes import nearest_index
 from napari_cellseg.params import DIAMETER_RANGE
 
 __all__ = [
@@ -90,11 +91,6 @@ def resize_maps(maps: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return out[0].numpy()
 
 
-def _nearest_index(n_out: int, n_in: int) -> np.ndarray:
-    """Source index of each output pixel (pixel centres matched, as ``align_corners=False``)."""
-    return np.minimum(((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.int64), n_in - 1)
-
-
 def to_image_grid(
     labels: np.ndarray, table: dict[str, np.ndarray], shape: Sequence[int]
 ) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
@@ -129,8 +125,8 @@ def to_image_grid(
     ([[0, 0], [0, 1]], [1], 1)
     """
     height, width = (int(s) for s in tuple(shape)[-2:])
-    rows = _nearest_index(height, labels.shape[-2])
-    cols = _nearest_index(width, labels.shape[-1])
+    rows = nearest_index(labels.shape[-2], height)
+    cols = nearest_index(labels.shape[-1], width)
     grid = labels[rows[:, None], cols[None, :]]
     relabelled, forward, _ = relabel_sequential(grid)
     out = relabelled.astype(labels.dtype, copy=False)
@@ -150,25 +146,15 @@ def median_diameter(labels: np.ndarray, *, min_area: int = 4) -> float | None:
     """Median equivalent diameter (px) of the objects of a ``(Y, X)`` label image.
 
     Objects touching the border (cut) and those below ``min_area`` pixels (fragments)
-    are left out, unless nothing else is left. ``None`` when there are no objects.
+    are left out, unless nothing else is left; the result is clipped to
+    :data:`~napari_cellseg.diameters.DIAMETER_RANGE`. ``None`` when there are no objects.
 
     >>> labels = np.zeros((40, 40), np.uint8); labels[5:15, 5:15] = 1; labels[20:30, 20:30] = 2
     >>> round(median_diameter(labels), 2)
     11.28
     """
-    props = regionprops_table(np.asarray(labels), properties=("area", "bbox"))
-    area = np.asarray(props["area"], float)
-    if area.size == 0:
+    diameter = sizes.median_diameter(labels, exclude_border=True, min_area=min_area)
+    if diameter is None:
         return None
-    height, width = labels.shape[-2:]
-    inside = (
-        (props["bbox-0"] > 0)
-        & (props["bbox-1"] > 0)
-        & (props["bbox-2"] < height)
-        & (props["bbox-3"] < width)
-    )
-    keep = inside & (area >= min_area)
-    chosen = area[keep] if keep.any() else area
-    diameter = float(np.median(np.sqrt(4 * chosen / np.pi)))
     lo, hi = DIAMETER_RANGE
     return min(max(diameter, lo), hi)

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from napari_cellseg.diameters import DIAMETER_RANGE as _DIAMETER_RANGE
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.families import FAMILIES, family_part, family_spec
-from napari_cellseg.params import DIAMETER_RANGE as _DIAMETER_RANGE
 from napari_cellseg.params import PostprocessParams, describe_post
 
 CARD_METADATA_KEY = "cellseg.card"

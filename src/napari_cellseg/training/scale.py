@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_cellseg.labels.sizes import median_diameter as measure_diameter
+from napari_cellseg.labels.sizes import nearest_index
 from napari_cellseg.models.card import DIAMETER_RANGE, ModelCard
 from napari_cellseg.params import DEFAULT_TRAIN_DIAMETER
 
@@ -34,39 +36,6 @@ __all__ = [
     "scale_factor",
     "training_diameter",
 ]
-
-
-def measure_diameter(labels: np.ndarray) -> float | None:
-    """The median equivalent diameter (px) of the objects of an instance label image.
-
-    The equivalent diameter of an object is that of the disc of the same area,
-    ``sqrt(4 * area / pi)`` (skimage ``regionprops``' ``equivalent_diameter_area``).
-
-    Parameters
-    ----------
-    labels : numpy.ndarray
-        Integer ``(H, W)`` instance labels, 0 = background.
-
-    Returns
-    -------
-    float or None
-        The median over the objects; ``None`` when there is no object.
-
-    Examples
-    --------
-    >>> labels = np.zeros((40, 40), np.int32)
-    >>> labels[:10, :10], labels[20:30, 20:30] = 1, 2
-    >>> round(measure_diameter(labels), 2)
-    11.28
-    >>> measure_diameter(np.zeros((5, 5), np.int32)) is None
-    True
-    """
-    values = np.asarray(labels)
-    values = values[values != 0]
-    if values.size == 0:
-        return None
-    _, areas = np.unique(values, return_counts=True)
-    return float(np.median(np.sqrt(4.0 * areas / math.pi)))
 
 
 def diameter_stats(diameters: Sequence[float | None]) -> dict[str, float | int | None]:
@@ -109,20 +78,6 @@ def draw_scale(rng: np.random.Generator, factor: float, jitter: float) -> float:
         return factor
     spread = math.log1p(jitter)
     return factor * math.exp(float(rng.uniform(-spread, spread)))
-
-
-def nearest_index(n_source: int, n_out: int) -> np.ndarray:
-    """Source index of each of ``n_out`` samples resampling ``n_source`` by nearest neighbour.
-
-    Pixel centres are aligned as in ``torch.nn.functional.interpolate(align_corners=False)``.
-
-    >>> nearest_index(4, 8).tolist()
-    [0, 0, 1, 1, 2, 2, 3, 3]
-    >>> nearest_index(8, 4).tolist()
-    [1, 3, 5, 7]
-    """
-    index = np.floor((np.arange(n_out) + 0.5) * (n_source / n_out)).astype(np.int64)
-    return np.clip(index, 0, n_source - 1)
 
 
 def resize_channels(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
