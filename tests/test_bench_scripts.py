@@ -113,3 +113,28 @@ def test_diameter_check_runs_and_writes_json(tmp_path: Path) -> None:
     (row,) = json.loads(out.read_text())["results"]
     assert row["factor"] == 2.0 and row["auto"]["scale"] < 1 and row["off"]["scale"] == 1.0
     assert "| dsb_fluorescence ×2 |" in done.stdout
+
+
+def test_object_size_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
+    from napari_cellseg.io.samples import list_samples
+    from tiny_models import save_tiny
+
+    data = tmp_path / "data"
+    for folder in ("images", "masks"):
+        (data / folder).mkdir(parents=True)
+    for sample in list_samples():  # 3 images: the seeded 15 % split holds one out
+        (data / "images" / sample.image_path.name).write_bytes(sample.image_path.read_bytes())
+        mask = data / "masks" / f"{sample.image_path.stem}.tif"
+        mask.write_bytes(sample.mask_path.read_bytes())
+    weights = save_tiny("unet", tmp_path / "u.safetensors")
+    out = tmp_path / "results"
+    command = [sys.executable, str(ROOT / "bench" / "object_size.py"), "--weights", str(weights)]
+    command += ["--data", str(data), "--scales", "1", "2", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "object_size.json").read_text())["results"]["u.safetensors"]
+    modes = {(s["factor"], s["mode"]) for s in result["summary"]}
+    assert modes == {(f, m) for f in (1.0, 2.0) for m in ("auto", "true", "off")}
+    assert all(0.0 <= s["dsb_ap"] <= 1.0 for s in result["summary"])
+    assert "| ×2 | off |" in done.stdout
