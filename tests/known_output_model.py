@@ -51,3 +51,31 @@ def known_model(**postprocess: float) -> LoadedModel:
     card.postprocess = dict(postprocess)
     card.post_params()
     return LoadedModel(KnownOutputNet().eval(), card, Path("<known>"), "test")
+
+
+class TrainableKnownNet(KnownOutputNet):
+    """:class:`KnownOutputNet` with one parameter that never changes its output.
+
+    Lets the training loop (which needs something to optimise) run it: whatever the
+    optimiser does, the probabilities stay those of ``PROBS``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + 0.0 * self.gain
+
+
+def write_two_cells_folder(folder: Path, n: int = 2) -> Path:
+    """A training folder (``images/`` and ``masks/``) of ``n`` copies of :func:`two_cells`."""
+    import tifffile
+
+    image, truth = two_cells()
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        tifffile.imwrite(folder / "images" / f"cells{i}.tif", image)
+        tifffile.imwrite(folder / "masks" / f"cells{i}.tif", truth)
+    return folder

@@ -90,6 +90,18 @@ class TrainingFinished:
     baseline_metrics: dict | None
     stopped_reason: str  # "epochs", "time budget", "early stopping"
     history: list
+    kept_base: bool = False  # no epoch beat the base model: the file holds its weights
+
+    def kept_base_message(self) -> str:
+        """The one line saying no epoch beat the base model (``""`` when one did)."""
+        if not self.kept_base:
+            return ""
+        ap = (self.baseline_metrics or {}).get("dsb_ap")
+        score = f" (DSB AP {ap:.3f})" if ap is not None else ""
+        return (
+            f"no epoch beat the base model{score}; {self.weights_path} holds the base "
+            "weights unchanged"
+        )
 
 
 def drain(gen: Generator[Any, Any, R], on_event: Callable[[Any], None] | None = None) -> R:

@@ -169,7 +169,9 @@ def test_global_edits_next_free_and_jump(setup, infos) -> None:
     layer.data_setitem(np.nonzero(before == 2), 0)  # leave a gap in the ids
     w.relabel()
     assert set(np.unique(layer.data)) == set(range(int(before.max())))
+    relabelled = layer.data.copy()
     w.fill_holes()  # the sample has no holes: nothing changes, nothing breaks
+    assert np.array_equal(layer.data, relabelled)
     camera(viewer).center = (0, 0)
     w.jump_id.value = 30
     w.jump_to()
@@ -177,6 +179,44 @@ def test_global_edits_next_free_and_jump(setup, infos) -> None:
     centre = ((ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2)
     assert np.allclose(camera(viewer).center[-2:], centre)
     assert layer.selected_label == 30
+
+
+def test_fill_holes_fills_them_and_undo_restores_them(setup, errors) -> None:
+    layer, w = setup.labels, setup.widget
+    sizes = np.bincount(layer.data.ravel())
+    big = [int(i) for i in np.argsort(sizes[1:])[-3:] + 1]  # three of the largest objects
+    whole = layer.data.copy()
+    holey = whole.copy()
+    for object_id in big:  # a hole in the middle of each, well inside the object
+        inner = ndi.binary_erosion(whole == object_id, iterations=3)
+        ys, xs = np.nonzero(inner)
+        y, x = int(np.median(ys)), int(np.median(xs))
+        assert inner[y - 1 : y + 2, x - 1 : x + 2].all()
+        holey[y - 1 : y + 2, x - 1 : x + 2] = 0
+    layer.data = holey
+    w.fill_holes()
+    assert errors == []
+    assert np.array_equal(layer.data, whole)  # each hole takes its object's id
+    assert w.edited_ids() >= set(big)
+    layer.undo()
+    assert np.array_equal(layer.data, holey)
+
+
+def test_relabel_renumbers_and_undo_restores_the_ids(setup, errors) -> None:
+    layer, w = setup.labels, setup.widget
+    gappy = layer.data.copy()
+    gappy[gappy == 2] = 0
+    gappy[gappy == 5] = 0
+    layer.data = gappy
+    w.relabel()
+    assert errors == []
+    after = layer.data.copy()
+    assert set(np.unique(after)) == set(range(len(np.unique(gappy))))  # 0 and 1..N
+    pairs = np.unique(np.stack([gappy.ravel(), after.ravel()]), axis=1)
+    assert pairs.shape[1] == len(np.unique(gappy))  # one new id per old id: same objects
+    assert np.array_equal(after > 0, gappy > 0)
+    layer.undo()
+    assert np.array_equal(layer.data, gappy)
 
 
 def test_paint_tools_are_tracked_and_autosaved(setup, qtbot, config_dir) -> None:

@@ -166,8 +166,11 @@ def test_stop_after_first_epoch_then_resume(
     assert max(widget.curves.series[LOSS_STEPS].xs) == pytest.approx(3.0)
 
 
-def fake_run(weights: Path, base_ap: float, new_ap: float):
-    """An ``iter_train`` whose new model scores ``new_ap`` against the base's ``base_ap``."""
+def fake_run(weights: Path, base_ap: float, new_ap: float, *, kept_base: bool = False):
+    """An ``iter_train`` whose new model scores ``new_ap`` against the base's ``base_ap``.
+
+    ``kept_base``: the run reports that no epoch beat the base (the file holds the base).
+    """
 
     def iter_train(*_args, **_kwargs):
         weights.write_bytes(b"not read in this test")
@@ -178,7 +181,15 @@ def fake_run(weights: Path, base_ap: float, new_ap: float):
         yield EpochEnd(1, 1, 0.7, new, False, 0.1)
         history = [{"epoch": 0, "train_loss": None, **base}, {"epoch": 1, "train_loss": 0.7, **new}]
         return TrainingFinished(
-            str(weights), str(checkpoint_path_for(weights)), 1, 0, {}, base, "epochs", history
+            str(weights),
+            str(checkpoint_path_for(weights)),
+            1,
+            0,
+            {},
+            base,
+            "epochs",
+            history,
+            kept_base=kept_base,
         )
 
     return iter_train
@@ -207,6 +218,23 @@ def test_worse_model_warns_and_asks_before_use(
     widget.confirm = lambda message: asked.append(message) or True
     widget.use_new_weights()
     assert len(asked) == 2 and session.weights == out
+
+
+def test_no_epoch_beat_the_base_says_the_file_holds_the_base(
+    make_napari_viewer, qtbot, base_weights, training_set, tmp_path, shown, monkeypatch
+) -> None:
+    out = tmp_path / "kept.safetensors"
+    monkeypatch.setattr(fw, "iter_train", fake_run(out, base_ap=0.8, new_ap=0.3, kept_base=True))
+    widget = make_widget(make_napari_viewer, qtbot, base_weights, training_set)
+    widget.output.value = out
+    widget.start_training()
+    wait_done(qtbot, widget)
+    line = f"no epoch beat the base model (DSB AP 0.800); {out} holds the base weights unchanged"
+    assert widget.verdict.value == "N" + line[1:] + "."
+    assert widget._status.value.endswith(line)
+    assert not widget.outcome.worse and shown["warning"] == []
+    assert table_column(widget, "new")["dsb_ap"] == "0.800"  # the file is the base model
+    assert "last epoch" not in widget.verdict.value
 
 
 def test_bad_settings_show_an_error_and_do_not_start(

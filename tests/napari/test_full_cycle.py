@@ -3,8 +3,10 @@
 Segment → Correct (delete, merge, split) → add to a training set → Fine-tune (stop after the
 first epoch of three, resume, finish) → use the new weights → Segment again → Evaluate.
 
-The tiny U-Net is random, so its first segmentation is not worth correcting (a handful of
-blobs at most). As a user would correct a model's output, the corrections are made on a copy
+The tiny U-Net is random with a blank head (background everywhere), so its first
+segmentation finds nothing and any epoch that finds cells beats it: the fine-tuned file is
+a trained epoch, not the base kept (see ``TrainingFinished.kept_base``). As a user would
+correct a model's output, the corrections are made on a copy
 of the ground truth opened as ``"<image> · corrected"`` (the Correct dock pairs it with the
 image by name); the untouched ground truth stays for Evaluate.
 """
@@ -31,8 +33,10 @@ from napari_cellseg._napari import segment_widget as sw
 from napari_cellseg._napari._session import session_for
 from napari_cellseg._napari.dock import CellsegDock
 from napari_cellseg.events import EpochEnd
+from napari_cellseg.inference import predict
 from napari_cellseg.io.images import read_labels
 from napari_cellseg.io.samples import get_sample
+from napari_cellseg.labels.metrics import dsb_ap, pixel_dice
 from napari_cellseg.models import ModelCard, build_model, save_weights
 from napari_cellseg.training.checkpoints import checkpoint_path_for
 from napari_cellseg.training.pairs import scan_training_folders
@@ -63,7 +67,11 @@ def tiny_weights(tmp_path: Path) -> Path:
 
     torch.manual_seed(0)
     path = tmp_path / "tiny.safetensors"
-    save_weights(build_model("unet", **TINY_UNET), ModelCard.for_model("unet", TINY_UNET), path)
+    model = build_model("unet", **TINY_UNET)
+    with torch.no_grad():  # background everywhere: any epoch that finds cells beats it
+        model.segmentation_head[0].weight.zero_()
+        model.segmentation_head[0].bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
+    save_weights(model, ModelCard.for_model("unet", TINY_UNET), path)
     return path
 
 
@@ -172,9 +180,10 @@ def test_segment_correct_finetune_resegment_evaluate(
     ft.epochs.value = 3
     ft.patch_size.value = 64
     ft.batch_size.value = 2
-    ft.samples_per_epoch.value = 4
+    ft.samples_per_epoch.value = 8
     ft.val_fraction.value = 0.5
     ft.device.value = "cpu"
+    ft.learning_rate.value = 0.05  # the tiny random model must learn something in 3 epochs
     ft.start.clicked.emit()
     assert ft.running
     out = Path(ft.output.value)
@@ -203,6 +212,7 @@ def test_segment_correct_finetune_resegment_evaluate(
     assert Path(result.weights_path) == out and out.is_file()
     assert [h["epoch"] for h in result.history if h["epoch"] > 0] == [1, 2, 3]
     assert result.baseline_metrics["n_images"] == 1  # one validation image
+    assert result.best_epoch >= 1 and not result.kept_base  # an epoch beat the blank base
 
     # -- Use the new weights: the session and the Segment tab follow ----------------------
     asked: list[str] = []
@@ -237,3 +247,15 @@ def test_segment_correct_finetune_resegment_evaluate(
     cells = dict(zip(table["index"], (row[0] for row in table["data"]), strict=True))
     assert cells["n_images"] == "1" and cells["dsb_ap"] == f"{metrics['dsb_ap']:.3f}"
     assert ev.status.value == f"{second.name} vs ground truth"
+    # the numbers are those of the layers compared (not just in range)
+    assert metrics["dsb_ap"] == pytest.approx(dsb_ap(gt_data, second.data))
+    assert metrics["pixel_dice"] == pytest.approx(pixel_dice(gt_data, second.data))
+
+    # -- The second segmentation is the fine-tuned model's, and finds the cells ------------
+    used = seg.last_prediction.params
+    assert (used.tile_size, used.overlap) == (128, 16)
+    again = predict(np.asarray(image.data), out, used).labels  # the core, outside the dock
+    assert np.array_equal(second.data, again)
+    assert second.data.max() >= 1  # the base model found nothing; the fine-tuned one does
+    assert first_prediction.labels.max() == 0
+    assert ((second.data > 0) & (corrected.data > 0)).any()  # where the corrected cells are

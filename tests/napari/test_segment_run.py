@@ -11,6 +11,7 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from napari.layers import Image, Labels, Shapes
+from qtpy.QtWidgets import QApplication
 
 from napari_cellseg import models
 from napari_cellseg._napari import _segment_jobs
@@ -325,7 +326,10 @@ def test_a_models_own_thresholds_are_shown_and_used(
     assert widget.score_threshold.value == pytest.approx(0.5)
     assert widget.prob_threshold.value == pytest.approx(0.5)
     assert widget.min_size.value == 10
-    qtbot.wait(600)  # longer than the re-apply debounce: picking a model re-applies nothing
+    # picking a model re-applies nothing: no debounce timer started, no re-apply worker
+    # (both are what ``reapplying`` reports), once the events already posted are handled
+    QApplication.processEvents()
+    assert not widget._runner.reapplying
     assert widget.last_prediction is second
 
 

@@ -221,7 +221,12 @@ def test_off_records_the_measured_size_and_fine_tuning_keeps_the_base_size(tmp_p
     tuned = tmp_path / "tuned.safetensors"
     events: list = []
     drain(iter_train([sample_data_dir()], tuned, _fit_params(), init=base), events.append)
-    assert read_card(tuned).object_diameter == 18.0
+    tuned_card = read_card(tuned)
+    assert tuned_card.provenance["training"]["object_diameter"] == 18.0  # trained at 18 px
+    if tuned_card.provenance.get("kept_base"):  # no epoch beat the random base: its card
+        assert tuned_card.object_diameter is None
+    else:
+        assert tuned_card.object_diameter == 18.0
     notes = [e.message for e in events if isinstance(e, Notice)]
     assert "fine-tuning at the base model's object diameter, 18 px" in notes
 

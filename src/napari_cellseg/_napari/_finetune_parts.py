@@ -219,10 +219,17 @@ def _metric(metrics: dict[str, Any] | None) -> float | None:
 def outcome_of(finished: TrainingFinished, baseline: dict[str, Any] | None) -> Outcome:
     """Table columns and verdict for a finished run.
 
-    When no epoch beat the base model (``best_epoch == 0``) the weight file holds the last
-    epoch's weights, so its metrics are the last history record's.
+    When no epoch beat the base model (``finished.kept_base``) the weight file holds the
+    base weights, so its metrics are the base model's. A run that reports no best epoch
+    without that (an older run) holds the last epoch's weights: the last history record's.
     """
     base = finished.baseline_metrics or baseline or None
+    if finished.kept_base:
+        new = dict(base or {})
+        line = finished.kept_base_message()
+        columns = {BASE_COLUMN: dict(base)} if base else {}
+        columns[NEW_COLUMN] = new
+        return Outcome(columns, new, base, False, line[0].upper() + line[1:] + ".")
     if finished.best_epoch > 0 and finished.best_metrics:
         new = dict(finished.best_metrics)
         which = f"The new model is epoch {finished.best_epoch} (the best)."

@@ -253,7 +253,7 @@ class FineTuneWidget(Container):
         self._verdict.value = self.outcome.verdict
         self._status.value = (
             f"finished ({finished.stopped_reason}) after {finished.epochs_run} epochs: "
-            f"{finished.weights_path}"
+            f"{finished.kept_base_message() or finished.weights_path}"
         )
         if self.outcome.worse:
             show_warning(self.outcome.verdict)

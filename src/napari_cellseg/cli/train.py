@@ -225,10 +225,12 @@ def run_train(args: argparse.Namespace) -> int:
         ),
         show,
     )
+    outcome = finished.kept_base_message() or (
+        f"best epoch {finished.best_epoch} -> {finished.weights_path}"
+    )
     print(
         f"done ({finished.stopped_reason}) after {finished.epochs_run} epochs in "
-        f"{time.perf_counter() - start:.0f} s: best epoch {finished.best_epoch} -> "
-        f"{finished.weights_path} (checkpoint {finished.checkpoint_path})"
+        f"{time.perf_counter() - start:.0f} s: {outcome} (checkpoint {finished.checkpoint_path})"
     )
     return 0
 

@@ -40,7 +40,8 @@ from napari_cellseg.training.checkpoints import (
     save_checkpoint,
 )
 from napari_cellseg.training.losses import build_loss
-from napari_cellseg.training.scale import card_diameter, diameter_stats, training_diameter
+from napari_cellseg.training.provenance import kept_base_card, trained_card
+from napari_cellseg.training.scale import diameter_stats, training_diameter
 from napari_cellseg.training.steps import (
     Stepper,
     freeze_batchnorm,
@@ -197,6 +198,8 @@ def iter_train(
         )
         history.append({"epoch": 0, "train_loss": None, **baseline})
         best_score = _score(baseline, [])
+        # Until an epoch beats it, the output holds the base model (stopped or not).
+        save_weights(model, kept_base_card(card, params, manifest, history, baseline, init), out)
         yield checkpoint(
             EpochEnd(0, params.epochs, None, baseline, False, time.perf_counter() - t0)
         )
@@ -243,10 +246,10 @@ def iter_train(
         history.append(record)
         if improved:
             best_score, best_epoch, best_metrics, stale = score, epoch, metrics, 0
-            trained_card = _trained_card(
+            best_card = trained_card(
                 card, params, manifest, history, best_epoch, best_metrics, init, object_size
             )
-            save_weights(model, trained_card, out)
+            save_weights(model, best_card, out)
         else:
             stale += 1
         save_checkpoint(
@@ -290,10 +293,16 @@ def iter_train(
             stopped_reason = "early stopping"
             yield checkpoint(Notice(f"early stopping: no better {KEY_METRIC} for {stale} epochs"))
             break
-    if not out.exists():  # e.g. resumed after the last epoch: keep a weight file anyway
+    kept_base = baseline is not None and best_epoch == 0
+    if kept_base:  # no epoch beat the base: ``out`` still holds its weights; full history
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(out, device=str(device)))
+        save_weights(model, kept_base_card(card, params, manifest, history, baseline, init), out)
+    elif not out.exists():  # e.g. resumed after the last epoch: keep a weight file anyway
         save_weights(
             model,
-            _trained_card(card, params, manifest, history, epoch, best_metrics, init, object_size),
+            trained_card(card, params, manifest, history, epoch, best_metrics, init, object_size),
             out,
         )
     if params.tune_thresholds and val_images:
@@ -301,7 +310,15 @@ def iter_train(
         note = yield from _tune_thresholds(out, val_images, params, device, should_stop)
         yield checkpoint(Notice(note))
     return TrainingFinished(
-        str(out), str(ckpt_path), epoch, best_epoch, best_metrics, baseline, stopped_reason, history
+        str(out),
+        str(ckpt_path),
+        epoch,
+        best_epoch,
+        best_metrics,
+        baseline,
+        stopped_reason,
+        history,
+        kept_base=kept_base,
     )
 
 
@@ -374,29 +391,6 @@ def _model_and_card(params, model, card, init, state) -> tuple[torch.nn.Module, 
         return loaded.model, card, notices
     args = params.builder_args or dict(family_spec(params.family).default_builder_args)
     return build_model(params.family, **args), ModelCard.for_model(params.family, args), notices
-
-
-def _trained_card(
-    card, params, manifest, history, best_epoch, metrics, init, object_size
-) -> ModelCard:
-    diameter, source = card_diameter(object_size)
-    provenance = {
-        "source": "napari-cellseg training",
-        "init": Path(init).name if init else None,
-        "training": params.to_dict(),
-        "data_manifest": manifest,
-        "epochs": best_epoch,
-        "history": history,
-        "metrics": metrics,
-        "object_size": object_size,
-    }
-    return replace(
-        card,
-        provenance=provenance,
-        object_diameter=diameter,
-        object_diameter_source=source,
-        created=ModelCard.for_model(card.family, card.builder_args).created,
-    )
 
 
 __all__ = ["ValidationImage", "fit", "iter_train"]

@@ -1,0 +1,130 @@
+"""The CUDA paths on a real GPU: autocast, GradScaler, channels-last, GPU → CPU fallback.
+
+Not in the default run (``-m 'not gpu'``); ``pytest -m gpu tests/gpu`` runs them and they
+skip themselves where CUDA is missing. Each compares the GPU's result with the CPU's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cellseg.events import Notice, StepLoss, drain
+from napari_cellseg.inference import iter_predict, predict
+from napari_cellseg.inference.model_runner import ModelRunner, clear_model_cache
+from napari_cellseg.io.images import read_image
+from napari_cellseg.io.samples import get_sample, sample_data_dir
+from napari_cellseg.labels.metrics import matching_at
+from napari_cellseg.models import load_weights
+from napari_cellseg.models.weights import LoadedModel
+from napari_cellseg.params import PredictParams, TrainParams
+from napari_cellseg.training.loop import iter_train
+from tiny_models import TINY_UNET
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+WEIGHTS = {f: sample_data_dir() / "models" / f"{f}_dsb.safetensors" for f in ("unet", "maskrcnn")}
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return read_image(get_sample("dsb_fluorescence").image_path).data[..., :3]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_models():
+    clear_model_cache()  # a model cached on one device is not reused on the other
+    yield
+    clear_model_cache()
+
+
+@pytest.mark.parametrize("family", ["unet", "maskrcnn"])
+@pytest.mark.parametrize("mixed", [True, False], ids=["autocast", "float32"])
+def test_inference_on_cuda_gives_the_cpus_labels(image, family, mixed) -> None:
+    params = PredictParams(tile_size=256, overlap=32, mixed_precision=mixed)
+    cpu = predict(image, WEIGHTS[family], replace(params, device="cpu"))
+    gpu = predict(image, WEIGHTS[family], replace(params, device="cuda"))
+    assert cpu.device == "cpu" and gpu.device.startswith("cuda")
+    assert cpu.labels.max() > 10
+    f1 = matching_at(cpu.labels, gpu.labels, 0.5)["f1"]
+    assert f1 > (0.9 if mixed else 0.98), f1
+    assert abs(int(gpu.labels.max()) - int(cpu.labels.max())) <= max(2, cpu.labels.max() // 10)
+
+
+def test_the_unet_runs_channels_last_with_the_cpus_probabilities(image) -> None:
+    loaded = load_weights(WEIGHTS["unet"])
+    batch = np.random.default_rng(0).random((2, 3, 128, 128), dtype=np.float32)
+    cpu = ModelRunner(loaded, torch.device("cpu"), mixed_precision=False).unet_probabilities(batch)
+    gpu_runner = ModelRunner(load_weights(WEIGHTS["unet"]), torch.device("cuda"))
+    conv = next(m for m in gpu_runner.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_cuda and conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert gpu_runner.mixed_precision
+    gpu = gpu_runner.unet_probabilities(batch)
+    assert gpu.dtype == np.float32 and gpu.shape == cpu.shape
+    np.testing.assert_allclose(gpu, cpu, atol=0.05)  # bfloat16/float16 autocast
+
+
+class _OutOfMemoryOnCuda(torch.nn.Module):
+    """The wrapped model, out of GPU memory whatever the tile: only the CPU can run it."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 GiB")
+        return self.inner(x)
+
+
+def test_out_of_memory_on_the_gpu_finishes_on_the_cpu(image) -> None:
+    base = load_weights(WEIGHTS["unet"])
+    wrapped = LoadedModel(_OutOfMemoryOnCuda(base.model), base.card, base.path, "test")
+    events: list = []
+    params = PredictParams(tile_size=128, overlap=16, batch_size=2, device="cuda")
+    gpu_then_cpu = drain(iter_predict(image, wrapped, params), events.append)
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert notices[-1] == "out of memory on the GPU: continuing on the CPU"
+    assert gpu_then_cpu.device == "cpu"
+    cpu_params = PredictParams(
+        tile_size=gpu_then_cpu.params.tile_size, overlap=16, batch_size=1, device="cpu"
+    )
+    cpu = predict(image, load_weights(WEIGHTS["unet"]), cpu_params)
+    assert matching_at(cpu.labels, gpu_then_cpu.labels, 0.5)["f1"] > 0.98
+
+
+@pytest.mark.parametrize("bf16", [True, False], ids=["bfloat16", "float16-gradscaler"])
+def test_one_training_step_on_cuda_matches_the_cpu(tmp_path, monkeypatch, bf16) -> None:
+    if not bf16:  # the float16 path: autocast float16 and a GradScaler
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    elif not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bfloat16")
+
+    def first_loss(device: str) -> float:
+        params = TrainParams(
+            family="unet",
+            builder_args=TINY_UNET,
+            epochs=1,
+            batch_size=2,
+            patch_size=64,
+            samples_per_epoch=2,
+            val_fraction=0.34,
+            device=device,
+            seed=3,
+        )
+        out = tmp_path / f"{device}.safetensors"
+        events: list = []
+        finished = drain(iter_train([sample_data_dir()], out, params), events.append)
+        (step,) = [e for e in events if isinstance(e, StepLoss)]  # one step: 2 crops, batch 2
+        assert np.isfinite(step.loss) and finished.epochs_run == 1
+        assert load_weights(out).card.provenance["training"]["device"] == device
+        return step.loss
+
+    cpu, gpu = first_loss("cpu"), first_loss("cuda")
+    assert gpu == pytest.approx(cpu, rel=0.05)  # same crops, same start, autocast on the GPU

@@ -1,0 +1,91 @@
+"""A fine-tune that never beats its base keeps the base weights (and says so).
+
+The loss is replaced by one that pushes every pixel to background, so every epoch scores
+worse than the bundled U-Net on the validation image.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from napari_cellseg.events import TrainingFinished, drain
+from napari_cellseg.io.samples import sample_data_dir
+from napari_cellseg.models import load_weights, read_card
+from napari_cellseg.params import TrainParams
+from napari_cellseg.training import loop
+from napari_cellseg.training.loop import iter_train
+
+BASE = sample_data_dir() / "models" / "unet_dsb.safetensors"
+PARAMS = {
+    "family": "unet",
+    "epochs": 2,
+    "batch_size": 2,
+    "patch_size": 64,
+    "samples_per_epoch": 2,
+    "val_fraction": 0.34,
+    "device": "cpu",
+    "seed": 3,
+    "learning_rate": 0.05,
+}
+
+
+def all_background(logits: torch.Tensor, _targets: torch.Tensor) -> torch.Tensor:
+    """Minimised by calling every pixel background: training makes the model worse."""
+    return -torch.log_softmax(logits, 1)[:, 0].mean()
+
+
+def assert_holds_the_base(out) -> None:
+    base, kept = load_weights(BASE).model.state_dict(), load_weights(out).model.state_dict()
+    assert set(kept) == set(base)
+    for name, tensor in base.items():
+        assert torch.equal(kept[name], tensor), name
+    card, base_card = read_card(out), read_card(BASE)
+    assert card.postprocess == base_card.postprocess
+    assert card.normalisation == base_card.normalisation
+    assert card.builder_args == base_card.builder_args
+    prov = card.provenance
+    assert prov["kept_base"] is True and prov["epochs"] == 0
+    assert prov["note"].startswith("no epoch beat the base model")
+    assert [h["epoch"] for h in prov["history"]] == [0, 1, 2]
+    assert prov["base_provenance"] == base_card.provenance
+
+
+def test_no_epoch_beats_the_base_so_the_output_is_the_base(tmp_path) -> None:
+    out = tmp_path / "worse.safetensors"
+    events: list = []
+    gen = iter_train(
+        [sample_data_dir()], out, TrainParams(**PARAMS), init=BASE, loss_fn=all_background
+    )
+    finished = drain(gen, events.append)
+    assert isinstance(finished, TrainingFinished)
+    assert finished.best_epoch == 0 and finished.kept_base
+    base_ap = finished.baseline_metrics["dsb_ap"]
+    assert base_ap > 0.05
+    assert all(h["dsb_ap"] < base_ap for h in finished.history[1:])  # every epoch worse
+    assert finished.kept_base_message() == (
+        f"no epoch beat the base model (DSB AP {base_ap:.3f}); {out} holds the base "
+        "weights unchanged"
+    )
+    assert_holds_the_base(out)
+
+
+def test_an_epoch_that_beats_the_base_does_not_claim_it_kept_it(tmp_path) -> None:
+    finished = TrainingFinished("o.safetensors", "o.ckpt", 1, 1, {"dsb_ap": 0.5}, {}, "epochs", [])
+    assert not finished.kept_base and finished.kept_base_message() == ""
+
+
+def test_cli_says_the_base_was_kept(tmp_path, monkeypatch, capsys) -> None:
+    from napari_cellseg.cli import main
+
+    monkeypatch.setattr(loop, "build_loss", lambda _name: all_background)
+    out = tmp_path / "cli.safetensors"
+    args = ["train", "--data", str(sample_data_dir()), "--init", str(BASE), "--out", str(out)]
+    args += ["--epochs", "2", "--batch-size", "2", "--patch-size", "64", "--lr", "0.05"]
+    args += ["--samples-per-epoch", "2", "--device", "cpu", "--seed", "3"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "best epoch 0" not in printed
+    line = printed.strip().splitlines()[-1]
+    assert "no epoch beat the base model (DSB AP 0." in line
+    assert f"; {out} holds the base weights unchanged" in line
+    assert_holds_the_base(out)
