@@ -232,6 +232,8 @@ def test_the_segment_tabs_thresholds_and_diameter_reach_the_batch(
     segment = SegmentWidget(widget._viewer)
     qtbot.addWidget(segment.native)
     assert segment.weights_path == weights
+    assert widget.diameter.diameter_mode.value == "model default"  # the Segment tab's is untouched
+    assert widget._batch_kwargs()["params"].diameter is None
     segment.runner._options.thresholds["prob_threshold"].value = 0.7
     segment.runner._options.min_size.value = 9
     segment.diameter.mode.value = "value"

@@ -78,6 +78,7 @@ def test_each_mode_reaches_the_predict_params(
     row = widget.diameter
     assert row.mode.value == "auto"  # the card records its object size
     assert params(viewer, widget).diameter == "auto"
+    assert session_for(viewer).diameter is None  # untouched: each model's own default
     assert "diameter" in row.mode.tooltip.lower() and row.unit.value == "px"
     row.mode.value = "off"
     assert params(viewer, widget).diameter == "off"

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton
+from qtpy.QtWidgets import QComboBox
 
 from napari_cellseg.diameters import DIAMETER_RANGE, parse_diameter
 from napari_cellseg.errors import CellsegError
@@ -27,6 +28,8 @@ from napari_cellseg.labels.sizes import median_diameter
 from napari_cellseg.params import PredictParams, field_info
 
 MODES = ("auto", "value", "off")
+DEFAULT_MODE = "model default"
+"""The Batch dialog's extra mode: ``PredictParams(diameter=None)``, each model's default."""
 DEFAULT_VALUE = 30.0
 
 
@@ -78,12 +81,22 @@ def measure_layer(layer: Any, viewer: Any = None, shape: tuple[int, int] | None 
 class DiameterRow:
     """Mode, value (px or µm), "Measure" from a layer, and the estimate of the last run."""
 
-    def __init__(self, viewer: Any = None, *, measure: bool = True) -> None:
+    def __init__(
+        self, viewer: Any = None, *, measure: bool = True, allow_default: bool = False
+    ) -> None:
         self._viewer = viewer
         self._touched = False  # the user chose a mode: a new model no longer resets it
         self._pixel_size: tuple[float, float] | None = None
         tooltip = field_info(PredictParams, "diameter").widget_options()["tooltip"]
-        self.mode = ComboBox(name="diameter_mode", choices=MODES, value="off", tooltip=tooltip)
+        modes = (DEFAULT_MODE, *MODES) if allow_default else MODES
+        self.mode = ComboBox(name="diameter_mode", choices=modes, value=modes[-1], tooltip=tooltip)
+        if allow_default:
+            self.mode.value = DEFAULT_MODE
+        # a narrow dock must not be widened by the longest choice ("model default")
+        self.mode.native.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.mode.native.setMinimumContentsLength(5)
         hi = DIAMETER_RANGE[1]
         self.value = FloatSpinBox(
             name="diameter_value", value=DEFAULT_VALUE, min=0.01, max=hi, step=1.0,
@@ -156,6 +169,8 @@ class DiameterRow:
     def set_spec(self, spec: Any) -> None:
         """Show a ``PredictParams.diameter`` value (e.g. the Segment tab's, in the Batch dialog)."""
         if spec is None:
+            if DEFAULT_MODE in self.mode.choices:
+                self.mode.value = DEFAULT_MODE
             return
         if spec in ("auto", "off"):
             self.mode.value = spec
@@ -174,15 +189,21 @@ class DiameterRow:
         self.value.enabled = mode == "value"
         self.estimate.value = ""
 
-    def spec(self) -> float | str:
+    def spec(self) -> float | str | None:
         """The diameter as ``PredictParams.diameter`` takes it: ``"12um"`` for µm."""
         mode = self.mode.value
+        if mode == DEFAULT_MODE:
+            return None
         if mode != "value":
             return mode
         value = float(self.value.value)
         return f"{value:g}um" if self._pixel_size else parse_diameter(value)  # type: ignore
 
-    def params_value(self) -> float | str:
+    def shared_spec(self) -> float | str | None:
+        """:meth:`spec` once the user chose a mode; ``None`` (each model's default) before."""
+        return self.spec() if self._touched else None
+
+    def params_value(self) -> float | str | None:
         """The diameter for a run on the current image (µm turned into px with its scale)."""
         return parse_diameter(self.spec(), self._pixel_size)  # type: ignore[return-value]
 

@@ -84,7 +84,7 @@ class BatchWidget(mw.Container):
         self._tta = mw.ComboBox(
             name="tta", choices=TTA_LABELS, value=defaults.tta, **_options("tta")
         )
-        self._diameter = DiameterRow(measure=False)
+        self._diameter = DiameterRow(measure=False, allow_default=True)
         self._thresholds = mw.Label(name="thresholds", label="Thresholds", value="")
         self._measure = mw.CheckBox(name="measure", text="Measure objects (CSV)")
         self._scheduler = mw.ComboBox(
@@ -104,7 +104,7 @@ class BatchWidget(mw.Container):
         self._progress = mw.ProgressBar(name="progress", label="Files", value=0, min=0, max=1)
         self._status = mw.Label(name="status", label="Status", value="idle")
         self._summary = mw.Label(name="summary_line", label="Summary", value="")
-        for label in (self._status, self._summary):
+        for label in (self._status, self._summary, self._thresholds):
             label.native.setWordWrap(True)
             label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self._errors = mw.Table(name="errors", label="Failed files")
@@ -172,7 +172,7 @@ class BatchWidget(mw.Container):
             return
         spec = FAMILIES.get(self._session.family or "")
         names = spec.thresholds if spec is not None else THRESHOLD_NAMES
-        used = {name: getattr(post, name) for name in names}
+        used = {name: getattr(post, name) for name in (*names, "min_size")}
         self._thresholds.value = f"Segment tab's: {describe_post(used)}"
         self._thresholds.tooltip = f"all post-processing values: {post}"
 

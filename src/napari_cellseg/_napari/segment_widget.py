@@ -240,7 +240,7 @@ class SegmentWidget(Container):
         card = self._model_card
         try:
             post = self._options.post_params(card.post_params()) if card is not None else None
-            diameter = self._diameter.spec()
+            diameter = self._diameter.shared_spec()
         except CellsegError:
             return  # an invalid value: the others keep the last valid ones
         self._session.share_params(post, diameter, getattr(card, "family", None))
