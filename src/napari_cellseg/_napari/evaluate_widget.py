@@ -236,7 +236,7 @@ class EvaluateWidget(Container):
             show_error(str(exc))
             return
         weights = {f"A: {a.stem}": a, f"B: {b.stem}": b}
-        self.status.value = "comparing…"
+        self.status.value = f"comparing… (object diameter: {_diameter_text(diameter)})"
         self._launch(
             partial(
                 iter_compare,
@@ -290,7 +290,7 @@ class EvaluateWidget(Container):
             show_error(str(exc))
             return
         self._tuned = None
-        self.status.value = f"tuning {a.name}…"
+        self.status.value = f"tuning {a.name}… (object diameter: {_diameter_text(diameter)})"
         self._launch(iter_tune, a, images, self.device.value, diameter, on_done=self._on_tuned)
 
     def _on_tuned(self, tuned: Tuned) -> None:
@@ -332,6 +332,13 @@ class EvaluateWidget(Container):
 def _snapshot(data: Any) -> Any:
     """A copy of an in-memory array (the user may paint while the worker reads it)."""
     return data.copy() if isinstance(data, np.ndarray) else data
+
+
+def _diameter_text(diameter: float | str | None) -> str:
+    """The Segment tab's diameter for a status line."""
+    if diameter is None:
+        return "each model's default"
+    return f"{diameter:g} px" if isinstance(diameter, float) else str(diameter)
 
 
 def _name(value: Any) -> str:
