@@ -149,3 +149,28 @@ def test_the_estimate_is_shown_after_an_auto_run(
     assert seen[0].diameter == "auto"
     assert widget.diameter.estimate.value == "auto — estimated 41 px (×0.44)"
     assert "cells" in " ".join(ly.name for ly in viewer.layers if ly._type_string == "labels")
+
+
+def test_a_rescaled_run_and_new_thresholds_stay_on_the_image_grid(
+    make_napari_viewer, qtbot, sized_weights
+) -> None:
+    viewer, widget = make_widget(make_napari_viewer, qtbot, sized_weights)
+    row = widget.diameter
+    row.mode.value = "value"
+    row.value.value = 12  # the card's 24 px: the image is enlarged ×2 for the network
+    widget.runner._options.tile_size.value = 64
+    widget.runner._options.overlap.value = 8
+    widget._device.value = "cpu"
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.last_prediction is not None and not widget.running,
+                    timeout=TIMEOUT_MS)  # fmt: skip
+    first = widget.last_prediction
+    assert first.diameter == 12.0 and first.scale == pytest.approx(2.0)
+    assert row.estimate.value == "value — used 12 px (×2.00)"
+    slider = widget.runner._options.thresholds["prob_threshold"]
+    slider.value = 0.9 if slider.value < 0.9 else 0.1
+    qtbot.waitUntil(lambda: widget.last_prediction is not first and not widget.runner.reapplying,
+                    timeout=TIMEOUT_MS)  # fmt: skip
+    labels = [ly for ly in viewer.layers if ly._type_string == "labels"]
+    assert len(labels) == 1 and labels[0].data.shape == (96, 96)
+    assert widget.last_prediction.labels.shape == (96, 96)
