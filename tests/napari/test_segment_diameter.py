@@ -101,6 +101,11 @@ def test_micrometres_with_a_physical_scale(make_napari_viewer, qtbot, sized_weig
     row.value.value = 12
     assert row.spec() == "12um"
     assert params(viewer, widget).diameter == pytest.approx(24.0)  # 12 µm at 0.5 µm/px
+    viewer.add_labels(discs(20, [(20, 20), (70, 70)]), name="discs", scale=(0.5, 0.5))
+    row.source.value = viewer.layers["discs"]
+    row.measure_button.clicked.emit()
+    assert row.value.value == pytest.approx(10, rel=0.1)  # 20 px at 0.5 µm/px, shown in µm
+    assert params(viewer, widget).diameter == pytest.approx(20, rel=0.1)
 
 
 def test_measure_from_a_labels_layer(make_napari_viewer, qtbot, sized_weights) -> None:
