@@ -219,3 +219,35 @@ def test_test_time_augmentation_reaches_the_batch(
     assert widget._batch_kwargs()["params"].tta == 1
     widget.tta.value = 4
     assert widget._batch_kwargs()["params"].tta == 4
+
+
+def test_the_segment_tabs_thresholds_and_diameter_reach_the_batch(
+    make_napari_viewer, qtbot, weights, samples, tmp_path
+) -> None:
+    from napari_cellseg._napari.segment_widget import SegmentWidget
+
+    widget = make_widget(make_napari_viewer, qtbot, weights, samples, tmp_path / "out")
+    assert widget._batch_kwargs()["params"].post is None  # no Segment tab: the model's own
+    assert widget.thresholds.value == "the model's own (its card)"
+    segment = SegmentWidget(widget._viewer)
+    qtbot.addWidget(segment.native)
+    assert segment.weights_path == weights
+    assert widget.diameter.diameter_mode.value == "model default"  # the Segment tab's is untouched
+    assert widget._batch_kwargs()["params"].diameter is None
+    segment.runner._options.thresholds["prob_threshold"].value = 0.7
+    segment.runner._options.min_size.value = 9
+    segment.diameter.mode.value = "value"
+    segment.diameter.value.value = 33
+    params = widget._batch_kwargs()["params"]
+    assert params.post is not None
+    assert params.post.prob_threshold == pytest.approx(0.7) and params.post.min_size == 9
+    assert params.post == segment.runner._options.post_params(segment.model_card.post_params())
+    assert params.diameter == 33.0
+    assert widget.thresholds.value.startswith("Segment tab's: ")
+    assert "prob_threshold 0.7" in widget.thresholds.value
+    assert "score_threshold" not in widget.thresholds.value  # a U-Net's thresholds only
+    segment.diameter.mode.value = "auto"
+    assert widget._batch_kwargs()["params"].diameter == "auto"
+    widget.weights.value = tmp_path / "other.safetensors"  # another model: its own thresholds
+    assert widget._batch_kwargs()["params"].post is None
+    assert widget.thresholds.value == "the model's own (its card)"

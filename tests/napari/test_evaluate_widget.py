@@ -339,3 +339,39 @@ def test_cancel_stops_a_tuning_and_offers_nothing_to_save(
     assert widget.status.value == "cancelled: nothing was added"
     assert max(seen) < 1000 and not widget.save_tuned.enabled  # thousandths
     assert widget.tune.enabled and not list(tmp_path.glob("*-tuned*"))
+
+
+def test_compare_and_tune_use_the_segment_tabs_diameter(
+    make_napari_viewer, qtbot, gt, two_models, errors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from napari_cellseg._napari._evaluate_jobs import Comparison
+    from napari_cellseg.errors import CellsegError
+
+    received: dict[str, object] = {}
+
+    def fake_compare(weights, images, device, *, keep_predictions=True, diameter=None):
+        received["compare"] = diameter
+        yield from ()
+        return Comparison(metrics={title: {"n_images": 1} for title in weights})
+
+    def fake_tune(weights, images, device, diameter=None):
+        received["tune"] = diameter
+        yield from ()
+        raise CellsegError("stopped by the test")
+
+    monkeypatch.setattr(ew, "iter_compare", fake_compare)
+    monkeypatch.setattr(ew, "iter_tune", fake_tune)
+    viewer, widget = make_widget(make_napari_viewer, qtbot)
+    image = viewer.add_image(np.zeros(gt.shape, np.float32), name="img", scale=(0.5, 0.5))
+    truth = viewer.add_labels(gt, name="truth")
+    widget.image_layer.value, widget.ground_truth_layer.value = image, truth
+    widget.weights_a.value, widget.weights_b.value = two_models
+    session_for(viewer).share_params(None, 33.0)
+    widget.compare.clicked.emit()
+    wait_done(qtbot, widget)
+    assert received["compare"] == 33.0 and errors == []
+    session_for(viewer).share_params(None, "12um")  # µm: the image layer's scale converts it
+    widget.tune.clicked.emit()
+    wait_done(qtbot, widget)
+    assert received["tune"] == pytest.approx(24.0)
+    assert errors == ["stopped by the test"]

@@ -126,6 +126,7 @@ def iter_compare(
     device: str = "auto",
     *,
     keep_predictions: bool = True,
+    diameter: float | str | None = None,
 ) -> Generator[Progress, None, Comparison]:
     """Segment every image with every model and score each against the ground truth.
 
@@ -140,6 +141,9 @@ def iter_compare(
     keep_predictions : bool
         Keep every :class:`~napari_cellseg.inference.planes.Prediction` in the result (to show
         them as layers); a folder comparison keeps only the metrics.
+    diameter : float, str or None
+        The object diameter of every run (``PredictParams.diameter``; ``None``: each model's
+        default).
 
     Yields
     ------
@@ -166,7 +170,8 @@ def iter_compare(
         image = item() if callable(item) else item
         for title, model in models.items():
             message = f"{title}: segmenting {image.name} ({i}/{len(images)})…"
-            params = PredictParams(axes=image.axes, device=device)  # the model's thresholds
+            # the model's thresholds; the Segment tab's diameter
+            params = PredictParams(axes=image.axes, device=device, diameter=diameter)
             # the Segment tab's job: one core left to the viewer, a large plane in blocks
             job = predict_job(image.data, model, params)
             unit = "blocks" if in_blocks(image.data.shape, image.axes) else "tiles"
@@ -221,7 +226,10 @@ class Tuned:
 
 
 def iter_tune(
-    weights: Path, images: Sequence[EvalImage | Callable[[], EvalImage]], device: str
+    weights: Path,
+    images: Sequence[EvalImage | Callable[[], EvalImage]],
+    device: str,
+    diameter: float | str | None = None,
 ) -> Generator[Progress, None, Tuned]:
     """Choose ``weights``' thresholds on labelled ``images`` (``cellseg tune`` in a worker).
 
@@ -242,7 +250,7 @@ def iter_tune(
         image = item() if callable(item) else item
         return ValidationImage(image.name, image.data, image.axes, image.ground_truth)
 
-    params = PredictParams(device=device)
+    params = PredictParams(device=device, diameter=diameter)
     done, message = 0, f"tuning {weights.name}: segmenting image 1 of {n}…"
     with gui_torch_threads():
 

@@ -116,11 +116,18 @@ class SegmentOptions:
         return replace(base or PostprocessParams(), min_size=int(self.min_size.value), **values)
 
     def predict_params(
-        self, *, device: str, axes: str, family: str, base: PostprocessParams | None = None
+        self,
+        *,
+        device: str,
+        axes: str,
+        family: str,
+        base: PostprocessParams | None = None,
+        diameter: float | str | None = None,
     ) -> PredictParams:
         """The parameters of one run (raises CellsegError for inconsistent values).
 
-        ``base`` (the model's own post-processing) supplies what has no widget.
+        ``base`` (the model's own post-processing) supplies what has no widget; ``diameter``
+        is the Object diameter row's value (in px, or auto / off).
         """
         return PredictParams(
             device=device,
@@ -131,6 +138,7 @@ class SegmentOptions:
             and family_spec(family).probability_map,
             tta=int(self.tta.value),
             post=self.post_params(base),
+            diameter=diameter,
         )
 
 
@@ -151,8 +159,12 @@ def build_request(
     weights: Path | None,
     card: Any,
     device: str,
+    diameter: Any = None,
 ) -> RunRequest:
-    """Read the dock into a :class:`RunRequest` (CellsegError says what is missing)."""
+    """Read the dock into a :class:`RunRequest` (CellsegError says what is missing).
+
+    ``diameter``: the :class:`~._diameter_row.DiameterRow` (its value for this image).
+    """
     if image is None:
         raise CellsegError("choose an image layer to segment (add one to the viewer first)")
     if card is None or weights is None:
@@ -160,7 +172,8 @@ def build_request(
     only_current = options.planes.value == "current"
     source = _layers.image_input(image, viewer, only_current=only_current)
     params = options.predict_params(
-        device=device, axes=source.axes, family=card.family, base=card.post_params()
-    )
+        device=device, axes=source.axes, family=card.family, base=card.post_params(),
+        diameter=diameter.params_value() if diameter is not None else None,
+    )  # fmt: skip
     name = _layers.result_name(image.name, card.name)
     return RunRequest(source, params, _layers.ResultTarget(image, name, source.plane, weights))

@@ -74,6 +74,8 @@ class SegmentRun:
         self.buttons.margins = (0, 0, 0, 0)
         self.worker: Any = None
         self.prediction: Prediction | None = None
+        #: Called with each new run's Prediction (e.g. to show the diameter estimate).
+        self.on_prediction: Callable[[Prediction], None] | None = None
         self._request: RunRequest | None = None
         self._result: _layers.ResultTarget | None = None
         self._planes_done = 0
@@ -192,6 +194,8 @@ class SegmentRun:
         self.prediction = prediction
         self.progress.value = PROGRESS_MAX
         self._show(prediction)
+        if self.on_prediction is not None:
+            self.on_prediction(prediction)
         seconds = prediction.timings.get("total", 0.0)
         self._set_status(
             f"{prediction.n_objects} objects in {seconds:.1f} s on {prediction.device}"

@@ -26,16 +26,36 @@ class Session:
         thresholds, training-set provenance, evaluation).
     training_set : Path or None
         The folder corrected images are added to (``images/`` + ``masks/``).
+    post_params : PostprocessParams or None
+        The Segment tab's current thresholds (for ``weights``); ``None`` without a Segment tab.
+    family : str or None
+        The model family of those thresholds (which of them it uses).
+    diameter : float, str or None
+        The Segment tab's object diameter as ``PredictParams.diameter`` takes it (``"auto"``,
+        ``"off"``, px, or ``"12um"``); ``None``: the model's default.
     """
 
     weights_changed = Signal(object)
     training_set_changed = Signal(object)
     prediction_added = Signal(str)
+    params_changed = Signal()
 
     def __init__(self) -> None:
         self._weights: Path | None = None
         self._training_set: Path | None = None
         self.predictions: dict[str, Any] = {}
+        self.post_params: Any = None
+        self.diameter: float | str | None = None
+        self.family: str | None = None  # the model family of ``post_params``
+
+    def share_params(
+        self, post_params: Any, diameter: float | str | None, family: str | None = None
+    ) -> None:
+        """The Segment tab's thresholds and diameter changed (``params_changed`` fires)."""
+        new = (post_params, diameter, family)
+        if new != (self.post_params, self.diameter, self.family):
+            self.post_params, self.diameter, self.family = new
+            self.params_changed.emit()
 
     @property
     def weights(self) -> Path | None:

@@ -23,14 +23,16 @@ from qtpy.QtWidgets import QHeaderView, QSizePolicy
 
 from napari_cellseg._napari._batch_jobs import BatchFailed, patterns, read_result, run_batch_job
 from napari_cellseg._napari._common import track_task
-from napari_cellseg._napari._segment_options import TTA_LABELS
+from napari_cellseg._napari._diameter_row import DiameterRow
+from napari_cellseg._napari._segment_options import THRESHOLD_NAMES, TTA_LABELS
 from napari_cellseg._napari._session import session_for
 from napari_cellseg.batch import BatchSummary, FileResult
 from napari_cellseg.batch.scheduler import default_workers
 from napari_cellseg.device import available_devices
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import Notice, Progress
-from napari_cellseg.params import PredictParams, field_info
+from napari_cellseg.families import FAMILIES
+from napari_cellseg.params import PredictParams, describe_post, field_info
 
 WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin"
 REFRESH_MS = 250  # status and progress are refreshed at most 4 times a second
@@ -82,6 +84,8 @@ class BatchWidget(mw.Container):
         self._tta = mw.ComboBox(
             name="tta", choices=TTA_LABELS, value=defaults.tta, **_options("tta")
         )
+        self._diameter = DiameterRow(measure=False, allow_default=True)
+        self._thresholds = mw.Label(name="thresholds", label="Thresholds", value="")
         self._measure = mw.CheckBox(name="measure", text="Measure objects (CSV)")
         self._scheduler = mw.ComboBox(
             name="scheduler", label="Scheduler", choices=["none", "local"]
@@ -100,7 +104,7 @@ class BatchWidget(mw.Container):
         self._progress = mw.ProgressBar(name="progress", label="Files", value=0, min=0, max=1)
         self._status = mw.Label(name="status", label="Status", value="idle")
         self._summary = mw.Label(name="summary_line", label="Summary", value="")
-        for label in (self._status, self._summary):
+        for label in (self._status, self._summary, self._thresholds):
             label.native.setWordWrap(True)
             label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self._errors = mw.Table(name="errors", label="Failed files")
@@ -110,7 +114,7 @@ class BatchWidget(mw.Container):
         self._open = mw.PushButton(name="open_result", text="Open result", enabled=False)
         self.extend([self._input, self._recursive, self._include, self._exclude, self._output])
         self.extend([self._weights, self._device, self._tile, self._overlap, self._tta])
-        self.append(self._measure)
+        self.extend([self._diameter.container, self._thresholds, self._measure])
         self.extend([self._scheduler, self._workers, self._overwrite, buttons, self._progress])
         self.extend([self._status, self._summary, self._errors, self._result_box, self._open])
         self._fill_errors()
@@ -121,6 +125,9 @@ class BatchWidget(mw.Container):
         self._proposed: Path | None = None
         self._on_session_weights(self._session.weights)
         self._session.weights_changed.connect(self._on_session_weights)
+        self._on_session_params()
+        self._session.params_changed.connect(self._on_session_params)
+        self._weights.changed.connect(self._show_thresholds)
         self._input.changed.connect(self._on_input)
         self._scheduler.changed.connect(lambda v: setattr(self._workers, "visible", v == "local"))
         self._start.clicked.connect(self.start_batch)
@@ -147,6 +154,27 @@ class BatchWidget(mw.Container):
         if value is not None and self._weights.value in (None, self._followed):
             self._weights.value = value
         self._followed = value
+
+    def _on_session_params(self) -> None:
+        """Follow the Segment tab's diameter; show whose thresholds a batch would use."""
+        self._diameter.set_spec(self._session.diameter)
+        self._show_thresholds()
+
+    def post_params(self) -> Any:
+        """The Segment tab's thresholds when it shows the same weights, else ``None``."""
+        same = self._weights.value is not None and self._weights.value == self._session.weights
+        return self._session.post_params if same else None
+
+    def _show_thresholds(self, *_args: Any) -> None:
+        post = self.post_params()
+        if post is None:
+            self._thresholds.value = "the model's own (its card)"
+            return
+        spec = FAMILIES.get(self._session.family or "")
+        names = spec.thresholds if spec is not None else THRESHOLD_NAMES
+        used = {name: getattr(post, name) for name in (*names, "min_size")}
+        self._thresholds.value = f"Segment tab's: {describe_post(used)}"
+        self._thresholds.tooltip = f"all post-processing values: {post}"
 
     def _on_input(self, value: Path | None) -> None:
         """Propose ``<input>_segmented`` beside the input until the user picks an output."""
@@ -198,7 +226,9 @@ class BatchWidget(mw.Container):
             tile_size=self._tile.value,
             overlap=self._overlap.value,
             tta=int(self._tta.value),
-        )  # post unset: the model's own thresholds
+            post=self.post_params(),  # None: the model's own thresholds
+            diameter=self._diameter.spec(),
+        )
         local = self._scheduler.value == "local"
         return {
             "inputs": Path(folder),

@@ -24,6 +24,7 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
 from napari_cellseg._napari._common import ThrottledProgress, layer_choices, track_task
+from napari_cellseg._napari._diameter_row import physical_pixel_size
 from napari_cellseg._napari._evaluate_jobs import (
     Comparison,
     EvalImage,
@@ -44,6 +45,7 @@ from napari_cellseg._napari._metrics_table import (
 from napari_cellseg._napari._session import session_for
 from napari_cellseg._napari.segment_widget import config_dir
 from napari_cellseg.device import available_devices
+from napari_cellseg.diameters import parse_diameter
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import Progress
 
@@ -229,18 +231,30 @@ class EvaluateWidget(Container):
             a = Path(self._require("weights_a", "the weight file of model A"))
             b = Path(self._require("weights_b", "the weight file of model B"))
             image_layer, images = self._comparison_images()
+            diameter = self._diameter_for(image_layer)
         except CellsegError as exc:
             show_error(str(exc))
             return
         weights = {f"A: {a.stem}": a, f"B: {b.stem}": b}
-        self.status.value = "comparing…"
+        self.status.value = f"comparing… (object diameter: {_diameter_text(diameter)})"
         self._launch(
-            partial(iter_compare, keep_predictions=image_layer is not None),
+            partial(
+                iter_compare,
+                keep_predictions=image_layer is not None,
+                diameter=diameter,
+            ),
             weights,
             images,
             self.device.value,
             on_done=lambda result: self._compared(result, image_layer),
         )
+
+    def _diameter_for(self, image_layer: Image | None) -> float | str | None:
+        """The Segment tab's object diameter; µm turned into px with the layer's scale."""
+        diameter = self._session.diameter
+        if isinstance(diameter, str) and diameter.endswith("um") and image_layer is not None:
+            return parse_diameter(diameter, physical_pixel_size(image_layer))
+        return diameter
 
     def _comparison_images(self) -> tuple[Image | None, list[Any]]:
         if self.source.value == "folders":
@@ -270,13 +284,14 @@ class EvaluateWidget(Container):
             return
         try:
             a = Path(self._require("weights_a", "the weight file of model A"))
-            _layer, images = self._comparison_images()
+            layer, images = self._comparison_images()
+            diameter = self._diameter_for(layer)
         except CellsegError as exc:
             show_error(str(exc))
             return
         self._tuned = None
-        self.status.value = f"tuning {a.name}…"
-        self._launch(iter_tune, a, images, self.device.value, on_done=self._on_tuned)
+        self.status.value = f"tuning {a.name}… (object diameter: {_diameter_text(diameter)})"
+        self._launch(iter_tune, a, images, self.device.value, diameter, on_done=self._on_tuned)
 
     def _on_tuned(self, tuned: Tuned) -> None:
         self._tuned = tuned
@@ -317,6 +332,13 @@ class EvaluateWidget(Container):
 def _snapshot(data: Any) -> Any:
     """A copy of an in-memory array (the user may paint while the worker reads it)."""
     return data.copy() if isinstance(data, np.ndarray) else data
+
+
+def _diameter_text(diameter: float | str | None) -> str:
+    """The Segment tab's diameter for a status line."""
+    if diameter is None:
+        return "each model's default"
+    return f"{diameter:g} px" if isinstance(diameter, float) else str(diameter)
 
 
 def _name(value: Any) -> str:

@@ -24,6 +24,7 @@ from napari.utils.notifications import show_error
 from napari_cellseg import models
 from napari_cellseg._napari import _layers
 from napari_cellseg._napari._common import CONFIG_ENV, SyncGuard, rebuild_choices
+from napari_cellseg._napari._diameter_row import DiameterRow, physical_pixel_size
 from napari_cellseg._napari._segment_options import SegmentOptions, build_request
 from napari_cellseg._napari._segment_run import SegmentRun
 from napari_cellseg._napari._session import session_for
@@ -107,12 +108,14 @@ class SegmentWidget(Container):
         self._card.read_only = True
         self._card.native.setMaximumHeight(CARD_MAX_HEIGHT)
         self._options = SegmentOptions()
+        self._diameter = DiameterRow(viewer)
         self._runner = SegmentRun(
             viewer, self._options, report_error=self._report_error, parent=self.native
         )
         self.extend(
             [self._image, self._weights, self._recent_box, self._device, self._device_info,
-             self._card, *self._options.widgets, *self._runner.widgets]
+             self._card, *self._options.widgets[:2], *self._diameter.widgets,
+             *self._options.widgets[2:], *self._runner.widgets]
         )  # fmt: skip
         self.native.layout().addStretch(1)  # keep the rows at the top of a tall dock
         self._options.set_family(None)
@@ -122,7 +125,10 @@ class SegmentWidget(Container):
         self._device.changed.connect(self._on_device_changed)
         self._image.changed.connect(self._on_image_changed)
         self._runner.run_button.changed.connect(self.run)
+        self._runner.on_prediction = self._diameter.show_result
         self._session.weights_changed.connect(self._on_session_weights)
+        for signal in [*(w.changed for w in self._options.post_widgets), *self._diameter.changed]:
+            signal.connect(self._share_params)
         self.native.destroyed.connect(self._runner.shutdown)
         layer_events = viewer.layers.events
         layer_events.inserted.connect(self._on_layer_inserted)
@@ -147,6 +153,7 @@ class SegmentWidget(Container):
             request = build_request(
                 self._viewer, self._options, image=self.selected_image,
                 weights=self.weights_path, card=self._model_card, device=self._device.value,
+                diameter=self._diameter,
             )  # fmt: skip
         except CellsegError as exc:
             self._runner.fail(str(exc))
@@ -177,6 +184,11 @@ class SegmentWidget(Container):
     @property
     def cancel_button(self) -> PushButton:
         return self._runner.cancel_button
+
+    @property
+    def diameter(self) -> DiameterRow:
+        """The Object diameter row (mode, value, Measure)."""
+        return self._diameter
 
     @property
     def runner(self) -> SegmentRun:
@@ -220,6 +232,18 @@ class SegmentWidget(Container):
         except CellsegError:
             stack = False
         self._options.planes.enabled = stack
+        self._diameter.set_pixel_size(physical_pixel_size(layer))
+        self._share_params()
+
+    def _share_params(self, _value: Any = None) -> None:
+        """Tell the viewer's other docks (Batch, Evaluate) the thresholds and diameter."""
+        card = self._model_card
+        try:
+            post = self._options.post_params(card.post_params()) if card is not None else None
+            diameter = self._diameter.shared_spec()
+        except CellsegError:
+            return  # an invalid value: the others keep the last valid ones
+        self._session.share_params(post, diameter, getattr(card, "family", None))
 
     # -- weight files -----------------------------------------------------------------------
     def _recent_choices(self, _widget: Any = None) -> list[tuple[str, Path]]:
@@ -253,6 +277,7 @@ class SegmentWidget(Container):
             self._options.set_family(getattr(self._model_card, "family", None))
             if self._model_card is not None and path != previous:
                 self._options.show_post(self._model_card.post_params())  # its own thresholds
+            self._diameter.set_card(self._model_card)
             if self._model_card is not None and path is not None:
                 self._session.weights = path
                 if remember:
@@ -260,6 +285,7 @@ class SegmentWidget(Container):
             rebuild_choices(self._recent_box)
             known = [value for _, value in self._recent_choices()]
             self._recent_box.value = path if path in known else None
+        self._share_params()
 
     def _read_card(self, path: Path | None) -> Any:
         if path is None or not path.is_file():
