@@ -240,3 +240,51 @@ def test_auto_on_a_large_plane_reads_a_central_crop() -> None:
     prediction = predict(image, model_with(20.0), CPU, blocks=small)
     assert prediction.diameter == pytest.approx(40, rel=0.15)
     assert prediction.labels.shape == image.shape and prediction.n_objects == 25
+
+
+def _scripted_passes(monkeypatch, seen_at: dict[float, float | None]) -> list[float]:
+    """Replace the model's quick passes by what each scale 'sees' (diameters in image px)."""
+    from napari_cellseg.inference import diameter as diameter_module
+
+    scales: list[float] = []
+
+    def fake_pass(image, axes, model, quick, scale, should_stop):
+        scales.append(round(scale, 3))
+        yield from ()
+        return seen_at(scale) if callable(seen_at) else seen_at.get(round(scale, 3))
+
+    monkeypatch.setattr(diameter_module, "_quick_pass", fake_pass)
+    return scales
+
+
+def test_unconfirmed_specks_do_not_hide_large_objects(monkeypatch) -> None:
+    """A first pass that finds 5 px 'objects' which the enlarged passes do not confirm
+    (texture: they look 5 px at every scale, never the model's 18) must not win over large
+    objects found whole when the image is shrunk (40 px, seen at ×0.5)."""
+    from napari_cellseg.events import drain
+    from napari_cellseg.inference.diameter import iter_estimate_diameter
+    from napari_cellseg.params import PredictParams
+
+    def seen(scale: float) -> float:
+        # texture looks 5 px at any scale (5 / scale image px); at ×0.5 the nuclei (40 px)
+        # are seen whole, as long as they are not shrunk below the model's size
+        return 40.0 if scale <= 0.5 and 40.0 * scale >= 18 / 1.25 else 5.0 / scale
+
+    scales = _scripted_passes(monkeypatch, seen)
+    image = np.zeros((512, 512), np.float32)
+    found = drain(iter_estimate_diameter(image, "unused", PredictParams(axes="YX"), 18.0))
+    assert found == 40.0
+    assert scales[0] == 1.0 and 0.5 in scales
+
+
+def test_confirmed_small_objects_are_kept(monkeypatch) -> None:
+    """8 px objects that look 18 px once enlarged ×2.25 are the estimate; no halving."""
+    from napari_cellseg.events import drain
+    from napari_cellseg.inference.diameter import iter_estimate_diameter
+    from napari_cellseg.params import PredictParams
+
+    scales = _scripted_passes(monkeypatch, lambda scale: 8.0)
+    image = np.zeros((512, 512), np.float32)
+    found = drain(iter_estimate_diameter(image, "unused", PredictParams(axes="YX"), 18.0))
+    assert found == 8.0
+    assert all(s >= 1.0 for s in scales)

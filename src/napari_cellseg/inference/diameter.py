@@ -134,7 +134,9 @@ def iter_estimate_diameter(
 
     - Objects smaller than ``reference / GOOD_RATIO``: a pass at the implied scale
       ``reference / estimate``, and one more while still off by more than
-      :data:`GOOD_RATIO`; the pass that saw objects nearest ``reference`` gives the estimate.
+      :data:`GOOD_RATIO`; the pass that saw objects nearest ``reference`` gives the estimate
+      when it saw them within :data:`GOOD_RATIO` of it. Otherwise the small objects were
+      not confirmed (texture, specks) and the halving below looks for larger ones first.
     - Otherwise the objects may be whole, or fragments of larger ones (a model shown
       objects far larger than it was trained on cuts them into pieces of about its own
       size). The scale is halved while the objects still look at least
@@ -176,11 +178,19 @@ def iter_estimate_diameter(
                 best = (error, estimate)
             if error <= math.log(GOOD_RATIO):
                 break
-        yield _checked(Progress("diameter", MAX_PASSES, MAX_PASSES), should_stop)
-        return best[1]
+        if best[0] <= math.log(GOOD_RATIO):  # a pass at the implied scale confirmed it
+            yield _checked(Progress("diameter", MAX_PASSES, MAX_PASSES), should_stop)
+            return best[1]
+        # Unconfirmed: the small "objects" were texture or fragments (a model shown objects
+        # far larger than it knows may find specks). Look for larger objects by halving the
+        # scale as below; if none is found, keep the nearest small estimate.
+        fallback: float | None = best[1]
+        best_estimate, scale = None, 1.0
+    else:
+        fallback = None
+        best_estimate, scale = estimate, 1.0
     # objects look model-sized or larger, maybe as fragments of larger ones: halve the
     # scale while they still look at least that large; the last such pass saw them whole
-    best_estimate, scale = estimate, 1.0
     while passes < MAX_PASSES:
         scale /= 2
         if scale < reference / largest or plane_side * scale < 4 * reference:
@@ -191,7 +201,7 @@ def iter_estimate_diameter(
             break
         best_estimate = found
     yield _checked(Progress("diameter", MAX_PASSES, MAX_PASSES), should_stop)
-    return best_estimate
+    return best_estimate if best_estimate is not None else fallback
 
 
 def _quick_pass(
