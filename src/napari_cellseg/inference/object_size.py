@@ -69,12 +69,7 @@ def rescale_input(x: np.ndarray, scale: float) -> np.ndarray:
     """
     if scale == 1.0:
         return x
-    size = scaled_shape(x.shape[-2:], scale)
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
-    out = torch.nn.functional.interpolate(
-        t, size=size, mode="bilinear", align_corners=False, antialias=scale < 1
-    )
-    return out[0].numpy()
+    return _bilinear(x, scaled_shape(x.shape[-2:], scale), antialias=scale < 1)
 
 
 def resize_maps(maps: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -86,8 +81,15 @@ def resize_maps(maps: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     size = tuple(int(s) for s in tuple(shape)[-2:])
     if tuple(maps.shape[-2:]) == size:
         return np.asarray(maps, np.float32)
-    t = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[None]
-    out = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)
+    return _bilinear(maps, size, antialias=False)
+
+
+def _bilinear(x: np.ndarray, size: tuple[int, ...], *, antialias: bool) -> np.ndarray:
+    """``(C, y, x)`` resampled to ``size`` with torch's bilinear interpolation, as float32."""
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
+    out = torch.nn.functional.interpolate(
+        t, size=tuple(size), mode="bilinear", align_corners=False, antialias=antialias
+    )
     return out[0].numpy()
 
 
