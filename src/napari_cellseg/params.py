@@ -269,6 +269,10 @@ class TrainParams:
     (``ModelCard.reference_diameter()``) when fine-tuning; training resolves it, so cards and
     checkpoints hold the number. ``0``: off, crops at the images' own scale (the recipe before
     object sizes). Otherwise 2 to 500 px.
+
+    ``recipe`` names the recipe the values came from (``fast``: the fine-tuning default,
+    built by :func:`napari_cellseg.training.recipes.recipe_params`); ``adapt_batchnorm``,
+    ``encoder_lr_factor``, ``warmup_steps`` and ``foreground_bias`` are its mechanisms.
     """
 
     family: str = "unet"
@@ -336,6 +340,18 @@ class TrainParams:
         "random zoom around the object diameter: a log-uniform factor in "
         "[1/(1+j), 1+j] per crop (0 = none)",
         min=0.0, max=1.0))  # fmt: skip
+
+    recipe: str = field(default="classic", metadata=info(
+        "Recipe", "fast: adapt to a few corrected images in minutes; classic: long runs",
+        choices=("fast", "classic")))  # fmt: skip
+    adapt_batchnorm: bool = False  # AdaBN: re-estimate BatchNorm statistics on the data first
+    encoder_lr_factor: float = field(default=1.0, metadata=info(
+        "Encoder LR factor", "the encoder's learning rate as a fraction of the rest's",
+        min=0.0, max=1.0))  # fmt: skip
+    warmup_steps: int = field(default=0, metadata=info(
+        "Warm-up steps", "steps of linear learning-rate warm-up", min=0))  # fmt: skip
+    foreground_bias: float = field(default=0.7, metadata=info(
+        "Foreground bias", "share of crops centred near an object", min=0.0, max=1.0))  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

@@ -13,6 +13,7 @@ pytest.importorskip("pytestqt")
 
 from napari_cellseg._napari import finetune_widget as fw
 from napari_cellseg._napari._finetune_monitor import LOSS_STEPS
+from napari_cellseg._napari._finetune_parts import params_from
 from napari_cellseg._napari._session import session_for
 from napari_cellseg._napari.finetune_widget import FineTuneWidget
 from napari_cellseg.events import EpochEnd, StepLoss, TrainingFinished
@@ -67,6 +68,7 @@ def make_widget(make_napari_viewer, qtbot, base: Path, folder: Path) -> FineTune
 
 
 def tiny_settings(widget: FineTuneWidget, epochs: int, out: Path) -> None:
+    widget.stop_by.value = "epochs"
     widget.epochs.value = epochs
     widget.patch_size.value = 64
     widget.batch_size.value = 2
@@ -107,10 +109,20 @@ def test_fields_follow_the_session(make_napari_viewer, qtbot, base_weights, trai
     assert widget.training_set.value == new_set
     assert widget.output.value.parent == new_set / "models"
     assert widget.epochs.value == 30 and widget.augment.value is True  # TrainParams defaults
+    # the fast recipe by default: 5 minutes, its numbers; classic brings back the old ones
+    assert widget.recipe.value == "fast" and widget.stop_by.value == "minutes"
+    assert widget.minutes.value == 5.0 and widget.patch_size.value == 128
+    assert widget.learning_rate.value == pytest.approx(1e-3)
+    params = params_from(widget, "unet")
+    assert params.recipe == "fast" and params.adapt_batchnorm and params.minutes == 5.0
+    widget.recipe.value = "classic"
+    assert widget.patch_size.value == 256 and widget.learning_rate.value == pytest.approx(1e-4)
+    assert params_from(widget, "unet").recipe == "classic"
+    assert not params_from(widget, "unet").adapt_batchnorm
     widget.show()
-    assert not widget.minutes.visible
-    widget.stop_by.value = "minutes"
-    assert widget.minutes.visible and widget.epochs.label == "Max epochs"
+    assert widget.minutes.visible
+    widget.stop_by.value = "epochs"
+    assert not widget.minutes.visible and widget.epochs.label == "Epochs"
 
 
 def test_one_epoch_then_use_new_weights(

@@ -19,10 +19,11 @@ from napari_cellseg.events import TrainingFinished
 from napari_cellseg.labels.metrics import METRIC_KEYS
 from napari_cellseg.params import TrainParams, field_info, fine_tune_learning_rate
 from napari_cellseg.training.checkpoints import checkpoint_path_for
+from napari_cellseg.training.recipes import RECIPES, recipe_params, recipe_values
 
 KEY_METRIC = "dsb_ap"
 BASE_COLUMN, NEW_COLUMN = "base", "new"
-DEFAULT_MINUTES = 10.0
+DEFAULT_MINUTES = 5.0
 
 
 def default_output(training_set: Path | None, now: dt.datetime | None = None) -> Path | None:
@@ -39,25 +40,37 @@ def default_output(training_set: Path | None, now: dt.datetime | None = None) ->
     return path
 
 
-def parameter_fields(defaults: TrainParams | None = None) -> list[Widget]:
-    """Widgets for the training parameters, named like the ``TrainParams`` fields."""
+def parameter_fields(defaults: TrainParams | None = None, recipe: str = "fast") -> list[Widget]:
+    """Widgets for the training parameters, named like the ``TrainParams`` fields.
+
+    The numbers start at ``recipe``'s for a U-Net (:func:`apply_recipe` changes them); the
+    fast recipe stops after :data:`DEFAULT_MINUTES` minutes.
+    """
     d = defaults or TrainParams()
-    lr = fine_tune_learning_rate(d.family)
+    values = {**d.to_dict(), **recipe_values(recipe, d.family)}
+    by_minutes = recipe == "fast"
     return [
-        ComboBox(name="stop_by", label="Stop after", choices=["epochs", "minutes"], value="epochs"),
+        ComboBox(
+            name="recipe", label="Recipe", choices=list(RECIPES), value=recipe,
+            tooltip=RECIPE_HELP,
+        ),
+        ComboBox(
+            name="stop_by", label="Stop after", choices=["epochs", "minutes"],
+            value="minutes" if by_minutes else "epochs",
+        ),
         SpinBox(name="epochs", value=d.epochs, max=10_000, **_options("epochs")),
         FloatSpinBox(
             name="minutes", value=d.minutes or DEFAULT_MINUTES, min=0.1, max=10_000.0,
-            step=0.5, visible=False, **_options("minutes"),
+            step=0.5, visible=by_minutes, **_options("minutes"),
         ),
         FloatSpinBox(
-            name="learning_rate", value=lr, min=1e-6, max=1.0, step=1e-6,
+            name="learning_rate", value=values["learning_rate"], min=1e-6, max=1.0, step=1e-6,
             **_options("learning_rate"),
         ),
-        SpinBox(name="batch_size", value=d.batch_size, max=256, **_options("batch_size")),
-        SpinBox(name="patch_size", value=d.patch_size, step=32, **_options("patch_size")),
+        SpinBox(name="batch_size", value=values["batch_size"], max=256, **_options("batch_size")),
+        SpinBox(name="patch_size", value=values["patch_size"], step=32, **_options("patch_size")),
         SpinBox(
-            name="samples_per_epoch", value=d.samples_per_epoch, max=1_000_000,
+            name="samples_per_epoch", value=values["samples_per_epoch"], max=1_000_000,
             **_options("samples_per_epoch"),
         ),
         CheckBox(name="augment", text="Augment (flips, rotations, intensity)", value=d.augment),
@@ -71,6 +84,21 @@ def parameter_fields(defaults: TrainParams | None = None) -> list[Widget]:
     ]  # fmt: skip
 
 
+RECIPE_HELP = (
+    "fast: adapts the model to a few corrected images in minutes (BatchNorm statistics "
+    "re-estimated on them, small crops on the objects, warm-up, encoder at a lower rate); "
+    "classic: a tenth of the learning rate with BatchNorm frozen, for long runs"
+)
+RECIPE_FIELDS = ("learning_rate", "batch_size", "patch_size", "samples_per_epoch")
+
+
+def apply_recipe(widget: Any, recipe: str, family: str) -> None:
+    """Set the numbers of :data:`RECIPE_FIELDS` to ``recipe``'s for ``family``."""
+    values = {**TrainParams(family=family).to_dict(), **recipe_values(recipe, family)}
+    for name in RECIPE_FIELDS:
+        getattr(widget, name).value = values[name]
+
+
 def _options(name: str) -> dict[str, Any]:
     """Label, tooltip and the inclusive bounds of a ``TrainParams`` field (its metadata).
 
@@ -80,16 +108,14 @@ def _options(name: str) -> dict[str, Any]:
     return field_info(TrainParams, name).widget_options()
 
 
-def family_learning_rate(family: str) -> float:
-    """The default fine-tuning learning rate of a model family (a tenth of training's)."""
-    return fine_tune_learning_rate(family)
+def params_from(widget: Any, family: str, *, fine_tuning: bool = True) -> TrainParams:
+    """``TrainParams`` from the fields of :func:`parameter_fields` (raises CellsegError).
 
-
-def params_from(widget: Any, family: str) -> TrainParams:
-    """``TrainParams`` from the fields of :func:`parameter_fields` (raises CellsegError)."""
+    Fine-tuning uses the chosen recipe's mechanisms (AdaBN, warm-up...) with the numbers the
+    fields show; training from scratch takes the numbers alone.
+    """
     by_minutes = widget.stop_by.value == "minutes"
-    return TrainParams(
-        family=family,
+    values = dict(
         epochs=int(widget.epochs.value),
         minutes=float(widget.minutes.value) if by_minutes else None,
         batch_size=int(widget.batch_size.value),
@@ -100,6 +126,9 @@ def params_from(widget: Any, family: str) -> TrainParams:
         val_fraction=float(widget.val_fraction.value),
         device=str(widget.device.value),
     )
+    if fine_tuning:
+        return recipe_params(str(widget.recipe.value), family, **values)
+    return TrainParams(family=family, **values)
 
 
 class SessionFields:
@@ -120,6 +149,7 @@ class SessionFields:
         *,
         on_change: Callable[[], None],
         is_running: Callable[[], bool],
+        on_family: Callable[[str], None] | None = None,
     ) -> None:
         self.training_set, self.base, self.output = training_set, base, output
         self.learning_rate = learning_rate
@@ -127,6 +157,7 @@ class SessionFields:
         self.base_follows_session = True
         self.output_is_default = True
         self._on_change, self._is_running = on_change, is_running
+        self._on_family = on_family
         self._syncing = SyncGuard()
         training_set.changed.connect(self._on_training_set_field)
         base.changed.connect(self._on_base_field)
@@ -171,13 +202,16 @@ class SessionFields:
             show_error(str(exc))
 
     def read_family(self, path: Path | None) -> str:
-        """The model family of ``path`` (the learning rate follows a family change)."""
+        """The model family of ``path`` (the recipe's numbers follow a family change)."""
         if path is None or not Path(path).is_file():
             return self.family
         family = models.read_card(path).family
         if family != self.family:
             self.family = family
-            self.learning_rate.value = family_learning_rate(family)
+            if self._on_family is not None:
+                self._on_family(family)
+            else:
+                self.learning_rate.value = fine_tune_learning_rate(family)
         return family
 
     def checked_paths(self) -> tuple[Path, Path | None, Path]:

@@ -25,6 +25,7 @@ from napari_cellseg._napari._finetune_parts import (
     BASE_COLUMN,
     Outcome,
     SessionFields,
+    apply_recipe,
     outcome_of,
     parameter_fields,
     params_from,
@@ -106,6 +107,7 @@ class FineTuneWidget(Container):
         self.monitor = TrainingMonitor(self._progress, self._status, self.curves)
 
         self.stop_by.changed.connect(self._on_stop_by)
+        self._on_stop_by(self.stop_by.value)
         self.fields = SessionFields(
             self._session,
             self._training_set,
@@ -114,7 +116,9 @@ class FineTuneWidget(Container):
             self.learning_rate,
             on_change=self._refresh_buttons,
             is_running=lambda: self.running,
+            on_family=lambda family: apply_recipe(self, self.recipe.value, family),
         )
+        self.recipe.changed.connect(lambda value: apply_recipe(self, value, self.fields.family))
         self._start.clicked.connect(self.start_training)
         self._stop.clicked.connect(self.stop_training)
         self._resume.clicked.connect(self.resume_training)
@@ -171,7 +175,7 @@ class FineTuneWidget(Container):
         try:
             folder, base, out = self.fields.checked_paths()
             family = self.fields.read_family(base) if base is not None else "unet"
-            params = params_from(self, family)
+            params = params_from(self, family, fine_tuning=base is not None)
         except CellsegError as exc:
             show_error(str(exc))
             return

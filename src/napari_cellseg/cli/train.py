@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_cellseg.params import TrainParams, field_info
+from napari_cellseg.training.recipes import RECIPES, recipe_params
 
 
 def _help(name: str) -> str:
@@ -79,13 +80,23 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--device", default=d.device, help=_help("device"))
     t.add_argument("--resume", type=Path, default=None, help="continue from a .ckpt file")
+    t.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default=None,
+        help="fine-tuning recipe with --init: fast (default: adapts to a few corrected images "
+        "in minutes: AdaBN, small crops on the objects, warm-up, encoder at 0.3x the "
+        "learning rate) or classic (a tenth of the family's learning rate, BatchNorm frozen)",
+    )
     for flag, name in (
         ("--batch-size", "batch_size"),
         ("--patch-size", "patch_size"),
         ("--samples-per-epoch", "samples_per_epoch"),
     ):
         default = getattr(d, name)
-        t.add_argument(flag, type=int, default=default, help=f"{_help(name)} (default {default})")
+        t.add_argument(
+            flag, type=int, default=None, help=f"{_help(name)} (default {default}; the recipe's)"
+        )
     t.add_argument("--lr", type=float, default=None, help=_help("learning_rate"))
     t.add_argument(
         "--optimizer",
@@ -100,7 +111,7 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--patience",
         type=int,
-        default=d.early_stopping_patience,
+        default=None,
         help=_help("early_stopping_patience"),
     )
     t.add_argument("--tune-thresholds", action="store_true", help=_help("tune_thresholds"))
@@ -149,7 +160,9 @@ def run_train(args: argparse.Namespace) -> int:
                 builder = {**(builder or {}), **json.loads(args.builder_args)}
             except json.JSONDecodeError as error:
                 raise CellsegError(f"--builder-args is not valid JSON: {error.msg}") from None
-        params = TrainParams(
+        if args.recipe and not args.init:
+            raise CellsegError("--recipe chooses how to fine-tune: give --init WEIGHTS with it")
+        settings = dict(
             family=args.model,
             builder_args=builder if not args.init else None,
             epochs=(
@@ -174,6 +187,20 @@ def run_train(args: argparse.Namespace) -> int:
             object_diameter=args.object_diameter,
             scale_jitter=args.scale_jitter,
         )
+        if args.init:
+            from napari_cellseg.models import load_weights
+
+            family = load_weights(args.init).card.family
+            settings.pop("family")
+            params = recipe_params(args.recipe or "fast", family, **settings)
+        else:
+            defaults = TrainParams()
+            for name in ("batch_size", "patch_size", "samples_per_epoch"):
+                if settings[name] is None:
+                    settings[name] = getattr(defaults, name)
+            if settings["early_stopping_patience"] is None:
+                settings["early_stopping_patience"] = defaults.early_stopping_patience
+            params = TrainParams(**settings)
     else:
         ignored = [
             "--" + name.replace("_", "-")

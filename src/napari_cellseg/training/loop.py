@@ -32,6 +32,7 @@ from napari_cellseg.events import (
 from napari_cellseg.families import family_spec
 from napari_cellseg.models import ModelCard, build_model, load_weights, save_weights
 from napari_cellseg.params import TrainParams, fine_tune_learning_rate
+from napari_cellseg.training.adaptation import adapt_batchnorm
 from napari_cellseg.training.checkpoints import (
     checkpoint_path_for,
     load_checkpoint,
@@ -204,6 +205,15 @@ def iter_train(
             EpochEnd(0, params.epochs, None, baseline, False, time.perf_counter() - t0)
         )
 
+    if params.adapt_batchnorm and state is None:
+        layers = adapt_batchnorm(model, card.family, dataset.images, dataset.factors, device)
+        if layers:
+            yield checkpoint(
+                Notice(
+                    f"BatchNorm statistics re-estimated on the {len(dataset.images)} training "
+                    f"images ({layers} layers, AdaBN)"
+                )
+            )
     freeze_bn = params.freeze_batchnorm
     if freeze_bn is None:
         freeze_bn = init is not None or bool(state and state.get("fine_tuning"))

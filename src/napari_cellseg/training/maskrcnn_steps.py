@@ -42,3 +42,13 @@ def loss(
     images = [image.to(device) for image in images]
     targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
     return sum(model(images, targets).values())
+
+
+ENCODER_PREFIX = "backbone.body."
+"""Parameters whose names start with this form the encoder (its own learning rate)."""
+
+
+def features(model: torch.nn.Module, images: torch.Tensor) -> None:
+    """Forward a batch of tiles through the backbone, as the detector would see them."""
+    batch, _ = model.transform(list(images))
+    model.backbone(batch.tensors)

@@ -59,6 +59,7 @@ def make_loader(pairs, card: ModelCard, params: TrainParams):
         seed=params.seed,
         object_diameter=params.object_diameter,
         scale_jitter=params.scale_jitter,
+        foreground_bias=params.foreground_bias,
     )
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -72,22 +73,74 @@ def make_loader(pairs, card: ModelCard, params: TrainParams):
     return loader, dataset
 
 
+def parameter_groups(model: torch.nn.Module, params: TrainParams) -> list[dict[str, Any]]:
+    """The trainable parameters as optimiser groups: the rest first, then the encoder.
+
+    With ``params.encoder_lr_factor`` below 1 and a family that names its encoder
+    (``ENCODER_PREFIX`` in its training part), the encoder gets its own group at that
+    fraction of the learning rate; otherwise there is one group.
+    """
+    lr = params.resolved("learning_rate")
+    prefix = getattr(family_part(params.family, "training"), "ENCODER_PREFIX", None)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if prefix is None or params.encoder_lr_factor >= 1.0:
+        return [{"params": [p for _, p in named], "lr": lr}]
+    encoder = [p for n, p in named if n.startswith(prefix)]
+    rest = [p for n, p in named if not n.startswith(prefix)]
+    groups = [{"params": rest, "lr": lr}]
+    if encoder:
+        groups.append({"params": encoder, "lr": lr * params.encoder_lr_factor})
+    return groups
+
+
 def make_optimizer(model: torch.nn.Module, params: TrainParams) -> torch.optim.Optimizer:
     """SGD with momentum or AdamW over the trainable parameters, as ``params`` say."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = parameter_groups(model, params)
     lr, wd = params.resolved("learning_rate"), params.resolved("weight_decay")
     if params.resolved("optimizer") == "sgd":
-        return torch.optim.SGD(trainable, lr=lr, momentum=0.9, weight_decay=wd)
-    return torch.optim.AdamW(trainable, lr=lr, weight_decay=wd)
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=wd)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
+
+
+def warmup_cosine(step: int, warmup: int, total_steps: int, elapsed_fraction: float = 0.0) -> float:
+    """Learning-rate factor: linear warm-up, then cosine decay to 0 by step or by time.
+
+    Progress is the larger of ``step / total_steps`` and ``elapsed_fraction`` (the share of
+    a time budget used), so a run with a budget in minutes still ends at a small rate.
+
+    Examples
+    --------
+    >>> [round(warmup_cosine(s, 4, 100), 3) for s in (0, 2, 4)]
+    [0.2, 0.6, 1.0]
+    >>> round(warmup_cosine(50, 0, 100), 3), round(warmup_cosine(10, 0, 100, 0.5), 3)
+    (0.5, 0.5)
+    """
+    if step < warmup:
+        return (step + 1) / (warmup + 1) if warmup else 1.0
+    progress = max((step - warmup) / max(1, total_steps - warmup), elapsed_fraction)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def make_scheduler(optimizer, params: TrainParams, steps_per_epoch: int):
-    """The learning-rate schedule: cosine (per step), step decay or constant (per epoch)."""
+    """The learning-rate schedule: cosine (per step), step decay or constant (per epoch).
+
+    With ``params.warmup_steps`` or a time budget, cosine becomes :func:`warmup_cosine`:
+    linear warm-up, then decay over the epochs or the minutes, whichever ends first.
+    """
     schedule = params.resolved("schedule")
+    total = max(1, params.epochs * steps_per_epoch)
+    if schedule == "cosine" and (params.warmup_steps or params.recipe == "fast"):
+        import time
+
+        started, budget = time.perf_counter(), (params.minutes or 0.0) * 60.0
+
+        def factor(step: int) -> float:
+            elapsed = (time.perf_counter() - started) / budget if budget else 0.0
+            return warmup_cosine(step, params.warmup_steps, total, elapsed)
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(1, params.epochs * steps_per_epoch), eta_min=0.0
-        )
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=0.0)
     if schedule == "step":
         return torch.optim.lr_scheduler.StepLR(
             optimizer, step_size=max(1, params.epochs // 3), gamma=0.1

@@ -46,3 +46,12 @@ def loss(
     """``loss_fn`` of the model's logits (as float32) and the targets."""
     logits = model(images.to(device, non_blocking=True))
     return loss_fn(logits.float(), targets.to(device, non_blocking=True))
+
+
+ENCODER_PREFIX = "encoder."
+"""Parameters whose names start with this form the encoder (its own learning rate)."""
+
+
+def features(model: torch.nn.Module, images: torch.Tensor) -> None:
+    """Forward a batch of tiles (for BatchNorm statistics: AdaBN)."""
+    model(images)

@@ -1,0 +1,207 @@
+"""Human in the loop: adapt a base model to a left-out domain from 3 corrected images.
+
+A domain is left out of everything (base training, thresholds, model choice): the base model
+never saw it. Its images are split once (seeded) into a *pool* the user could correct and a
+*test* set that only scores. Each run "corrects" 3 pool images (their ground truth stands
+in for the corrections) plus 1 more for validation, fine-tunes the base for ``--minutes`` on
+this CPU with a recipe (``classic``: the old default; ``fast``: the new one) and scores the
+result on the test set. The 3 images are chosen at random (one run per seed) or as the 3
+top-ranked by the base model's uncertainty (``napari_cellseg.inference.uncertainty``).
+
+Domains: ``colour`` (the 83 colour H&E/brightfield tiles of DSB 2018 stage1_train),
+``brightfield`` (the 11 grey brightfield ones), ``glas`` (GlaS glands: pool = train,
+test = testA). Writes ``bench/results/hitl_<domain>.json`` and prints a Markdown table.
+
+    .venv/bin/python bench/hitl.py --base ~/.cache/napari-cellseg/base-fluo.safetensors \\
+        --domain colour --minutes 5 --runs classic:random:0 fast:random:0 fast:top:0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_cellseg.events import EpochEnd, Notice
+from napari_cellseg.inference import predict
+from napari_cellseg.io.images import read_image, read_labels
+from napari_cellseg.labels.metrics import evaluate_pair
+from napari_cellseg.models import load_weights
+from napari_cellseg.params import PredictParams
+from napari_cellseg.training.loop import iter_train
+from napari_cellseg.training.pairs import TrainingPair, scan_training_folders
+from napari_cellseg.training.recipes import recipe_params
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+
+
+def image_kind(path: Path) -> str:
+    """colour / brightfield / fluorescence, as the DSB 2018 tiles split."""
+    from skimage.io import imread
+
+    image = imread(path)[..., :3].astype(np.float32)
+    grey = np.allclose(image[..., 0], image[..., 1], atol=2) and np.allclose(
+        image[..., 1], image[..., 2], atol=2
+    )
+    if not grey:
+        return "colour"
+    return "brightfield" if image.mean() > 100 else "fluorescence"
+
+
+def domain_split(domain: str, n_test: int | None) -> tuple[list[TrainingPair], list[TrainingPair]]:
+    """(pool, test) for ``domain``, split once with seed 0."""
+    if domain == "glas":
+        pool = scan_training_folders([DATA / "glas" / "train"])
+        test = scan_training_folders([DATA / "glas" / "testA"])
+        if n_test:
+            test = test[:: max(1, len(test) // n_test)][:n_test]
+        return pool, test
+    pairs = scan_training_folders([DATA / "dsb2018" / "stage1_train"])
+    chosen = [p for p in pairs if image_kind(p.image_path) == domain]
+    random.Random(0).shuffle(chosen)
+    n = n_test or len(chosen) // 2
+    return chosen[n:], chosen[:n]
+
+
+def link_folder(pairs: list[TrainingPair], folder: Path) -> Path:
+    """A training folder of symlinks (images/, masks/) to ``pairs``."""
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for pair in pairs:
+        os.symlink(pair.image_path, folder / "images" / pair.image_path.name)
+        os.symlink(pair.mask_path, folder / "masks" / pair.mask_path.name)
+    return folder
+
+
+def score(weights: Path, test: list[TrainingPair], diameter) -> dict:
+    """Mean metrics of ``weights`` on ``test`` (default prediction parameters)."""
+    loaded = load_weights(weights)
+    params = PredictParams(device="cpu", diameter=diameter)
+    rows, start = [], time.perf_counter()
+    for pair in test:
+        image = read_image(pair.image_path).data
+        truth = read_labels(pair.mask_path)
+        rows.append(evaluate_pair(truth, predict(image, loaded, params).labels))
+    out = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    return out
+
+
+def choose(pool, how: str, seed: int, base: Path, n: int = 3):
+    """(train, val): ``n`` images chosen ``how`` plus one random validation image."""
+    rng = random.Random(1000 + seed)
+    if how == "random":
+        picked = rng.sample(pool, n + 1)
+        return picked[:n], picked[n:], None
+    from napari_cellseg.inference.uncertainty import rank_images
+
+    loaded = load_weights(base)
+    ranking = rank_images([p.image_path for p in pool], loaded, PredictParams(device="cpu"))
+    by_path = {p.image_path: p for p in pool}
+    top = [by_path[Path(r.path)] for r in ranking[:n]]
+    rest = [p for p in pool if p not in top]
+    reasons = [f"{Path(r.path).name[:10]} {r.score:.3f} {r.reason}" for r in ranking[:n]]
+    return top, [rng.choice(rest)], reasons
+
+
+def run(base: Path, pool, test, recipe: str, how: str, seed: int, minutes: float, diameter):
+    train, val, reasons = choose(pool, how, seed, base)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        family = load_weights(base).card.family
+        params = recipe_params(recipe, family, minutes=minutes, epochs=10_000, seed=seed)
+        out = tmp / "tuned.safetensors"
+        start = time.perf_counter()
+        epochs, notices = [], []
+        gen = iter_train(
+            [link_folder(train, tmp / "train")], out, params, init=base,
+            val=[link_folder(val, tmp / "val")],
+        )  # fmt: skip
+        try:
+            while True:
+                event = next(gen)
+                if isinstance(event, EpochEnd):
+                    epochs.append(round(float(event.val_metrics.get("dsb_ap", float("nan"))), 4))
+                elif isinstance(event, Notice):
+                    notices.append(event.message)
+        except StopIteration as stop:
+            finished = stop.value
+        train_s = time.perf_counter() - start
+        metrics = score(out, test, diameter)
+    n_objects = sum(int(read_labels(p.mask_path).max()) for p in train)
+    return {
+        "recipe": recipe,
+        "selection": how,
+        "seed": seed,
+        "train_images": [p.name for p in train],
+        "val_image": val[0].name,
+        "corrected_objects": n_objects,
+        "ranking_reasons": reasons,
+        "train_seconds": round(train_s, 1),
+        "epochs_val_dsb_ap": epochs,
+        "best_epoch": finished.best_epoch,
+        "kept_base": finished.kept_base,
+        "notices": notices,
+        "test": metrics,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, required=True)
+    parser.add_argument("--domain", choices=("colour", "brightfield", "glas"), required=True)
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--n-test", type=int, default=None)
+    parser.add_argument("--diameter", default=None, help="prediction diameter (default: model's)")
+    parser.add_argument(
+        "--runs", nargs="+", default=["classic:random:0", "fast:random:0"],
+        help="recipe:selection:seed, e.g. fast:top:0",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    pool, test = domain_split(args.domain, args.n_test)
+    out = args.out or ROOT / "bench" / "results" / f"hitl_{args.domain}.json"
+    result = json.loads(out.read_text()) if out.exists() else {"runs": []}
+    result.update(
+        {
+            "domain": args.domain,
+            "base": args.base.name,
+            "pool": len(pool),
+            "test": len(test),
+            "minutes": args.minutes,
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "torch_threads": __import__("torch").get_num_threads(),
+        }
+    )
+    if "base_score" not in result:
+        result["base_score"] = score(args.base, test, args.diameter)
+        print("base", result["base_score"], flush=True)
+    for spec in args.runs:
+        recipe, how, seed = spec.split(":")
+        row = run(args.base, pool, test, recipe, how, int(seed), args.minutes, args.diameter)
+        print(json.dumps(row), flush=True)
+        result["runs"].append(row)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+    base = result["base_score"]["dsb_ap"]
+    print(f"\n| recipe | selection | seeds | DSB AP (mean) | vs base {base:.3f} |")
+    print("|---|---|---|---|---|")
+    groups: dict[tuple[str, str], list] = {}
+    for row in result["runs"]:
+        groups.setdefault((row["recipe"], row["selection"]), []).append(row)
+    for (recipe, how), rows in groups.items():
+        ap = np.mean([r["test"]["dsb_ap"] for r in rows])
+        seeds = ",".join(str(r["seed"]) for r in rows)
+        print(f"| {recipe} | {how} | {seeds} | {ap:.3f} | {ap - base:+.3f} |")
+
+
+if __name__ == "__main__":
+    main()
