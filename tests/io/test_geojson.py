@@ -11,33 +11,11 @@ import json
 
 import numpy as np
 import pytest
-from scipy import ndimage as ndi
+from label_shapes import cells, iou_per_object
 
 from napari_cellseg.errors import CellsegError, ImageReadError, ImageWriteError
 from napari_cellseg.io.geojson import labels_to_geojson, read_geojson_labels, write_geojson
 from napari_cellseg.io.outlines import ring_area
-
-
-def cells(shape=(60, 80), seed=0) -> np.ndarray:
-    """Touching blobs of random sizes: a watershed of random seeds, background cut out."""
-    rng = np.random.default_rng(seed)
-    seeds = np.zeros(shape, np.int32)
-    for i in range(1, 16):
-        seeds[tuple(rng.integers(0, s) for s in shape)] = i
-    _, (iy, ix) = ndi.distance_transform_edt(seeds == 0, return_indices=True)
-    labels = seeds[iy, ix].astype(np.uint16)
-    labels[rng.random(shape) < 0.02] = 0  # specks of background, some inside objects
-    labels[:3] = 0
-    return labels
-
-
-def iou_per_object(a: np.ndarray, b: np.ndarray) -> dict[int, float]:
-    out = {}
-    for label in np.unique(a[a > 0]):
-        inter = np.logical_and(a == label, b == label).sum()
-        union = np.logical_or(a == label, b == label).sum()
-        out[int(label)] = inter / union
-    return out
 
 
 def test_round_trip_of_touching_objects_with_holes(tmp_path) -> None:
