@@ -221,6 +221,14 @@ def test_test_time_augmentation_reaches_the_batch(
     assert widget._batch_kwargs()["params"].tta == 4
 
 
+def test_exports_reach_the_batch(make_napari_viewer, qtbot, weights, samples, tmp_path) -> None:
+    widget = make_widget(make_napari_viewer, qtbot, weights, samples, tmp_path / "out")
+    assert widget._batch_kwargs()["exports"] == []
+    widget.exports.export_geojson.value = True
+    widget.exports.export_roi.value = True
+    assert widget._batch_kwargs()["exports"] == ["geojson", "roi"]
+
+
 def test_the_segment_tabs_thresholds_and_diameter_reach_the_batch(
     make_napari_viewer, qtbot, weights, samples, tmp_path
 ) -> None:

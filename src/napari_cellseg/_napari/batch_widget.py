@@ -87,6 +87,13 @@ class BatchWidget(mw.Container):
         self._diameter = DiameterRow(measure=False, allow_default=True)
         self._thresholds = mw.Label(name="thresholds", label="Thresholds", value="")
         self._measure = mw.CheckBox(name="measure", text="Measure objects (CSV)")
+        self._geojson = mw.CheckBox(name="export_geojson", text="QuPath GeoJSON")
+        self._rois = mw.CheckBox(name="export_roi", text="Fiji ROI set")
+        exports = mw.Container(
+            name="exports", label="Export", layout="horizontal", labels=False,
+            widgets=[self._geojson, self._rois],
+        )  # fmt: skip
+        exports.margins = (0, 0, 0, 0)
         self._scheduler = mw.ComboBox(
             name="scheduler", label="Scheduler", choices=["none", "local"]
         )
@@ -114,7 +121,7 @@ class BatchWidget(mw.Container):
         self._open = mw.PushButton(name="open_result", text="Open result", enabled=False)
         self.extend([self._input, self._recursive, self._include, self._exclude, self._output])
         self.extend([self._weights, self._device, self._tile, self._overlap, self._tta])
-        self.extend([self._diameter.container, self._thresholds, self._measure])
+        self.extend([self._diameter.container, self._thresholds, self._measure, exports])
         self.extend([self._scheduler, self._workers, self._overwrite, buttons, self._progress])
         self.extend([self._status, self._summary, self._errors, self._result_box, self._open])
         self._fill_errors()
@@ -239,6 +246,9 @@ class BatchWidget(mw.Container):
             "include": patterns(self._include.value) or None,
             "exclude": patterns(self._exclude.value),
             "measure": self._measure.value,
+            "exports": [
+                n for n, box in (("geojson", self._geojson), ("roi", self._rois)) if box.value
+            ],
             "scheduler": self._scheduler.value,
             "workers": self._workers.value if local else None,
             "overwrite": self._overwrite.value,

@@ -29,6 +29,12 @@ from napari.utils.notifications import show_info
 from napari_cellseg._napari import _correct_helpers as helpers
 from napari_cellseg._napari._common import layer_choices, rebuild_choices
 from napari_cellseg._napari._edit_tracker import EditTracker
+from napari_cellseg._napari._export_action import (
+    EXPORT_CHOICES,
+    ask_export_path,
+    default_export_path,
+    export_layer,
+)
 from napari_cellseg._napari._session import session_for
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.labels import editing
@@ -69,6 +75,8 @@ class CorrectWidget(Container):
         folder = self._session.training_set
         self.folder = FileEdit(label="Training set", mode="d", nullable=True, value=folder)
         self.add_button = PushButton(text="Add to training set")
+        self.export_format = ComboBox(choices=list(EXPORT_CHOICES), label="Export as")
+        self.export_button = PushButton(text="Export…")
         row = helpers.row
         self.extend(
             [
@@ -84,6 +92,7 @@ class CorrectWidget(Container):
                 self.edited_info,
                 self.folder,
                 self.add_button,
+                row(self.export_format, self.export_button, label="Export as"),
             ]
         )  # fmt: skip
         self.native.layout().addStretch(1)
@@ -95,7 +104,7 @@ class CorrectWidget(Container):
             (self.split_button, self.split), (self.fill_button, self.fill_holes),
             (self.remove_button, self.remove_small), (self.relabel_button, self.relabel),
             (self.next_button, self.next_free_label), (self.jump_button, self.jump_to),
-            (self.add_button, self.add_to_training_set),
+            (self.add_button, self.add_to_training_set), (self.export_button, self.export),
         ):  # fmt: skip
             button.changed.connect(lambda _v=None, act=action: act())
         self.folder.changed.connect(self._on_folder_changed)
@@ -298,3 +307,17 @@ class CorrectWidget(Container):
         self._session.training_set = Path(folder)
         n = int(np.count_nonzero(np.unique(labels)))
         show_info(f"Added {image_path.stem} to {folder} ({n} objects)")
+
+    # -- export -------------------------------------------------------------------------------
+    @helpers.reporting
+    def export(self, path: Path | None = None) -> Path | None:
+        """Export the labels as QuPath GeoJSON or a Fiji ROI set (asks where unless `path`)."""
+        layer = self._layer()
+        fmt = EXPORT_CHOICES[self.export_format.value]
+        path = path or ask_export_path(self.native, default_export_path(layer, fmt), fmt)
+        if path is None:
+            return None
+        written = export_layer(layer, path, fmt, self.image_layer.value)
+        n = int(np.count_nonzero(np.unique(np.asarray(layer.data))))
+        show_info(f"Exported {n} objects of {layer.name} to {written}")
+        return written

@@ -2,7 +2,8 @@
 
 Inputs are a folder (optionally walked recursively, filtered by include / exclude glob
 patterns) or a list of files. Outputs mirror the input's subfolders under the output folder:
-``<out>/<relative folder>/<stem>_labels.tif`` (and ``<stem>_measurements.csv``). The output
+``<out>/<relative folder>/<stem>_labels.tif`` (and ``<stem>_measurements.csv``, and the
+exports ``<stem>_labels.geojson`` and ``<stem>_rois.zip``). The output
 folder, hidden files and folders, and any folder holding a batch manifest (an earlier output
 folder) are never read as input. Symbolic links to folders are not followed (no loops).
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from napari_cellseg.errors import CellsegError
+from napari_cellseg.io.exports import export_path
 from napari_cellseg.io.images import SUPPORTED_IMAGE_SUFFIXES
 
 __all__ = [
@@ -52,6 +54,8 @@ class FileTask:
         Absolute path of the measurements CSV, when measuring.
     input_size, input_mtime_ns : int
         The input's size and modification time when planned (a changed input is redone).
+    exports : tuple of (str, str)
+        ``(format, path)`` of each export to write beside the labels (``geojson``, ``roi``).
     """
 
     source: str
@@ -60,6 +64,7 @@ class FileTask:
     measurements: str | None = None
     input_size: int = -1
     input_mtime_ns: int = -1
+    exports: tuple[tuple[str, str], ...] = ()
 
 
 def _is_inside(path: Path, folder: Path) -> bool:
@@ -205,9 +210,16 @@ def output_stem(name: str) -> str:
     return stem[:-4] if stem.lower().endswith(".ome") else stem
 
 
-def plan_tasks(files: list[tuple[Path, str]], out: Path, *, measure: bool) -> list[FileTask]:
+def plan_tasks(
+    files: list[tuple[Path, str]],
+    out: Path,
+    *,
+    measure: bool,
+    exports: Sequence[str] = (),
+) -> list[FileTask]:
     """One :class:`FileTask` per input; files whose outputs would collide (``a.png`` and
-    ``a.tif`` in one folder) keep their suffix in the name (``a_png_labels.tif``)."""
+    ``a.tif`` in one folder) keep their suffix in the name (``a_png_labels.tif``).
+    ``exports`` (``geojson``, ``roi``) go beside the labels (:func:`export_path`)."""
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for _path, rel in files:
         parent, _, name = rel.rpartition("/")
@@ -224,14 +236,16 @@ def plan_tasks(files: list[tuple[Path, str]], out: Path, *, measure: bool) -> li
             size, mtime = st.st_size, st.st_mtime_ns
         except OSError:
             size, mtime = -1, -1
+        labels = folder / f"{stem}{LABELS_SUFFIX}"
         tasks.append(
             FileTask(
                 source=str(path),
                 rel=rel,
-                labels=str(folder / f"{stem}{LABELS_SUFFIX}"),
+                labels=str(labels),
                 measurements=str(folder / f"{stem}{MEASUREMENTS_SUFFIX}") if measure else None,
                 input_size=size,
                 input_mtime_ns=mtime,
+                exports=tuple((fmt, str(export_path(labels, fmt))) for fmt in exports),
             )
         )
     return tasks

@@ -198,7 +198,7 @@ def describe_error(error: BaseException, source: str | Path | None = None) -> st
 
 def failure(task: FileTask, error: BaseException | str, seconds: float = 0.0) -> FileResult:
     """A failed result for `task` (its outputs, if any were written, are removed)."""
-    for target in (task.labels, task.measurements):
+    for target in (task.labels, task.measurements, *(path for _, path in task.exports)):
         if target:
             with contextlib.suppress(OSError):
                 os.unlink(target)
@@ -271,6 +271,29 @@ def _empty_measurements(image: ImageData, axes: str) -> dict[str, np.ndarray]:
     return {**lead, **table}
 
 
+def _write_exports(task: FileTask, image: ImageData, prediction: Any) -> None:
+    """The GeoJSON / ROI set exports of one file (mean intensities when the image is loaded)."""
+    from napari_cellseg.inference.preprocess import label_axes
+    from napari_cellseg.io.exports import export_labels, image_for_labels
+
+    if not task.exports:
+        return
+    labels = np.asarray(prediction.labels)
+    intensities = None
+    if isinstance(image.data, np.ndarray):
+        with contextlib.suppress(CellsegError):
+            intensities = image_for_labels(image.data, prediction.axes, labels.shape, task.source)
+    for fmt, path in task.exports:
+        export_labels(
+            path,
+            labels,
+            fmt,
+            image=intensities,
+            axes=label_axes(prediction.axes),
+            pixel_size_um=image.pixel_size_um,
+        )
+
+
 def save_outputs(
     job: BatchJob,
     task: FileTask,
@@ -311,6 +334,7 @@ def save_outputs(
                 from napari_cellseg.io.files import write_problem
 
                 raise ImageWriteError(task.measurements, write_problem(exc)) from exc
+        _write_exports(task, image, prediction)
     except Exception as error:
         timings["write"] = time.perf_counter() - t0
         return failure(task, error, sum(timings.values()))

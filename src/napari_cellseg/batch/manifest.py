@@ -216,6 +216,8 @@ class RunState:
             )
             if not same or not _csv_valid(task.measurements):
                 return None
+            if not all(os.path.isfile(path) for _, path in task.exports):
+                return None  # an export asked for now and missing: redone
             if not _labels_valid(task.labels, entry.get("shape")):
                 return None
             return FileResult(

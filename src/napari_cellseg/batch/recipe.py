@@ -2,7 +2,9 @@
 
 The recipe is the weight file's sha256 plus every parameter that changes the labels;
 ``device`` and ``batch_size`` do not, and are left out of the hash (the manifest records
-them). One output folder holds the results of one recipe (:mod:`.manifest`).
+them). One output folder holds the results of one recipe (:mod:`.manifest`). The extra
+outputs asked for (measurements, GeoJSON / ROI set exports) are not part of it either: they
+are recorded in the manifest, and a rerun that asks for one a file lacks redoes that file.
 """
 
 from __future__ import annotations

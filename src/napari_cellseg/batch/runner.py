@@ -41,6 +41,7 @@ from napari_cellseg.batch.recipe import BATCH_LIBRARIES, make_recipe
 from napari_cellseg.batch.scheduler import check_scheduler, default_workers, iter_dask
 from napari_cellseg.errors import CellsegError, WeightFileError
 from napari_cellseg.events import CancelledError, Notice, Progress, drain, relay
+from napari_cellseg.io.exports import parse_export_formats
 from napari_cellseg.io.files import sha256_path
 from napari_cellseg.models.card import library_versions
 from napari_cellseg.params import BlockOptions, PredictParams
@@ -209,6 +210,7 @@ def iter_batch(
     include: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
     measure: bool = False,
+    exports: Sequence[str] = (),
     scheduler: str = "none",
     workers: int | None = None,
     overwrite: bool = False,
@@ -235,6 +237,10 @@ def iter_batch(
         How to walk a folder (see :func:`~napari_cellseg.batch.files.find_inputs`).
     measure : bool
         Write ``<stem>_measurements.csv`` per image and a combined ``measurements.csv``.
+    exports : sequence of str
+        Also write ``geojson`` (``<stem>_labels.geojson``, QuPath) and/or ``roi``
+        (``<stem>_rois.zip``, Fiji) beside each label file. Like measurements, exports are
+        not part of the recipe: a rerun that asks for an export a file lacks redoes it.
     scheduler : str
         ``"none"`` (in this process), ``"local"`` (a LocalCluster of `workers` processes)
         or a dask scheduler address ``"tcp://host:port"``.
@@ -287,6 +293,7 @@ def iter_batch(
         from napari_cellseg.models import read_card
 
         params = params.resolved(read_card(weights_path).post_params())
+    exports = parse_export_formats(exports)
     n_workers = int(workers or default_workers())
     recipe = make_recipe(sha256_path(weights_path), params.to_dict())
     info = {
@@ -295,6 +302,7 @@ def iter_batch(
         "weights": str(weights_path),
         "parameters": params.to_dict(),
         "measure": measure,
+        "exports": list(exports),
         "large_images": {
             "block_pixels": blocks.block_pixels,
             "block_size": blocks.block_size,
@@ -316,7 +324,7 @@ def iter_batch(
         blocks=blocks,
         torch_threads=max(1, (os.cpu_count() or 1) // n_workers) if scheduler == "local" else None,
     )
-    tasks = plan_tasks(files, out_path, measure=measure)
+    tasks = plan_tasks(files, out_path, measure=measure, exports=exports)
     left_out = [path for path, reason in rejected if reason == LABELS_NOTE]
     rejected = [(path, reason) for path, reason in rejected if reason != LABELS_NOTE]
     state.open()

@@ -1,4 +1,4 @@
-"""The ``cellseg`` command line: ``cellseg info | predict | train | evaluate | tune | batch``.
+"""The ``cellseg`` command line: ``info | predict | train | evaluate | tune | batch | export``.
 
 The CLI is napari-free: it imports only the core and the models.
 """
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     from napari_cellseg.cli.batch import add_batch_parser
 
     add_batch_parser(sub)
+    from napari_cellseg.cli.export import add_export_parser
+
+    add_export_parser(sub)
     return parser
 
 

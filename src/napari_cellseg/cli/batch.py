@@ -78,6 +78,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     from napari_cellseg.batch import FileResult, iter_batch
     from napari_cellseg.cli.predict import params_from_args
     from napari_cellseg.events import Notice, Progress, drain
+    from napari_cellseg.io.exports import parse_export_formats
     from napari_cellseg.models import read_card
     from napari_cellseg.params import BlockOptions
 
@@ -85,6 +86,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
         from napari_cellseg.errors import WeightFileError
 
         raise WeightFileError(args.weights, "weight file not found; check the path")
+    exports = parse_export_formats(args.export)
     params = params_from_args(args, read_card(args.weights))
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
     tty = sys.stderr.isatty()
@@ -122,6 +124,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
             include=args.include,
             exclude=args.exclude,
             measure=args.measure,
+            exports=exports,
             scheduler=args.scheduler,
             workers=args.workers,
             overwrite=args.overwrite,

@@ -50,6 +50,9 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--axes", default=None, help=_help("axes"))
     p.add_argument("--channels", default=None, help=_help("channels"))
     add_diameter_option(p)
+    from napari_cellseg.cli.export import add_export_option
+
+    add_export_option(p)
     p.add_argument(
         "--threshold",
         type=float,
@@ -172,15 +175,18 @@ def output_names(images: list[Path], out: Path) -> dict[Path, Path]:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Segment each image; one line per image; bad images are reported and skipped."""
+    from napari_cellseg.cli.export import write_exports
     from napari_cellseg.device import resolve_device
     from napari_cellseg.errors import CellsegError
     from napari_cellseg.events import Notice, Progress, drain
     from napari_cellseg.inference import iter_predict
     from napari_cellseg.inference.model_runner import cached_load
     from napari_cellseg.inference.preprocess import label_axes
+    from napari_cellseg.io.exports import parse_export_formats
     from napari_cellseg.io.images import apply_axes, read_image, write_labels
     from napari_cellseg.models import read_card
 
+    exports = parse_export_formats(args.export)
     card = read_card(args.weights)
     params = params_from_args(args, card)
     if args.out.exists() and not args.out.is_dir():
@@ -220,6 +226,15 @@ def run_predict(args: argparse.Namespace) -> int:
                 pixel_size_um=image.pixel_size_um,
                 axes=label_axes(prediction.axes),
             )
+            extra = write_exports(
+                out,
+                prediction.labels,
+                exports,
+                image=image.data,
+                image_axes=run_params.axes,
+                axes=label_axes(prediction.axes),
+                pixel_size_um=image.pixel_size_um,
+            )
         except CellsegError as error:
             failures += 1
             print(f"{path}: FAILED: {error}", file=sys.stderr)
@@ -228,7 +243,8 @@ def run_predict(args: argparse.Namespace) -> int:
             print("\r", end="", file=sys.stderr)
         seconds = time.perf_counter() - start
         size = describe_size(prediction)
-        print(f"{path}: {prediction.n_objects} objects{size}, {seconds:.2f} s -> {out}")
+        also = "".join(f", {p.name}" for p in extra)
+        print(f"{path}: {prediction.n_objects} objects{size}, {seconds:.2f} s -> {out}{also}")
     return 0 if failures == 0 else 1
 
 
