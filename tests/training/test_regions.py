@@ -193,6 +193,8 @@ def test_region_masks_are_found_hashed_and_read(tmp_path) -> None:
     assert val.region is not None and val.region.sum() == 128 * 256
     (zoomed,), _ = at_training_scale([val], 40.0)
     assert zoomed.region.shape == zoomed.truth.shape[-2:] != val.region.shape
+    half = zoomed.region.shape[0] // 2
+    assert zoomed.region[: half - 1].all() and not zoomed.region[half + 1 :].any()
 
 
 def test_a_region_mask_of_the_wrong_size_is_one_clear_line(tmp_path) -> None:

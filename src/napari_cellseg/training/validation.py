@@ -21,7 +21,12 @@ from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel
 from napari_cellseg.params import PredictParams
 from napari_cellseg.training.regions import clip_to_region
-from napari_cellseg.training.scale import measure_diameter, rescale_validation_pair, scale_factor
+from napari_cellseg.training.scale import (
+    measure_diameter,
+    nearest_index,
+    rescale_validation_pair,
+    scale_factor,
+)
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,9 @@ def at_training_scale(
         image, truth = rescale_validation_pair(item.image, item.axes, item.truth, factor)
         region = item.region
         if region is not None:  # resampled by nearest neighbour, as the ground truth
-            region = rescale_validation_pair(region, "YX", region, factor)[1]
+            rows = nearest_index(region.shape[0], truth.shape[-2])
+            cols = nearest_index(region.shape[1], truth.shape[-1])
+            region = region[rows[:, None], cols[None, :]]
         out.append(ValidationImage(item.name, image, item.axes, truth, region))
     return out, diameters
 
