@@ -53,7 +53,8 @@ def test_repeated_fine_tunes_keep_every_ancestor(tmp_path, capsys) -> None:
     assert main(["info", str(second)]) == 0
     out = capsys.readouterr().out
     assert "lineage:       1. unet-resnet18 (base.safetensors, sha256 " in out
-    assert "2. unet-resnet18 (first.safetensors" in out and "1 epochs on " in out
+    assert "(base.safetensors, sha256 " in out and "): no training record" in out
+    assert "2. unet-resnet18 (first.safetensors" in out and ": 1 epochs, data: 3 images" in out
 
 
 def test_lineage_round_trips_and_old_cards_load_without_one(tmp_path) -> None:

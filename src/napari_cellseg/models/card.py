@@ -344,7 +344,7 @@ def describe_ancestor(ancestor: dict[str, Any]) -> str:
     >>> describe_ancestor({"name": "unet-a", "file": "a.safetensors", "sha256": "0123456789abcdef",
     ...     "history": {"epochs": 12, "metrics": {"dsb_ap": 0.5}},
     ...     "data_manifest": [{"dataset": "set1"}, {"dataset": "set1"}]})
-    'unet-a (a.safetensors, sha256 0123456789ab): 12 epochs on 2 images (set1), dsb_ap 0.500'
+    'unet-a (a.safetensors, sha256 0123456789ab): 12 epochs, data: 2 images (set1), dsb_ap 0.500'
     """
     name = str(ancestor.get("name") or "?")
     where = ", ".join(
@@ -365,14 +365,11 @@ def describe_ancestor(ancestor: dict[str, Any]) -> str:
         facts.append(f"{history['epochs']} epochs")
     if data:
         sets = ", ".join(sorted({str(d.get("dataset", "?")) for d in data if isinstance(d, dict)}))
-        facts.append(f"on {len(data)} images ({sets})")
+        facts.append(f"data: {len(data)} images ({sets})")
     ap = (history.get("metrics") or {}).get("dsb_ap")
-    text = " ".join(facts)
     if isinstance(ap, (int, float)):
-        text = f"{text}, dsb_ap {ap:.3f}" if text else f"dsb_ap {ap:.3f}"
-    if not text:
-        text = "no training record" if not history else ""
-    return f"{line}: {text}" if text else line
+        facts.append(f"dsb_ap {ap:.3f}")
+    return f"{line}: {', '.join(facts) or 'no training record'}"
 
 
 def _describe_normalisation(norm: dict[str, Any]) -> str:
