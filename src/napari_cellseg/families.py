@@ -198,7 +198,10 @@ def family_part(family: str | FamilySpec, layer: Layer) -> ModuleType:
     message)`` (a generator returning the plane's raw output), ``to_instances(card, output,
     shape, post)`` and ``output_shape(output, labels)``. The ``training`` module defines
     ``check_outputs(outputs)``, ``crop_target(labels, outputs, inner)``, ``collate(batch)``
-    and ``loss(model, images, targets, loss_fn, device)``.
+    and ``loss(model, images, targets, loss_fn, device)``; to train on images with a checked
+    region (``regions/<name>.tif``) ``crop_target`` also takes ``region=`` (bool, the crop's
+    size) and may come with ``region_input(image, region)`` (the patch's image as the model
+    should see it).
     """
     spec = family if isinstance(family, FamilySpec) else family_spec(family)
     where = getattr(spec, layer)

@@ -258,3 +258,47 @@ def test_add_to_training_set(setup, tmp_path: Path, infos) -> None:
     assert (other / "images" / "dsb_fluorescence.tif").exists()
     w.autosave_now()  # autosaves follow the training-set folder
     assert (other / ".autosave" / f"{LABELS_NAME}_labels.tif").exists()
+
+
+def test_add_only_the_region_around_the_edits(setup, tmp_path: Path, infos, errors) -> None:
+    layer, w = setup.labels, setup.widget
+    folder = tmp_path / "set"
+    w.folder.value = folder
+    w.checked.value = cw.helpers.CHECKED_EDITS
+    w.add_to_training_set()  # nothing edited yet
+    assert errors[-1].startswith("no edits on this plane: correct some objects first")
+    ys, xs = np.nonzero(layer.data == 4)
+    layer.selected_label = 4
+    w.delete_selected()
+    w.margin.value = 5
+    w.add_to_training_set()
+    (pair,) = scan_training_folders([folder])
+    region = read_labels(pair.region_path) > 0
+    expected = np.zeros(layer.data.shape, bool)
+    expected[max(0, ys.min() - 5) : ys.max() + 1 + 5, max(0, xs.min() - 5) : xs.max() + 1 + 5] = (
+        True
+    )
+    assert np.array_equal(region, expected)  # the deleted object's box and its margin
+    (entry,) = json.loads((folder / "manifest.json").read_text())
+    assert entry["region"] == "regions/dsb_fluorescence.tif"
+    assert "checked region" in infos[-1]
+
+
+def test_add_only_the_drawn_rectangles(setup, tmp_path: Path, infos, errors) -> None:
+    w, viewer = setup.widget, setup.viewer
+    w.folder.value = tmp_path / "set"
+    w.checked.value = cw.helpers.CHECKED_RECTANGLES
+    shapes = viewer.layers[cw.helpers.REGION_LAYER]
+    w.add_to_training_set()  # no rectangle yet
+    assert errors[-1].startswith("no rectangle over the image in 'checked region'")
+    shapes.add_rectangles(np.array([[10, 20], [40, 60]]))
+    w.add_to_training_set()
+    (pair,) = scan_training_folders([tmp_path / "set"])
+    region = read_labels(pair.region_path) > 0
+    assert region[10:41, 20:61].all() and region.sum() == 31 * 41
+    w.checked.value = cw.helpers.CHECKED_WHOLE
+    w.add_to_training_set()  # another pair, counting the whole image
+    assert sorted(p.region_path is None for p in scan_training_folders([tmp_path / "set"])) == [
+        False,
+        True,
+    ]

@@ -132,3 +132,32 @@ def test_autosave(tmp_path: Path) -> None:
     assert read_labels(path)[4, 4] == 9
     assert list_autosaves(tmp_path) == [path]
     assert _files(tmp_path) == [".autosave/img · unet_labels.tif"]
+
+
+def test_a_checked_region_is_written_beside_the_pair(tmp_path: Path) -> None:
+    image = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    labels = np.zeros((8, 8), np.uint16)
+    labels[2:5, 2:5] = 1
+    region = np.zeros((8, 8), bool)
+    region[:6, :6] = True
+    add_to_training_set(tmp_path, "part", image, labels, region=region)
+    path = tmp_path / "regions" / "part.tif"
+    stored = read_labels(path)
+    assert np.array_equal(stored > 0, region) and set(np.unique(stored)) == {0, 1}
+    (entry,) = read_manifest(tmp_path)
+    assert entry["region"] == "regions/part.tif" and entry["checked_fraction"] == 0.5625
+    (pair,) = scan_training_folders([tmp_path])
+    assert pair.region_path == path
+    # corrected again, this time the whole image: the old region no longer applies
+    add_to_training_set(tmp_path, "part", image, labels, overwrite=True)
+    assert not path.exists() and scan_training_folders([tmp_path])[0].region_path is None
+    assert read_manifest(tmp_path)[0]["region"] is None
+
+
+def test_a_bad_checked_region_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    labels = np.ones((8, 8), np.uint16)
+    with pytest.raises(CellsegError, match=r"checked region \(shape \(8, 9\)\) does not match"):
+        add_to_training_set(tmp_path, "a", np.zeros((8, 8)), labels, region=np.ones((8, 9)))
+    with pytest.raises(CellsegError, match="checked region is empty"):
+        add_to_training_set(tmp_path, "a", np.zeros((8, 8)), labels, region=np.zeros((8, 8)))
+    assert not any(tmp_path.iterdir())

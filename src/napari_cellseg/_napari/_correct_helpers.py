@@ -12,12 +12,13 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import Container
-from napari.layers import Image, Labels, Points
+from napari.layers import Image, Labels, Points, Shapes
 from napari.utils.notifications import show_error
 
 from napari_cellseg._napari._common import CONFIG_ENV
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.labels.editing import label_changes
+from napari_cellseg.training.regions import Box, edited_region, object_boxes, rectangle_region
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,110 @@ def ids_in_history_item(item: Any) -> set[int]:
             ids.update(int(v) for v in np.unique(np.asarray(values)))
     ids.discard(0)
     return ids
+
+
+def _axis_extent(index: Any) -> tuple[int, int] | None:
+    """``(start, stop)`` of one axis of an index (slice, int or index array); None if empty."""
+    if isinstance(index, slice):
+        return (index.start or 0, index.stop) if index.stop is not None else None
+    values = np.asarray(index)
+    if values.size == 0:
+        return None
+    return int(values.min()), int(values.max()) + 1
+
+
+def boxes_in_history_item(item: Any) -> list[Box]:
+    """The bounding box of every atom of one undo-history item (see ``ids_in_history_item``)."""
+    boxes: list[Box] = []
+    for atom in item or ():
+        key = atom.slice_key if hasattr(atom, "slice_key") else atom[0]
+        key = key if isinstance(key, tuple) else (key,)
+        extents = [_axis_extent(k) for k in key]
+        if extents and all(e is not None for e in extents):
+            boxes.append(tuple(extents))  # type: ignore[arg-type]
+    return boxes
+
+
+def plane_boxes(boxes: list[Box], lead: tuple[int, ...]) -> list[Box]:
+    """The 2-D (last two axes) parts of ``boxes`` that touch the plane at index ``lead``.
+
+    >>> plane_boxes([((0, 1), (2, 4), (5, 6)), ((1, 2), (0, 1), (0, 1))], (0,))
+    [((2, 4), (5, 6))]
+    """
+    out = []
+    for box in boxes:
+        if len(box) < 2 or len(box) - 2 != len(lead):
+            continue
+        if all(start <= i < stop for (start, stop), i in zip(box[:-2], lead, strict=True)):
+            out.append(box[-2:])
+    return out
+
+
+CHECKED_WHOLE, CHECKED_EDITS, CHECKED_RECTANGLES = (
+    "whole image",
+    "around my edits",
+    "drawn rectangles",
+)
+"""How much of an image the user checked (the Correct dock's "Checked" choices)."""
+
+
+def checked_region(
+    mode: str,
+    labels: np.ndarray,
+    *,
+    edited_ids: set[int],
+    edited_boxes: list[Box],
+    margin: int,
+    rectangles: list[np.ndarray] | None = None,
+) -> np.ndarray | None:
+    """The region mask (uint8) to store with a 2-D plane, or None for the whole image.
+
+    ``CHECKED_EDITS``: the boxes of the edited objects still present and of every edit
+    (deleted objects included), grown by ``margin`` px. ``CHECKED_RECTANGLES``: the pixels
+    inside ``rectangles`` (corner points in the plane's Y, X). Error if that is nothing.
+    """
+    if mode == CHECKED_WHOLE:
+        return None
+    if mode == CHECKED_EDITS:
+        boxes = object_boxes(labels, edited_ids) + list(edited_boxes)
+        if not boxes:
+            raise CellsegError(
+                "no edits on this plane: correct some objects first, or set Checked to "
+                f"'{CHECKED_WHOLE}'"
+            )
+        return edited_region(labels.shape, boxes, margin)
+    region = rectangle_region(labels.shape, rectangles or [])
+    if not region.any():
+        raise CellsegError(
+            f"no rectangle over the image in '{REGION_LAYER}': draw the part you checked, or "
+            f"set Checked to '{CHECKED_WHOLE}'"
+        )
+    return region
+
+
+REGION_LAYER = "checked region"
+
+
+def region_layer(viewer: Any, ndim: int) -> Shapes:
+    """The Shapes layer :data:`REGION_LAYER` for checked rectangles (added when missing)."""
+    if REGION_LAYER in viewer.layers:
+        return viewer.layers[REGION_LAYER]
+    shapes = viewer.add_shapes(
+        ndim=ndim, name=REGION_LAYER, edge_color="yellow", face_color="transparent", edge_width=2
+    )
+    shapes.mode = "add_rectangle"
+    return shapes
+
+
+def rectangles_on(shapes: Shapes | None, labels: Labels) -> list[np.ndarray]:
+    """Each shape's vertices in the data coordinates (last two axes) of ``labels``."""
+    if shapes is None:
+        return []
+    out = []
+    for vertices in shapes.data:
+        points = [data_point(labels, shapes.data_to_world(v)) for v in np.asarray(vertices)]
+        out.append(np.asarray(points, float)[:, -2:])
+    return out
 
 
 def parse_ids(text: str) -> list[int]:
@@ -123,12 +228,19 @@ def spatial_shape(image: Image) -> tuple[int, ...]:
     return shape[:-1] if image.rgb else shape
 
 
+def plane_lead(viewer: Any, labels: Labels) -> tuple[int, ...]:
+    """The index, on the labels' leading (non-YX) axes, of the plane on screen."""
+    ndim = np.ndim(labels.data)
+    step = tuple(int(s) for s in viewer.dims.current_step)
+    return step[-ndim:][: ndim - 2] if ndim > 2 else ()
+
+
 def training_plane(viewer: Any, labels: Labels, image: Image) -> tuple[str, np.ndarray, np.ndarray]:
     """Name, image and labels of the 2-D plane to add to a training set (the one on screen)."""
     step = tuple(int(s) for s in viewer.dims.current_step)
     data, name = np.asarray(labels.data), image.name
     if data.ndim > 2:
-        lead = step[-data.ndim :][: data.ndim - 2]
+        lead = plane_lead(viewer, labels)
         data, name = data[lead], name + "".join(f"_{i}" for i in lead)
     img = np.asarray(image.data)
     extra = len(spatial_shape(image)) - 2

@@ -12,7 +12,7 @@ from napari.utils.notifications import show_error
 from psygnal import Signal
 from qtpy.QtCore import QObject, QTimer
 
-from napari_cellseg._napari._correct_helpers import ids_in_history_item
+from napari_cellseg._napari._correct_helpers import boxes_in_history_item, ids_in_history_item
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.training.corrected_set import autosave_corrections
 
@@ -37,6 +37,7 @@ class EditTracker:
     ) -> None:  # fmt: skip
         self._folder = folder
         self._edited: dict[int, set[int]] = {}  # id(layer) -> ids
+        self._boxes: dict[int, list] = {}  # id(layer) -> bounding boxes of the edits
         self._pending: dict[int, Labels] = {}  # layers edited since the last autosave
         self._timer = QTimer(parent)
         self._timer.setSingleShot(True)
@@ -49,15 +50,21 @@ class EditTracker:
     def unwatch(self, layer: Labels) -> None:
         layer.events.paint.disconnect(self._on_paint)
         self._edited.pop(id(layer), None)
+        self._boxes.pop(id(layer), None)
         self._pending.pop(id(layer), None)
 
     def edited_ids(self, layer: Labels | None) -> set[int]:
         """A copy of the ids edited in `layer` since it was watched."""
         return set(self._edited.get(id(layer), ())) if layer is not None else set()
 
+    def edited_boxes(self, layer: Labels | None) -> list:
+        """Bounding boxes (``((start, stop), ...)`` per axis) of the edits made in `layer`."""
+        return list(self._boxes.get(id(layer), ())) if layer is not None else []
+
     def _on_paint(self, event: Any) -> None:
         layer = event.source
         self._edited.setdefault(id(layer), set()).update(ids_in_history_item(event.value))
+        self._boxes.setdefault(id(layer), []).extend(boxes_in_history_item(event.value))
         self._pending[id(layer)] = layer
         self._timer.start()
         self.changed.emit(layer)

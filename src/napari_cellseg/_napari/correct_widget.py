@@ -3,7 +3,10 @@
 Every edit is written with ``Labels.data_setitem`` inside ``block_history``, so it is one
 step of the layer's own undo history (Ctrl+Z / ``layer.undo()``). Object ids the user
 changes, with this dock or with napari's brush, fill, polygon and eraser, are collected per
-layer from ``layer.events.paint``; each edit also schedules a debounced autosave.
+layer from ``layer.events.paint`` (with the boxes they touched); each edit also schedules a
+debounced autosave. "Checked" says how much of the image the user vouches for: the whole
+image, the surroundings of their edits, or rectangles drawn in a Shapes layer; the part is
+stored as ``regions/<name>.tif`` and training ignores the rest.
 """
 
 from __future__ import annotations
@@ -74,6 +77,16 @@ class CorrectWidget(Container):
         self.edited_info = Label(label="Edited", value="no objects edited")
         folder = self._session.training_set
         self.folder = FileEdit(label="Training set", mode="d", nullable=True, value=folder)
+        self.checked = ComboBox(
+            label="Checked",
+            choices=[helpers.CHECKED_WHOLE, helpers.CHECKED_EDITS, helpers.CHECKED_RECTANGLES],
+            value=helpers.CHECKED_WHOLE,
+            tooltip="The part of the image whose labels you checked; training ignores the rest",
+        )
+        self.margin = SpinBox(
+            value=24, min=0, max=10**5, label="Margin (px)",
+            tooltip="With 'around my edits': how far around each edit you checked the labels",
+        )  # fmt: skip
         self.add_button = PushButton(text="Add to training set")
         self.export_format = ComboBox(choices=list(EXPORT_CHOICES), label="Export as")
         self.export_button = PushButton(text="Export…")
@@ -91,6 +104,8 @@ class CorrectWidget(Container):
                 row(self.jump_id, self.jump_button, label="Object id"),
                 self.edited_info,
                 self.folder,
+                self.checked,
+                self.margin,
                 self.add_button,
                 row(self.export_format, self.export_button, label="Export as"),
             ]
@@ -108,6 +123,7 @@ class CorrectWidget(Container):
         ):  # fmt: skip
             button.changed.connect(lambda _v=None, act=action: act())
         self.folder.changed.connect(self._on_folder_changed)
+        self.checked.changed.connect(self._on_checked_changed)
         self._session.training_set_changed.connect(self._on_session_folder)
         events = viewer.layers.events
         events.inserted.connect(lambda e: self._watch(e.value))
@@ -300,13 +316,15 @@ class CorrectWidget(Container):
         prediction = self._session.predictions.get(layer.name)
         card = getattr(prediction, "card", None)
         ids = self.edited_ids(layer)
+        region = self.checked_region(layer, labels)
         image_path, _ = add_to_training_set(
             folder, name, img, labels, source=helpers.source_path(image),
-            edited_ids=sorted(ids), model=getattr(card, "name", None),
+            edited_ids=sorted(ids), model=getattr(card, "name", None), region=region,
         )  # fmt: skip
         self._session.training_set = Path(folder)
         n = int(np.count_nonzero(np.unique(labels)))
-        show_info(f"Added {image_path.stem} to {folder} ({n} objects)")
+        part = "" if region is None else f"; checked region {region.mean():.0%} of the image"
+        show_info(f"Added {image_path.stem} to {folder} ({n} objects{part})")
 
     # -- export -------------------------------------------------------------------------------
     @helpers.reporting
@@ -321,3 +339,23 @@ class CorrectWidget(Container):
         n = int(np.count_nonzero(np.unique(np.asarray(layer.data))))
         show_info(f"Exported {n} objects of {layer.name} to {written}")
         return written
+
+    def checked_region(self, layer: Labels, labels: np.ndarray) -> np.ndarray | None:
+        """The region mask of the plane on screen that "Checked" asks for (None: whole)."""
+        lead = helpers.plane_lead(self._viewer, layer)
+        shapes = None
+        if helpers.REGION_LAYER in self._viewer.layers:
+            shapes = self._viewer.layers[helpers.REGION_LAYER]
+        return helpers.checked_region(
+            self.checked.value,
+            labels,
+            edited_ids=self.edited_ids(layer),
+            edited_boxes=helpers.plane_boxes(self.tracker.edited_boxes(layer), lead),
+            margin=int(self.margin.value),
+            rectangles=helpers.rectangles_on(shapes, layer),
+        )
+
+    def _on_checked_changed(self, value: str) -> None:
+        if value == helpers.CHECKED_RECTANGLES and self.labels_layer.value is not None:
+            helpers.region_layer(self._viewer, self.labels_layer.value.ndim)
+            show_info(f"Draw rectangles over the part you checked in '{helpers.REGION_LAYER}'")

@@ -121,6 +121,11 @@ class ModelCard:
         rescales images to it. ``None``: unknown (:data:`DEFAULT_OBJECT_DIAMETER` is assumed).
     object_diameter_source : str
         How ``object_diameter`` was measured (one line, shown by ``cellseg info``).
+    lineage : list of dict
+        The models this one was fine-tuned from, oldest first: each ancestor's ``name``,
+        ``file`` and ``sha256`` (of its weight file), ``created``, a ``history`` summary
+        (best epoch, epochs run, metrics, kept base) and its ``data_manifest``. Empty for a
+        model trained from scratch (and in cards written before lineage was recorded).
     """
 
     family: str
@@ -141,8 +146,11 @@ class ModelCard:
     schema_version: int = CARD_SCHEMA_VERSION
     object_diameter: float | None = None
     object_diameter_source: str = ""
+    lineage: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.lineage, list) or not all(isinstance(a, dict) for a in self.lineage):
+            raise ModelCardError("model card field 'lineage' is not a list of JSON objects")
         if self.object_diameter is not None:
             lo, hi = DIAMETER_RANGE
             if isinstance(self.object_diameter, bool) or not isinstance(
@@ -324,7 +332,44 @@ class ModelCard:
                 where += f" for test-time augmentation ×{tuning['tta']}"
             lines.append(f"  thresholds:    {shown}{where}")
         lines.append(f"  created:       {self.created}")
+        for k, ancestor in enumerate(self.lineage):
+            head = "  lineage:       " if k == 0 else " " * 17
+            lines.append(f"{head}{k + 1}. {describe_ancestor(ancestor)}")
         return "\n".join(lines)
+
+
+def describe_ancestor(ancestor: dict[str, Any]) -> str:
+    """One line about an ancestor in a card's lineage.
+
+    >>> describe_ancestor({"name": "unet-a", "file": "a.safetensors", "sha256": "0123456789abcdef",
+    ...     "history": {"epochs": 12, "metrics": {"dsb_ap": 0.5}},
+    ...     "data_manifest": [{"dataset": "set1"}, {"dataset": "set1"}]})
+    'unet-a (a.safetensors, sha256 0123456789ab): 12 epochs, data: 2 images (set1), dsb_ap 0.500'
+    """
+    name = str(ancestor.get("name") or "?")
+    where = ", ".join(
+        part
+        for part in (
+            str(ancestor.get("file") or ""),
+            f"sha256 {str(ancestor['sha256'])[:12]}" if ancestor.get("sha256") else "",
+        )
+        if part
+    )
+    line = f"{name} ({where})" if where else name
+    history = ancestor.get("history") or {}
+    data = ancestor.get("data_manifest") or []
+    facts = []
+    if history.get("kept_base"):
+        facts.append("kept its base (no epoch beat it)")
+    elif history.get("epochs") is not None:
+        facts.append(f"{history['epochs']} epochs")
+    if data:
+        sets = ", ".join(sorted({str(d.get("dataset", "?")) for d in data if isinstance(d, dict)}))
+        facts.append(f"data: {len(data)} images ({sets})")
+    ap = (history.get("metrics") or {}).get("dsb_ap")
+    if isinstance(ap, (int, float)):
+        facts.append(f"dsb_ap {ap:.3f}")
+    return f"{line}: {', '.join(facts) or 'no training record'}"
 
 
 def _describe_normalisation(norm: dict[str, Any]) -> str:

@@ -2,7 +2,9 @@
 
 A training set folder holds ``images/<name>.tif``, ``masks/<name>.tif`` (see
 :mod:`napari_cellseg.training.pairs`) and ``manifest.json``, a list with one entry per added pair
-recording where it came from (source file, model, edited object ids, time). Every file is
+recording where it came from (source file, model, edited object ids, time). When only part
+of the image was checked, ``regions/<name>.tif`` (uint8, 1 where checked) says which part
+(:mod:`napari_cellseg.training.regions`); training then ignores the rest. Every file is
 written atomically, so a crash or a full disk never leaves a half-written pair behind.
 
 ``.autosave/<name>_labels.tif`` keeps the latest state of labels being corrected, written
@@ -26,6 +28,7 @@ import tifffile
 from napari_cellseg.errors import CellsegError, ImageWriteError
 from napari_cellseg.io.atomic import atomic_write, atomic_write_text
 from napari_cellseg.io.images import SUPPORTED_IMAGE_SUFFIXES, write_labels
+from napari_cellseg.training.regions import REGIONS_DIR
 
 __all__ = [
     "AUTOSAVE_DIR",
@@ -65,7 +68,7 @@ def safe_name(name: str) -> str:
 
 
 def _stem_taken(folder: Path, stem: str) -> bool:
-    for sub in ("images", "masks"):
+    for sub in ("images", "masks", REGIONS_DIR):
         for suffix in SUPPORTED_IMAGE_SUFFIXES:
             if (folder / sub / f"{stem}{suffix}").exists():
                 return True
@@ -117,6 +120,24 @@ def _image_for_tiff(image: np.ndarray, plane_shape: tuple[int, ...]) -> tuple[np
     )
 
 
+def _region_for_tiff(region: np.ndarray | None, plane_shape: tuple[int, ...]) -> np.ndarray | None:
+    """The region as uint8 0/1 of the labels' shape; error if it doesn't fit or is empty."""
+    if region is None:
+        return None
+    checked = np.asarray(region)
+    while checked.ndim > 2 and checked.shape[0] == 1:
+        checked = checked[0]
+    if checked.shape != plane_shape:
+        raise CellsegError(
+            f"the checked region (shape {checked.shape}) does not match the labels (shape "
+            f"{plane_shape}); give a 2-D region mask of the same height and width"
+        )
+    checked = (checked != 0).astype(np.uint8)
+    if not checked.any():
+        raise CellsegError("the checked region is empty: mark the part you corrected")
+    return checked
+
+
 def _write_image(path: Path, image: np.ndarray, photometric: str) -> None:
     try:
         with atomic_write(path, "wb") as fh:
@@ -140,6 +161,7 @@ def add_to_training_set(
     edited_ids: list[int] | tuple[int, ...] = (),
     model: str | None = None,
     overwrite: bool = False,
+    region: np.ndarray | None = None,
 ) -> tuple[Path, Path]:
     """Add an image and its corrected labels to a training set, recording provenance.
 
@@ -167,6 +189,10 @@ def add_to_training_set(
         Name of the model whose prediction was corrected.
     overwrite : bool, optional
         Replace an existing pair of the same name (and its manifest entry).
+    region : numpy.ndarray, optional
+        The part of the image whose labels were checked (non-zero = checked), of the labels'
+        height and width; written as ``folder/regions/<name>.tif`` (uint8 0/1), and training
+        ignores the rest of the image. ``None``: the whole image counts.
 
     Returns
     -------
@@ -187,9 +213,11 @@ def add_to_training_set(
             f"training needs 2-D labels, got shape {labels.shape}; add one plane at a time"
         )
     img, photometric = _image_for_tiff(image, labels.shape)
+    checked = _region_for_tiff(region, labels.shape)
     entries = read_manifest(root)
+    subs = ("images", "masks") + ((REGIONS_DIR,) if checked is not None else ())
     try:
-        for sub in ("images", "masks"):
+        for sub in subs:
             (root / sub).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ImageWriteError(root, f"cannot create the training-set folders ({exc})") from exc
@@ -197,7 +225,9 @@ def add_to_training_set(
     if not overwrite:
         stem = _free_stem(root, stem, {str(e.get("name")) for e in entries})
     image_path, mask_path = root / "images" / f"{stem}.tif", root / "masks" / f"{stem}.tif"
-    staged = [_hidden_tmp(root / "images", stem), _hidden_tmp(root / "masks", stem)]
+    region_path = root / REGIONS_DIR / f"{stem}.tif"
+    staged = [_hidden_tmp(root / sub, stem) for sub in subs]
+    finals = [image_path, mask_path, region_path][: len(subs)]
     placed: list[Path] = []
     entry = {
         "name": stem,
@@ -208,12 +238,16 @@ def add_to_training_set(
         "edited_object_ids": sorted({int(i) for i in edited_ids}),
         "model": model,
         "n_objects": int(np.count_nonzero(np.unique(labels))),
+        "region": None if checked is None else f"{REGIONS_DIR}/{stem}.tif",
+        "checked_fraction": 1.0 if checked is None else round(float(checked.mean()), 4),
     }
     entries = [e for e in entries if e.get("name") != stem] + [entry]
     try:
         _write_image(staged[0], img, photometric)
         write_labels(staged[1], labels)
-        for tmp, final in zip(staged, (image_path, mask_path), strict=True):
+        if checked is not None:
+            _write_image(staged[2], checked, "minisblack")
+        for tmp, final in zip(staged, finals, strict=True):
             os.replace(tmp, final)
             placed.append(final)
         atomic_write_text(root / MANIFEST, json.dumps(entries, indent=1) + "\n")
@@ -224,7 +258,8 @@ def add_to_training_set(
             raise ImageWriteError(root, f"could not add '{stem}' ({exc})") from exc
         raise
     if overwrite:  # the same stem with another suffix would make the set ambiguous
-        for sub, keep in (("images", image_path), ("masks", mask_path)):
+        kept_region = region_path if checked is not None else None  # none now: whole image
+        for sub, keep in (("images", image_path), ("masks", mask_path), (REGIONS_DIR, kept_region)):
             for suffix in SUPPORTED_IMAGE_SUFFIXES:
                 other = root / sub / f"{stem}{suffix}"
                 if other != keep and other.exists():

@@ -7,6 +7,10 @@ rotations and elastic deformations bring in real pixels rather than fill, and re
 where they pass the image border (as inference pads images). With an ``object_diameter``,
 each crop is cut at ``patch / scale`` pixels and resampled to the patch, so that the image's
 objects come out near that diameter (:mod:`napari_cellseg.training.scale`).
+
+An image may come with a region mask (:mod:`napari_cellseg.training.regions`): its crops are
+then centred near the region, the region is cut, resampled and augmented with the labels,
+and the family's target marks the pixels outside it as not to be learnt from.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from napari_cellseg.training.scale import (
 __all__ = ["CropDataset", "FullImageDataset", "collate_maskrcnn", "collate_unet"]
 
 Item = tuple[np.ndarray, np.ndarray]
+Crop = tuple[np.ndarray, np.ndarray, np.ndarray | None]
 Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 CONTEXT_FRACTION = 0.25
@@ -108,6 +113,12 @@ class CropDataset(torch.utils.data.Dataset):
         Each image's measured object diameter (px, ``None``: no objects); measured here with
         :func:`~napari_cellseg.training.scale.measure_diameter` (once) when not given.
         Images without objects are not rescaled.
+    regions : list of (numpy.ndarray or None), optional
+        Each image's region mask (bool ``(H, W)``; ``None``: the whole image counts). An
+        image with a region is drawn in proportion to the region's area, and each of its
+        crops contains a region pixel (an object pixel inside the region with probability
+        ``foreground_bias``); the region is cut and augmented with the labels and passed to
+        the family's ``crop_target(..., region=...)``.
 
     Notes
     -----
@@ -135,6 +146,7 @@ class CropDataset(torch.utils.data.Dataset):
         object_diameter: float | None = None,
         scale_jitter: float = 0.0,
         diameters: Sequence[float | None] | None = None,
+        regions: Sequence[np.ndarray | None] | None = None,
     ) -> None:
         if family not in FAMILIES:
             raise CellsegError(f"unknown model family {family!r}; use {' or '.join(FAMILIES)}")
@@ -156,7 +168,14 @@ class CropDataset(torch.utils.data.Dataset):
         self.foreground_bias = float(foreground_bias)
         self.epoch = 0
         self.margin = round(CONTEXT_FRACTION * patch_size) if augment is not None else 0
-        areas = np.array([lab.size for lab in self.labels], np.float64)
+        self.regions = _check_regions(regions, self.labels)
+        areas = np.array(
+            [
+                lab.size if r is None else np.count_nonzero(r)
+                for lab, r in zip(self.labels, self.regions, strict=True)
+            ],
+            np.float64,
+        )
         self._weights = areas / areas.sum()
         self.object_diameter = float(object_diameter) if object_diameter else None
         self.scale_jitter = float(scale_jitter)
@@ -186,18 +205,39 @@ class CropDataset(torch.utils.data.Dataset):
             torch.default_generator.manual_seed(int(torch_seq.generate_state(1, np.uint64)[0]))
             return self._sample(rng)
 
+    def _region_centre(
+        self, rng: np.random.Generator, labels: np.ndarray, region: np.ndarray, jitter: int
+    ) -> tuple[int, int]:
+        """A crop centre within ``jitter`` of a region pixel (an object's: ``foreground_bias``).
+
+        The window placed around it (clipped to the image) always contains that pixel.
+        """
+        candidates = np.flatnonzero(region & (labels > 0))
+        if rng.random() >= self.foreground_bias or not candidates.size:
+            candidates = np.flatnonzero(region)
+        cy, cx = divmod(int(candidates[rng.integers(candidates.size)]), labels.shape[1])
+        return cy + int(rng.integers(-jitter, jitter + 1)), cx + int(
+            rng.integers(-jitter, jitter + 1)
+        )
+
     def _cut(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """The crop (patch plus context margin) of a random image, labels made unique."""
+        return self._crop(rng)[:2]
+
+    def _crop(self, rng: np.random.Generator) -> Crop:
+        """As :meth:`_cut`, also returning the crop's region (``None``: the image has none)."""
         k = int(rng.choice(len(self.images), p=self._weights))
-        image, labels = self.images[k], self.labels[k]
+        image, labels, region = self.images[k], self.labels[k], self.regions[k]
         height, width = labels.shape
         zoom = 1.0
         if self.object_diameter is not None and self.diameters[k] is not None:
             zoom = draw_scale(rng, self.factors[k], self.scale_jitter)
         if zoom != 1.0:
-            return self._cut_zoomed(rng, image, labels, zoom)
+            return self._cut_zoomed(rng, image, labels, region, zoom)
         cy = cx = None
-        if rng.random() < self.foreground_bias:
+        if region is not None:
+            cy, cx = self._region_centre(rng, labels, region, self.patch_size // 4)
+        elif rng.random() < self.foreground_bias:
             foreground = np.flatnonzero(labels)
             if foreground.size:
                 cy, cx = divmod(int(foreground[rng.integers(foreground.size)]), width)
@@ -210,18 +250,29 @@ class CropDataset(torch.utils.data.Dataset):
         side = p + 2 * m
         if y0 >= 0 and x0 >= 0 and y0 + side <= height and x0 + side <= width:
             window = (slice(y0, y0 + side), slice(x0, x0 + side))
-            return image[(slice(None), *window)].copy(), labels[window].astype(np.int64)
+            crop_region = None if region is None else region[window].copy()
+            return (
+                image[(slice(None), *window)].copy(),
+                labels[window].astype(np.int64),
+                crop_region,
+            )
         rows = _reflect_index(np.arange(y0, y0 + side), height)
         cols = _reflect_index(np.arange(x0, x0 + side), width)
         crop_image = image[:, rows[:, None], cols[None, :]]
         # A reflected copy of an object has the same label: make every copy its own object.
         crop_labels = connected_components(labels[rows[:, None], cols[None, :]], background=0)
-        return crop_image, crop_labels.astype(np.int64)
+        crop_region = None if region is None else region[rows[:, None], cols[None, :]]
+        return crop_image, crop_labels.astype(np.int64), crop_region
 
     def _cut_zoomed(
-        self, rng: np.random.Generator, image: np.ndarray, labels: np.ndarray, zoom: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """As :meth:`_cut`, with a window of ``side / zoom`` source pixels resampled to ``side``."""
+        self,
+        rng: np.random.Generator,
+        image: np.ndarray,
+        labels: np.ndarray,
+        region: np.ndarray | None,
+        zoom: float,
+    ) -> Crop:
+        """As :meth:`_crop`, with a ``side / zoom`` source window resampled to ``side``."""
         height, width = labels.shape
         p, m = self.patch_size, self.margin
         side = p + 2 * m
@@ -229,7 +280,9 @@ class CropDataset(torch.utils.data.Dataset):
         source_m = round(m / zoom)
         source_side = source_p + 2 * source_m
         cy = cx = None
-        if rng.random() < self.foreground_bias:
+        if region is not None:
+            cy, cx = self._region_centre(rng, labels, region, source_p // 4)
+        elif rng.random() < self.foreground_bias:
             foreground = np.flatnonzero(labels)
             if foreground.size:
                 cy, cx = divmod(int(foreground[rng.integers(foreground.size)]), width)
@@ -250,19 +303,64 @@ class CropDataset(torch.utils.data.Dataset):
         crop_labels = labels[rows[pick][:, None], cols[pick][None, :]]
         if not inside:  # reflected copies of an object become separate objects
             crop_labels = connected_components(crop_labels, background=0)
-        return np.ascontiguousarray(crop_image, np.float32), crop_labels.astype(np.int64)
+        crop_region = None if region is None else region[rows[pick][:, None], cols[pick][None, :]]
+        return (
+            np.ascontiguousarray(crop_image, np.float32),
+            crop_labels.astype(np.int64),
+            crop_region,
+        )
 
     def _sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, Any]:
-        crop_image, crop_labels = self._cut(rng)
+        crop_image, crop_labels, crop_region = self._crop(rng)
         image, labels = torch.from_numpy(crop_image), torch.from_numpy(crop_labels)
-        if self.augment is not None:
+        region = None
+        if crop_region is not None:
+            region = torch.from_numpy(np.ascontiguousarray(crop_region, np.int64))
+        if self.augment is not None and region is None:
             image, labels = self.augment(image, labels)
+        elif self.augment is not None:
+            # One mask carries labels and region (2 * label + in-region): the augmentation
+            # resamples masks by nearest neighbour, so both move exactly together; its fill
+            # (0) is outside the region.
+            image, packed = self.augment(image, labels * 2 + region)
+            labels, region = packed // 2, packed % 2
         m, p = self.margin, self.patch_size
         inner = (slice(m, m + p), slice(m, m + p))
         image = image[(slice(None), *inner)].to(torch.float32).contiguous()
         labels_np = np.ascontiguousarray(labels.numpy())
-        target = family_part(self.family, "training").crop_target(labels_np, self.outputs, inner)
+        part = family_part(self.family, "training")
+        if region is None:
+            return image, part.crop_target(labels_np, self.outputs, inner)
+        region_np = np.ascontiguousarray(region.numpy() > 0)
+        target = part.crop_target(labels_np, self.outputs, inner, region=region_np)
+        if hasattr(part, "region_input"):  # e.g. Mask R-CNN: unchecked pixels blanked
+            image = part.region_input(image, region_np[inner])
         return image, target
+
+
+def _check_regions(
+    regions: Sequence[np.ndarray | None] | None, labels: Sequence[np.ndarray]
+) -> list[np.ndarray | None]:
+    """Each image's region as a bool array of its size (``None``: the whole image counts)."""
+    if regions is None:
+        return [None] * len(labels)
+    if len(regions) != len(labels):
+        raise CellsegError(f"{len(regions)} region masks for {len(labels)} training images")
+    out: list[np.ndarray | None] = []
+    for i, (region, lab) in enumerate(zip(regions, labels, strict=True)):
+        if region is None:
+            out.append(None)
+            continue
+        region = np.asarray(region) > 0
+        if region.shape != lab.shape:
+            raise CellsegError(
+                f"training item {i}: the region mask {region.shape} differs from the labels "
+                f"{lab.shape}; give a (H, W) region of the image's size"
+            )
+        if not region.any():
+            raise CellsegError(f"training item {i}: the region mask marks nothing")
+        out.append(region)
+    return out
 
 
 def collate_unet(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:

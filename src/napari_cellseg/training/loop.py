@@ -41,7 +41,7 @@ from napari_cellseg.training.checkpoints import (
     save_checkpoint,
 )
 from napari_cellseg.training.losses import build_loss
-from napari_cellseg.training.provenance import kept_base_card, trained_card
+from napari_cellseg.training.provenance import kept_base_card, trained_card, with_lineage
 from napari_cellseg.training.scale import diameter_stats, training_diameter
 from napari_cellseg.training.steps import (
     Stepper,
@@ -136,6 +136,8 @@ def iter_train(
     torch.manual_seed(params.seed)
 
     model, card, notices = _model_and_card(params, model, card, init, state)
+    if init is not None and state is None:  # the base's identity, history and data
+        card = with_lineage(card, init)
     for notice in notices:
         yield checkpoint(Notice(notice))
     model = model.to(device)

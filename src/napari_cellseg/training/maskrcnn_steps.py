@@ -24,11 +24,33 @@ def check_outputs(outputs: Sequence[str]) -> None:
 
 
 def crop_target(
-    labels: np.ndarray, outputs: Sequence[str], inner: tuple[slice, slice]
+    labels: np.ndarray,
+    outputs: Sequence[str],
+    inner: tuple[slice, slice],
+    *,
+    region: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The target dict of the ``inner`` patch of a crop's labels (relabelled 1..N first)."""
-    relabelled = relabel_sequential(labels[inner])[0]
+    """The target dict of the ``inner`` patch of a crop's labels (relabelled 1..N first).
+
+    With a ``region`` (bool, the crop's size) the objects are clipped to it: what lies
+    outside was not checked, and :func:`region_input` blanks it in the image, so it is
+    learnt neither as an object nor as background. An object cut by the region's edge
+    becomes the part of it inside, as an object cut by the image's edge does.
+    """
+    patch = labels[inner]
+    if region is not None:
+        patch = np.where(region[inner], patch, 0)
+    relabelled = relabel_sequential(patch)[0]
     return maskrcnn_target(relabelled)
+
+
+def region_input(image: torch.Tensor, region: np.ndarray) -> torch.Tensor:
+    """The crop's image with the pixels outside ``region`` set to 0 (the augmentation's fill).
+
+    Mask R-CNN's losses cannot weigh pixels; blanking what was not checked keeps unchecked
+    objects from being learnt as background.
+    """
+    return image * torch.from_numpy(region).to(image.dtype)
 
 
 def loss(

@@ -1,7 +1,9 @@
 """Training sets on disk: finding image/mask pairs, checking them, splitting and loading.
 
 A training folder holds ``images/<name>.<png|tif|...>`` and ``masks/<name>.<tif|tiff|png>``
-(instance labels: 0 = background, 1..N = objects), matched by file name without suffix.
+(instance labels: 0 = background, 1..N = objects), matched by file name without suffix,
+and optionally ``regions/<name>.tif``, the part of the image whose labels were checked
+(:mod:`napari_cellseg.training.regions`; without one the whole image counts).
 :func:`scan_training_folders` checks every pair and reports *all* problems at once in one
 :class:`DatasetError`, so a user fixes a data set in one pass rather than one error per run.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +29,7 @@ from napari_cellseg.io.images import (
     read_image,
     read_labels,
 )
+from napari_cellseg.training.regions import REGIONS_DIR, read_region
 
 if TYPE_CHECKING:
     from napari_cellseg.models.card import ModelCard
@@ -37,6 +40,7 @@ __all__ = [
     "TrainingPair",
     "file_manifest",
     "load_pair",
+    "load_region",
     "scan_training_folders",
     "split_pairs",
 ]
@@ -59,12 +63,16 @@ class TrainingPair:
         Name of the training folder the pair comes from.
     name : str
         The shared file name without suffix.
+    region_path : pathlib.Path or None
+        The region mask (``regions/<name>.tif``): only its non-zero pixels were checked and
+        count in training; ``None``: the whole image counts.
     """
 
     image_path: Path
     mask_path: Path
     dataset: str
     name: str
+    region_path: Path | None = None
 
 
 class DatasetError(CellsegError):
@@ -151,6 +159,11 @@ def _check_pair(pair: TrainingPair) -> list[str]:
             f"{pair.mask_path}: size {mask_shape[0]} x {mask_shape[1]} differs from its image "
             f"{pair.image_path.name} ({image_shape[0]} x {image_shape[1]}, Y x X)"
         )
+    if pair.region_path is not None and image_shape is not None:
+        try:
+            read_region(pair.region_path, image_shape)
+        except CellsegError as exc:
+            problems.append(str(exc))
     return problems
 
 
@@ -185,6 +198,14 @@ def _scan_folder(folder: Path, problems: list[str]) -> list[TrainingPair]:
     for stem, mask_path in masks.items():
         if stem not in images:
             problems.append(f"{mask_path}: mask without an image named '{stem}' in images/")
+    if (folder / REGIONS_DIR).is_dir():
+        regions = _list_files(folder / REGIONS_DIR, MASK_SUFFIXES, problems)
+        for stem, region_path in regions.items():
+            if stem not in images:
+                problems.append(
+                    f"{region_path}: region mask without an image named '{stem}' in images/"
+                )
+        pairs = [replace(p, region_path=regions.get(p.name)) for p in pairs]
     return pairs
 
 
@@ -291,10 +312,12 @@ def file_manifest(pairs: Sequence[TrainingPair]) -> list[dict[str, str]]:
     -------
     list of dict
         One dict per pair with ``name``, ``dataset``, ``image`` and ``mask`` (file names) and
-        ``image_sha256``, ``mask_sha256`` (hex digests of the file contents).
+        ``image_sha256``, ``mask_sha256`` (hex digests of the file contents); with a region
+        mask also ``region`` and ``region_sha256``.
     """
-    return [
-        {
+    out = []
+    for p in pairs:
+        entry = {
             "name": p.name,
             "dataset": p.dataset,
             "image": p.image_path.name,
@@ -302,8 +325,25 @@ def file_manifest(pairs: Sequence[TrainingPair]) -> list[dict[str, str]]:
             "image_sha256": sha256_path(p.image_path),
             "mask_sha256": sha256_path(p.mask_path),
         }
-        for p in pairs
-    ]
+        if p.region_path is not None:
+            entry["region"] = p.region_path.name
+            entry["region_sha256"] = sha256_path(p.region_path)
+        out.append(entry)
+    return out
+
+
+def load_region(pair: TrainingPair, shape: tuple[int, int]) -> np.ndarray | None:
+    """The pair's region mask as bool ``shape`` (``None`` when the whole image counts).
+
+    Raises
+    ------
+    CellsegError
+        One line naming the region file when it is unreadable, not of size ``shape`` (the
+        image's), or empty (:func:`~napari_cellseg.training.regions.read_region`).
+    """
+    if pair.region_path is None:
+        return None
+    return read_region(pair.region_path, tuple(shape))
 
 
 def load_pair(

@@ -1,12 +1,62 @@
-"""The model card a training run writes: its provenance (data, settings, history, metrics)."""
+"""The model card a training run writes: its provenance (data, settings, history, metrics).
+
+A fine-tuned model's card also carries its **lineage** (``ModelCard.lineage``): every model
+it descends from, oldest first, each with the sha256 of its weight file, its name, a summary
+of its training history and its data manifest, so nothing of a model's ancestry is lost
+across repeated fine-tunes (:func:`with_lineage`).
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from napari_cellseg.models import ModelCard
+from napari_cellseg.io.files import sha256_path
+from napari_cellseg.models import ModelCard, read_card
 from napari_cellseg.training.scale import card_diameter
+
+
+def ancestor_entry(card: ModelCard, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a descendant's lineage keeps of the model in weight file ``path`` (card ``card``).
+
+    Returns
+    -------
+    dict
+        ``name``, ``file`` (the file name), ``sha256`` (of the file), ``created``,
+        ``history`` (``source``, ``init``, best ``epochs``, ``epochs_run``, ``metrics``,
+        ``kept_base``) and ``data_manifest`` (as in the card's provenance; ``[]`` if none).
+    """
+    prov = card.provenance or {}
+    history = prov.get("history") or []
+    trained = [h for h in history if isinstance(h, dict) and h.get("epoch")]
+    return {
+        "name": card.name,
+        "file": Path(path).name,
+        "sha256": sha256_path(Path(path)),
+        "created": card.created,
+        "history": {
+            "source": prov.get("source"),
+            "init": prov.get("init"),
+            "epochs": prov.get("epochs"),
+            "epochs_run": len(trained),
+            "metrics": prov.get("metrics") or {},
+            "kept_base": bool(prov.get("kept_base", False)),
+        },
+        "data_manifest": list(prov.get("data_manifest") or []),
+    }
+
+
+def with_lineage(card: ModelCard, init: str | os.PathLike[str]) -> ModelCard:
+    """``card`` (to be fine-tuned from weight file ``init``) with the base's lineage + the base.
+
+    The base's card is read from ``init`` itself, so its lineage survives even when the
+    training card was rebuilt (e.g. for a new head). Weight files without a lineage (older
+    cards, foreign files) start one.
+    """
+    base = read_card(init)
+    return replace(card, lineage=[*base.lineage, ancestor_entry(base, init)])
 
 
 def kept_base_card(card, params, manifest, history, baseline, init) -> ModelCard:
@@ -50,4 +100,4 @@ def trained_card(
     )
 
 
-__all__ = ["kept_base_card", "trained_card"]
+__all__ = ["ancestor_entry", "kept_base_card", "trained_card", "with_lineage"]

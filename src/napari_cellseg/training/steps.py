@@ -40,7 +40,7 @@ def make_loader(pairs, card: ModelCard, params: TrainParams):
     """
     from napari_cellseg.training.augment import build_augmentation
     from napari_cellseg.training.datasets import CropDataset
-    from napari_cellseg.training.pairs import load_pair
+    from napari_cellseg.training.pairs import load_pair, load_region
 
     items = [load_pair(pair, card) for pair in pairs]
     colour = sum(
@@ -60,6 +60,7 @@ def make_loader(pairs, card: ModelCard, params: TrainParams):
         object_diameter=params.object_diameter,
         scale_jitter=params.scale_jitter,
         foreground_bias=params.foreground_bias,
+        regions=[load_region(p, lab.shape) for p, (_, lab) in zip(pairs, items, strict=True)],
     )
     loader = torch.utils.data.DataLoader(
         dataset,

@@ -16,7 +16,7 @@ from skimage.segmentation import find_boundaries
 
 from napari_cellseg.errors import CellsegError
 
-__all__ = ["UNET_OUTPUTS", "maskrcnn_target", "unet_target"]
+__all__ = ["IGNORE", "UNET_OUTPUTS", "maskrcnn_target", "unet_target"]
 
 UNET_OUTPUTS: tuple[tuple[str, ...], ...] = (
     ("background", "interior", "boundary"),
@@ -24,6 +24,9 @@ UNET_OUTPUTS: tuple[tuple[str, ...], ...] = (
     ("foreground",),
 )
 """U-Net output layouts :func:`unet_target` can build targets for."""
+
+IGNORE = -1
+"""U-Net target value of a pixel outside a checked region: the losses give it weight 0."""
 
 
 def _as_labels(instances: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -160,7 +160,7 @@ def iter_tune_postprocess(
         prediction = yield from _predict(item.image, model, run, should_stop)
         for i, post in enumerate(settings):
             labels = prediction.labels if post == base else reapply(prediction, post).labels
-            totals[i] += dsb_ap(item.truth, labels)
+            totals[i] += dsb_ap(*item.scored(labels))
         yield Progress("tuning", done + 1, len(images), f"{item.name}: {len(settings)} settings")
     scores = totals / len(images)
     best = int(np.argmax(scores))  # the first of equal scores: the base setting wins ties

@@ -13,7 +13,7 @@ import torch
 
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.training.datasets import collate_unet
-from napari_cellseg.training.targets import UNET_OUTPUTS, unet_target
+from napari_cellseg.training.targets import IGNORE, UNET_OUTPUTS, unet_target
 
 collate = collate_unet
 """Stack samples into ``(images (B, C, p, p), targets (B, ...))``."""
@@ -26,14 +26,23 @@ def check_outputs(outputs: Sequence[str]) -> None:
 
 
 def crop_target(
-    labels: np.ndarray, outputs: Sequence[str], inner: tuple[slice, slice]
+    labels: np.ndarray,
+    outputs: Sequence[str],
+    inner: tuple[slice, slice],
+    *,
+    region: np.ndarray | None = None,
 ) -> torch.Tensor:
     """The target of the ``inner`` patch of a crop's labels.
 
     Built on the whole crop (with its context), then cut, so that boundaries at the patch
-    edge are right.
+    edge are right. Pixels outside ``region`` (bool, the crop's size), if given, are set to
+    :data:`~napari_cellseg.training.targets.IGNORE`: the losses give them weight 0.
     """
-    return unet_target(labels, outputs)[(Ellipsis, *inner)].clone()
+    target = unet_target(labels, outputs)
+    if region is not None:
+        ignore = torch.tensor(IGNORE, dtype=target.dtype)
+        target = torch.where(torch.from_numpy(np.asarray(region, bool)), target, ignore)
+    return target[(Ellipsis, *inner)].clone()
 
 
 def loss(

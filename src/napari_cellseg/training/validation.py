@@ -1,7 +1,9 @@
 """Scoring a model on whole validation images with the inference engine and the metrics.
 
 Validation images are first brought to the training scale (:func:`at_training_scale`), so
-model selection sees objects at the size training showed the model.
+model selection sees objects at the size training showed the model. An image with a region
+mask (:mod:`napari_cellseg.training.regions`) is scored only inside it: the ground truth and
+the prediction are both set to 0 outside, so unchecked pixels neither match nor miss.
 """
 
 from __future__ import annotations
@@ -18,27 +20,45 @@ from napari_cellseg.labels.metrics import evaluate_pair, summarise
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel
 from napari_cellseg.params import PredictParams
-from napari_cellseg.training.scale import measure_diameter, rescale_validation_pair, scale_factor
+from napari_cellseg.training.regions import clip_to_region
+from napari_cellseg.training.scale import (
+    measure_diameter,
+    nearest_index,
+    rescale_validation_pair,
+    scale_factor,
+)
 
 
 @dataclass(frozen=True)
 class ValidationImage:
-    """A raw image (as read from disk) with its axes and ground-truth instances."""
+    """A raw image (as read from disk) with its axes and ground-truth instances.
+
+    ``region`` (bool ``(Y, X)``, optional) is the part whose ground truth was checked; only
+    it is scored (:meth:`scored`).
+    """
 
     name: str
     image: np.ndarray
     axes: str
     truth: np.ndarray
+    region: np.ndarray | None = None
+
+    def scored(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ground truth and predicted ``labels`` to score: both clipped to the region."""
+        return clip_to_region(self.truth, self.region), clip_to_region(labels, self.region)
 
 
 def read_validation_images(pairs: Sequence) -> list[ValidationImage]:
     """Read ``TrainingPair``s as raw images, so validation runs exactly like inference."""
     from napari_cellseg.io.images import read_image, read_labels
+    from napari_cellseg.training.pairs import load_region
 
     out = []
     for pair in pairs:
         image = read_image(pair.image_path)
-        out.append(ValidationImage(pair.name, image.data, image.axes, read_labels(pair.mask_path)))
+        truth = read_labels(pair.mask_path)
+        region = load_region(pair, truth.shape[-2:])
+        out.append(ValidationImage(pair.name, image.data, image.axes, truth, region))
     return out
 
 
@@ -69,7 +89,12 @@ def at_training_scale(
             out.append(item)
             continue
         image, truth = rescale_validation_pair(item.image, item.axes, item.truth, factor)
-        out.append(ValidationImage(item.name, image, item.axes, truth))
+        region = item.region
+        if region is not None:  # resampled by nearest neighbour, as the ground truth
+            rows = nearest_index(region.shape[0], truth.shape[-2])
+            cols = nearest_index(region.shape[1], truth.shape[-1])
+            region = region[rows[:, None], cols[None, :]]
+        out.append(ValidationImage(item.name, image, item.axes, truth, region))
     return out, diameters
 
 
@@ -98,5 +123,5 @@ def evaluate_model(
             axes=item.axes,  # post unset: the model's own thresholds, as in use
         )
         prediction = predict_planes(item.image, loaded, params)  # never block by block
-        per_image.append(evaluate_pair(item.truth, prediction.labels))
+        per_image.append(evaluate_pair(*item.scored(prediction.labels)))
     return summarise(per_image)
