@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
+from event_helpers import collect
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import Progress
 from napari_cellseg.labels.stitching import (
@@ -15,7 +16,6 @@ from napari_cellseg.labels.stitching import (
     match_objects,
     stitch_planes,
 )
-from tests.event_helpers import collect
 
 
 def spheres(z_spacing: float, seed: int = 0, n_side: int = 4, min_size: int = 30) -> np.ndarray:

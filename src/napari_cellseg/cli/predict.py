@@ -50,6 +50,7 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--axes", default=None, help=_help("axes"))
     p.add_argument("--channels", default=None, help=_help("channels"))
     add_diameter_option(p)
+    add_stack_options(p)
     p.add_argument(
         "--threshold",
         type=float,
@@ -76,6 +77,29 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
                 help=f"{field_info(PostprocessParams, f.name).help} "
                 f"(default: the model's own, else {default})",
             )
+
+
+def add_stack_options(p: argparse.ArgumentParser) -> None:
+    """``--stitch-3d``, ``--link-time``, ``--stitch-iou``, ``--max-gap``, ``--z-spacing``."""
+    defaults = PredictParams()
+    p.add_argument("--stitch-3d", action="store_true", help=_help("stitch_3d"))
+    p.add_argument("--link-time", action="store_true", help=_help("link_time"))
+    p.add_argument(
+        "--stitch-iou", type=float, default=defaults.stitch_iou,
+        help=f"{_help('stitch_iou')} (default {defaults.stitch_iou:g})",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-gap", type=int, default=defaults.max_gap,
+        help=f"{_help('max_gap')} (default {defaults.max_gap})",
+    )  # fmt: skip
+    p.add_argument("--z-spacing", type=float, default=None, help=_help("z_spacing"))
+
+
+def stack_values(args: argparse.Namespace) -> dict[str, object]:
+    """The :class:`PredictParams` values of :func:`add_stack_options`' flags."""
+    names = ("stitch_3d", "link_time", "stitch_iou", "max_gap", "z_spacing")
+    defaults = PredictParams()
+    return {name: getattr(args, name, getattr(defaults, name)) for name in names}
 
 
 def add_diameter_option(p: argparse.ArgumentParser) -> None:
@@ -127,6 +151,7 @@ def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams
         channels=channels,
         diameter=getattr(args, "diameter", None),
         post=replace(card.post_params(), **post),
+        **stack_values(args),
     )
 
 
