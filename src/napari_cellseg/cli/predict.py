@@ -50,7 +50,6 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--axes", default=None, help=_help("axes"))
     p.add_argument("--channels", default=None, help=_help("channels"))
     add_diameter_option(p)
-    add_stack_options(p)
     p.add_argument(
         "--threshold",
         type=float,
@@ -77,6 +76,7 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
                 help=f"{field_info(PostprocessParams, f.name).help} "
                 f"(default: the model's own, else {default})",
             )
+    add_stack_options(p)
 
 
 def add_stack_options(p: argparse.ArgumentParser) -> None:
