@@ -150,7 +150,8 @@ class PredictParams:
         Z-stacks: join each plane's objects into 3D objects; time-lapses: give each object
         one id over the movie, missing for at most ``max_gap`` frames
         (:mod:`napari_cellseg.labels.stitching`). ``stitch_iou``: least IoU of a match;
-        ``z_spacing``: z step over xy pixel size (``None``: 1).
+        ``z_spacing``: z step over xy pixel size (``None``: 1; ``cellseg`` reads it from
+        the TIFF, the dock from the layer's scale).
     """
 
     device: str = field(default="auto", metadata=info("Device", DEVICE_HELP))
@@ -194,8 +195,9 @@ class PredictParams:
     max_gap: int = field(default=2, metadata=info(
         "Max. gap", "frames an object may be missing yet keep its id", min=0, max=999))  # fmt: skip
     z_spacing: float | None = field(default=None, metadata=info(
-        "Z spacing", "distance between z planes in xy pixels, z step / pixel size (default 1; "
-        "the viewer reads it from the layer's scale)", min=0.0, min_exclusive=True))  # fmt: skip
+        "Z spacing", "distance between z planes in xy pixels, z step / pixel size (default: "
+        "from the TIFF file or the layer's scale, else 1)",
+        min=0.0, min_exclusive=True))  # fmt: skip
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "diameter", parse_diameter(self.diameter))

@@ -15,7 +15,9 @@ from napari_cellseg.cli import main
 from napari_cellseg.cli.app import build_parser
 from napari_cellseg.cli.predict import params_from_args
 from napari_cellseg.events import drain
-from napari_cellseg.io.images import read_labels
+from napari_cellseg.inference.joining import with_file_z_spacing
+from napari_cellseg.io.images import read_image, read_labels
+from napari_cellseg.io.pixel_size import file_z_spacing
 from napari_cellseg.labels.stitching import link_frames, stitch_planes
 from napari_cellseg.models import ModelCard
 from tiny_models import TINY_UNET
@@ -89,3 +91,26 @@ def test_a_bad_iou_is_refused_in_one_line(tmp_path, capsys, weights, value) -> N
     argv = ["predict", str(image), "--weights", str(weights), "--out", str(tmp_path / "o")]
     assert main([*argv, "--stitch-3d", "--stitch-iou", value]) == 2
     assert "stitch_iou must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_the_z_step_comes_from_the_file(tmp_path, weights) -> None:
+    meta = {"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeZ": 2.0}
+    image = write_tif(tmp_path / "stack.ome.tif", stack().astype(np.uint8), metadata=meta)
+    imagej = write_tif(
+        tmp_path / "ij.tif", stack().astype(np.uint8), imagej=True, resolution=(2.0, 2.0),
+        metadata={"axes": "ZYX", "spacing": 1.5, "unit": "um"},
+    )  # fmt: skip
+    assert file_z_spacing(image, (0.5, 0.5)) == 4.0 and file_z_spacing(imagej, (0.5, 0.5)) == 3.0
+    assert file_z_spacing(tmp_path / "a.png", (0.5, 0.5)) is None
+    read = read_image(image)
+    assert with_file_z_spacing(replace(PARAMS, stitch_3d=True), read).z_spacing == 4.0
+    assert with_file_z_spacing(PARAMS, read).z_spacing is None  # not stitching
+    given = replace(PARAMS, stitch_3d=True, z_spacing=1.0)
+    assert with_file_z_spacing(given, read).z_spacing == 1.0  # --z-spacing wins
+    common = ["--weights", str(weights), "--device", "cpu", "--tile", "64", "--overlap", "8",
+              "--threshold", "0.7", "--min-size", "5"]  # fmt: skip
+    assert main(["predict", str(image), "--out", str(tmp_path / "plain"), *common]) == 0
+    assert main(["predict", str(image), "--out", str(tmp_path / "3d"), *common, "--stitch-3d"]) == 0
+    flat = read_labels(tmp_path / "plain" / "stack_labels.tif").astype(np.int64)
+    joined = read_labels(tmp_path / "3d" / "stack_labels.tif")
+    np.testing.assert_array_equal(joined, stitch_planes(flat, z_spacing=4.0))

@@ -201,6 +201,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from napari_cellseg.errors import CellsegError
     from napari_cellseg.events import Notice, Progress, drain
     from napari_cellseg.inference import iter_predict
+    from napari_cellseg.inference.joining import with_file_z_spacing
     from napari_cellseg.inference.model_runner import cached_load
     from napari_cellseg.inference.preprocess import label_axes
     from napari_cellseg.io.images import apply_axes, read_image, write_labels
@@ -222,6 +223,7 @@ def run_predict(args: argparse.Namespace) -> int:
         try:
             image = apply_axes(read_image(path), params.axes)  # --axes: the file's own order
             run_params = params if params.axes else _with_axes(params, image.axes)
+            run_params = with_file_z_spacing(run_params, image)  # the file's z step
 
             def show(event: object, path: Path = path) -> None:
                 nonlocal last_line

@@ -19,10 +19,11 @@ import numpy as np
 
 from napari_cellseg.events import CancelledError, Notice, Progress, drain, relay
 from napari_cellseg.inference.preprocess import label_axes
+from napari_cellseg.io.pixel_size import file_z_spacing
 from napari_cellseg.labels.stitching import iter_link_frames, iter_stitch_planes
 from napari_cellseg.params import PredictParams
 
-__all__ = ["iter_join", "join", "joins"]
+__all__ = ["iter_join", "join", "joins", "with_file_z_spacing"]
 
 
 def joins(params: PredictParams, axes: str) -> str:
@@ -37,6 +38,18 @@ def joins(params: PredictParams, axes: str) -> str:
     return ("z" if params.stitch_3d and "Z" in lead else "") + (
         "t" if params.link_time and "T" in lead else ""
     )
+
+
+def with_file_z_spacing(params: PredictParams, image: Any) -> PredictParams:
+    """``params`` with the z spacing ``image``'s file records, when stitching without one.
+
+    ``image``: an :class:`~napari_cellseg.io.images.ImageData` (its ``path`` and
+    ``pixel_size_um``; :func:`~napari_cellseg.io.pixel_size.file_z_spacing`).
+    """
+    if not params.stitch_3d or params.z_spacing is not None:
+        return params
+    ratio = file_z_spacing(getattr(image, "path", None), getattr(image, "pixel_size_um", None))
+    return params if ratio is None else replace(params, z_spacing=ratio)
 
 
 def iter_join(
