@@ -146,6 +146,12 @@ class PredictParams:
         Thresholds and sizes for turning output into labels. ``None`` (the default): the
         model's own values (``ModelCard.postprocess``, chosen by ``cellseg tune``), then the
         library defaults; inference resolves it once the model is known.
+    stitch_3d, link_time, stitch_iou, max_gap, z_spacing
+        Z-stacks: join each plane's objects into 3D objects; time-lapses: give each object
+        one id over the movie, missing for at most ``max_gap`` frames
+        (:mod:`napari_cellseg.labels.stitching`). ``stitch_iou``: least IoU of a match;
+        ``z_spacing``: z step over xy pixel size (``None``: 1; ``cellseg`` reads it from
+        the TIFF, the dock from the layer's scale).
     """
 
     device: str = field(default="auto", metadata=info("Device", DEVICE_HELP))
@@ -179,6 +185,19 @@ class PredictParams:
         "got {value}"))  # fmt: skip
     diameter: float | str | None = field(default=None, metadata=info("Diameter", DIAMETER_HELP))
     post: PostprocessParams | None = None
+    stitch_3d: bool = field(default=False, metadata=info(
+        "Stitch 3D", "z-stacks: join objects of neighbouring planes into 3D objects"))  # fmt: skip
+    link_time: bool = field(default=False, metadata=info(
+        "Link over time", "time-lapses: an object keeps its id from frame to frame"))  # fmt: skip
+    stitch_iou: float = field(default=0.25, metadata=info(
+        "Match IoU", "least overlap (IoU) of an object with itself in the next plane or frame",
+        min=0.0, max=1.0, min_exclusive=True))  # fmt: skip
+    max_gap: int = field(default=2, metadata=info(
+        "Max. gap", "frames an object may be missing yet keep its id", min=0, max=999))  # fmt: skip
+    z_spacing: float | None = field(default=None, metadata=info(
+        "Z spacing", "distance between z planes in xy pixels, z step / pixel size (default: "
+        "from the TIFF file or the layer's scale, else 1)",
+        min=0.0, min_exclusive=True))  # fmt: skip
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "diameter", parse_diameter(self.diameter))

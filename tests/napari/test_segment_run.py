@@ -412,3 +412,42 @@ def test_test_time_augmentation_is_offered_for_both_families(
     assert not widget.tta.native.isHidden() and widget.tta.value == 2
     run_to_end(widget, qtbot)
     assert widget.last_prediction.params.tta == 2
+
+
+def test_stacks_are_stitched_in_3d_and_linked_over_time(
+    make_napari_viewer, qtbot, weight_files
+) -> None:
+    from napari_cellseg.labels.stitching import link_frames, stitch_planes
+
+    viewer = make_napari_viewer()
+    plane = load_sample("dsb_fluorescence")[0][0][:96, :128]
+    viewer.add_image(np.stack([plane, plane, plane[:, ::-1]]), name="stack", scale=(4, 2, 2))
+    widget = make_widget(viewer, qtbot, weight_files["unet"])
+    widget.tile_size.value, widget.overlap.value = 64, 8
+    widget.planes.value = "all"
+    assert widget.joining.enabled and widget.stitch_iou.native.isHidden()
+    run_to_end(widget, qtbot)
+    flat = widget.last_prediction.labels
+    assert flat.max() > 0
+
+    widget.joining.stitch_3d.value = True  # re-joins the kept result, no new run
+    assert not widget.stitch_iou.native.isHidden() and widget.max_gap.native.isHidden()
+    qtbot.waitUntil(lambda: widget.last_prediction.params.stitch_3d, timeout=TIMEOUT_MS)
+    # with the z step the run read from the layer's scale: 4 / 2
+    assert widget.last_prediction.params.z_spacing == 2.0
+    np.testing.assert_array_equal(widget.last_prediction.labels, stitch_planes(flat, z_spacing=2.0))
+    run_to_end(widget, qtbot)
+    prediction = widget.last_prediction
+    assert prediction.params.z_spacing == 2.0 and prediction.axes == "ZYX"
+    np.testing.assert_array_equal(prediction.labels, stitch_planes(flat, z_spacing=2.0))
+    (layer,) = labels_named(viewer, f"stack · {widget.model_card.name}")
+    np.testing.assert_array_equal(layer.data, prediction.labels)
+
+    widget.joining.stitch_3d.value = False
+    widget.joining.link_time.value = True  # one leading axis, link only: time
+    widget.max_gap.value = 0
+    run_to_end(widget, qtbot)
+    prediction = widget.last_prediction
+    assert prediction.axes == "TYX" and prediction.params.link_time
+    np.testing.assert_array_equal(prediction.labels, link_frames(flat, max_gap=0))
+    assert prediction.n_objects == prediction.labels.max()

@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import napari
-from magicgui.widgets import CheckBox, ComboBox, FloatSlider, RadioButtons, SpinBox, Widget
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    FloatSpinBox,
+    RadioButtons,
+    SpinBox,
+    Widget,
+)
 from napari.layers import Image
 
 from napari_cellseg._napari import _layers
@@ -31,6 +40,7 @@ THRESHOLD_NAMES = (
 )
 """The post-processing fields shown as sliders (labels, tooltips and ranges: their metadata)."""
 PLANES = ("current", "all")
+ONE_AXIS_TIME = "; a layer with one leading axis is then taken for a time-lapse"
 
 TTA_LABELS = [("off", 1), ("×2 (flip)", 2), ("×4 (flips)", 4), ("×8 (flips, rotations)", 8)]
 
@@ -71,6 +81,24 @@ class SegmentOptions:
             name="probabilities", text="probability map", value=predict.keep_probabilities
         )
         self.boxes = CheckBox(name="boxes", text="boxes with scores", value=False)
+        self.stitch_3d, self.link_time = (
+            CheckBox(name=name, value=getattr(predict, name), text=_info(name)["label"],
+                     tooltip=_info(name)["tooltip"])
+            for name in ("stitch_3d", "link_time")
+        )  # fmt: skip
+        self.link_time.tooltip += ONE_AXIS_TIME
+        self.joining = Container(
+            name="joining", label="Stacks", layout="horizontal", labels=False,
+            widgets=[self.stitch_3d, self.link_time],
+        )  # fmt: skip
+        self.joining.margins = (0, 0, 0, 0)
+        self.stitch_iou = FloatSpinBox(
+            name="stitch_iou", value=predict.stitch_iou, step=0.05, **_info("stitch_iou")
+        )
+        self.max_gap = SpinBox(name="max_gap", value=predict.max_gap, **_info("max_gap"))
+        for widget in (self.stitch_3d, self.link_time):
+            widget.changed.connect(self._show_join_options)
+        self._show_join_options()
         self.tile_size.changed.connect(self._limit_overlap)
 
     @property
@@ -78,13 +106,32 @@ class SegmentOptions:
         """All parameter widgets, in display order."""
         return [
             self.tile_size, self.overlap, *self.thresholds.values(), self.min_size,
-            self.tta, self.planes, self.probabilities, self.boxes,
+            self.tta, self.planes, self.joining, self.stitch_iou, self.max_gap,
+            self.probabilities, self.boxes,
         ]  # fmt: skip
 
     @property
     def post_widgets(self) -> list[Widget]:
         """The widgets whose change re-applies post-processing."""
         return [*self.thresholds.values(), self.min_size]
+
+    @property
+    def join_widgets(self) -> list[Widget]:
+        """The widgets whose change re-joins the planes' objects (no network)."""
+        return [self.stitch_3d, self.link_time, self.stitch_iou, self.max_gap]
+
+    def join_values(self) -> dict[str, Any]:
+        """``stitch_3d``, ``link_time``, ``stitch_iou`` and ``max_gap`` as the widgets say."""
+        return {
+            "stitch_3d": bool(self.stitch_3d.value),
+            "link_time": bool(self.link_time.value),
+            "stitch_iou": float(self.stitch_iou.value),
+            "max_gap": int(self.max_gap.value),
+        }
+
+    def _show_join_options(self, _value: Any = None) -> None:
+        self.stitch_iou.visible = bool(self.stitch_3d.value or self.link_time.value)
+        self.max_gap.visible = bool(self.link_time.value)
 
     def _limit_overlap(self, tile: int) -> None:
         self.overlap.max = max(0, int(tile) // 2 - 1)
@@ -139,7 +186,26 @@ class SegmentOptions:
             tta=int(self.tta.value),
             post=self.post_params(base),
             diameter=diameter,
+            **self.join_values(),
         )
+
+
+def z_spacing(layer: Image, axes: str) -> float | None:
+    """The layer's z step over its xy pixel size (``None`` when its scale says nothing).
+
+    ``axes``: the layer data's axes (``ZYX``, ``TZYXC``...), whose leading letters are the
+    layer's first dimensions.
+    """
+    scale = [float(s) for s in layer.scale]
+    if "Z" not in axes or len(scale) < axes.index("Y") + 2:
+        return None
+    z, y, x = scale[axes.index("Z")], scale[axes.index("Y")], scale[axes.index("X")]
+    ratio = z / (y * x) ** 0.5 if y > 0 and x > 0 else 1.0
+    return None if abs(ratio - 1.0) < 1e-6 or ratio <= 0 else ratio
+
+
+def _info(name: str) -> dict[str, Any]:
+    return field_info(PredictParams, name).widget_options()
 
 
 @dataclass(frozen=True)
@@ -171,9 +237,13 @@ def build_request(
         raise CellsegError("choose a usable weight file first (see the Model box)")
     only_current = options.planes.value == "current"
     source = _layers.image_input(image, viewer, only_current=only_current)
+    if source.axes.startswith("Z") and options.link_time.value and not options.stitch_3d.value:
+        source = replace(source, axes="T" + source.axes[1:])  # one leading axis: time
     params = options.predict_params(
         device=device, axes=source.axes, family=card.family, base=card.post_params(),
         diameter=diameter.params_value() if diameter is not None else None,
     )  # fmt: skip
+    if "Z" in source.axes:  # kept, should Stitch 3D be ticked after the run
+        params = replace(params, z_spacing=z_spacing(image, source.axes))
     name = _layers.result_name(image.name, card.name)
     return RunRequest(source, params, _layers.ResultTarget(image, name, source.plane, weights))

@@ -3,8 +3,8 @@
 ``SegmentRun`` runs :func:`~napari_cellseg.inference.iter_predict` in a napari
 ``GeneratorWorker``: the yielded events drive the progress bar and the status line, Cancel
 calls ``worker.quit()`` (the generator stops at its next yield), and the result becomes
-layers. Changing a threshold re-applies post-processing only (``reapply``), debounced and in
-a worker thread, so the viewer never waits on it.
+layers. Changing a threshold (or the stitching / linking options) re-applies post-processing
+only (``reapply``), debounced and in a worker thread, so the viewer never waits on it.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 PROGRESS_MAX = 100
 REAPPLY_DELAY_MS = 150
 UI_REFRESH_MS = 250
+JOIN_STAGES = {"stitch": "Stitching planes in 3D", "link": "Linking frames"}
 
 
 class SegmentRun:
@@ -92,7 +93,7 @@ class SegmentRun:
         self._ui_timer.setInterval(UI_REFRESH_MS)
         self._ui_timer.timeout.connect(self._flush_progress)
         self.cancel_button.changed.connect(self.cancel)
-        for widget in options.post_widgets:
+        for widget in [*options.post_widgets, *options.join_widgets]:
             widget.changed.connect(self.schedule_reapply)
         options.boxes.changed.connect(self._on_boxes_toggled)
 
@@ -171,6 +172,9 @@ class SegmentRun:
             fraction = (self._planes_done + event.fraction) / n_planes
             where = f", {event.message}" if event.message else ""
             status = f"Tiles {event.done}/{event.total}{where}"
+        elif event.stage in JOIN_STAGES:  # after the planes: the bar starts again
+            fraction = event.fraction
+            status = f"{JOIN_STAGES[event.stage]} {event.done}/{event.total}"
         else:
             fraction = 0.0
             status = f"Loaded {event.message}"
@@ -264,16 +268,18 @@ class SegmentRun:
             return
         try:
             post = self._options.post_params(base.params.post)
+            params = dataclasses.replace(base.params, **self._options.join_values())
         except CellsegError as exc:
             self._report_error(str(exc))
             return
-        if post == base.params.post:
+        if post == base.params.post and params == base.params:
             return
         if not base.raw:  # a large image segmented in blocks keeps no network output
             self._set_status("New thresholds: press Run to apply them (large image).")
             return
         self._set_status("Re-applying the thresholds…")
-        worker = create_worker(reapply_job, base, post, _start_thread=False, _ignore_errors=True)
+        job = dataclasses.replace(base, params=params)  # stitched / linked as now asked
+        worker = create_worker(reapply_job, job, post, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(partial(self._on_reapplied, base))
         worker.errored.connect(self._on_errored)
         worker.finished.connect(self._on_reapply_finished)

@@ -231,7 +231,7 @@ class SegmentWidget(Container):
             stack = layer is not None and _layers.lead_count(_layers.layer_axes(layer)) > 0
         except CellsegError:
             stack = False
-        self._options.planes.enabled = stack
+        self._options.planes.enabled = self._options.joining.enabled = stack
         self._diameter.set_pixel_size(physical_pixel_size(layer))
         self._share_params()
 

@@ -229,8 +229,10 @@ def segment(
     block by block into a scratch array beside the task's output (:mod:`.large`).
     """
     from napari_cellseg.inference import iter_predict
+    from napari_cellseg.inference.joining import with_file_z_spacing
 
     run_params = params if params.axes else replace(params, axes=image.axes)
+    run_params = with_file_z_spacing(run_params, image)  # stitching: the file's z step
     blocks = job.blocks if job is not None else None
     if job is not None and task is not None and is_large(image, job.blocks):
         return (

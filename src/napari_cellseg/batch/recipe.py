@@ -29,13 +29,44 @@ BATCH_LIBRARIES = ("napari-cellseg", "numpy", "torch", "scikit-image", "scipy", 
 
 
 def make_recipe(weights_sha256: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The result-changing part of a run: weights checksum and parameters."""
+    """The result-changing part of a run: weights checksum and parameters.
+
+    Options that are off are left out (``tta`` 1, ``diameter`` None, the z-stack /
+    time-lapse options when not stitching or linking), so folders written before they
+    existed resume.
+    """
     kept = {k: v for k, v in params.items() if k not in RESULT_NEUTRAL}
     if kept.get("tta") == 1:  # off: left out, so folders written before the option resume
         del kept["tta"]
     if "diameter" in kept and kept["diameter"] is None:  # the model's default: likewise
         del kept["diameter"]
+    for name in _unused_stack_options(kept):  # off or not used: likewise
+        kept.pop(name, None)
     return {"format": VERSION, "weights_sha256": weights_sha256, "params": kept}
+
+
+STACK_DEFAULTS = {
+    "stitch_3d": False,
+    "link_time": False,
+    "stitch_iou": 0.25,
+    "max_gap": 2,
+    "z_spacing": None,
+}
+"""The z-stack / time-lapse options when off (``PredictParams``' defaults)."""
+
+
+def _unused_stack_options(params: dict[str, Any]) -> list[str]:
+    """The z-stack / time-lapse options that cannot change the labels of a run.
+
+    >>> _unused_stack_options({"stitch_3d": True, "link_time": False, "max_gap": 5})
+    ['link_time', 'max_gap']
+    """
+    stitch, link = params.get("stitch_3d", False), params.get("link_time", False)
+    unused = [name for name, on in (("stitch_3d", stitch), ("link_time", link)) if not on]
+    unused += ["z_spacing"] if not stitch else []
+    unused += ["max_gap"] if not link else []
+    unused += ["stitch_iou"] if not (stitch or link) else []
+    return [name for name in STACK_DEFAULTS if name in unused]
 
 
 def recipe_hash(recipe: dict[str, Any]) -> str:
@@ -62,6 +93,8 @@ def recipe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     for params in (old_p, new_p):
         params.setdefault("tta", 1)  # left out of recipes when off (see make_recipe)
         params.setdefault("diameter", None)
+        for name, value in STACK_DEFAULTS.items():
+            params.setdefault(name, value)
     changed = [
         f"{k} {old_p.get(k)!r} -> {new_p.get(k)!r}"
         for k in sorted(set(old_p) | set(new_p))

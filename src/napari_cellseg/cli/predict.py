@@ -79,6 +79,30 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
                 help=f"{field_info(PostprocessParams, f.name).help} "
                 f"(default: the model's own, else {default})",
             )
+    add_stack_options(p)
+
+
+def add_stack_options(p: argparse.ArgumentParser) -> None:
+    """``--stitch-3d``, ``--link-time``, ``--stitch-iou``, ``--max-gap``, ``--z-spacing``."""
+    defaults = PredictParams()
+    p.add_argument("--stitch-3d", action="store_true", help=_help("stitch_3d"))
+    p.add_argument("--link-time", action="store_true", help=_help("link_time"))
+    p.add_argument(
+        "--stitch-iou", type=float, default=defaults.stitch_iou,
+        help=f"{_help('stitch_iou')} (default {defaults.stitch_iou:g})",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-gap", type=int, default=defaults.max_gap,
+        help=f"{_help('max_gap')} (default {defaults.max_gap})",
+    )  # fmt: skip
+    p.add_argument("--z-spacing", type=float, default=None, help=_help("z_spacing"))
+
+
+def stack_values(args: argparse.Namespace) -> dict[str, object]:
+    """The :class:`PredictParams` values of :func:`add_stack_options`' flags."""
+    names = ("stitch_3d", "link_time", "stitch_iou", "max_gap", "z_spacing")
+    defaults = PredictParams()
+    return {name: getattr(args, name, getattr(defaults, name)) for name in names}
 
 
 def add_diameter_option(p: argparse.ArgumentParser) -> None:
@@ -130,6 +154,7 @@ def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams
         channels=channels,
         diameter=getattr(args, "diameter", None),
         post=replace(card.post_params(), **post),
+        **stack_values(args),
     )
 
 
@@ -180,6 +205,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from napari_cellseg.errors import CellsegError
     from napari_cellseg.events import Notice, Progress, drain
     from napari_cellseg.inference import iter_predict
+    from napari_cellseg.inference.joining import with_file_z_spacing
     from napari_cellseg.inference.model_runner import cached_load
     from napari_cellseg.inference.preprocess import label_axes
     from napari_cellseg.io.exports import parse_export_formats
@@ -203,6 +229,7 @@ def run_predict(args: argparse.Namespace) -> int:
         try:
             image = apply_axes(read_image(path), params.axes)  # --axes: the file's own order
             run_params = params if params.axes else _with_axes(params, image.axes)
+            run_params = with_file_z_spacing(run_params, image)  # the file's z step
 
             def show(event: object, path: Path = path) -> None:
                 nonlocal last_line

@@ -3,7 +3,8 @@
 The image's axes are resolved once, here. A single plane (no T or Z axis) with more than
 ``blocks.block_pixels`` pixels is segmented block by block into labels held in memory
 (:func:`~napari_cellseg.inference.blocks.iter_predict_large`); anything else goes whole
-plane by whole plane (:func:`~napari_cellseg.inference.planes.iter_predict_planes`).
+plane by whole plane (:func:`~napari_cellseg.inference.planes.iter_predict_planes`), then,
+when the parameters ask, the planes' objects are joined in 3D and over time (:mod:`.joining`).
 Both yield only events and return a :class:`~napari_cellseg.inference.planes.Prediction`.
 """
 
@@ -20,6 +21,7 @@ from napari_cellseg.events import Notice, Progress, drain, relay
 from napari_cellseg.inference import blocks as _blocks
 from napari_cellseg.inference import planes as _planes
 from napari_cellseg.inference.diameter import iter_choose_scale
+from napari_cellseg.inference.joining import iter_join, joins
 from napari_cellseg.inference.preprocess import resolve_axes
 from napari_cellseg.models.weights import LoadedModel
 from napari_cellseg.params import BlockOptions, PredictParams
@@ -110,6 +112,8 @@ def iter_predict(
     else:
         work = _planes.iter_predict_planes(image, model, run, should_stop=should_stop, scale=scale)
     prediction = yield from work
+    if joins(run, axes):  # z-stacks / time-lapses: 3D objects, ids kept over time
+        prediction = yield from iter_join(prediction, should_stop=should_stop)
     prediction.diameter, prediction.scale = diameter, scale
     prediction.notices[:0] = said
     if run is not params:  # the Prediction records the parameters as the caller gave them

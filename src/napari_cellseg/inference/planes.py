@@ -23,6 +23,7 @@ from napari_cellseg.device import resolve_device
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import CancelledError, Notice, Progress, drain
 from napari_cellseg.families import family_part, family_spec
+from napari_cellseg.inference.joining import join
 from napari_cellseg.inference.model_runner import ModelRunner, cached_load, is_out_of_memory
 from napari_cellseg.inference.object_size import (
     rescale_input,
@@ -73,6 +74,9 @@ class Prediction:
         The factor the image was rescaled by before the network (1.0: not rescaled).
         ``raw`` is at that scale; ``labels``, ``table`` and ``probabilities`` (resized
         back, bilinear) are always on the image's grid.
+    joined_objects : int or None
+        Set when the planes' objects were joined in 3D or over time (``params.stitch_3d``,
+        ``link_time``; :mod:`.joining`): how many objects there are.
     """
 
     labels: np.ndarray
@@ -87,10 +91,13 @@ class Prediction:
     notices: list[str] = field(default_factory=list)
     diameter: float | None = None
     scale: float = 1.0
+    joined_objects: int | None = None
 
     @property
     def n_objects(self) -> int:
-        """Number of objects over all planes."""
+        """Number of objects: 3D / linked ones when joined (:mod:`.joining`), else per plane."""
+        if self.joined_objects is not None:
+            return self.joined_objects
         return len(self.table.get("label", ()))
 
 
@@ -239,7 +246,8 @@ def reapply(prediction: Prediction, post: PostprocessParams) -> Prediction:
     """Re-run only the post-processing with new thresholds (no network; milliseconds).
 
     After a rescaled run (``prediction.scale != 1``) the kept output is at the model's
-    scale; the new labels are brought back to the image's grid as the first ones were.
+    scale; the new labels are brought back to the image's grid as the first ones were, and
+    joined in 3D / over time as ``prediction.params`` says (:mod:`.joining`).
     """
     t0 = time.perf_counter()
     label_planes, tables = [], []
@@ -257,14 +265,16 @@ def reapply(prediction: Prediction, post: PostprocessParams) -> Prediction:
         label_planes.append(labels)
         tables.append(table)
     lead = prediction.labels.shape[:-2]
-    timings = {**prediction.timings, "postprocess": time.perf_counter() - t0}
-    return replace(
+    new = replace(
         prediction,
         labels=_stack_labels(label_planes, lead),
         table=concat_tables(tables),
         params=replace(prediction.params, post=post),
-        timings=timings,
+        joined_objects=None,
     )
+    new = join(new)  # stitched / linked as the first run was
+    new.timings = {**prediction.timings, "postprocess": time.perf_counter() - t0}
+    return new
 
 
 # -- internals ---------------------------------------------------------------------------

@@ -1,12 +1,17 @@
 """The pixel size (micrometres) a TIFF file records: OME metadata, else resolution tags.
 
+The z step of a stack (:func:`tiff_z_step`, :func:`file_z_spacing`) comes from the OME
+``PhysicalSizeZ`` or ImageJ's ``spacing``.
+
 Resolution tags count only with a real unit: an ImageJ unit, or centimetre/millimetre/
 micrometre, or inches at a resolution that is not an image editor's default (72, 96, 300 dpi...).
 """
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import tifffile
 
@@ -93,3 +98,55 @@ def _tag_pixel_size(tif: tifffile.TiffFile) -> tuple[float, float] | None:
     if factor is None:
         return None
     return factor / res[0], factor / res[1]
+
+
+def tiff_z_step(tif: tifffile.TiffFile) -> float | None:
+    """Distance between z planes in micrometres recorded by an open TIFF file, or None.
+
+    From the OME-XML ``PhysicalSizeZ`` (and its unit), else ImageJ's ``spacing`` in the
+    file's ImageJ ``unit``.
+    """
+    if tif.is_ome and tif.ome_metadata:
+        try:
+            root = ET.fromstring(tif.ome_metadata)
+        except ET.ParseError:
+            root = None
+        pixels = (
+            None
+            if root is None
+            else next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+        )
+        value = None if pixels is None else pixels.get("PhysicalSizeZ")
+        factor = None if pixels is None else _unit_to_um(pixels.get("PhysicalSizeZUnit", "um"))
+        if value is not None and factor is not None:
+            return _positive(float(value) * factor)
+    meta = tif.imagej_metadata if tif.is_imagej else None
+    if meta and meta.get("spacing") and meta.get("unit"):
+        factor = _unit_to_um(str(meta["unit"]))
+        if factor is not None:
+            return _positive(float(meta["spacing"]) * factor)
+    return None
+
+
+def file_z_spacing(path: Path | None, pixel_size_um: tuple[float, float] | None) -> float | None:
+    """A TIFF stack's z step over its xy pixel size (:func:`tiff_z_step`), or None.
+
+    None for other files, a file without a z step or an image without a pixel size; the
+    file is opened for its metadata only.
+
+    >>> file_z_spacing(None, (0.5, 0.5)) is None
+    True
+    """
+    if path is None or pixel_size_um is None or Path(path).suffix.lower() not in (".tif", ".tiff"):
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            step = tiff_z_step(tif)
+    except Exception:  # unreadable metadata: no z step, as if none were recorded
+        return None
+    xy = math.sqrt(pixel_size_um[0] * pixel_size_um[1])
+    return None if step is None or not xy > 0 else step / xy
+
+
+def _positive(value: float) -> float | None:
+    return value if math.isfinite(value) and value > 0 else None
