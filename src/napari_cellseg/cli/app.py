@@ -1,4 +1,4 @@
-"""The ``cellseg`` command line: ``cellseg info | predict | train | evaluate | tune | batch``.
+"""The ``cellseg`` command line: ``cellseg info | predict | train | tune | batch | rank ...``.
 
 The CLI is napari-free: it imports only the core and the models.
 """
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     from napari_cellseg.cli.batch import add_batch_parser
 
     add_batch_parser(sub)
+    from napari_cellseg.cli.rank import add_rank_parser
+
+    add_rank_parser(sub)
     return parser
 
 
