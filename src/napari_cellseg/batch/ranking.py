@@ -227,5 +227,6 @@ def write_ranking_csv(
     objects: bool = False,
     root: Path | None = None,
 ) -> Path:
-    """Write :func:`ranking_table` as CSV, atomically; returns the path written."""
+    """Write :func:`ranking_table` as CSV, atomically (its folder made); returns the path."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     return write_table_csv(path, ranking_table(ranked, objects=objects, root=root))
