@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tifffile
 
@@ -90,3 +91,17 @@ def test_stoppable(folder, model) -> None:
     with pytest.raises(CancelledError):
         drain(iter_rank_images(paths, model, CPU, should_stop=lambda: len(seen) > 3), seen.append)
     assert len(seen) <= 4
+
+
+def test_tiles_of_a_large_image(tmp_path, model) -> None:
+    wide = tmp_path / "wide.tif"
+    tifffile.imwrite(wide, np.concatenate([clear_image(), ambiguous_image()], axis=1))
+    ranked = rank_images([wide], model, CPU, tile=64, keep_labels=True)
+    assert [r.region for r in ranked] == [(0, 64, 64, 128), (0, 0, 64, 64)]
+    top = ranked[0].objects[0]
+    assert top.bbox == (40, 68, 56, 82) and top.centroid == pytest.approx((47.5, 74.5))
+    assert ranked[0].labels.shape == (64, 64)
+    rows = _read(write_ranking_csv(tmp_path / "t.csv", ranked))
+    assert [(r["tile_x0"], r["tile_x1"]) for r in rows] == [("64", "128"), ("0", "64")]
+    with pytest.raises(CellsegError, match="at least 64 pixels, got 8"):
+        rank_images([wide], model, CPU, tile=8)

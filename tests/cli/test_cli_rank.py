@@ -77,3 +77,17 @@ def test_clear_errors(tmp_path, capsys, weights) -> None:
     assert "is a folder; give a CSV file name" in capsys.readouterr().err
     assert main(["rank", str(tmp_path / "nope"), "--weights", str(weights)]) == 2
     assert "input not found" in capsys.readouterr().err
+
+
+def test_rank_by_tile(tmp_path, capsys, weights, scripted) -> None:
+    import numpy as np
+
+    image = tmp_path / "wide.tif"
+    tifffile.imwrite(image, np.concatenate([clear_image(), ambiguous_image()], axis=1))
+    out = tmp_path / "t.csv"
+    rc = main(["rank", str(image), "--weights", str(weights), "--out", str(out), "--by-tile", "64"])
+    assert rc == 0
+    assert "1. wide.tif [0:64, 64:128]: " in capsys.readouterr().out
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["tile_x0"] for r in rows] == ["64", "0"]

@@ -4,6 +4,7 @@ Each image is scored by :func:`napari_cellseg.inference.uncertainty.iter_uncerta
 (augmented copies compared; the formula is in that module). :func:`iter_rank_images` yields
 progress, can be stopped at any yield, and returns the images most uncertain first; an
 image that cannot be read or segmented is reported (a warning :class:`Notice`) and left out.
+With ``tile``, the tiles of each image are ranked instead (a large image: where to start).
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ class RankedImage:
         The part of the foreground on which the augmented copies disagree.
     labels : numpy.ndarray or None
         The model's labels (the objects' ids refer to them), when asked to keep them.
+    region : tuple of int or None
+        For a tile of a large image: ``(y0, x0, y1, x1)`` in the image (the objects' boxes
+        and centroids are in the image's coordinates; ``labels`` cover the tile only).
     """
 
     path: Path
@@ -59,6 +63,7 @@ class RankedImage:
     objects: list[RankedObject] = field(default_factory=list)
     uncertain_fraction: float = 0.0
     labels: np.ndarray | None = field(default=None, repr=False)
+    region: tuple[int, int, int, int] | None = None
 
     @property
     def n_objects(self) -> int:
@@ -73,6 +78,7 @@ def iter_rank_images(
     *,
     copies: int | None = None,
     keep_labels: bool = False,
+    tile: int | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Generator[Progress | Notice, None, list[RankedImage]]:
     """Score every image; yield progress; return them most uncertain first.
@@ -89,6 +95,10 @@ def iter_rank_images(
         Augmented copies compared per image (default: ``params.tta`` if > 1, else 4).
     keep_labels : bool
         Keep each image's labels in its :class:`RankedImage` (memory grows with the folder).
+    tile : int, optional
+        Rank the tiles of each image instead (``tile`` × ``tile`` pixels, the last row and
+        column smaller), each as its own :class:`RankedImage` with its ``region``: for
+        large images, read tile by tile.
     should_stop : callable, optional
         Polled at every yield; when it returns True, :class:`CancelledError` is raised.
 
@@ -118,43 +128,98 @@ def iter_rank_images(
             raise CancelledError("ranking was stopped")
         return event
 
+    if tile is not None and tile < 64:
+        raise CellsegError(f"tiles for ranking must be at least 64 pixels, got {tile}")
     ranked: list[RankedImage] = []
     failed: list[str] = []
     n = len(paths)
     for i, path in enumerate(paths):
         yield check(Progress("images", i * 1000, n * 1000, path.name))
-
-        def convert(event: Any, i: int = i, name: str = path.name) -> Any:
-            if isinstance(event, Progress):
-                done = i * 1000 + int(999 * event.fraction)
-                return check(Progress("images", done, n * 1000, name))
-            return check(Notice(f"{name}: {event.message}", event.level))
-
         try:
             image = read_input(path, axes=params.axes)
             run = params if params.axes else replace(params, axes=image.axes)
-            work = iter_uncertainty(
-                image.data, model, run, copies=copies, should_stop=should_stop,
-                pixel_size_um=image.pixel_size_um,
-            )  # fmt: skip
-            result = yield from relay(work, convert)
+            regions = tiles_of(image.data.shape, image.axes, tile) if tile else [None]
+            for k, region in enumerate(regions):
+                name = path.name
+                if region is not None:
+                    name += f" [{region[0]}:{region[2]}, {region[1]}:{region[3]}]"
+
+                span = 999 / len(regions)  # thousandths of the image per region
+                convert = _converter(check, i * 1000 + k * span, span, n * 1000, name)
+                data = _crop(image.data, image.axes, region)
+                work = iter_uncertainty(
+                    data, model, run, copies=copies, should_stop=should_stop,
+                    pixel_size_um=image.pixel_size_um,
+                )  # fmt: skip
+                result = yield from relay(work, convert)
+                ranked.append(
+                    RankedImage(
+                        path, result.score, result.reason, _shifted(result.objects, region),
+                        result.uncertain_fraction, result.labels if keep_labels else None,
+                        region,
+                    )
+                )  # fmt: skip
         except CellsegError as error:
-            failed.append(str(path))
+            failed.append(f"{path}: {error}")
             yield check(Notice(f"{path}: left out: {error}", "warning"))
             continue
-        ranked.append(
-            RankedImage(
-                path, result.score, result.reason, result.objects, result.uncertain_fraction,
-                result.labels if keep_labels else None,
-            )
-        )  # fmt: skip
     yield check(Progress("images", n * 1000, n * 1000, "done"))
     if not ranked:
-        raise CellsegError(
-            f"none of the {n} image(s) could be ranked ({failed[0]} and others failed); "
-            "see the warnings above"
-        )
+        raise CellsegError(f"none of the {n} image(s) could be ranked; the first: {failed[0]}")
     return sorted(ranked, key=lambda r: -r.score)
+
+
+def _converter(
+    check: Callable[[Any], Any], start: float, span: float, total: int, name: str
+) -> Callable[[Any], Any]:
+    """An image's events as the ranking's: progress from ``start`` over ``span`` units."""
+
+    def convert(event: Any) -> Any:
+        if isinstance(event, Progress):
+            return check(Progress("images", int(start + span * event.fraction), total, name))
+        return check(Notice(f"{name}: {event.message}", event.level))
+
+    return convert
+
+
+def tiles_of(shape: Sequence[int], axes: str, tile: int) -> list[tuple[int, int, int, int]]:
+    """``(y0, x0, y1, x1)`` of the tiles of an image, row by row.
+
+    >>> tiles = tiles_of((100, 150, 3), "YXS", 64)
+    >>> len(tiles), tiles[0], tiles[-1]
+    (6, (0, 0, 64, 64), (64, 128, 100, 150))
+    """
+    height, width = int(shape[axes.index("Y")]), int(shape[axes.index("X")])
+    return [
+        (y, x, min(y + tile, height), min(x + tile, width))
+        for y in range(0, height, tile)
+        for x in range(0, width, tile)
+    ]
+
+
+def _crop(data: Any, axes: str, region: tuple[int, int, int, int] | None) -> np.ndarray:
+    """``data`` (lazy or not) cut to ``region`` along its Y and X axes, in memory."""
+    if region is None:
+        return np.asarray(data)
+    index = [slice(None)] * len(axes)
+    index[axes.index("Y")] = slice(region[0], region[2])
+    index[axes.index("X")] = slice(region[1], region[3])
+    return np.asarray(data[tuple(index)])
+
+
+def _shifted(objects: list[RankedObject], region: tuple[int, ...] | None) -> list[RankedObject]:
+    """Objects of a tile, with boxes and centroids in the image's coordinates."""
+    if region is None:
+        return objects
+    y, x = region[0], region[1]
+    return [
+        replace(
+            o,
+            bbox=(o.bbox[0] + y, o.bbox[1] + x, o.bbox[2] + y, o.bbox[3] + x),
+            centroid=(o.centroid[0] + y, o.centroid[1] + x),
+        )
+        for o in objects
+    ]
 
 
 def rank_images(
@@ -176,7 +241,7 @@ def ranking_table(
     ``reason``, ``n_objects``, ``uncertain_fraction``, ``worst_object`` (its label, 0 if
     none). With ``objects``: ``rank``, ``file``, ``image_score``, ``object_rank``,
     ``label``, ``plane``, ``score``, ``reason``, ``centroid_y``, ``centroid_x``,
-    ``bbox_y0/x0/y1/x1``, ``area``.
+    ``bbox_y0/x0/y1/x1``, ``area``. Ranked tiles add ``tile_y0/x0/y1/x1`` after ``file``.
 
     >>> o = RankedObject(2, 0, 0.6, "TTA copies disagree (IoU 0.40)", (1, 2, 5, 6), (3.0, 4.0), 16)
     >>> t = ranking_table([RankedImage(Path("/d/a.tif"), 0.4, "why", [o])], root=Path("/d"))
@@ -195,8 +260,12 @@ def ranking_table(
         return str(path)
 
     rows: list[dict[str, Any]] = []
+    tiles = any(image.region is not None for image in ranked)
     for rank, image in enumerate(ranked, start=1):
         head = {"rank": rank, "file": name(image.path)}
+        if tiles:
+            corners = image.region or (0, 0, 0, 0)
+            head.update(zip(("tile_y0", "tile_x0", "tile_y1", "tile_x1"), corners, strict=True))
         if not objects:
             worst = image.objects[0].label if image.objects else 0
             rows.append({**head, "score": image.score, "reason": image.reason,

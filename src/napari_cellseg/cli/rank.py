@@ -41,6 +41,14 @@ def add_rank_parser(sub: argparse._SubParsersAction) -> None:
         help="also write one row per object, most uncertain first, to <out>_objects.csv",
     )
     p.add_argument("--recursive", action="store_true", help="also rank images in subfolders")
+    p.add_argument(
+        "--by-tile",
+        type=int,
+        default=None,
+        metavar="N",
+        help="rank the N×N-pixel tiles of each image instead of whole images (large images; "
+        "the CSV gets tile_y0/x0/y1/x1 columns)",
+    )
     add_predict_options(p)
     p.set_defaults(func=run_rank)
 
@@ -90,14 +98,22 @@ def run_rank(args: argparse.Namespace) -> int:
             line = f"\rranking: {event.fraction:5.0%} {event.message[-40:]:<40}"
             print(line, end="", file=sys.stderr)
 
-    ranked = drain(iter_rank_images([p for p, _ in files], loaded, params), show)
+    work = iter_rank_images([p for p, _ in files], loaded, params, tile=args.by_tile)
+    ranked = drain(work, show)
     if show_progress:
         print("\r", end="", file=sys.stderr)
     written = write_ranking_csv(out, ranked, root=root)
     if args.objects:
         write_ranking_csv(objects_path(out), ranked, objects=True, root=root)
     for rank, image in enumerate(ranked[:5], start=1):
-        print(f"{rank}. {image.path.name}: {image.score:.3f} ({image.reason})")
+        where = " [{}:{}, {}:{}]".format(*_yyxx(image.region)) if image.region else ""
+        print(f"{rank}. {image.path.name}{where}: {image.score:.3f} ({image.reason})")
     more = f" and {objects_path(out)}" if args.objects else ""
-    print(f"ranked {len(ranked)} image(s) -> {written}{more}")
+    what = "tile(s)" if args.by_tile else "image(s)"
+    print(f"ranked {len(ranked)} {what} -> {written}{more}")
     return 1 if warnings else 0
+
+
+def _yyxx(region: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """``(y0, x0, y1, x1)`` as ``(y0, y1, x0, x1)``, for ``[y0:y1, x0:x1]``."""
+    return region[0], region[2], region[1], region[3]
