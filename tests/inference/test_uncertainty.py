@@ -116,3 +116,29 @@ def test_maskrcnn_end_to_end(tmp_path) -> None:
     for o in result.objects:
         assert set(o.signals) <= {"tta", "detection"} and "tta" in o.signals
         assert 0.0 <= o.score <= 1.0
+
+
+def test_detector_candidates_below_the_threshold_are_possible_missed_objects() -> None:
+    from types import SimpleNamespace
+
+    from napari_cellseg.inference.detections import Detections
+    from napari_cellseg.inference.uncertainty import _candidates
+
+    ref = np.zeros((40, 40), np.int32)
+    ref[2:10, 2:10] = 1
+    boxes = [(20, 20, 30, 30), (2, 2, 10, 10), (22, 22, 32, 32), (30, 0, 38, 8), (0, 30, 8, 38)]
+    scores = [0.4, 0.45, 0.3, 0.2, 0.6]  # missed; on object 1; inside the first; too low; kept
+    masks = [np.ones((b[2] - b[0], b[3] - b[1]), np.float32) for b in boxes]
+    raw = Detections(np.array(boxes), np.array(scores), np.ones(5, np.int64), masks)
+    first = SimpleNamespace(raw=[raw], scale=1.0)
+    run = PredictParams().with_post(score_threshold=0.5)
+    (missed,) = _candidates(first, 0, ref, run)
+    assert (missed.label, missed.bbox, missed.area) == (0, (20, 20, 30, 30), 100)
+    assert missed.score == pytest.approx(0.4)
+    assert missed.reason == "possible missed object (score 0.40, below 0.50)"
+    half = SimpleNamespace(raw=[raw], scale=2.0)  # the network ran on the image at x2
+    assert _candidates(half, 0, ref, run)[0].bbox == (10, 10, 15, 15)
+    from napari_cellseg.inference.uncertainty_signals import image_score
+
+    score, reason = image_score([missed], 0.0)
+    assert score == pytest.approx(0.2) and reason.startswith("no objects kept; 1 possible missed")

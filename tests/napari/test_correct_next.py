@@ -142,3 +142,23 @@ def test_no_model_chosen(make_napari_viewer, qtbot, shown, folder) -> None:
     widget.correct_next.rank_folder(folder)
     assert "choose a model in the Segment tab first" in shown[-1]
     assert cn.object_point(SimpleNamespace(plane=0, centroid=(1.0, 2.0)), (5, 5)) == (1.0, 2.0)
+
+
+def test_a_possible_missed_object_is_shown_with_a_free_label(setup) -> None:
+    from napari_cellseg.inference.uncertainty import RankedObject
+
+    viewer, panel = setup.viewer, setup.panel
+    data = np.zeros((40, 40), np.uint16)
+    data[2:8, 2:8] = 3
+    layer = viewer.add_labels(data, name="cells · detector")
+    viewer.layers.selection.active = layer
+    missed = RankedObject(0, 0, 0.45, "possible missed object (score 0.45, below 0.50)",
+                          (20, 20, 30, 30), (24.5, 24.5), 100)  # fmt: skip
+    kept = RankedObject(3, 0, 0.2, "low detection score 0.80", (2, 2, 8, 8), (4.5, 4.5), 36)
+    panel.objects[layer.name] = ([missed, kept], 0)
+    panel.next_object()
+    assert layer.selected_label == 4  # the next free id, to paint the object if it is one
+    assert panel.object_info.value.startswith("no object (paint it as 4 if it is one) (1/2)")
+    assert tuple(camera(viewer).center[-2:]) == pytest.approx((24.5, 24.5))
+    panel.next_object()
+    assert layer.selected_label == 3

@@ -26,6 +26,7 @@ from napari_cellseg._napari._common import ThrottledProgress, track_task
 from napari_cellseg._napari._layers import layer_axes, layer_data, put_labels, result_name
 from napari_cellseg._napari._threads import with_gui_threads
 from napari_cellseg.errors import CellsegError
+from napari_cellseg.labels import editing
 
 MAX_SHOWN = 500
 """At most this many images are listed (the most doubtful ones)."""
@@ -247,10 +248,14 @@ class CorrectNextPanel(Container):
             if obj.label in present:
                 self.objects[labels.name] = (objects, k + 1)
                 helpers.centre_on(self._viewer, labels, object_point(obj, data.shape))
-                labels.selected_label = obj.label
+                what = f"object {obj.label}"
+                if obj.label == 0:  # a candidate the model did not keep: paint it if real
+                    labels.selected_label = editing.next_free_label(data)
+                    what = f"no object (paint it as {labels.selected_label} if it is one)"
+                else:
+                    labels.selected_label = obj.label
                 self.object_info.value = (
-                    f"object {obj.label} ({k + 1}/{len(objects)}): {obj.reason}, "
-                    f"doubt {obj.score:.2f}"
+                    f"{what} ({k + 1}/{len(objects)}): {obj.reason}, doubt {obj.score:.2f}"
                 )
                 return
         self.object_info.value = "no object left to show"

@@ -67,8 +67,8 @@ class RankedImage:
 
     @property
     def n_objects(self) -> int:
-        """How many objects the model found."""
-        return len(self.objects)
+        """How many objects the model found (possible missed objects, label 0, not counted)."""
+        return sum(o.label > 0 for o in self.objects)
 
 
 def iter_rank_images(
@@ -238,10 +238,11 @@ def ranking_table(
     """The ranking as a column table: one row per image, or per object with ``objects``.
 
     Image columns: ``rank``, ``file`` (relative to ``root`` when given), ``score``,
-    ``reason``, ``n_objects``, ``uncertain_fraction``, ``worst_object`` (its label, 0 if
-    none). With ``objects``: ``rank``, ``file``, ``image_score``, ``object_rank``,
-    ``label``, ``plane``, ``score``, ``reason``, ``centroid_y``, ``centroid_x``,
-    ``bbox_y0/x0/y1/x1``, ``area``. Ranked tiles add ``tile_y0/x0/y1/x1`` after ``file``.
+    ``reason``, ``n_objects``, ``uncertain_fraction``, ``worst_object`` (its label; 0 for
+    none or a possible missed object). With ``objects``: ``rank``, ``file``,
+    ``image_score``, ``object_rank``, ``label``, ``plane``, ``score``, ``reason``,
+    ``centroid_y``, ``centroid_x``, ``bbox_y0/x0/y1/x1``, ``area``. Ranked tiles add
+    ``tile_y0/x0/y1/x1`` after ``file``.
 
     >>> o = RankedObject(2, 0, 0.6, "TTA copies disagree (IoU 0.40)", (1, 2, 5, 6), (3.0, 4.0), 16)
     >>> t = ranking_table([RankedImage(Path("/d/a.tif"), 0.4, "why", [o])], root=Path("/d"))

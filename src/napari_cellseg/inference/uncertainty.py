@@ -15,6 +15,11 @@ labels (the first copy's, or labels the caller gives) gets up to three signals i
   score of the first copy's object that matches it.
 
 An object's uncertainty is the largest of its signals; its reason names that signal.
+Models that score their objects also report the candidates the first copy found just below
+the score threshold (between half of it and it) where the labels have no object: each is a
+:class:`RankedObject` with ``label`` 0 ("possible missed object"), its uncertainty
+``0.5 * score / threshold`` (a candidate at the threshold doubts as much as an object kept
+at it with score 0.5).
 The image's uncertainty is ``0.5 * top + 0.5 * fraction``: ``top`` the mean of the
 :data:`TOP_K` largest object uncertainties (all objects if fewer), ``fraction`` the part of
 the foreground (pixels any copy calls foreground) on which the copies disagree.
@@ -245,6 +250,7 @@ def _assess(
             scores = {int(table["label"][r]): float(table["score"][r]) for r in rows}
             if labels is not None:
                 scores = _matched_scores(ref, copy_planes[0][plane], scores)
+        objects += _candidates(first, plane, ref, run)
         objects += score_objects(
             ref,
             [c[plane] for c in copy_planes[len(copy_planes) - len(others) :]],
@@ -257,6 +263,38 @@ def _assess(
     fraction = disagreement([c.reshape(-1) for c in copy_labels])
     score, reason = image_score(objects, fraction)
     return ImageUncertainty(score, reason, objects, fraction, reference, len(predictions))
+
+
+def _candidates(prediction: Any, plane: int, reference: np.ndarray, run: Any) -> list:
+    """Detections just below the score threshold where ``reference`` has no object."""
+    raw = prediction.raw[plane] if plane < len(prediction.raw) else None
+    if raw is None or not hasattr(raw, "scores") or not len(raw):
+        return []
+    threshold = run.post.score_threshold
+    scale = prediction.scale or 1.0
+    found: list[RankedObject] = []
+    taken = np.zeros(reference.shape, bool)
+    for i in np.argsort(-raw.scores, kind="stable"):
+        score = float(raw.scores[i])
+        if not threshold / 2 <= score < threshold:
+            continue
+        height, width = reference.shape
+        y0, x0, y1, x1 = np.rint(raw.boxes[i] / scale).astype(int).tolist()
+        y0, x0 = min(max(y0, 0), height - 1), min(max(x0, 0), width - 1)
+        y1, x1 = min(max(y1, y0 + 1), height), min(max(x1, x0 + 1), width)
+        cy, cx = (y0 + y1 - 1) // 2, (x0 + x1 - 1) // 2
+        if reference[cy, cx] or taken[cy, cx]:
+            continue  # an object is there already, or a better candidate
+        taken[y0:y1, x0:x1] = True
+        area = int((raw.masks[i] > run.post.mask_threshold).sum() / scale**2)
+        found.append(
+            RankedObject(
+                0, plane, round(0.5 * score / threshold, 4),
+                f"possible missed object (score {score:.2f}, below {threshold:.2f})",
+                (y0, x0, y1, x1), ((y0 + y1) / 2, (x0 + x1) / 2), area, {"candidate": score},
+            )
+        )  # fmt: skip
+    return found
 
 
 def rank_objects(

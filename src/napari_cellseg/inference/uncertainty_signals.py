@@ -217,6 +217,8 @@ def image_score(
         return score, "no objects found"
     if fraction > top or not objects:
         return score, f"TTA copies disagree on {fraction:.0%} of the foreground"
+    if all(o.label == 0 for o in objects):  # only candidates the model did not keep
+        return score, f"no objects kept; {len(objects)} possible missed ({objects[0].reason})"
     doubtful = sum(o.score >= DOUBTFUL for o in objects)
     if doubtful == 0:
         return score, f"no doubtful object (worst {objects[0].score:.2f})"
