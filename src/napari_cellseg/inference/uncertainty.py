@@ -198,7 +198,9 @@ def iter_uncertainty(
     axes = resolve_axes(image.shape, params.axes)
     ya, xa = axes.index("Y"), axes.index("X")
     run = replace(params, axes=axes, tta=1, keep_probabilities=True)
-    predictions = []
+    first: Any = None
+    copy_labels: list[np.ndarray] = []  # each copy's labels and foreground, on the image's grid
+    maps: list[np.ndarray | None] = []
     for i, transform in enumerate(TTA_TRANSFORMS[:n]):
 
         def convert(event: Any, i: int = i) -> Any:
@@ -213,21 +215,27 @@ def iter_uncertainty(
         )
         prediction = yield from relay(work, convert)
         if i == 0:  # the other copies: the same diameter and thresholds, nothing re-estimated
+            first = prediction
             size = prediction.diameter if prediction.diameter is not None else "off"
             run = replace(run, diameter=size, post=prediction.params.post)
-        predictions.append((prediction, transform))
+        copy_labels.append(_back(prediction.labels, transform))
+        fg = _foreground(prediction.probabilities, prediction.card.outputs)
+        maps.append(None if fg is None else _back(fg, transform))
+        prediction.probabilities = None  # kept: labels and foreground; copy 0's table and
+        if not any(hasattr(r, "scores") for r in prediction.raw):  # detections (candidates)
+            prediction.raw = []
         yield Progress("copies", (i + 1) * 100, n * 100, f"copy {i + 1}/{n}")
-    return _assess(predictions, labels, run)
+    return _assess(first, copy_labels, maps, labels, run)
 
 
 def _assess(
-    predictions: list[tuple[Any, tuple[bool, ...]]],
+    first: Any,
+    copy_labels: list[np.ndarray],
+    maps: list[np.ndarray | None],
     labels: np.ndarray | None,
     run: PredictParams,
 ) -> ImageUncertainty:
-    """Score the copies' predictions (each with the transform it ran on)."""
-    first = predictions[0][0]
-    copy_labels = [_back(p.labels, t) for p, t in predictions]
+    """Score the copies (labels and foreground on the image's grid; ``first``: copy 0)."""
     if labels is not None and np.shape(labels) != np.shape(first.labels):
         raise CellsegError(
             f"the labels' shape {np.shape(labels)} does not match the image's label shape "
@@ -235,10 +243,7 @@ def _assess(
         )
     reference = np.asarray(labels) if labels is not None else copy_labels[0]
     others = copy_labels if labels is not None else copy_labels[1:]
-    maps = [_foreground(p.probabilities, p.card.outputs) for p, _ in predictions]
-    foreground = None
-    if all(m is not None for m in maps):
-        foreground = np.mean([_back(m, t) for m, (_, t) in zip(maps, predictions, strict=True)], 0)
+    foreground = np.mean(maps, axis=0) if all(m is not None for m in maps) else None
     table = first.table
     objects: list[RankedObject] = []
     fg_planes = _planes(foreground)
@@ -262,7 +267,7 @@ def _assess(
     objects.sort(key=lambda o: (-o.score, o.plane, o.label))
     fraction = disagreement([c.reshape(-1) for c in copy_labels])
     score, reason = image_score(objects, fraction)
-    return ImageUncertainty(score, reason, objects, fraction, reference, len(predictions))
+    return ImageUncertainty(score, reason, objects, fraction, reference, len(copy_labels))
 
 
 def _candidates(prediction: Any, plane: int, reference: np.ndarray, run: Any) -> list:
