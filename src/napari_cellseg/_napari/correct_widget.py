@@ -1,5 +1,8 @@
 """The "Correct" dock: edit instance labels (undoably) and add them to a training set.
 
+Below the edits, "Correct next" (:mod:`._correct_next`) ranks a folder's images by the
+model's doubt and jumps to the next doubtful object.
+
 Every edit is written with ``Labels.data_setitem`` inside ``block_history``, so it is one
 step of the layer's own undo history (Ctrl+Z / ``layer.undo()``). Object ids the user
 changes, with this dock or with napari's brush, fill, polygon and eraser, are collected per
@@ -31,6 +34,7 @@ from napari.utils.notifications import show_info
 
 from napari_cellseg._napari import _correct_helpers as helpers
 from napari_cellseg._napari._common import layer_choices, rebuild_choices
+from napari_cellseg._napari._correct_next import CorrectNextPanel
 from napari_cellseg._napari._edit_tracker import EditTracker
 from napari_cellseg._napari._export_action import (
     EXPORT_CHOICES,
@@ -90,6 +94,8 @@ class CorrectWidget(Container):
         self.add_button = PushButton(text="Add to training set")
         self.export_format = ComboBox(choices=list(EXPORT_CHOICES), label="Export as")
         self.export_button = PushButton(text="Export…")
+        layers = lambda: (self.labels_layer.value, self.image_layer.value)  # noqa: E731
+        self.correct_next = CorrectNextPanel(viewer, self._session, layers)
         row = helpers.row
         self.extend(
             [
@@ -108,6 +114,7 @@ class CorrectWidget(Container):
                 self.margin,
                 self.add_button,
                 row(self.export_format, self.export_button, label="Export as"),
+                self.correct_next,
             ]
         )  # fmt: skip
         self.native.layout().addStretch(1)

@@ -1,4 +1,4 @@
-"""The ``cellseg`` command line: ``info | predict | train | evaluate | tune | batch | export``.
+"""The ``cellseg`` command line: info, predict, train, evaluate, tune, batch, export, rank.
 
 The CLI is napari-free: it imports only the core and the models.
 """
@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     from napari_cellseg.cli.export import add_export_parser
 
     add_export_parser(sub)
+
+    from napari_cellseg.cli.rank import add_rank_parser
+
+    add_rank_parser(sub)
     return parser
 
 

@@ -1,0 +1,302 @@
+"""What to correct next: images ranked by the model's uncertainty, and the ranking as CSV.
+
+Each image is scored by :func:`napari_cellseg.inference.uncertainty.iter_uncertainty`
+(augmented copies compared; the formula is in that module). :func:`iter_rank_images` yields
+progress, can be stopped at any yield, and returns the images most uncertain first; an
+image that cannot be read or segmented is reported (a warning :class:`Notice`) and left out.
+With ``tile``, the tiles of each image are ranked instead (a large image: where to start).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_cellseg.batch.measure import write_table_csv
+from napari_cellseg.batch.reading import read_input
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.events import CancelledError, Notice, Progress, drain, relay
+from napari_cellseg.inference.uncertainty import RankedObject, iter_uncertainty
+from napari_cellseg.models.weights import LoadedModel
+from napari_cellseg.params import PredictParams
+
+__all__ = [
+    "RankedImage",
+    "iter_rank_images",
+    "rank_images",
+    "ranking_table",
+    "write_ranking_csv",
+]
+
+
+@dataclass
+class RankedImage:
+    """One image of a ranking.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The image file.
+    score : float
+        Uncertainty in [0, 1] (1: the most doubtful).
+    reason : str
+        Why, in words.
+    objects : list of RankedObject
+        Its objects, most uncertain first.
+    uncertain_fraction : float
+        The part of the foreground on which the augmented copies disagree.
+    labels : numpy.ndarray or None
+        The model's labels (the objects' ids refer to them), when asked to keep them.
+    region : tuple of int or None
+        For a tile of a large image: ``(y0, x0, y1, x1)`` in the image (the objects' boxes
+        and centroids are in the image's coordinates; ``labels`` cover the tile only).
+    """
+
+    path: Path
+    score: float
+    reason: str
+    objects: list[RankedObject] = field(default_factory=list)
+    uncertain_fraction: float = 0.0
+    labels: np.ndarray | None = field(default=None, repr=False)
+    region: tuple[int, int, int, int] | None = None
+
+    @property
+    def n_objects(self) -> int:
+        """How many objects the model found (possible missed objects, label 0, not counted)."""
+        return sum(o.label > 0 for o in self.objects)
+
+
+def iter_rank_images(
+    paths: Sequence[str | os.PathLike[str]],
+    model: str | Path | LoadedModel,
+    params: PredictParams | None = None,
+    *,
+    copies: int | None = None,
+    keep_labels: bool = False,
+    tile: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[Progress | Notice, None, list[RankedImage]]:
+    """Score every image; yield progress; return them most uncertain first.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        Image files.
+    model : str, Path or LoadedModel
+        A weight file or a loaded model (loaded once for all images).
+    params : PredictParams, optional
+        Prediction parameters; ``params.axes`` are the files' own (``--axes``).
+    copies : int, optional
+        Augmented copies compared per image (default: ``params.tta`` if > 1, else 4).
+    keep_labels : bool
+        Keep each image's labels in its :class:`RankedImage` (memory grows with the folder).
+    tile : int, optional
+        Rank the tiles of each image instead (``tile`` × ``tile`` pixels, the last row and
+        column smaller), each as its own :class:`RankedImage` with its ``region``: for
+        large images, read tile by tile.
+    should_stop : callable, optional
+        Polled at every yield; when it returns True, :class:`CancelledError` is raised.
+
+    Yields
+    ------
+    Progress or Notice
+        Progress of stage ``"images"`` (thousandths of an image), and a warning for each
+        image left out.
+
+    Returns
+    -------
+    list of RankedImage
+        Highest score first; equal scores in the order given.
+
+    Raises
+    ------
+    CellsegError
+        When no image is given, or none could be scored.
+    """
+    params = params or PredictParams()
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise CellsegError("no images to rank: give a folder holding images, or image files")
+
+    def check(event: Any) -> Any:
+        if should_stop is not None and should_stop():
+            raise CancelledError("ranking was stopped")
+        return event
+
+    if tile is not None and tile < 64:
+        raise CellsegError(f"tiles for ranking must be at least 64 pixels, got {tile}")
+    ranked: list[RankedImage] = []
+    failed: list[str] = []
+    n = len(paths)
+    for i, path in enumerate(paths):
+        yield check(Progress("images", i * 1000, n * 1000, path.name))
+        try:
+            image = read_input(path, axes=params.axes)
+            run = params if params.axes else replace(params, axes=image.axes)
+            regions = tiles_of(image.data.shape, image.axes, tile) if tile else [None]
+            for k, region in enumerate(regions):
+                name = path.name
+                if region is not None:
+                    name += f" [{region[0]}:{region[2]}, {region[1]}:{region[3]}]"
+
+                span = 999 / len(regions)  # thousandths of the image per region
+                convert = _converter(check, i * 1000 + k * span, span, n * 1000, name)
+                data = _crop(image.data, image.axes, region)
+                work = iter_uncertainty(
+                    data, model, run, copies=copies, should_stop=should_stop,
+                    pixel_size_um=image.pixel_size_um,
+                )  # fmt: skip
+                result = yield from relay(work, convert)
+                ranked.append(
+                    RankedImage(
+                        path, result.score, result.reason, _shifted(result.objects, region),
+                        result.uncertain_fraction, result.labels if keep_labels else None,
+                        region,
+                    )
+                )  # fmt: skip
+        except CellsegError as error:
+            failed.append(f"{path}: {error}")
+            yield check(Notice(f"{path}: left out: {error}", "warning"))
+            continue
+    yield check(Progress("images", n * 1000, n * 1000, "done"))
+    if not ranked:
+        raise CellsegError(f"none of the {n} image(s) could be ranked; the first: {failed[0]}")
+    return sorted(ranked, key=lambda r: -r.score)
+
+
+def _converter(
+    check: Callable[[Any], Any], start: float, span: float, total: int, name: str
+) -> Callable[[Any], Any]:
+    """An image's events as the ranking's: progress from ``start`` over ``span`` units."""
+
+    def convert(event: Any) -> Any:
+        if isinstance(event, Progress):
+            return check(Progress("images", int(start + span * event.fraction), total, name))
+        return check(Notice(f"{name}: {event.message}", event.level))
+
+    return convert
+
+
+def tiles_of(shape: Sequence[int], axes: str, tile: int) -> list[tuple[int, int, int, int]]:
+    """``(y0, x0, y1, x1)`` of the tiles of an image, row by row.
+
+    >>> tiles = tiles_of((100, 150, 3), "YXS", 64)
+    >>> len(tiles), tiles[0], tiles[-1]
+    (6, (0, 0, 64, 64), (64, 128, 100, 150))
+    """
+    height, width = int(shape[axes.index("Y")]), int(shape[axes.index("X")])
+    return [
+        (y, x, min(y + tile, height), min(x + tile, width))
+        for y in range(0, height, tile)
+        for x in range(0, width, tile)
+    ]
+
+
+def _crop(data: Any, axes: str, region: tuple[int, int, int, int] | None) -> np.ndarray:
+    """``data`` (lazy or not) cut to ``region`` along its Y and X axes, in memory."""
+    if region is None:
+        return np.asarray(data)
+    index = [slice(None)] * len(axes)
+    index[axes.index("Y")] = slice(region[0], region[2])
+    index[axes.index("X")] = slice(region[1], region[3])
+    return np.asarray(data[tuple(index)])
+
+
+def _shifted(objects: list[RankedObject], region: tuple[int, ...] | None) -> list[RankedObject]:
+    """Objects of a tile, with boxes and centroids in the image's coordinates."""
+    if region is None:
+        return objects
+    y, x = region[0], region[1]
+    return [
+        replace(
+            o,
+            bbox=(o.bbox[0] + y, o.bbox[1] + x, o.bbox[2] + y, o.bbox[3] + x),
+            centroid=(o.centroid[0] + y, o.centroid[1] + x),
+        )
+        for o in objects
+    ]
+
+
+def rank_images(
+    paths: Sequence[str | os.PathLike[str]],
+    model: str | Path | LoadedModel,
+    params: PredictParams | None = None,
+    **kwargs: Any,
+) -> list[RankedImage]:
+    """Run :func:`iter_rank_images` to the end: the images, most uncertain first."""
+    return drain(iter_rank_images(paths, model, params, **kwargs))
+
+
+def ranking_table(
+    ranked: Sequence[RankedImage], *, objects: bool = False, root: Path | None = None
+) -> dict[str, np.ndarray]:
+    """The ranking as a column table: one row per image, or per object with ``objects``.
+
+    Image columns: ``rank``, ``file`` (relative to ``root`` when given), ``score``,
+    ``reason``, ``n_objects``, ``uncertain_fraction``, ``worst_object`` (its label; 0 for
+    none or a possible missed object). With ``objects``: ``rank``, ``file``,
+    ``image_score``, ``object_rank``, ``label``, ``plane``, ``score``, ``reason``,
+    ``centroid_y``, ``centroid_x``, ``bbox_y0/x0/y1/x1``, ``area``. Ranked tiles add
+    ``tile_y0/x0/y1/x1`` after ``file``.
+
+    >>> o = RankedObject(2, 0, 0.6, "TTA copies disagree (IoU 0.40)", (1, 2, 5, 6), (3.0, 4.0), 16)
+    >>> t = ranking_table([RankedImage(Path("/d/a.tif"), 0.4, "why", [o])], root=Path("/d"))
+    >>> t["file"].tolist(), t["worst_object"].tolist()
+    (['a.tif'], [2])
+    >>> ranking_table([RankedImage(Path("a.tif"), 0.4, "why", [o])], objects=True)["bbox_x1"]
+    array([6])
+    """
+
+    def name(path: Path) -> str:
+        if root is not None:
+            try:
+                return path.relative_to(root).as_posix()
+            except ValueError:
+                pass
+        return str(path)
+
+    rows: list[dict[str, Any]] = []
+    tiles = any(image.region is not None for image in ranked)
+    for rank, image in enumerate(ranked, start=1):
+        head = {"rank": rank, "file": name(image.path)}
+        if tiles:
+            corners = image.region or (0, 0, 0, 0)
+            head.update(zip(("tile_y0", "tile_x0", "tile_y1", "tile_x1"), corners, strict=True))
+        if not objects:
+            worst = image.objects[0].label if image.objects else 0
+            rows.append({**head, "score": image.score, "reason": image.reason,
+                         "n_objects": image.n_objects,
+                         "uncertain_fraction": image.uncertain_fraction,
+                         "worst_object": worst})  # fmt: skip
+            continue
+        for k, o in enumerate(image.objects, start=1):
+            rows.append({**head, "image_score": image.score, "object_rank": k,
+                         "label": o.label, "plane": o.plane, "score": o.score,
+                         "reason": o.reason, "centroid_y": o.centroid[0],
+                         "centroid_x": o.centroid[1], "bbox_y0": o.bbox[0],
+                         "bbox_x0": o.bbox[1], "bbox_y1": o.bbox[2], "bbox_x1": o.bbox[3],
+                         "area": o.area})  # fmt: skip
+    if not rows:
+        keys = ranking_table([RankedImage(Path("x"), 0, "", [_EMPTY])], objects=objects)
+        return {k: np.array([]) for k in keys}
+    return {k: np.array([r[k] for r in rows]) for k in rows[0]}
+
+
+_EMPTY = RankedObject(0, 0, 0.0, "", (0, 0, 0, 0), (0.0, 0.0), 0)
+
+
+def write_ranking_csv(
+    path: str | os.PathLike[str],
+    ranked: Sequence[RankedImage],
+    *,
+    objects: bool = False,
+    root: Path | None = None,
+) -> Path:
+    """Write :func:`ranking_table` as CSV, atomically (its folder made); returns the path."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return write_table_csv(path, ranking_table(ranked, objects=objects, root=root))

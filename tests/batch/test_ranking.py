@@ -1,0 +1,107 @@
+"""Ranking a folder: the image made ambiguous on purpose comes first; bad files are left out."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from doubtful_model import ambiguous_image, clear_image, doubtful_model
+from napari_cellseg.batch.ranking import iter_rank_images, rank_images, write_ranking_csv
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.events import CancelledError, Notice, Progress, drain
+from napari_cellseg.params import PredictParams
+
+CPU = PredictParams(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return doubtful_model()
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    tifffile.imwrite(tmp_path / "a_clear.tif", clear_image())
+    tifffile.imwrite(tmp_path / "b_ambiguous.tif", ambiguous_image())
+    tifffile.imwrite(tmp_path / "c_clear.tif", clear_image()[::-1])
+    return tmp_path
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_ambiguous_image_ranks_first(folder, model) -> None:
+    paths = sorted(folder.glob("*.tif"))
+    ranked = rank_images(paths, model, CPU, keep_labels=True)
+    assert [r.path.name for r in ranked] == ["b_ambiguous.tif", "a_clear.tif", "c_clear.tif"]
+    top = ranked[0]
+    assert top.score > 0.2 and all(r.score < 0.01 for r in ranked[1:])
+    assert top.n_objects == 3 and top.objects[0].bbox == (40, 4, 56, 18)
+    assert "disagree" in top.reason and top.labels.shape == (64, 64)
+    assert rank_images(paths[:1], model, CPU)[0].labels is None  # kept only when asked
+
+
+def test_csv_content(folder, model, tmp_path) -> None:
+    ranked = rank_images(sorted(folder.glob("*.tif")), model, CPU)
+    rows = _read(write_ranking_csv(tmp_path / "out" / "r.csv", ranked, root=folder))
+    assert [r["file"] for r in rows] == ["b_ambiguous.tif", "a_clear.tif", "c_clear.tif"]
+    assert [r["rank"] for r in rows] == ["1", "2", "3"]
+    assert list(rows[0]) == [
+        "rank", "file", "score", "reason", "n_objects", "uncertain_fraction", "worst_object",
+    ]  # fmt: skip
+    assert float(rows[0]["score"]) == pytest.approx(ranked[0].score)
+    assert rows[0]["n_objects"] == "3" and rows[0]["worst_object"] == "2"
+    assert rows[0]["reason"] == ranked[0].reason
+    objects = _read(write_ranking_csv(tmp_path / "o.csv", ranked, objects=True, root=folder))
+    assert len(objects) == 9
+    first = objects[0]
+    assert (first["file"], first["object_rank"], first["label"]) == ("b_ambiguous.tif", "1", "2")
+    assert first["reason"].startswith("TTA copies disagree")
+    assert (first["bbox_y0"], first["bbox_x0"], first["bbox_y1"], first["bbox_x1"]) == (
+        "40", "4", "56", "18",
+    )  # fmt: skip
+    empty = _read(write_ranking_csv(tmp_path / "e.csv", [], objects=True))
+    assert empty == [] and (tmp_path / "e.csv").read_text().startswith("rank,file,image_score")
+
+
+def test_unreadable_images_are_left_out_with_a_warning(folder, model) -> None:
+    (folder / "broken.png").write_bytes(b"not an image")
+    events: list = []
+    ranked = drain(iter_rank_images(sorted(folder.iterdir()), model, CPU), events.append)
+    assert len(ranked) == 3
+    warnings = [e.message for e in events if isinstance(e, Notice) and e.level == "warning"]
+    assert len(warnings) == 1 and "broken.png: left out:" in warnings[0]
+    steps = [e for e in events if isinstance(e, Progress)]
+    assert {e.stage for e in steps} == {"images"} and steps[-1].fraction == 1.0
+    with pytest.raises(CellsegError, match="none of the 1 image"):
+        rank_images([folder / "broken.png"], model, CPU)
+    with pytest.raises(CellsegError, match="no images to rank"):
+        rank_images([], model, CPU)
+
+
+def test_stoppable(folder, model) -> None:
+    paths = sorted(folder.glob("*.tif"))
+    seen: list = []
+    with pytest.raises(CancelledError):
+        drain(iter_rank_images(paths, model, CPU, should_stop=lambda: len(seen) > 3), seen.append)
+    assert len(seen) <= 4
+
+
+def test_tiles_of_a_large_image(tmp_path, model) -> None:
+    wide = tmp_path / "wide.tif"
+    tifffile.imwrite(wide, np.concatenate([clear_image(), ambiguous_image()], axis=1))
+    ranked = rank_images([wide], model, CPU, tile=64, keep_labels=True)
+    assert [r.region for r in ranked] == [(0, 64, 64, 128), (0, 0, 64, 64)]
+    top = ranked[0].objects[0]
+    assert top.bbox == (40, 68, 56, 82) and top.centroid == pytest.approx((47.5, 74.5))
+    assert ranked[0].labels.shape == (64, 64)
+    rows = _read(write_ranking_csv(tmp_path / "t.csv", ranked))
+    assert [(r["tile_x0"], r["tile_x1"]) for r in rows] == [("64", "128"), ("0", "64")]
+    with pytest.raises(CellsegError, match="at least 64 pixels, got 8"):
+        rank_images([wide], model, CPU, tile=8)
