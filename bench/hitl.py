@@ -6,7 +6,7 @@ never saw it. Its images are split once (seeded) into a *pool* the user could co
 in for the corrections) plus 1 more for validation, fine-tunes the base for ``--minutes`` on
 this CPU with a recipe (``classic``: the old default; ``fast``: the new one) and scores the
 result on the test set. The 3 images are chosen at random (one run per seed) or as the 3
-top-ranked by the base model's uncertainty (``napari_cellseg.inference.uncertainty``).
+top-ranked by the base model's uncertainty (``napari_cellseg.batch.ranking``).
 
 Domains: ``colour`` (the 83 colour H&E/brightfield tiles of DSB 2018 stage1_train),
 ``brightfield`` (the 11 grey brightfield ones), ``glas`` (GlaS glands: pool = train,
@@ -101,7 +101,7 @@ def choose(pool, how: str, seed: int, base: Path, n: int = 3):
     if how == "random":
         picked = rng.sample(pool, n + 1)
         return picked[:n], picked[n:], None
-    from napari_cellseg.inference.uncertainty import rank_images
+    from napari_cellseg.batch.ranking import rank_images
 
     loaded = load_weights(base)
     ranking = rank_images([p.image_path for p in pool], loaded, PredictParams(device="cpu"))
