@@ -14,6 +14,7 @@ test = testA). Writes ``bench/results/hitl_<domain>.json`` and prints a Markdown
 
     .venv/bin/python bench/hitl.py --base ~/.cache/napari-cellseg/base-fluo.safetensors \\
         --domain colour --minutes 5 --runs classic:random:0 fast:random:0 fast:top:0
+    .venv/bin/python bench/hitl.py --report   # the Markdown table of every bench/results/hitl_*.json
 """
 
 from __future__ import annotations
@@ -154,7 +155,38 @@ def run(base: Path, pool, test, recipe: str, how: str, seed: int, minutes: float
     }
 
 
+def report(folder: Path) -> str:
+    """A Markdown table of every ``hitl_<domain>.json`` in ``folder`` (mean over seeds)."""
+    lines = [
+        "| left-out domain (base) | test images | recipe | 3 images chosen | seeds | DSB AP "
+        "(mean ± sd) | vs base | training s (mean) | kept base |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted(folder.glob("hitl_*.json")):
+        result = json.loads(path.read_text())
+        base = result["base_score"]["dsb_ap"]
+        head = f"{result['domain']} ({result['base']})"
+        lines.append(f"| {head} | {result['test']} | base model | — | — | {base:.3f} | — | — | — |")
+        groups: dict[tuple[str, str], list] = {}
+        for row in result["runs"]:
+            groups.setdefault((row["recipe"], row["selection"]), []).append(row)
+        for (recipe, how), rows in groups.items():
+            ap = np.array([r["test"]["dsb_ap"] for r in rows])
+            seconds = np.mean([r["train_seconds"] for r in rows])
+            kept = sum(bool(r["kept_base"]) for r in rows)
+            seeds = ",".join(str(r["seed"]) for r in rows)
+            chosen = "top-ranked" if how == "top" else "random"
+            lines.append(
+                f"| {head} | {result['test']} | {recipe} | {chosen} | {seeds} | {ap.mean():.3f} ± "
+                f"{ap.std():.3f} | {ap.mean() - base:+.3f} | {seconds:.0f} | {kept}/{len(rows)} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if "--report" in __import__("sys").argv:
+        print(report(ROOT / "bench" / "results"))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, required=True)
     parser.add_argument("--domain", choices=("colour", "brightfield", "glas"), required=True)
