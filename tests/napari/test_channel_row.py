@@ -107,6 +107,17 @@ def test_a_two_channel_layer_segments_its_signal_channel(
     assert widget.last_prediction.params.channels == (1, 0, 1)
     assert not np.array_equal(helped, maps)  # the helper reached the model
 
+    viewer.add_image(two_channels()[0], name="cyto")  # the same channels as separate layers
+    widget.image_layer.value = alone
+    assert "cyto" in channels.helper.choices and channels.helper.enabled
+    channels.helper.value = "cyto"
+    assert channels.inputs.value == "nuclei, cyto, nuclei → 3 inputs (rgb)"
+    np.testing.assert_array_equal(run_maps(widget, qtbot), helped)
+    assert widget.last_prediction.params.channels == (0, 1, 0)
+    assert alone.metadata[METADATA_KEY]["channels"]["helper"] == "cyto"
+    viewer.layers.remove("cyto")
+    assert channels.helper.value is None  # gone: no helper
+
 
 def test_the_choice_is_kept_per_layer(make_napari_viewer, qtbot, weights) -> None:
     viewer = make_napari_viewer()

@@ -2,21 +2,25 @@
 
 ``ChannelRow`` shows, for the chosen image layer, which axis holds channels (guessed by
 :func:`._channels.guess_channel_axis`, overridable), which channel is the nucleus / cell
-signal and which an optional helper (cytoplasm, membrane), and what the model's inputs then
-receive (the card's ``input_channels`` / ``channel_handling``). The choice is kept in the
-layer's metadata, so switching layers restores it. The mapping itself is the core's
-``PredictParams.channels`` (``--channels``): :meth:`ChannelRow.channels` computes it.
+signal and which an optional helper (cytoplasm, membrane) — a channel of the layer or, for
+channels opened as separate layers, another image layer of the same shape — and what the
+model's inputs then receive (the card's ``input_channels`` / ``channel_handling``). The
+choice is kept in the layer's metadata, so switching layers restores it. The mapping itself
+is the core's ``PredictParams.channels`` (``--channels``): :meth:`ChannelRow.channels`
+computes it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
 from magicgui.widgets import ComboBox, Label, LineEdit, Widget
 from napari.layers import Image
 
-from napari_cellseg._napari import _channels
+from napari_cellseg._napari import _channels, _layers
 from napari_cellseg._napari._channels import ChannelChoice
 from napari_cellseg._napari._layers import layer_data
 from napari_cellseg.errors import CellsegError
@@ -45,6 +49,8 @@ class ChannelRow:
         self._layer: Image | None = None
         self._card: Any = None
         self._loading = False
+        #: The viewer's image layers (for a helper channel opened as a layer of its own).
+        self.image_layers: Callable[[], list[Image]] = list
         #: Called after the user changed the choice (not when a layer or card is shown).
         self.on_change: Callable[[], None] | None = None
         self.axis.changed.connect(self._on_axis)
@@ -69,22 +75,54 @@ class ChannelRow:
         shape = layer_data(self._layer).shape
         return _channels.data_axes(shape, self.axis.value, rgb=bool(self._layer.rgb))
 
+    def helper_layer(self) -> Image | None:
+        """The image layer chosen as helper channel, or ``None`` (CellsegError: it is gone)."""
+        name = self.helper.value
+        if not isinstance(name, str) or self._layer is None:
+            return None
+        for layer in self._siblings():
+            if layer.name == name:
+                return layer
+        raise CellsegError(
+            f"helper layer {name!r} is gone or no longer has the shape of {self._layer.name!r}; "
+            "choose another helper"
+        )
+
     def channels(self, card: Any = None) -> tuple[int, ...] | None:
         """``PredictParams.channels`` for the chosen signal and helper (None: the card's way).
 
-        Raises CellsegError (one line) when a channel is out of range for the layer.
+        With a helper layer, the run's data are the layer and the helper stacked (channels
+        0 and 1, see :meth:`image_input`). Raises CellsegError (one line) when a channel is
+        out of range for the layer.
         """
         card = card if card is not None else self._card
-        if self._layer is None or self.axis.value is None or _inputs(card) is None:
+        if self._layer is None or _inputs(card) is None:
+            return None
+        n, handling = _inputs(card)
+        if self.helper_layer() is not None:
+            return _channels.model_channels(0, 1, n, handling)
+        if self.axis.value is None:
             return None
         _channels.check_choice(self.choice(), layer_data(self._layer).shape, self._layer.name)
-        return _channels.model_channels(
-            self.signal.value, self.helper.value, card.input_channels, card.channel_handling
-        )
+        return _channels.model_channels(self.signal.value, self.helper.value, n, handling)
+
+    def image_input(self, viewer: Any, *, only_current: bool) -> _layers.ImageInput:
+        """What the run segments: the layer (or its current plane), with a helper layer's
+        data stacked behind it as a last channel axis when one is chosen."""
+        if self._layer is None:
+            raise CellsegError("choose an image layer to segment (add one to the viewer first)")
+        axes = self.axes()
+        source = _layers.image_input(self._layer, viewer, only_current=only_current, axes=axes)
+        helper = self.helper_layer()
+        if helper is None:
+            return source
+        other = _layers.image_input(helper, viewer, only_current=only_current, axes=axes)
+        data = np.stack([np.asarray(source.data), np.asarray(other.data)], axis=-1)
+        return replace(source, data=data, axes=source.axes + "C")
 
     def shared(self) -> dict[str, Any] | None:
         """The choice for the Batch dialog: data axes (with ``C``), signal and helper."""
-        if self._layer is None or self.axis.value is None:
+        if self._layer is None or self.axis.value is None or isinstance(self.helper.value, str):
             return None
         try:
             axes = self.axes()
@@ -119,6 +157,11 @@ class ChannelRow:
             self._loading = False
         self._show_inputs()
 
+    def refresh(self) -> None:
+        """The viewer's layers changed: offer the helper layers there are now."""
+        if self._layer is not None and not self._loading:
+            self.set_layer(self._layer)
+
     def set_card(self, card: Any) -> None:
         """Show what the model's inputs get (``card`` None: no model chosen)."""
         self._card = card
@@ -129,12 +172,31 @@ class ChannelRow:
         signal: list[tuple[str, int | None]] = [(f"c{i}", i) for i in range(n)]
         if choice.axis is not None:
             signal.insert(0, (ALL_CHANNELS, None))
+        helpers: list[tuple[str, int | str | None]] = [("none", None)]
+        if choice.axis is None:  # channels opened as separate layers of the same shape
+            helpers += [(f"layer {ly.name!r}", ly.name) for ly in self._siblings()]
+        else:
+            helpers += [(f"c{i}", i) for i in range(n)]
         _set_choices(self.signal, signal)
-        _set_choices(self.helper, [("none", None), *((f"c{i}", i) for i in range(n))])
+        _set_choices(self.helper, helpers)
         keep = choice.signal in range(n) or (choice.signal is None and choice.axis is not None)
         self.signal.value = choice.signal if keep else 0
-        self.helper.value = choice.helper if choice.helper in range(n) else None
-        self.signal.enabled = self.helper.enabled = choice.axis is not None
+        known = [value for _, value in helpers]
+        self.helper.value = choice.helper if choice.helper in known else None
+        self.signal.enabled = choice.axis is not None
+        self.helper.enabled = len(helpers) > 1
+
+    def _siblings(self) -> list[Image]:
+        """Other one-channel image layers with this layer's shape (possible helpers)."""
+        layer = self._layer
+        if layer is None or layer.rgb:
+            return []
+        shape = tuple(layer_data(layer).shape)
+        return [
+            other
+            for other in self.image_layers()
+            if other is not layer and not other.rgb and tuple(layer_data(other).shape) == shape
+        ]
 
     def _n_channels(self, axis: int | None) -> int:
         if self._layer is None or axis is None:
@@ -148,15 +210,15 @@ class ChannelRow:
             return
         n, handling = _inputs(card)
         self.helper.visible = n > 1
-        if self._layer is None or self.axis.value is None:
-            self.inputs.value = _channels.describe_inputs(None, n, handling)
-            return
         try:
             channels = self.channels(card)
         except CellsegError as exc:
             self.inputs.value = f"⚠ {exc}"
             return
-        self.inputs.value = _channels.describe_inputs(channels, n, handling)
+        names = None
+        if isinstance(self.helper.value, str) and self._layer is not None:
+            names = [self._layer.name, self.helper.value]
+        self.inputs.value = _channels.describe_inputs(channels, n, handling, names)
 
     # -- user changes ---------------------------------------------------------------------
     def _on_axis(self, _value: Any = None) -> None:

@@ -36,15 +36,17 @@ class ChannelChoice:
     signal : int or None
         The nucleus / cell signal channel; ``None``: all channels, as the model card's
         channel handling says (a colour image).
-    helper : int or None
-        An optional second channel (cytoplasm, membrane) for models with several inputs.
+    helper : int, str or None
+        An optional second channel (cytoplasm, membrane) for models with several inputs: a
+        channel of the layer, or the name of another image layer of the same shape (channels
+        opened as separate layers).
     """
 
     axis: int | None = None
     signal: int | None = 0
-    helper: int | None = None
+    helper: int | str | None = None
 
-    def to_dict(self) -> dict[str, int | None]:
+    def to_dict(self) -> dict[str, int | str | None]:
         """Plain values for ``layer.metadata``."""
         return {"axis": self.axis, "signal": self.signal, "helper": self.helper}
 
@@ -54,9 +56,14 @@ class ChannelChoice:
 
         >>> ChannelChoice.from_dict({"axis": 0, "signal": 1})
         ChannelChoice(axis=0, signal=1, helper=None)
+        >>> ChannelChoice.from_dict({"axis": None, "signal": 0, "helper": "cytoplasm"}).helper
+        'cytoplasm'
         """
         try:
-            return cls(*(None if data.get(k) is None else int(data[k]) for k in _KEYS))
+            values = [None if data.get(k) is None else int(data[k]) for k in _KEYS[:2]]
+            helper = data.get("helper")
+            helper = helper if helper is None or isinstance(helper, str) else int(helper)
+            return cls(*values, helper)
         except (TypeError, ValueError) as exc:
             raise CellsegError(f"unreadable channel choice {dict(data)!r}: {exc}") from exc
 
@@ -176,7 +183,7 @@ def check_choice(choice: ChannelChoice, shape: Sequence[int], name: str) -> None
     """
     shape = tuple(int(s) for s in shape)
     if choice.axis is None:
-        if choice.signal not in (None, 0) or choice.helper not in (None, 0):
+        if choice.signal not in (None, 0) or isinstance(choice.helper, int):
             raise CellsegError(
                 f"layer {name!r} has no channel axis, so it has only channel 0; choose its "
                 "channel axis first (Channels row)"
@@ -185,7 +192,7 @@ def check_choice(choice: ChannelChoice, shape: Sequence[int], name: str) -> None
     data_axes(shape, choice.axis)  # axis in range, the rest an image
     n = shape[choice.axis]
     for role, index in (("signal", choice.signal), ("helper", choice.helper)):
-        if index is not None and not 0 <= index < n:
+        if isinstance(index, int) and not 0 <= index < n:
             raise CellsegError(
                 f"layer {name!r}: {role} channel {index} is out of range: axis {choice.axis} "
                 f"has {n} channel{'s' * (n != 1)} (0 to {n - 1}); choose another {role} channel"
@@ -222,17 +229,27 @@ def store_choice(metadata: dict[str, Any], choice: ChannelChoice) -> None:
 
 
 def describe_inputs(
-    channels: tuple[int, ...] | None, input_channels: int, channel_handling: str
+    channels: tuple[int, ...] | None,
+    input_channels: int,
+    channel_handling: str,
+    names: Sequence[str] | None = None,
 ) -> str:
     """One line for the dock: what the model's inputs receive.
+
+    ``names``: what to call the channels (default ``c0``, ``c1``…); named channels (layers)
+    have no ``--channels`` equivalent.
 
     >>> describe_inputs((1, 0, 1), 3, "rgb")
     'c1, c0, c1 → 3 inputs (rgb), as --channels 1,0,1'
     >>> describe_inputs(None, 1, "grey")
     'all channels → 1 input (grey)'
+    >>> describe_inputs((0, 1), 2, "channels", names=["nuclei", "cyto"])
+    'nuclei, cyto → 2 inputs (channels)'
     """
     model = f"{input_channels} input{'s' * (input_channels != 1)} ({channel_handling})"
     if channels is None:
         return f"all channels → {model}"
+    if names is not None:
+        return f"{', '.join(names[c] for c in channels)} → {model}"
     given = ", ".join(f"c{c}" for c in channels)
     return f"{given} → {model}, as --channels {','.join(map(str, channels))}"

@@ -241,9 +241,12 @@ def build_request(
     if card is None or weights is None:
         raise CellsegError("choose a usable weight file first (see the Model box)")
     only_current = options.planes.value == "current"
-    axes = channels.axes() if channels is not None else None
-    model_channels = channels.channels(card) if channels is not None else None
-    source = _layers.image_input(image, viewer, only_current=only_current, axes=axes)
+    if channels is not None:  # the layer's channel axis, maybe a helper layer stacked
+        model_channels = channels.channels(card)
+        source = channels.image_input(viewer, only_current=only_current)
+    else:
+        model_channels = None
+        source = _layers.image_input(image, viewer, only_current=only_current)
     one_z = "Z" in source.axes and "T" not in source.axes
     if one_z and options.link_time.value and not options.stitch_3d.value:
         source = replace(source, axes=source.axes.replace("Z", "T"))  # one leading axis: time

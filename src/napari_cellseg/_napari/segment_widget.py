@@ -110,6 +110,7 @@ class SegmentWidget(Container):
         self._card.native.setMaximumHeight(CARD_MAX_HEIGHT)
         self._options = SegmentOptions()
         self._channels = ChannelRow()
+        self._channels.image_layers = lambda: [layer for _, layer in self._image_choices()]
         self._diameter = DiameterRow(viewer)
         self._runner = SegmentRun(
             viewer, self._options, report_error=self._report_error, parent=self.native
@@ -225,6 +226,7 @@ class SegmentWidget(Container):
 
     def _refresh_images(self, _event: Any = None) -> None:
         rebuild_choices(self._image)
+        self._channels.refresh()  # helper layers come and go
 
     def _on_layer_inserted(self, event: Any) -> None:
         event.value.events.name.connect(self._refresh_images)
