@@ -276,6 +276,11 @@ def test_explicit_channel_out_of_range() -> None:
             normalisation=DTYPE_RANGE,
             channels=(5,),
         )
+    with pytest.raises(CellsegError, match=r"give the image's axes \(e.g. --axes CYX\)"):
+        to_model_input(
+            plane, input_channels=1, channel_handling="grey", normalisation=DTYPE_RANGE,
+            channels=(2,),
+        )  # fmt: skip
 
 
 def test_explicit_channel_count_mismatch() -> None:

@@ -259,3 +259,54 @@ def test_the_segment_tabs_thresholds_and_diameter_reach_the_batch(
     widget.weights.value = tmp_path / "other.safetensors"  # another model: its own thresholds
     assert widget._batch_kwargs()["params"].post is None
     assert widget.thresholds.value == "the model's own (its card)"
+
+
+def test_the_channel_choice_reaches_the_batch_and_its_recipe(
+    make_napari_viewer, qtbot, weights, tmp_path, errors_shown
+) -> None:
+    import json
+
+    from napari_cellseg._napari.segment_widget import SegmentWidget
+
+    folder = tmp_path / "two_channels"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 255, (2, 64, 80), np.uint8)  # CYX
+    tifffile.imwrite(folder / "plain.tif", data)  # no axes: read as a z-stack by itself
+    tifffile.imwrite(folder / "imagej.tif", data, imagej=True, metadata={"axes": "CYX"})
+    out = tmp_path / "out"
+    widget = make_widget(make_napari_viewer, qtbot, weights, folder, out)
+    params = widget._batch_kwargs()["params"]
+    assert (params.axes, params.channels) == (None, None)  # no Segment tab: as before
+    assert widget.batch_signal.value is None and widget.file_axes.value == ""
+
+    viewer = widget._viewer
+    viewer.add_image(data, name="cells")
+    segment = SegmentWidget(viewer)
+    qtbot.addWidget(segment.native)
+    segment.channels.signal.value = 1
+    segment.channels.helper.value = 0
+    assert widget.file_axes.value == "CYX"  # followed
+    assert (widget.batch_signal.value, widget.batch_helper.value) == (1, 0)
+    params = widget._batch_kwargs()["params"]
+    assert (params.axes, params.channels) == ("CYX", (1, 0, 1))
+
+    run_to_end(qtbot, widget)
+    assert errors_shown == [] and (widget.summary.done, widget.summary.failed) == (2, 0)
+    manifest = json.loads((out / "batch_manifest.json").read_text())
+    recipe = manifest["recipe"]["params"]
+    assert recipe["channels"] == [1, 0, 1] and recipe["axes"] == "CYX"
+    run_to_end(qtbot, widget)  # the same choice: the recipe matches, both resume
+    assert errors_shown == [] and widget.summary.skipped == 2
+
+    widget.batch_helper.value = None
+    widget.batch_signal.value = 5  # beyond the files' channels: each fails with one line
+    widget.overwrite.value = True
+    run_to_end(qtbot, widget)
+    assert widget.summary.failed == 2
+    reasons = [reason for _file, reason in widget.errors.value["data"]]
+    assert all("channel index 5 is out of range" in r and "\n" not in r for r in reasons)
+
+    widget.file_axes.value = "CQX"
+    widget.start.clicked.emit()
+    assert not widget.running and "file axes 'CQX'" in errors_shown[-1]

@@ -252,16 +252,22 @@ def test_unusable_weights_and_wrong_channels_are_reported(
     viewer.add_image(rng.integers(0, 255, (96, 96, 2), dtype=np.uint8), name="two channels")
     widget.image_layer.value = viewer.layers["two channels"]
     widget.weights.value = weight_files["unet"]
+    widget.channels.signal.value = None  # all channels, as the RGB card says: cannot
     run_to_end(widget, qtbot)
     assert len(errors) == 3 and "2 channels" in errors[2]
     assert not [ly for ly in viewer.layers if ly.name.startswith("two channels ·")]
     assert widget.run_button.enabled
+    widget.channels.signal.value = 1  # one of them: segmented (tests/napari/test_channel_row.py)
+    run_to_end(widget, qtbot)
+    assert len(errors) == 3 and widget.last_prediction.params.channels == (1, 1, 1)
 
 
 def test_zstack_current_plane_and_all_planes(make_napari_viewer, qtbot, weight_files) -> None:
     viewer = make_napari_viewer()
     plane = load_sample("dsb_fluorescence")[0][0][:96, :128]
-    stack = viewer.add_image(np.stack([plane, plane[::-1], plane[:, ::-1]]), name="stack")
+    stack = viewer.add_image(
+        np.stack([plane, plane[::-1], plane[:, ::-1]]), name="stack", axis_labels=("z", "y", "x")
+    )
     viewer.dims.set_current_step(0, 1)
     widget = make_widget(viewer, qtbot, weight_files["unet"])
     widget.tile_size.value = 64
@@ -421,7 +427,12 @@ def test_stacks_are_stitched_in_3d_and_linked_over_time(
 
     viewer = make_napari_viewer()
     plane = load_sample("dsb_fluorescence")[0][0][:96, :128]
-    viewer.add_image(np.stack([plane, plane, plane[:, ::-1]]), name="stack", scale=(4, 2, 2))
+    viewer.add_image(
+        np.stack([plane, plane, plane[:, ::-1]]),
+        name="stack",
+        scale=(4, 2, 2),
+        axis_labels=("z", "y", "x"),
+    )
     widget = make_widget(viewer, qtbot, weight_files["unet"])
     widget.tile_size.value, widget.overlap.value = 64, 8
     widget.planes.value = "all"

@@ -98,24 +98,37 @@ def lead_count(axes: str) -> int:
     return sum(a in LEAD_AXES for a in axes)
 
 
-def current_plane(layer: Image, viewer: napari.Viewer) -> tuple[int, ...]:
-    """Index over the layer's leading T/Z axes at the viewer's current dims position."""
+def current_plane(layer: Image, viewer: napari.Viewer, axes: str | None = None) -> tuple[int, ...]:
+    """Index over the layer's T/Z axes (``axes``, else :func:`layer_axes`) at the dims point."""
     data = layer_data(layer)
-    n_lead = lead_count(layer_axes(layer))
+    axes = layer_axes(layer) if axes is None else axes
     position = layer.world_to_data(viewer.dims.point)
     return tuple(
-        int(np.clip(round(float(position[i])), 0, data.shape[i] - 1)) for i in range(n_lead)
+        int(np.clip(round(float(position[i])), 0, data.shape[i] - 1))
+        for i, letter in enumerate(axes)
+        if letter in LEAD_AXES
     )
 
 
-def image_input(layer: Image, viewer: napari.Viewer, *, only_current: bool) -> ImageInput:
-    """The data and axes to segment: the whole layer, or the plane the viewer shows."""
-    data, axes = layer_data(layer), layer_axes(layer)
-    n_lead = lead_count(axes)
-    if only_current and n_lead:
-        plane = current_plane(layer, viewer)
-        return ImageInput(data[plane], axes[n_lead:], plane, 1)
-    n_planes = int(np.prod([data.shape[i] for i in range(n_lead)], dtype=np.int64))
+def image_input(
+    layer: Image, viewer: napari.Viewer, *, only_current: bool, axes: str | None = None
+) -> ImageInput:
+    """The data and axes to segment: the whole layer, or the plane the viewer shows.
+
+    ``axes``: the letters of the layer's data (with its channel axis, from the Channels row);
+    :func:`layer_axes` guesses them when omitted.
+    """
+    data = layer_data(layer)
+    axes = layer_axes(layer) if axes is None else axes
+    lead = [i for i, letter in enumerate(axes) if letter in LEAD_AXES]
+    if only_current and lead:
+        plane = current_plane(layer, viewer, axes)
+        index = [slice(None)] * len(axes)
+        for i, position in zip(lead, plane, strict=True):
+            index[i] = position
+        rest = "".join(letter for letter in axes if letter not in LEAD_AXES)
+        return ImageInput(data[tuple(index)], rest, plane, 1)
+    n_planes = int(np.prod([data.shape[i] for i in lead], dtype=np.int64))
     return ImageInput(data, axes, None, n_planes)
 
 

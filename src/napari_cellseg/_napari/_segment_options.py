@@ -170,17 +170,20 @@ class SegmentOptions:
         family: str,
         base: PostprocessParams | None = None,
         diameter: float | str | None = None,
+        channels: tuple[int, ...] | None = None,
     ) -> PredictParams:
         """The parameters of one run (raises CellsegError for inconsistent values).
 
         ``base`` (the model's own post-processing) supplies what has no widget; ``diameter``
-        is the Object diameter row's value (in px, or auto / off).
+        is the Object diameter row's value (in px, or auto / off); ``channels`` the image
+        channels fed to the model's inputs (the Channels row's).
         """
         return PredictParams(
             device=device,
             tile_size=int(self.tile_size.value),
             overlap=int(self.overlap.value),
             axes=axes,
+            channels=channels,
             keep_probabilities=bool(self.probabilities.value)
             and family_spec(family).probability_map,
             tta=int(self.tta.value),
@@ -226,22 +229,31 @@ def build_request(
     card: Any,
     device: str,
     diameter: Any = None,
+    channels: Any = None,
 ) -> RunRequest:
     """Read the dock into a :class:`RunRequest` (CellsegError says what is missing).
 
-    ``diameter``: the :class:`~._diameter_row.DiameterRow` (its value for this image).
+    ``diameter``: the :class:`~._diameter_row.DiameterRow` (its value for this image);
+    ``channels``: the :class:`~._channel_row.ChannelRow` (the layer's axes and channels).
     """
     if image is None:
         raise CellsegError("choose an image layer to segment (add one to the viewer first)")
     if card is None or weights is None:
         raise CellsegError("choose a usable weight file first (see the Model box)")
     only_current = options.planes.value == "current"
-    source = _layers.image_input(image, viewer, only_current=only_current)
-    if source.axes.startswith("Z") and options.link_time.value and not options.stitch_3d.value:
-        source = replace(source, axes="T" + source.axes[1:])  # one leading axis: time
+    if channels is not None:  # the layer's channel axis, maybe a helper layer stacked
+        model_channels = channels.channels(card)
+        source = channels.image_input(viewer, only_current=only_current)
+    else:
+        model_channels = None
+        source = _layers.image_input(image, viewer, only_current=only_current)
+    one_z = "Z" in source.axes and "T" not in source.axes
+    if one_z and options.link_time.value and not options.stitch_3d.value:
+        source = replace(source, axes=source.axes.replace("Z", "T"))  # one leading axis: time
     params = options.predict_params(
         device=device, axes=source.axes, family=card.family, base=card.post_params(),
         diameter=diameter.params_value() if diameter is not None else None,
+        channels=model_channels,
     )  # fmt: skip
     if "Z" in source.axes:  # kept, should Stitch 3D be ticked after the run
         params = replace(params, z_spacing=z_spacing(image, source.axes))

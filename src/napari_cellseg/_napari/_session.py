@@ -33,12 +33,16 @@ class Session:
     diameter : float, str or None
         The Segment tab's object diameter as ``PredictParams.diameter`` takes it (``"auto"``,
         ``"off"``, px, or ``"12um"``); ``None``: the model's default.
+    channels : dict or None
+        The Segment tab's channel choice for its layer (``axes`` with ``C``, ``signal``,
+        ``helper``; ``channels_changed`` fires); ``None``: a one-channel or colour image.
     """
 
     weights_changed = Signal(object)
     training_set_changed = Signal(object)
     prediction_added = Signal(str)
     params_changed = Signal()
+    channels_changed = Signal()
 
     def __init__(self) -> None:
         self._weights: Path | None = None
@@ -47,6 +51,13 @@ class Session:
         self.post_params: Any = None
         self.diameter: float | str | None = None
         self.family: str | None = None  # the model family of ``post_params``
+        self.channels: dict[str, Any] | None = None
+
+    def share_channels(self, channels: dict[str, Any] | None) -> None:
+        """The Segment tab's channel choice changed (``channels_changed`` fires)."""
+        if channels != self.channels:
+            self.channels = channels
+            self.channels_changed.emit()
 
     def share_params(
         self, post_params: Any, diameter: float | str | None, family: str | None = None

@@ -22,6 +22,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHeaderView, QSizePolicy
 
 from napari_cellseg._napari._batch_jobs import BatchFailed, patterns, read_result, run_batch_job
+from napari_cellseg._napari._channel_row import BatchChannelRow
 from napari_cellseg._napari._common import track_task
 from napari_cellseg._napari._diameter_row import DiameterRow
 from napari_cellseg._napari._segment_options import THRESHOLD_NAMES, TTA_LABELS
@@ -85,6 +86,7 @@ class BatchWidget(mw.Container):
             name="tta", choices=TTA_LABELS, value=defaults.tta, **_options("tta")
         )
         self._diameter = DiameterRow(measure=False, allow_default=True)
+        self._channels = BatchChannelRow()
         self._thresholds = mw.Label(name="thresholds", label="Thresholds", value="")
         self._measure = mw.CheckBox(name="measure", text="Measure objects (CSV)")
         self._geojson = mw.CheckBox(name="export_geojson", text="QuPath GeoJSON")
@@ -121,6 +123,7 @@ class BatchWidget(mw.Container):
         self._open = mw.PushButton(name="open_result", text="Open result", enabled=False)
         self.extend([self._input, self._recursive, self._include, self._exclude, self._output])
         self.extend([self._weights, self._device, self._tile, self._overlap, self._tta])
+        self.extend(self._channels.widgets)
         self.extend([self._diameter.container, self._thresholds, self._measure, exports])
         self.extend([self._scheduler, self._workers, self._overwrite, buttons, self._progress])
         self.extend([self._status, self._summary, self._errors, self._result_box, self._open])
@@ -134,6 +137,8 @@ class BatchWidget(mw.Container):
         self._session.weights_changed.connect(self._on_session_weights)
         self._on_session_params()
         self._session.params_changed.connect(self._on_session_params)
+        self._on_session_channels()
+        self._session.channels_changed.connect(self._on_session_channels)
         self._weights.changed.connect(self._show_thresholds)
         self._input.changed.connect(self._on_input)
         self._scheduler.changed.connect(lambda v: setattr(self._workers, "visible", v == "local"))
@@ -166,6 +171,10 @@ class BatchWidget(mw.Container):
         """Follow the Segment tab's diameter; show whose thresholds a batch would use."""
         self._diameter.set_spec(self._session.diameter)
         self._show_thresholds()
+
+    def _on_session_channels(self) -> None:
+        """Follow the Segment tab's channel choice (file axes, signal, helper)."""
+        self._channels.follow(self._session.channels)
 
     def post_params(self) -> Any:
         """The Segment tab's thresholds when it shows the same weights, else ``None``."""
@@ -229,6 +238,7 @@ class BatchWidget(mw.Container):
         if weights is None:
             raise CellsegError("choose a weight file (or set one in the Segment dock)")
         params = PredictParams(
+            **self._channels.params_values(weights),  # axes, channels: the Channels rows
             device=self._device.value,
             tile_size=self._tile.value,
             overlap=self._overlap.value,

@@ -23,6 +23,7 @@ from napari.utils.notifications import show_error
 
 from napari_cellseg import models
 from napari_cellseg._napari import _layers
+from napari_cellseg._napari._channel_row import ChannelRow
 from napari_cellseg._napari._common import CONFIG_ENV, SyncGuard, rebuild_choices
 from napari_cellseg._napari._diameter_row import DiameterRow, physical_pixel_size
 from napari_cellseg._napari._segment_options import SegmentOptions, build_request
@@ -108,14 +109,16 @@ class SegmentWidget(Container):
         self._card.read_only = True
         self._card.native.setMaximumHeight(CARD_MAX_HEIGHT)
         self._options = SegmentOptions()
+        self._channels = ChannelRow()
+        self._channels.image_layers = lambda: [layer for _, layer in self._image_choices()]
         self._diameter = DiameterRow(viewer)
         self._runner = SegmentRun(
             viewer, self._options, report_error=self._report_error, parent=self.native
         )
         self.extend(
             [self._image, self._weights, self._recent_box, self._device, self._device_info,
-             self._card, *self._options.widgets[:2], *self._diameter.widgets,
-             *self._options.widgets[2:], *self._runner.widgets]
+             self._card, *self._channels.widgets, *self._options.widgets[:2],
+             *self._diameter.widgets, *self._options.widgets[2:], *self._runner.widgets]
         )  # fmt: skip
         self.native.layout().addStretch(1)  # keep the rows at the top of a tall dock
         self._options.set_family(None)
@@ -126,6 +129,7 @@ class SegmentWidget(Container):
         self._image.changed.connect(self._on_image_changed)
         self._runner.run_button.changed.connect(self.run)
         self._runner.on_prediction = self._diameter.show_result
+        self._channels.on_change = self._on_channels_changed
         self._session.weights_changed.connect(self._on_session_weights)
         for signal in [*(w.changed for w in self._options.post_widgets), *self._diameter.changed]:
             signal.connect(self._share_params)
@@ -153,7 +157,7 @@ class SegmentWidget(Container):
             request = build_request(
                 self._viewer, self._options, image=self.selected_image,
                 weights=self.weights_path, card=self._model_card, device=self._device.value,
-                diameter=self._diameter,
+                diameter=self._diameter, channels=self._channels,
             )  # fmt: skip
         except CellsegError as exc:
             self._runner.fail(str(exc))
@@ -191,6 +195,11 @@ class SegmentWidget(Container):
         return self._diameter
 
     @property
+    def channels(self) -> ChannelRow:
+        """The Channels rows (channel axis, signal, helper, model inputs)."""
+        return self._channels
+
+    @property
     def runner(self) -> SegmentRun:
         """The run controller (worker, progress, re-applying thresholds)."""
         return self._runner
@@ -217,6 +226,7 @@ class SegmentWidget(Container):
 
     def _refresh_images(self, _event: Any = None) -> None:
         rebuild_choices(self._image)
+        self._channels.refresh()  # helper layers come and go
 
     def _on_layer_inserted(self, event: Any) -> None:
         event.value.events.name.connect(self._refresh_images)
@@ -227,12 +237,18 @@ class SegmentWidget(Container):
         self._refresh_images()
 
     def _on_image_changed(self, layer: Image | None) -> None:
+        self._channels.set_layer(layer)
+        self._diameter.set_pixel_size(physical_pixel_size(layer))
+        self._on_channels_changed()
+
+    def _on_channels_changed(self) -> None:
+        """The layer or its channel axis changed: planes and stack options, shared choice."""
         try:
-            stack = layer is not None and _layers.lead_count(_layers.layer_axes(layer)) > 0
+            stack = _layers.lead_count(self._channels.axes() or "") > 0
         except CellsegError:
             stack = False
         self._options.planes.enabled = self._options.joining.enabled = stack
-        self._diameter.set_pixel_size(physical_pixel_size(layer))
+        self._session.share_channels(self._channels.shared())
         self._share_params()
 
     def _share_params(self, _value: Any = None) -> None:
@@ -278,6 +294,7 @@ class SegmentWidget(Container):
             if self._model_card is not None and path != previous:
                 self._options.show_post(self._model_card.post_params())  # its own thresholds
             self._diameter.set_card(self._model_card)
+            self._channels.set_card(self._model_card)
             if self._model_card is not None and path is not None:
                 self._session.weights = path
                 if remember:

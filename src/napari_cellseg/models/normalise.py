@@ -109,7 +109,11 @@ def map_channels(
             )
         bad = [c for c in channels if not 0 <= c < n]
         if bad:
-            raise CellsegError(f"channel index {bad[0]} is out of range: {have} (0 to {n - 1})")
+            raise CellsegError(
+                f"channel index {bad[0]} is out of range: {have} (0 to {n - 1}); choose another "
+                "channel, or give the image's axes (e.g. --axes CYX) if its channels were read "
+                "as planes"
+            )
         return data[list(channels)]
     if channel_handling not in ("rgb", "grey", "channels"):
         raise CellsegError(
