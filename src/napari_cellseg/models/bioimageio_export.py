@@ -342,7 +342,7 @@ def _default_sample() -> np.ndarray:
 def _save_tif(path: Path, array: np.ndarray) -> None:
     import tifffile
 
-    tifffile.imwrite(path, array, compression="zlib")
+    tifffile.imwrite(path, array, photometric="minisblack", compression="zlib")
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -258,8 +258,14 @@ def _load(descr: Any, folder: Path, path: Path, *, trust_torchscript: bool) -> L
         model = _state_dict_model(state_entry, card, folder, path)
         source = "bioimageio-pytorch_state_dict"
     else:
+        import warnings
+
         try:
-            model = torch.jit.load(str(_local_file(script_entry, folder, path)), map_location="cpu")
+            with warnings.catch_warnings():  # torch >= 2.10 deprecates TorchScript loading
+                warnings.simplefilter("ignore", FutureWarning)
+                model = torch.jit.load(
+                    str(_local_file(script_entry, folder, path)), map_location="cpu"
+                )
         except (RuntimeError, ValueError) as error:
             raise BioimageioError(f"{path}: unreadable TorchScript ({_first(error)})") from None
         source = "bioimageio-torchscript"
