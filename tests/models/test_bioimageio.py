@@ -263,3 +263,20 @@ def test_demo_unet_exports_validates_and_reimports(tmp_path: Path) -> None:
     b = predict(image, load_weights(package), params)
     np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-3)  # float16 file
     assert (a.labels > 0).sum() == pytest.approx((b.labels > 0).sum(), rel=0.01)
+
+
+def test_import_refuses_a_package_it_does_not_reproduce(
+    exported, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from napari_cellseg.cli import main
+
+    def other_percentiles(data: dict) -> None:  # preprocessing no longer what made the output
+        data["inputs"][0]["preprocessing"][1]["kwargs"]["max_percentile"] = 60.0
+        del data["config"]
+
+    folder = _edit_rdf(_unzip(exported[1], tmp_path / "pkg"), other_percentiles)
+    out = tmp_path / "w.safetensors"
+    assert main(["import-model", str(folder), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "do not reproduce the package's test output" in err and "\n" not in err
+    assert not out.exists()

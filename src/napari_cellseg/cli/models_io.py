@@ -60,7 +60,7 @@ def add_models_io_parsers(sub: argparse._SubParsersAction) -> None:
             "Read a bioimage.io package (.zip or folder) with smp U-Net state-dict weights, "
             "check that it reproduces the package's test output, and write it as a "
             ".safetensors weight file with a model card. Packages can also be given "
-            "directly to --model. Needs the extra: pip install 'napari-cellseg[bioimageio]'."
+            "directly to --weights. Needs the extra: pip install 'napari-cellseg[bioimageio]'."
         ),
     )
     q.add_argument("package", type=Path, metavar="PACKAGE", help="bioimage.io package")
