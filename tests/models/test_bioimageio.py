@@ -202,6 +202,16 @@ def test_maskrcnn_and_bad_names_are_refused(exported, tmp_path: Path) -> None:
     assert not (tmp_path / "m.zip").exists()
 
 
+def test_stopping_the_export_writes_nothing(exported, tmp_path: Path) -> None:
+    from napari_cellseg.models.bioimageio_export import iter_export_bioimageio
+
+    out = tmp_path / "stopped.zip"
+    work = iter_export_bioimageio(exported[0], out)
+    stages = [next(work).done, next(work).done]
+    work.close()  # what a Stop button does between two yields
+    assert stages == [0, 1] and not out.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_missing_extra_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "bioimageio.spec", None)  # import now fails
     with pytest.raises(CellsegError, match=r"pip install 'napari-cellseg\[bioimageio\]'") as info:

@@ -76,9 +76,10 @@ def add_models_io_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run_export_model(args: argparse.Namespace) -> int:
     """Export one weight file; prints the package written and the validator's verdict."""
-    from napari_cellseg.models.bioimageio_export import export_bioimageio
+    from napari_cellseg.events import drain
+    from napari_cellseg.models.bioimageio_export import iter_export_bioimageio
 
-    out = export_bioimageio(
+    work = iter_export_bioimageio(
         args.weights,
         args.out,
         authors=args.author,
@@ -86,6 +87,7 @@ def run_export_model(args: argparse.Namespace) -> int:
         test_image=args.test_image,
         torchscript=args.torchscript,
     )
+    out = drain(work, lambda event: print(f"  {event.message}", file=sys.stderr))
     size = out.stat().st_size / 2**20
     print(f"{args.weights} -> {out} ({size:.1f} MiB, valid bioimage.io model package)")
     if not args.author:

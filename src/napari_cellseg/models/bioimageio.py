@@ -108,7 +108,8 @@ def readme(card: ModelCard) -> str:
         "## Using it",
         "",
         "In napari-cellseg: `cellseg import-model model.zip --out model.safetensors`, then "
-        "`cellseg predict image.tif --weights model.safetensors` (or `--weights model.zip`). Elsewhere: "
+        "`cellseg predict image.tif --weights model.safetensors` (or `--weights model.zip`). "
+        "Elsewhere: "
         "`segmentation_models_pytorch.Unet(**kwargs)` with the kwargs in `bioimageio.yaml` "
         "and `load_state_dict(torch.load('weights.pt', weights_only=True))`.",
         "",

@@ -13,7 +13,7 @@ import hashlib
 import io
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_cellseg.events import Progress, drain
 from napari_cellseg.models.bioimageio import (
     CARD_CONFIG_KEY,
     BioimageioError,
@@ -62,7 +63,12 @@ DSB_CITATION = {
 }
 
 
-def export_bioimageio(
+def export_bioimageio(weights: str | Path | LoadedModel, out: str | Path, **options: Any) -> Path:
+    """:func:`iter_export_bioimageio` run to its end: the package written."""
+    return drain(iter_export_bioimageio(weights, out, **options))
+
+
+def iter_export_bioimageio(
     weights: str | Path | LoadedModel,
     out: str | Path,
     *,
@@ -71,8 +77,10 @@ def export_bioimageio(
     test_image: np.ndarray | str | Path | None = None,
     torchscript: bool = False,
     validate: bool = True,
-) -> Path:
-    """Write a U-Net weight file as a zipped bioimage.io model package.
+) -> Generator[Progress, None, Path]:
+    """Write a U-Net weight file as a zipped bioimage.io model package, yielding progress.
+
+    Stopping at a yield (closing the generator) writes nothing.
 
     Parameters
     ----------
@@ -93,6 +101,11 @@ def export_bioimageio(
     validate : bool
         Validate the written package with ``bioimageio.spec`` (offline).
 
+    Yields
+    ------
+    Progress
+        Stage ``"export"``: loading, test tensors and weights, zip, validation.
+
     Returns
     -------
     Path
@@ -107,6 +120,7 @@ def export_bioimageio(
     out = Path(out)
     if out.suffix.lower() != ".zip":
         raise BioimageioError(f"{out}: a bioimage.io package is a .zip; name it e.g. model.zip")
+    yield Progress("export", 0, 4, "loading the weights")
     loaded = weights if isinstance(weights, LoadedModel) else load_weights(weights)
     card = loaded.card
     if card.family != "unet":
@@ -117,20 +131,22 @@ def export_bioimageio(
         )
     with tempfile.TemporaryDirectory(prefix="cellseg-bioimageio-") as tmp:
         folder = Path(tmp)
+        yield Progress("export", 1, 4, "test tensors, cover and weights")
         rdf = _write_files(loaded, folder, test_image, torchscript=torchscript)
-        rdf.update(
-            _metadata(card, authors or ["napari-cellseg user"], license, torchscript=torchscript)
-        )
+        rdf.update(_metadata(card, authors or ["napari-cellseg user"], license))
         _write_yaml(folder / "bioimageio.yaml", rdf)
+        yield Progress("export", 2, 4, "zipping")
         data = _zip_folder(folder)
     from napari_cellseg.io.atomic import atomic_write_bytes
 
     if validate:
+        yield Progress("export", 3, 4, "validating with bioimageio.spec (offline)")
         with tempfile.TemporaryDirectory(prefix="cellseg-bioimageio-check-") as tmp:
             check = Path(tmp) / out.name
             check.write_bytes(data)
             validate_package(check)
     atomic_write_bytes(out, data)
+    yield Progress("export", 4, 4, f"written {out}")
     return out
 
 
@@ -272,9 +288,7 @@ def _identifier(name: str) -> str:
     return text if text[:1].isalpha() else f"c_{text}"
 
 
-def _metadata(
-    card: ModelCard, authors: Sequence[str], license: str, *, torchscript: bool
-) -> dict[str, Any]:
+def _metadata(card: ModelCard, authors: Sequence[str], license: str) -> dict[str, Any]:
     cite = list(CITATIONS)
     datasets = {str(d.get("dataset", "")) for d in card.provenance.get("data_manifest") or []}
     if any(name.startswith("stage1") or "dsb" in name.lower() for name in datasets):
