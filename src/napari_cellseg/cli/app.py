@@ -1,4 +1,4 @@
-"""The ``cellseg`` command line: info, predict, train, evaluate, tune, batch, export, rank.
+"""The ``cellseg`` command line: info, predict, train, evaluate, tune, batch, export, rank, models.
 
 The CLI is napari-free: it imports only the core and the models.
 """
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     from napari_cellseg.cli.rank import add_rank_parser
 
     add_rank_parser(sub)
+    from napari_cellseg.cli.models_io import add_models_io_parsers
+
+    add_models_io_parsers(sub)
     return parser
 
 

@@ -101,6 +101,10 @@ def read_card(path: str | Path) -> ModelCard:
     For native files only the header is read, so this is fast even for large files.
     """
     path = Path(path)
+    if _is_package(path):
+        from napari_cellseg.models.bioimageio_import import read_bioimageio_card
+
+        return read_bioimageio_card(path)
     if path.is_file() and path.suffix == ".safetensors":
         metadata = safetensors_header(path).get("__metadata__") or {}
         if CARD_METADATA_KEY in metadata:
@@ -119,7 +123,8 @@ def load_weights(
     path : str or Path
         A native ``.safetensors`` file, a foreign smp U-Net / torchvision Mask R-CNN state
         dict (``.pt``/``.pth``/``.bin``/``.safetensors``, possibly wrapped in a checkpoint
-        dict), or an smp ``save_pretrained`` folder.
+        dict), an smp ``save_pretrained`` folder, or a bioimage.io model package (``.zip`` or
+        folder) with U-Net state-dict weights (see ``models.bioimageio_import``).
     device : str or torch.device
         Where to put the model.
     card : ModelCard, optional
@@ -136,6 +141,13 @@ def load_weights(
         architecture, shape mismatch, or a pickle carrying code (refused unexecuted).
     """
     path = Path(path)
+    if _is_package(path):
+        from napari_cellseg.models.bioimageio_import import import_bioimageio
+
+        loaded = import_bioimageio(path, device=device)
+        if card is not None:
+            loaded.card = card
+        return loaded
     state, metadata, source = read_state_dict(path)
     card = card or _card_for(path, state, metadata, source)
     try:
@@ -146,6 +158,15 @@ def load_weights(
     model.load_state_dict(state, strict=False)
     model.eval()
     return LoadedModel(model=model.to(device), card=card, path=path, source=source, notes=notes)
+
+
+def _is_package(path: Path) -> bool:
+    """A bioimage.io package (zip or folder with its description); cheap, no extra needed."""
+    if path.suffix.lower() != ".zip" and not path.is_dir():
+        return False
+    from napari_cellseg.models.bioimageio_import import is_bioimageio_package
+
+    return is_bioimageio_package(path)
 
 
 def _parse_card(path: Path, text: str) -> ModelCard:
