@@ -3,7 +3,8 @@
 :func:`baseline_pipeline` swaps the old pieces into ``napari_cellseg.inference`` for the
 duration of a ``with`` block: tiles of the full tile size with the last one shifted inwards
 (:func:`plan_tiles` without ``multiple``), one percentile pass per channel even when the
-channels are copies of one grey channel, and the pass-by-pass post-processing below
+channels are copies of one grey channel, Mask R-CNN masks for every candidate down to score
+0.05 (no ``mask_floor``), and the pass-by-pass post-processing below
 (a verbatim copy of ``inference/postprocess.py`` before the change). ``bench/inference.py
 --compare-baseline`` times both; ``tests/inference/test_postprocess_speed.py`` checks that the
 new code gives the same labels.
@@ -75,6 +76,7 @@ def baseline_pipeline() -> Iterator[None]:
         (unet_strategy, "object_table", object_table),
         (maskrcnn_strategy, "maskrcnn_instances", maskrcnn_instances),
         (maskrcnn_strategy, "object_table", object_table),
+        (maskrcnn_strategy, "mask_floor", lambda params: 0.0),  # masks down to 0.05
     ]
     saved = [(module, name, getattr(module, name)) for module, name, _ in swaps]
     try:
