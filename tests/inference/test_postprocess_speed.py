@@ -8,6 +8,7 @@ close to the untiled labels as the old plan's.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import _baseline as baseline
 
 from napari_cellseg.inference import postprocess
+from napari_cellseg.inference.maskrcnn_strategy import mask_floor
 from napari_cellseg.inference.planes import predict_planes
 from napari_cellseg.io.images import read_image
 from napari_cellseg.io.samples import get_sample
@@ -84,21 +86,34 @@ def test_unet_labels_identical_to_the_old_pipeline_on_the_samples(unet, name: st
         assert _same_table(ta, tb)
 
 
-def test_maskrcnn_labels_identical_to_the_old_pipeline_on_a_sample() -> None:
+@pytest.mark.parametrize("name", ["dsb_fluorescence", "dsb_he"])  # one tile; two tiles
+def test_maskrcnn_labels_identical_to_the_old_pipeline_on_the_samples(name: str) -> None:
+    """Masks only for candidates that can still be kept or stitched: the same labels at
+    every threshold from the mask floor up (below it, the floor's)."""
     model = load_weights(MODELS / "maskrcnn_dsb.safetensors")
-    image = _image("dsb_fluorescence")
-    new = predict_planes(image, model, PredictParams(device="cpu"))
+    image = _image(name)
+    params = PredictParams(device="cpu")
+    new = predict_planes(image, model, params)
     with baseline.baseline_pipeline():
-        old = predict_planes(image, model, PredictParams(device="cpu"))
+        old = predict_planes(image, model, params)
+    floor = mask_floor(params.resolved(model.card.post_params()))
+    assert floor == 0.15 and len(new.raw[0]) < len(old.raw[0])
+    assert new.raw[0].scores.min() >= floor
     np.testing.assert_array_equal(new.labels, old.labels)
-    assert _same_table(new.table, old.table) and new.n_objects > 5
-    for score in (0.05, 0.3, 0.9):
+    assert _same_table(new.table, old.table)
+    for score in (floor, 0.3, 0.5, 0.9):
         for fill in (True, False):
             post = PostprocessParams(score_threshold=score, min_size=30, fill_holes=fill)
-            a, ta = _old_post(model.card, new.raw[0], image.shape[:2], post)
+            a, ta = _old_post(model.card, old.raw[0], image.shape[:2], post)
             b, tb = _new_post(model.card, new.raw[0], image.shape[:2], post)
             np.testing.assert_array_equal(a, b)
             assert _same_table(ta, tb)
+    low = PostprocessParams(score_threshold=0.05, min_size=30)  # below the floor: the floor's
+    at_floor = replace(low, score_threshold=floor)
+    np.testing.assert_array_equal(
+        _new_post(model.card, new.raw[0], image.shape[:2], low)[0],
+        _old_post(model.card, old.raw[0], image.shape[:2], at_floor)[0],
+    )
 
 
 def _blobs(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:

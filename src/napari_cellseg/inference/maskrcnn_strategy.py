@@ -110,7 +110,11 @@ def run_tiles(
     runner.mask_regions = None
     if len(parts) == 1:
         return parts[0][1]
-    return merge_tile_detections(parts, (height, width), mask_threshold=params.post.mask_threshold)
+    merged = merge_tile_detections(
+        parts, (height, width), mask_threshold=params.post.mask_threshold
+    )
+    # candidates under the floor were only kept where tiles overlap, for the stitching
+    return merged.select(merged.scores >= runner.mask_min_score)
 
 
 def _shared_regions(tiles: list[Tile]) -> dict[Tile, list[tuple[int, int, int, int]]]:
