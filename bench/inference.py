@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -221,7 +222,9 @@ def compare_images(data_root: Path, shapes: list[str]) -> list[tuple[str, np.nda
     return images
 
 
-def compare_baseline(args: argparse.Namespace, device: torch.device) -> list[dict]:
+def compare_baseline(
+    args: argparse.Namespace, device: torch.device, save: Callable[[list[dict]], None]
+) -> list[dict]:
     """Old vs new pipeline, interleaved, per image: seconds, stages, speed-up, agreement."""
     from napari_cellseg.io.images import read_image
     from napari_cellseg.io.samples import get_sample
@@ -275,6 +278,7 @@ def compare_baseline(args: argparse.Namespace, device: torch.device) -> list[dic
             "agreement_with_untiled": untiled,
         }
         rows.append(row)
+        save(rows)
         print(
             f"{row['family']} {name}: old {best['old']:.2f} s, new {best['new']:.2f} s, "
             f"x{row['speedup_best']:.2f}; {row['agreement']}",
@@ -328,7 +332,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--shapes",
-        nargs="+",
+        nargs="*",
         default=["256x256", "520x696", "1024x1024", "2048x2048"],
         help="--compare-baseline: image shapes HxW (real DSB images where one has the shape)",
     )
@@ -381,7 +385,6 @@ def main() -> int:
     args = parser.parse_args()
     device = resolve_device(args.device)
     if args.compare_baseline:
-        rows = compare_baseline(args, device)
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / (args.out_name or f"inference_speed_{device.type}.json")
         hardware = {
@@ -392,7 +395,11 @@ def main() -> int:
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
         }
-        path.write_text(json.dumps({"hardware": hardware, "results": rows}, indent=2))
+
+        def save(rows: list[dict]) -> None:  # after every image: a cut-short run keeps its rows
+            path.write_text(json.dumps({"hardware": hardware, "results": rows}, indent=2))
+
+        rows = compare_baseline(args, device, save)
         print(f"wrote {path}")
         print_compare_table(rows)
         return 0

@@ -71,7 +71,8 @@ def even_axis(size: int, tile_size: int, overlap: int, multiple: int) -> tuple[i
     Each tile holds up to ``tile_size`` pixels of its own plus the ``overlap`` it shares, so
     its side is at most ``tile_size + overlap``: ``n = ceil((size - overlap) / tile_size)``
     tiles, each of the smallest side that covers ``size`` with that overlap, rounded up to
-    ``multiple`` (but never above ``tile_size + overlap``). A side up to
+    ``multiple``; when that exceeds ``tile_size + overlap``, one tile more (smaller tiles
+    that need no padding), else sides of ``tile_size + overlap``. A side up to
     ``tile_size + overlap`` is one tile: cutting it would cost more than the overlap saves.
     Neighbours overlap by ``overlap`` or more.
 
@@ -81,13 +82,20 @@ def even_axis(size: int, tile_size: int, overlap: int, multiple: int) -> tuple[i
     ((544, [0, 480]), (576, [0, 491, 981, 1472]))
     >>> even_axis(696, 512, 64, 32), even_axis(520, 512, 64, 32)
     ((384, [0, 312]), (520, [0]))
+    >>> even_axis(256, 128, 16, 32)  # 2 tiles would need 160 > 144: 3 of 96
+    (96, [0, 80, 160])
     """
     largest = tile_size + overlap
     if size <= largest:
         return size, [0]
-    n = -(-(size - overlap) // tile_size)
-    side = -(-(size + (n - 1) * overlap) // n)
-    side = min(-(-side // multiple) * multiple, largest)
+    fewest = -(-(size - overlap) // tile_size)
+    for n in (fewest, fewest + 1):  # one more tile when that avoids padding every tile
+        side = -(-(size + (n - 1) * overlap) // n)  # the smallest that covers, rounded up
+        side = -(-side // multiple) * multiple
+        if side <= largest:
+            break
+    else:
+        n, side = fewest, largest
     return side, [round(k * (size - side) / (n - 1)) for k in range(n)]
 
 
