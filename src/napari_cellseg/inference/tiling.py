@@ -121,7 +121,7 @@ def plan_tiles(
         ``tile_size`` pixels of their own plus the overlap (side at most
         ``tile_size + overlap``), all of one size rounded up to ``multiple``, spread evenly:
         a 1024² image costs 4 tiles of 544² (1.13× its pixels) instead of 9 of 512² (2.25×),
-        a 520×696 one 2 tiles of 520×384 (1.10×) instead of 4 of 512² (2.9×) (U-Net).
+        a 520×696 one 2 tiles of 520×384 (1.15× once padded) instead of 4 of 512² (2.9×).
 
     Returns
     -------
