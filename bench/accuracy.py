@@ -93,6 +93,11 @@ def main() -> int:
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--max-eval", type=int, default=None, help="score at most N images")
+    parser.add_argument(
+        "--encoder", default=None, help="U-Net encoder / Mask R-CNN backbone (default: the table's)"
+    )
+    parser.add_argument("--samples-per-epoch", type=int, default=None)
+    parser.add_argument("--out-name", default=None, help="JSON file name in --out")
     args = parser.parse_args()
     device = resolve_device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -110,14 +115,17 @@ def main() -> int:
         test = test[: args.max_eval] if args.max_eval else test
         for family in args.families:
             weights = args.out / f"accuracy_{family}_{dataset}.safetensors"
+            builder = dict(ARCHITECTURES[(family, dataset)])
+            if args.encoder:
+                builder["encoder_name" if family == "unet" else "backbone"] = args.encoder
             params = TrainParams(
                 family=family,
-                builder_args=ARCHITECTURES[(family, dataset)],
+                builder_args=builder,
                 epochs=10_000,
                 minutes=args.minutes,
                 batch_size=args.batch_size,
                 patch_size=args.patch_size if dataset == "dsb" else max(args.patch_size, 384),
-                samples_per_epoch=max(256, args.batch_size * 32),
+                samples_per_epoch=args.samples_per_epoch or max(256, args.batch_size * 32),
                 val_fraction=0.15,
                 device=str(device),
                 num_workers=args.workers,
@@ -133,7 +141,7 @@ def main() -> int:
                 "dataset": dataset,
                 "family": family,
                 "device": str(device),
-                "builder_args": ARCHITECTURES[(family, dataset)],
+                "builder_args": builder,
                 "train_minutes": train_s / 60,
                 "epochs": finished.epochs_run,
                 "best_epoch": finished.best_epoch,
@@ -152,7 +160,7 @@ def main() -> int:
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
     }
-    path = args.out / f"accuracy_{device.type}.json"
+    path = args.out / (args.out_name or f"accuracy_{device.type}.json")
     path.write_text(
         json.dumps({"hardware": hardware, "results": results, "published": PUBLISHED}, indent=2)
     )

@@ -13,6 +13,15 @@ It writes JSON to bench/results/ and prints a Markdown table. Usage:
 
     .venv/bin/python bench/inference.py --sizes 512 1024 --families unet maskrcnn
     .venv/bin/python bench/inference.py --device cuda --sizes 1024 2048 4096   # on a GPU
+
+``--compare-baseline`` instead times the pipeline before issue 21 (``_baseline.py``: fixed
+tiles with the last one shifted inwards, one percentile pass per channel, pass-by-pass
+post-processing) against today's, interleaved (new, old, new, old, ...) on the same real
+DSB images (one 256², one 520×696 and one 1024² image, a 2048² mosaic) with the demo U-Net,
+and on the sample brightfield image with the demo Mask R-CNN; it records the seconds per
+stage, the speed-up and how far the labels agree (``inference_speed_<device>.json``):
+
+    nice -n 19 .venv/bin/python bench/inference.py --compare-baseline --repeats 2
 """
 
 from __future__ import annotations
@@ -22,10 +31,13 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from _baseline import baseline_pipeline, label_agreement
 from _common import PeakRSS, pack_mosaic
 
 from napari_cellseg.device import resolve_device
@@ -41,6 +53,11 @@ from napari_cellseg.params import PredictParams, default_overlap
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
+DSB_BY_SHAPE = {  # real DSB stage1_train images of the sizes asked for in issue 21
+    "256x256": "003cee89357d9fe13516167fd67b609a164651b21934585648c740d2c3d86dc1",
+    "520x696": "07fb37aafa6626608af90c1e18f6a743f29b6b233d2e427dcd1102df6a916cf5",
+    "1024x1024": "091944f1d2611c916b98c020bd066667e33f4639159b2a92407fe5a40788856d",
+}
 
 
 def mosaic(size: int, source: str, data_root: Path) -> np.ndarray:
@@ -166,7 +183,11 @@ def model_only(runner: ModelRunner, batch: int, tile: int, repeats: int, naive: 
 
 
 def load_or_build(
-    family: str, weights: Path | None, encoder: str, min_size: int | None = None
+    family: str,
+    weights: Path | None,
+    encoder: str,
+    min_size: int | None = None,
+    detections: int | None = None,
 ) -> LoadedModel:
     if weights is not None:
         return load_weights(weights)
@@ -176,6 +197,7 @@ def load_or_build(
         else {
             "backbone": "resnet50" if encoder == "resnet34" else encoder,
             **({"min_size": min_size, "max_size": max(min_size, 1024)} if min_size else {}),
+            **({"detections_per_img": detections} if detections else {}),
         }
     )
     model = build_model(family, **args).eval()
@@ -183,8 +205,150 @@ def load_or_build(
     return LoadedModel(model=model, card=card, path=Path("<random>"), source="random")
 
 
+def compare_images(data_root: Path, shapes: list[str]) -> list[tuple[str, np.ndarray]]:
+    """``(name, RGB uint8 image)`` for each shape: the DSB image of that shape, else a mosaic."""
+    import imageio.v3 as iio
+
+    folder = data_root / "dsb2018" / "stage1_train" / "images"
+    images = []
+    for shape in shapes:
+        h, w = (int(v) for v in shape.split("x"))
+        path = folder / f"{DSB_BY_SHAPE.get(shape, '-')}.png"
+        if path.exists():
+            images.append((f"dsb {shape}", np.asarray(iio.imread(path))[..., :3]))
+        else:
+            square = mosaic(max(h, w), "dsb", data_root)[:h, :w]
+            images.append((f"dsb mosaic {shape}", np.ascontiguousarray(square)))
+    return images
+
+
+def compare_baseline(
+    args: argparse.Namespace, device: torch.device, save: Callable[[list[dict]], None]
+) -> list[dict]:
+    """Old vs new pipeline, interleaved, per image: seconds, stages, speed-up, agreement."""
+    from napari_cellseg.io.images import read_image
+    from napari_cellseg.io.samples import get_sample
+
+    unet = load_weights(args.weights_unet or ROOT / "sample_data/models/unet_dsb.safetensors")
+    mrcnn = load_weights(
+        args.weights_maskrcnn or ROOT / "sample_data/models/maskrcnn_dsb.safetensors"
+    )
+    brightfield = np.asarray(read_image(get_sample("dsb_brightfield").image_path).data)[..., :3]
+    runs = [(unet, name, image) for name, image in compare_images(args.data_root, args.shapes)]
+    runs += [(mrcnn, "sample dsb_brightfield", brightfield)] if args.maskrcnn_sample else []
+    rows = []
+    for loaded, name, image in runs:
+        params = PredictParams(
+            device=str(device), tile_size=args.tile, overlap=None, batch_size=args.batch_size
+        )
+        predict(image[:64, :64], loaded, params)  # warm-up
+        times: dict[str, list[float]] = {"new": [], "old": []}
+        stages: dict[str, list[dict]] = {"new": [], "old": []}
+        labels = {}
+        for _ in range(args.repeats):
+            for which in ("new", "old"):  # interleaved: the machine's load hits both alike
+                context = baseline_pipeline() if which == "old" else _nothing()
+                with context:
+                    start = time.perf_counter()
+                    prediction = predict(image, loaded, params)
+                    sync(device)
+                    times[which].append(time.perf_counter() - start)
+                stages[which].append(prediction.timings)
+                labels[which] = prediction.labels
+        best = {k: min(v) for k, v in times.items()}
+        untiled = {}
+        if loaded.card.family == "unet" and max(image.shape[:2]) <= args.untiled_up_to:
+            whole = replace(params, tile_size=-(-max(image.shape[:2]) // 32) * 32)
+            reference = predict(image, loaded, whole).labels  # one tile: no seams at all
+            untiled = {k: label_agreement(reference, v) for k, v in labels.items()}
+        row = {
+            "family": loaded.card.family,
+            "image": name,
+            "shape": list(image.shape[:2]),
+            "device": str(device),
+            "tile": args.tile,
+            "threads": torch.get_num_threads(),
+            "seconds_new": times["new"],
+            "seconds_old": times["old"],
+            "stages_new": stages["new"],
+            "stages_old": stages["old"],
+            "speedup_best": best["old"] / best["new"],
+            "speedup_median": float(np.median(times["old"]) / np.median(times["new"])),
+            "agreement": label_agreement(labels["old"], labels["new"]),
+            "agreement_with_untiled": untiled,
+        }
+        rows.append(row)
+        save(rows)
+        print(
+            f"{row['family']} {name}: old {best['old']:.2f} s, new {best['new']:.2f} s, "
+            f"x{row['speedup_best']:.2f}; {row['agreement']}",
+            flush=True,
+        )
+    return rows
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _stage(row: dict, which: str, stage: str) -> float:
+    return float(np.median([t[stage] for t in row[f"stages_{which}"]]))
+
+
+def _untiled(row: dict) -> str:
+    u = row["agreement_with_untiled"]
+    return f"{u['old']['mean_iou']:.3f} / {u['new']['mean_iou']:.3f}" if u else "–"
+
+
+def print_compare_table(rows: list[dict]) -> None:
+    print(
+        "| family | image | old s | new s | speed-up (best / median) | network s old / new "
+        "| post-processing s old / new | objects old / new | identical | mean / min IoU "
+        "| mean IoU with untiled old / new |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        a = r["agreement"]
+        print(
+            f"| {r['family']} | {r['image']} | {min(r['seconds_old']):.2f} | "
+            f"{min(r['seconds_new']):.2f} | {r['speedup_best']:.2f} / {r['speedup_median']:.2f} | "
+            f"{_stage(r, 'old', 'network'):.2f} / {_stage(r, 'new', 'network'):.2f} | "
+            f"{_stage(r, 'old', 'postprocess'):.3f} / {_stage(r, 'new', 'postprocess'):.3f} | "
+            f"{a['objects_old']} / {a['objects_new']} | {'yes' if a['identical'] else 'no'} | "
+            f"{a['mean_iou']:.3f} / {a['min_iou']:.3f} | {_untiled(r)} |"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--compare-baseline",
+        action="store_true",
+        help="time the pipeline before issue 21 against today's (see the module docstring)",
+    )
+    parser.add_argument(
+        "--shapes",
+        nargs="*",
+        default=["256x256", "520x696", "1024x1024", "2048x2048"],
+        help="--compare-baseline: image shapes HxW (real DSB images where one has the shape)",
+    )
+    parser.add_argument(
+        "--no-maskrcnn-sample",
+        dest="maskrcnn_sample",
+        action="store_false",
+        help="--compare-baseline: skip the demo Mask R-CNN on the sample brightfield image",
+    )
+    parser.add_argument("--out-name", default=None, help="JSON file name in --out")
+    parser.add_argument(
+        "--untiled-up-to",
+        type=int,
+        default=1024,
+        help="--compare-baseline: also compare both with one-tile labels up to this size",
+    )
     parser.add_argument("--families", nargs="+", default=["unet", "maskrcnn"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[512, 1024])
     parser.add_argument("--device", default="auto")
@@ -201,9 +365,15 @@ def main() -> int:
         default=None,
         help="the random-init Mask R-CNN's resize size (default: the builder's, 512)",
     )
+    parser.add_argument(
+        "--maskrcnn-detections",
+        type=int,
+        default=None,
+        help="the random-init Mask R-CNN's detections per tile (default: the builder's)",
+    )
     parser.add_argument("--weights-unet", type=Path, default=None)
     parser.add_argument("--weights-maskrcnn", type=Path, default=None)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="also: old/new pairs")
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument(
@@ -214,10 +384,31 @@ def main() -> int:
     )
     args = parser.parse_args()
     device = resolve_device(args.device)
+    if args.compare_baseline:
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / (args.out_name or f"inference_speed_{device.type}.json")
+        hardware = {
+            "device": str(device),
+            "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        }
+
+        def save(rows: list[dict]) -> None:  # after every image: a cut-short run keeps its rows
+            path.write_text(json.dumps({"hardware": hardware, "results": rows}, indent=2))
+
+        rows = compare_baseline(args, device, save)
+        print(f"wrote {path}")
+        print_compare_table(rows)
+        return 0
     results = []
     for family in args.families:
         weights = args.weights_unet if family == "unet" else args.weights_maskrcnn
-        loaded = load_or_build(family, weights, args.encoder, args.maskrcnn_min_size)
+        loaded = load_or_build(
+            family, weights, args.encoder, args.maskrcnn_min_size, args.maskrcnn_detections
+        )
         runner = ModelRunner(loaded, device)
         ours_model = model_only(runner, args.batch_size, args.tile, args.repeats, naive=False)
         naive_model = model_only(runner, 1, args.tile, args.repeats * args.batch_size, naive=True)

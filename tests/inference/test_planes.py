@@ -61,7 +61,7 @@ def test_unet_on_a_real_sample(unet, fluorescence) -> None:
     params = PredictParams(tile_size=128, overlap=16, batch_size=2, keep_probabilities=True)
     events, pred = _run(iter_predict_planes(fluorescence, unet, params))
     tiles = [e for e in events if isinstance(e, Progress) and e.stage == "tiles"]
-    assert tiles[-1].done == tiles[-1].total == 5  # 9 tiles of 128 in batches of 2
+    assert tiles[-1].done == tiles[-1].total == 5  # 9 even tiles of 96 in batches of 2
     assert pred.labels.shape == (256, 256) and pred.labels.dtype == np.uint16
     assert pred.probabilities.shape == (3, 256, 256)
     np.testing.assert_allclose(pred.probabilities.astype(np.float32).sum(0), 1.0, atol=1e-2)

@@ -159,3 +159,39 @@ def test_pad_to_multiple_roundtrip(shape: tuple[int, ...], mode: str) -> None:
 
 
 # ---------------------------------------------------------------- seam stitching
+
+
+@pytest.mark.parametrize(("shape", "tile_size", "overlap"), CASES)
+@pytest.mark.parametrize("multiple", [1, 8, 32])
+def test_even_tiles_cover_with_the_overlap_asked(
+    shape: tuple[int, int], tile_size: int, overlap: int, multiple: int
+) -> None:
+    tiles = plan_tiles(shape, tile_size, overlap, multiple=multiple)
+    count = np.zeros(shape, int)
+    for t in tiles:
+        assert t.inside(shape) and t.shape == tiles[0].shape  # all of one size
+        assert max(t.shape) <= tile_size + overlap
+        assert t.inner == (t.y0 > 0, t.x0 > 0, t.y1 < shape[0], t.x1 < shape[1])
+        count[t.slices] += 1
+    assert count.min() >= 1 and len(set(tiles)) == len(tiles)
+    for axis in (0, 1):
+        side = tiles[0].shape[axis]
+        starts = sorted({(t.y0, t.x0)[axis] for t in tiles})
+        assert all(b - a <= side - overlap for a, b in itertools.pairwise(starts))
+        # the fewest tiles (or one more, to avoid padding): two fewer could not hold it
+        n = len(starts)
+        assert (n - 2) * tile_size + overlap < shape[axis] or n == 1
+        if n > 1 and side < tile_size + overlap:
+            assert side % multiple == 0
+
+
+def test_even_tiles_cost_fewer_pixels_than_fixed_ones() -> None:
+    """Issue 21: 1024² cost 9 tiles of 512² (2.25× its pixels), 520×696 4 of 512² (2.9×)."""
+    for shape, old_ratio, new_ratio in [((1024, 1024), 2.25, 1.13), ((520, 696), 2.9, 1.10)]:
+        pixels = {}
+        for multiple in (None, 32):
+            tiles = plan_tiles(shape, 512, 64, multiple=multiple)
+            pixels[multiple] = sum(t.shape[0] * t.shape[1] for t in tiles)
+        assert pixels[None] / np.prod(shape) == pytest.approx(old_ratio, abs=0.01)
+        assert pixels[32] / np.prod(shape) == pytest.approx(new_ratio, abs=0.01)
+    assert len(plan_tiles((560, 576), 512, 64, multiple=32)) == 1  # fits: one tile

@@ -3,7 +3,8 @@
 Used by :mod:`napari_cellseg.inference.planes` through the family table
 (:func:`napari_cellseg.families.family_part`). The raw output of a plane is its
 :class:`~napari_cellseg.inference.detections.Detections` in image coordinates, kept down to
-:data:`MASKRCNN_KEEP_SCORE` so that :func:`to_instances` can re-apply other thresholds.
+:data:`MASKRCNN_KEEP_SCORE` (down to :func:`mask_floor` without test-time augmentation) so
+that :func:`to_instances` can re-apply other thresholds.
 """
 
 from __future__ import annotations
@@ -25,6 +26,32 @@ from napari_cellseg.params import PostprocessParams, PredictParams
 
 #: Mask R-CNN keeps candidates down to this score so thresholds can be re-applied later.
 MASKRCNN_KEEP_SCORE = 0.05
+#: Without test-time augmentation, only candidates scored at least this (or half the run's
+#: score threshold, when lower) get a mask: the mask head is most of a CPU pass, and
+#: candidates below it could only show when the threshold is re-applied lower than that.
+MASKRCNN_MASK_SCORE = 0.15
+
+
+def mask_floor(params: PredictParams) -> float:
+    """Lowest score a candidate needs to be kept (and masked) in a run with ``params``.
+
+    ``min(MASKRCNN_MASK_SCORE, score_threshold / 2)``: every threshold down to half the
+    run's keeps its objects (and uncertainty's "possible missed objects", which go down to
+    half the threshold, stay complete). With test-time augmentation nothing is left out:
+    a copy's low score still counts in an object's fused score.
+
+    Examples
+    --------
+    >>> mask_floor(PredictParams().with_post(score_threshold=0.6))
+    0.15
+    >>> mask_floor(PredictParams().with_post(score_threshold=0.2))
+    0.1
+    >>> mask_floor(PredictParams(tta=4).with_post(score_threshold=0.6))
+    0.0
+    """
+    if params.tta > 1:
+        return 0.0
+    return min(MASKRCNN_MASK_SCORE, params.post.score_threshold / 2)
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -66,8 +93,11 @@ def run_tiles(
     height, width = x.shape[-2:]
     parts: list[tuple[Tile, Detections]] = []
     total_copies = len(batches) * params.tta
+    runner.mask_min_score = mask_floor(params)
+    shared = _shared_regions([tile for batch in batches for tile in batch])
     for done, batch in enumerate(batches, start=1):
         crops = [x[:, t.y0 : t.y1, t.x0 : t.x1] for t in batch]
+        runner.mask_regions = [shared[t] for t in batch]
         copies = [runner.maskrcnn_copy(crops, 0)]
         for index in range(1, params.tta):  # test-time augmentation, copy by copy
             copies_done = (done - 1) * params.tta + index
@@ -77,9 +107,27 @@ def run_tiles(
             det = fuse_copies([c[k] for c in copies], mask_threshold=params.post.mask_threshold)
             parts.append((tile, det.shifted(tile.y0, tile.x0)))
         yield checkpoint(Progress("tiles", done * params.tta, total_copies, message))
+    runner.mask_regions = None
     if len(parts) == 1:
         return parts[0][1]
-    return merge_tile_detections(parts, (height, width), mask_threshold=params.post.mask_threshold)
+    merged = merge_tile_detections(
+        parts, (height, width), mask_threshold=params.post.mask_threshold
+    )
+    # candidates under the floor were only kept where tiles overlap, for the stitching
+    return merged.select(merged.scores >= runner.mask_min_score)
+
+
+def _shared_regions(tiles: list[Tile]) -> dict[Tile, list[tuple[int, int, int, int]]]:
+    """Per tile, where it overlaps another tile (tile coordinates): candidates meeting these
+    take part in stitching (:func:`merge_tile_detections`), so they keep their masks."""
+    regions: dict[Tile, list[tuple[int, int, int, int]]] = {t: [] for t in tiles}
+    for t in tiles:
+        for u in tiles:
+            y0, x0 = max(t.y0, u.y0), max(t.x0, u.x0)
+            y1, x1 = min(t.y1, u.y1), min(t.x1, u.x1)
+            if u is not t and y0 < y1 and x0 < x1:
+                regions[t].append((y0 - t.y0, x0 - t.x0, y1 - t.y0, x1 - t.x0))
+    return regions
 
 
 def to_instances(

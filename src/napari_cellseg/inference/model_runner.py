@@ -17,6 +17,7 @@ import threading
 from collections import OrderedDict
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,6 +95,12 @@ class ModelRunner:
         self.device = device
         self.model = loaded.model
         self.mixed_precision = mixed_precision and device.type == "cuda"
+        #: Mask R-CNN: candidates scored below this get no mask and are left out (the mask
+        #: head costs most of a CPU pass), unless their box meets one of the rectangles of
+        #: ``mask_regions`` (one list per tile of the batch, tile coordinates: where tiles
+        #: overlap, so that stitching sees every candidate). Set by the family's run_tiles.
+        self.mask_min_score = 0.0
+        self.mask_regions: list[list[tuple[int, int, int, int]]] | None = None
         self.move_to(device)
 
     def move_to(self, device: torch.device) -> None:
@@ -171,13 +178,12 @@ class ModelRunner:
         with the objects, not with the tile.
         """
         step = self.tiles_per_pass(len(batch))
-        if step < len(batch):
-            return [
-                d
-                for i in range(0, len(batch), step)
-                for d in self._maskrcnn_pass(batch[i : i + step])
-            ]
-        return self._maskrcnn_pass(batch)
+        regions = self.mask_regions or [[] for _ in batch]
+        return [
+            d
+            for i in range(0, len(batch), step)
+            for d in self._maskrcnn_pass(batch[i : i + step], regions[i : i + step])
+        ]
 
     def maskrcnn_copy(self, batch: list[np.ndarray], index: int) -> list[Detections]:
         """Detections on copy ``index`` of :data:`TTA_TRANSFORMS`, mapped back onto the tiles.
@@ -197,7 +203,7 @@ class ModelRunner:
             for det, tile in zip(found, batch, strict=True)
         ]
 
-    def _maskrcnn_pass(self, batch: list[np.ndarray]) -> list[Detections]:
+    def _maskrcnn_pass(self, batch: list[np.ndarray], regions: list[list]) -> list[Detections]:
         from torchvision.models.detection.transform import resize_boxes
 
         model = self.model
@@ -209,12 +215,73 @@ class ModelRunner:
             if isinstance(features, torch.Tensor):
                 features = OrderedDict([("0", features)])
             proposals, _ = model.rpn(images, features)
-            detections, _ = model.roi_heads(features, proposals, images.image_sizes)
+            keep = _MaskChoice(self.mask_min_score, regions, images.image_sizes, sizes)
+            detections = _roi_heads(model.roi_heads, features, proposals, images, keep)
             out = []
             for det, resized, size in zip(detections, images.image_sizes, sizes, strict=True):
                 boxes = resize_boxes(det["boxes"].float(), resized, size)
                 out.append(_box_detections(boxes, det["scores"], det["labels"], det["masks"], size))
         return out
+
+
+class _MaskChoice:
+    """Which candidates of each image get a mask (see ``ModelRunner.mask_regions``)."""
+
+    def __init__(self, min_score: float, regions: list[list], resized: list, sizes: list):
+        self.min_score, self.regions, self.resized, self.sizes = min_score, regions, resized, sizes
+
+    def __call__(self, index: int, boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        from torchvision.models.detection.transform import resize_boxes
+
+        keep = scores >= self.min_score
+        if not self.regions[index] or bool(keep.all()):
+            return keep
+        b = resize_boxes(boxes.float(), self.resized[index], self.sizes[index]).cpu().numpy()
+        y0, x0, y1, x1 = _integer_boxes(b, self.sizes[index])
+        meets = np.zeros(len(b), bool)
+        for ry0, rx0, ry1, rx1 in self.regions[index]:  # as tile_merge picks its "near" ones
+            meets |= (y0 < ry1) & (x0 < rx1) & (y1 > ry0) & (x1 > rx0)
+        return keep | torch.from_numpy(meets).to(keep.device)
+
+
+def _roi_heads(heads: Any, features: Any, proposals: list, images: Any, choice: _MaskChoice):
+    """``heads(features, proposals, sizes)[0]`` in eval mode, with masks only for the
+    candidates ``choice`` keeps (the others are left out).
+
+    The boxes and scores are torchvision's, so the candidates kept are exactly those a full
+    pass gives (score filtering, NMS and the top-k keep the better ones whatever the worse
+    ones are); only the mask head, most of the cost, runs on fewer.
+    """
+    from torchvision.models.detection.roi_heads import maskrcnn_inference
+
+    if choice.min_score <= 0 or not heads.has_mask() or heads.has_keypoint():
+        return heads(features, proposals, images.image_sizes)[0]
+    sizes = images.image_sizes
+    box_features = heads.box_head(heads.box_roi_pool(features, proposals, sizes))
+    class_logits, box_regression = heads.box_predictor(box_features)
+    boxes, scores, labels = heads.postprocess_detections(
+        class_logits, box_regression, proposals, sizes
+    )
+    keep = [choice(i, b, s) for i, (b, s) in enumerate(zip(boxes, scores, strict=True))]
+    boxes, scores, labels = (
+        [t[k] for t, k in zip(ts, keep, strict=True)] for ts in (boxes, scores, labels)
+    )
+    mask_features = heads.mask_head(heads.mask_roi_pool(features, boxes, sizes))
+    masks = maskrcnn_inference(heads.mask_predictor(mask_features), labels)
+    return [
+        {"boxes": b, "scores": s, "labels": lab, "masks": m}
+        for b, s, lab, m in zip(boxes, scores, labels, masks, strict=True)
+    ]
+
+
+def _integer_boxes(b: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """``y0, x0, y1, x1`` integer boxes of (N, 4) ``x0, y0, x1, y1`` floats, in the tile."""
+    h, w = shape
+    x0 = np.clip(np.floor(b[:, 0]), 0, w - 1).astype(np.int64)
+    y0 = np.clip(np.floor(b[:, 1]), 0, h - 1).astype(np.int64)
+    x1 = np.clip(np.ceil(b[:, 2]), x0 + 1, w).astype(np.int64)
+    y1 = np.clip(np.ceil(b[:, 3]), y0 + 1, h).astype(np.int64)
+    return y0, x0, y1, x1
 
 
 def _transformed(tile: np.ndarray, transform: tuple[bool, bool, bool]) -> np.ndarray:
@@ -238,12 +305,8 @@ def _box_detections(
 
     if len(boxes) == 0:
         return Detections()
-    h, w = shape
     b = boxes.cpu().numpy()
-    x0 = np.clip(np.floor(b[:, 0]), 0, w - 1).astype(np.int64)
-    y0 = np.clip(np.floor(b[:, 1]), 0, h - 1).astype(np.int64)
-    x1 = np.clip(np.ceil(b[:, 2]), x0 + 1, w).astype(np.int64)
-    y1 = np.clip(np.ceil(b[:, 3]), y0 + 1, h).astype(np.int64)
+    y0, x0, y1, x1 = _integer_boxes(b, shape)
     crops = []
     for i in range(len(b)):
         size = (int(y1[i] - y0[i]), int(x1[i] - x0[i]))

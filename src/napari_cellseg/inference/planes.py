@@ -330,7 +330,8 @@ def _run_plane(
     height, width = x.shape[-2:]
     strategy = family_part(runner.card.family, "inference")
     tile_size, overlap = strategy.tile_geometry(runner.card, state.tile_size, params.overlap)
-    tiles = plan_tiles((height, width), tile_size, overlap)
+    multiple = getattr(strategy, "EVEN_TILES", None)  # U-Net: even tiles; else fixed
+    tiles = plan_tiles((height, width), tile_size, overlap, multiple=multiple)
     batches = [tiles[i : i + state.batch_size] for i in range(0, len(tiles), state.batch_size)]
     message = f"plane {plane_number + 1}/{n_planes}" if n_planes > 1 else ""
     return (yield from strategy.run_tiles(runner, x, batches, overlap, params, checkpoint, message))

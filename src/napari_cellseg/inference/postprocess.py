@@ -1,7 +1,12 @@
 """Network output to instance labels: watershed, NMS, size filters, hole filling, relabelling.
 
 Everything here works on kept probabilities or detections only, so re-applying it with other
-:class:`~napari_cellseg.params.PostprocessParams` is cheap (no model run).
+:class:`~napari_cellseg.params.PostprocessParams` is cheap (no model run). Each pass over the
+plane runs once, vectorised (look-up tables and ``bincount`` rather than ``np.unique``,
+``skimage`` relabelling or ``regionprops``); holes are filled once over the plane and then
+only in the objects that can still have one. The labels are those of the earlier,
+pass-by-pass version (``bench/_baseline.py``), as ``tests/inference/test_postprocess_speed.py``
+checks on the sample images.
 """
 
 from __future__ import annotations
@@ -18,19 +23,102 @@ from skimage.segmentation import watershed
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.inference.detections import Detections
 from napari_cellseg.io.files import label_dtype
-from napari_cellseg.labels.editing import fill_holes, relabel_sequential, remove_small
 from napari_cellseg.params import PostprocessParams
 
 _FULL = np.ones((3, 3), bool)  # 8-connectivity for markers and foreground components
 _PEAK_HEIGHT = 1.0  # distance peaks must rise this many pixels above their saddles
 
 
+def fill_plane_holes(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes(mask)`` by one labelling of the background.
+
+    A background pixel is a hole when its 4-connected background component does not touch
+    the border.
+
+    Examples
+    --------
+    >>> ring = np.pad(np.ones((3, 3), bool), 1)
+    >>> ring[2, 2] = False
+    >>> bool(fill_plane_holes(ring)[2, 2]), bool(fill_plane_holes(ring)[0, 0])
+    (True, False)
+    """
+    background, n = ndi.label(~mask)
+    if n == 0:
+        return mask.copy()
+    outside = np.zeros(n + 1, bool)
+    for edge in (background[0], background[-1], background[:, 0], background[:, -1]):
+        outside[edge] = True
+    outside[0] = False  # the mask itself
+    return ~outside[background]
+
+
+def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray | None:
+    """Zero objects under ``min_size`` pixels in place; which ids were removed (None: none)."""
+    if min_size <= 1 or labels.size == 0:
+        return None
+    counts = np.bincount(labels.ravel())
+    small = (counts < min_size) & (counts > 0)
+    small[0] = False
+    if not small.any():
+        return None
+    labels[small[labels]] = 0
+    return small
+
+
+def _boxes(slices: list) -> np.ndarray:
+    """(N, 4) ``y0, x0, y1, x1`` of ``find_objects`` slices (empty boxes for missing ids)."""
+    rows = [(s[0].start, s[1].start, s[0].stop, s[1].stop) if s else (0, 0, 0, 0) for s in slices]
+    return np.array(rows, np.int64).reshape(-1, 4)
+
+
+def _fill_object_holes(labels: np.ndarray, slices: list, removed: np.ndarray | None) -> None:
+    """Fill each object's holes in place, object after object (as ``labels.editing``).
+
+    ``slices``: ``find_objects`` of the labels before the size filter; ``removed``: the ids
+    it removed (by id), or None to fill every object. With ``removed``, only objects whose
+    box meets a removed object's box are filled: the foreground was hole-filled before the
+    watershed, which floods every enclosed pixel, so the removed objects' pixels are the only
+    background an object can enclose.
+    """
+    boxes = _boxes(slices)
+    alive = boxes[:, 2] > boxes[:, 0]
+    if removed is not None:
+        gone = np.flatnonzero(removed[1 : len(boxes) + 1])
+        alive &= ~removed[1 : len(boxes) + 1]
+        meets = np.zeros(len(boxes), bool)
+        for start in range(0, len(gone), 256):
+            r = boxes[gone[start : start + 256]]
+            meets |= (
+                (boxes[:, None, 0] < r[None, :, 2])
+                & (boxes[:, None, 2] > r[None, :, 0])
+                & (boxes[:, None, 1] < r[None, :, 3])
+                & (boxes[:, None, 3] > r[None, :, 1])
+            ).any(axis=1)
+        alive &= meets
+    for index in np.flatnonzero(alive):
+        object_id = index + 1
+        crop = labels[slices[index]]
+        obj = crop == object_id
+        holes = ndi.binary_fill_holes(obj) & ~obj & (crop == 0)
+        crop[holes] = object_id
+
+
+def _sequential(labels: np.ndarray) -> np.ndarray:
+    """Labels renumbered 1..N in their order, uint16 (uint32 above 65535 objects)."""
+    present = np.bincount(labels.ravel()) > 0
+    present[0] = False
+    lut = np.zeros(len(present), np.int64)
+    lut[present] = np.arange(1, int(present.sum()) + 1)
+    return lut.astype(label_dtype(int(present.sum())))[labels]
+
+
 def _finish(labels: np.ndarray, params: PostprocessParams) -> np.ndarray:
     """Size filter and hole filling in place, then labels 1..N as uint16 (uint32 if needed)."""
-    remove_small(labels, params.min_size, in_place=True)
-    if params.fill_holes:
-        fill_holes(labels, in_place=True)
-    return relabel_sequential(labels, dtype_for=label_dtype)
+    slices = ndi.find_objects(labels) if params.fill_holes else []
+    removed = _remove_small(labels, params.min_size)
+    if params.fill_holes and removed is not None:
+        _fill_object_holes(labels, slices, removed)
+    return _sequential(labels)
 
 
 def _channel(probs: np.ndarray, outputs: list[str], name: str) -> np.ndarray | None:
@@ -40,22 +128,31 @@ def _channel(probs: np.ndarray, outputs: list[str], name: str) -> np.ndarray | N
 def _foreground(fg_prob: np.ndarray, params: PostprocessParams) -> np.ndarray:
     foreground = fg_prob > params.prob_threshold
     if params.fill_holes:  # before splitting too: a hole can sit between several objects
-        foreground = ndi.binary_fill_holes(foreground)
+        foreground = fill_plane_holes(foreground)
     return foreground
 
 
-def _add_fallback_markers(markers: np.ndarray, foreground: np.ndarray) -> np.ndarray:
-    """Give each foreground component without any marker a marker of its own (itself)."""
-    components, n = ndi.label(foreground, structure=_FULL)
+def _add_fallback_markers(
+    markers: np.ndarray, foreground: np.ndarray, components: np.ndarray | None = None
+) -> np.ndarray:
+    """Give each foreground component without any marker a marker of its own (itself).
+
+    ``components`` are the foreground's 8-connected components when already labelled.
+    """
+    if components is None:
+        components, n = ndi.label(foreground, structure=_FULL)
+    else:
+        n = int(components.max()) if components.size else 0
     if n == 0:
         return markers
     has_marker = np.zeros(n + 1, bool)
-    has_marker[np.unique(components[markers > 0])] = True
+    has_marker[components[markers > 0]] = True
     missing = ~has_marker
     missing[0] = False
     if missing.any():
+        top = markers.max()
         lut = np.zeros(n + 1, markers.dtype)
-        lut[missing] = np.arange(1, int(missing.sum()) + 1) + markers.max()
+        lut[missing] = np.arange(1, int(missing.sum()) + 1) + top
         extra = lut[components]
         markers = np.where(extra > 0, extra, markers)
     return markers
@@ -116,6 +213,7 @@ def unet_instances(
         foreground = _foreground(fg_prob, params)
         seeds = (interior > params.prob_threshold) & (boundary < params.boundary_threshold)
         markers, _ = ndi.label(seeds & foreground, structure=_FULL)
+        components = None
         surface = boundary
     else:
         fg = _channel(probs, outputs, "foreground")
@@ -143,7 +241,7 @@ def unet_instances(
         keep[0] = False
         markers = np.where(keep[plateaus], plateaus, 0)
         surface = -distance
-    markers = _add_fallback_markers(markers, foreground)
+    markers = _add_fallback_markers(markers, foreground, components)
     labels = watershed(surface, markers, mask=foreground)
     return _finish(labels, params)
 
@@ -235,16 +333,40 @@ def maskrcnn_instances(
         y0, x0, y1, x1 = boxes[i]
         region = labels[y0:y1, x0:x1]
         region[masks[i] & (region == 0)] = painted
-    remove_small(labels, max(params.min_size, 1), in_place=True)
-    if params.fill_holes:
-        fill_holes(labels, in_place=True)
-    present = np.zeros(len(kept) + 1, bool)
-    present[np.unique(labels)] = True
+    slices = ndi.find_objects(labels) if params.fill_holes else []
+    _remove_small(labels, params.min_size)
+    if params.fill_holes:  # masks may have holes of their own: every object
+        _fill_object_holes(labels, slices, None)
+    present = np.bincount(labels.ravel(), minlength=len(kept) + 1) > 0
     survivors = np.flatnonzero(present[1:])
     lut = np.zeros(len(kept) + 1, np.int64)
     lut[survivors + 1] = np.arange(1, len(survivors) + 1)
     out = lut[labels].astype(label_dtype(len(survivors)))
     return out, candidates.select(np.asarray(kept, np.int64)[survivors])
+
+
+def _measure(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """``label``, ``area`` and ``bbox_*`` columns: one ``bincount`` and one ``find_objects``."""
+    names = ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1")
+    top = int(labels.max()) if labels.size else 0
+    if labels.dtype.kind not in "iu" or int(labels.min(initial=0)) < 0 or top > 4 * labels.size:
+        props = regionprops_table(labels, properties=("label", "area", "bbox"))
+        table = {"label": np.asarray(props["label"], np.int64)}
+        table["area"] = np.asarray(props["area"]).astype(np.int64)
+        for k, name in enumerate(names):
+            table[name] = np.asarray(props[f"bbox-{k}"], np.int64)
+        return table
+    counts = np.bincount(labels.ravel(), minlength=top + 1)
+    ids = np.flatnonzero(counts[1:]) + 1
+    slices = ndi.find_objects(labels.astype(np.intp, copy=False)) if len(ids) else []
+    boxes = np.array(
+        [(s[0].start, s[1].start, s[0].stop, s[1].stop) for s in (slices[i - 1] for i in ids)],
+        np.int64,
+    ).reshape(-1, 4)
+    table = {"label": ids.astype(np.int64), "area": counts[ids].astype(np.int64)}
+    for k, name in enumerate(names):
+        table[name] = boxes[:, k]
+    return table
 
 
 def object_table(
@@ -277,17 +399,7 @@ def object_table(
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise CellsegError(f"object_table needs a 2-D label image, got shape {labels.shape}")
-    props = regionprops_table(labels, properties=("label", "area", "bbox"))
-    table: dict[str, np.ndarray] = {
-        "label": np.asarray(props["label"], np.int64),
-        "area": np.asarray(props["area"]).astype(np.int64),
-    }
-    for key, name in zip(
-        ("bbox-0", "bbox-1", "bbox-2", "bbox-3"),
-        ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"),
-        strict=True,
-    ):
-        table[name] = np.asarray(props[key], np.int64)
+    table = _measure(labels)
     index = table["label"] - 1
     for name, values in (("score", scores), ("class", classes)):
         if values is None:

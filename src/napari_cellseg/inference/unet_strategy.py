@@ -22,6 +22,9 @@ from napari_cellseg.params import PostprocessParams, PredictParams
 
 #: Tiles are padded to a multiple of this (an smp U-Net of depth 5 halves its input 5 times).
 UNET_MULTIPLE = 32
+#: Planes are cut into even tiles whose sides are multiples of this
+#: (:func:`~napari_cellseg.inference.tiling.plan_tiles`): the fewest tiles, least padding.
+EVEN_TILES = UNET_MULTIPLE
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -175,7 +175,8 @@ def normalise(
 
     - ``"percentile"``: ``(x - p_low) / (p_high - p_low)`` with percentiles ``low`` and
       ``high`` (defaults 1 and 99.8) of each channel, then clipped to [0, 1] unless
-      ``"clip": False``. A flat channel becomes zeros. On planes larger than
+      ``"clip": False``. A flat channel becomes zeros; a channel equal to an earlier one
+      (grey data as RGB) reuses its result. On planes larger than
       :data:`PERCENTILE_SAMPLE_PIXELS` the percentiles come from a regular strided
       subsample (every k-th row and column), which is fast and accurate for real images.
     - ``"dtype-range"``: integers divided by their type's maximum (255 for uint8, 65535 for
@@ -251,8 +252,13 @@ def normalise(
         raise CellsegError(
             f"percentile normalisation needs 0 <= low < high <= 100, got low={low}, high={high}"
         )
-    out = []
-    for c in x:
+    out: list[np.ndarray] = []
+    for index, c in enumerate(x):
+        # grey data given as RGB (or repeated for an RGB model): one pass, not three
+        same = next((k for k in range(index) if np.array_equal(data[k], data[index])), None)
+        if same is not None:
+            out.append(out[same])
+            continue
         lo, hi = np.percentile(_sample(c), (low, high))
         out.append(_stretch(c, float(lo), float(hi)))
     result = np.stack(out)

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Every GPU measurement of the project in one prepared run (<= 10 minutes on one CUDA GPU):
+#   1. bench/inference.py, both families: end to end vs naive, model only, peak memory
+#   2. bench/inference.py --compare-baseline: the pipeline before issue 21 vs today's,
+#      interleaved, on real DSB images with the demo models (speed-up, label agreement)
+#   3. bench/train_throughput.py: one minute of U-Net training, crops per second
+#   4. bench/accuracy.py: one short DSB run (U-Net, 2 minutes), scored on 30 held-out images
+# Each step has its own time limit; a step that fails or runs out is recorded and the next
+# one runs. JSON goes to bench/results/ (names end in _cuda), and a summary to
+# bench/results/gpu_suite_<mode>.json.
+#
+#   bench/gpu_suite.sh                 # on the CUDA machine, from the repository root
+#   bench/gpu_suite.sh --smoke         # tiny sizes on the CPU, under a minute (make test runs it)
+#   bench/gpu_suite.sh --smoke --out DIR
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+[ -x "$PY" ] || PY="$(command -v python3)"
+MODE=gpu
+OUT="$ROOT/bench/results"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --smoke) MODE=smoke ;;
+        --out) OUT="$2"; shift ;;
+        *) echo "usage: bench/gpu_suite.sh [--smoke] [--out DIR]" >&2; exit 2 ;;
+    esac
+    shift
+done
+mkdir -p "$OUT"
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1
+DATA="${CELLSEG_DATA:-$ROOT/../shared/data}"
+UNET="$ROOT/sample_data/models/unet_dsb.safetensors"
+MRCNN="$ROOT/sample_data/models/maskrcnn_dsb.safetensors"
+STEPS=()
+
+step() {  # step NAME SECONDS COMMAND...: run with a limit, remember how it ended
+    local name="$1" limit="$2"
+    shift 2
+    echo "== $name (limit ${limit} s)"
+    local start=$SECONDS
+    timeout --kill-after=10 "$limit" "$@"
+    local rc=$?
+    STEPS+=("{\"step\": \"$name\", \"rc\": $rc, \"seconds\": $((SECONDS - start))}")
+    [ $rc -eq 0 ] || echo "!! $name ended with status $rc" >&2
+}
+
+if [ "$MODE" = smoke ]; then
+    TMP="$(mktemp -d)"
+    trap 'rm -rf "$TMP"' EXIT
+    mkdir -p "$TMP/data/dsb2018/stage1_train" "$TMP/empty"
+    cp -r "$ROOT/sample_data/images" "$ROOT/sample_data/masks" "$TMP/data/dsb2018/stage1_train/"
+    export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+    step inference 300 "$PY" "$ROOT/bench/inference.py" --device cpu --families unet maskrcnn \
+        --sizes 64 --tile 64 --batch-size 1 --repeats 1 --encoder resnet18 \
+        --maskrcnn-min-size 64 --maskrcnn-detections 10 --data-root "$TMP/empty" --out "$OUT"
+    step compare_baseline 300 "$PY" "$ROOT/bench/inference.py" --compare-baseline --device cpu \
+        --shapes 64x64 --no-maskrcnn-sample --repeats 1 --untiled-up-to 0 \
+        --data-root "$TMP/empty" --out "$OUT"
+    step train_throughput 300 "$PY" "$ROOT/bench/train_throughput.py" --device cpu \
+        --seconds 1 --encoder resnet18 --batch-size 2 --patch-size 32 --samples-per-epoch 2 \
+        --workers 0 --data "$TMP/data/dsb2018/stage1_train" --out "$OUT"
+    step accuracy 300 "$PY" "$ROOT/bench/accuracy.py" --device cpu --datasets dsb \
+        --families unet --minutes 0.01 --batch-size 2 --patch-size 32 --samples-per-epoch 2 \
+        --encoder resnet18 --workers 0 --max-eval 1 --data-root "$TMP/data" --out "$OUT"
+else
+    step inference 190 "$PY" "$ROOT/bench/inference.py" --device cuda --families unet maskrcnn \
+        --sizes 1024 2048 4096 --skip-naive-above 2048 --weights-unet "$UNET" \
+        --weights-maskrcnn "$MRCNN" --data-root "$DATA" --out "$OUT"
+    step compare_baseline 100 "$PY" "$ROOT/bench/inference.py" --compare-baseline \
+        --device cuda --repeats 3 --data-root "$DATA" --out "$OUT"
+    step train_throughput 110 "$PY" "$ROOT/bench/train_throughput.py" --device cuda \
+        --seconds 60 --data "$DATA/dsb2018/stage1_train" --out "$OUT"
+    step accuracy 160 "$PY" "$ROOT/bench/accuracy.py" --device cuda --datasets dsb \
+        --families unet --minutes 2 --max-eval 30 --data-root "$DATA" --out "$OUT" \
+        --out-name accuracy_cuda_short.json
+fi
+
+SUMMARY="$OUT/gpu_suite_${MODE}.json"
+JOINED="$(IFS=,; echo "${STEPS[*]}")"
+printf '{"mode": "%s", "steps": [%s]}\n' "$MODE" "$JOINED" > "$SUMMARY"
+echo "wrote $SUMMARY"
+FAILED=0
+for s in "${STEPS[@]}"; do
+    case "$s" in *'"rc": 0,'*) ;; *) FAILED=1 ;; esac
+done
+exit $FAILED

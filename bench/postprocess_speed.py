@@ -1,0 +1,99 @@
+"""Post-processing alone, old (``_baseline.py``) vs new, in CPU seconds, on real network output.
+
+Runs the demo U-Net once on each image (the sample brightfield image and a 1024² mosaic of
+DSB images) and the demo Mask R-CNN on the sample fluorescence image, then times turning
+the kept output into labels and the object table, old and new interleaved, in process CPU
+time (``time.process_time``: robust to a busy machine), and checks the labels are the same.
+Writes bench/results/postprocess_speed_cpu.json.
+
+    nice -n 19 .venv/bin/python bench/postprocess_speed.py --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import _baseline as old
+import numpy as np
+
+from inference import DEFAULT_DATA, ROOT, mosaic
+from napari_cellseg.inference import postprocess as new
+from napari_cellseg.inference.planes import predict_planes
+from napari_cellseg.io.images import read_image
+from napari_cellseg.io.samples import get_sample
+from napari_cellseg.models.weights import load_weights
+from napari_cellseg.params import PredictParams
+
+
+def _labels(module, card, output, shape, post):
+    if card.family == "unet":
+        labels = module.unet_instances(output, card.outputs, post)
+        return labels, module.object_table(labels)
+    labels, kept = module.maskrcnn_instances(output, shape, post)
+    return labels, module.object_table(labels, scores=kept.scores, classes=kept.classes)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    models = ROOT / "sample_data" / "models"
+    unet = load_weights(models / "unet_dsb.safetensors")
+    mrcnn = load_weights(models / "maskrcnn_dsb.safetensors")
+
+    def sample(name: str) -> np.ndarray:
+        return np.asarray(read_image(get_sample(name).image_path).data)[..., :3]
+
+    runs = [
+        (unet, "sample dsb_brightfield 512²", sample("dsb_brightfield")),
+        (unet, "dsb mosaic 1024²", mosaic(1024, "dsb", args.data_root)),
+        (mrcnn, "sample dsb_fluorescence 256²", sample("dsb_fluorescence")),
+    ]
+    rows = []
+    for loaded, name, image in runs:
+        prediction = predict_planes(image, loaded, PredictParams(device="cpu"))
+        output, post, shape = prediction.raw[0], prediction.params.post, image.shape[:2]
+        seconds: dict[str, list[float]] = {"old": [], "new": []}
+        results = {}
+        for _ in range(args.repeats):
+            for which, module in (("new", new), ("old", old)):
+                start = time.process_time()
+                results[which] = _labels(module, loaded.card, output, shape, post)
+                seconds[which].append(time.process_time() - start)
+        (a, ta), (b, tb) = results["old"], results["new"]
+        same = bool(np.array_equal(a, b)) and all(np.array_equal(ta[k], tb[k]) for k in ta)
+        row = {
+            "family": loaded.card.family,
+            "image": name,
+            "megapixels": image.shape[0] * image.shape[1] / 1e6,
+            "objects": int(b.max()),
+            "cpu_seconds_old": seconds["old"],
+            "cpu_seconds_new": seconds["new"],
+            "speedup_median": float(np.median(seconds["old"]) / np.median(seconds["new"])),
+            "identical": same,
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "postprocess_speed_cpu.json"
+    path.write_text(json.dumps({"results": rows}, indent=2))
+    print(f"wrote {path}")
+    print("| family | image | objects | CPU ms old | CPU ms new | speed-up | identical |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['family']} | {r['image']} | {r['objects']} | "
+            f"{1e3 * np.median(r['cpu_seconds_old']):.0f} | "
+            f"{1e3 * np.median(r['cpu_seconds_new']):.0f} | {r['speedup_median']:.2f} | "
+            f"{'yes' if r['identical'] else 'no'} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""``bench/gpu_suite.sh --smoke``: every step of the GPU suite runs, at tiny sizes, on the CPU.
+
+The figures are not checked (timed assertions belong in ``bench/``), only that each step runs
+to its end and writes the JSON the suite promises, so the prepared GPU run cannot break
+unseen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_gpu_suite_smoke_runs_every_step_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
+    done = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu_suite.sh"), "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=env,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    summary = json.loads((out / "gpu_suite_smoke.json").read_text())
+    steps = {s["step"]: s["rc"] for s in summary["steps"]}
+    assert steps == dict.fromkeys(
+        ("inference", "compare_baseline", "train_throughput", "accuracy"), 0
+    )
+    rows = json.loads((out / "inference_cpu.json").read_text())["results"]
+    assert {r["family"] for r in rows} == {"unet", "maskrcnn"}
+    (speed,) = json.loads((out / "inference_speed_cpu.json").read_text())["results"]
+    assert speed["speedup_best"] > 0 and "identical" in speed["agreement"]
+    (train,) = json.loads((out / "train_throughput_cpu.json").read_text())["results"]
+    assert train["crops_per_s"] > 0
+    (accuracy,) = json.loads((out / "accuracy_cpu.json").read_text())["results"]
+    assert 0.0 <= accuracy["dsb_ap"] <= 1.0
