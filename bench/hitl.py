@@ -14,7 +14,7 @@ test = testA). Writes ``bench/results/hitl_<domain>.json`` and prints a Markdown
 
     .venv/bin/python bench/hitl.py --base ~/.cache/napari-cellseg/base-fluo.safetensors \\
         --domain colour --minutes 5 --runs classic:random:0 fast:random:0 fast:top:0
-    .venv/bin/python bench/hitl.py --report   # the Markdown table of every bench/results/hitl_*.json
+    .venv/bin/python bench/hitl.py --report   # the table of every bench/results/hitl_*.json
 """
 
 from __future__ import annotations
