@@ -116,7 +116,11 @@ def test_labels_written_as_a_chunked_ome_zarr_pyramid(tmp_path) -> None:
     labels = rng.integers(0, 70000, (1300, 700)).astype(np.uint32)
     out = write_labels_zarr(tmp_path / "a_labels.ome.zarr", labels, None, "YX", (0.5, 0.5))
     levels = read_labels_zarr(out)
-    assert is_labels_zarr(out) and [lv.shape for lv in levels] == [(1300, 700), (650, 350), (325, 175)]
+    assert is_labels_zarr(out) and [lv.shape for lv in levels] == [
+        (1300, 700),
+        (650, 350),
+        (325, 175),
+    ]
     assert levels[0].chunks == (1024, 1024) and levels[0].dtype == np.uint32
     np.testing.assert_array_equal(levels[0][:], labels)
     np.testing.assert_array_equal(levels[1][:], labels[::2, ::2])
