@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from slide_files import levels_of, rgb_tissue, write_ome_pyramid, write_ome_zarr, write_svs
 
 from napari_cellseg.errors import CellsegError, ImageReadError, ImageWriteError
 from napari_cellseg.io.ome_zarr import is_labels_zarr, read_labels_zarr, write_labels_zarr
@@ -16,6 +15,7 @@ from napari_cellseg.io.slides import (
     parse_pixel_size,
     read_slide,
 )
+from slide_files import levels_of, rgb_tissue, write_ome_pyramid, write_ome_zarr, write_svs
 
 IMAGE = rgb_tissue(256, 384)
 

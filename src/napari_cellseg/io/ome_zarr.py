@@ -1,4 +1,4 @@
-"""Label images as OME-Zarr (NGFF 0.4): written chunk by chunk, with a label pyramid.
+"""OME-Zarr: label images written chunk by chunk with a label pyramid; images opened lazily.
 
 :func:`write_labels_zarr` copies labels from any array-like (a numpy array, or the on-disk
 zarr array block-by-block segmentation wrote) into ``<name>.ome.zarr`` one chunk at a time,
@@ -21,12 +21,20 @@ import numpy as np
 from napari_cellseg.errors import ImageReadError, ImageWriteError
 from napari_cellseg.io.files import label_dtype, write_problem
 
-__all__ = ["CHUNK", "is_labels_zarr", "read_labels_zarr", "replace_folder", "write_labels_zarr"]
+__all__ = [
+    "CHUNK",
+    "is_labels_zarr",
+    "open_image_zarr",
+    "read_labels_zarr",
+    "replace_folder",
+    "write_labels_zarr",
+]
 
 CHUNK = 1024
 #: Downsampled levels are added until the largest edge is at most this.
 SMALLEST_LEVEL = 512
 NGFF_VERSION = "0.4"
+_UNITS_UM = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3, "centimeter": 1e4}
 
 
 def _axes_metadata(axes: str, pixel: bool) -> list[dict[str, str]]:
@@ -213,3 +221,67 @@ def read_labels_zarr(path: str | os.PathLike[str]) -> list[Any]:
         raise ImageReadError(
             p, f"not a readable OME-Zarr label image ({type(error).__name__}: {error})"
         ) from error
+
+
+def _multiscales(group: Any) -> dict[str, Any] | None:
+    attrs = dict(group.attrs)
+    attrs = attrs.get("ome", attrs)  # NGFF 0.5 keeps it under "ome"
+    multiscales = attrs.get("multiscales")
+    return multiscales[0] if multiscales else None
+
+
+def open_image_zarr(
+    path: str | os.PathLike[str],
+) -> tuple[list[Any], str, list[tuple[float, float] | None]]:
+    """An OME-Zarr image's levels (zarr arrays, largest first), axes (``TCZYX`` letters) and
+    per-level pixel sizes (µm; None without a micrometre-convertible unit).
+
+    A bare zarr array is one level (``YX``, ``YXS`` for 3 or 4 samples last, else ``CYX``…).
+
+    Raises
+    ------
+    ImageReadError
+        Not a Zarr store, no multiscales metadata, odd axes, a level named but missing.
+    """
+    import zarr
+
+    p = Path(path)
+    try:
+        node = zarr.open(str(p), mode="r")
+    except Exception as error:
+        raise ImageReadError(
+            p, f"not a readable Zarr store ({type(error).__name__}: {error}); copy it again"
+        ) from error
+    if isinstance(node, zarr.Array):
+        if node.ndim == 3 and node.shape[-1] in (3, 4):
+            return [node], "YXS", [None]
+        return [node], "TCZYX"[-node.ndim :] if node.ndim > 2 else "YX", [None]
+    meta = _multiscales(node)
+    if meta is None:
+        raise ImageReadError(p, "a Zarr group without OME-Zarr multiscales metadata: not an image")
+    names = [a["name"] if isinstance(a, dict) else a for a in meta.get("axes", "cyx")]
+    axes = "".join(str(n).upper() for n in names)
+    if set(axes) - set("TCZYX") or "Y" not in axes or "X" not in axes:
+        raise ImageReadError(p, f"OME-Zarr axes {names} are not t, c, z, y, x")
+    units = [a.get("unit") if isinstance(a, dict) else None for a in meta.get("axes", [])]
+    arrays, sizes = [], []
+    for dataset in meta["datasets"]:
+        try:
+            arrays.append(node[dataset["path"]])
+        except KeyError:
+            raise ImageReadError(
+                p, f"level {dataset['path']!r} named in its metadata is missing: damaged store"
+            ) from None
+        sizes.append(_scale_um(dataset, axes, units))
+    return arrays, axes, sizes
+
+
+def _scale_um(dataset: dict[str, Any], axes: str, units: list[Any]) -> tuple[float, float] | None:
+    for transform in dataset.get("coordinateTransformations", []):
+        if transform.get("type") == "scale" and len(transform.get("scale", [])) == len(axes):
+            iy, ix = axes.index("Y"), axes.index("X")
+            factor = _UNITS_UM.get(str(units[iy]).lower()) if len(units) == len(axes) else None
+            if factor is None:
+                return None
+            return float(transform["scale"][iy]) * factor, float(transform["scale"][ix]) * factor
+    return None

@@ -40,7 +40,6 @@ _TIFF_SLIDES = (".svs", ".ndpi", ".scn", ".bif", ".tif", ".tiff")
 _NOT_TIFF = {".mrxs": "MIRAX", ".vsi": "Olympus VSI", ".czi": "Zeiss CZI"}
 #: A level within this fraction of the asked pixel size or magnification is used as it is.
 TOLERANCE = 0.05
-_UNITS_UM = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3, "centimeter": 1e4}
 
 
 @dataclass(frozen=True)
@@ -206,6 +205,7 @@ def _open_tiff(path: Path) -> Slide:
             magnification = float(meta["AppMag"]) if meta.get("AppMag") else None
         elif tif.is_ndpi:
             magnification = float(tif.pages[0].ndpi_tags.get("Magnification") or 0) or None
+        _check_codec(path, series.keyframe.compression)
         for level in series.levels:  # every tile of every level must be present
             page = level.keyframe
             ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False)]
@@ -222,6 +222,20 @@ def _open_tiff(path: Path) -> Slide:
         for i in range(n_levels)
     ]
     return _slide(path, arrays, axes, pixel_size, magnification)
+
+
+def _check_codec(path: Path, compression: Any) -> None:
+    """A clear error when the tiles' codec needs a package that is not installed."""
+    import tifffile
+
+    try:
+        tifffile.TIFF.DECOMPRESSORS[compression]
+    except Exception:
+        name = getattr(compression, "name", str(compression))
+        raise ImageReadError(
+            path, f"its tiles are {name}-compressed, which needs the imagecodecs package: "
+            "pip install 'napari-cellseg[slides]' (or imagecodecs)",
+        ) from None  # fmt: skip
 
 
 def _slide(
@@ -251,58 +265,11 @@ def _slide(
     return Slide(path, levels, ours, pixel_sizes, magnifications)
 
 
-def _ome_zarr_meta(group: Any) -> dict[str, Any] | None:
-    attrs = dict(group.attrs)
-    attrs = attrs.get("ome", attrs)  # NGFF 0.5 keeps it under "ome"
-    multiscales = attrs.get("multiscales")
-    return multiscales[0] if multiscales else None
-
-
 def _open_zarr(path: Path) -> Slide:
-    import zarr
+    from napari_cellseg.io.ome_zarr import open_image_zarr
 
-    try:
-        node = zarr.open(str(path), mode="r")
-    except Exception as error:
-        raise ImageReadError(
-            path, f"not a readable Zarr store ({type(error).__name__}: {error}); copy it again"
-        ) from error
-    if isinstance(node, zarr.Array):
-        axes = ("YX", "YXS", "CYX", "ZCYX", "TCZYX"[-node.ndim :])[min(node.ndim - 2, 4)]
-        return _slide(path, [node], axes, None, None)
-    meta = _ome_zarr_meta(node)
-    if meta is None:
-        raise ImageReadError(
-            path, "a Zarr group without OME-Zarr multiscales metadata: not an image"
-        )
-    names = [a["name"] if isinstance(a, dict) else a for a in meta.get("axes", "tczyx"[-3:])]
-    axes = "".join(n.upper() for n in names)
-    if set(axes) - set("TCZYX") or "Y" not in axes or "X" not in axes:
-        raise ImageReadError(path, f"OME-Zarr axes {names} are not t, c, z, y, x")
-    units = [a.get("unit") if isinstance(a, dict) else None for a in meta.get("axes", [])]
-    arrays, sizes = [], []
-    for dataset in meta["datasets"]:
-        try:
-            arrays.append(node[dataset["path"]])
-        except KeyError:
-            raise ImageReadError(
-                path, f"level {dataset['path']!r} named in its metadata is missing: damaged store"
-            ) from None
-        sizes.append(_zarr_pixel_size(dataset, axes, units))
+    arrays, axes, sizes = open_image_zarr(path)
     return _slide(path, arrays, axes, None, None, sizes)
-
-
-def _zarr_pixel_size(
-    dataset: dict[str, Any], axes: str, units: list[Any]
-) -> tuple[float, float] | None:
-    for transform in dataset.get("coordinateTransformations", []):
-        if transform.get("type") == "scale" and len(transform.get("scale", [])) == len(axes):
-            iy, ix = axes.index("Y"), axes.index("X")
-            factor = _UNITS_UM.get(str(units[iy]).lower()) if len(units) == len(axes) else None
-            if factor is None:
-                return None
-            return float(transform["scale"][iy]) * factor, float(transform["scale"][ix]) * factor
-    return None
 
 
 def open_slide(path: str | os.PathLike[str]) -> Slide:
