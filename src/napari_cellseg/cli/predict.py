@@ -340,20 +340,11 @@ def predict_slide(
     """Segment one level of a whole slide block by block; the line ``predict`` prints."""
     from napari_cellseg.batch.large import remove_scratch, segment_large, write_label_output
     from napari_cellseg.events import Notice, drain
-    from napari_cellseg.io.slides import choose_level, open_slide
+    from napari_cellseg.io.images import apply_axes
+    from napari_cellseg.io.slides import read_slide
     from napari_cellseg.params import BlockOptions
 
-    opened = open_slide(path)
-    choice = choose_level(opened, slide)
-    from napari_cellseg.io.images import ImageData, apply_axes
-
-    level = ImageData(
-        opened.levels[choice.level],
-        opened.axes,
-        opened.path,
-        opened.pixel_sizes[choice.level],
-        resample=choice.resample,
-    )
+    level, choice = read_slide(path, slide)  # the level, lazily, and why it was chosen
     image = apply_axes(level, params.axes)
     run_params = params if params.axes else _with_axes(params, image.axes)
 
