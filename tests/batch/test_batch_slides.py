@@ -62,6 +62,8 @@ def test_zarr_labels_from_an_ome_zarr_input_are_chunked_and_resume(tmp_path, wei
     assert not tmp_files(out)
     again = run_batch(tmp_path / "in", out, weights, PARAMS, measure=True, **options)
     assert (again.skipped, again.done) == (1, 0)
+    alone = run_batch(tmp_path / "in" / "z.ome.zarr", tmp_path / "o2", weights, PARAMS, **options)
+    assert alone.done == 1 and (tmp_path / "o2" / "z_labels.ome.zarr").is_dir()  # not walked
 
 
 def test_damaged_slides_and_missing_levels_fail_with_one_line(tmp_path, weights) -> None:

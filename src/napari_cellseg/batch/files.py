@@ -164,7 +164,8 @@ def find_inputs(
     if not items:
         raise CellsegError("no input given: pass a folder or image files")
     rejected: list[tuple[Path, str]] = []
-    if len(items) == 1 and Path(items[0]).is_dir():
+    single = Path(items[0]) if len(items) == 1 else None
+    if single is not None and single.is_dir() and single.suffix.lower() != ".zarr":
         root = Path(items[0]).absolute()
         if root.resolve() == out.resolve():
             raise CellsegError(
