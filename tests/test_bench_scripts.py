@@ -138,3 +138,15 @@ def test_object_size_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     assert modes == {(f, m) for f in (1.0, 2.0) for m in ("auto", "true", "off")}
     assert all(0.0 <= s["dsb_ap"] <= 1.0 for s in result["summary"])
     assert "| ×2 | off |" in done.stdout
+
+
+def test_whole_slide_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
+    command = [sys.executable, str(ROOT / "bench" / "whole_slide.py"), "--sizes", "1100"]
+    command += ["--out", str(tmp_path), "--name", "ws.json", "--work", str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = json.loads((tmp_path / "ws.json").read_text())["runs"]
+    assert run["level_shape"] == [1100, 1100, 3] and run["objects"] > 0
+    assert run["pyramid_levels"] == 2  # read as a slide (a pyramid), not as a plain TIFF
+    assert run["peak_rss_mib"] > 0 and "| 1100² RGB | 0 (1100²)" in done.stdout

@@ -20,6 +20,7 @@ from pathlib import Path
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.io.exports import export_path
 from napari_cellseg.io.images import SUPPORTED_IMAGE_SUFFIXES
+from napari_cellseg.io.slides import SLIDE_SUFFIXES
 
 __all__ = [
     "LABELS_SUFFIX",
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 LABELS_SUFFIX = "_labels.tif"
+ZARR_LABELS_SUFFIX = "_labels.ome.zarr"
 MEASUREMENTS_SUFFIX = "_measurements.csv"
 MANIFEST_NAME = "batch_manifest.json"
 """Uncompressed TIFFs with more pixels than this (64 Mpx) are memory-mapped, not loaded."""
@@ -81,7 +83,7 @@ def _matches(rel: str, patterns: Sequence[str]) -> bool:
 
 
 def _is_image_name(name: str) -> bool:
-    return name.lower().endswith(SUPPORTED_IMAGE_SUFFIXES)
+    return name.lower().endswith(SUPPORTED_IMAGE_SUFFIXES + SLIDE_SUFFIXES)
 
 
 def _walk(root: Path, out: Path, recursive: bool) -> list[tuple[Path, str]]:
@@ -95,6 +97,10 @@ def _walk(root: Path, out: Path, recursive: bool) -> list[tuple[Path, str]]:
             if d.startswith(".") or (sub / MANIFEST_NAME).exists():
                 continue
             if sub.resolve() == out_resolved:
+                continue
+            if d.lower().endswith(".zarr"):  # an OME-Zarr store is one input, not a folder
+                if not _is_labels_name(d):
+                    found.append((sub, sub.relative_to(root).as_posix()))
                 continue
             keep.append(d)
         dirnames[:] = keep if recursive else []
@@ -113,7 +119,7 @@ LABELS_NOTE = (
 
 
 def _is_labels_name(name: str) -> bool:
-    return name.lower().endswith((LABELS_SUFFIX, LABELS_SUFFIX + "f"))
+    return name.lower().endswith((LABELS_SUFFIX, LABELS_SUFFIX + "f", ZARR_LABELS_SUFFIX))
 
 
 def find_inputs(
@@ -158,7 +164,8 @@ def find_inputs(
     if not items:
         raise CellsegError("no input given: pass a folder or image files")
     rejected: list[tuple[Path, str]] = []
-    if len(items) == 1 and Path(items[0]).is_dir():
+    single = Path(items[0]) if len(items) == 1 else None
+    if single is not None and single.is_dir() and single.suffix.lower() != ".zarr":
         root = Path(items[0]).absolute()
         if root.resolve() == out.resolve():
             raise CellsegError(
@@ -216,10 +223,12 @@ def plan_tasks(
     *,
     measure: bool,
     exports: Sequence[str] = (),
+    labels_suffix: str = LABELS_SUFFIX,
 ) -> list[FileTask]:
     """One :class:`FileTask` per input; files whose outputs would collide (``a.png`` and
     ``a.tif`` in one folder) keep their suffix in the name (``a_png_labels.tif``).
-    ``exports`` (``geojson``, ``roi``) go beside the labels (:func:`export_path`)."""
+    ``exports`` (``geojson``, ``roi``) go beside the labels (:func:`export_path`);
+    ``labels_suffix`` is ``_labels.ome.zarr`` for OME-Zarr labels."""
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for _path, rel in files:
         parent, _, name = rel.rpartition("/")
@@ -236,7 +245,8 @@ def plan_tasks(
             size, mtime = st.st_size, st.st_mtime_ns
         except OSError:
             size, mtime = -1, -1
-        labels = folder / f"{stem}{LABELS_SUFFIX}"
+        labels = folder / f"{stem}{labels_suffix}"
+        tif_name = folder / f"{stem}{LABELS_SUFFIX}"  # exports: a_labels.geojson, a_rois.zip
         tasks.append(
             FileTask(
                 source=str(path),
@@ -245,7 +255,7 @@ def plan_tasks(
                 measurements=str(folder / f"{stem}{MEASUREMENTS_SUFFIX}") if measure else None,
                 input_size=size,
                 input_mtime_ns=mtime,
-                exports=tuple((fmt, str(export_path(labels, fmt))) for fmt in exports),
+                exports=tuple((fmt, str(export_path(tif_name, fmt))) for fmt in exports),
             )
         )
     return tasks

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
@@ -23,12 +24,13 @@ from napari_cellseg.batch.large import (
     is_large,
     remove_scratch,
     segment_large,
-    write_labels_tiled,
+    write_label_output,
 )
 from napari_cellseg.batch.reading import DEFAULT_MEMMAP_PIXELS, read_input
 from napari_cellseg.errors import CellsegError, ImageReadError, ImageWriteError
 from napari_cellseg.events import Notice, Progress, drain
 from napari_cellseg.io.images import ImageData
+from napari_cellseg.io.slides import SlideOptions
 from napari_cellseg.params import BlockOptions, PostprocessParams, PredictParams
 
 __all__ = [
@@ -79,6 +81,8 @@ class BatchJob:
     blocks : BlockOptions
         Planes with more than ``block_pixels`` pixels are segmented in blocks of
         ``block_size`` with a ``halo`` margin, into an on-disk array (bounded memory).
+    slide : SlideOptions
+        The level of whole-slide pyramids and OME-Zarr stores to segment.
     """
 
     weights: str
@@ -90,6 +94,7 @@ class BatchJob:
     memmap_pixels: int = DEFAULT_MEMMAP_PIXELS
     torch_threads: int | None = None
     blocks: BlockOptions = field(default_factory=BlockOptions)
+    slide: SlideOptions = field(default_factory=SlideOptions)
 
     def predict_params(self) -> PredictParams:
         """The prediction parameters."""
@@ -199,7 +204,9 @@ def describe_error(error: BaseException, source: str | Path | None = None) -> st
 def failure(task: FileTask, error: BaseException | str, seconds: float = 0.0) -> FileResult:
     """A failed result for `task` (its outputs, if any were written, are removed)."""
     for target in (task.labels, task.measurements, *(path for _, path in task.exports)):
-        if target:
+        if target and os.path.isdir(target):  # OME-Zarr labels
+            shutil.rmtree(target, ignore_errors=True)
+        elif target:
             with contextlib.suppress(OSError):
                 os.unlink(target)
     reason = error if isinstance(error, str) else describe_error(error, task.source)
@@ -315,9 +322,14 @@ def save_outputs(
         labels = prediction.labels
         blockwise = getattr(prediction, "scratch", None) is not None
         if blockwise:
-            write_labels_tiled(
+            write_label_output(
                 labels_path, labels, prediction.n_objects, prediction.axes, image.pixel_size_um
             )
+        elif labels_path.name.lower().endswith(".zarr"):
+            from napari_cellseg.io.ome_zarr import write_labels_zarr
+
+            axes = label_axes(prediction.axes)
+            write_labels_zarr(labels_path, labels, None, axes, image.pixel_size_um)
         else:
             write_labels(
                 labels_path,
@@ -378,7 +390,9 @@ def process_file(job: BatchJob, task: FileTask) -> FileResult:
             if torch.get_num_threads() != job.torch_threads:
                 torch.set_num_threads(job.torch_threads)
         params = job.predict_params()
-        image = read_input(task.source, memmap_pixels=job.memmap_pixels, axes=params.axes)
+        image = read_input(
+            task.source, memmap_pixels=job.memmap_pixels, axes=params.axes, slide=job.slide
+        )
         timings["read"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         model, _ = cached_load(job.weights, resolve_device(params.device))

@@ -30,6 +30,7 @@ __all__ = [
     "is_large",
     "remove_scratch",
     "segment_large",
+    "write_label_output",
     "write_labels_tiled",
 ]
 
@@ -38,7 +39,10 @@ _CHUNK = 1024
 
 
 def is_large(image: ImageData, blocks: BlockOptions) -> bool:
-    """Whether one plane of ``image`` has more than ``blocks.block_pixels`` pixels."""
+    """Whether ``image`` goes block by block: a plane of more than ``blocks.block_pixels``
+    pixels, or a lazily read one (a slide level, a compressed TIFF, OME-Zarr)."""
+    if not isinstance(image.data, np.ndarray):
+        return True
     axes = resolve_axes(image.data.shape, image.axes)
     return is_large_plane(image.data.shape, axes, blocks.block_pixels)
 
@@ -92,13 +96,14 @@ def segment_large(
             return measure_labels(labels, crop, plane_axes)
 
         run_params = params if params.axes else _with_axes(params, axes)
-        diameter, scale = yield from iter_choose_scale(
+        diameter, size_scale = yield from iter_choose_scale(
             image.data,
             model,
             run_params,
             pixel_size_um=image.pixel_size_um,
             should_stop=should_stop,
         )
+        scale = size_scale * image.resample  # a slide level resampled to the asked pixels
         prediction = yield from iter_predict_blocks(
             image.data,
             model,
@@ -180,14 +185,32 @@ def write_labels_tiled(
     return p
 
 
+def write_label_output(
+    path: str | Path,
+    labels: Any,
+    n_objects: int,
+    axes: str,
+    pixel_size_um: tuple[float, float] | None = None,
+) -> Path:
+    """Labels of a block-by-block run: OME-Zarr for a ``.zarr`` name, else a tiled TIFF."""
+    if str(path).lower().endswith(".zarr"):
+        from napari_cellseg.io.ome_zarr import write_labels_zarr
+
+        return write_labels_zarr(path, labels, n_objects, label_axes(axes), pixel_size_um)
+    return write_labels_tiled(path, labels, n_objects, axes, pixel_size_um)
+
+
 def labels_readable(path: str | Path, shape: list[int] | None) -> bool:
-    """Whether a (possibly huge) label TIFF has ``shape``, unsigned pixels and decodes fully.
+    """Whether a (possibly huge) label TIFF or OME-Zarr has ``shape``, unsigned pixels
+    and decodes fully.
 
     Decodes strip by strip through tifffile's zarr interface, so memory stays small.
     """
     import tifffile
     import zarr
 
+    if str(path).lower().endswith(".zarr"):
+        return _zarr_readable(path, shape)
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
@@ -198,6 +221,22 @@ def labels_readable(path: str | Path, shape: list[int] | None) -> bool:
                 step = max(1, (1 << 24) // max(1, int(np.prod(array.shape[1:]))))
                 for start in range(0, array.shape[0], step):
                     array[start : start + step]
+    except Exception:
+        return False
+    return True
+
+
+def _zarr_readable(path: str | Path, shape: list[int] | None) -> bool:
+    """:func:`labels_readable` for an OME-Zarr label image (every chunk of level 0)."""
+    from napari_cellseg.io.ome_zarr import CHUNK, read_labels_zarr
+
+    try:
+        array = read_labels_zarr(path)[0]
+        if array.dtype.kind != "u" or shape is None or list(array.shape) != list(shape):
+            return False
+        for index in np.ndindex(*array.shape[:-2]):
+            for y in range(0, array.shape[-2], CHUNK):
+                array[(*index, slice(y, y + CHUNK))]
     except Exception:
         return False
     return True

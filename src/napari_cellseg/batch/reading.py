@@ -18,6 +18,7 @@ import numpy as np
 
 from napari_cellseg.errors import ImageReadError
 from napari_cellseg.io.images import ImageData, apply_axes, read_image
+from napari_cellseg.io.slides import SlideOptions, is_slide, read_slide
 
 __all__ = ["DEFAULT_MEMMAP_PIXELS", "read_input"]
 
@@ -160,8 +161,12 @@ def read_input(
     *,
     memmap_pixels: int = DEFAULT_MEMMAP_PIXELS,
     axes: str | None = None,
+    slide: SlideOptions | None = None,
 ) -> ImageData:
     """Read one input image, guarding against lying headers and huge files.
+
+    Whole-slide pyramids (SVS, NDPI, SCN, pyramidal TIFF) and OME-Zarr stores are read
+    lazily: the level ``slide`` asks for (:func:`~napari_cellseg.io.slides.read_slide`).
 
     Like :func:`napari_cellseg.io.images.read_image`, plus: broken links, link loops and
     non-regular files are refused; a TIFF whose header declares more raw data than the file
@@ -178,6 +183,9 @@ def read_input(
     axes : str, optional
         The user's axes for the file's own order (``--axes``; see
         :func:`~napari_cellseg.io.images.apply_axes`).
+    slide : SlideOptions, optional
+        The pyramid level to read (``--level``, ``--pixel-size``, ``--magnification``);
+        level 0 when omitted. Ignored for images that are not pyramids.
 
     Returns
     -------
@@ -191,6 +199,8 @@ def read_input(
     p = Path(path)
     _check_source(p)
     try:
+        if is_slide(p):
+            return apply_axes(read_slide(p, slide)[0], axes)
         if p.is_file() and p.suffix.lower() in _TIFF_SUFFIXES:
             plan = _tiff_plan(p, memmap_pixels)
             if plan == "memmap":

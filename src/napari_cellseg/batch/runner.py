@@ -22,6 +22,8 @@ from typing import Any
 
 from napari_cellseg.batch.files import (
     LABELS_NOTE,
+    LABELS_SUFFIX,
+    ZARR_LABELS_SUFFIX,
     FileTask,
     InputSpec,
     find_inputs,
@@ -43,6 +45,7 @@ from napari_cellseg.errors import CellsegError, WeightFileError
 from napari_cellseg.events import CancelledError, Notice, Progress, drain, relay
 from napari_cellseg.io.exports import parse_export_formats
 from napari_cellseg.io.files import sha256_path
+from napari_cellseg.io.slides import SlideOptions
 from napari_cellseg.models.card import library_versions
 from napari_cellseg.params import BlockOptions, PredictParams
 
@@ -100,9 +103,9 @@ class _Writer:
             self._thread.join()
 
 
-def _timed_read(task: FileTask, memmap_pixels: int, axes: str | None) -> tuple[Any, float]:
+def _timed_read(task: FileTask, job: BatchJob, axes: str | None) -> tuple[Any, float]:
     t0 = time.perf_counter()
-    image = read_input(task.source, memmap_pixels=memmap_pixels, axes=axes)
+    image = read_input(task.source, memmap_pixels=job.memmap_pixels, axes=axes, slide=job.slide)
     return image, time.perf_counter() - t0
 
 
@@ -124,7 +127,7 @@ def _iter_local(
 
     def fill() -> None:
         while len(pending) < prefetch and (task := next(remaining, None)) is not None:
-            pending.append((task, reader.submit(_timed_read, task, job.memmap_pixels, params.axes)))
+            pending.append((task, reader.submit(_timed_read, task, job, params.axes)))
 
     try:
         fill()
@@ -217,6 +220,8 @@ def iter_batch(
     prefetch: int = 2,
     memmap_pixels: int = DEFAULT_MEMMAP_PIXELS,
     blocks: BlockOptions | None = None,
+    slide: SlideOptions | None = None,
+    labels_format: str = "tiff",
     should_stop: Callable[[], bool] | None = None,
 ) -> Generator[BatchEvent, None, BatchSummary]:
     """Segment a folder (or a list) of images into label TIFFs, yielding progress.
@@ -257,6 +262,12 @@ def iter_batch(
         ``block_size`` plus a ``halo`` margin, into an on-disk array, so memory stays
         bounded whatever the image size; objects larger than the halo may be cut.
         The defaults when omitted.
+    slide : SlideOptions, optional
+        The level of whole-slide pyramids and OME-Zarr stores to segment (level 0 when
+        omitted); see :mod:`napari_cellseg.io.slides`.
+    labels_format : str
+        ``"tiff"`` (``<stem>_labels.tif``) or ``"zarr"`` (``<stem>_labels.ome.zarr``,
+        OME-Zarr with a label pyramid).
     should_stop : callable, optional
         Polled between files and tiles; True stops cleanly.
 
@@ -295,7 +306,13 @@ def iter_batch(
         params = params.resolved(read_card(weights_path).post_params())
     exports = parse_export_formats(exports)
     n_workers = int(workers or default_workers())
-    recipe = make_recipe(sha256_path(weights_path), params.to_dict())
+    slide = slide or SlideOptions()
+    if labels_format not in ("tiff", "zarr"):
+        raise CellsegError(f"labels format {labels_format!r}: choose tiff or zarr")
+    recipe_params = params.to_dict()
+    if slide != SlideOptions():  # only when asked: folders written before resume
+        recipe_params["slide"] = slide.to_dict()
+    recipe = make_recipe(sha256_path(weights_path), recipe_params)
     info = {
         "input": str(root),
         "output": str(out_path),
@@ -322,9 +339,11 @@ def iter_batch(
         recipe_hash=state.hash,
         memmap_pixels=int(memmap_pixels),
         blocks=blocks,
+        slide=slide,
         torch_threads=max(1, (os.cpu_count() or 1) // n_workers) if scheduler == "local" else None,
     )
-    tasks = plan_tasks(files, out_path, measure=measure, exports=exports)
+    suffix = ZARR_LABELS_SUFFIX if labels_format == "zarr" else LABELS_SUFFIX
+    tasks = plan_tasks(files, out_path, measure=measure, exports=exports, labels_suffix=suffix)
     left_out = [path for path, reason in rejected if reason == LABELS_NOTE]
     rejected = [(path, reason) for path, reason in rejected if reason != LABELS_NOTE]
     state.open()

@@ -76,7 +76,7 @@ def _status_line(total: int, name: str, counts: dict[str, int]) -> str:
 def run_batch_command(args: argparse.Namespace) -> int:
     """Run the batch; a progress line on a terminal, failures and a summary line always."""
     from napari_cellseg.batch import FileResult, iter_batch
-    from napari_cellseg.cli.predict import params_from_args
+    from napari_cellseg.cli.predict import params_from_args, slide_options
     from napari_cellseg.events import Notice, Progress, drain
     from napari_cellseg.io.exports import parse_export_formats
     from napari_cellseg.models import read_card
@@ -130,6 +130,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             prefetch=args.prefetch,
             blocks=BlockOptions(block_size=args.block_size, halo=args.halo),
+            slide=slide_options(args),
+            labels_format=args.labels_format,
         ),
         show,
     )

@@ -18,6 +18,7 @@ from napari_cellseg.params import (
 )
 
 if TYPE_CHECKING:
+    from napari_cellseg.io.slides import SlideOptions
     from napari_cellseg.models.card import ModelCard
 
 
@@ -80,6 +81,40 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
                 f"(default: the model's own, else {default})",
             )
     add_stack_options(p)
+    add_slide_options(p)
+
+
+def add_slide_options(p: argparse.ArgumentParser) -> None:
+    """``--level``, ``--pixel-size``, ``--magnification`` and ``--labels-format``."""
+    p.add_argument(
+        "--level", type=int, default=None,
+        help="whole slides / OME-Zarr: the pyramid level to segment (0 = full resolution)",
+    )  # fmt: skip
+    p.add_argument(
+        "--pixel-size", default=None, metavar="SIZE",
+        help="whole slides: segment at this pixel size, e.g. 0.5um (nearest finer level, "
+        "resampled when no level matches)",
+    )  # fmt: skip
+    p.add_argument(
+        "--magnification", type=float, default=None, metavar="X",
+        help="whole slides: segment at this magnification, e.g. 20 (chosen like --pixel-size)",
+    )  # fmt: skip
+    p.add_argument(
+        "--labels-format", choices=("tiff", "zarr"), default="tiff",
+        help="label files: tiff (<stem>_labels.tif, default) or zarr (<stem>_labels.ome.zarr, "
+        "OME-Zarr with a label pyramid, written chunk by chunk)",
+    )  # fmt: skip
+
+
+def slide_options(args: argparse.Namespace) -> SlideOptions:
+    """The :class:`SlideOptions` of :func:`add_slide_options`' flags."""
+    from napari_cellseg.io.slides import SlideOptions, parse_pixel_size
+
+    return SlideOptions(
+        level=getattr(args, "level", None),
+        pixel_size_um=parse_pixel_size(getattr(args, "pixel_size", None)),
+        magnification=getattr(args, "magnification", None),
+    )
 
 
 def add_stack_options(p: argparse.ArgumentParser) -> None:
@@ -173,19 +208,21 @@ def _parse_channels(text: str | None) -> tuple[int, ...] | None:
         ) from None
 
 
-def output_names(images: list[Path], out: Path) -> dict[Path, Path]:
-    """The label file of each input: ``<out>/<stem>_labels.tif``, unique.
+def output_names(images: list[Path], out: Path, labels_format: str = "tiff") -> dict[Path, Path]:
+    """The label file of each input: ``<out>/<stem>_labels.tif`` (``.ome.zarr``), unique.
 
     Inputs whose names differ only in their suffix (``a.png``, ``a.tif``) keep it in the name
     (``a_png_labels.tif``), as ``cellseg batch`` does; the same file given twice is segmented
     once. Two different files that would still share a name (``x/a.png``, ``y/a.png``) are
     refused before anything runs.
     """
-    from napari_cellseg.batch.files import plan_tasks
+    from napari_cellseg.batch.files import LABELS_SUFFIX, ZARR_LABELS_SUFFIX, plan_tasks
     from napari_cellseg.errors import CellsegError
 
     unique = list(dict.fromkeys(images))
-    tasks = plan_tasks([(path, path.name) for path in unique], out, measure=False)
+    suffix = ZARR_LABELS_SUFFIX if labels_format == "zarr" else LABELS_SUFFIX
+    pairs = [(path, path.name) for path in unique]
+    tasks = plan_tasks(pairs, out, measure=False, labels_suffix=suffix)
     names = {path: Path(task.labels) for path, task in zip(unique, tasks, strict=True)}
     seen: dict[Path, Path] = {}
     for path, name in names.items():
@@ -210,6 +247,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from napari_cellseg.inference.preprocess import label_axes
     from napari_cellseg.io.exports import parse_export_formats
     from napari_cellseg.io.images import apply_axes, read_image, write_labels
+    from napari_cellseg.io.ome_zarr import write_labels_zarr
+    from napari_cellseg.io.slides import is_slide
     from napari_cellseg.models import read_card
 
     exports = parse_export_formats(args.export)
@@ -217,7 +256,8 @@ def run_predict(args: argparse.Namespace) -> int:
     params = params_from_args(args, card)
     if args.out.exists() and not args.out.is_dir():
         raise CellsegError(f"--out {args.out} is a file; choose a folder for the label files")
-    outputs = output_names(list(args.images), args.out)
+    outputs = output_names(list(args.images), args.out, getattr(args, "labels_format", "tiff"))
+    slide = slide_options(args)
     loaded, _ = cached_load(args.weights, resolve_device(params.device))
     for note in loaded.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -227,6 +267,10 @@ def run_predict(args: argparse.Namespace) -> int:
     for path, labels_path in outputs.items():
         start = last_line = time.perf_counter()
         try:
+            if is_slide(path):  # a whole slide or OME-Zarr: one level, lazily, block by block
+                line = predict_slide(path, labels_path, loaded, params, slide)
+                print(f"{line}, {time.perf_counter() - start:.2f} s")
+                continue
             image = apply_axes(read_image(path), params.axes)  # --axes: the file's own order
             run_params = params if params.axes else _with_axes(params, image.axes)
             run_params = with_file_z_spacing(run_params, image)  # the file's z step
@@ -247,12 +291,21 @@ def run_predict(args: argparse.Namespace) -> int:
                 iter_predict(image.data, loaded, run_params, pixel_size_um=image.pixel_size_um),
                 show,
             )
-            out = write_labels(
-                labels_path,
-                prediction.labels,
-                pixel_size_um=image.pixel_size_um,
-                axes=label_axes(prediction.axes),
-            )
+            if labels_path.name.endswith(".zarr"):
+                out = write_labels_zarr(
+                    labels_path,
+                    prediction.labels,
+                    None,
+                    label_axes(prediction.axes),
+                    image.pixel_size_um,
+                )
+            else:
+                out = write_labels(
+                    labels_path,
+                    prediction.labels,
+                    pixel_size_um=image.pixel_size_um,
+                    axes=label_axes(prediction.axes),
+                )
             extra = write_exports(
                 out,
                 prediction.labels,
@@ -279,3 +332,38 @@ def _with_axes(params: PredictParams, axes: str) -> PredictParams:
     from dataclasses import replace
 
     return replace(params, axes=axes)
+
+
+def predict_slide(
+    path: Path, labels_path: Path, model: object, params: PredictParams, slide: SlideOptions
+) -> str:
+    """Segment one level of a whole slide block by block; the line ``predict`` prints."""
+    from napari_cellseg.batch.large import remove_scratch, segment_large, write_label_output
+    from napari_cellseg.events import Notice, drain
+    from napari_cellseg.io.images import apply_axes
+    from napari_cellseg.io.slides import read_slide
+    from napari_cellseg.params import BlockOptions
+
+    level, choice = read_slide(path, slide)  # the level, lazily, and why it was chosen
+    image = apply_axes(level, params.axes)
+    run_params = params if params.axes else _with_axes(params, image.axes)
+
+    def show(event: object) -> None:
+        if isinstance(event, Notice) and event.level == "warning":
+            print(f"{path.name}: {event.message}", file=sys.stderr)
+
+    prediction = drain(
+        segment_large(image, model, run_params, labels_path, measure=False, blocks=BlockOptions()),
+        show,
+    )
+    try:
+        out = write_label_output(
+            labels_path,
+            prediction.labels,
+            prediction.n_objects,
+            prediction.axes,
+            image.pixel_size_um,
+        )
+    finally:
+        remove_scratch(prediction)
+    return f"{path}: {prediction.n_objects} objects ({choice.reason}) -> {out}"

@@ -67,6 +67,9 @@ class ImageData:
     stored_samples_axis : int or None
         Where the file stores the RGB samples when the reader moved them last (planar RGB),
         so that axes a user gives can refer to the file's own order (:func:`apply_axes`).
+    resample : float
+        Factor the pixels are resampled by before the network (a slide level chosen for a
+        pixel size it does not have exactly: :mod:`napari_cellseg.io.slides`); 1 otherwise.
     """
 
     data: np.ndarray
@@ -74,6 +77,7 @@ class ImageData:
     path: Path | None = None
     pixel_size_um: tuple[float, float] | None = None
     stored_samples_axis: int | None = None
+    resample: float = 1.0
 
 
 def apply_axes(image: ImageData, axes: str | None) -> ImageData:
@@ -102,7 +106,7 @@ def apply_axes(image: ImageData, axes: str | None) -> ImageData:
     data = image.data
     if image.stored_samples_axis is not None:
         data = np.moveaxis(data, -1, image.stored_samples_axis)
-    return ImageData(data, axes.upper(), image.path, image.pixel_size_um)
+    return ImageData(data, axes.upper(), image.path, image.pixel_size_um, resample=image.resample)
 
 
 def _supported_list(suffixes: tuple[str, ...]) -> str:
