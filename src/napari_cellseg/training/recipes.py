@@ -13,7 +13,8 @@ to a new kind of image from three or so corrected images in a few CPU minutes. I
   minute holds about four times the steps of the classic recipe;
 - validates after every few steps (short epochs) and stops early.
 
-The values were chosen by ``bench/hitl.py`` (see ``docs/benchmarks.md``, "Human in the loop").
+These values were set once and then measured against the classic recipe by ``bench/hitl.py``
+(``docs/benchmarks.md``, "Human in the loop"); no other setting has been tried yet.
 
 >>> recipe_params("fast", "unet").patch_size
 128
