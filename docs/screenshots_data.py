@@ -45,9 +45,10 @@ def moving_discs(frames: int = 6, size: int = 256, seed: int = 0) -> np.ndarray:
     from scipy import ndimage as ndi
 
     rng = np.random.default_rng(seed)
-    n = 9
-    start = rng.uniform(40, size - 40, (n, 2))
-    step = rng.uniform(-4, 4, (n, 2))
+    n = 9  # on a 3 × 3 grid, far enough apart never to touch
+    grid = np.stack(np.meshgrid([48, 128, 208], [48, 128, 208], indexing="ij"), -1)
+    start = grid.reshape(-1, 2) + rng.uniform(-8, 8, (n, 2))
+    step = rng.uniform(-3, 3, (n, 2))
     radius = rng.uniform(9, 14, n)
     yy, xx = np.mgrid[:size, :size]
     movie = np.zeros((frames, size, size), np.float32)
