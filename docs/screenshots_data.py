@@ -12,7 +12,9 @@ sample and the "Cell segmentation" dock, the bundled demo U-Net), then:
 2. builds a small z-stack (8 shifted copies of a crop of the sample), segments all planes
    with **Stitch 3D** ticked and shows the 3D objects (``guide_2_zstack.png``);
 3. builds a short time-lapse of moving discs, segments all frames with **Link over time**
-   ticked (``guide_2_timelapse.png``).
+   ticked (``guide_2_timelapse.png``);
+4. segments the fluorescence sample and exports it from the Correct tab's **Export as** row
+   as QuPath GeoJSON (``guide_9_export.png``).
 
 ``--only NAME ...`` runs only the steps of the named screenshots. Napari-cellseg's settings
 go to a temporary folder, removed at the end (``--work DIR`` keeps it).
@@ -152,11 +154,32 @@ class DataGuide(Guide):
         self.viewer.dims.set_current_step(0, 3)
         self.shot("guide_2_timelapse")
 
+    def step_export(self) -> None:
+        from screenshots import FLUO as image
+
+        correct = self.dock.correct
+        self.dismiss_notifications()
+        self.dock.segment.image_layer.value = self.layer(image)
+        name = self.run_segment(self.layer(image))
+        self.show_only(image, name)
+        self.layer(name).opacity = 0.5
+        self.tab(1)
+        correct.labels_layer.value = self.layer(name)
+        correct.image_layer.value = self.layer(image)
+        correct.export_format.value = "QuPath GeoJSON (.geojson)"
+        pump(10)
+        written = correct.export(self.work / "fluorescence_labels.geojson")
+        print(f"  exported to {written}", flush=True)
+        self.dismiss_notifications()  # its text names the temporary folder
+        self.viewer.layers.selection.active = self.layer(name)
+        self.shot("guide_9_export")
+
 
 STEPS = {
     "guide_2_channels": "step_channels",
     "guide_2_zstack": "step_zstack",
     "guide_2_timelapse": "step_timelapse",
+    "guide_9_export": "step_export",
 }
 
 
