@@ -14,7 +14,10 @@ sample and the "Cell segmentation" dock, the bundled demo U-Net), then:
 3. builds a short time-lapse of moving discs, segments all frames with **Link over time**
    ticked (``guide_2_timelapse.png``);
 4. segments the fluorescence sample and exports it from the Correct tab's **Export as** row
-   as QuPath GeoJSON (``guide_9_export.png``).
+   as QuPath GeoJSON (``guide_9_export.png``);
+5. writes a small pyramidal OME-TIFF (the H&E sample tiled 2 × 2, three levels), segments it
+   with ``cellseg predict --labels-format zarr`` and opens both through the plugin's reader
+   as multiscale layers (``guide_11_slide.png``).
 
 ``--only NAME ...`` runs only the steps of the named screenshots. Napari-cellseg's settings
 go to a temporary folder, removed at the end (``--work DIR`` keeps it).
@@ -33,7 +36,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from screenshots import FLUO, Guide, click, pump, wait_until
+from screenshots import DEMO_WEIGHTS, FLUO, PLUGIN, ROOT, Guide, click, pump, wait_until
+
+SAMPLES = ROOT / "sample_data" / "images"
 
 
 def fluorescence(guide: Guide) -> np.ndarray:
@@ -174,12 +179,45 @@ class DataGuide(Guide):
         self.viewer.layers.selection.active = self.layer(name)
         self.shot("guide_9_export")
 
+    def step_slide(self) -> None:
+        import subprocess
+
+        sys.path.insert(0, str(ROOT / "tests"))
+        from slide_files import write_ome_pyramid
+
+        self.dismiss_notifications()
+        from skimage.io import imread
+
+        he = np.asarray(imread(SAMPLES / "dsb_he.png"))[..., :3]
+        tissue = np.concatenate([np.concatenate([he, he[:, ::-1]], 1)] * 2, 0)
+        # no pixel size: the reader gives the labels store no scale, so they would not
+        # line up with a slide that has one
+        slide = write_ome_pyramid(self.work / "slide.ome.tif", tissue, n=3, pixel_um=None)
+        out = self.work / "labels"
+        cmd = [sys.executable, "-m", "napari_cellseg.cli", "predict", str(slide), "--weights",
+               str(DEMO_WEIGHTS), "--out", str(out), "--labels-format", "zarr"]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        print(f"  {tissue.shape}: {done.stdout.strip()}", flush=True)
+        for layer in list(self.viewer.layers):
+            self.viewer.layers.remove(layer)
+        self.viewer.open(str(slide), plugin=PLUGIN)
+        self.viewer.open(str(out / "slide_labels.ome.zarr"), plugin=PLUGIN)
+        pump(10)
+        for layer in self.viewer.layers:
+            print(f"  {layer.name}: multiscale {layer.multiscale}, {len(layer.data)} levels "
+                  f"{[tuple(d.shape) for d in layer.data]}", flush=True)  # fmt: skip
+        self.viewer.layers[-1].opacity = 0.5
+        self.tab(0)
+        self.dismiss_notifications()
+        self.shot("guide_11_slide")
+
 
 STEPS = {
     "guide_2_channels": "step_channels",
     "guide_2_zstack": "step_zstack",
     "guide_2_timelapse": "step_timelapse",
     "guide_9_export": "step_export",
+    "guide_11_slide": "step_slide",
 }
 
 
