@@ -43,3 +43,13 @@ def test_other_files_are_left_to_other_readers(tmp_path) -> None:
     (tmp_path / "bad.svs").write_bytes(b"II*\x00junk")
     with pytest.raises(ImageReadError, match="bad.svs"):
         get_slide_reader(str(tmp_path / "bad.svs"))(str(tmp_path / "bad.svs"))
+
+
+def test_labels_written_with_a_pixel_size_lie_over_their_slide(tmp_path) -> None:
+    eye = np.eye(600, dtype=np.uint8)
+    plain = write_labels_zarr(tmp_path / "a_labels.ome.zarr", eye, 1)
+    ((_, meta, _),) = get_slide_reader(str(plain))(str(plain))
+    assert "scale" not in meta  # no pixel size: pixels, as the slide without one
+    sized = write_labels_zarr(tmp_path / "b_labels.ome.zarr", eye, 1, pixel_size_um=(0.5, 0.5))
+    ((_, meta, _),) = get_slide_reader(str(sized))(str(sized))
+    assert meta["scale"] == (0.5, 0.5) and meta["units"] == ("\u00b5m", "\u00b5m")

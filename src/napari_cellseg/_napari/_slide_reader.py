@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from napari_cellseg.io.ome_zarr import is_labels_zarr, read_labels_zarr
+from napari_cellseg.io.ome_zarr import is_labels_zarr, open_image_zarr, read_labels_zarr
 from napari_cellseg.io.slides import describe, is_slide, open_slide
 
 __all__ = ["get_slide_reader", "read_slide_layers"]
@@ -55,6 +55,10 @@ def read_slide_layers(path: str | list[str]) -> LayerData:
     if is_labels_zarr(p):
         levels = read_labels_zarr(p)
         meta: dict[str, Any] = {"name": _name(p), "multiscale": True}
+        sizes = open_image_zarr(p)[2]  # the pixel size the labels were written with
+        if sizes and sizes[0] is not None:  # so they lie over the slide they came from
+            meta["scale"] = tuple(float(s) for s in sizes[0])
+            meta["units"] = ("\u00b5m", "\u00b5m")
         return [(levels, meta, "labels")]
     slide = open_slide(p)
     meta = {
