@@ -76,7 +76,8 @@ def test_manifest_declares_the_reader_and_writers() -> None:
     manifest = npe2.PluginManifest.from_file(REPO_ROOT / "napari.yaml")
     readers = manifest.contributions.readers or []
     assert [r.filename_patterns for r in readers] == [
-        ["*.geojson", "*_labels.tif", "*_labels.tiff"]
+        ["*.geojson", "*_labels.tif", "*_labels.tiff"],
+        ["*.svs", "*.ndpi", "*.scn", "*.bif", "*.zarr", "*.ome.tif", "*.ome.tiff"],
     ]
     writers = {w.command: w for w in manifest.contributions.writers or []}
     assert writers["napari-cellseg.write_geojson"].filename_extensions == [".geojson"]

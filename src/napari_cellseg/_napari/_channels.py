@@ -125,9 +125,13 @@ def data_axes(shape: Sequence[int], axis: int | None, *, rgb: bool = False) -> s
     ('CYX', 'ZCYX', 'YXC')
     >>> data_axes((64, 64, 3), 2, rgb=True), data_axes((4, 64, 64), None)
     ('YXS', 'ZYX')
+    >>> data_axes((64, 64, 4), None, rgb=True)  # an RGB(A) layer's colour axis stays colour
+    'YXS'
     """
     shape = tuple(int(s) for s in shape)
     ndim = len(shape)
+    if rgb and axis is None:  # napari's RGB layers always hold colour on their last axis
+        axis = ndim - 1
     if axis is not None and not 0 <= axis < ndim:
         raise CellsegError(
             f"channel axis {axis} is out of range: the image has {ndim} axes (0 to {ndim - 1}); "

@@ -84,10 +84,16 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
         "--recipe",
         choices=RECIPES,
         default=None,
-        help="fine-tuning recipe with --init: fast (default: adapts to a few corrected images "
-        "in minutes: AdaBN, small crops on the objects, warm-up, encoder at 0.3x the "
-        "learning rate) or classic (a tenth of the family's learning rate, BatchNorm frozen)",
+        help=f"{_help('recipe')} (with --init; default fast: AdaBN, small crops on the objects, "
+        "warm-up, encoder at 0.3x the learning rate; classic: a tenth of the family's learning "
+        "rate, BatchNorm frozen)",
     )
+    for flag, name, kind in (
+        ("--encoder-lr-factor", "encoder_lr_factor", float),
+        ("--warmup-steps", "warmup_steps", int),
+        ("--foreground-bias", "foreground_bias", float),
+    ):
+        t.add_argument(flag, type=kind, default=None, help=f"{_help(name)} (default: the recipe's)")
     for flag, name in (
         ("--batch-size", "batch_size"),
         ("--patch-size", "patch_size"),
@@ -187,6 +193,12 @@ def run_train(args: argparse.Namespace) -> int:
             object_diameter=args.object_diameter,
             scale_jitter=args.scale_jitter,
         )
+        tweaks = {
+            name: getattr(args, name)
+            for name in ("encoder_lr_factor", "warmup_steps", "foreground_bias")
+            if getattr(args, name) is not None
+        }
+        settings.update(tweaks)
         if args.init:
             from napari_cellseg.models import load_weights
 
