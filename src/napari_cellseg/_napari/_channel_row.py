@@ -53,6 +53,7 @@ class ChannelRow:
         self.image_layers: Callable[[], list[Image]] = list
         #: Called after the user changed the choice (not when a layer or card is shown).
         self.on_change: Callable[[], None] | None = None
+        _narrow(self.signal)
         self.axis.changed.connect(self._on_axis)
         self.signal.changed.connect(self._on_channel)
         self.helper.changed.connect(self._on_channel)
@@ -287,6 +288,8 @@ class BatchChannelRow:
             tooltip="optional cytoplasm / membrane channel, for models with several inputs",
         )  # fmt: skip
 
+        _narrow(self.signal)  # "all (as the model's card says)" must not widen the dock
+
     @property
     def widgets(self) -> list[Widget]:
         """The rows, in display order."""
@@ -316,3 +319,12 @@ class BatchChannelRow:
             self.signal.value, self.helper.value, card.input_channels, card.channel_handling
         )
         return {"axes": axes, "channels": channels}
+
+
+def _narrow(combo: ComboBox, characters: int = 12) -> None:
+    """Size ``combo`` for ``characters`` characters, not its longest item (shown elided)."""
+    from qtpy.QtWidgets import QComboBox
+
+    native = combo.native
+    native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    native.setMinimumContentsLength(characters)

@@ -14,6 +14,8 @@ from typing import Any
 import napari
 from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
+BATCH_MIN_WIDTH = 400  # pixels: the Batch dialog's widest rows and a scroll bar
+
 
 class ScrolledDock(QWidget):
     """A scrollable magicgui widget in its scroll area; the widget is ``cellseg_widget``."""
@@ -25,13 +27,22 @@ class ScrolledDock(QWidget):
         if not isinstance(self.scroll_area, QScrollArea):
             raise TypeError(f"{type(widget).__name__} is not a scrollable container")
         self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
-        # wide enough for the widget and a vertical scroll bar: nothing is cut off on the right
-        needed = widget.native.minimumSizeHint().width()
-        needed += self.scroll_area.verticalScrollBar().sizeHint().width()
-        self.scroll_area.setMinimumWidth(max(self.scroll_area.minimumWidth(), needed))
+        self.fit_width()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.scroll_area)
+
+
+    def fit_width(self) -> None:
+        """Wide enough for the widget and a vertical scroll bar: nothing cut off on the right."""
+        needed = self.cellseg_widget.native.minimumSizeHint().width()
+        needed += self.scroll_area.verticalScrollBar().sizeHint().width()
+        self.scroll_area.setMinimumWidth(max(self.scroll_area.minimumWidth(), needed))
+
+    def showEvent(self, event: Any) -> None:
+        """Rows filled after construction (channels, diameter) may have widened the widget."""
+        self.fit_width()
+        super().showEvent(event)
 
 
 class BatchDock(ScrolledDock):
@@ -41,6 +52,8 @@ class BatchDock(ScrolledDock):
         from napari_cellseg._napari.batch_widget import BatchWidget
 
         super().__init__(BatchWidget(viewer))
+        # its channel, diameter and export rows fill in after construction: leave room
+        self.scroll_area.setMinimumWidth(max(self.scroll_area.minimumWidth(), BATCH_MIN_WIDTH))
 
 
 class FineTuneDock(ScrolledDock):
