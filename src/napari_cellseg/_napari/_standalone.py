@@ -32,7 +32,6 @@ class ScrolledDock(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.scroll_area)
 
-
     def fit_width(self) -> None:
         """Wide enough for the widget and a vertical scroll bar: nothing cut off on the right."""
         needed = self.cellseg_widget.native.minimumSizeHint().width()
