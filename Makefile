@@ -16,7 +16,7 @@ APT_PACKAGES := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxkbcommon-x11-0 libx
 	libgl1 libegl1 libdbus-1-3 libfontconfig1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: test run lint venv system-deps screenshot clean
+.PHONY: test run lint venv system-deps screenshot clean cellpose-venv
 
 venv: $(STAMP)
 
@@ -26,6 +26,14 @@ $(STAMP): pyproject.toml
 	$(PIP) torch==2.14.1 torchvision==0.29.1 $(QUIET_PIP)
 	$(PIP) -e ".[testing]" $(QUIET_PIP)
 	@touch $(STAMP)
+
+# Cellpose 3 for bench/speed_vs_cellpose.py only (it pins numpy<2.1): its own venv, which
+# borrows torch from $(VENV) through a .pth file (no second torch download).
+cellpose-venv: $(STAMP)
+	@test -x .venv-cellpose/bin/python || $(PYTHON) -m venv .venv-cellpose
+	@$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+		> "$$(.venv-cellpose/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/zz-cellseg-venv.pth"
+	.venv-cellpose/bin/python -m pip install -q --disable-pip-version-check cellpose==3.1.1.2 $(QUIET_PIP)
 
 system-deps:
 	@if ! command -v Xvfb >/dev/null || ! ldconfig -p | grep -q libxcb-icccm.so.4; then \

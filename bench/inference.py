@@ -242,15 +242,20 @@ def compare_baseline(
             device=str(device), tile_size=args.tile, overlap=None, batch_size=args.batch_size
         )
         predict(image[:64, :64], loaded, params)  # warm-up
-        times: dict[str, list[float]] = {"new": [], "old": []}
-        stages: dict[str, list[dict]] = {"new": [], "old": []}
+        predict(image[:64, :64], loaded, replace(params, backend="torch"))
+        # new: today's pipeline with its default backend (ONNX Runtime on the CPU when the
+        # onnx extra is installed); torch: today's pipeline on PyTorch; old: before issue 21
+        variants = ("new", "torch", "old")
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        stages: dict[str, list[dict]] = {k: [] for k in variants}
         labels = {}
         for _ in range(args.repeats):
-            for which in ("new", "old"):  # interleaved: the machine's load hits both alike
+            for which in variants:  # interleaved: the machine's load hits all alike
                 context = baseline_pipeline() if which == "old" else _nothing()
+                run = params if which == "new" else replace(params, backend="torch")
                 with context:
                     start = time.perf_counter()
-                    prediction = predict(image, loaded, params)
+                    prediction = predict(image, loaded, run)
                     sync(device)
                     times[which].append(time.perf_counter() - start)
                 stages[which].append(prediction.timings)
@@ -268,20 +273,28 @@ def compare_baseline(
             "device": str(device),
             "tile": args.tile,
             "threads": torch.get_num_threads(),
+            "backend_new": params.backend,
+            "onnx_used": bool(ModelRunner(loaded, device, backend=params.backend).onnx),
             "seconds_new": times["new"],
+            "seconds_torch": times["torch"],
             "seconds_old": times["old"],
             "stages_new": stages["new"],
+            "stages_torch": stages["torch"],
             "stages_old": stages["old"],
             "speedup_best": best["old"] / best["new"],
             "speedup_median": float(np.median(times["old"]) / np.median(times["new"])),
+            "speedup_torch_best": best["old"] / best["torch"],
+            "backend_gain_best": best["torch"] / best["new"],
             "agreement": label_agreement(labels["old"], labels["new"]),
+            "agreement_backends": label_agreement(labels["torch"], labels["new"]),
             "agreement_with_untiled": untiled,
         }
         rows.append(row)
         save(rows)
         print(
-            f"{row['family']} {name}: old {best['old']:.2f} s, new {best['new']:.2f} s, "
-            f"x{row['speedup_best']:.2f}; {row['agreement']}",
+            f"{row['family']} {name}: old {best['old']:.2f} s, new on PyTorch "
+            f"{best['torch']:.2f} s, new {best['new']:.2f} s, x{row['speedup_best']:.2f}; "
+            f"{row['agreement']}",
             flush=True,
         )
     return rows
@@ -306,16 +319,21 @@ def _untiled(row: dict) -> str:
 
 def print_compare_table(rows: list[dict]) -> None:
     print(
-        "| family | image | old s | new s | speed-up (best / median) | network s old / new "
+        "| family | image | old s | new PyTorch s | new s (engine) | speed-up (best / median) "
+        "| ONNX gain | labels ONNX = PyTorch | network s old / new "
         "| post-processing s old / new | objects old / new | identical | mean / min IoU "
         "| mean IoU with untiled old / new |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         a = r["agreement"]
+        engine = "ONNX Runtime" if r.get("onnx_used") else "PyTorch"
+        same = "yes" if r["agreement_backends"]["identical"] else "no"
         print(
             f"| {r['family']} | {r['image']} | {min(r['seconds_old']):.2f} | "
-            f"{min(r['seconds_new']):.2f} | {r['speedup_best']:.2f} / {r['speedup_median']:.2f} | "
+            f"{min(r['seconds_torch']):.2f} | {min(r['seconds_new']):.2f} ({engine}) | "
+            f"{r['speedup_best']:.2f} / {r['speedup_median']:.2f} | "
+            f"{r['backend_gain_best']:.2f} | {same} | "
             f"{_stage(r, 'old', 'network'):.2f} / {_stage(r, 'new', 'network'):.2f} | "
             f"{_stage(r, 'old', 'postprocess'):.3f} / {_stage(r, 'new', 'postprocess'):.3f} | "
             f"{a['objects_old']} / {a['objects_new']} | {'yes' if a['identical'] else 'no'} | "

@@ -19,6 +19,8 @@ os.environ["CELLSEG_TEST_STARTING_TORCH_THREADS"] = str(STARTING_TORCH_THREADS)
 def _offline_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch_home"))
+    # ONNX exports of the U-Nets the tests run go to the run's own cache, never the user's
+    monkeypatch.setenv("NAPARI_CELLSEG_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 @pytest.fixture(autouse=True)

@@ -19,11 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from napari_cellseg.diameters import (
-    DIAMETER_HELP,
-    DIAMETER_RANGE,
-    parse_diameter,
-)
+from napari_cellseg.diameters import DIAMETER_HELP, DIAMETER_RANGE, parse_diameter
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.families import FAMILIES, family_spec
 from napari_cellseg.fields import (  # noqa: F401  (re-exported: callers read metadata here)
@@ -105,6 +101,8 @@ DEFAULT_OVERLAP = 64
 TTA_CHOICES = (1, 2, 4, 8)
 """Copies of each tile test-time augmentation can average (1 = off); see ``PredictParams.tta``."""
 
+BACKENDS = ("auto", "torch", "onnx")  # what runs the network on the CPU: PredictParams.backend
+
 
 @dataclass(frozen=True)
 class PredictParams:
@@ -152,6 +150,9 @@ class PredictParams:
         (:mod:`napari_cellseg.labels.stitching`). ``stitch_iou``: least IoU of a match;
         ``z_spacing``: z step over xy pixel size (``None``: 1; ``cellseg`` reads it from
         the TIFF, the dock from the layer's scale).
+    backend : str
+        What runs a U-Net on the CPU: ``onnx`` (ONNX Runtime), ``torch`` or ``auto`` (ONNX
+        Runtime when installed); :mod:`napari_cellseg.inference.onnx_backend`.
     """
 
     device: str = field(default="auto", metadata=info("Device", DEVICE_HELP))
@@ -198,6 +199,9 @@ class PredictParams:
         "Z spacing", "distance between z planes in xy pixels, z step / pixel size (default: "
         "from the TIFF file or the layer's scale, else 1)",
         min=0.0, min_exclusive=True))  # fmt: skip
+    backend: str = field(default="auto", metadata=info(
+        "Backend", "what runs a U-Net on the CPU: onnx (ONNX Runtime, faster; needs the onnx "
+        "extra), torch, or auto (onnx when installed)", choices=BACKENDS))  # fmt: skip
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "diameter", parse_diameter(self.diameter))

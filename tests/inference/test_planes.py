@@ -141,7 +141,7 @@ class _OOMAbove(torch.nn.Module):
 def test_out_of_memory_halves_batch_then_tile(fluorescence) -> None:
     inner = build_model("unet", **UNET_ARGS)
     loaded = _loaded("unet", UNET_ARGS, _OOMAbove(inner, max_batch=1, max_side=64))
-    params = PredictParams(tile_size=256, overlap=16, batch_size=4)
+    params = PredictParams(tile_size=256, overlap=16, batch_size=4, backend="torch")
     events, pred = _run(iter_predict_planes(fluorescence[:200, :200], loaded, params))
     notices = [e.message for e in events if isinstance(e, Notice)]
     assert notices == [

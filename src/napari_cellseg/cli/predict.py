@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from napari_cellseg.families import family_spec
 from napari_cellseg.params import (
+    BACKENDS,
     TTA_CHOICES,
     PostprocessParams,
     PredictParams,
@@ -44,6 +45,7 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
     """
     defaults = PredictParams()
     p.add_argument("--device", default=defaults.device, help=_help("device"))
+    p.add_argument("--backend", choices=BACKENDS, default=defaults.backend, help=_help("backend"))
     p.add_argument("--tile", type=int, default=defaults.tile_size, help=_help("tile_size"))
     p.add_argument("--overlap", type=int, default=None, help=_help("overlap"))
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help=_help("batch_size"))
@@ -188,6 +190,7 @@ def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams
         axes=args.axes,
         channels=channels,
         diameter=getattr(args, "diameter", None),
+        backend=getattr(args, "backend", PredictParams.backend),
         post=replace(card.post_params(), **post),
         **stack_values(args),
     )

@@ -24,6 +24,7 @@ import torch
 
 from napari_cellseg.families import family_part
 from napari_cellseg.inference.detections import Detections
+from napari_cellseg.inference.onnx_backend import choose_backend, onnx_unet
 from napari_cellseg.models.weights import LoadedModel, load_weights
 
 # torch >= 2.5 has torch.OutOfMemoryError; older releases only torch.cuda.OutOfMemoryError.
@@ -88,9 +89,19 @@ class ModelRunner:
     """Runs one model on one device."""
 
     def __init__(
-        self, loaded: LoadedModel, device: torch.device, *, mixed_precision: bool = True
+        self,
+        loaded: LoadedModel,
+        device: torch.device,
+        *,
+        mixed_precision: bool = True,
+        backend: str = "torch",
     ) -> None:
         self.loaded = loaded
+        #: ``PredictParams.backend`` asked for; :attr:`onnx` holds the ONNX Runtime session
+        #: when a U-Net runs on it, :attr:`notice` says why another backend runs instead.
+        self.backend = backend
+        self.onnx: Any = None
+        self.notice: str | None = None
         self.card = loaded.card
         self.device = device
         self.model = loaded.model
@@ -110,6 +121,15 @@ class ModelRunner:
         self.model = self.model.to(device).eval()
         prepare = family_part(self.card.family, "inference").prepare_model
         self.model = prepare(self.model, device)  # the family's own settings
+        self.onnx = None
+        chosen, self.notice = choose_backend(self.backend, self.card.family, device)
+        if chosen == "onnx":
+            self.onnx, self.notice = onnx_unet(self.model, self.card.input_channels)
+
+    @property
+    def backend_name(self) -> str:
+        """What runs the network: ``"ONNX Runtime"`` or ``"PyTorch"`` (for messages)."""
+        return "ONNX Runtime" if self.onnx is not None else "PyTorch"
 
     def _autocast(self):
         if not self.mixed_precision:
@@ -150,6 +170,13 @@ class ModelRunner:
     def _unet_pass(self, batch: np.ndarray, transform: tuple[bool, bool, bool]) -> np.ndarray:
         transpose, flip_rows, flip_columns = transform
         dims = [d for d, flip in ((-2, flip_rows), (-1, flip_columns)) if flip]
+        if self.onnx is not None:  # ONNX Runtime on the CPU: the same copies, in numpy
+            x = np.swapaxes(batch, -1, -2) if transpose else batch
+            x = np.flip(x, dims) if dims else x
+            with torch.inference_mode():
+                probs = self._activation(torch.from_numpy(self.onnx(x))).numpy()
+            probs = np.flip(probs, dims) if dims else probs
+            return np.ascontiguousarray(np.swapaxes(probs, -1, -2) if transpose else probs)
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
         with torch.inference_mode(), self._autocast():
             x = x.transpose(-1, -2) if transpose else x

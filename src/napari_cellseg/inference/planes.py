@@ -173,12 +173,15 @@ def iter_predict_planes(
     timings["load"] = time.perf_counter() - t0
     card = loaded.card
     params = params.resolved(card.post_params())  # unset thresholds: the model's own
-    runner = ModelRunner(loaded, device, mixed_precision=params.mixed_precision)
-    notices = list(loaded.notes)
-    for note in loaded.notes:
+    runner = ModelRunner(
+        loaded, device, mixed_precision=params.mixed_precision, backend=params.backend
+    )
+    notices = list(loaded.notes) + ([runner.notice] if runner.notice else [])
+    for note in notices:
         yield checkpoint(Notice(note))
+    engine = " (ONNX Runtime)" if runner.onnx is not None else ""
     yield checkpoint(
-        Progress("load", 1, 1, f"{card.name} on {device}" + (" (cached)" if cached else ""))
+        Progress("load", 1, 1, f"{card.name} on {device}{engine}" + (" (cached)" if cached else ""))
     )
 
     planes = list(iter_planes(image, axes))

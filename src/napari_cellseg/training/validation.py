@@ -121,6 +121,7 @@ def evaluate_model(
             tile_size=tile_size,
             overlap=None,  # the default for this tile size
             axes=item.axes,  # post unset: the model's own thresholds, as in use
+            backend="torch",  # the weights change every epoch: no ONNX export each time
         )
         prediction = predict_planes(item.image, loaded, params)  # never block by block
         per_image.append(evaluate_pair(*item.scored(prediction.labels)))

@@ -1,0 +1,70 @@
+"""Times Cellpose 3 on a list of images; run by ``bench/speed_vs_cellpose.py`` in its own venv.
+
+Cellpose 3 pins ``numpy<2.1``, so it lives in ``.venv-cellpose`` (``make cellpose-venv``),
+which borrows this project's torch through a ``.pth`` file. Its ``CPnet`` runs with random
+weights (nothing is downloaded: ``pretrained_model=False``), at the same torch thread count
+as our pipeline. Random weights predict a cell probability that is rarely above Cellpose's
+threshold, which would skip its mask dynamics, the costly half of its post-processing; so
+each image also runs with the threshold at the quantile that keeps the image's true
+foreground fraction, so that the dynamics run over as many pixels as a trained model's would.
+
+Input: a JSON list of ``{"path", "diameter", "foreground"}`` on stdin; output: JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+import numpy as np
+
+
+def main() -> int:
+    import imageio.v3 as iio
+    import torch
+    from cellpose import models
+
+    logging.disable(logging.WARNING)
+    threads = int(sys.argv[1]) if len(sys.argv) > 1 else torch.get_num_threads()
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = models.CellposeModel(gpu=False, pretrained_model=False, model_type=None)
+    jobs = json.load(sys.stdin)
+    out = []
+    warm = np.zeros((64, 64), np.float32)
+    model.eval(warm, channels=[0, 0], diameter=30.0)
+    for job in jobs:
+        image = np.asarray(iio.imread(job["path"]))
+        grey = image[..., :3].mean(axis=-1) if image.ndim == 3 else image
+        start = time.perf_counter()
+        _masks, flows, _ = model.eval(grey, channels=[0, 0], diameter=job["diameter"])
+        plain = time.perf_counter() - start
+        cellprob = np.asarray(flows[2])
+        threshold = float(np.quantile(cellprob, 1.0 - job["foreground"]))
+        start = time.perf_counter()
+        masks, _, _ = model.eval(
+            grey, channels=[0, 0], diameter=job["diameter"], cellprob_threshold=threshold
+        )
+        dynamics = time.perf_counter() - start
+        out.append(
+            {
+                "path": job["path"],
+                "seconds_default_threshold": plain,
+                "seconds_with_dynamics": dynamics,
+                "objects_with_dynamics": int(masks.max()),
+            }
+        )
+    json.dump({"threads": threads, "cellpose_version": _version(), "images": out}, sys.stdout)
+    return 0
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("cellpose")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Our U-Net pipeline against Cellpose 3 on the same DSB images, same CPU, same run.
+
+Issue 21's peer anchor. On 20 images spread over the DSB 2018 validation split (seed 0,
+15 %, as training holds out) it times, per image, end to end (numpy image in, labels out):
+
+- ours with the default backend (ONNX Runtime on the CPU when the ``onnx`` extra is
+  installed) and on PyTorch, with the model's default parameters;
+- Cellpose 3's ``CPnet`` with random weights and its own pre- and post-processing, given the
+  image's true object diameter (``bench/_cellpose_worker.py``, in ``.venv-cellpose``:
+  ``make cellpose-venv``), once at its default cell-probability threshold and once with the
+  threshold that keeps the true foreground fraction, so that its mask dynamics run.
+
+Ours runs before and after Cellpose and keeps each image's faster time, so a change of load
+during the run does not favour either side. Writes ``bench/results/speed_vs_cellpose_cpu.json``
+and prints a Markdown table::
+
+    .venv/bin/python bench/speed_vs_cellpose.py --images 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_cellseg.inference.api import predict
+from napari_cellseg.io.images import read_image, read_labels
+from napari_cellseg.labels.sizes import median_diameter
+from napari_cellseg.models import load_weights
+from napari_cellseg.params import PredictParams
+from napari_cellseg.training.pairs import scan_training_folders, split_pairs
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "dsb2018" / "stage1_train"
+
+
+def pick_images(data: Path, count: int) -> list:
+    """``count`` pairs spread evenly over the seeded validation split, in name order."""
+    _, val = split_pairs(scan_training_folders([data]), 0.15, seed=0)
+    step = max(1, len(val) // count)
+    return val[::step][:count]
+
+
+def time_ours(images: list[np.ndarray], loaded, params: PredictParams) -> list[float]:
+    """Seconds per image, end to end."""
+    out = []
+    for image in images:
+        start = time.perf_counter()
+        predict(image, loaded, params)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument(
+        "--weights", type=Path, default=ROOT / "sample_data/models/unet_dsb.safetensors"
+    )
+    parser.add_argument("--cellpose-python", type=Path, default=ROOT / ".venv-cellpose/bin/python")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "bench/results/speed_vs_cellpose_cpu.json"
+    )
+    args = parser.parse_args()
+    if not args.cellpose_python.exists():
+        sys.exit(f"{args.cellpose_python} not found: run 'make cellpose-venv' first")
+    threads = torch.get_num_threads()
+    pairs = pick_images(args.data, args.images)
+    images = [np.asarray(read_image(p.image_path).data) for p in pairs]
+    truths = [np.asarray(read_labels(p.mask_path)) for p in pairs]
+    jobs = [
+        {
+            "path": str(p.image_path),
+            "diameter": float(median_diameter(t) or 30.0),
+            "foreground": float(np.clip((t > 0).mean(), 0.01, 0.99)),
+        }
+        for p, t in zip(pairs, truths, strict=True)
+    ]
+    loaded = load_weights(args.weights)
+    params = PredictParams(device="cpu")
+    torch_params = replace(params, backend="torch")
+    for p in (params, torch_params):  # warm-up (loads, exports ONNX once)
+        predict(images[0][:64, :64], loaded, p)
+    first = time_ours(images, loaded, params)
+    first_torch = time_ours(images, loaded, torch_params)
+    result = subprocess.run(
+        [str(args.cellpose_python), str(ROOT / "bench/_cellpose_worker.py"), str(threads)],
+        input=json.dumps(jobs), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    cellpose = json.loads(result.stdout)
+    second = time_ours(images, loaded, params)
+    second_torch = time_ours(images, loaded, torch_params)
+    ours = np.minimum(first, second)
+    ours_torch = np.minimum(first_torch, second_torch)
+    cp_plain = np.array([r["seconds_default_threshold"] for r in cellpose["images"]])
+    cp_dyn = np.array([r["seconds_with_dynamics"] for r in cellpose["images"]])
+    summary = {
+        "images": len(images),
+        "ours_s": float(ours.sum()),
+        "ours_torch_s": float(ours_torch.sum()),
+        "cellpose_default_threshold_s": float(cp_plain.sum()),
+        "cellpose_with_dynamics_s": float(cp_dyn.sum()),
+        "ratio_default_threshold": float(cp_plain.sum() / ours.sum()),
+        "ratio_with_dynamics": float(cp_dyn.sum() / ours.sum()),
+        "ratio_torch_with_dynamics": float(cp_dyn.sum() / ours_torch.sum()),
+    }
+    record = {
+        "hardware": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "torch_threads": threads,
+            "torch": torch.__version__,
+            "cellpose": cellpose["cellpose_version"],
+            "cellpose_threads": cellpose["threads"],
+        },
+        "weights": str(args.weights),
+        "params": params.to_dict(),
+        "summary": summary,
+        "per_image": [
+            {
+                "image": p.name,
+                "shape": list(im.shape[:2]),
+                "true_diameter": j["diameter"],
+                "ours_s": [a, b],
+                "ours_torch_s": [c, d],
+                **{k: v for k, v in cp.items() if k != "path"},
+            }
+            for p, im, j, a, b, c, d, cp in zip(
+                pairs, images, jobs, first, second, first_torch, second_torch, cellpose["images"],
+                strict=True,
+            )
+        ],
+    }  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2))
+    print(f"wrote {args.out}")
+    print("| pipeline | seconds for the images | Cellpose 3 / this |")
+    print("|---|---|---|")
+    engine = "ONNX Runtime" if params.backend != "torch" else "PyTorch"
+    print(f"| ours, default backend ({engine} if installed) | {summary['ours_s']:.1f} | "
+          f"{summary['ratio_with_dynamics']:.1f}x (with dynamics), "
+          f"{summary['ratio_default_threshold']:.1f}x (default threshold) |")  # fmt: skip
+    print(f"| ours on PyTorch | {summary['ours_torch_s']:.1f} | "
+          f"{summary['ratio_torch_with_dynamics']:.1f}x (with dynamics) |")  # fmt: skip
+    print(f"| Cellpose 3, default threshold | {summary['cellpose_default_threshold_s']:.1f} | 1 |")
+    print(f"| Cellpose 3, with dynamics | {summary['cellpose_with_dynamics_s']:.1f} | 1 |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""ONNX Runtime for U-Nets on the CPU: export once per weight file, cache, check, fall back.
+
+On this project's 2-core benchmark machine ONNX Runtime ran the demo U-Net 1.35-1.9x faster
+end to end than PyTorch, with identical labels (``bench/inference.py --compare-baseline``,
+``docs/benchmarks.md``), so ``PredictParams.backend="auto"`` uses it on the CPU whenever the
+``onnx`` extra (``onnxruntime`` and ``onnx``) is installed. Mask R-CNNs and GPUs stay on
+PyTorch: torchvision's detector exports only with fixed image sizes and data-dependent
+control flow, and on CUDA PyTorch is already the fast path.
+
+A model is exported (``torch.onnx.export``, TorchScript tracer, dynamic batch and tile size)
+to ``<cache>/onnx/<sha256 of its weights>-c<channels>.onnx`` the first time it runs, written
+through a temporary file and a rename, and reused by every later process. Each new session
+is checked against PyTorch on one random tile before use; an export that fails or disagrees
+falls back to PyTorch with a notice, never silently to a different result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import threading
+import warnings
+import weakref
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_cellseg.errors import CellsegError
+
+__all__ = [
+    "ONNX_EXTRA_HINT",
+    "OnnxUNet",
+    "cache_dir",
+    "choose_backend",
+    "onnx_installed",
+    "onnx_unet",
+    "weights_fingerprint",
+]
+
+ONNX_EXTRA_HINT = "pip install 'napari-cellseg[onnx]'"
+#: Largest absolute difference of logits between ONNX Runtime and PyTorch accepted by the
+#: check every new session passes (float32 differences measured: about 6e-6).
+CHECK_TOLERANCE = 1e-3
+#: The check's tile edge: a multiple of 32, so that every U-Net takes it.
+CHECK_TILE = 64
+
+_SESSIONS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, OnnxUNet]] = (
+    weakref.WeakKeyDictionary()
+)
+_LOCK = threading.Lock()
+
+
+def onnx_installed() -> bool:
+    """Whether ONNX Runtime and the ``onnx`` package can be imported (without importing them)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+
+
+def choose_backend(backend: str, family: str, device: torch.device) -> tuple[str, str | None]:
+    """The backend that will run, and a notice when it is not the one asked for.
+
+    Parameters
+    ----------
+    backend : str
+        ``auto``, ``torch`` or ``onnx`` (``PredictParams.backend``).
+    family : str
+        The model family; only U-Nets run on ONNX Runtime.
+    device : torch.device
+        Only the CPU runs on ONNX Runtime.
+
+    Returns
+    -------
+    tuple
+        ``("onnx" or "torch", notice or None)``.
+
+    Raises
+    ------
+    CellsegError
+        ``onnx`` asked for explicitly but ONNX Runtime is not installed.
+
+    Examples
+    --------
+    >>> choose_backend("torch", "unet", torch.device("cpu"))
+    ('torch', None)
+    >>> choose_backend("onnx", "maskrcnn", torch.device("cpu"))[0]
+    'torch'
+    """
+    if backend == "torch":
+        return "torch", None
+    if family != "unet" or device.type != "cpu":
+        note = None
+        if backend == "onnx":
+            what = "Mask R-CNNs" if family == "maskrcnn" else f"{device.type} devices"
+            note = f"the ONNX backend runs U-Nets on the CPU only; {what} run on PyTorch"
+        return "torch", note
+    if onnx_installed():
+        return "onnx", None
+    if backend == "onnx":
+        raise CellsegError(
+            f"ONNX Runtime is not installed: {ONNX_EXTRA_HINT}, or choose the torch backend"
+        )
+    return "torch", None
+
+
+def cache_dir() -> Path:
+    """Where exported models are kept: ``$NAPARI_CELLSEG_CACHE/onnx`` or the user cache.
+
+    >>> import os
+    >>> os.environ["NAPARI_CELLSEG_CACHE"] = "/tmp/x"
+    >>> str(cache_dir())
+    '/tmp/x/onnx'
+    >>> del os.environ["NAPARI_CELLSEG_CACHE"]
+    """
+    root = os.environ.get("NAPARI_CELLSEG_CACHE")
+    if not root:
+        from platformdirs import user_cache_dir
+
+        root = user_cache_dir("napari-cellseg", appauthor=False)
+    return Path(root) / "onnx"
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of a model's state (names, dtypes, shapes and values): the export's cache key.
+
+    >>> a, b = torch.nn.Conv2d(1, 1, 1), torch.nn.Conv2d(1, 1, 1)
+    >>> _ = b.load_state_dict(a.state_dict())
+    >>> weights_fingerprint(a) == weights_fingerprint(b)
+    True
+    """
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        value = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+        digest.update(value.numpy().tobytes() if value.dtype != torch.bfloat16 else b"")
+    return digest.hexdigest()
+
+
+class OnnxUNet:
+    """An ONNX Runtime session that maps ``(B, C, H, W)`` float32 tiles to logits."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, int(threads))
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = path
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Logits of ``batch`` (float32, C-contiguous)."""
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        return self.session.run(None, {self._input: x})[0]
+
+
+def _export(model: torch.nn.Module, channels: int, path: Path) -> None:
+    """Trace ``model`` (float32, CPU) into ``path`` through a temporary file and a rename."""
+    import copy
+
+    traced = copy.deepcopy(model).float().to("cpu").eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    example = torch.zeros(1, channels, CHECK_TILE, CHECK_TILE)
+    dynamic = {0: "batch", 2: "height", 3: "width"}
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                traced,
+                (example,),
+                str(partial),
+                input_names=["tiles"],
+                output_names=["logits"],
+                dynamic_axes={"tiles": dynamic, "logits": dynamic},
+                opset_version=17,
+                dynamo=False,
+            )
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _check(model: torch.nn.Module, runner: OnnxUNet, channels: int) -> float:
+    """Largest logit difference between ``runner`` and ``model`` on one random tile."""
+    x = torch.from_numpy(
+        np.random.default_rng(0).standard_normal((1, channels, CHECK_TILE, CHECK_TILE), np.float32)
+    )
+    with torch.inference_mode():
+        ours = model(x.to(_dtype(model))).float().numpy()
+    return float(np.abs(runner(x.numpy()) - ours).max())
+
+
+def _dtype(model: torch.nn.Module) -> torch.dtype:
+    parameter = next(model.parameters(), None)
+    return parameter.dtype if parameter is not None else torch.float32
+
+
+def _versions(model: torch.nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer is modified in place (e.g. by an optimiser)."""
+    return tuple(t._version for t in model.state_dict(keep_vars=True).values())
+
+
+def onnx_unet(model: torch.nn.Module, channels: int) -> tuple[OnnxUNet | None, str | None]:
+    """An ONNX Runtime session for ``model`` (exported or taken from the cache), or why not.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A U-Net on the CPU, in eval mode.
+    channels : int
+        Its input channels.
+
+    Returns
+    -------
+    tuple
+        ``(session, None)``, or ``(None, notice)`` when the export, the session or the check
+        failed (the caller then runs PyTorch).
+    """
+    threads = torch.get_num_threads()
+    key = (_versions(model), channels, threads)
+    with _LOCK:
+        known = _SESSIONS.get(model)
+        if known is not None and known[0] == key:
+            return known[1], None
+        path = cache_dir() / f"{weights_fingerprint(model)}-c{channels}.onnx"
+        try:
+            if not path.is_file():
+                _export(model, channels, path)
+            runner = OnnxUNet(path, threads)
+            error = _check(model, runner, channels)
+        except Exception as exc:  # any export/runtime failure: PyTorch instead, said once
+            path.unlink(missing_ok=True)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return None, f"ONNX Runtime could not run this model ({reason[:160]}); using PyTorch"
+        if not error <= CHECK_TOLERANCE:
+            path.unlink(missing_ok=True)
+            return None, (
+                f"ONNX Runtime's output differs from PyTorch's by {error:.2g} for this model; "
+                "using PyTorch"
+            )
+        _SESSIONS[model] = (key, runner)
+        return runner, None

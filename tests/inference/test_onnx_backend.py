@@ -1,0 +1,143 @@
+"""ONNX Runtime backend: same probabilities and labels as PyTorch, cached export, fallbacks."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cellseg.errors import CellsegError
+from napari_cellseg.events import Notice, drain
+from napari_cellseg.inference import onnx_backend
+from napari_cellseg.inference.api import iter_predict, predict
+from napari_cellseg.inference.model_runner import TTA_TRANSFORMS, ModelRunner
+from napari_cellseg.inference.onnx_backend import choose_backend, onnx_unet
+from napari_cellseg.models import ModelCard, build_model
+from napari_cellseg.models.weights import LoadedModel
+from napari_cellseg.params import PredictParams
+from tiny_models import TINY_MASKRCNN, TINY_UNET
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+CPU = torch.device("cpu")
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
+
+
+def _loaded(seed: int = 0, args: dict | None = None) -> LoadedModel:
+    torch.manual_seed(seed)
+    args = args or TINY_UNET
+    model = build_model("unet", **args).eval()
+    return LoadedModel(model, ModelCard.for_model("unet", args), Path("m"), "test")
+
+
+def test_choose_backend() -> None:
+    assert choose_backend("auto", "unet", CPU) == ("onnx", None)
+    assert choose_backend("torch", "unet", CPU) == ("torch", None)
+    chosen, note = choose_backend("onnx", "maskrcnn", CPU)
+    assert chosen == "torch" and "U-Nets on the CPU only" in note
+    assert choose_backend("auto", "maskrcnn", CPU) == ("torch", None)  # nothing to say
+    chosen, note = choose_backend("onnx", "unet", torch.device("cuda"))
+    assert chosen == "torch" and "cuda" in note
+
+
+def test_missing_onnxruntime_falls_back_or_says_what_to_install(monkeypatch) -> None:
+    monkeypatch.setattr(onnx_backend, "onnx_installed", lambda: False)
+    assert choose_backend("auto", "unet", CPU) == ("torch", None)
+    with pytest.raises(CellsegError, match=r"not installed: pip install 'napari-cellseg\[onnx\]'"):
+        choose_backend("onnx", "unet", CPU)
+
+
+@pytest.mark.parametrize("index", [0, 1, 4, 7])
+def test_probabilities_match_pytorch_for_every_tta_copy(index: int) -> None:
+    loaded = _loaded()
+    fast = ModelRunner(loaded, CPU, backend="onnx")
+    slow = ModelRunner(loaded, CPU, backend="torch")
+    assert fast.onnx is not None and slow.onnx is None
+    assert fast.backend_name == "ONNX Runtime"
+    batch = np.random.default_rng(index).random((2, 3, 64, 96), dtype=np.float32)
+    assert TTA_TRANSFORMS[index] is not None
+    ours, theirs = fast.unet_copy(batch, index), slow.unet_copy(batch, index)
+    assert ours.shape == theirs.shape == (2, 3, 64, 96)
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_export_is_cached_on_disk_and_in_memory(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("NAPARI_CELLSEG_CACHE", str(tmp_path))
+    loaded = _loaded(seed=3)
+    first, note = onnx_unet(loaded.model, 3)
+    assert note is None and first is not None
+    files = list((tmp_path / "onnx").glob("*.onnx"))
+    assert len(files) == 1 and files[0].stat().st_size > 0
+    assert onnx_unet(loaded.model, 3)[0] is first  # same model, same weights: same session
+    # another process (a fresh model object with the same weights) reuses the file
+    twin = _loaded(seed=3)
+    stamp = files[0].stat().st_mtime_ns
+    assert onnx_unet(twin.model, 3)[0] is not None
+    assert files[0].stat().st_mtime_ns == stamp
+    assert not list((tmp_path / "onnx").glob(".*partial"))
+
+
+def test_changed_weights_are_exported_again(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("NAPARI_CELLSEG_CACHE", str(tmp_path))
+    loaded = _loaded(seed=4)
+    first, _ = onnx_unet(loaded.model, 3)
+    with torch.no_grad():
+        next(loaded.model.parameters()).add_(0.5)  # as an optimiser step would
+    second, _ = onnx_unet(loaded.model, 3)
+    assert second is not first
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 2
+    x = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+    with torch.inference_mode():
+        expected = loaded.model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(second(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_failed_export_falls_back_to_pytorch_with_a_notice(monkeypatch) -> None:
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("Unsupported: the operator foo\nlong trace")
+
+    monkeypatch.setattr(onnx_backend, "_export", broken)
+    loaded = _loaded(seed=5)
+    runner = ModelRunner(loaded, CPU, backend="auto")
+    assert runner.onnx is None
+    assert runner.notice == (
+        "ONNX Runtime could not run this model (Unsupported: the operator foo); using PyTorch"
+    )
+    image = np.random.default_rng(0).random((64, 64), dtype=np.float32)
+    events = []
+    result = drain(iter_predict(image, loaded, PredictParams(device="cpu")), events.append)
+    assert any(isinstance(e, Notice) and "using PyTorch" in e.message for e in events)
+    assert result.labels.shape == (64, 64)
+
+
+def test_a_disagreeing_export_is_refused(monkeypatch) -> None:
+    monkeypatch.setattr(onnx_backend, "_check", lambda *_args: 0.5)
+    runner = ModelRunner(_loaded(seed=6), CPU, backend="onnx")
+    assert runner.onnx is None and "differs from PyTorch's by 0.5" in runner.notice
+
+
+def test_maskrcnn_stays_on_pytorch() -> None:
+    torch.manual_seed(0)
+    model = build_model("maskrcnn", **TINY_MASKRCNN).eval()
+    card = ModelCard.for_model("maskrcnn", TINY_MASKRCNN)
+    runner = ModelRunner(LoadedModel(model, card, Path("m"), "t"), CPU, backend="auto")
+    assert runner.onnx is None and runner.notice is None
+
+
+def test_demo_unet_labels_identical_on_the_samples() -> None:
+    """The shipped U-Net on the three sample images, with TTA: labels equal to PyTorch's."""
+    import imageio.v3 as iio
+
+    weights = SAMPLE / "models" / "unet_dsb.safetensors"
+    for name in ("dsb_fluorescence", "dsb_brightfield", "dsb_he"):
+        image = iio.imread(SAMPLE / "images" / f"{name}.png")
+        params = PredictParams(device="cpu", tta=2, keep_probabilities=True)
+        fast = predict(image, weights, replace(params, backend="onnx"))
+        slow = predict(image, weights, replace(params, backend="torch"))
+        diff = np.abs(fast.probabilities.astype(np.float32) - slow.probabilities).max()
+        assert diff <= 1e-3  # float16 maps: one step of their precision
+        np.testing.assert_array_equal(fast.labels, slow.labels)
