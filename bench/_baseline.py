@@ -69,8 +69,13 @@ def baseline_pipeline() -> Iterator[None]:
     def fixed_tiles(shape, tile_size, overlap, *, multiple=None):
         return tiling.plan_tiles(shape, tile_size, overlap)
 
+    def tiles_of_min_size(card, tile_size, overlap):  # Mask R-CNN tiles capped at min_size
+        tile_size = min(tile_size, int(card.builder_args.get("min_size", 800)))
+        return tile_size, min(overlap, tile_size // 4)
+
     swaps = [
         (planes, "plan_tiles", fixed_tiles),
+        (maskrcnn_strategy, "tile_geometry", tiles_of_min_size),
         (planes, "to_model_input", old_to_model_input),
         (unet_strategy, "unet_instances", unet_instances),
         (unet_strategy, "object_table", object_table),

@@ -2,11 +2,12 @@
 
 Cellpose 3 pins ``numpy<2.1``, so it lives in ``.venv-cellpose`` (``make cellpose-venv``),
 which borrows this project's torch through a ``.pth`` file. Its ``CPnet`` runs with random
-weights (nothing is downloaded: ``pretrained_model=False``), at the same torch thread count
-as our pipeline. Random weights predict a cell probability that is rarely above Cellpose's
-threshold, which would skip its mask dynamics, the costly half of its post-processing; so
-each image also runs with the threshold at the quantile that keeps the image's true
-foreground fraction, so that the dynamics run over as many pixels as a trained model's would.
+weights (nothing is downloaded: ``pretrained_model=False``) at the nuclei model's scale
+(``diam_mean`` 17 px), with as many torch threads as our pipeline. Each image runs twice:
+at Cellpose's default cell-probability threshold, and with the threshold at the quantile
+that keeps the image's true foreground fraction, so that its mask dynamics (flow following,
+the costly half of its post-processing) run over as many pixels as a trained model's would.
+A third run with ``compute_masks=False`` times the network (and its resizing) alone.
 
 Input: a JSON list of ``{"path", "diameter", "foreground"}`` on stdin; output: JSON on stdout.
 """
@@ -20,6 +21,10 @@ import time
 
 import numpy as np
 
+#: The object diameter Cellpose's nuclei model works at (its ``diam_mean``): images are
+#: rescaled by ``NUCLEI_DIAMETER / diameter``, as the nuclei model would rescale them.
+NUCLEI_DIAMETER = 17.0
+
 
 def main() -> int:
     import imageio.v3 as iio
@@ -30,7 +35,9 @@ def main() -> int:
     threads = int(sys.argv[1]) if len(sys.argv) > 1 else torch.get_num_threads()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = models.CellposeModel(gpu=False, pretrained_model=False, model_type=None)
+    model = models.CellposeModel(
+        gpu=False, pretrained_model=False, model_type=None, diam_mean=NUCLEI_DIAMETER
+    )
     jobs = json.load(sys.stdin)
     out = []
     warm = np.zeros((64, 64), np.float32)
@@ -48,8 +55,12 @@ def main() -> int:
             grey, channels=[0, 0], diameter=job["diameter"], cellprob_threshold=threshold
         )
         dynamics = time.perf_counter() - start
+        start = time.perf_counter()
+        model.eval(grey, channels=[0, 0], diameter=job["diameter"], compute_masks=False)
+        network = time.perf_counter() - start
         out.append(
             {
+                "seconds_network_only": network,
                 "path": job["path"],
                 "seconds_default_threshold": plain,
                 "seconds_with_dynamics": dynamics,

@@ -104,12 +104,14 @@ def main() -> int:
     ours_torch = np.minimum(first_torch, second_torch)
     cp_plain = np.array([r["seconds_default_threshold"] for r in cellpose["images"]])
     cp_dyn = np.array([r["seconds_with_dynamics"] for r in cellpose["images"]])
+    cp_net = np.array([r["seconds_network_only"] for r in cellpose["images"]])
     summary = {
         "images": len(images),
         "ours_s": float(ours.sum()),
         "ours_torch_s": float(ours_torch.sum()),
         "cellpose_default_threshold_s": float(cp_plain.sum()),
         "cellpose_with_dynamics_s": float(cp_dyn.sum()),
+        "cellpose_network_only_s": float(cp_net.sum()),
         "ratio_default_threshold": float(cp_plain.sum() / ours.sum()),
         "ratio_with_dynamics": float(cp_dyn.sum() / ours.sum()),
         "ratio_torch_with_dynamics": float(cp_dyn.sum() / ours_torch.sum()),
@@ -154,6 +156,7 @@ def main() -> int:
           f"{summary['ratio_torch_with_dynamics']:.1f}x (with dynamics) |")  # fmt: skip
     print(f"| Cellpose 3, default threshold | {summary['cellpose_default_threshold_s']:.1f} | 1 |")
     print(f"| Cellpose 3, with dynamics | {summary['cellpose_with_dynamics_s']:.1f} | 1 |")
+    print(f"| Cellpose 3, network only | {summary['cellpose_network_only_s']:.1f} | – |")
     return 0
 
 

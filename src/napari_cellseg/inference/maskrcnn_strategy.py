@@ -61,12 +61,15 @@ def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
 
 
 def tile_geometry(card: ModelCard, tile_size: int, overlap: int) -> tuple[int, int]:
-    """Tiles no larger than the model's ``min_size``, overlapping by a quarter at most.
+    """The tile size asked for, overlapping by a quarter at most.
 
-    torchvision rescales each input so its short side is ``min_size``: tiles no larger keep
-    objects at (or above) the scale the model was trained at.
+    torchvision rescales each input so that its short side is ``min_size``; the runner
+    (:meth:`~napari_cellseg.inference.model_runner.ModelRunner.maskrcnn_detections`) lifts
+    ``min_size`` to the tile's short side, so tiles larger than ``min_size`` are never
+    shrunk: objects stay at the scale the model was trained at, with fewer tiles (and
+    fewer seams) than tiles of ``min_size`` would need. Smaller tiles are enlarged to
+    ``min_size`` as torchvision does.
     """
-    tile_size = min(tile_size, int(card.builder_args.get("min_size", 800)))
     return tile_size, min(overlap, tile_size // 4)
 
 

@@ -205,6 +205,8 @@ class ModelRunner:
         with the objects, not with the tile.
         """
         step = self.tiles_per_pass(len(batch))
+        if len({tuple(t.shape[-2:]) for t in batch}) > 1:
+            step = 1  # tiles of one shape per pass: none is resized (see _unshrunk)
         regions = self.mask_regions or [[] for _ in batch]
         return [
             d
@@ -237,7 +239,7 @@ class ModelRunner:
         tensors = [torch.from_numpy(np.ascontiguousarray(t)).to(self.device) for t in batch]
         sizes = [tuple(int(s) for s in t.shape[-2:]) for t in tensors]
         with torch.inference_mode(), self._autocast():
-            images, _ = model.transform(tensors)
+            images, _ = _unshrunk(model.transform, sizes)(tensors)
             features = model.backbone(images.tensors)
             if isinstance(features, torch.Tensor):
                 features = OrderedDict([("0", features)])
@@ -249,6 +251,33 @@ class ModelRunner:
                 boxes = resize_boxes(det["boxes"].float(), resized, size)
                 out.append(_box_detections(boxes, det["scores"], det["labels"], det["masks"], size))
         return out
+
+
+def _unshrunk(transform: Any, sizes: list[tuple[int, int]]) -> Any:
+    """A copy of torchvision's transform that never shrinks these tiles.
+
+    torchvision resizes each image so that its short side is ``min_size`` (and its long side
+    at most ``max_size``); ``min_size`` and ``max_size`` are raised to the tiles' own sides,
+    so tiles larger than the model's ``min_size`` keep their scale, and smaller ones are
+    enlarged as before. A copy: the cached model is shared between threads.
+
+    >>> from torchvision.models.detection.transform import GeneralizedRCNNTransform
+    >>> t = GeneralizedRCNNTransform(256, 1024, [0.0] * 3, [1.0] * 3)
+    >>> u = _unshrunk(t, [(512, 480)])
+    >>> u.min_size, u.max_size, t.min_size
+    ((480,), 1024, (256,))
+    """
+    import copy
+
+    short = min(min(size) for size in sizes)
+    longest = max(max(size) for size in sizes)
+    floor = min(int(v) for v in transform.min_size)
+    if short <= floor and longest <= transform.max_size:
+        return transform
+    unshrunk = copy.copy(transform)
+    unshrunk.min_size = (max(floor, short),)
+    unshrunk.max_size = max(int(transform.max_size), longest)
+    return unshrunk
 
 
 class _MaskChoice:
