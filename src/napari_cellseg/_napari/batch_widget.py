@@ -24,7 +24,7 @@ from qtpy.QtWidgets import QHeaderView, QSizePolicy
 from napari_cellseg._napari._batch_jobs import BatchFailed, patterns, read_result, run_batch_job
 from napari_cellseg._napari._batch_stacks import BatchStackRows
 from napari_cellseg._napari._channel_row import BatchChannelRow
-from napari_cellseg._napari._common import track_task
+from napari_cellseg._napari._common import WEIGHT_FILTER, track_task
 from napari_cellseg._napari._diameter_row import DiameterRow
 from napari_cellseg._napari._segment_options import THRESHOLD_NAMES, TTA_LABELS
 from napari_cellseg._napari._session import session_for
@@ -36,7 +36,6 @@ from napari_cellseg.events import Notice, Progress
 from napari_cellseg.families import FAMILIES
 from napari_cellseg.params import PredictParams, describe_post, field_info
 
-WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin"
 REFRESH_MS = 250  # status and progress are refreshed at most 4 times a second
 COLUMNS = ["file", "reason"]
 STAGES = {"stitch": "stitching in 3D", "link": "linking over time"}

@@ -23,7 +23,12 @@ from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
-from napari_cellseg._napari._common import ThrottledProgress, layer_choices, track_task
+from napari_cellseg._napari._common import (
+    WEIGHT_FILTER,
+    ThrottledProgress,
+    layer_choices,
+    track_task,
+)
 from napari_cellseg._napari._diameter_row import physical_pixel_size
 from napari_cellseg._napari._evaluate_jobs import (
     Comparison,
@@ -49,7 +54,6 @@ from napari_cellseg.diameters import parse_diameter
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import Progress
 
-WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin"
 LAYER_WIDGETS = ("prediction_layer", "ground_truth_layer", "image_layer")
 FOLDER_WIDGETS = ("prediction_folder", "ground_truth_folder", "image_folder")
 MODELS_HEADER = "Compare two models, tune model A"
