@@ -250,6 +250,12 @@ def layer_choice(layer: Image) -> ChannelChoice:
     return choice
 
 
+def layer_data_axes(layer: Image) -> str:
+    """Axis letters of the layer's data with the channel axis of :func:`layer_choice`."""
+    shape = tuple(layer_data(layer).shape)
+    return _channels.data_axes(shape, layer_choice(layer).axis, rgb=bool(layer.rgb))
+
+
 @dataclass(frozen=True)
 class LayerChannels:
     """An image layer's data and axes as its channel choice says, and the chosen channels.
@@ -280,7 +286,7 @@ def layer_channels(layer: Image, layers: Sequence[Image] = ()) -> LayerChannels:
     choice = layer_choice(layer)
     data = layer_data(layer)
     shape = tuple(int(n) for n in data.shape)
-    axes = _channels.data_axes(shape, choice.axis, rgb=bool(layer.rgb))
+    axes = layer_data_axes(layer)
     if isinstance(choice.helper, str):
         helper = next(
             (other for other in layers if other is not layer and other.name == choice.helper
