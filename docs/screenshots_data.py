@@ -17,8 +17,14 @@ sample and the "Cell segmentation" dock, the bundled demo U-Net), then:
    as QuPath GeoJSON (``guide_9_export.png``);
 5. writes a small pyramidal OME-TIFF (the H&E sample tiled 2 × 2, three levels), segments it
    with ``cellseg predict --labels-format zarr`` and opens both through the plugin's reader
-   as multiscale layers (``guide_11_slide.png``).
+   as multiscale layers (``guide_11_slide.png``);
+6. writes that z-stack and that time-lapse as ImageJ TIFFs to a folder and segments it in
+   the Batch dialog with **Stitch 3D** and **Link over time** ticked, opening the movie's
+   result (``guide_2_batch_stacks.png``);
+7. exports the demo U-Net with the Segment tab's **Export model (bioimage.io)…** and picks
+   the package as the weights (``guide_10_bioimageio.png``).
 
+Steps 6 and 7 run before step 5, which replaces the viewer's layers.
 ``--only NAME ...`` runs only the steps of the named screenshots. Napari-cellseg's settings
 go to a temporary folder, removed at the end (``--work DIR`` keeps it).
 """
@@ -211,12 +217,91 @@ class DataGuide(Guide):
         self.dismiss_notifications()
         self.shot("guide_11_slide")
 
+    def step_batch_stacks(self) -> None:
+        """The Batch dialog with Stitch 3D and Link over time over a z-stack and a movie."""
+        import tifffile
+
+        self.dismiss_notifications()
+        folder = self.work / "stacks"
+        folder.mkdir(parents=True, exist_ok=True)
+        crop = fluorescence(self)[:192, :192]
+        zstack = np.stack([np.roll(crop, (z, z), axis=(0, 1)) for z in range(8)])
+        tifffile.imwrite(
+            folder / "zstack.tif", zstack.astype(np.uint8), imagej=True,
+            metadata={"axes": "ZYX", "spacing": 2.0}, resolution=(1.0, 1.0),
+        )  # fmt: skip
+        movie = moving_discs()
+        tifffile.imwrite(folder / "movie.tif", movie, imagej=True, metadata={"axes": "TYX"})
+        main = qt_dock_of(self.dock)
+        main.hide()  # room for the dialog; shown again at the end
+        dock, batch = self.viewer.window.add_plugin_dock_widget(PLUGIN, "Batch segment folder…")
+        batch = batch.cellseg_widget
+        batch.input.value = folder
+        batch.weights.value = DEMO_WEIGHTS
+        batch.device.value = "cpu"
+        batch.joining.stitch_3d.value = True
+        batch.joining.link_time.value = True
+        pump(10)
+        click(batch.start)
+        waited = wait_until(lambda: not batch.running, "batch")
+        print(f"  batch in {waited:.0f} s: {batch.summary_line.value}", flush=True)
+        batch.result.value = "movie.tif"
+        before = len(self.viewer.layers)
+        click(batch.open_result)
+        wait_until(lambda: len(self.viewer.layers) == before + 2, "opening a batch result")
+        labels = self.layer("movie · labels")
+        for t, frame in enumerate(np.asarray(labels.data)):
+            print(f"  frame {t}: ids {sorted(np.unique(frame[frame > 0]).tolist())}", flush=True)
+        self.show_only("movie", "movie · labels")
+        self.viewer.dims.set_current_step(0, 3)
+        self.dismiss_notifications()
+        self.shot("guide_2_batch_stacks")
+        self.viewer.window.remove_dock_widget(dock)
+        for name in ("movie", "movie · labels"):
+            self.viewer.layers.remove(name)
+        self.show_only(FLUO)
+        main.show()
+        pump(10)
+
+    def step_model_export(self) -> None:
+        """The Segment tab's Export model (bioimage.io)…, then the package as the weights."""
+        seg = self.dock.segment
+        self.dismiss_notifications()
+        self.tab(0)
+        seg.image_layer.value = self.layer(FLUO)
+        seg._weights.value = DEMO_WEIGHTS
+        pump(10)
+        export = seg.model_export
+        export.export(self.work / "unet_dsb_bioimageio.zip")  # what the save dialog returns
+        waited = wait_until(lambda: not export.running, "bioimage.io export")
+        print(f"  exported in {waited:.0f} s: {export.status.value}", flush=True)
+        seg._weights.value = export.written  # the picker takes the package itself
+        pump(10)
+        print(f"  card of the package: {seg.model_card.name}", flush=True)
+        self.show_only(FLUO)
+        self.viewer.layers.selection.active = self.layer(FLUO)
+        self.dismiss_notifications()
+        self.shot("guide_10_bioimageio")
+        seg._weights.value = DEMO_WEIGHTS
+
+
+def qt_dock_of(widget):
+    """The QDockWidget that holds ``widget`` (to hide it for a while)."""
+    from qtpy.QtWidgets import QDockWidget
+
+    native = getattr(widget, "native", widget)
+    while native is not None and not isinstance(native, QDockWidget):
+        native = native.parentWidget()
+    return native
+
 
 STEPS = {
     "guide_2_channels": "step_channels",
     "guide_2_zstack": "step_zstack",
     "guide_2_timelapse": "step_timelapse",
     "guide_9_export": "step_export",
+    "guide_2_batch_stacks": "step_batch_stacks",
+    "guide_10_bioimageio": "step_model_export",
     "guide_11_slide": "step_slide",
 }
 

@@ -290,3 +290,20 @@ def test_import_refuses_a_package_it_does_not_reproduce(
     err = capsys.readouterr().err.strip()
     assert "do not reproduce the package's test output" in err and "\n" not in err
     assert not out.exists()
+
+
+def test_an_unzipped_package_is_named_by_its_description_file(exported, tmp_path: Path) -> None:
+    """A file dialog picks ``bioimageio.yaml`` (or ``rdf.yaml``), not the folder."""
+    from napari_cellseg.models.weights import weights_root
+
+    folder = _unzip(exported[1], tmp_path / "unzipped")
+    rdf = folder / "bioimageio.yaml"
+    assert weights_root(rdf) == folder and weights_root(exported[1]) == exported[1]
+    assert read_card(rdf).name == read_card(exported[0]).name == "small grey unet"
+    from_rdf, from_zip = load_weights(rdf), load_weights(exported[1])
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(from_rdf.model(x), from_zip.model(x))
+    renamed = folder / "rdf.yaml"
+    rdf.rename(renamed)
+    assert read_card(renamed).name == "small grey unet"

@@ -310,3 +310,71 @@ def test_the_channel_choice_reaches_the_batch_and_its_recipe(
     widget.file_axes.value = "CQX"
     widget.start.clicked.emit()
     assert not widget.running and "file axes 'CQX'" in errors_shown[-1]
+
+
+def disk_stack(planes: int = 3, size: int = 96) -> np.ndarray:
+    """The same bright disks in every plane, a little noisier each plane."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:size, :size]
+    base = rng.integers(0, 20, (size, size)).astype(np.int16)
+    for cy in range(12, size, 24):
+        for cx in range(12, size, 24):
+            base[(yy - cy) ** 2 + (xx - cx) ** 2 < rng.integers(6, 10) ** 2] = 200
+    noisy = [np.clip(base + rng.integers(-8, 8, base.shape), 0, 255) for _ in range(planes)]
+    return np.stack(noisy).astype(np.uint8)
+
+
+def test_the_stack_options_stitch_and_link_and_enter_the_recipe(
+    make_napari_viewer, qtbot, tmp_path, errors_shown
+) -> None:
+    import json
+
+    import torch
+
+    from napari_cellseg.labels.stitching import link_frames, stitch_planes
+
+    torch.manual_seed(0)  # its own thresholds: several objects on these disks
+    card = ModelCard.for_model("unet", TINY_UNET)
+    card.postprocess = {"prob_threshold": 0.7, "min_size": 5}
+    weights = save_weights(build_model("unet", **TINY_UNET), card, tmp_path / "w.safetensors")
+    folder = tmp_path / "stacks"
+    folder.mkdir()
+    tifffile.imwrite(folder / "stack.tif", disk_stack(), photometric="minisblack")
+    widget = make_widget(make_napari_viewer, qtbot, weights, folder, tmp_path / "plain")
+    assert widget.stitch_iou.native.isHidden() and widget.z_spacing.native.isHidden()
+    params = widget._batch_kwargs()["params"]
+    assert not params.stitch_3d and not params.link_time and params.z_spacing is None
+    assert widget.z_spacing.native.text() == "from each file"
+    run_to_end(qtbot, widget)
+    flat = tifffile.imread(tmp_path / "plain" / "stack_labels.tif")
+    assert flat.shape == (3, 96, 96) and flat.max() > 0
+
+    widget.joining.stitch_3d.value = True
+    assert not widget.stitch_iou.native.isHidden() and not widget.z_spacing.native.isHidden()
+    assert widget.max_gap.native.isHidden()
+    widget.z_spacing.value = 2.0
+    widget.output.value = tmp_path / "3d"
+    run_to_end(qtbot, widget)
+    assert errors_shown == [] and widget.summary.done == 1
+    joined = tifffile.imread(tmp_path / "3d" / "stack_labels.tif")
+    np.testing.assert_array_equal(joined, stitch_planes(flat.astype(np.int64), z_spacing=2.0))
+    recipe = json.loads((tmp_path / "3d" / "batch_manifest.json").read_text())["recipe"]
+    assert recipe["params"]["stitch_3d"] and recipe["params"]["z_spacing"] == 2.0
+    assert "link_time" not in recipe["params"]  # off: left out (folders before it resume)
+    widget.stitch_iou.value = 0.5  # another recipe: refused without "Replace…"
+    run_to_end(qtbot, widget)
+    assert "stitch_iou 0.25 -> 0.5" in errors_shown[-1]
+
+    widget.joining.stitch_3d.value = False
+    widget.joining.link_time.value = True
+    assert not widget.max_gap.native.isHidden() and widget.z_spacing.native.isHidden()
+    widget.max_gap.value = 0
+    widget.file_axes.value = "TYX"  # the frames of a time-lapse
+    widget.output.value = tmp_path / "linked"
+    run_to_end(qtbot, widget)
+    assert widget.summary.done == 1
+    linked = tifffile.imread(tmp_path / "linked" / "stack_labels.tif")
+    np.testing.assert_array_equal(linked, link_frames(flat.astype(np.int64), 0.5, max_gap=0))
+    recipe = json.loads((tmp_path / "linked" / "batch_manifest.json").read_text())["recipe"]
+    assert recipe["params"]["link_time"] and recipe["params"]["max_gap"] == 0
+    assert "z_spacing" not in recipe["params"]

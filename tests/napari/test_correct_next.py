@@ -162,3 +162,23 @@ def test_a_possible_missed_object_is_shown_with_a_free_label(setup) -> None:
     assert tuple(camera(viewer).center[-2:]) == pytest.approx((24.5, 24.5))
     panel.next_object()
     assert layer.selected_label == 3
+
+
+def test_next_object_segments_the_layers_chosen_channel(setup) -> None:
+    """A two-channel C, Y, X layer: its stored channel choice (signal c1), as in Segment."""
+    from napari_cellseg._napari._channels import ChannelChoice, store_choice
+
+    panel, viewer = setup.panel, setup.viewer
+    two = np.stack([np.zeros_like(clear_image()), clear_image()])
+    image = viewer.add_image(two, name="cells")
+    store_choice(image.metadata, ChannelChoice(axis=0, signal=1))
+    labels = np.zeros((64, 64), np.uint16)
+    labels[6:22, 6:22] = 4
+    labels[28:36, 50:60] = 7
+    layer = viewer.add_labels(labels, name="cells · mine")
+    viewer.layers.selection.active = layer
+    setup.widget.image_layer.value = image
+    panel.next_object()
+    _wait(setup)
+    assert layer.selected_label == 7  # as on the one-channel image: channel 1 was segmented
+    assert "TTA copies disagree (IoU 0.00)" in panel.object_info.value

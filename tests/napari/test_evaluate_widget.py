@@ -375,3 +375,38 @@ def test_compare_and_tune_use_the_segment_tabs_diameter(
     wait_done(qtbot, widget)
     assert received["tune"] == pytest.approx(24.0)
     assert errors == ["stopped by the test"]
+
+
+def test_compare_segments_the_layers_chosen_channels(
+    make_napari_viewer, qtbot, two_models, errors
+) -> None:
+    """A C, Y, X layer is compared as the Segment tab segments it: its stored choice."""
+    from napari_cellseg._napari._channels import ChannelChoice, store_choice
+    from napari_cellseg.inference import predict
+    from napari_cellseg.models import load_weights
+    from napari_cellseg.params import PredictParams
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 255, (2, 64, 80), np.uint8)
+    data[1, 20:40, 20:50] = 250
+    viewer, widget = make_widget(make_napari_viewer, qtbot)
+    image = viewer.add_image(data, name="two channels")
+    store_choice(image.metadata, ChannelChoice(axis=0, signal=1, helper=0))
+    truth = viewer.add_labels((data[1] > 200).astype(np.uint16), name="truth")
+    widget.image_layer.value, widget.ground_truth_layer.value = image, truth
+    widget.weights_a.value, widget.weights_b.value = two_models
+    widget.device.value = "cpu"
+    _, (chosen,) = widget._comparison_images()
+    assert (chosen.axes, chosen.signal, chosen.helper) == ("CYX", 1, 0)
+    widget.compare.clicked.emit()
+    wait_done(qtbot, widget)
+    assert errors == []
+    added = viewer.layers["two channels · A: first"]
+    assert added.data.shape == (64, 80)  # no channel axis in the result
+    params = PredictParams(axes="CYX", channels=(1, 0, 1), device="cpu")
+    expected = predict(data, load_weights(two_models[0]), params).labels
+    np.testing.assert_array_equal(added.data, expected)
+
+    store_choice(image.metadata, ChannelChoice(axis=0, signal=5))  # no longer fits
+    widget.compare.clicked.emit()
+    assert not widget.running and "signal channel 5 is out of range" in errors[-1]

@@ -162,7 +162,7 @@ def test_one_plane_result_over_a_stack(make_napari_viewer, qtbot, errors) -> Non
     viewer, widget = make_widget(make_napari_viewer, qtbot)
     stack = np.zeros((3, 32, 32), np.uint8)
     stack[1] = 50
-    viewer.add_image(stack, name="stack")
+    viewer.add_image(stack, name="stack", axis_labels=("z", "y", "x"))  # not 3 channels
     plane = np.zeros((32, 32), np.uint16)
     plane[4:10, 4:10] = 1
     labels = viewer.add_labels(plane, name="stack · demo U-Net", metadata={"plane": (1,)})
@@ -175,3 +175,24 @@ def test_one_plane_result_over_a_stack(make_napari_viewer, qtbot, errors) -> Non
     measure(qtbot, widget)
     assert widget.table["z"].tolist() == [2]
     assert widget.table["mean_intensity_c0"].tolist() == [0]
+
+
+def test_a_channel_axis_gives_intensities_per_channel(make_napari_viewer, qtbot, errors) -> None:
+    """The image layer's channel choice (the Segment tab's) says which axis holds channels."""
+    from napari_cellseg._napari._channels import ChannelChoice, store_choice
+
+    viewer, widget = make_widget(make_napari_viewer, qtbot)
+    data = np.zeros((4, 2, 32, 32), np.uint8)  # Z, C, Y, X
+    data[:, 0] = 10
+    data[:, 1] = 200
+    data[2, 1] = 100
+    image = viewer.add_image(data, name="zc")
+    store_choice(image.metadata, ChannelChoice(axis=1, signal=0))
+    plane = np.zeros((32, 32), np.uint16)
+    plane[4:10, 4:10] = 1
+    viewer.add_labels(plane, name="zc · demo U-Net", metadata={"plane": (2,)})
+    measure(qtbot, widget)
+    assert errors == []
+    assert widget.table["z"].tolist() == [2]
+    assert widget.table["mean_intensity_c0"].tolist() == [10]
+    assert widget.table["mean_intensity_c1"].tolist() == [100]

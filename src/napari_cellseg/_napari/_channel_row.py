@@ -12,8 +12,8 @@ computes it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -137,14 +137,7 @@ class ChannelRow:
         """Show ``layer``'s channels: its stored choice, else a guess."""
         self._layer = layer
         shape = tuple(layer_data(layer).shape) if layer is not None else ()
-        choice = _channels.stored_choice(layer.metadata) if layer is not None else None
-        if choice is None or (choice.axis is not None and choice.axis >= len(shape)):
-            axis = None
-            if layer is not None:
-                labels = getattr(layer, "axis_labels", None)
-                axis = _channels.guess_channel_axis(shape, rgb=bool(layer.rgb), axis_labels=labels)
-            rgb = layer is not None and bool(layer.rgb)
-            choice = ChannelChoice(axis, None if rgb else 0, None)
+        choice = layer_choice(layer) if layer is not None else ChannelChoice(None, 0, None)
         axis_choices: list[tuple[str, int | None]] = [("none", None)]
         axis_choices += [(f"axis {i} ({n})", i) for i, n in enumerate(shape[:-2] or ())]
         if len(shape) >= 3:  # channels last: the last axis
@@ -242,6 +235,76 @@ class ChannelRow:
         self._show_inputs()
         if self.on_change is not None:
             self.on_change()
+
+
+def layer_choice(layer: Image) -> ChannelChoice:
+    """The layer's channel choice: kept in its metadata by the Segment tab, else the guess
+    that tab shows for it (channel axis from shape and axis labels; signal c0, or all
+    channels of a colour layer)."""
+    shape = tuple(layer_data(layer).shape)
+    choice = _channels.stored_choice(layer.metadata)
+    if choice is None or (choice.axis is not None and choice.axis >= len(shape)):
+        labels = getattr(layer, "axis_labels", None)
+        axis = _channels.guess_channel_axis(shape, rgb=bool(layer.rgb), axis_labels=labels)
+        choice = ChannelChoice(axis, None if layer.rgb else 0, None)
+    return choice
+
+
+def layer_data_axes(layer: Image) -> str:
+    """Axis letters of the layer's data with the channel axis of :func:`layer_choice`."""
+    shape = tuple(layer_data(layer).shape)
+    return _channels.data_axes(shape, layer_choice(layer).axis, rgb=bool(layer.rgb))
+
+
+@dataclass(frozen=True)
+class LayerChannels:
+    """An image layer's data and axes as its channel choice says, and the chosen channels.
+
+    ``signal`` ``None``: every channel, as a model's card says (no channel axis, or "all").
+    """
+
+    data: Any
+    axes: str
+    signal: int | None = None
+    helper: int | None = None
+
+    def channels(self, card: Any) -> tuple[int, ...] | None:
+        """``PredictParams.channels`` for a model with this ``card`` (as the Segment tab)."""
+        inputs = _inputs(card)
+        if self.signal is None or inputs is None:
+            return None
+        return _channels.model_channels(self.signal, self.helper, *inputs)
+
+
+def layer_channels(layer: Image, layers: Sequence[Image] = ()) -> LayerChannels:
+    """What the Segment tab would segment of ``layer`` (all its planes), for other tabs.
+
+    The layer's channel choice (:func:`layer_choice`) gives its axes; a helper layer
+    (named in the choice, looked up in ``layers``) is stacked behind it as channel 1. Raises
+    CellsegError (one line) when the choice no longer fits the layer.
+    """
+    choice = layer_choice(layer)
+    data = layer_data(layer)
+    shape = tuple(int(n) for n in data.shape)
+    axes = layer_data_axes(layer)
+    if isinstance(choice.helper, str):
+        helper = next(
+            (other for other in layers if other is not layer and other.name == choice.helper
+             and tuple(layer_data(other).shape) == shape),
+            None,
+        )  # fmt: skip
+        if helper is None:
+            raise CellsegError(
+                f"helper layer {choice.helper!r} of {layer.name!r} is gone or no longer has "
+                "its shape; choose another helper in the Segment tab"
+            )
+        stacked = np.stack([np.asarray(data), np.asarray(layer_data(helper))], axis=-1)
+        return LayerChannels(stacked, axes + "C", 0, 1)
+    _channels.check_choice(choice, shape, layer.name)
+    if choice.axis is None:
+        return LayerChannels(data, axes)
+    helper_index = choice.helper if isinstance(choice.helper, int) else None
+    return LayerChannels(data, axes, choice.signal, helper_index)
 
 
 def _inputs(card: Any) -> tuple[int, str] | None:

@@ -8,6 +8,10 @@ from typing import Any
 
 from magicgui.widgets import ComboBox
 
+#: What the weight pickers offer: weight files and bioimage.io packages (zipped, or an
+#: unzipped one's description file; ``models.load_weights`` reads all of them).
+WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin *.zip bioimageio.yaml rdf.yaml"
+
 #: Overrides where the widgets keep settings and autosaves (tests point it at a temp folder).
 CONFIG_ENV = "NAPARI_CELLSEG_CONFIG_DIR"
 

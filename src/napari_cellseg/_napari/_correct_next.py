@@ -11,6 +11,7 @@ worker, unless the ranking already did).
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,11 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QListWidget, QListWidgetItem
 
+from napari_cellseg import models
 from napari_cellseg._napari import _correct_helpers as helpers
+from napari_cellseg._napari._channel_row import layer_channels
 from napari_cellseg._napari._common import ThrottledProgress, track_task
-from napari_cellseg._napari._layers import layer_axes, layer_data, put_labels, result_name
+from napari_cellseg._napari._layers import put_labels, result_name
 from napari_cellseg._napari._threads import with_gui_threads
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.labels import editing
@@ -43,7 +46,6 @@ def objects_job(
     data: Any, axes: str, labels: np.ndarray, weights: Path, params: Any
 ) -> Generator[Any, None, Any]:
     """The objects of ``labels`` over ``data``, most doubtful first (in the worker)."""
-    from dataclasses import replace
 
     from napari_cellseg.inference.uncertainty import iter_uncertainty
 
@@ -228,7 +230,11 @@ class CorrectNextPanel(Container):
             raise CellsegError("choose the image the labels belong to (Image, above)")
         weights, params = self._model()
         data = np.asarray(labels.data).copy()  # the user may paint while the worker reads
-        args = (layer_data(image), layer_axes(image), data, weights, params)
+        # as the Segment tab segments it: the layer's channel choice (axis, signal, helper)
+        chosen = layer_channels(image, [ly for ly in self._viewer.layers if isinstance(ly, Image)])
+        card = weights.card if hasattr(weights, "card") else models.read_card(weights)
+        params = replace(params, channels=chosen.channels(card))
+        args = (chosen.data, chosen.axes, data, weights, params)
         self.status.value = f"scoring the objects of {labels.name}…"
 
         def scored(objects: list[Any]) -> None:

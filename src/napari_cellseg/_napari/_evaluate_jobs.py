@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_cellseg._napari._channels import model_channels
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import Progress, relay
 from napari_cellseg.io.images import LABEL_SUFFIXES, SUPPORTED_IMAGE_SUFFIXES
@@ -28,6 +29,22 @@ class EvalImage:
     data: Any
     axes: str | None
     ground_truth: np.ndarray
+    signal: int | None = None  # an image layer's channel choice; None: as the card says
+    helper: int | None = None
+
+    def channels(self, card: Any) -> tuple[int, ...] | None:
+        """``PredictParams.channels`` for a model with ``card`` (the Segment tab's mapping).
+
+        >>> from types import SimpleNamespace as S
+        >>> rgb = S(input_channels=3, channel_handling="rgb")
+        >>> EvalImage("a", None, "CYX", None, 1, 0).channels(rgb)
+        (1, 0, 1)
+        >>> EvalImage("b", None, None, None).channels(rgb) is None
+        True
+        """
+        if self.signal is None:
+            return None
+        return model_channels(self.signal, self.helper, card.input_channels, card.channel_handling)
 
 
 @dataclass
@@ -171,7 +188,10 @@ def iter_compare(
         for title, model in models.items():
             message = f"{title}: segmenting {image.name} ({i}/{len(images)})…"
             # the model's thresholds; the Segment tab's diameter
-            params = PredictParams(axes=image.axes, device=device, diameter=diameter)
+            params = PredictParams(
+                axes=image.axes, device=device, diameter=diameter,
+                channels=image.channels(model.card),  # the layer's choice, for this model
+            )  # fmt: skip
             # the Segment tab's job: one core left to the viewer, a large plane in blocks
             job = predict_job(image.data, model, params)
             unit = "blocks" if in_blocks(image.data.shape, image.axes) else "tiles"
@@ -250,7 +270,9 @@ def iter_tune(
         image = item() if callable(item) else item
         return ValidationImage(image.name, image.data, image.axes, image.ground_truth)
 
-    params = PredictParams(device=device, diameter=diameter)
+    layer = images[0] if len(images) == 1 and isinstance(images[0], EvalImage) else None
+    channels = layer.channels(model.card) if layer is not None else None  # its choice
+    params = PredictParams(device=device, diameter=diameter, channels=channels)
     done, message = 0, f"tuning {weights.name}: segmenting image 1 of {n}…"
     with gui_torch_threads():
 

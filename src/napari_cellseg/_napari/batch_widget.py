@@ -22,8 +22,9 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHeaderView, QSizePolicy
 
 from napari_cellseg._napari._batch_jobs import BatchFailed, patterns, read_result, run_batch_job
+from napari_cellseg._napari._batch_stacks import BatchStackRows
 from napari_cellseg._napari._channel_row import BatchChannelRow
-from napari_cellseg._napari._common import track_task
+from napari_cellseg._napari._common import WEIGHT_FILTER, track_task
 from napari_cellseg._napari._diameter_row import DiameterRow
 from napari_cellseg._napari._segment_options import THRESHOLD_NAMES, TTA_LABELS
 from napari_cellseg._napari._session import session_for
@@ -35,14 +36,28 @@ from napari_cellseg.events import Notice, Progress
 from napari_cellseg.families import FAMILIES
 from napari_cellseg.params import PredictParams, describe_post, field_info
 
-WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin"
 REFRESH_MS = 250  # status and progress are refreshed at most 4 times a second
 COLUMNS = ["file", "reason"]
+STAGES = {"stitch": "stitching in 3D", "link": "linking over time"}
 
 
 def _options(name: str) -> dict[str, Any]:
     """Label, tooltip and bounds of a ``PredictParams`` field's widget (its metadata)."""
     return field_info(PredictParams, name).widget_options()
+
+
+def _activity(event: Progress) -> str:
+    """A progress line: ``"cells.tif: tile 3/12"``, or the plane or frame when joining.
+
+    >>> _activity(Progress("blocks", 2, 5, "big.tif"))
+    'big.tif: block 2/5'
+    >>> _activity(Progress("link", 3, 9, "frame 3/9"))
+    'linking over time: frame 3/9'
+    """
+    if event.stage in STAGES:  # stitching / linking: the message counts planes or frames
+        return f"{STAGES[event.stage]}: {event.message}"
+    unit = "block" if event.stage == "blocks" else "tile"  # blocks: large images
+    return f"{event.message}: {unit} {event.done}/{event.total}"
 
 
 class BatchWidget(mw.Container):
@@ -87,6 +102,7 @@ class BatchWidget(mw.Container):
         )
         self._diameter = DiameterRow(measure=False, allow_default=True)
         self._channels = BatchChannelRow()
+        self._stacks = BatchStackRows()  # stitch 3D / link over time
         self._thresholds = mw.Label(name="thresholds", label="Thresholds", value="")
         self._measure = mw.CheckBox(name="measure", text="Measure objects (CSV)")
         self._geojson = mw.CheckBox(name="export_geojson", text="QuPath GeoJSON")
@@ -124,6 +140,7 @@ class BatchWidget(mw.Container):
         self.extend([self._input, self._recursive, self._include, self._exclude, self._output])
         self.extend([self._weights, self._device, self._tile, self._overlap, self._tta])
         self.extend(self._channels.widgets)
+        self.extend(self._stacks.widgets)
         self.extend([self._diameter.container, self._thresholds, self._measure, exports])
         self.extend([self._scheduler, self._workers, self._overwrite, buttons, self._progress])
         self.extend([self._status, self._summary, self._errors, self._result_box, self._open])
@@ -245,6 +262,7 @@ class BatchWidget(mw.Container):
             tta=int(self._tta.value),
             post=self.post_params(),  # None: the model's own thresholds
             diameter=self._diameter.spec(),
+            **self._stacks.params_values(),  # stitch_3d, link_time, ...: the Stacks rows
         )
         local = self._scheduler.value == "local"
         return {
@@ -279,8 +297,7 @@ class BatchWidget(mw.Container):
             if event.stage == "files":
                 self._files = (event.done, event.total)
             else:
-                unit = "block" if event.stage == "blocks" else "tile"  # blocks: large images
-                self._activity = f"{event.message}: {unit} {event.done}/{event.total}"
+                self._activity = _activity(event)
         elif isinstance(event, FileResult):
             if event.status == "failed":
                 self._failed.append(event)

@@ -23,7 +23,13 @@ from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
-from napari_cellseg._napari._common import ThrottledProgress, layer_choices, track_task
+from napari_cellseg._napari._channel_row import layer_channels
+from napari_cellseg._napari._common import (
+    WEIGHT_FILTER,
+    ThrottledProgress,
+    layer_choices,
+    track_task,
+)
 from napari_cellseg._napari._diameter_row import physical_pixel_size
 from napari_cellseg._napari._evaluate_jobs import (
     Comparison,
@@ -36,7 +42,7 @@ from napari_cellseg._napari._evaluate_jobs import (
     iter_tune,
     save_tuned_copy,
 )
-from napari_cellseg._napari._layers import layer_axes, layer_data, put_labels, result_name
+from napari_cellseg._napari._layers import put_labels, result_name
 from napari_cellseg._napari._metrics_table import (
     fill_metrics_table,
     make_metrics_table,
@@ -49,7 +55,6 @@ from napari_cellseg.diameters import parse_diameter
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import Progress
 
-WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin"
 LAYER_WIDGETS = ("prediction_layer", "ground_truth_layer", "image_layer")
 FOLDER_WIDGETS = ("prediction_folder", "ground_truth_folder", "image_folder")
 MODELS_HEADER = "Compare two models, tune model A"
@@ -263,7 +268,11 @@ class EvaluateWidget(Container):
             return None, folder_images(Path(images), Path(gt))
         layer = self._require("image_layer", "an Image layer")
         gt = self._require("ground_truth_layer", "a ground-truth Labels layer")
-        image = EvalImage(layer.name, layer_data(layer), layer_axes(layer), np.asarray(gt.data))
+        # as the Segment tab would segment it: the layer's channel choice (axis, signal, helper)
+        chosen = layer_channels(layer, [ly for ly in self._viewer.layers if isinstance(ly, Image)])
+        image = EvalImage(
+            layer.name, chosen.data, chosen.axes, np.asarray(gt.data), chosen.signal, chosen.helper
+        )
         return layer, [image]
 
     def _compared(self, result: Comparison, image_layer: Image | None) -> None:

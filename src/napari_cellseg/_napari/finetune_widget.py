@@ -19,7 +19,7 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QMessageBox, QSizePolicy
 
-from napari_cellseg._napari._common import track_task
+from napari_cellseg._napari._common import WEIGHT_FILTER, track_task
 from napari_cellseg._napari._finetune_monitor import TrainingMonitor, make_curves
 from napari_cellseg._napari._finetune_parts import (
     BASE_COLUMN,
@@ -38,7 +38,6 @@ from napari_cellseg.events import EpochEnd, Notice, TrainingFinished
 from napari_cellseg.training.checkpoints import checkpoint_path_for
 from napari_cellseg.training.loop import iter_train
 
-WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin"
 MIN_WIDTH = 430  # pixels: room for a file name in the fields and the status text
 
 

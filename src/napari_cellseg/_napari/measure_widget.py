@@ -30,8 +30,9 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
 from napari_cellseg._napari import _correct_helpers as helpers
+from napari_cellseg._napari._channel_row import layer_data_axes
 from napari_cellseg._napari._common import layer_choices, rebuild_choices
-from napari_cellseg._napari._layers import current_plane, layer_axes, layer_data, lead_count
+from napari_cellseg._napari._layers import current_plane, layer_data, lead_count
 from napari_cellseg._napari._measure_jobs import (
     SUMMARY_STATS,
     measure_layer_arrays,
@@ -165,11 +166,15 @@ class MeasureWidget(Container):
             "pixel_size_um": self.pixel_size.value or None,
         }
         if image is not None:
-            axes = layer_axes(image)
+            data = layer_data(image)
+            axes = layer_data_axes(image)  # the layer's channel axis, as the Segment tab
             plane = layer.metadata.get("plane") if isinstance(layer.metadata, dict) else None
             if plane is None and lead_count(axes) and np.ndim(layer.data) == 2:
-                plane = current_plane(image, self._viewer)
-            inputs.update(image=layer_data(image), axes=axes, plane=plane, image_name=image.name)
+                plane = current_plane(image, self._viewer, axes)
+            if "C" in axes[:-1]:  # channels last: the T/Z axes lead, as the planes index them
+                data = np.moveaxis(np.asarray(data), axes.index("C"), -1)
+                axes = axes.replace("C", "") + "C"
+            inputs.update(image=data, axes=axes, plane=plane, image_name=image.name)
         return inputs
 
     def measure(self) -> Any:

@@ -24,8 +24,9 @@ from napari.utils.notifications import show_error
 from napari_cellseg import models
 from napari_cellseg._napari import _layers
 from napari_cellseg._napari._channel_row import ChannelRow
-from napari_cellseg._napari._common import CONFIG_ENV, SyncGuard, rebuild_choices
+from napari_cellseg._napari._common import CONFIG_ENV, WEIGHT_FILTER, SyncGuard, rebuild_choices
 from napari_cellseg._napari._diameter_row import DiameterRow, physical_pixel_size
+from napari_cellseg._napari._model_export import ModelExport
 from napari_cellseg._napari._segment_options import SegmentOptions, build_request
 from napari_cellseg._napari._segment_run import SegmentRun
 from napari_cellseg._napari._session import session_for
@@ -34,7 +35,6 @@ from napari_cellseg.errors import CellsegError
 
 log = logging.getLogger(__name__)
 
-WEIGHT_FILTER = "*.safetensors *.pt *.pth *.bin"
 RECENT_FILE = "recent_weights.json"
 CARD_MAX_HEIGHT = 180  # pixels: room for a full summary without filling the dock
 NO_FILE_TEXT = "No weight file chosen: pick one above or from the recent list."
@@ -108,6 +108,10 @@ class SegmentWidget(Container):
         self._card = TextEdit(name="card", label="Model", value=NO_FILE_TEXT)
         self._card.read_only = True
         self._card.native.setMaximumHeight(CARD_MAX_HEIGHT)
+        self._model_export = ModelExport(
+            lambda: self.weights_path, lambda: self._model_card, viewer=viewer,
+            parent=self.native, report_error=self._report_error,
+        )  # fmt: skip
         self._options = SegmentOptions()
         self._channels = ChannelRow()
         self._channels.image_layers = lambda: [layer for _, layer in self._image_choices()]
@@ -117,8 +121,9 @@ class SegmentWidget(Container):
         )
         self.extend(
             [self._image, self._weights, self._recent_box, self._device, self._device_info,
-             self._card, *self._channels.widgets, *self._options.widgets[:2],
-             *self._diameter.widgets, *self._options.widgets[2:], *self._runner.widgets]
+             self._card, self._model_export.row, *self._channels.widgets,
+             *self._options.widgets[:2], *self._diameter.widgets, *self._options.widgets[2:],
+             *self._runner.widgets]
         )  # fmt: skip
         self.native.layout().addStretch(1)  # keep the rows at the top of a tall dock
         self._options.set_family(None)
@@ -198,6 +203,11 @@ class SegmentWidget(Container):
     def channels(self) -> ChannelRow:
         """The Channels rows (channel axis, signal, helper, model inputs)."""
         return self._channels
+
+    @property
+    def model_export(self) -> ModelExport:
+        """The "Export model (bioimage.io)…" button and its status line."""
+        return self._model_export
 
     @property
     def runner(self) -> SegmentRun:

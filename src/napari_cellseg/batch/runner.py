@@ -298,7 +298,9 @@ def iter_batch(
     root, files, rejected = find_inputs(
         inputs, out_path, recursive=recursive, include=include, exclude=exclude
     )
-    weights_path = Path(weights).absolute()
+    from napari_cellseg.models.weights import weights_root
+
+    weights_path = weights_root(Path(weights).absolute())  # a package: its folder, all hashed
     model = _check_weights(weights_path, params, scheduler)
     if params.post is None:  # the model's own thresholds, written into the manifest
         from napari_cellseg.models import read_card

@@ -32,7 +32,7 @@ from napari_cellseg.models.bioimageio import (
     write_cover,
 )
 from napari_cellseg.models.card import ModelCard
-from napari_cellseg.models.weights import LoadedModel, load_weights
+from napari_cellseg.models.weights import LoadedModel, load_weights, read_card
 
 FORMAT_VERSION = "0.5.4"  # the oldest 0.5 release validators accept; newer ones convert
 TEST_SIZE = 256
@@ -66,6 +66,28 @@ DSB_CITATION = {
 def export_bioimageio(weights: str | Path | LoadedModel, out: str | Path, **options: Any) -> Path:
     """:func:`iter_export_bioimageio` run to its end: the package written."""
     return drain(iter_export_bioimageio(weights, out, **options))
+
+
+def export_refusal(card: ModelCard, path: str | Path) -> str | None:
+    """Why the model of ``card`` (from ``path``) cannot be exported, in one line, or None.
+
+    >>> export_refusal(ModelCard.for_model("unet", {}), "w.safetensors") is None
+    True
+    >>> export_refusal(ModelCard.for_model("maskrcnn", {}), "m.safetensors")[:40]
+    'm.safetensors: a maskrcnn cannot be expo'
+    """
+    if card.family == "unet":
+        return None
+    return (
+        f"{path}: a {card.family} cannot be exported: the bioimage.io model spec "
+        "describes tensor outputs, not Mask R-CNN's variable-length list of detections; "
+        "export a U-Net"
+    )
+
+
+def _refuse(refusal: str | None) -> None:
+    if refusal is not None:
+        raise BioimageioError(refusal)
 
 
 def iter_export_bioimageio(
@@ -121,14 +143,11 @@ def iter_export_bioimageio(
     if out.suffix.lower() != ".zip":
         raise BioimageioError(f"{out}: a bioimage.io package is a .zip; name it e.g. model.zip")
     yield Progress("export", 0, 4, "loading the weights")
+    if not isinstance(weights, LoadedModel):  # refused from the card, before loading
+        _refuse(export_refusal(read_card(weights), weights))
     loaded = weights if isinstance(weights, LoadedModel) else load_weights(weights)
     card = loaded.card
-    if card.family != "unet":
-        raise BioimageioError(
-            f"{loaded.path}: a {card.family} cannot be exported: the bioimage.io model spec "
-            "describes tensor outputs, not Mask R-CNN's variable-length list of detections; "
-            "export a U-Net"
-        )
+    _refuse(export_refusal(card, loaded.path))
     with tempfile.TemporaryDirectory(prefix="cellseg-bioimageio-") as tmp:
         folder = Path(tmp)
         yield Progress("export", 1, 4, "test tensors, cover and weights")

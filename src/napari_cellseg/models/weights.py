@@ -95,12 +95,28 @@ def stores_float16(path: str | Path) -> bool:
     return any(v.get("dtype") == "F16" for k, v in header.items() if k != "__metadata__")
 
 
+def weights_root(path: str | Path) -> Path:
+    """What a weight path names: a bioimage.io package's folder for its description file.
+
+    The description (``bioimageio.yaml`` / ``rdf.yaml``) is what a file dialog can pick
+    in an unzipped package; every other path is returned as it is.
+
+    >>> weights_root("unzipped/rdf.yaml").as_posix(), weights_root("w.safetensors").as_posix()
+    ('unzipped', 'w.safetensors')
+    """
+    from napari_cellseg.models.bioimageio import RDF_NAMES
+
+    path = Path(path)
+    return path.parent if path.name in RDF_NAMES else path
+
+
 def read_card(path: str | Path) -> ModelCard:
     """Return the model card of a weight file (inferred for foreign files).
 
-    For native files only the header is read, so this is fast even for large files.
+    For native files only the header is read, so this is fast even for large files. A
+    bioimage.io package may be named by its ``.zip``, its folder or its description file.
     """
-    path = Path(path)
+    path = weights_root(path)
     if _is_package(path):
         from napari_cellseg.models.bioimageio_import import read_bioimageio_card
 
@@ -124,7 +140,8 @@ def load_weights(
         A native ``.safetensors`` file, a foreign smp U-Net / torchvision Mask R-CNN state
         dict (``.pt``/``.pth``/``.bin``/``.safetensors``, possibly wrapped in a checkpoint
         dict), an smp ``save_pretrained`` folder, or a bioimage.io model package (``.zip`` or
-        folder) with U-Net state-dict weights (see ``models.bioimageio_import``).
+        folder, or the folder's ``rdf.yaml`` / ``bioimageio.yaml``) with U-Net state-dict
+        weights (see ``models.bioimageio_import``).
     device : str or torch.device
         Where to put the model.
     card : ModelCard, optional
@@ -140,7 +157,7 @@ def load_weights(
         One line naming the file and the problem: not a weight file, truncated, unknown
         architecture, shape mismatch, or a pickle carrying code (refused unexecuted).
     """
-    path = Path(path)
+    path = weights_root(path)
     if _is_package(path):
         from napari_cellseg.models.bioimageio_import import import_bioimageio
 
