@@ -132,35 +132,44 @@ def summary_scales(rows: list[dict]) -> list[dict]:
 
 
 def run_native(args, weights: list[Path], pairs) -> list[dict]:
+    """Each model on the unscaled split: its default diameter (``None``) and/or the truth's."""
     rows = []
+    data = [(read_image(p.image_path).data, read_labels(p.mask_path)) for p in pairs]
     for path in weights:
         loaded = load_weights(path)
         for tta in args.tta:
-            per = []
-            for pair in pairs:
-                image = read_image(pair.image_path).data
-                truth = read_labels(pair.mask_path)
-                per.append(score(loaded, image, truth, None, tta, args.device))
-            rows.append(
-                {
-                    "weights": path.name,
-                    "model": loaded.card.name,
-                    "object_diameter": loaded.card.object_diameter,
-                    "tta": tta,
-                    "images": len(per),
-                    **{
-                        k: float(np.mean([p[k] for p in per]))
-                        for k in ("dsb_ap", "ap@0.5", "f1@0.5", "seconds")
-                    },
-                }
-            )
-            r = rows[-1]
-            print(
-                f"{path.name} tta {tta}: DSB AP {r['dsb_ap']:.3f} AP@0.5 {r['ap@0.5']:.3f} "
-                f"F1@0.5 {r['f1@0.5']:.3f} {r['seconds']:.2f} s/image",
-                flush=True,
-            )
+            for how in args.native_diameters:
+                per = []
+                for image, truth in data:
+                    diameter = None
+                    if how == "true":
+                        true_d = measure_diameter(truth)
+                        diameter = float(np.clip(true_d, 2, 500)) if true_d else "off"
+                    per.append(score(loaded, image, truth, diameter, tta, args.device))
+                rows.append(_native_row(path, loaded, tta, how, per))
+                r = rows[-1]
+                print(
+                    f"{path.name} tta {tta} diameter {how}: DSB AP {r['dsb_ap']:.3f} "
+                    f"AP@0.5 {r['ap@0.5']:.3f} F1@0.5 {r['f1@0.5']:.3f} "
+                    f"{r['seconds']:.2f} s/image",
+                    flush=True,
+                )
     return rows
+
+
+def _native_row(path: Path, loaded, tta: int, how: str, per: list[dict]) -> dict:
+    return {
+        "weights": path.name,
+        "model": loaded.card.name,
+        "object_diameter": loaded.card.object_diameter,
+        "tta": tta,
+        "diameter": how,
+        "images": len(per),
+        **{
+            k: float(np.mean([p[k] for p in per]))
+            for k in ("dsb_ap", "ap@0.5", "f1@0.5", "seconds")
+        },
+    }
 
 
 def main() -> int:
@@ -172,6 +181,11 @@ def main() -> int:
     parser.add_argument("--modes", nargs="+", default=["auto", "true", "off"])
     parser.add_argument("--native", action="store_true", help="whole models at native scale")
     parser.add_argument("--tta", type=int, nargs="+", default=[1, 4])
+    parser.add_argument(
+        "--native-diameters", nargs="+", default=["default"], choices=["default", "true"],
+        help="--native: the model's default diameter (auto for models with an object "
+        "diameter, else none) and/or the true one",
+    )  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
@@ -187,11 +201,12 @@ def main() -> int:
         rows = run_native(args, args.weights, pairs)
         out = args.out / "object_size_native.json"
         out.write_text(json.dumps({**meta, "results": rows}, indent=1))
-        print("\n| model | object diameter | TTA | DSB AP | AP@0.5 | F1@0.5 | s/image |")
-        print("|---|---|---|---|---|---|---|")
+        print("\n| model | object diameter | TTA | diameter | DSB AP | AP@0.5 | F1@0.5 | s/image |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(
-                f"| {r['weights']} | {r['object_diameter']} | ×{r['tta']} | {r['dsb_ap']:.3f} | "
+                f"| {r['weights']} | {r['object_diameter']} | ×{r['tta']} | {r['diameter']} | "
+                f"{r['dsb_ap']:.3f} | "
                 f"{r['ap@0.5']:.3f} | {r['f1@0.5']:.3f} | {r['seconds']:.2f} |"
             )
         return 0

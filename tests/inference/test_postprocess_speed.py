@@ -92,7 +92,7 @@ def test_maskrcnn_labels_identical_to_the_old_pipeline_on_the_samples(name: str)
     every threshold from the mask floor up (below it, the floor's)."""
     model = load_weights(MODELS / "maskrcnn_dsb.safetensors")
     image = _image(name)
-    params = PredictParams(device="cpu")
+    params = PredictParams(device="cpu", tile_size=256)  # the old cap (min_size): same tiles
     new = predict_planes(image, model, params)
     with baseline.baseline_pipeline():
         old = predict_planes(image, model, params)

@@ -190,7 +190,22 @@ def test_threshold_change_reapplies_without_the_model(
     assert "re-applied" in widget.status.value
 
 
-def test_cancel_adds_nothing(make_napari_viewer, qtbot, weight_files) -> None:
+@pytest.fixture
+def slow_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each tile takes 20 ms more, so a run is still going when the test stops it (a tiny
+    model on ONNX Runtime can finish the whole image before the first check)."""
+    import time
+
+    run_copy = ModelRunner.unet_copy
+
+    def slow(self, batch, index):
+        time.sleep(0.02)
+        return run_copy(self, batch, index)
+
+    monkeypatch.setattr(ModelRunner, "unet_copy", slow)
+
+
+def test_cancel_adds_nothing(make_napari_viewer, qtbot, weight_files, slow_tiles) -> None:
     viewer = make_napari_viewer()
     image = add_sample(viewer, "dsb_brightfield")
     widget = make_widget(viewer, qtbot, weight_files["unet"])
@@ -213,7 +228,9 @@ def test_cancel_adds_nothing(make_napari_viewer, qtbot, weight_files) -> None:
     assert widget.status.value.startswith("Cancelled")
 
 
-def test_closing_the_dock_while_running(make_napari_viewer, qtbot, weight_files) -> None:
+def test_closing_the_dock_while_running(
+    make_napari_viewer, qtbot, weight_files, slow_tiles
+) -> None:
     from qtpy.QtCore import QThreadPool
 
     viewer = make_napari_viewer()
