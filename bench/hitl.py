@@ -6,7 +6,10 @@ never saw it. Its images are split once (seeded) into a *pool* the user could co
 in for the corrections) plus 1 more for validation, fine-tunes the base for ``--minutes`` on
 this CPU with a recipe (``classic``: the old default; ``fast``: the new one) and scores the
 result on the test set. The 3 images are chosen at random (one run per seed) or as the 3
-top-ranked by the base model's uncertainty (``napari_cellseg.batch.ranking``).
+top-ranked by the base model's uncertainty (``napari_cellseg.batch.ranking``): ``top`` in
+its default order (total doubt: where there is the most to correct), ``top-mean`` by the
+doubt of each image's worst objects (the order before; runs recorded as ``top`` before
+2026-12-03 used it and are relabelled ``top-mean``).
 
 Domains: ``colour`` (the 83 colour H&E/brightfield tiles of DSB 2018 stage1_train),
 ``brightfield`` (the 11 grey brightfield ones), ``glas`` (GlaS glands: pool = train,
@@ -105,11 +108,17 @@ def choose(pool, how: str, seed: int, base: Path, n: int = 3):
     from napari_cellseg.batch.ranking import rank_images
 
     loaded = load_weights(base)
-    ranking = rank_images([p.image_path for p in pool], loaded, PredictParams(device="cpu"))
+    order = "mean" if how == "top-mean" else "total"
+    ranking = rank_images(
+        [p.image_path for p in pool], loaded, PredictParams(device="cpu"), order=order
+    )
     by_path = {p.image_path: p for p in pool}
     top = [by_path[Path(r.path)] for r in ranking[:n]]
     rest = [p for p in pool if p not in top]
-    reasons = [f"{Path(r.path).name[:10]} {r.score:.3f} {r.reason}" for r in ranking[:n]]
+    reasons = [
+        f"{Path(r.path).name[:10]} total {r.total_doubt:.2f} score {r.score:.3f} {r.reason}"
+        for r in ranking[:n]
+    ]
     return top, [rng.choice(rest)], reasons
 
 
@@ -175,7 +184,8 @@ def report(folder: Path) -> str:
             seconds = np.mean([r["train_seconds"] for r in rows])
             kept = sum(bool(r["kept_base"]) for r in rows)
             seeds = ",".join(str(r["seed"]) for r in rows)
-            chosen = "top-ranked" if how == "top" else "random"
+            chosen = {"top": "top-ranked (total doubt)", "top-mean": "top-ranked (mean doubt)"}
+            chosen = chosen.get(how, how)
             lines.append(
                 f"| {head} | {result['test']} | {recipe} | {chosen} | {seeds} | {ap.mean():.3f} ± "
                 f"{ap.std():.3f} | {ap.mean() - base:+.3f} | {seconds:.0f} | {kept}/{len(rows)} |"
@@ -195,7 +205,7 @@ def main() -> None:
     parser.add_argument("--diameter", default=None, help="prediction diameter (default: model's)")
     parser.add_argument(
         "--runs", nargs="+", default=["classic:random:0", "fast:random:0"],
-        help="recipe:selection:seed, e.g. fast:top:0",
+        help="recipe:selection:seed, selection random, top or top-mean, e.g. fast:top:0",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -218,6 +228,8 @@ def main() -> None:
         print("base", result["base_score"], flush=True)
     for spec in args.runs:
         recipe, how, seed = spec.split(":")
+        if how not in ("random", "top", "top-mean"):
+            parser.error(f"--runs {spec}: selection must be random, top or top-mean")
         row = run(args.base, pool, test, recipe, how, int(seed), args.minutes, args.diameter)
         print(json.dumps(row), flush=True)
         result["runs"].append(row)

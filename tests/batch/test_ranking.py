@@ -10,9 +10,16 @@ import pytest
 import tifffile
 
 from doubtful_model import ambiguous_image, clear_image, doubtful_model
-from napari_cellseg.batch.ranking import iter_rank_images, rank_images, write_ranking_csv
+from napari_cellseg.batch.ranking import (
+    RankedImage,
+    iter_rank_images,
+    ordered,
+    rank_images,
+    write_ranking_csv,
+)
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import CancelledError, Notice, Progress, drain
+from napari_cellseg.inference.uncertainty import RankedObject
 from napari_cellseg.params import PredictParams
 
 CPU = PredictParams(device="cpu")
@@ -47,14 +54,45 @@ def test_the_ambiguous_image_ranks_first(folder, model) -> None:
     assert rank_images(paths[:1], model, CPU)[0].labels is None  # kept only when asked
 
 
+def test_both_orders_on_the_known_case(folder, model) -> None:
+    paths = sorted(folder.glob("*.tif"))
+    by_mean = rank_images(paths, model, CPU, order="mean")
+    by_total = rank_images(paths, model, CPU)
+    assert by_mean[0].path.name == by_total[0].path.name == "b_ambiguous.tif"
+    assert by_total[0].total_doubt == pytest.approx(sum(o.score for o in by_total[0].objects))
+    assert by_total[0].total_doubt > max(r.total_doubt for r in by_total[1:])
+
+
+def _doubt(score: float) -> RankedObject:
+    return RankedObject(1, 0, score, "", (0, 0, 2, 2), (1.0, 1.0), 4)
+
+
+def test_total_order_prefers_many_doubtful_objects_to_one_very_doubtful() -> None:
+    sparse = RankedImage(Path("sparse.tif"), 0.45, "", [_doubt(0.9)])
+    dense = RankedImage(Path("dense.tif"), 0.25, "", [_doubt(0.3)] * 8 + [_doubt(0.0)] * 20)
+    clear = RankedImage(Path("clear.tif"), 0.0, "", [_doubt(0.0)] * 30)
+    assert dense.total_doubt == pytest.approx(2.4) and sparse.total_doubt == pytest.approx(0.9)
+    names = [r.path.name for r in ordered([clear, sparse, dense])]
+    assert names == ["dense.tif", "sparse.tif", "clear.tif"]
+    names = [r.path.name for r in ordered([clear, sparse, dense], "mean")]
+    assert names == ["sparse.tif", "dense.tif", "clear.tif"]
+
+
+def test_unknown_order_is_one_clear_error(folder, model) -> None:
+    with pytest.raises(CellsegError, match="unknown ranking order 'best': use one of total, mean"):
+        rank_images(sorted(folder.glob("*.tif")), model, CPU, order="best")
+
+
 def test_csv_content(folder, model, tmp_path) -> None:
     ranked = rank_images(sorted(folder.glob("*.tif")), model, CPU)
     rows = _read(write_ranking_csv(tmp_path / "out" / "r.csv", ranked, root=folder))
     assert [r["file"] for r in rows] == ["b_ambiguous.tif", "a_clear.tif", "c_clear.tif"]
     assert [r["rank"] for r in rows] == ["1", "2", "3"]
     assert list(rows[0]) == [
-        "rank", "file", "score", "reason", "n_objects", "uncertain_fraction", "worst_object",
+        "rank", "file", "score", "total_doubt", "reason", "n_objects", "uncertain_fraction",
+        "worst_object",
     ]  # fmt: skip
+    assert float(rows[0]["total_doubt"]) == pytest.approx(ranked[0].total_doubt)
     assert float(rows[0]["score"]) == pytest.approx(ranked[0].score)
     assert rows[0]["n_objects"] == "3" and rows[0]["worst_object"] == "2"
     assert rows[0]["reason"] == ranked[0].reason

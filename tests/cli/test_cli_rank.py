@@ -51,6 +51,19 @@ def test_rank_writes_the_csv_most_doubtful_first(tmp_path, capsys, weights, scri
     assert f"ranked 2 image(s) -> {out}" in printed
 
 
+@pytest.mark.parametrize("order", ["total", "mean"])
+def test_rank_order_option(tmp_path, capsys, weights, scripted, order) -> None:
+    folder = _folder(tmp_path)
+    out = tmp_path / "ranking.csv"
+    args = ["rank", str(folder), "--weights", str(weights), "--out", str(out), "--order", order]
+    assert main(args) == 0
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["file"] for r in rows] == ["ambiguous.tif", "clear.tif"]
+    assert float(rows[0]["total_doubt"]) > float(rows[1]["total_doubt"])
+    assert "total doubt" in capsys.readouterr().out
+
+
 def test_unreadable_image_is_reported_and_exit_1(tmp_path, capsys, weights, scripted) -> None:
     folder = _folder(tmp_path)
     (folder / "zz.png").write_bytes(b"junk")

@@ -189,11 +189,14 @@ class CorrectNextPanel(Container):
         self.ranked = ranked[:MAX_SHOWN]
         self.list.clear()
         for rank, image in enumerate(self.ranked, start=1):
-            text = f"{rank}. {image.path.name}  {image.score:.2f}  {image.reason}"
+            text = (
+                f"{rank}. {image.path.name}  total doubt {image.total_doubt:.1f}  "
+                f"({image.score:.2f})  {image.reason}"
+            )
             item = QListWidgetItem(text)
             item.setToolTip(str(image.path))
             self.list.addItem(item)
-        self._progress.record(1, 1, f"ranked {len(ranked)} image(s): most doubtful first")
+        self._progress.record(1, 1, f"ranked {len(ranked)} image(s): most to correct first")
 
     @helpers.reporting
     def open_ranked(self, index: int) -> Labels:

@@ -5,6 +5,14 @@ Each image is scored by :func:`napari_cellseg.inference.uncertainty.iter_uncerta
 progress, can be stopped at any yield, and returns the images most uncertain first; an
 image that cannot be read or segmented is reported (a warning :class:`Notice`) and left out.
 With ``tile``, the tiles of each image are ranked instead (a large image: where to start).
+
+Two orders (:data:`RANK_ORDERS`): ``"total"`` (the default) ranks by
+:attr:`RankedImage.total_doubt`, the sum of the doubts of an image's objects and possible
+missed objects: where there is the most to correct. ``"mean"`` ranks by
+:attr:`RankedImage.score`, the doubt of its worst objects and the part of the foreground the
+copies disagree on: where the model is least sure per object. The mean order sends the user
+to sparse images first (little to correct, little to learn from); in ``bench/hitl.py`` the
+images it chose taught less than 3 random ones.
 """
 
 from __future__ import annotations
@@ -26,12 +34,17 @@ from napari_cellseg.models.weights import LoadedModel
 from napari_cellseg.params import PredictParams
 
 __all__ = [
+    "RANK_ORDERS",
     "RankedImage",
     "iter_rank_images",
+    "ordered",
     "rank_images",
     "ranking_table",
     "write_ranking_csv",
 ]
+
+RANK_ORDERS = ("total", "mean")
+"""How images are ranked: by their total doubt (default) or by their mean doubt."""
 
 
 @dataclass
@@ -70,6 +83,19 @@ class RankedImage:
         """How many objects the model found (possible missed objects, label 0, not counted)."""
         return sum(o.label > 0 for o in self.objects)
 
+    @property
+    def total_doubt(self) -> float:
+        """The sum of its objects' doubts, possible missed objects included.
+
+        About how many of its objects need a correction, if every doubt were the chance
+        that the object is wrong: many doubtful objects weigh more than one very doubtful.
+
+        >>> o = RankedObject(1, 0, 0.25, "", (0, 0, 2, 2), (1.0, 1.0), 4)
+        >>> RankedImage(Path("a.tif"), 0.3, "why", [o, o, o]).total_doubt
+        0.75
+        """
+        return round(sum(o.score for o in self.objects), 4)
+
 
 def iter_rank_images(
     paths: Sequence[str | os.PathLike[str]],
@@ -79,6 +105,7 @@ def iter_rank_images(
     copies: int | None = None,
     keep_labels: bool = False,
     tile: int | None = None,
+    order: str = "total",
     should_stop: Callable[[], bool] | None = None,
 ) -> Generator[Progress | Notice, None, list[RankedImage]]:
     """Score every image; yield progress; return them most uncertain first.
@@ -99,6 +126,9 @@ def iter_rank_images(
         Rank the tiles of each image instead (``tile`` × ``tile`` pixels, the last row and
         column smaller), each as its own :class:`RankedImage` with its ``region``: for
         large images, read tile by tile.
+    order : {"total", "mean"}
+        Rank by :attr:`RankedImage.total_doubt` (where there is the most to correct) or by
+        :attr:`RankedImage.score` (the most doubtful per object); ties by the other.
     should_stop : callable, optional
         Polled at every yield; when it returns True, :class:`CancelledError` is raised.
 
@@ -111,13 +141,16 @@ def iter_rank_images(
     Returns
     -------
     list of RankedImage
-        Highest score first; equal scores in the order given.
+        Most to correct first (``order="total"``) or most doubtful first (``"mean"``);
+        equal values in the order given.
 
     Raises
     ------
     CellsegError
-        When no image is given, or none could be scored.
+        When no image is given, none could be scored, or ``order`` is unknown.
     """
+    if order not in RANK_ORDERS:
+        raise CellsegError(f"unknown ranking order {order!r}: use one of {', '.join(RANK_ORDERS)}")
     params = params or PredictParams()
     paths = [Path(p) for p in paths]
     if not paths:
@@ -166,7 +199,23 @@ def iter_rank_images(
     yield check(Progress("images", n * 1000, n * 1000, "done"))
     if not ranked:
         raise CellsegError(f"none of the {n} image(s) could be ranked; the first: {failed[0]}")
-    return sorted(ranked, key=lambda r: -r.score)
+    return ordered(ranked, order)
+
+
+def ordered(ranked: Sequence[RankedImage], order: str = "total") -> list[RankedImage]:
+    """``ranked`` sorted by total doubt (``"total"``) or by score (``"mean"``), stable.
+
+    >>> doubt = lambda s: RankedObject(1, 0, s, "", (0, 0, 2, 2), (1.0, 1.0), 4)
+    >>> sparse = RankedImage(Path("sparse.tif"), 0.45, "", [doubt(0.9)])
+    >>> dense = RankedImage(Path("dense.tif"), 0.2, "", [doubt(0.3)] * 10)
+    >>> [r.path.name for r in ordered([sparse, dense])]
+    ['dense.tif', 'sparse.tif']
+    >>> [r.path.name for r in ordered([sparse, dense], "mean")]
+    ['sparse.tif', 'dense.tif']
+    """
+    if order == "mean":
+        return sorted(ranked, key=lambda r: (-r.score, -r.total_doubt))
+    return sorted(ranked, key=lambda r: (-r.total_doubt, -r.score))
 
 
 def _converter(
@@ -238,8 +287,8 @@ def ranking_table(
     """The ranking as a column table: one row per image, or per object with ``objects``.
 
     Image columns: ``rank``, ``file`` (relative to ``root`` when given), ``score``,
-    ``reason``, ``n_objects``, ``uncertain_fraction``, ``worst_object`` (its label; 0 for
-    none or a possible missed object). With ``objects``: ``rank``, ``file``,
+    ``total_doubt``, ``reason``, ``n_objects``, ``uncertain_fraction``, ``worst_object``
+    (its label; 0 for none or a possible missed object). With ``objects``: ``rank``, ``file``,
     ``image_score``, ``object_rank``, ``label``, ``plane``, ``score``, ``reason``,
     ``centroid_y``, ``centroid_x``, ``bbox_y0/x0/y1/x1``, ``area``. Ranked tiles add
     ``tile_y0/x0/y1/x1`` after ``file``.
@@ -269,7 +318,8 @@ def ranking_table(
             head.update(zip(("tile_y0", "tile_x0", "tile_y1", "tile_x1"), corners, strict=True))
         if not objects:
             worst = image.objects[0].label if image.objects else 0
-            rows.append({**head, "score": image.score, "reason": image.reason,
+            rows.append({**head, "score": image.score, "total_doubt": image.total_doubt,
+                         "reason": image.reason,
                          "n_objects": image.n_objects,
                          "uncertain_fraction": image.uncertain_fraction,
                          "worst_object": worst})  # fmt: skip

@@ -1,8 +1,10 @@
 """``cellseg rank IN... --weights FILE [--out ranking.csv] [--objects]``: what to correct next.
 
-Every image is segmented as several flipped/rotated copies; the more the copies disagree
-(and, per model, the weaker the object boundaries or detection scores), the higher the
-image ranks. The ranking is written as CSV, most uncertain image first.
+Every image is segmented as several flipped/rotated copies; each object's doubt grows as the
+copies disagree on it (and, per model, as its boundary weakens or its detection score
+drops). Images are ranked by the sum of their objects' doubts (``--order total``: where there
+is the most to correct) or by the doubt of their worst objects (``--order mean``). The
+ranking is written as CSV, first the image to correct first.
 
 Exit status: 0 when every image was ranked, 1 when some could not be read (warned and left
 out of the CSV), 2 for user errors (bad weights or parameters, no images).
@@ -27,7 +29,8 @@ def add_rank_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Segment each image as several flipped/rotated copies (--tta copies, default 4) "
             "and rank the images by how much the copies disagree, how weak the object "
-            "boundaries are (U-Net) and how low the detection scores (Mask R-CNN)."
+            "boundaries are (U-Net) and how low the detection scores (Mask R-CNN), summed "
+            "over each image's objects (--order total) or for its worst ones (--order mean)."
         ),
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="a folder, or image files")
@@ -48,6 +51,13 @@ def add_rank_parser(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="rank the N×N-pixel tiles of each image instead of whole images (large images; "
         "the CSV gets tile_y0/x0/y1/x1 columns)",
+    )
+    p.add_argument(
+        "--order",
+        choices=("total", "mean"),
+        default="total",
+        help="total (default): the sum of the objects' doubts first, i.e. where there is the "
+        "most to correct; mean: the most doubtful objects first, whatever their number",
     )
     add_predict_options(p)
     p.set_defaults(func=run_rank)
@@ -98,7 +108,9 @@ def run_rank(args: argparse.Namespace) -> int:
             line = f"\rranking: {event.fraction:5.0%} {event.message[-40:]:<40}"
             print(line, end="", file=sys.stderr)
 
-    work = iter_rank_images([p for p, _ in files], loaded, params, tile=args.by_tile)
+    work = iter_rank_images(
+        [p for p, _ in files], loaded, params, tile=args.by_tile, order=args.order
+    )
     ranked = drain(work, show)
     if show_progress:
         print("\r", end="", file=sys.stderr)
@@ -107,7 +119,10 @@ def run_rank(args: argparse.Namespace) -> int:
         write_ranking_csv(objects_path(out), ranked, objects=True, root=root)
     for rank, image in enumerate(ranked[:5], start=1):
         where = " [{}:{}, {}:{}]".format(*_yyxx(image.region)) if image.region else ""
-        print(f"{rank}. {image.path.name}{where}: {image.score:.3f} ({image.reason})")
+        print(
+            f"{rank}. {image.path.name}{where}: total doubt {image.total_doubt:.2f}, "
+            f"score {image.score:.3f} ({image.reason})"
+        )
     more = f" and {objects_path(out)}" if args.objects else ""
     what = "tile(s)" if args.by_tile else "image(s)"
     print(f"ranked {len(ranked)} {what} -> {written}{more}")
