@@ -288,3 +288,30 @@ def test_confirmed_small_objects_are_kept(monkeypatch) -> None:
     found = drain(iter_estimate_diameter(image, "unused", PredictParams(axes="YX"), 18.0))
     assert found == 8.0
     assert all(s >= 1.0 for s in scales)
+
+
+def test_objects_unseen_at_the_native_scale_are_looked_for_at_smaller_ones(monkeypatch) -> None:
+    """Nuclei 150 px across: the model finds nothing at ×1, nor whole objects at ×0.5; at
+    ×0.25 it sees them (150 px), at ×0.125 they are about its size (19 px), at ×0.0625
+    too small (9 px): the estimate is 150 px."""
+    from napari_cellseg.events import drain
+    from napari_cellseg.inference.diameter import iter_estimate_diameter
+    from napari_cellseg.params import PredictParams
+
+    scales = _scripted_passes(monkeypatch, {0.25: 150.0, 0.125: 150.0, 0.062: 150.0})
+    image = np.zeros((2048, 2048), np.float32)
+    found = drain(iter_estimate_diameter(image, "unused", PredictParams(axes="YX"), 18.0))
+    assert found == 150.0
+    assert scales[:3] == [1.0, 0.5, 0.25]
+
+
+def test_an_empty_image_is_given_up_on_after_the_smaller_scales(monkeypatch) -> None:
+    from napari_cellseg.events import drain
+    from napari_cellseg.inference.diameter import MAX_PASSES, iter_estimate_diameter
+    from napari_cellseg.params import PredictParams
+
+    scales = _scripted_passes(monkeypatch, {})
+    image = np.zeros((256, 256), np.float32)
+    found = drain(iter_estimate_diameter(image, "unused", PredictParams(axes="YX"), 18.0))
+    assert found is None
+    assert scales == [1.0, 0.5] and len(scales) <= MAX_PASSES  # 256 px x 0.25 < 4 x 18 px

@@ -143,7 +143,11 @@ def iter_estimate_diameter(
       ``reference / GOOD_RATIO`` across (:data:`MAX_PASSES` in all); the last such pass
       saw them whole and gives the estimate.
 
-    Returns ``None`` when the first pass found no object.
+    - No object at the native scale: objects far larger than the model knows may not be
+      seen at all (nor whole in the crop), so the scale is halved until a pass finds some
+      (:data:`MAX_PASSES` in all); from there as for large objects below.
+
+    Returns ``None`` when no pass found an object.
     """
     axes = params.axes or ""
     quick = replace(params, diameter="off", keep_probabilities=False, tta=1)
@@ -157,10 +161,17 @@ def iter_estimate_diameter(
         return (yield from _quick_pass(image, axes, model, quick, scale, should_stop))
 
     estimate = yield from measure(1.0, 0)
-    passes = 1
-    if estimate is None:
-        return None
-    if estimate < low:  # objects look small: enlarge to the implied scale, refine once
+    passes, first_scale = 1, 1.0
+    while estimate is None:  # nothing at the native scale: objects too large to be seen?
+        first_scale /= 2
+        if not passes < MAX_PASSES or _too_small(first_scale, plane_side, reference, largest):
+            return None
+        estimate = yield from measure(first_scale, passes)
+        passes += 1
+    fallback: float | None = None
+    if first_scale < 1.0:  # found only once shrunk: large objects; shrink while still large
+        best_estimate, scale = estimate, first_scale
+    elif estimate < low:  # objects look small: enlarge to the implied scale, refine once
         best = (abs(math.log(estimate / reference)), estimate)
         scale = 1.0
         while passes < MAX_SMALL_PASSES:
@@ -184,16 +195,15 @@ def iter_estimate_diameter(
         # Unconfirmed: the small "objects" were texture or fragments (a model shown objects
         # far larger than it knows may find specks). Look for larger objects by halving the
         # scale as below; if none is found, keep the nearest small estimate.
-        fallback: float | None = best[1]
+        fallback = best[1]
         best_estimate, scale = None, 1.0
     else:
-        fallback = None
         best_estimate, scale = estimate, 1.0
     # objects look model-sized or larger, maybe as fragments of larger ones: halve the
     # scale while they still look at least that large; the last such pass saw them whole
     while passes < MAX_PASSES:
         scale /= 2
-        if scale < reference / largest or plane_side * scale < 4 * reference:
+        if _too_small(scale, plane_side, reference, largest):
             break
         found = yield from measure(scale, passes)
         passes += 1
@@ -202,6 +212,16 @@ def iter_estimate_diameter(
         best_estimate = found
     yield _checked(Progress("diameter", MAX_PASSES, MAX_PASSES), should_stop)
     return best_estimate if best_estimate is not None else fallback
+
+
+def _too_small(scale: float, plane_side: int, reference: float, largest: float) -> bool:
+    """Whether a pass at ``scale`` would look for objects above ``largest`` px, or see too
+    few of the model's diameter across the plane.
+
+    >>> _too_small(0.5, 512, 20.0, 500.0), _too_small(0.03, 4096, 20.0, 500.0)
+    (False, True)
+    """
+    return scale < reference / largest or plane_side * scale < 4 * reference
 
 
 def _quick_pass(
