@@ -4,7 +4,9 @@ Issue 21's peer anchor. On 20 images spread over the DSB 2018 validation split (
 15 %, as training holds out) it times, per image, end to end (numpy image in, labels out):
 
 - ours with the default backend (ONNX Runtime on the CPU when the ``onnx`` extra is
-  installed) and on PyTorch, with the model's default parameters;
+  installed) and on PyTorch, with the model's default parameters (``diameter`` auto for a
+  size-aware model: the size is estimated from each image), and with the default backend
+  given each image's true object diameter, as Cellpose is;
 - Cellpose 3's ``CPnet`` with random weights and its own pre- and post-processing, given the
   image's true object diameter (``bench/_cellpose_worker.py``, in ``.venv-cellpose``:
   ``make cellpose-venv``), once at its default cell-probability threshold and once with the
@@ -50,12 +52,13 @@ def pick_images(data: Path, count: int) -> list:
     return val[::step][:count]
 
 
-def time_ours(images: list[np.ndarray], loaded, params: PredictParams) -> list[float]:
-    """Seconds per image, end to end."""
+def time_ours(images: list[np.ndarray], loaded, params) -> list[float]:
+    """Seconds per image, end to end (``params``: one PredictParams, or one per image)."""
     out = []
-    for image in images:
+    each = params if isinstance(params, list) else [params] * len(images)
+    for image, run in zip(images, each, strict=True):
         start = time.perf_counter()
-        predict(image, loaded, params)
+        predict(image, loaded, run)
         out.append(time.perf_counter() - start)
     return out
 
@@ -91,8 +94,10 @@ def main() -> int:
     torch_params = replace(params, backend="torch")
     for p in (params, torch_params):  # warm-up (loads, exports ONNX once)
         predict(images[0][:64, :64], loaded, p)
+    given = [replace(params, diameter=float(np.clip(j["diameter"], 2, 500))) for j in jobs]
     first = time_ours(images, loaded, params)
     first_torch = time_ours(images, loaded, torch_params)
+    first_given = time_ours(images, loaded, given)
     result = subprocess.run(
         [str(args.cellpose_python), str(ROOT / "bench/_cellpose_worker.py"), str(threads)],
         input=json.dumps(jobs), capture_output=True, text=True, check=True,
@@ -100,7 +105,9 @@ def main() -> int:
     cellpose = json.loads(result.stdout)
     second = time_ours(images, loaded, params)
     second_torch = time_ours(images, loaded, torch_params)
+    second_given = time_ours(images, loaded, given)
     ours = np.minimum(first, second)
+    ours_given = np.minimum(first_given, second_given)
     ours_torch = np.minimum(first_torch, second_torch)
     cp_plain = np.array([r["seconds_default_threshold"] for r in cellpose["images"]])
     cp_dyn = np.array([r["seconds_with_dynamics"] for r in cellpose["images"]])
@@ -109,12 +116,14 @@ def main() -> int:
         "images": len(images),
         "ours_s": float(ours.sum()),
         "ours_torch_s": float(ours_torch.sum()),
+        "ours_given_diameter_s": float(ours_given.sum()),
         "cellpose_default_threshold_s": float(cp_plain.sum()),
         "cellpose_with_dynamics_s": float(cp_dyn.sum()),
         "cellpose_network_only_s": float(cp_net.sum()),
         "ratio_default_threshold": float(cp_plain.sum() / ours.sum()),
         "ratio_with_dynamics": float(cp_dyn.sum() / ours.sum()),
         "ratio_torch_with_dynamics": float(cp_dyn.sum() / ours_torch.sum()),
+        "ratio_given_diameter_with_dynamics": float(cp_dyn.sum() / ours_given.sum()),
     }
     record = {
         "hardware": {
@@ -135,11 +144,12 @@ def main() -> int:
                 "true_diameter": j["diameter"],
                 "ours_s": [a, b],
                 "ours_torch_s": [c, d],
+                "ours_given_diameter_s": [e, f],
                 **{k: v for k, v in cp.items() if k != "path"},
             }
-            for p, im, j, a, b, c, d, cp in zip(
-                pairs, images, jobs, first, second, first_torch, second_torch, cellpose["images"],
-                strict=True,
+            for p, im, j, a, b, c, d, e, f, cp in zip(
+                pairs, images, jobs, first, second, first_torch, second_torch, first_given,
+                second_given, cellpose["images"], strict=True,
             )
         ],
     }  # fmt: skip
@@ -154,6 +164,9 @@ def main() -> int:
           f"{summary['ratio_default_threshold']:.1f}x (default threshold) |")  # fmt: skip
     print(f"| ours on PyTorch | {summary['ours_torch_s']:.1f} | "
           f"{summary['ratio_torch_with_dynamics']:.1f}x (with dynamics) |")  # fmt: skip
+    print(f"| ours, default backend, given the true diameter | "
+          f"{summary['ours_given_diameter_s']:.1f} | "
+          f"{summary['ratio_given_diameter_with_dynamics']:.1f}x (with dynamics) |")  # fmt: skip
     print(f"| Cellpose 3, default threshold | {summary['cellpose_default_threshold_s']:.1f} | 1 |")
     print(f"| Cellpose 3, with dynamics | {summary['cellpose_with_dynamics_s']:.1f} | 1 |")
     print(f"| Cellpose 3, network only | {summary['cellpose_network_only_s']:.1f} | – |")
