@@ -29,6 +29,7 @@ import platform
 import random
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -122,12 +123,17 @@ def choose(pool, how: str, seed: int, base: Path, n: int = 3):
     return top, [rng.choice(rest)], reasons
 
 
-def run(base: Path, pool, test, recipe: str, how: str, seed: int, minutes: float, diameter):
+def run(
+    base: Path, pool, test, recipe: str, how: str, seed: int, minutes: float, diameter,
+    object_diameter: float | None = None,
+):  # fmt: skip
     train, val, reasons = choose(pool, how, seed, base)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         family = load_weights(base).card.family
         params = recipe_params(recipe, family, minutes=minutes, epochs=10_000, seed=seed)
+        if object_diameter is not None:  # else the base model's
+            params = replace(params, object_diameter=object_diameter)
         out = tmp / "tuned.safetensors"
         start = time.perf_counter()
         epochs, notices = [], []
@@ -151,6 +157,7 @@ def run(base: Path, pool, test, recipe: str, how: str, seed: int, minutes: float
         "recipe": recipe,
         "selection": how,
         "seed": seed,
+        "object_diameter": object_diameter,
         "train_images": [p.name for p in train],
         "val_image": val[0].name,
         "corrected_objects": n_objects,
@@ -207,6 +214,10 @@ def main() -> None:
         "--runs", nargs="+", default=["classic:random:0", "fast:random:0"],
         help="recipe:selection:seed, selection random, top or top-mean, e.g. fast:top:0",
     )  # fmt: skip
+    parser.add_argument(
+        "--object-diameter", type=float, default=None,
+        help="fine-tune at this object diameter (px; default: the base model's)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     pool, test = domain_split(args.domain, args.n_test)
@@ -230,7 +241,10 @@ def main() -> None:
         recipe, how, seed = spec.split(":")
         if how not in ("random", "top", "top-mean"):
             parser.error(f"--runs {spec}: selection must be random, top or top-mean")
-        row = run(args.base, pool, test, recipe, how, int(seed), args.minutes, args.diameter)
+        row = run(
+            args.base, pool, test, recipe, how, int(seed), args.minutes, args.diameter,
+            args.object_diameter,
+        )  # fmt: skip
         print(json.dumps(row), flush=True)
         result["runs"].append(row)
         out.parent.mkdir(parents=True, exist_ok=True)
