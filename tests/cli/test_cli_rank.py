@@ -64,6 +64,19 @@ def test_rank_order_option(tmp_path, capsys, weights, scripted, order) -> None:
     assert "total doubt" in capsys.readouterr().out
 
 
+def test_order_choices_are_the_cores() -> None:
+    import argparse
+
+    from napari_cellseg.batch.ranking import RANK_ORDERS
+    from napari_cellseg.cli.rank import add_rank_parser
+
+    parser = argparse.ArgumentParser()
+    add_rank_parser(parser.add_subparsers())
+    rank = parser._subparsers._group_actions[0].choices["rank"]
+    order = next(a for a in rank._actions if a.dest == "order")
+    assert tuple(order.choices) == RANK_ORDERS and order.default == RANK_ORDERS[0]
+
+
 def test_unreadable_image_is_reported_and_exit_1(tmp_path, capsys, weights, scripted) -> None:
     folder = _folder(tmp_path)
     (folder / "zz.png").write_bytes(b"junk")

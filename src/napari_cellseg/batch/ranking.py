@@ -2,7 +2,7 @@
 
 Each image is scored by :func:`napari_cellseg.inference.uncertainty.iter_uncertainty`
 (augmented copies compared; the formula is in that module). :func:`iter_rank_images` yields
-progress, can be stopped at any yield, and returns the images most uncertain first; an
+progress, can be stopped at any yield, and returns the images in ranking order; an
 image that cannot be read or segmented is reported (a warning :class:`Notice`) and left out.
 With ``tile``, the tiles of each image are ranked instead (a large image: where to start).
 
@@ -108,7 +108,7 @@ def iter_rank_images(
     order: str = "total",
     should_stop: Callable[[], bool] | None = None,
 ) -> Generator[Progress | Notice, None, list[RankedImage]]:
-    """Score every image; yield progress; return them most uncertain first.
+    """Score every image; yield progress; return them in ``order``, first to correct first.
 
     Parameters
     ----------

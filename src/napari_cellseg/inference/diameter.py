@@ -145,7 +145,7 @@ def iter_estimate_diameter(
 
     - No object at the native scale: objects far larger than the model knows may not be
       seen at all (nor whole in the crop), so the scale is halved until a pass finds some
-      (:data:`MAX_PASSES` in all); from there as for large objects below.
+      (:data:`MAX_PASSES` in all); from there on as for large objects (above).
 
     Returns ``None`` when no pass found an object.
     """
