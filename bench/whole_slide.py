@@ -47,27 +47,30 @@ def _pattern(seed: int) -> np.ndarray:
     return np.stack([grey, (grey * 0.75).astype(np.uint8), (grey * 0.9).astype(np.uint8)], -1)
 
 
-def _level_tiles(size: int, step: int, patterns: list[np.ndarray]):
-    """Row-major 512² tiles of the level ``step`` times smaller than level 0."""
+def _level_tiles(size: int, step: int, patterns: np.ndarray):
+    """Row-major 512² tiles of the level ``step`` times smaller than level 0.
+
+    Level 0 is a mosaic of the 512² ``patterns`` (pattern ``(7 by + 13 bx) % 8`` at block
+    ``(by, bx)``), white beyond ``size``; a coarser level samples every ``step``-th pixel of it,
+    picked straight from the patterns so that no tile ever costs more than its own pixels.
+    """
     height = -(-size // step)
-    span = TILE * step  # level-0 pixels one tile covers
+    offsets = np.arange(TILE) * step
     for ty in range(0, height, TILE):
+        ys = ty * step + offsets  # level-0 rows of this tile's rows
         for tx in range(0, height, TILE):
-            block = np.zeros((span, span, 3), np.uint8)
-            y0, x0 = ty * step, tx * step
-            for by in range(0, span, TILE):
-                for bx in range(0, span, TILE):
-                    k = ((y0 + by) // TILE * 7 + (x0 + bx) // TILE * 13) % len(patterns)
-                    block[by : by + TILE, bx : bx + TILE] = patterns[k]
-            block[max(0, size - y0) :, :] = 255  # beyond the slide: white
-            block[:, max(0, size - x0) :] = 255
-            yield block[::step, ::step]
+            xs = tx * step + offsets
+            which = (ys[:, None] // TILE * 7 + xs[None, :] // TILE * 13) % len(patterns)
+            tile = patterns[which, (ys % TILE)[:, None], (xs % TILE)[None, :]]
+            tile[ys >= size] = 255  # beyond the slide: white
+            tile[:, xs >= size] = 255
+            yield tile
 
 
 def write_pyramid(path: Path, size: int, levels: int) -> None:
     import tifffile
 
-    patterns = [_pattern(i) for i in range(8)]
+    patterns = np.stack([_pattern(i) for i in range(8)])
     options = {"tile": (TILE, TILE), "compression": "jpeg", "photometric": "rgb"}
     meta = {"PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25}
     with tifffile.TiffWriter(path, ome=True, bigtiff=True) as tif:
