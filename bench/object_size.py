@@ -188,6 +188,10 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--name", default=None,
+        help="JSON file name (default object_size.json, or object_size_native.json with --native)",
+    )  # fmt: skip
     args = parser.parse_args()
     pairs = validation_pairs(args.data, args.limit)
     meta = {
@@ -199,7 +203,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.native:
         rows = run_native(args, args.weights, pairs)
-        out = args.out / "object_size_native.json"
+        out = args.out / (args.name or "object_size_native.json")
         out.write_text(json.dumps({**meta, "results": rows}, indent=1))
         print("\n| model | object diameter | TTA | diameter | DSB AP | AP@0.5 | F1@0.5 | s/image |")
         print("|---|---|---|---|---|---|---|---|")
@@ -215,7 +219,7 @@ def main() -> int:
         loaded = load_weights(path)
         rows = run_scales(args, loaded, pairs)
         results[path.name] = {"rows": rows, "summary": summary_scales(rows)}
-    out = args.out / "object_size.json"
+    out = args.out / (args.name or "object_size.json")
     out.write_text(json.dumps({**meta, "results": results}, indent=1))
     for name, res in results.items():
         print(f"\n{name}\n\n| scale | mode | DSB AP | F1@0.5 | s/image | auto error (median) |")

@@ -4,7 +4,9 @@
 else ``"off"`` (no rescaling, as before object sizes existed). A number is pixels; a
 micrometre value is turned into pixels with the image's pixel size. ``"auto"`` estimates
 the diameter from the image (:func:`iter_estimate_diameter`) with quick passes of the model
-on a central crop, measuring the median equivalent diameter of whole objects.
+on a central crop, measuring the median equivalent diameter of whole objects; for a model
+whose card learned its diameter from training masks, :func:`iter_refine_scale` then moves
+the scale by factors of √2 while the model grows surer of its objects.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from napari_cellseg.events import CancelledError, Notice, Progress, relay
-from napari_cellseg.inference.object_size import median_diameter, scale_for
+from napari_cellseg.inference.object_size import median_diameter, object_confidence, scale_for
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel, read_card
 from napari_cellseg.params import DIAMETER_RANGE, PredictParams, parse_diameter
@@ -29,6 +31,7 @@ __all__ = [
     "central_crop",
     "iter_choose_scale",
     "iter_estimate_diameter",
+    "iter_refine_scale",
 ]
 
 ESTIMATE_SIDE = 512
@@ -41,6 +44,12 @@ MAX_SMALL_PASSES = 3
 """Passes at most for small objects: the native scale, the implied one, one refinement."""
 GOOD_RATIO = 1.25
 """A pass whose objects are within this factor of the model's diameter ends the search."""
+REFINE_STEP = math.sqrt(2.0)
+"""Factor between the scales the refinement compares."""
+MAX_REFINE_MOVES = 4
+"""Refinement moves at most (the estimate's scale ×/÷ 4 at most)."""
+REFINE_SPAN = 2.0
+"""A refinement pass counts only if its objects look within this factor of the model's size."""
 
 Event = Progress | Notice
 
@@ -109,10 +118,18 @@ def iter_choose_scale(
             should_stop,
         )
         return None, 1.0
+    measured, how = diameter, ""
+    if card.learned_diameter():
+        scale = yield from iter_refine_scale(
+            image, model, params, reference, diameter, should_stop=should_stop
+        )
+        if abs(math.log(scale * diameter / reference)) > 1e-6:
+            diameter = reference / scale
+            how = f" (objects measured {measured:.0f} px; the model is surest at {diameter:.0f})"
     scale = scale_for(reference, diameter)
     action = f"rescaled \u00d7{scale:.2f}" if scale != 1.0 else "not rescaled"
     yield _checked(
-        Notice(f"estimated object diameter {diameter:.0f} px \u2192 {action}"), should_stop
+        Notice(f"estimated object diameter {diameter:.0f} px{how} \u2192 {action}"), should_stop
     )
     return diameter, scale
 
@@ -233,16 +250,102 @@ def _quick_pass(
     should_stop: Callable[[], bool] | None,
 ) -> Generator[Event, None, float | None]:
     """The median diameter (px of the image) of the objects of a central crop at ``scale``."""
+    prediction = yield from _quick_prediction(image, axes, model, quick, scale, should_stop)
+    return median_diameter(prediction.labels)
+
+
+def _quick_prediction(
+    image: Any,
+    axes: str,
+    model: str | Path | LoadedModel,
+    quick: PredictParams,
+    scale: float,
+    should_stop: Callable[[], bool] | None,
+) -> Generator[Event, None, Any]:
+    """The Prediction of a central crop (:data:`ESTIMATE_SIDE` px at ``scale``)."""
     from napari_cellseg.inference.planes import iter_predict_planes
 
     side = min(math.ceil(ESTIMATE_SIDE / scale), MAX_CROP_SIDE)
     crop, crop_axes = central_crop(image, axes, side)
     run = replace(quick, axes=crop_axes)
-    prediction = yield from relay(
-        iter_predict_planes(crop, model, run, should_stop=should_stop, scale=scale),
-        _warnings_only,
+    return (
+        yield from relay(
+            iter_predict_planes(crop, model, run, should_stop=should_stop, scale=scale),
+            _warnings_only,
+        )
     )
-    return median_diameter(prediction.labels)
+
+
+def iter_refine_scale(
+    image: Any,
+    model: str | Path | LoadedModel,
+    params: PredictParams,
+    reference: float,
+    diameter: float,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[Event, None, float]:
+    """The scale near ``reference / diameter`` at which the model is surest of its objects.
+
+    A model trained with its objects near ``reference`` px is most confident (highest
+    :func:`object_confidence`) when shown objects near that size; a size measured from a
+    quick pass can be far off (texture taken for small nuclei, large nuclei cut into
+    pieces). Starting at ``reference / diameter``, a quick pass of the central crop at
+    ×√2 and ×1/√2 of the scale is compared with the current one; the scale moves to the
+    better neighbour while the confidence rises, then on in that direction
+    (:data:`MAX_REFINE_MOVES` at most). A scale counts only where its objects look within
+    :data:`REFINE_SPAN` of ``reference`` and inside the diameter range.
+
+    Only U-Net-style models (probability maps) are refined; for others the scale of
+    ``diameter`` is returned unchanged. Chosen on 2 x 80 training-split DSB 2018 images
+    (never the validation split), where it lifted the demo U-Net's DSB AP from 0.505 / 0.486
+    (the measured size alone) to 0.530 / 0.508; docs/benchmarks.md has the held-out figures.
+    """
+    start = reference / diameter
+    card = model_card(model)
+    if card.family != "unet":
+        return start
+    axes = params.axes or ""
+    quick = replace(params, diameter="off", keep_probabilities=False, tta=1)
+    smallest, largest = DIAMETER_RANGE
+    plane_side = min(*_plane_shape(image, axes), MAX_CROP_SIDE)
+    total = 1 + 2 * MAX_REFINE_MOVES
+
+    def confidence(scale: float, number: int) -> Generator[Event, None, float | None]:
+        yield _checked(Progress("diameter", number, total, "choosing the scale"), should_stop)
+        prediction = yield from _quick_prediction(image, axes, model, quick, scale, should_stop)
+        size = median_diameter(prediction.labels)
+        if size is None or abs(math.log(size * scale / reference)) >= math.log(REFINE_SPAN):
+            return None
+        raw = prediction.raw[0] if prediction.raw else None
+        if not isinstance(raw, np.ndarray):
+            return None
+        return object_confidence(raw, card.outputs)
+
+    def allowed(scale: float) -> bool:
+        return reference / largest <= scale <= reference / smallest and not _too_small(
+            scale, plane_side, reference, largest
+        )
+
+    current = yield from confidence(start, 0)
+    scale, passes, direction = start, 1, None
+    if current is None:
+        return start
+    for _ in range(MAX_REFINE_MOVES):
+        best: tuple[float, float] | None = None
+        for factor in [direction] if direction else [REFINE_STEP, 1 / REFINE_STEP]:
+            if not allowed(scale * factor):
+                continue
+            found = yield from confidence(scale * factor, passes)
+            passes += 1
+            if found is not None and found > current and (best is None or found > best[0]):
+                best = (found, factor)
+        if best is None:
+            break
+        current, direction = best
+        scale *= direction
+    yield _checked(Progress("diameter", total, total), should_stop)
+    return scale
 
 
 def _plane_shape(image: Any, axes: str) -> tuple[int, int]:

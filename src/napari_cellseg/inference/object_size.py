@@ -6,7 +6,8 @@ are ``diameter`` px across is rescaled by ``scale = reference / diameter`` befor
 network (:func:`rescale_input`, bilinear, antialiased when shrinking), segmented as usual,
 and its labels are brought back to the image's grid with nearest neighbour
 (:func:`to_image_grid`), ids kept consecutive and the object table measured again there.
-:func:`median_diameter` is the size estimate ``diameter="auto"`` uses.
+:func:`median_diameter` is the size estimate ``diameter="auto"`` uses, and
+:func:`object_confidence` how sure a U-Net is of its objects at a scale.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from napari_cellseg.params import DIAMETER_RANGE
 __all__ = [
     "SKIP_TOLERANCE",
     "median_diameter",
+    "object_confidence",
     "rescale_input",
     "resize_maps",
     "scale_for",
@@ -160,3 +162,31 @@ def median_diameter(labels: np.ndarray, *, min_area: int = 4) -> float | None:
         return None
     lo, hi = DIAMETER_RANGE
     return min(max(diameter, lo), hi)
+
+
+def object_confidence(probabilities: np.ndarray, outputs: Sequence[str]) -> float | None:
+    """How sure a U-Net is of its objects: the mean object probability where it is above 0.5.
+
+    The object channel is ``interior`` when the model has one, else ``foreground``, else
+    one minus ``background``. ``None`` when no pixel is above 0.5.
+
+    >>> probs = np.zeros((3, 4, 4), np.float32); probs[0] = 1.0
+    >>> probs[:, :2, :2] = np.array([0.05, 0.9, 0.05])[:, None, None]
+    >>> probs[:, :2, 2] = np.array([0.3, 0.6, 0.1])[:, None]
+    >>> round(object_confidence(probs, ["background", "interior", "boundary"]), 3)
+    0.8
+    >>> object_confidence(np.zeros((1, 4, 4)), ["foreground"]) is None
+    True
+    """
+    outputs = list(outputs)
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    if "interior" in outputs:
+        objects = probabilities[outputs.index("interior")]
+    elif "foreground" in outputs:
+        objects = probabilities[outputs.index("foreground")]
+    elif "background" in outputs:
+        objects = 1.0 - probabilities[outputs.index("background")]
+    else:
+        return None
+    sure = objects > 0.5
+    return float(objects[sure].mean()) if sure.any() else None

@@ -33,6 +33,8 @@ DEFAULT_NORMALISATION: dict[str, Any] = {"method": "percentile", "low": 1.0, "hi
 #: 519 images of DSB 2018 stage1_train, of each image's median equivalent diameter of its
 #: nuclei (5th-95th percentile 9.6-49.6 px), the scale our first demo models were trained at.
 DEFAULT_OBJECT_DIAMETER = 18.0
+#: How ``object_diameter_source`` starts when training measured the diameter from its masks.
+LEARNED_DIAMETER_SOURCE = "training masks"
 #: Object diameters (px) a card or a user may give; outside this range is refused.
 DIAMETER_RANGE = _DIAMETER_RANGE
 
@@ -197,6 +199,25 @@ class ModelCard:
         if self.object_diameter is None:
             return DEFAULT_OBJECT_DIAMETER
         return float(self.object_diameter)
+
+    def learned_diameter(self) -> bool:
+        """Whether ``object_diameter`` was measured from the model's own training masks.
+
+        Such a model has seen its objects near that size, so it is surest of objects shown
+        near it: ``diameter="auto"`` then also tries neighbouring scales
+        (:func:`~napari_cellseg.inference.diameter.iter_refine_scale`). A diameter written
+        into a card by hand, or the default for foreign weight files, is taken as given.
+
+        >>> card = ModelCard.for_model("unet", {"encoder_name": "resnet18"}, object_diameter=24)
+        >>> card.learned_diameter()
+        False
+        >>> card.object_diameter_source = "training masks: median equivalent diameter per image"
+        >>> card.learned_diameter()
+        True
+        """
+        return self.object_diameter is not None and self.object_diameter_source.startswith(
+            LEARNED_DIAMETER_SOURCE
+        )
 
     def _check_normalisation(self) -> None:
         """Refuse a normalisation every prediction would fail on (at load, not per image)."""

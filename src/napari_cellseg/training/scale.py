@@ -21,7 +21,7 @@ import torch
 
 from napari_cellseg.labels.sizes import median_diameter as measure_diameter
 from napari_cellseg.labels.sizes import nearest_index
-from napari_cellseg.models.card import DIAMETER_RANGE, ModelCard
+from napari_cellseg.models.card import DIAMETER_RANGE, LEARNED_DIAMETER_SOURCE, ModelCard
 from napari_cellseg.params import DEFAULT_TRAIN_DIAMETER
 
 __all__ = [
@@ -148,12 +148,15 @@ def describe_source(target: float | None, jitter: float, measured: float | None)
     """
     if target:
         return (
-            "training masks: median equivalent diameter per image, rescaled to "
+            f"{LEARNED_DIAMETER_SOURCE}: median equivalent diameter per image, rescaled to "
             f"{target:g} px (jitter {jitter:g})"
         )
     if measured is None:
         return ""
-    return "training masks: median over images of the median equivalent diameter, not rescaled"
+    return (
+        f"{LEARNED_DIAMETER_SOURCE}: median over images of the median equivalent diameter, "
+        "not rescaled"
+    )
 
 
 def training_diameter(requested: float | None, card: ModelCard, *, fine_tuning: bool) -> float:
