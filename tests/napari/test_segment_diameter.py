@@ -179,3 +179,25 @@ def test_a_rescaled_run_and_new_thresholds_stay_on_the_image_grid(
     labels = [ly for ly in viewer.layers if ly._type_string == "labels"]
     assert len(labels) == 1 and labels[0].data.shape == (96, 96)
     assert widget.last_prediction.labels.shape == (96, 96)
+
+
+def test_the_estimate_passes_are_named_in_the_status_line(
+    make_napari_viewer, qtbot, sized_weights
+) -> None:
+    from types import SimpleNamespace
+
+    from napari_cellseg.events import Progress
+
+    _, widget = make_widget(make_napari_viewer, qtbot, sized_weights)
+    runner = widget.runner
+    runner._request = SimpleNamespace(source=SimpleNamespace(n_planes=1))
+    for event, expected in [
+        (
+            Progress("diameter", 1, 6, "estimating the object size"),
+            "Estimating the object size (1/6)",
+        ),
+        (Progress("diameter", 3, 9, "choosing the scale"), "Choosing the scale (3/9)"),
+    ]:
+        runner._on_event(event)
+        runner._flush_progress()
+        assert runner.status.value == expected

@@ -175,6 +175,10 @@ class SegmentRun:
         elif event.stage in JOIN_STAGES:  # after the planes: the bar starts again
             fraction = event.fraction
             status = f"{JOIN_STAGES[event.stage]} {event.done}/{event.total}"
+        elif event.stage == "diameter":  # diameter auto: quick passes before the run
+            fraction = 0.0
+            what = event.message or "estimating the object size"
+            status = f"{what[:1].upper()}{what[1:]} ({event.done}/{event.total})"
         else:
             fraction = 0.0
             status = f"Loaded {event.message}"

@@ -53,9 +53,13 @@ def _activity(event: Progress) -> str:
     'big.tif: block 2/5'
     >>> _activity(Progress("link", 3, 9, "frame 3/9"))
     'linking over time: frame 3/9'
+    >>> _activity(Progress("diameter", 2, 9, "choosing the scale"))
+    'choosing the scale (2/9)'
     """
     if event.stage in STAGES:  # stitching / linking: the message counts planes or frames
         return f"{STAGES[event.stage]}: {event.message}"
+    if event.stage == "diameter":  # diameter auto: quick passes before each image's run
+        return f"{event.message or 'estimating the object size'} ({event.done}/{event.total})"
     unit = "block" if event.stage == "blocks" else "tile"  # blocks: large images
     return f"{event.message}: {unit} {event.done}/{event.total}"
 
