@@ -89,3 +89,44 @@ def test_cli_says_the_base_was_kept(tmp_path, monkeypatch, capsys) -> None:
     assert "no epoch beat the base model (DSB AP 0." in line
     assert f"; {out} holds the base weights unchanged" in line
     assert_holds_the_base(out)
+
+
+def _scripted_validation(monkeypatch, scores: list[dict]) -> None:
+    """``evaluate_model`` returns ``scores`` in turn: the base first, then each epoch."""
+    calls = iter(scores)
+    monkeypatch.setattr(loop, "evaluate_model", lambda *a, **k: dict(next(calls)))
+
+
+def test_a_better_pixel_dice_alone_does_not_replace_the_base(tmp_path, monkeypatch) -> None:
+    """Both score DSB AP 0 on the validation image (no object found right); the epochs'
+    higher pixel Dice breaks ties between epochs, never against the base."""
+    _scripted_validation(
+        monkeypatch,
+        [{"dsb_ap": 0.0, "pixel_dice": 0.1}] + [{"dsb_ap": 0.0, "pixel_dice": 0.4}] * 2,
+    )
+    out = tmp_path / "tie.safetensors"
+    events: list = []
+    finished = drain(iter_train([sample_data_dir()], out, TrainParams(**PARAMS), init=BASE),
+                     events.append)  # fmt: skip
+    assert finished.kept_base and finished.best_epoch == 0
+    assert_holds_the_base(out)
+    assert not [e for e in events if getattr(e, "level", "") == "warning"]
+
+
+def test_a_win_at_a_very_low_score_is_kept_with_a_warning(tmp_path, monkeypatch) -> None:
+    _scripted_validation(
+        monkeypatch,
+        [{"dsb_ap": 0.0, "pixel_dice": 0.1}, {"dsb_ap": 0.014, "pixel_dice": 0.2},
+         {"dsb_ap": 0.01, "pixel_dice": 0.3}],
+    )  # fmt: skip
+    out = tmp_path / "weak.safetensors"
+    events: list = []
+    finished = drain(iter_train([sample_data_dir()], out, TrainParams(**PARAMS), init=BASE),
+                     events.append)  # fmt: skip
+    assert not finished.kept_base and finished.best_epoch == 1
+    warnings = [e.message for e in events if getattr(e, "level", "") == "warning"]
+    assert warnings == [
+        "the fine-tuned model beat the base on the validation images only at a low score "
+        "(DSB AP 0.014 against 0.000): little evidence either way; check it on other images, "
+        "or validate on an image where the base model finds some objects"
+    ]

@@ -51,9 +51,15 @@ from napari_cellseg.training.steps import (
     make_scheduler,
     scheduler_per_step,
 )
-from napari_cellseg.training.validation import ValidationImage, at_training_scale, evaluate_model
-
-KEY_METRIC = "dsb_ap"
+from napari_cellseg.training.validation import (
+    KEY_METRIC,
+    ValidationImage,
+    at_training_scale,
+    beats_base,
+    epoch_score,
+    evaluate_model,
+    weak_evidence,
+)
 
 
 def fit(*args: Any, **kwargs: Any) -> TrainingFinished:
@@ -200,7 +206,7 @@ def iter_train(
             model, card, val_images, device=device, tile_size=params.val_tile_size
         )
         history.append({"epoch": 0, "train_loss": None, **baseline})
-        best_score = _score(baseline, [])
+        best_score = epoch_score(baseline, [])
         # Until an epoch beats it, the output holds the base model (stopped or not).
         save_weights(model, kept_base_card(card, params, manifest, history, baseline, init), out)
         yield checkpoint(
@@ -252,8 +258,8 @@ def iter_train(
             if val_images
             else {}
         )
-        score = _score(metrics, losses)
-        improved = score > best_score
+        score = epoch_score(metrics, losses)
+        improved = score > best_score and beats_base(metrics, baseline)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), **metrics}
         history.append(record)
         if improved:
@@ -317,6 +323,9 @@ def iter_train(
             trained_card(card, params, manifest, history, epoch, best_metrics, init, object_size),
             out,
         )
+    weak = weak_evidence(best_metrics, baseline) if not kept_base else None
+    if weak:
+        yield checkpoint(Notice(weak, level="warning"))
     if params.tune_thresholds and val_images:
         yield checkpoint(Notice(f"tuning the thresholds on {len(val_images)} validation images…"))
         note = yield from _tune_thresholds(out, val_images, params, device, should_stop)
@@ -355,13 +364,6 @@ def _tune_thresholds(out, val_images, params, device, should_stop) -> Generator[
         f"thresholds tuned on the validation images: {describe_post(result.changed)} "
         f"(DSB AP {result.base_score:.3f} → {result.score:.3f}; stored in {out.name})"
     )
-
-
-def _score(metrics: dict[str, float], losses: list[float]) -> float:
-    """DSB AP with pixel Dice breaking ties; minus the mean loss when there is no validation."""
-    if KEY_METRIC not in metrics:
-        return -float(np.mean(losses)) if losses else -math.inf
-    return float(metrics[KEY_METRIC]) + 1e-3 * float(metrics.get("pixel_dice", 0.0))
 
 
 def _model_and_card(params, model, card, init, state) -> tuple[torch.nn.Module, ModelCard, list]:

@@ -1,4 +1,4 @@
-"""Scoring a model on whole validation images with the inference engine and the metrics.
+"""Scoring a model on whole validation images, and judging an epoch against the best and the base.
 
 Validation images are first brought to the training scale (:func:`at_training_scale`), so
 model selection sees objects at the size training showed the model. An image with a region
@@ -8,6 +8,7 @@ the prediction are both set to 0 outside, so unchecked pixels neither match nor 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,3 +127,53 @@ def evaluate_model(
         prediction = predict_planes(item.image, loaded, params)  # never block by block
         per_image.append(evaluate_pair(*item.scored(prediction.labels)))
     return summarise(per_image)
+
+
+KEY_METRIC = "dsb_ap"
+"""The validation metric that chooses the best epoch."""
+
+WEAK_VALIDATION = 0.05
+"""A fine-tune whose kept epoch scores below this DSB AP on the validation images is
+returned with a warning: the images gave little evidence that it beats its base."""
+
+
+def beats_base(metrics: dict[str, float], baseline: dict[str, float] | None) -> bool:
+    """Whether an epoch may replace the base model: a strictly higher DSB AP on the
+    validation images (the pixel Dice that breaks ties between epochs does not count
+    against the base: a model that finds no more objects is not better).
+
+    >>> beats_base({"dsb_ap": 0.0, "pixel_dice": 0.4}, {"dsb_ap": 0.0, "pixel_dice": 0.1})
+    False
+    >>> beats_base({"dsb_ap": 0.2}, {"dsb_ap": 0.1}), beats_base({"dsb_ap": 0.2}, None)
+    (True, True)
+    """
+    if baseline is None or KEY_METRIC not in metrics or KEY_METRIC not in baseline:
+        return True
+    return float(metrics[KEY_METRIC]) > float(baseline[KEY_METRIC])
+
+
+def weak_evidence(best: dict[str, float], baseline: dict[str, float] | None) -> str | None:
+    """A warning when the fine-tuned model beat its base only at a very low score.
+
+    >>> weak_evidence({"dsb_ap": 0.014}, {"dsb_ap": 0.0})[:60]
+    'the fine-tuned model beat the base on the validation images '
+    >>> weak_evidence({"dsb_ap": 0.3}, {"dsb_ap": 0.1}) is None
+    True
+    """
+    if baseline is None or KEY_METRIC not in best or KEY_METRIC not in baseline:
+        return None
+    ap, base = float(best[KEY_METRIC]), float(baseline[KEY_METRIC])
+    if ap >= WEAK_VALIDATION:
+        return None
+    return (
+        f"the fine-tuned model beat the base on the validation images only at a low score "
+        f"(DSB AP {ap:.3f} against {base:.3f}): little evidence either way; check it on other "
+        "images, or validate on an image where the base model finds some objects"
+    )
+
+
+def epoch_score(metrics: dict[str, float], losses: list[float]) -> float:
+    """DSB AP with pixel Dice breaking ties; minus the mean loss when there is no validation."""
+    if KEY_METRIC not in metrics:
+        return -float(np.mean(losses)) if losses else -math.inf
+    return float(metrics[KEY_METRIC]) + 1e-3 * float(metrics.get("pixel_dice", 0.0))
