@@ -241,16 +241,10 @@ def _too_small(scale: float, plane_side: int, reference: float, largest: float) 
     return scale < reference / largest or plane_side * scale < 4 * reference
 
 
-def _quick_pass(
-    image: Any,
-    axes: str,
-    model: str | Path | LoadedModel,
-    quick: PredictParams,
-    scale: float,
-    should_stop: Callable[[], bool] | None,
-) -> Generator[Event, None, float | None]:
-    """The median diameter (px of the image) of the objects of a central crop at ``scale``."""
-    prediction = yield from _quick_prediction(image, axes, model, quick, scale, should_stop)
+def _quick_pass(*args: Any) -> Generator[Event, None, float | None]:
+    """The median diameter (px of the image) of the objects of a central crop at a scale;
+    the arguments are :func:`_quick_prediction`'s."""
+    prediction = yield from _quick_prediction(*args)
     return median_diameter(prediction.labels)
 
 
