@@ -315,3 +315,12 @@ def test_an_empty_image_is_given_up_on_after_the_smaller_scales(monkeypatch) -> 
     found = drain(iter_estimate_diameter(image, "unused", PredictParams(axes="YX"), 18.0))
     assert found is None
     assert scales == [1.0, 0.5] and len(scales) <= MAX_PASSES  # 256 px x 0.25 < 4 x 18 px
+
+
+def test_the_size_estimate_counts_in_the_runs_time() -> None:
+    prediction = predict(discs(30.0), model_with(24.0), replace(CPU, diameter="auto"))
+    timings = prediction.timings
+    assert timings["diameter"] > 0
+    assert timings["total"] >= timings["diameter"] + timings["network"]
+    given = predict(discs(30.0), model_with(24.0), replace(CPU, diameter=30))
+    assert given.timings["diameter"] < timings["diameter"]

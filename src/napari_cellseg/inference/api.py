@@ -10,6 +10,7 @@ Both yield only events and return a :class:`~napari_cellseg.inference.planes.Pre
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -101,10 +102,12 @@ def iter_predict(
             said.append(event.message)
         return event
 
+    start = time.perf_counter()
     diameter, scale = yield from relay(
         iter_choose_scale(image, model, run, pixel_size_um=pixel_size_um, should_stop=should_stop),
         note,
     )
+    sizing = time.perf_counter() - start  # the size estimate's quick passes (auto)
     if in_blocks(np.shape(image), axes, blocks):
         work = _blocks.iter_predict_large(
             image, model, run, blocks=blocks, should_stop=should_stop, scale=scale
@@ -115,6 +118,8 @@ def iter_predict(
     if joins(run, axes):  # z-stacks / time-lapses: 3D objects, ids kept over time
         prediction = yield from iter_join(prediction, should_stop=should_stop)
     prediction.diameter, prediction.scale = diameter, scale
+    prediction.timings["diameter"] = sizing
+    prediction.timings["total"] = prediction.timings.get("total", 0.0) + sizing
     prediction.notices[:0] = said
     if run is not params:  # the Prediction records the parameters as the caller gave them
         prediction.params = replace(prediction.params, axes=params.axes)

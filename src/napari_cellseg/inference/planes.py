@@ -66,7 +66,9 @@ class Prediction:
         The network output kept per plane (U-Net probabilities or Mask R-CNN detections),
         so :func:`reapply` can change thresholds without running the network.
     timings : dict of str to float
-        Seconds per stage: ``load``, ``preprocess``, ``network``, ``postprocess``, ``total``.
+        Seconds per stage: ``load``, ``preprocess``, ``network``, ``postprocess``, ``total``;
+        from the front door also ``diameter`` (the size estimate of ``diameter="auto"``,
+        included in ``total``).
     diameter : float or None
         The object diameter (px of the image) the run was scaled for: given, converted from
         micrometres or estimated (``diameter="auto"``); ``None``: no diameter was used.
