@@ -26,7 +26,6 @@ from napari_cellseg.models.weights import LoadedModel
 from napari_cellseg.params import PredictParams
 
 REFERENCE = 20.0
-OUTPUTS = ["background", "interior", "boundary"]
 PARAMS = PredictParams(device="cpu", axes="YX")
 
 

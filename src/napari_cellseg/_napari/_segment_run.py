@@ -177,7 +177,7 @@ class SegmentRun:
             status = f"{JOIN_STAGES[event.stage]} {event.done}/{event.total}"
         elif event.stage == "diameter":  # diameter auto: quick passes before the run
             fraction = 0.0
-            what = event.message or "estimating the object size"
+            what = event.message  # what the passes do (inference.diameter)
             status = f"{what[:1].upper()}{what[1:]} ({event.done}/{event.total})"
         else:
             fraction = 0.0

@@ -59,7 +59,7 @@ def _activity(event: Progress) -> str:
     if event.stage in STAGES:  # stitching / linking: the message counts planes or frames
         return f"{STAGES[event.stage]}: {event.message}"
     if event.stage == "diameter":  # diameter auto: quick passes before each image's run
-        return f"{event.message or 'estimating the object size'} ({event.done}/{event.total})"
+        return f"{event.message} ({event.done}/{event.total})"
     unit = "block" if event.stage == "blocks" else "tile"  # blocks: large images
     return f"{event.message}: {unit} {event.done}/{event.total}"
 

@@ -51,6 +51,9 @@ MAX_REFINE_MOVES = 4
 REFINE_SPAN = 2.0
 """A refinement pass counts only if its objects look within this factor of the model's size."""
 
+ESTIMATING, CHOOSING = "estimating the object size", "choosing the scale"
+"""The messages of the ``"diameter"`` progress events: measuring, then refining."""
+
 Event = Progress | Notice
 
 
@@ -172,9 +175,7 @@ def iter_estimate_diameter(
     plane_side = min(*_plane_shape(image, axes), MAX_CROP_SIDE)
 
     def measure(scale: float, number: int) -> Generator[Event, None, float | None]:
-        yield _checked(
-            Progress("diameter", number, MAX_PASSES, "estimating the object size"), should_stop
-        )
+        yield _checked(Progress("diameter", number, MAX_PASSES, ESTIMATING), should_stop)
         return (yield from _quick_pass(image, axes, model, quick, scale, should_stop))
 
     estimate = yield from measure(1.0, 0)
@@ -207,7 +208,7 @@ def iter_estimate_diameter(
             if error <= math.log(GOOD_RATIO):
                 break
         if best[0] <= math.log(GOOD_RATIO):  # a pass at the implied scale confirmed it
-            yield _checked(Progress("diameter", MAX_PASSES, MAX_PASSES), should_stop)
+            yield _checked(Progress("diameter", MAX_PASSES, MAX_PASSES, ESTIMATING), should_stop)
             return best[1]
         # Unconfirmed: the small "objects" were texture or fragments (a model shown objects
         # far larger than it knows may find specks). Look for larger objects by halving the
@@ -227,7 +228,7 @@ def iter_estimate_diameter(
         if found is None or found * scale < low:
             break
         best_estimate = found
-    yield _checked(Progress("diameter", MAX_PASSES, MAX_PASSES), should_stop)
+    yield _checked(Progress("diameter", MAX_PASSES, MAX_PASSES, ESTIMATING), should_stop)
     return best_estimate if best_estimate is not None else fallback
 
 
@@ -306,7 +307,7 @@ def iter_refine_scale(
     total = 1 + 2 * MAX_REFINE_MOVES
 
     def confidence(scale: float, number: int) -> Generator[Event, None, float | None]:
-        yield _checked(Progress("diameter", number, total, "choosing the scale"), should_stop)
+        yield _checked(Progress("diameter", number, total, CHOOSING), should_stop)
         prediction = yield from _quick_prediction(image, axes, model, quick, scale, should_stop)
         size = median_diameter(prediction.labels)
         if size is None or abs(math.log(size * scale / reference)) >= math.log(REFINE_SPAN):
@@ -338,7 +339,7 @@ def iter_refine_scale(
             break
         current, direction = best
         scale *= direction
-    yield _checked(Progress("diameter", total, total), should_stop)
+    yield _checked(Progress("diameter", total, total, CHOOSING), should_stop)
     return scale
 
 
