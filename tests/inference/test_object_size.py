@@ -192,6 +192,22 @@ def test_the_default_is_auto_for_a_card_with_a_diameter() -> None:
     assert prediction.scale == pytest.approx(0.5, rel=0.15)
 
 
+def test_the_estimate_does_not_follow_the_runs_lower_thresholds() -> None:
+    """The quick passes measure confident, unsplit objects: a run with a low probability
+    and a high boundary threshold gets the same estimate as one with the strict ones."""
+    from napari_cellseg.inference.diameter import quick_params
+
+    loose = CPU.with_post(prob_threshold=0.2, boundary_threshold=0.3)
+    strict = CPU.with_post(prob_threshold=0.9, boundary_threshold=0.001)
+    post = quick_params(loose, model_with(24.0).card).post
+    assert (post.prob_threshold, post.boundary_threshold) == (0.7, 0.01)
+    post = quick_params(strict, model_with(24.0).card).post
+    assert (post.prob_threshold, post.boundary_threshold) == (0.9, 0.001)
+    image = discs(48)
+    found = [predict(image, model_with(24.0), run).diameter for run in (loose, CPU)]
+    assert found[0] == found[1] == pytest.approx(48, rel=0.15)
+
+
 def test_auto_without_objects_does_not_rescale_and_says_so() -> None:
     blank = np.zeros((96, 96), np.uint8)
     prediction, events = collect(iter_predict(blank, model_with(24.0), CPU))
@@ -272,7 +288,7 @@ def test_unconfirmed_specks_do_not_hide_large_objects(monkeypatch) -> None:
 
     scales = _scripted_passes(monkeypatch, seen)
     image = np.zeros((512, 512), np.float32)
-    found = drain(iter_estimate_diameter(image, "unused", PredictParams(axes="YX"), 18.0))
+    found = drain(iter_estimate_diameter(image, known_model(), PredictParams(axes="YX"), 18.0))
     assert found == 40.0
     assert scales[0] == 1.0 and 0.5 in scales
 
@@ -285,7 +301,7 @@ def test_confirmed_small_objects_are_kept(monkeypatch) -> None:
 
     scales = _scripted_passes(monkeypatch, lambda scale: 8.0)
     image = np.zeros((512, 512), np.float32)
-    found = drain(iter_estimate_diameter(image, "unused", PredictParams(axes="YX"), 18.0))
+    found = drain(iter_estimate_diameter(image, known_model(), PredictParams(axes="YX"), 18.0))
     assert found == 8.0
     assert all(s >= 1.0 for s in scales)
 
@@ -300,7 +316,7 @@ def test_objects_unseen_at_the_native_scale_are_looked_for_at_smaller_ones(monke
 
     scales = _scripted_passes(monkeypatch, {0.25: 150.0, 0.125: 150.0, 0.062: 150.0})
     image = np.zeros((2048, 2048), np.float32)
-    found = drain(iter_estimate_diameter(image, "unused", PredictParams(axes="YX"), 18.0))
+    found = drain(iter_estimate_diameter(image, known_model(), PredictParams(axes="YX"), 18.0))
     assert found == 150.0
     assert scales[:3] == [1.0, 0.5, 0.25]
 
@@ -312,7 +328,7 @@ def test_an_empty_image_is_given_up_on_after_the_smaller_scales(monkeypatch) -> 
 
     scales = _scripted_passes(monkeypatch, {})
     image = np.zeros((256, 256), np.float32)
-    found = drain(iter_estimate_diameter(image, "unused", PredictParams(axes="YX"), 18.0))
+    found = drain(iter_estimate_diameter(image, known_model(), PredictParams(axes="YX"), 18.0))
     assert found is None
     assert scales == [1.0, 0.5] and len(scales) <= MAX_PASSES  # 256 px x 0.25 < 4 x 18 px
 

@@ -50,6 +50,12 @@ MAX_REFINE_MOVES = 4
 """Refinement moves at most (the estimate's scale ×/÷ 4 at most)."""
 REFINE_SPAN = 2.0
 """A refinement pass counts only if its objects look within this factor of the model's size."""
+ESTIMATE_MIN_PROBABILITY = 0.7
+"""U-Net quick passes count a pixel as object only above this probability (or the run's own
+threshold when higher): the size is measured on confident objects."""
+ESTIMATE_MAX_BOUNDARY = 0.01
+"""...and seed the watershed only where P(boundary) is below this (or the run's own
+threshold when lower), so that whole objects are not split into pieces while measuring."""
 
 ESTIMATING, CHOOSING = "estimating the object size", "choosing the scale"
 """The messages of the ``"diameter"`` progress events: measuring, then refining."""
@@ -170,7 +176,7 @@ def iter_estimate_diameter(
     Returns ``None`` when no pass found an object.
     """
     axes = params.axes or ""
-    quick = replace(params, diameter="off", keep_probabilities=False, tta=1)
+    quick = quick_params(params, model_card(model))
     low, (smallest, largest) = reference / GOOD_RATIO, DIAMETER_RANGE
     plane_side = min(*_plane_shape(image, axes), MAX_CROP_SIDE)
 
@@ -230,6 +236,38 @@ def iter_estimate_diameter(
         best_estimate = found
     yield _checked(Progress("diameter", MAX_PASSES, MAX_PASSES, ESTIMATING), should_stop)
     return best_estimate if best_estimate is not None else fallback
+
+
+def quick_params(params: PredictParams, card: ModelCard) -> PredictParams:
+    """The parameters of the size estimate's quick passes: no rescaling, no augmentation and,
+    for a U-Net, thresholds at least as strict as :data:`ESTIMATE_MIN_PROBABILITY` and
+    :data:`ESTIMATE_MAX_BOUNDARY`.
+
+    The estimate measures confident, unsplit objects whatever thresholds the run itself
+    uses: lower ones (more, smaller objects) are for the final labels, and would let
+    texture and fragments into the size measured. The thresholds also stay those the
+    estimator was chosen and benchmarked with when a model's tuned thresholds change.
+
+    >>> from napari_cellseg.params import PostprocessParams
+    >>> card = ModelCard(family="unet", builder_args={}, input_channels=3)
+    >>> run = PredictParams(post=PostprocessParams(prob_threshold=0.6, boundary_threshold=0.02))
+    >>> post = quick_params(run, card).post
+    >>> post.prob_threshold, post.boundary_threshold
+    (0.7, 0.01)
+    """
+    quick = replace(params.resolved(card.post_params()), diameter="off", tta=1)
+    quick = replace(quick, keep_probabilities=False)
+    if card.family != "unet" or quick.post is None:
+        return quick
+    post = quick.post
+    return replace(
+        quick,
+        post=replace(
+            post,
+            prob_threshold=max(post.prob_threshold, ESTIMATE_MIN_PROBABILITY),
+            boundary_threshold=min(post.boundary_threshold, ESTIMATE_MAX_BOUNDARY),
+        ),
+    )
 
 
 def _too_small(scale: float, plane_side: int, reference: float, largest: float) -> bool:
@@ -301,7 +339,7 @@ def iter_refine_scale(
     if card.family != "unet":
         return start
     axes = params.axes or ""
-    quick = replace(params, diameter="off", keep_probabilities=False, tta=1)
+    quick = quick_params(params, card)
     smallest, largest = DIAMETER_RANGE
     plane_side = min(*_plane_shape(image, axes), MAX_CROP_SIDE)
     total = 1 + 2 * MAX_REFINE_MOVES
