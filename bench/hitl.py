@@ -9,7 +9,10 @@ result on the test set. The 3 images are chosen at random (one run per seed) or 
 top-ranked by the base model's uncertainty (``napari_cellseg.batch.ranking``): ``top`` in
 its default order (total doubt: where there is the most to correct), ``top-mean`` by the
 doubt of each image's worst objects (the order before; runs recorded as ``top`` before
-2026-12-03 used it and are relabelled ``top-mean``).
+2026-12-03 used it and are relabelled ``top-mean``), ``top-spread`` in the ``spread`` order
+(total doubt weighed by how typical each image is of the pool and how unlike those picked
+before it). ``top-spread`` runs rank with ``--diameter``, as they are scored; the ``top`` and
+``top-mean`` runs recorded before ranked with the model's default diameter (``auto``).
 
 Domains: ``colour`` (the 83 colour H&E/brightfield tiles of DSB 2018 stage1_train),
 ``brightfield`` (the 11 grey brightfield ones), ``glas`` (GlaS glands: pool = train,
@@ -100,8 +103,12 @@ def score(weights: Path, test: list[TrainingPair], diameter) -> dict:
     return out
 
 
-def choose(pool, how: str, seed: int, base: Path, n: int = 3):
-    """(train, val): ``n`` images chosen ``how`` plus one random validation image."""
+def choose(pool, how: str, seed: int, base: Path, n: int = 3, diameter=None):
+    """(train, val): ``n`` images chosen ``how`` plus one random validation image.
+
+    The ranking segments with ``diameter``, as the runs are scored (``None``: the model's
+    default). Runs recorded before 2026-12-03 (second session) ranked with the default.
+    """
     rng = random.Random(1000 + seed)
     if how == "random":
         picked = rng.sample(pool, n + 1)
@@ -109,10 +116,9 @@ def choose(pool, how: str, seed: int, base: Path, n: int = 3):
     from napari_cellseg.batch.ranking import rank_images
 
     loaded = load_weights(base)
-    order = "mean" if how == "top-mean" else "total"
-    ranking = rank_images(
-        [p.image_path for p in pool], loaded, PredictParams(device="cpu"), order=order
-    )
+    order = {"top-mean": "mean", "top-spread": "spread"}.get(how, "total")
+    params = PredictParams(device="cpu", diameter=diameter)
+    ranking = rank_images([p.image_path for p in pool], loaded, params, order=order)
     by_path = {p.image_path: p for p in pool}
     top = [by_path[Path(r.path)] for r in ranking[:n]]
     rest = [p for p in pool if p not in top]
@@ -127,7 +133,7 @@ def run(
     base: Path, pool, test, recipe: str, how: str, seed: int, minutes: float, diameter,
     object_diameter: float | None = None,
 ):  # fmt: skip
-    train, val, reasons = choose(pool, how, seed, base)
+    train, val, reasons = choose(pool, how, seed, base, diameter=diameter)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         family = load_weights(base).card.family
@@ -162,6 +168,7 @@ def run(
         "val_image": val[0].name,
         "corrected_objects": n_objects,
         "ranking_reasons": reasons,
+        "ranking_diameter": diameter if how != "random" else None,
         "train_seconds": round(train_s, 1),
         "epochs_val_dsb_ap": epochs,
         "best_epoch": finished.best_epoch,
@@ -191,7 +198,8 @@ def report(folder: Path) -> str:
             seconds = np.mean([r["train_seconds"] for r in rows])
             kept = sum(bool(r["kept_base"]) for r in rows)
             seeds = ",".join(str(r["seed"]) for r in rows)
-            chosen = {"top": "top-ranked (total doubt)", "top-mean": "top-ranked (mean doubt)"}
+            chosen = {"top": "top-ranked (total doubt)", "top-mean": "top-ranked (mean doubt)",
+                      "top-spread": "top-ranked (spread)"}  # fmt: skip
             chosen = chosen.get(how, how)
             lines.append(
                 f"| {head} | {result['test']} | {recipe} | {chosen} | {seeds} | {ap.mean():.3f} ± "
@@ -212,7 +220,8 @@ def main() -> None:
     parser.add_argument("--diameter", default=None, help="prediction diameter (default: model's)")
     parser.add_argument(
         "--runs", nargs="+", default=["classic:random:0", "fast:random:0"],
-        help="recipe:selection:seed, selection random, top or top-mean, e.g. fast:top:0",
+        help="recipe:selection:seed, selection random, top, top-mean or top-spread, e.g. "
+        "fast:top:0",
     )  # fmt: skip
     parser.add_argument(
         "--object-diameter", type=float, default=None,
@@ -239,8 +248,8 @@ def main() -> None:
         print("base", result["base_score"], flush=True)
     for spec in args.runs:
         recipe, how, seed = spec.split(":")
-        if how not in ("random", "top", "top-mean"):
-            parser.error(f"--runs {spec}: selection must be random, top or top-mean")
+        if how not in ("random", "top", "top-mean", "top-spread"):
+            parser.error(f"--runs {spec}: selection must be random, top, top-mean or top-spread")
         row = run(
             args.base, pool, test, recipe, how, int(seed), args.minutes, args.diameter,
             args.object_diameter,

@@ -150,3 +150,28 @@ def test_whole_slide_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     assert run["level_shape"] == [1100, 1100, 3] and run["objects"] > 0
     assert run["pyramid_levels"] == 2  # read as a slide (a pyramid), not as a plain TIFF
     assert run["peak_rss_mib"] > 0 and "| 1100² RGB | 0 (1100²)" in done.stdout
+
+
+def test_inference_memory_benchmark_runs_each_pair_in_its_own_process(tmp_path: Path) -> None:
+    from tiny_models import save_tiny
+
+    unet = save_tiny("unet", tmp_path / "u.safetensors")
+    maskrcnn = save_tiny("maskrcnn", tmp_path / "m.safetensors")
+    out = tmp_path / "results"
+    command = [sys.executable, str(ROOT / "bench" / "inference_memory.py"), "--shapes", "96x96"]
+    command += ["--pipelines", "old", "new", "--weights-unet", str(unet)]
+    command += ["--weights-maskrcnn", str(maskrcnn), "--data-root", str(tmp_path / "none")]
+    command += ["--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((out / "inference_memory_cpu.json").read_text())["results"]
+    assert [(r["family"], r["pipeline"]) for r in rows] == [
+        ("unet", "old"),
+        ("unet", "new"),
+        ("maskrcnn", "old"),
+        ("maskrcnn", "new"),
+    ]
+    for row in rows:
+        assert row["peak_mib"] >= row["rss_after_warmup_mib"] > 0 and len(row["seconds"]) == 2
+    assert "| unet | dsb 96x96 |" in done.stdout

@@ -78,8 +78,30 @@ def test_total_order_prefers_many_doubtful_objects_to_one_very_doubtful() -> Non
     assert names == ["sparse.tif", "dense.tif", "clear.tif"]
 
 
+def test_spread_order_sends_the_user_to_a_typical_image_then_to_an_unlike_one() -> None:
+    """Three near twins and one outlier: the most doubtful twin leads, the outlier (more
+    doubtful still, but like nothing else) comes next, the other twins last."""
+    look = {"a": [0.0, 0.1], "b": [0.05, 0.1], "c": [0.1, 0.12], "odd": [3.0, 2.0]}
+    doubts = {"a": 2.0, "b": 1.5, "c": 1.0, "odd": 4.0}
+    ranked = [
+        RankedImage(Path(f"{k}.tif"), 0.3, "", [_doubt(doubts[k])], features=np.array(look[k]))
+        for k in look
+    ]
+    assert [r.path.stem for r in ordered(ranked, "total")] == ["odd", "a", "b", "c"]
+    assert [r.path.stem for r in ordered(ranked, "spread")] == ["a", "odd", "c", "b"]
+    ranked[0].features = None  # an image without features: the total order
+    assert [r.path.stem for r in ordered(ranked, "spread")] == ["odd", "a", "b", "c"]
+
+
+def test_spread_order_on_the_known_case(folder, model) -> None:
+    ranked = rank_images(sorted(folder.glob("*.tif")), model, CPU, order="spread")
+    assert ranked[0].path.name == "b_ambiguous.tif"  # the clear twins have no doubt at all
+    assert all(r.features is not None and r.features.shape == (11,) for r in ranked)
+
+
 def test_unknown_order_is_one_clear_error(folder, model) -> None:
-    with pytest.raises(CellsegError, match="unknown ranking order 'best': use one of total, mean"):
+    message = "unknown ranking order 'best': use one of total, mean, spread"
+    with pytest.raises(CellsegError, match=message):
         rank_images(sorted(folder.glob("*.tif")), model, CPU, order="best")
 
 

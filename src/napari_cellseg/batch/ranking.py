@@ -6,13 +6,15 @@ progress, can be stopped at any yield, and returns the images in ranking order; 
 image that cannot be read or segmented is reported (a warning :class:`Notice`) and left out.
 With ``tile``, the tiles of each image are ranked instead (a large image: where to start).
 
-Two orders (:data:`RANK_ORDERS`): ``"total"`` (the default) ranks by
+Three orders (:data:`RANK_ORDERS`): ``"total"`` (the default) ranks by
 :attr:`RankedImage.total_doubt`, the sum of the doubts of an image's objects and possible
 missed objects: where there is the most to correct. ``"mean"`` ranks by
 :attr:`RankedImage.score`, the doubt of its worst objects and the part of the foreground the
 copies disagree on: where the model is least sure per object. The mean order sends the user
 to sparse images first (little to correct, little to learn from); in ``bench/hitl.py`` the
-images it chose taught less than 3 random ones.
+images it chose taught less than 3 random ones. ``"spread"`` (:mod:`.spread`) weighs the
+total doubt by how typical an image is of the folder and how unlike the images ranked
+before it: for choosing a few images to correct and fine-tune on.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 
 from napari_cellseg.batch.measure import write_table_csv
 from napari_cellseg.batch.reading import read_input
+from napari_cellseg.batch.spread import appearance, spread_order
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import CancelledError, Notice, Progress, drain, relay
 from napari_cellseg.inference.uncertainty import RankedObject, iter_uncertainty
@@ -43,8 +46,8 @@ __all__ = [
     "write_ranking_csv",
 ]
 
-RANK_ORDERS = ("total", "mean")
-"""How images are ranked: by their total doubt (default) or by their mean doubt."""
+RANK_ORDERS = ("total", "mean", "spread")
+"""How images are ranked: by their total doubt (default), their mean doubt, or spread."""
 
 
 @dataclass
@@ -68,6 +71,8 @@ class RankedImage:
     region : tuple of int or None
         For a tile of a large image: ``(y0, x0, y1, x1)`` in the image (the objects' boxes
         and centroids are in the image's coordinates; ``labels`` cover the tile only).
+    features : numpy.ndarray or None
+        How the image looks (:func:`.spread.appearance`), for the ``spread`` order.
     """
 
     path: Path
@@ -77,6 +82,7 @@ class RankedImage:
     uncertain_fraction: float = 0.0
     labels: np.ndarray | None = field(default=None, repr=False)
     region: tuple[int, int, int, int] | None = None
+    features: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_objects(self) -> int:
@@ -126,9 +132,11 @@ def iter_rank_images(
         Rank the tiles of each image instead (``tile`` × ``tile`` pixels, the last row and
         column smaller), each as its own :class:`RankedImage` with its ``region``: for
         large images, read tile by tile.
-    order : {"total", "mean"}
-        Rank by :attr:`RankedImage.total_doubt` (where there is the most to correct) or by
-        :attr:`RankedImage.score` (the most doubtful per object); ties by the other.
+    order : {"total", "mean", "spread"}
+        Rank by :attr:`RankedImage.total_doubt` (where there is the most to correct), by
+        :attr:`RankedImage.score` (the most doubtful per object; ties by the other), or
+        ``spread``: total doubt weighed by how typical each image is of the folder and how
+        unlike those ranked before it (:func:`.spread.spread_order`).
     should_stop : callable, optional
         Polled at every yield; when it returns True, :class:`CancelledError` is raised.
 
@@ -189,7 +197,7 @@ def iter_rank_images(
                     RankedImage(
                         path, result.score, result.reason, _shifted(result.objects, region),
                         result.uncertain_fraction, result.labels if keep_labels else None,
-                        region,
+                        region, appearance(data, run.axes or image.axes, result.labels),
                     )
                 )  # fmt: skip
         except CellsegError as error:
@@ -203,7 +211,8 @@ def iter_rank_images(
 
 
 def ordered(ranked: Sequence[RankedImage], order: str = "total") -> list[RankedImage]:
-    """``ranked`` sorted by total doubt (``"total"``) or by score (``"mean"``), stable.
+    """``ranked`` sorted by total doubt (``"total"``), by score (``"mean"``), stable, or in
+    ``"spread"`` order (by total doubt when an image has no features).
 
     >>> doubt = lambda s: RankedObject(1, 0, s, "", (0, 0, 2, 2), (1.0, 1.0), 4)
     >>> sparse = RankedImage(Path("sparse.tif"), 0.45, "", [doubt(0.9)])
@@ -215,6 +224,9 @@ def ordered(ranked: Sequence[RankedImage], order: str = "total") -> list[RankedI
     """
     if order == "mean":
         return sorted(ranked, key=lambda r: (-r.score, -r.total_doubt))
+    if order == "spread" and ranked and all(r.features is not None for r in ranked):
+        features = np.stack([np.asarray(r.features, np.float64) for r in ranked])
+        return [ranked[i] for i in spread_order([r.total_doubt for r in ranked], features)]
     return sorted(ranked, key=lambda r: (-r.total_doubt, -r.score))
 
 

@@ -54,10 +54,12 @@ def add_rank_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--order",
-        choices=("total", "mean"),  # batch.ranking.RANK_ORDERS, not imported: it loads torch
+        choices=("total", "mean", "spread"),  # batch.ranking.RANK_ORDERS: it loads torch
         default="total",
         help="total (default): the sum of the objects' doubts first, i.e. where there is the "
-        "most to correct; mean: the most doubtful objects first, whatever their number",
+        "most to correct; mean: the most doubtful objects first, whatever their number; "
+        "spread: the total doubt weighed by how typical an image is of the folder and how "
+        "unlike the images ranked before it (a few images to correct and fine-tune on)",
     )
     add_predict_options(p)
     p.set_defaults(func=run_rank)
