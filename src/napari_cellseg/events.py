@@ -93,13 +93,32 @@ class TrainingFinished:
     kept_base: bool = False  # no epoch beat the base model: the file holds its weights
 
     def kept_base_message(self) -> str:
-        """The one line saying no epoch beat the base model (``""`` when one did)."""
+        """The one line saying no epoch beat the base model (``""`` when one did).
+
+        When the base and every epoch scored DSB AP 0 on the validation images, the line
+        says that those images could not tell the models apart, and what to do.
+
+        >>> blind = [{"epoch": 0, "dsb_ap": 0.0}, {"epoch": 1, "dsb_ap": 0.0}]
+        >>> base = {"dsb_ap": 0.0}
+        >>> done = TrainingFinished("out.st", "c", 1, 0, {}, base, "epochs", blind, True)
+        >>> "could not tell the models apart" in done.kept_base_message()
+        True
+        """
         if not self.kept_base:
             return ""
         ap = (self.baseline_metrics or {}).get("dsb_ap")
         score = f" (DSB AP {ap:.3f})" if ap is not None else ""
+        scores = [row.get("dsb_ap") for row in self.history if isinstance(row, dict)]
+        blind = bool(scores) and all(value is not None and value <= 0 for value in scores)
+        why = (
+            ": the validation images could not tell the models apart (DSB AP 0 for the base "
+            "and every epoch); validate on an image where the base model finds some objects, "
+            "or correct more of it"
+            if blind
+            else ""
+        )
         return (
-            f"no epoch beat the base model{score}; {self.weights_path} holds the base "
+            f"no epoch beat the base model{score}{why}; {self.weights_path} holds the base "
             "weights unchanged"
         )
 

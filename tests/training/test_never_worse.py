@@ -111,6 +111,12 @@ def test_a_better_pixel_dice_alone_does_not_replace_the_base(tmp_path, monkeypat
     assert finished.kept_base and finished.best_epoch == 0
     assert_holds_the_base(out)
     assert not [e for e in events if getattr(e, "level", "") == "warning"]
+    assert finished.kept_base_message() == (
+        "no epoch beat the base model (DSB AP 0.000): the validation images could not tell "
+        "the models apart (DSB AP 0 for the base and every epoch); validate on an image where "
+        f"the base model finds some objects, or correct more of it; {out} holds the base "
+        "weights unchanged"
+    )
 
 
 def test_a_win_at_a_very_low_score_is_kept_with_a_warning(tmp_path, monkeypatch) -> None:
