@@ -103,13 +103,21 @@ def score(weights: Path, test: list[TrainingPair], diameter) -> dict:
     return out
 
 
-def choose(pool, how: str, seed: int, base: Path, n: int = 3, diameter=None):
+def choose(pool, how: str, seed: int, base: Path, n: int = 3, diameter=None, paired=False):
     """(train, val): ``n`` images chosen ``how`` plus one random validation image.
 
     The ranking segments with ``diameter``, as the runs are scored (``None``: the model's
     default). Runs recorded before 2026-12-03 (second session) ranked with the default.
+    ``paired``: the validation image is drawn first, from the seed alone, so every selection
+    of a seed validates on the same image and chooses its ``n`` among the rest (otherwise
+    it is drawn after the ``n``, and differs between selections).
     """
     rng = random.Random(1000 + seed)
+    if paired:
+        val = random.Random(2000 + seed).choice(pool)
+        pool = [p for p in pool if p is not val]
+        train, _, reasons = choose(pool, how, seed, base, n, diameter)
+        return train, [val], reasons
     if how == "random":
         picked = rng.sample(pool, n + 1)
         return picked[:n], picked[n:], None
@@ -131,9 +139,9 @@ def choose(pool, how: str, seed: int, base: Path, n: int = 3, diameter=None):
 
 def run(
     base: Path, pool, test, recipe: str, how: str, seed: int, minutes: float, diameter,
-    object_diameter: float | None = None,
+    object_diameter: float | None = None, paired: bool = False,
 ):  # fmt: skip
-    train, val, reasons = choose(pool, how, seed, base, diameter=diameter)
+    train, val, reasons = choose(pool, how, seed, base, diameter=diameter, paired=paired)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         family = load_weights(base).card.family
@@ -169,6 +177,7 @@ def run(
         "corrected_objects": n_objects,
         "ranking_reasons": reasons,
         "ranking_diameter": diameter if how != "random" else None,
+        "protocol": "paired" if paired else "unpaired",
         "train_seconds": round(train_s, 1),
         "epochs_val_dsb_ap": epochs,
         "best_epoch": finished.best_epoch,
@@ -192,7 +201,8 @@ def report(folder: Path) -> str:
         lines.append(f"| {head} | {result['test']} | base model | — | — | {base:.3f} | — | — | — |")
         groups: dict[tuple[str, str], list] = {}
         for row in result["runs"]:
-            groups.setdefault((row["recipe"], row["selection"]), []).append(row)
+            how = row["selection"] + (", paired" if row.get("protocol") == "paired" else "")
+            groups.setdefault((row["recipe"], how), []).append(row)
         for (recipe, how), rows in groups.items():
             ap = np.array([r["test"]["dsb_ap"] for r in rows])
             seconds = np.mean([r["train_seconds"] for r in rows])
@@ -200,7 +210,8 @@ def report(folder: Path) -> str:
             seeds = ",".join(str(r["seed"]) for r in rows)
             chosen = {"top": "top-ranked (total doubt)", "top-mean": "top-ranked (mean doubt)",
                       "top-spread": "top-ranked (spread)"}  # fmt: skip
-            chosen = chosen.get(how, how)
+            plain = how.removesuffix(", paired")
+            chosen = chosen.get(plain, plain) + how[len(plain) :]
             lines.append(
                 f"| {head} | {result['test']} | {recipe} | {chosen} | {seeds} | {ap.mean():.3f} ± "
                 f"{ap.std():.3f} | {ap.mean() - base:+.3f} | {seconds:.0f} | {kept}/{len(rows)} |"
@@ -227,6 +238,10 @@ def main() -> None:
         "--object-diameter", type=float, default=None,
         help="fine-tune at this object diameter (px; default: the base model's)",
     )  # fmt: skip
+    parser.add_argument(
+        "--paired", action="store_true",
+        help="draw each seed's validation image first, the same for every selection",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     pool, test = domain_split(args.domain, args.n_test)
@@ -252,7 +267,7 @@ def main() -> None:
             parser.error(f"--runs {spec}: selection must be random, top, top-mean or top-spread")
         row = run(
             args.base, pool, test, recipe, how, int(seed), args.minutes, args.diameter,
-            args.object_diameter,
+            args.object_diameter, args.paired,
         )  # fmt: skip
         print(json.dumps(row), flush=True)
         result["runs"].append(row)
@@ -263,7 +278,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     groups: dict[tuple[str, str], list] = {}
     for row in result["runs"]:
-        groups.setdefault((row["recipe"], row["selection"]), []).append(row)
+        how = row["selection"] + (", paired" if row.get("protocol") == "paired" else "")
+        groups.setdefault((row["recipe"], how), []).append(row)
     for (recipe, how), rows in groups.items():
         ap = np.mean([r["test"]["dsb_ap"] for r in rows])
         seeds = ",".join(str(r["seed"]) for r in rows)
