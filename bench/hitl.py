@@ -187,6 +187,11 @@ def run(
     }
 
 
+def _selection(row: dict) -> str:
+    """A run's selection as the tables group it: paired runs apart from the others."""
+    return row["selection"] + (", paired" if row.get("protocol") == "paired" else "")
+
+
 def report(folder: Path) -> str:
     """A Markdown table of every ``hitl_<domain>.json`` in ``folder`` (mean over seeds)."""
     lines = [
@@ -201,8 +206,7 @@ def report(folder: Path) -> str:
         lines.append(f"| {head} | {result['test']} | base model | — | — | {base:.3f} | — | — | — |")
         groups: dict[tuple[str, str], list] = {}
         for row in result["runs"]:
-            how = row["selection"] + (", paired" if row.get("protocol") == "paired" else "")
-            groups.setdefault((row["recipe"], how), []).append(row)
+            groups.setdefault((row["recipe"], _selection(row)), []).append(row)
         for (recipe, how), rows in groups.items():
             ap = np.array([r["test"]["dsb_ap"] for r in rows])
             seconds = np.mean([r["train_seconds"] for r in rows])
@@ -278,8 +282,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     groups: dict[tuple[str, str], list] = {}
     for row in result["runs"]:
-        how = row["selection"] + (", paired" if row.get("protocol") == "paired" else "")
-        groups.setdefault((row["recipe"], how), []).append(row)
+        groups.setdefault((row["recipe"], _selection(row)), []).append(row)
     for (recipe, how), rows in groups.items():
         ap = np.mean([r["test"]["dsb_ap"] for r in rows])
         seeds = ",".join(str(r["seed"]) for r in rows)

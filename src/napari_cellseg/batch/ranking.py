@@ -72,7 +72,8 @@ class RankedImage:
         For a tile of a large image: ``(y0, x0, y1, x1)`` in the image (the objects' boxes
         and centroids are in the image's coordinates; ``labels`` cover the tile only).
     features : numpy.ndarray or None
-        How the image looks (:func:`.spread.appearance`), for the ``spread`` order.
+        How the image looks (:func:`.spread.appearance`); measured for the ``spread``
+        order only.
     """
 
     path: Path
@@ -197,7 +198,9 @@ def iter_rank_images(
                     RankedImage(
                         path, result.score, result.reason, _shifted(result.objects, region),
                         result.uncertain_fraction, result.labels if keep_labels else None,
-                        region, appearance(data, run.axes or image.axes, result.labels),
+                        region,
+                        appearance(data, run.axes or image.axes, result.labels)
+                        if order == "spread" else None,
                     )
                 )  # fmt: skip
         except CellsegError as error:

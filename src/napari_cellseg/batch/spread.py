@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from napari_cellseg.inference.diameter import central_crop
+
 __all__ = ["appearance", "spread_order"]
 
 QUANTILES = (0.05, 0.5, 0.95)
@@ -74,16 +76,8 @@ def appearance(data: np.ndarray, axes: str, labels: np.ndarray | None) -> np.nda
 
 
 def _middle_plane(data: np.ndarray, axes: str) -> np.ndarray:
-    """``data`` as ``(Y, X)`` or ``(Y, X, channels)``: the middle of T and Z."""
-    index = []
-    kept = []
-    for axis, size in zip(axes, data.shape, strict=True):
-        if axis in "TZ":
-            index.append(size // 2)
-        else:
-            index.append(slice(None))
-            kept.append(axis)
-    plane = data[tuple(index)]
+    """``data`` as ``(Y, X)`` or ``(Y, X, channels)``: the middle of T and Z, whole."""
+    plane, kept = central_crop(data, axes, max(data.shape))
     order = [kept.index(a) for a in "YX"] + [i for i, a in enumerate(kept) if a in "CS"]
     return np.transpose(plane, order)
 

@@ -54,7 +54,7 @@ def add_rank_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--order",
-        choices=("total", "mean", "spread"),  # batch.ranking.RANK_ORDERS: it loads torch
+        choices=("total", "mean", "spread"),  # batch.ranking.RANK_ORDERS, not imported: torch
         default="total",
         help="total (default): the sum of the objects' doubts first, i.e. where there is the "
         "most to correct; mean: the most doubtful objects first, whatever their number; "

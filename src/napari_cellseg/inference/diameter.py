@@ -255,8 +255,9 @@ def quick_params(params: PredictParams, card: ModelCard) -> PredictParams:
     >>> post.prob_threshold, post.boundary_threshold
     (0.7, 0.01)
     """
-    quick = replace(params.resolved(card.post_params()), diameter="off", tta=1)
-    quick = replace(quick, keep_probabilities=False)
+    quick = replace(
+        params.resolved(card.post_params()), diameter="off", tta=1, keep_probabilities=False
+    )
     if card.family != "unet" or quick.post is None:
         return quick
     post = quick.post
