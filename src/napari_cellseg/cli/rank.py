@@ -30,7 +30,9 @@ def add_rank_parser(sub: argparse._SubParsersAction) -> None:
             "Segment each image as several flipped/rotated copies (--tta copies, default 4) "
             "and rank the images by how much the copies disagree, how weak the object "
             "boundaries are (U-Net) and how low the detection scores (Mask R-CNN), summed "
-            "over each image's objects (--order total) or for its worst ones (--order mean)."
+            "over each image's objects (--order total) or for its worst ones (--order mean); "
+            "--order spread also weighs how typical each image is of the folder and how "
+            "unlike the images ranked before it."
         ),
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="a folder, or image files")
