@@ -64,7 +64,15 @@ def old_to_model_input(
 @contextmanager
 def baseline_pipeline() -> Iterator[None]:
     """Run ``predict_planes`` / ``reapply`` with the old tiling, normalisation and labels."""
+    import torch
+
     from napari_cellseg.inference import maskrcnn_strategy, planes, tiling, unet_strategy
+    from napari_cellseg.inference.model_runner import ModelRunner
+
+    def contiguous_tiles(self, x):  # CPU tiles were contiguous, not channels-last
+        if self.device.type == "cuda":
+            return x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous()
 
     def fixed_tiles(shape, tile_size, overlap, *, multiple=None):
         return tiling.plan_tiles(shape, tile_size, overlap)
@@ -82,6 +90,7 @@ def baseline_pipeline() -> Iterator[None]:
         (maskrcnn_strategy, "maskrcnn_instances", maskrcnn_instances),
         (maskrcnn_strategy, "object_table", object_table),
         (maskrcnn_strategy, "mask_floor", lambda params: 0.0),  # masks down to 0.05
+        (ModelRunner, "_memory_format", contiguous_tiles),
     ]
     saved = [(module, name, getattr(module, name)) for module, name, _ in swaps]
     try:

@@ -34,7 +34,7 @@ from napari_cellseg.inference import predict
 from napari_cellseg.io.images import read_image, read_labels
 from napari_cellseg.labels.metrics import evaluate_pair
 from napari_cellseg.models import load_weights
-from napari_cellseg.params import PredictParams
+from napari_cellseg.params import BACKENDS, PredictParams
 from napari_cellseg.training.pairs import scan_training_folders, split_pairs
 from napari_cellseg.training.scale import measure_diameter
 
@@ -69,8 +69,8 @@ def validation_pairs(data: Path, limit: int | None) -> list:
     return val
 
 
-def score(loaded, image, truth, diameter, tta: int, device: str) -> dict:
-    params = PredictParams(device=device, diameter=diameter, tta=tta)
+def score(loaded, image, truth, diameter, tta: int, device: str, backend: str = "auto") -> dict:
+    params = PredictParams(device=device, diameter=diameter, tta=tta, backend=backend)
     start = time.perf_counter()
     prediction = predict(image, loaded, params)
     seconds = time.perf_counter() - start
@@ -98,7 +98,7 @@ def run_scales(args, loaded, pairs) -> list[dict]:
                 diameter = {"auto": "auto", "off": "off"}.get(mode)
                 if mode == "true":
                     diameter = float(np.clip(true_d, 2, 500)) if true_d else "off"
-                row = score(loaded, img, truth, diameter, 1, args.device)
+                row = score(loaded, img, truth, diameter, 1, args.device, args.backend)
                 row.update(image=pair.name, factor=factor, mode=mode, true_diameter=true_d)
                 if mode == "auto" and row["diameter_used"] and true_d:
                     row["auto_error"] = float(row["diameter_used"]) / true_d - 1.0
@@ -145,7 +145,9 @@ def run_native(args, weights: list[Path], pairs) -> list[dict]:
                     if how == "true":
                         true_d = measure_diameter(truth)
                         diameter = float(np.clip(true_d, 2, 500)) if true_d else "off"
-                    per.append(score(loaded, image, truth, diameter, tta, args.device))
+                    per.append(
+                        score(loaded, image, truth, diameter, tta, args.device, args.backend)
+                    )
                 rows.append(_native_row(path, loaded, tta, how, per))
                 r = rows[-1]
                 print(
@@ -187,6 +189,9 @@ def main() -> int:
         "diameter, else none) and/or the true one",
     )  # fmt: skip
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--backend", default="auto", choices=BACKENDS, help="PredictParams.backend (default auto)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument(
         "--name", default=None,
@@ -197,6 +202,7 @@ def main() -> int:
     meta = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "device": args.device,
+        "backend": args.backend,
         "images": [p.name for p in pairs],
         "split": "dsb2018 stage1_train, seeded 15 % validation split (seed 0)",
     }

@@ -7,6 +7,13 @@ end to end than PyTorch, with identical labels (``bench/inference.py --compare-b
 PyTorch: torchvision's detector exports only with fixed image sizes and data-dependent
 control flow, and on CUDA PyTorch is already the fast path.
 
+``backend="bf16"`` is the other CPU choice, for both families: PyTorch with bfloat16 autocast
+and channels-last tiles, on CPUs with native bfloat16 instructions (AVX512-BF16 or AMX on
+x86, BF16 on ARM; :func:`cpu_bf16_supported`). On this project's 2-core benchmark machine it
+ran the demo U-Net about twice as fast as ONNX Runtime; its labels are not bit-identical to
+float32's, so it is never chosen automatically (``docs/benchmarks.md`` gives the measured
+difference). Elsewhere it falls back to float32 PyTorch with a notice.
+
 A model is exported (``torch.onnx.export``, TorchScript tracer, dynamic batch and tile size)
 to ``<cache>/onnx/<sha256 of its weights>-c<channels>.onnx`` the first time it runs, written
 through a temporary file and a rename, and reused by every later process. Each new session
@@ -34,6 +41,7 @@ __all__ = [
     "OnnxUNet",
     "cache_dir",
     "choose_backend",
+    "cpu_bf16_supported",
     "onnx_installed",
     "onnx_unet",
     "weights_fingerprint",
@@ -57,13 +65,25 @@ def onnx_installed() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU computes in bfloat16 natively (oneDNN's check: AVX512-BF16, AMX, ARM BF16).
+
+    Without such instructions bfloat16 is emulated and slower than float32.
+    """
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:  # a build without oneDNN
+        return False
+
+
 def choose_backend(backend: str, family: str, device: torch.device) -> tuple[str, str | None]:
     """The backend that will run, and a notice when it is not the one asked for.
 
     Parameters
     ----------
     backend : str
-        ``auto``, ``torch`` or ``onnx`` (``PredictParams.backend``).
+        ``auto``, ``torch``, ``onnx`` or ``bf16`` (``PredictParams.backend``).
     family : str
         The model family; only U-Nets run on ONNX Runtime.
     device : torch.device
@@ -72,7 +92,7 @@ def choose_backend(backend: str, family: str, device: torch.device) -> tuple[str
     Returns
     -------
     tuple
-        ``("onnx" or "torch", notice or None)``.
+        ``("onnx", "bf16" or "torch", notice or None)``.
 
     Raises
     ------
@@ -88,6 +108,18 @@ def choose_backend(backend: str, family: str, device: torch.device) -> tuple[str
     """
     if backend == "torch":
         return "torch", None
+    if backend == "bf16":
+        if device.type != "cpu":
+            return "torch", (
+                f"the bf16 backend is for the CPU; on {device.type} the model runs with its "
+                "mixed precision setting"
+            )
+        if not cpu_bf16_supported():
+            return "torch", (
+                "this CPU has no bfloat16 instructions (AVX512-BF16, AMX or ARM BF16), where "
+                "bfloat16 would be slower; running PyTorch in float32"
+            )
+        return "bf16", None
     if family != "unet" or device.type != "cpu":
         note = None
         if backend == "onnx":
