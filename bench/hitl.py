@@ -203,6 +203,8 @@ def report(folder: Path) -> str:
         result = json.loads(path.read_text())
         base = result["base_score"]["dsb_ap"]
         head = f"{result['domain']} ({result['base']})"
+        if path.stem != f"hitl_{result['domain']}":  # a re-run kept apart (--out)
+            head += f", {path.stem}"
         lines.append(f"| {head} | {result['test']} | base model | — | — | {base:.3f} | — | — | — |")
         groups: dict[tuple[str, str], list] = {}
         for row in result["runs"]:

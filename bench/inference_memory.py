@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-PIPELINES = ("old", "new", "torch")
+PIPELINES = ("old", "new", "torch", "bf16")  # bf16: backend="bf16"
 SHAPES = ("256x256", "520x696", "1024x1024", "2048x2048")
 BRIGHTFIELD = "sample dsb_brightfield"
 
@@ -61,7 +61,7 @@ def child(args: argparse.Namespace) -> dict:
         weights = args.weights_unet or ROOT / "sample_data/models/unet_dsb.safetensors"
         ((_, image),) = compare_images(args.data_root, [args.image])
     loaded = load_weights(weights, device="cpu")
-    backend = "auto" if args.pipeline == "new" else "torch"
+    backend = {"new": "auto", "bf16": "bf16"}.get(args.pipeline, "torch")
     params = PredictParams(device="cpu", diameter="off", backend=backend, tile_size=args.tile)
     predict(image[:64, :64], loaded, params)  # warm-up, as the speed benchmark does
     context = baseline_pipeline() if args.pipeline == "old" else contextlib.nullcontext()
@@ -102,20 +102,23 @@ def table(rows: list[dict]) -> str:
     """Markdown: one line per image, the pipelines side by side."""
     pipelines = [p for p in PIPELINES if any(r["pipeline"] == p for r in rows)]
     head = "| family | image | " + " | ".join(f"peak above start, {p} (MiB)" for p in pipelines)
-    head += " | " + " | ".join(f"peak, {p} (MiB)" for p in pipelines) + " | new / old |"
-    lines = [head, "|" + "---|" * (3 + 2 * len(pipelines))]
+    ratios = [p for p in ("new", "bf16") if p in pipelines and "old" in pipelines]
+    head += " | " + " | ".join(f"peak, {p} (MiB)" for p in pipelines)
+    head += "".join(f" | {p} / old" for p in ratios) + " |"
+    lines = [head, "|" + "---|" * (2 + 2 * len(pipelines) + len(ratios))]
     images = list(dict.fromkeys(r["image"] for r in rows))
     for image in images:
         by = {r["pipeline"]: r for r in rows if r["image"] == image}
         first = next(iter(by.values()))
         above = " | ".join(f"{by[p]['peak_above_mib']:.0f}" if p in by else "–" for p in pipelines)
         peak = " | ".join(f"{by[p]['peak_mib']:.0f}" if p in by else "–" for p in pipelines)
-        ratio = (
-            f"{by['new']['peak_mib'] / by['old']['peak_mib']:.2f}"
-            if "new" in by and "old" in by
-            else "–"
+        ratio = "".join(
+            f" | {by[p]['peak_mib'] / by['old']['peak_mib']:.2f}"
+            if p in by and "old" in by
+            else " | –"
+            for p in ratios
         )
-        lines.append(f"| {first['family']} | {image} | {above} | {peak} | {ratio} |")
+        lines.append(f"| {first['family']} | {image} | {above} | {peak}{ratio} |")
     return "\n".join(lines)
 
 

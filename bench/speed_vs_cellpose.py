@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from napari_cellseg.inference.api import predict
+from napari_cellseg.inference.onnx_backend import cpu_bf16_supported
 from napari_cellseg.io.images import read_image, read_labels
 from napari_cellseg.labels.sizes import median_diameter
 from napari_cellseg.models import load_weights
@@ -92,12 +93,22 @@ def main() -> int:
     loaded = load_weights(args.weights)
     params = PredictParams(device="cpu")
     torch_params = replace(params, backend="torch")
-    for p in (params, torch_params):  # warm-up (loads, exports ONNX once)
+    with_bf16 = cpu_bf16_supported()  # the bf16 backend, where the CPU has the instructions
+    bf16_params = replace(params, backend="bf16")
+    for p in (params, torch_params, bf16_params):  # warm-up (loads, exports ONNX once)
         predict(images[0][:64, :64], loaded, p)
     given = [replace(params, diameter=float(np.clip(j["diameter"], 2, 500))) for j in jobs]
+    given_bf16 = [replace(p, backend="bf16") for p in given]
+
+    def time_bf16() -> tuple[np.ndarray, np.ndarray]:
+        if not with_bf16:
+            return np.full(len(images), np.nan), np.full(len(images), np.nan)
+        return time_ours(images, loaded, bf16_params), time_ours(images, loaded, given_bf16)
+
     first = time_ours(images, loaded, params)
     first_torch = time_ours(images, loaded, torch_params)
     first_given = time_ours(images, loaded, given)
+    first_bf16, first_bf16_given = time_bf16()
     result = subprocess.run(
         [str(args.cellpose_python), str(ROOT / "bench/_cellpose_worker.py"), str(threads)],
         input=json.dumps(jobs), capture_output=True, text=True, check=True,
@@ -106,6 +117,9 @@ def main() -> int:
     second = time_ours(images, loaded, params)
     second_torch = time_ours(images, loaded, torch_params)
     second_given = time_ours(images, loaded, given)
+    second_bf16, second_bf16_given = time_bf16()
+    ours_bf16 = np.minimum(first_bf16, second_bf16)
+    ours_bf16_given = np.minimum(first_bf16_given, second_bf16_given)
     ours = np.minimum(first, second)
     ours_given = np.minimum(first_given, second_given)
     ours_torch = np.minimum(first_torch, second_torch)
@@ -125,6 +139,13 @@ def main() -> int:
         "ratio_torch_with_dynamics": float(cp_dyn.sum() / ours_torch.sum()),
         "ratio_given_diameter_with_dynamics": float(cp_dyn.sum() / ours_given.sum()),
     }
+    if with_bf16:
+        summary.update(
+            ours_bf16_s=float(ours_bf16.sum()),
+            ours_bf16_given_diameter_s=float(ours_bf16_given.sum()),
+            ratio_bf16_with_dynamics=float(cp_dyn.sum() / ours_bf16.sum()),
+            ratio_bf16_given_diameter_with_dynamics=float(cp_dyn.sum() / ours_bf16_given.sum()),
+        )
     record = {
         "hardware": {
             "cpu": platform.processor() or platform.machine(),
@@ -145,11 +166,14 @@ def main() -> int:
                 "ours_s": [a, b],
                 "ours_torch_s": [c, d],
                 "ours_given_diameter_s": [e, f],
+                "ours_bf16_s": [g, h] if with_bf16 else None,
+                "ours_bf16_given_diameter_s": [gu, gv] if with_bf16 else None,
                 **{k: v for k, v in cp.items() if k != "path"},
             }
-            for p, im, j, a, b, c, d, e, f, cp in zip(
+            for p, im, j, a, b, c, d, e, f, g, h, gu, gv, cp in zip(
                 pairs, images, jobs, first, second, first_torch, second_torch, first_given,
-                second_given, cellpose["images"], strict=True,
+                second_given, first_bf16, second_bf16, first_bf16_given, second_bf16_given,
+                cellpose["images"], strict=True,
             )
         ],
     }  # fmt: skip
@@ -167,6 +191,13 @@ def main() -> int:
     print(f"| ours, default backend, given the true diameter | "
           f"{summary['ours_given_diameter_s']:.1f} | "
           f"{summary['ratio_given_diameter_with_dynamics']:.1f}x (with dynamics) |")  # fmt: skip
+    if with_bf16:
+        print(f"| ours, bf16 backend | {summary['ours_bf16_s']:.1f} | "
+              f"{summary['ratio_bf16_with_dynamics']:.1f}x (with dynamics) |")  # fmt: skip
+        seconds = summary["ours_bf16_given_diameter_s"]
+        ratio = summary["ratio_bf16_given_diameter_with_dynamics"]
+        print(f"| ours, bf16 backend, given the true diameter | {seconds:.1f} | "
+              f"{ratio:.1f}x (with dynamics) |")  # fmt: skip
     print(f"| Cellpose 3, default threshold | {summary['cellpose_default_threshold_s']:.1f} | 1 |")
     print(f"| Cellpose 3, with dynamics | {summary['cellpose_with_dynamics_s']:.1f} | 1 |")
     print(f"| Cellpose 3, network only | {summary['cellpose_network_only_s']:.1f} | – |")

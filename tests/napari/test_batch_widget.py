@@ -378,3 +378,13 @@ def test_the_stack_options_stitch_and_link_and_enter_the_recipe(
     recipe = json.loads((tmp_path / "linked" / "batch_manifest.json").read_text())["recipe"]
     assert recipe["params"]["link_time"] and recipe["params"]["max_gap"] == 0
     assert "z_spacing" not in recipe["params"]
+
+
+def test_the_backend_row_reaches_the_batch(
+    make_napari_viewer, qtbot, weights, samples, tmp_path
+) -> None:
+    widget = make_widget(make_napari_viewer, qtbot, weights, samples, tmp_path / "out")
+    assert widget._backend.value == "auto"
+    assert widget._batch_kwargs()["params"].backend == "auto"
+    widget._backend.value = "bf16"
+    assert widget._batch_kwargs()["params"].backend == "bf16"

@@ -201,3 +201,15 @@ def test_the_estimate_passes_are_named_in_the_status_line(
         runner._on_event(event)
         runner._flush_progress()
         assert runner.status.value == expected
+
+
+def test_the_backend_row_reaches_the_predict_params(
+    make_napari_viewer, qtbot, sized_weights
+) -> None:
+    viewer, widget = make_widget(make_napari_viewer, qtbot, sized_weights)
+    row = widget.runner._options.backend
+    assert row.label == "Backend" and "bfloat16" in row.tooltip
+    assert row.value == "auto" and params(viewer, widget).backend == "auto"
+    assert set(row.choices) == {"auto", "torch", "onnx", "bf16"}
+    row.value = "bf16"
+    assert params(viewer, widget).backend == "bf16"

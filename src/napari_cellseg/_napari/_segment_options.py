@@ -43,6 +43,13 @@ PLANES = ("current", "all")
 ONE_AXIS_TIME = "; a layer with one leading axis is then taken for a time-lapse"
 
 TTA_LABELS = [("off", 1), ("×2 (flip)", 2), ("×4 (flips)", 4), ("×8 (flips, rotations)", 8)]
+BACKEND_LABELS = [
+    ("auto", "auto"),
+    ("PyTorch", "torch"),
+    ("ONNX Runtime", "onnx"),
+    ("bfloat16 (fast CPUs)", "bf16"),
+]
+"""The Backend choices (``PredictParams.backend``); only the CPU uses them."""
 
 
 class SegmentOptions:
@@ -72,6 +79,10 @@ class SegmentOptions:
         self.tta = ComboBox(
             name="tta", choices=TTA_LABELS, value=predict.tta,
             **field_info(PredictParams, "tta").widget_options(),
+        )  # fmt: skip
+        self.backend = ComboBox(
+            name="backend", choices=BACKEND_LABELS, value=predict.backend,
+            **field_info(PredictParams, "backend").widget_options(),
         )  # fmt: skip
         self.planes = RadioButtons(
             name="planes", label="Planes", choices=PLANES, value="current",
@@ -106,7 +117,7 @@ class SegmentOptions:
         """All parameter widgets, in display order."""
         return [
             self.tile_size, self.overlap, *self.thresholds.values(), self.min_size,
-            self.tta, self.planes, self.joining, self.stitch_iou, self.max_gap,
+            self.tta, self.backend, self.planes, self.joining, self.stitch_iou, self.max_gap,
             self.probabilities, self.boxes,
         ]  # fmt: skip
 
@@ -187,6 +198,7 @@ class SegmentOptions:
             keep_probabilities=bool(self.probabilities.value)
             and family_spec(family).probability_map,
             tta=int(self.tta.value),
+            backend=str(self.backend.value),
             post=self.post_params(base),
             diameter=diameter,
             **self.join_values(),

@@ -26,7 +26,7 @@ from napari_cellseg._napari._batch_stacks import BatchStackRows
 from napari_cellseg._napari._channel_row import BatchChannelRow
 from napari_cellseg._napari._common import WEIGHT_FILTER, track_task
 from napari_cellseg._napari._diameter_row import DiameterRow
-from napari_cellseg._napari._segment_options import THRESHOLD_NAMES, TTA_LABELS
+from napari_cellseg._napari._segment_options import BACKEND_LABELS, THRESHOLD_NAMES, TTA_LABELS
 from napari_cellseg._napari._session import session_for
 from napari_cellseg.batch import BatchSummary, FileResult
 from napari_cellseg.batch.scheduler import default_workers
@@ -104,6 +104,9 @@ class BatchWidget(mw.Container):
         self._tta = mw.ComboBox(
             name="tta", choices=TTA_LABELS, value=defaults.tta, **_options("tta")
         )
+        self._backend = mw.ComboBox(
+            name="backend", choices=BACKEND_LABELS, value=defaults.backend, **_options("backend")
+        )
         self._diameter = DiameterRow(measure=False, allow_default=True)
         self._channels = BatchChannelRow()
         self._stacks = BatchStackRows()  # stitch 3D / link over time
@@ -143,6 +146,7 @@ class BatchWidget(mw.Container):
         self._open = mw.PushButton(name="open_result", text="Open result", enabled=False)
         self.extend([self._input, self._recursive, self._include, self._exclude, self._output])
         self.extend([self._weights, self._device, self._tile, self._overlap, self._tta])
+        self.extend([self._backend])
         self.extend(self._channels.widgets)
         self.extend(self._stacks.widgets)
         self.extend([self._diameter.container, self._thresholds, self._measure, exports])
@@ -264,6 +268,7 @@ class BatchWidget(mw.Container):
             tile_size=self._tile.value,
             overlap=self._overlap.value,
             tta=int(self._tta.value),
+            backend=str(self._backend.value),
             post=self.post_params(),  # None: the model's own thresholds
             diameter=self._diameter.spec(),
             **self._stacks.params_values(),  # stitch_3d, link_time, ...: the Stacks rows
