@@ -101,8 +101,7 @@ DEFAULT_OVERLAP = 64
 TTA_CHOICES = (1, 2, 4, 8)
 """Copies of each tile test-time augmentation can average (1 = off); see ``PredictParams.tta``."""
 
-#: What runs the network on the CPU: ``PredictParams.backend``.
-BACKENDS = ("auto", "torch", "onnx", "bf16")
+BACKENDS = ("auto", "torch", "onnx", "bf16")  # PredictParams.backend
 
 
 @dataclass(frozen=True)
@@ -152,10 +151,8 @@ class PredictParams:
         ``z_spacing``: z step over xy pixel size (``None``: 1; ``cellseg`` reads it from
         the TIFF, the dock from the layer's scale).
     backend : str
-        What runs the network on the CPU: ``onnx`` (ONNX Runtime, U-Nets), ``torch``,
-        ``bf16`` (PyTorch with bfloat16 autocast, both families, on CPUs with bfloat16
-        instructions; float32 elsewhere, with a notice) or ``auto`` (ONNX Runtime when
-        installed); :mod:`napari_cellseg.inference.onnx_backend`.
+        What runs the network on the CPU (:data:`BACKENDS`; the field's help and
+        :mod:`napari_cellseg.inference.onnx_backend` say more).
     """
 
     device: str = field(default="auto", metadata=info("Device", DEVICE_HELP))
@@ -203,10 +200,9 @@ class PredictParams:
         "from the TIFF file or the layer's scale, else 1)",
         min=0.0, min_exclusive=True))  # fmt: skip
     backend: str = field(default="auto", metadata=info(
-        "Backend", "what runs the network on the CPU: onnx (ONNX Runtime, U-Nets; needs the "
-        "onnx extra), torch, bf16 (PyTorch in bfloat16 on CPUs with bfloat16 instructions: "
-        "about 2x faster, labels within the documented tolerance), or auto (onnx when "
-        "installed)", choices=BACKENDS))  # fmt: skip
+        "Backend", "what runs the network on the CPU: onnx (ONNX Runtime, U-Nets), torch, bf16 "
+        "(PyTorch in bfloat16 on CPUs with bfloat16 instructions: about 2x faster, labels close "
+        "to float32's), or auto (onnx when installed)", choices=BACKENDS))  # fmt: skip
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "diameter", parse_diameter(self.diameter))

@@ -133,16 +133,13 @@ def test_no_autocast_on_the_cpu_or_when_switched_off() -> None:
     assert isinstance(_bare_runner(False, CUDA)._autocast(), nullcontext)
 
 
-def test_channels_last_only_on_cuda() -> None:
+def test_channels_last_tiles_on_cuda_and_the_cpu_only() -> None:
     x = torch.zeros(2, 3, 16, 16)
-    assert (
-        _bare_runner(True, CUDA)._memory_format(x).is_contiguous(memory_format=torch.channels_last)
-    )
-    assert (
-        not _bare_runner(False, torch.device("cpu"))
-        ._memory_format(x)
-        .is_contiguous(memory_format=torch.channels_last)
-    )
+    for device in (CUDA, torch.device("cpu")):  # oneDNN is faster channels-last too
+        tile = _bare_runner(True, device)._memory_format(x)
+        assert tile.is_contiguous(memory_format=torch.channels_last)
+    tile = _bare_runner(False, torch.device("mps"))._memory_format(x)
+    assert not tile.is_contiguous(memory_format=torch.channels_last) and tile.is_contiguous()
     conv = torch.nn.Conv2d(3, 4, 3)
     weight = prepare_model(conv, CUDA).weight  # moved in memory layout, not to a device
     assert weight.is_contiguous(memory_format=torch.channels_last)

@@ -89,6 +89,9 @@ def is_out_of_memory(error: BaseException) -> bool:
 class ModelRunner:
     """Runs one model on one device."""
 
+    #: bfloat16 autocast on the CPU (``backend="bf16"`` on a CPU that has the instructions)
+    cpu_bf16: bool = False
+
     def __init__(
         self,
         loaded: LoadedModel,
@@ -124,7 +127,6 @@ class ModelRunner:
         self.model = prepare(self.model, device)  # the family's own settings
         self.onnx = None
         chosen, self.notice = choose_backend(self.backend, self.card.family, device)
-        #: bfloat16 autocast on the CPU (``backend="bf16"`` on a CPU that has the instructions)
         self.cpu_bf16 = chosen == "bf16"
         if chosen == "onnx":
             self.onnx, self.notice = onnx_unet(self.model, self.card.input_channels)
