@@ -18,6 +18,7 @@ from napari.layers import Image, Labels, Layer, Shapes
 
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.families import family_spec
+from napari_cellseg.inference.postprocess import object_probability
 
 LEAD_AXES = "TZ"
 BOX_COLOR = "yellow"
@@ -265,13 +266,9 @@ def put_boxes(
 
 
 def foreground_probability(probabilities: np.ndarray, outputs: list[str]) -> np.ndarray:
-    """P(object) from U-Net maps ``(..., C, Y, X)``: the foreground channel or 1 - background."""
-    probs = np.asarray(probabilities, np.float32)
-    if "foreground" in outputs:
-        return probs[..., outputs.index("foreground"), :, :]
-    if "background" in outputs:
-        return 1.0 - probs[..., outputs.index("background"), :, :]
-    return probs[..., 0, :, :]
+    """P(object) from U-Net maps ``(..., C, Y, X)`` (:func:`object_probability`), else channel 0."""
+    found = object_probability(probabilities, outputs)
+    return found if found is not None else np.asarray(probabilities, np.float32)[..., 0, :, :]
 
 
 def put_probabilities(

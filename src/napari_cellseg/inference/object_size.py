@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from skimage.segmentation import relabel_sequential
 
-from napari_cellseg.inference.postprocess import object_table
+from napari_cellseg.inference.postprocess import object_probability, object_table
 from napari_cellseg.labels import sizes
 from napari_cellseg.labels.sizes import nearest_index
 from napari_cellseg.params import DIAMETER_RANGE
@@ -178,15 +178,8 @@ def object_confidence(probabilities: np.ndarray, outputs: Sequence[str]) -> floa
     >>> object_confidence(np.zeros((1, 4, 4)), ["foreground"]) is None
     True
     """
-    outputs = list(outputs)
-    probabilities = np.asarray(probabilities, dtype=np.float32)
-    if "interior" in outputs:
-        objects = probabilities[outputs.index("interior")]
-    elif "foreground" in outputs:
-        objects = probabilities[outputs.index("foreground")]
-    elif "background" in outputs:
-        objects = 1.0 - probabilities[outputs.index("background")]
-    else:
+    objects = object_probability(probabilities, outputs, interior_first=True)
+    if objects is None:
         return None
     sure = objects > 0.5
     return float(objects[sure].mean()) if sure.any() else None

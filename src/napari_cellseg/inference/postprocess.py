@@ -125,6 +125,38 @@ def _channel(probs: np.ndarray, outputs: list[str], name: str) -> np.ndarray | N
     return probs[outputs.index(name)] if name in outputs else None
 
 
+def object_probability(
+    probabilities: np.ndarray | None, outputs: Sequence[str], *, interior_first: bool = False
+) -> np.ndarray | None:
+    """P(object) from U-Net maps ``(..., C, Y, X)``, as ``(..., Y, X)`` float32.
+
+    The ``foreground`` channel, else one minus ``background`` (equal for a softmax over
+    both); with ``interior_first`` the ``interior`` channel before either (the size
+    estimate's confidence: the objects' cores, not their rims). ``None`` when the maps are
+    ``None`` or no such channel exists.
+
+    >>> probs = np.array([[[0.25]], [[0.5]], [[0.25]]])
+    >>> float(object_probability(probs, ["background", "interior", "boundary"])[0, 0])
+    0.75
+    >>> float(object_probability(probs, ["background", "interior", "boundary"],
+    ...                          interior_first=True)[0, 0])
+    0.5
+    >>> object_probability(probs, ["a", "b", "c"]) is None
+    True
+    """
+    if probabilities is None:
+        return None
+    p = np.asarray(probabilities, np.float32)
+    outputs = list(outputs)
+    if interior_first and "interior" in outputs:
+        return p[..., outputs.index("interior"), :, :]
+    if "foreground" in outputs:
+        return p[..., outputs.index("foreground"), :, :]
+    if "background" in outputs:
+        return 1.0 - p[..., outputs.index("background"), :, :]
+    return None
+
+
 def _foreground(fg_prob: np.ndarray, params: PostprocessParams) -> np.ndarray:
     foreground = fg_prob > params.prob_threshold
     if params.fill_holes:  # before splitting too: a hole can sit between several objects

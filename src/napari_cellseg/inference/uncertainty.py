@@ -39,6 +39,7 @@ from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import Notice, Progress, drain, relay
 from napari_cellseg.inference.api import iter_predict
 from napari_cellseg.inference.model_runner import TTA_TRANSFORMS
+from napari_cellseg.inference.postprocess import object_probability
 from napari_cellseg.inference.preprocess import resolve_axes
 from napari_cellseg.inference.uncertainty_signals import (
     TOP_K,
@@ -114,19 +115,6 @@ def _back(array: np.ndarray, transform: tuple[bool, ...]) -> np.ndarray:
     out = np.flip(out, -2) if flip_rows else out
     out = np.swapaxes(out, -1, -2) if transpose else out
     return np.ascontiguousarray(out)
-
-
-def _foreground(probabilities: np.ndarray | None, outputs: Sequence[str]) -> np.ndarray | None:
-    """``(..., Y, X)`` foreground probability from ``(..., C, Y, X)`` maps (None: none)."""
-    if probabilities is None:
-        return None
-    p = np.asarray(probabilities, np.float32)
-    outputs = list(outputs)
-    if "background" in outputs:
-        return 1.0 - p[..., outputs.index("background"), :, :]
-    if "foreground" in outputs:
-        return p[..., outputs.index("foreground"), :, :]
-    return None
 
 
 def _planes(array: np.ndarray | None) -> list[Any]:
@@ -219,7 +207,7 @@ def iter_uncertainty(
             size = prediction.diameter if prediction.diameter is not None else "off"
             run = replace(run, diameter=size, post=prediction.params.post)
         copy_labels.append(_back(prediction.labels, transform))
-        fg = _foreground(prediction.probabilities, prediction.card.outputs)
+        fg = object_probability(prediction.probabilities, prediction.card.outputs)
         maps.append(None if fg is None else _back(fg, transform))
         prediction.probabilities = None  # kept: labels and foreground; copy 0's table and
         if not any(hasattr(r, "scores") for r in prediction.raw):  # detections (candidates)
