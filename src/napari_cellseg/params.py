@@ -201,8 +201,8 @@ class PredictParams:
         min=0.0, min_exclusive=True))  # fmt: skip
     backend: str = field(default="auto", metadata=info(
         "Backend", "what runs the network on the CPU: onnx (ONNX Runtime, U-Nets), torch, bf16 "
-        "(PyTorch in bfloat16 on CPUs with bfloat16 instructions: about 2x faster, labels close "
-        "to float32's), or auto (onnx when installed)", choices=BACKENDS))  # fmt: skip
+        "(PyTorch in bfloat16 on CPUs with bfloat16 instructions: up to 1.7x faster, labels "
+        "close to float32's), or auto (onnx when installed)", choices=BACKENDS))  # fmt: skip
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "diameter", parse_diameter(self.diameter))
