@@ -101,8 +101,10 @@ def test_demo_unet_bf16_labels_match_float32_on_the_samples(with_bf16) -> None:
     for name in ("dsb_fluorescence", "dsb_brightfield"):
         image = iio.imread(SAMPLE / "images" / f"{name}.png")
         params = PredictParams(device="cpu", backend="torch", diameter="off")
-        exact = predict(image, weights, params).labels
-        fast = predict(image, weights, replace(params, backend="bf16")).labels
+        exact_run = predict(image, weights, params)
+        fast_run = predict(image, weights, replace(params, backend="bf16"))
+        assert (exact_run.backend, fast_run.backend) == ("PyTorch", "PyTorch bfloat16")
+        exact, fast = exact_run.labels, fast_run.labels
         n = int(exact.max())
         matched = matching_at(exact, fast, 0.5)["tp"]
         assert n > 10 and abs(int(fast.max()) - n) <= max(2, n // 20)

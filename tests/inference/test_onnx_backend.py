@@ -138,6 +138,7 @@ def test_demo_unet_labels_identical_on_the_samples() -> None:
         params = PredictParams(device="cpu", tta=2, keep_probabilities=True)
         fast = predict(image, weights, replace(params, backend="onnx"))
         slow = predict(image, weights, replace(params, backend="torch"))
+        assert (fast.backend, slow.backend) == ("ONNX Runtime", "PyTorch")
         diff = np.abs(fast.probabilities.astype(np.float32) - slow.probabilities).max()
         assert diff <= 1e-3  # float16 maps: one step of their precision
         np.testing.assert_array_equal(fast.labels, slow.labels)

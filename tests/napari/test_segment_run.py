@@ -116,6 +116,7 @@ def test_unet_run_adds_labels_and_probability(make_napari_viewer, qtbot, weight_
     assert widget.progress.value == widget.progress.max
     assert widget.run_button.enabled and not widget.cancel_button.enabled
     assert "objects" in widget.status.value
+    assert f"({widget.last_prediction.backend})" in widget.status.value  # what ran the network
     assert session_for(viewer).predictions[name] is widget.last_prediction
     assert session_for(viewer).weights == weight_files["unet"].resolve()
     probability = viewer.layers[f"{name} · probability"]

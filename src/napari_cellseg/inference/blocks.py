@@ -65,6 +65,7 @@ class BlockwisePrediction:
     scratch: Path | None = None  # a folder the caller made for ``labels`` (to remove later)
     diameter: float | None = None
     scale: float = 1.0
+    backend: str = ""  # what ran the network (Prediction.backend)
 
     @property
     def n_objects(self) -> int:
@@ -171,7 +172,7 @@ def iter_predict_blocks(
             )
             for key, value in prediction.timings.items():
                 result.timings[key] = result.timings.get(key, 0.0) + value
-            result.device = prediction.device
+            result.device, result.backend = prediction.device, prediction.backend
             return prediction.labels
 
         def on_block(
@@ -259,6 +260,7 @@ def iter_predict_large(
         timings=result.timings,
         notices=[*result.notices, note],
         scale=scale,
+        backend=result.backend,
     )
 
 

@@ -79,6 +79,9 @@ class Prediction:
     joined_objects : int or None
         Set when the planes' objects were joined in 3D or over time (``params.stitch_3d``,
         ``link_time``; :mod:`.joining`): how many objects there are.
+    backend : str
+        What ran the network: ``"PyTorch"``, ``"ONNX Runtime"`` or ``"PyTorch bfloat16"``
+        (``""`` when unknown).
     """
 
     labels: np.ndarray
@@ -94,6 +97,7 @@ class Prediction:
     diameter: float | None = None
     scale: float = 1.0
     joined_objects: int | None = None
+    backend: str = ""
 
     @property
     def n_objects(self) -> int:
@@ -181,7 +185,7 @@ def iter_predict_planes(
     notices = list(loaded.notes) + ([runner.notice] if runner.notice else [])
     for note in notices:
         yield checkpoint(Notice(note))
-    engine = " (ONNX Runtime)" if runner.onnx is not None else ""
+    engine = f" ({runner.backend_name})" if runner.backend_name != "PyTorch" else ""
     yield checkpoint(
         Progress("load", 1, 1, f"{card.name} on {device}{engine}" + (" (cached)" if cached else ""))
     )
@@ -244,6 +248,7 @@ def iter_predict_planes(
         timings=timings,
         notices=notices,
         scale=scale,
+        backend=runner.backend_name,
     )
 
 
