@@ -207,7 +207,7 @@ class SegmentRun:
         seconds = prediction.timings.get("total", 0.0)
         self._set_status(
             f"{prediction.n_objects} objects in {seconds:.1f} s on {prediction.device}"
-            + (f" ({prediction.backend})" if getattr(prediction, "backend", "") else "")
+            + (f" ({prediction.backend})" if prediction.backend else "")
             + "".join(f"\n{n}" for n in prediction.notices)
         )
         if self._options.post_params(prediction.params.post) != prediction.params.post:

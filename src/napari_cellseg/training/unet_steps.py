@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from napari_cellseg.device import channels_last
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.training.datasets import collate_unet
 from napari_cellseg.training.targets import IGNORE, UNET_OUTPUTS, unet_target
@@ -54,23 +55,12 @@ def loss(
 ) -> torch.Tensor:
     """``loss_fn`` of the model's logits (as float32) and the targets.
 
-    The batch goes in channels-last (the weights stay as they are): on the 2-core benchmark
-    CPU a training step of the demo U-Net on 8 crops took 0.71 s instead of 1.36 s at 128²
-    and 4.3 s instead of 8.0 s at 256², with the same gradients up to float rounding.
+    The batch goes in channels-last (:func:`~napari_cellseg.device.channels_last`; the
+    weights stay as they are): 1.12-1.86x the crops per second on the 2-core benchmark CPU
+    (``bench/train_throughput.py --layouts``), the same gradients up to float rounding.
     """
     logits = model(channels_last(images.to(device, non_blocking=True)))
     return loss_fn(logits.float(), targets.to(device, non_blocking=True))
-
-
-def channels_last(images: torch.Tensor) -> torch.Tensor:
-    """A 4-D batch in channels-last memory (oneDNN's and cuDNN's fast convolutions).
-
-    >>> channels_last(torch.zeros(2, 3, 8, 8)).is_contiguous(memory_format=torch.channels_last)
-    True
-    """
-    if images.dim() != 4 or images.device.type not in ("cpu", "cuda"):
-        return images
-    return images.contiguous(memory_format=torch.channels_last)
 
 
 ENCODER_PREFIX = "encoder."
