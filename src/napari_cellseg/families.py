@@ -157,6 +157,8 @@ FAMILIES: dict[str, FamilySpec] = {
                     "score_threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
                     "mask_threshold": (0.4, 0.5, 0.6),
                     "min_size": (10, 30),
+                    # crowded nuclei: a stricter mask-NMS drops duplicate half-masks
+                    "nms_iou": (0.3, 0.5),
                 },
             ),
         ),

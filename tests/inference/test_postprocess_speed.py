@@ -16,8 +16,10 @@ import pytest
 from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import _baseline as baseline
+from watershed_ties import assert_same_up_to_ties
 
 from napari_cellseg.inference import postprocess
 from napari_cellseg.inference.maskrcnn_strategy import mask_floor
@@ -131,7 +133,9 @@ def _blobs(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     return (probs / probs.sum(axis=0, keepdims=True)).astype(np.float32)
 
 
-def test_postprocessing_identical_to_the_old_one_on_random_blobs() -> None:
+def test_postprocessing_as_the_old_one_on_random_blobs() -> None:
+    """The same objects; pixels differ only where the watershed breaks an exact tie (the
+    one-output surface, a distance map, has many) in another order (``inference.flooding``)."""
     rng = np.random.default_rng(21)
     for _ in range(25):
         probs = _blobs(rng, tuple(int(s) for s in rng.integers(24, 96, 2)))
@@ -148,10 +152,10 @@ def test_postprocessing_identical_to_the_old_one_on_random_blobs() -> None:
             fill_holes=three.fill_holes,
         )
         a = baseline.unet_instances(probs, THREE, three)
-        np.testing.assert_array_equal(postprocess.unet_instances(probs, THREE, three), a)
+        assert_same_up_to_ties(postprocess.unet_instances(probs, THREE, three), a)
         fg = 1 - probs[:1]
         b = baseline.unet_instances(fg, ["foreground"], one)
-        np.testing.assert_array_equal(postprocess.unet_instances(fg, ["foreground"], one), b)
+        assert_same_up_to_ties(postprocess.unet_instances(fg, ["foreground"], one), b)
         assert _same_table(postprocess.object_table(a), baseline.object_table(a))
 
 

@@ -18,10 +18,10 @@ from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.measure import regionprops_table
 from skimage.morphology import h_maxima
-from skimage.segmentation import watershed
 
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.inference.detections import Detections
+from napari_cellseg.inference.flooding import flood
 from napari_cellseg.io.files import label_dtype
 from napari_cellseg.params import PostprocessParams
 
@@ -274,7 +274,7 @@ def unet_instances(
         markers = np.where(keep[plateaus], plateaus, 0)
         surface = -distance
     markers = _add_fallback_markers(markers, foreground, components)
-    labels = watershed(surface, markers, mask=foreground)
+    labels = flood(surface, markers, foreground)
     return _finish(labels, params)
 
 
