@@ -22,7 +22,7 @@ def assert_same_up_to_ties(got: np.ndarray, expected: np.ndarray, fraction: floa
     np.testing.assert_array_equal(np.unique(got), np.unique(expected))
     differ = got != expected
     assert differ.mean() <= fraction, f"{differ.sum()} of {differ.size} pixels differ"
-    patches, n = ndi.label(differ, structure=_FULL)
+    patches, _ = ndi.label(differ, structure=_FULL)
     for index, box in enumerate(ndi.find_objects(patches), start=1):
         grown = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
         patch = patches[grown] == index

@@ -14,7 +14,7 @@ from napari_cellseg.inference import flooding
 from napari_cellseg.inference.flooding import flood
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from watershed_ties import assert_same_up_to_ties  # noqa: E402
+from watershed_ties import assert_same_up_to_ties
 
 _FULL = np.ones((3, 3), bool)
 

@@ -19,7 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import _baseline as baseline
-from watershed_ties import assert_same_up_to_ties
 
 from napari_cellseg.inference import postprocess
 from napari_cellseg.inference.maskrcnn_strategy import mask_floor
@@ -28,6 +27,7 @@ from napari_cellseg.io.images import read_image
 from napari_cellseg.io.samples import get_sample
 from napari_cellseg.models.weights import load_weights
 from napari_cellseg.params import PostprocessParams, PredictParams
+from watershed_ties import assert_same_up_to_ties
 
 MODELS = Path(__file__).resolve().parents[2] / "sample_data" / "models"
 SAMPLES = ("dsb_fluorescence", "dsb_he", "dsb_brightfield")
