@@ -97,8 +97,32 @@ def test_maskrcnn_defaults_suit_dense_nuclei() -> None:
         ({"backbone": "resnet18", "variant": "v2"}, "only with backbone='resnet50'"),
         ({"num_classes": 1}, "counts the background"),
         ({"anchor_sizes": ((16,), (32,))}, "one entry per FPN level"),
+        ({"mask_roi_size": 4}, "mask_roi_size must be between 7 and 56"),
     ],
 )
 def test_maskrcnn_bad_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(ModelBuildError, match=message):
         build_maskrcnn(**kwargs)
+
+
+def test_mask_roi_size_sets_the_mask_grid_in_inference_and_training() -> None:
+    """The mask head reads a 21×21 grid and draws 42×42 masks; training's mask loss follows."""
+    model = build_maskrcnn(
+        backbone="resnet18",
+        fpn_channels=32,
+        returned_layers=(1, 2, 3),
+        anchor_sizes=((8,), (16,), (32,), (64,)),
+        box_head_size=64,
+        mask_hidden_channels=32,
+        mask_roi_size=21,
+        min_size=96,
+        max_size=96,
+    )
+    assert model.roi_heads.mask_roi_pool.output_size == (21, 21)
+    sides = []
+    model.roi_heads.mask_predictor.register_forward_hook(lambda m, i, o: sides.append(o.shape))
+    masks = torch.zeros(1, 96, 96, dtype=torch.uint8)
+    masks[0, 20:50, 30:60] = 1
+    target = {"boxes": torch.tensor([[30.0, 20.0, 60.0, 50.0]]), "labels": torch.tensor([1])}
+    losses = model.train()([torch.rand(3, 96, 96)], [{**target, "masks": masks}])
+    assert torch.isfinite(losses["loss_mask"]) and sides[-1][-2:] == (42, 42)

@@ -45,6 +45,7 @@ def build_maskrcnn(
     fpn_channels: int = 256,
     returned_layers: Sequence[int] = (1, 2, 3, 4),
     box_head_size: int = 1024,
+    mask_roi_size: int = 14,
     backbone_weights: str | Path | None = None,
 ) -> torch.nn.Module:
     """Build a torchvision Mask R-CNN.
@@ -77,6 +78,11 @@ def build_maskrcnn(
         one entry per returned stage plus one for the extra pooled level.
     box_head_size : int
         Width of the two fully connected layers of the box head (torchvision: 1024).
+    mask_roi_size : int
+        Side of the feature grid the mask head reads for each object (torchvision: 14), so
+        its masks have twice that side. The mask head is convolutional, so a model trained
+        at one size runs at another: a finer grid draws finer outlines (the demo Mask
+        R-CNN, trained at 14, scores higher at 21; ``sample_data/README.md``).
     backbone_weights : str, Path or None
         A *local* ResNet weight file for the backbone body; ``None`` initialises randomly.
 
@@ -164,6 +170,10 @@ def build_maskrcnn(
         model.roi_heads.mask_predictor = MaskRCNNPredictor(
             fpn_channels, mask_hidden_channels, num_classes
         )
+    if not 7 <= int(mask_roi_size) <= 56:
+        raise ModelBuildError(f"mask_roi_size must be between 7 and 56, got {mask_roi_size}")
+    side = int(mask_roi_size)
+    model.roi_heads.mask_roi_pool.output_size = (side, side)
     if local_file is not None:
         load_local_weights(model.backbone.body, local_file, what="backbone_weights")
     return model
