@@ -7,10 +7,14 @@ by two or more markers need the flooding itself. :func:`flood` labels the compon
 gives the single-marker ones their marker through a look-up table and runs the watershed on
 the bounding box of each shared component alone, so that on nuclei images (most nuclei
 alone in their component) the float64 copies and priority queue of a whole-plane watershed
-are mostly avoided. The labels are the whole-plane watershed's, pixel for pixel
-(``tests/inference/test_flooding.py`` checks it on the sample images and on random cases):
-within a component the flooding order depends only on the surface, the markers' raveled
-order and the neighbours' order, which a crop keeps.
+are mostly avoided. The labels are the whole-plane watershed's, pixel for pixel, on every
+real network output measured (the sample images and DSB mosaics;
+``tests/inference/test_postprocess_speed.py``, ``bench/postprocess_speed.py``). They can
+differ only where the flooding must break an exact tie between two markers (equal values,
+or a pixel next to two markers): skimage leaves that order to its heap, which holds other
+components' pixels too in a whole-plane run. ``tests/inference/test_flooding.py`` checks
+that without ties the labels are identical and that with many ties only contested patches
+differ.
 """
 
 from __future__ import annotations
