@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -12,8 +9,6 @@ from skimage.segmentation import watershed
 
 from napari_cellseg.inference import flooding
 from napari_cellseg.inference.flooding import flood
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from watershed_ties import assert_same_up_to_ties
 
 _FULL = np.ones((3, 3), bool)

@@ -16,7 +16,6 @@ import pytest
 from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import _baseline as baseline
 

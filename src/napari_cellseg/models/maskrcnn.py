@@ -124,6 +124,9 @@ def build_maskrcnn(
         )
     if len({len(level) for level in anchor_sizes}) != 1:
         raise ModelBuildError("every FPN level needs the same number of anchor sizes")
+    mask_roi_size = int(mask_roi_size)
+    if not 7 <= mask_roi_size <= 56:
+        raise ModelBuildError(f"mask_roi_size must be between 7 and 56, got {mask_roi_size}")
     local_file = None
     if backbone_weights is not None:
         if isinstance(backbone_weights, Path) or Path(str(backbone_weights)).suffix:
@@ -170,10 +173,7 @@ def build_maskrcnn(
         model.roi_heads.mask_predictor = MaskRCNNPredictor(
             fpn_channels, mask_hidden_channels, num_classes
         )
-    if not 7 <= int(mask_roi_size) <= 56:
-        raise ModelBuildError(f"mask_roi_size must be between 7 and 56, got {mask_roi_size}")
-    side = int(mask_roi_size)
-    model.roi_heads.mask_roi_pool.output_size = (side, side)
+    model.roi_heads.mask_roi_pool.output_size = (mask_roi_size, mask_roi_size)
     if local_file is not None:
         load_local_weights(model.backbone.body, local_file, what="backbone_weights")
     return model
