@@ -96,6 +96,34 @@ def test_changed_weights_are_exported_again(tmp_path, monkeypatch) -> None:
     np.testing.assert_allclose(second(x), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_release_frees_the_arena_and_the_next_run_is_unchanged(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("NAPARI_CELLSEG_CACHE", str(tmp_path))
+    runner, _ = onnx_unet(_loaded(seed=5).model, 3)
+    x = np.random.default_rng(1).random((1, 3, 96, 64), dtype=np.float32)
+    before = runner(x)
+    runner.release()
+    np.testing.assert_array_equal(runner(x), before)
+
+
+@pytest.mark.parametrize(("shape", "releases"), [((3, 64, 64), 0), ((3, 64, 200), 1)])
+def test_a_plane_of_several_tiles_releases_the_buffers_once(shape, releases, monkeypatch) -> None:
+    loaded = _loaded(seed=6)
+    calls = []
+    original = onnx_backend.OnnxUNet.release
+
+    def counted(self):
+        calls.append(1)
+        original(self)
+
+    monkeypatch.setattr(onnx_backend.OnnxUNet, "release", counted)
+    image = np.random.default_rng(2).random(shape[1:], dtype=np.float32)
+    params = PredictParams(device="cpu", tile_size=64, overlap=16, diameter="off")
+    labels = predict(image, loaded, params).labels
+    assert len(calls) == releases
+    expected = predict(image, loaded, replace(params, backend="torch")).labels
+    np.testing.assert_array_equal(labels, expected)
+
+
 def test_a_failed_export_falls_back_to_pytorch_with_a_notice(monkeypatch) -> None:
     def broken(*_args, **_kwargs):
         raise RuntimeError("Unsupported: the operator foo\nlong trace")

@@ -132,6 +132,11 @@ class ModelRunner:
         if chosen == "onnx":
             self.onnx, self.notice = onnx_unet(self.model, self.card.input_channels)
 
+    def release_buffers(self) -> None:
+        """Free the network's idle working memory after a plane (ONNX Runtime's arena)."""
+        if self.onnx is not None:
+            self.onnx.release()
+
     @property
     def backend_name(self) -> str:
         """What runs the network: ``"ONNX Runtime"``, ``"PyTorch"`` or ``"PyTorch bfloat16"``."""

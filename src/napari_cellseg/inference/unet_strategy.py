@@ -97,6 +97,8 @@ def run_tiles(
         for tile, crop, prob in zip(batch, crops, probs, strict=True):
             blender.add(tile, prob[:, : crop.shape[1], : crop.shape[2]])
         yield checkpoint(Progress("tiles", done * params.tta, total_copies, message))
+    if sum(map(len, batches)) > 1:  # a plane of several tiles: free the activations'
+        runner.release_buffers()  # buffers before the watershed (one tile: keep them)
     return blender.result()
 
 
