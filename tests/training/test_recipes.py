@@ -112,3 +112,28 @@ def test_fast_fine_tune_runs_adabn_and_keeps_the_base_file_until_beaten(tmp_path
     assert any("AdaBN" in n for n in notices), notices
     assert out.exists() and finished.baseline_metrics
     assert finished.history[0]["epoch"] == 0  # the base was scored before AdaBN touched it
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [([], "cosine"), (["--schedule", "constant"], "constant"), (["--recipe", "classic"], None)],
+)
+def test_cli_schedule_reaches_the_training(extra, expected, tmp_path, monkeypatch) -> None:
+    from napari_cellseg.cli import main
+    from napari_cellseg.training import loop
+
+    class Seen(Exception):
+        pass
+
+    seen = {}
+
+    def fake_iter_train(data, out, params, **kwargs):
+        seen["schedule"] = params.schedule
+        raise Seen
+        yield  # a generator, as iter_train is
+
+    monkeypatch.setattr(loop, "iter_train", fake_iter_train)
+    args = ["train", "--data", str(sample_data_dir()), "--init", str(BASE)]
+    with pytest.raises(Seen):
+        main([*args, "--out", str(tmp_path / "o.safetensors"), *extra])
+    assert seen["schedule"] == expected

@@ -110,6 +110,14 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
         default=None,
         help=_help("optimizer"),
     )
+    t.add_argument(
+        "--schedule",
+        choices=("cosine", "step", "constant"),
+        default=None,
+        help="learning-rate schedule: cosine (per step; with a warm-up it decays over the "
+        "minutes of a time budget), step (x0.1 at each third of the epochs) or constant "
+        "(default: the family's, U-Net cosine and Mask R-CNN step; the fast recipe's cosine)",
+    )
     t.add_argument("--loss", default=d.loss, help=_help("loss"))
     t.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     t.add_argument("--seed", type=int, default=d.seed, help=_help("seed"))
@@ -182,6 +190,7 @@ def run_train(args: argparse.Namespace) -> int:
             samples_per_epoch=args.samples_per_epoch,
             learning_rate=args.lr,
             optimizer=args.optimizer,
+            schedule=args.schedule,
             loss=args.loss,
             augment=not args.no_augment,
             val_fraction=args.val_fraction,
