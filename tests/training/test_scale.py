@@ -231,6 +231,19 @@ def test_off_records_the_measured_size_and_fine_tuning_keeps_the_base_size(tmp_p
     assert "fine-tuning at the base model's object diameter, 18 px" in notes
 
 
+def test_fine_tuning_far_from_the_objects_size_warns(tmp_path) -> None:
+    base = save_tiny("unet", tmp_path / "base.safetensors")
+    events: list = []
+    out = tmp_path / "tuned.safetensors"
+    drain(iter_train([sample_data_dir()], out, _fit_params(object_diameter=3), init=base),
+          events.append)  # fmt: skip
+    warnings = [e.message for e in events if isinstance(e, Notice) and e.level == "warning"]
+    assert any("shrinks the training images" in w for w in warnings)
+    events.clear()
+    drain(iter_train([sample_data_dir()], out, _fit_params(), init=base), events.append)
+    assert not any("training images" in e.message for e in events if isinstance(e, Notice))
+
+
 def test_cli_object_diameter_options(tmp_path, capsys) -> None:
     from napari_cellseg.cli import main
     from napari_cellseg.cli.train import _diameter

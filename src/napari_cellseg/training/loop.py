@@ -42,7 +42,7 @@ from napari_cellseg.training.checkpoints import (
 )
 from napari_cellseg.training.losses import build_loss
 from napari_cellseg.training.provenance import kept_base_card, trained_card, with_lineage
-from napari_cellseg.training.scale import diameter_stats, training_diameter
+from napari_cellseg.training.scale import diameter_stats, scale_mismatch, training_diameter
 from napari_cellseg.training.steps import (
     Stepper,
     freeze_batchnorm,
@@ -166,6 +166,9 @@ def iter_train(
         read_validation_images(val_pairs), params.object_diameter
     )
     loader, dataset = make_loader(train_pairs, card, params)
+    mismatch = scale_mismatch(diameter_stats(dataset.diameters)["median"], params.object_diameter)
+    if init is not None and state is None and mismatch:
+        yield checkpoint(Notice(mismatch, level="warning"))
     object_size = {
         "object_diameter": params.object_diameter,
         "scale_jitter": params.scale_jitter,
