@@ -166,13 +166,14 @@ def iter_train(
         read_validation_images(val_pairs), params.object_diameter
     )
     loader, dataset = make_loader(train_pairs, card, params)
-    mismatch = scale_mismatch(diameter_stats(dataset.diameters)["median"], params.object_diameter)
+    train_diameters = diameter_stats(dataset.diameters)
+    mismatch = scale_mismatch(train_diameters["median"], params.object_diameter)
     if init is not None and state is None and mismatch:
         yield checkpoint(Notice(mismatch, level="warning"))
     object_size = {
         "object_diameter": params.object_diameter,
         "scale_jitter": params.scale_jitter,
-        "train_diameters": diameter_stats(dataset.diameters),
+        "train_diameters": train_diameters,
         "val_diameters": diameter_stats(val_diameters),
     }
     steps_per_epoch = len(loader)
