@@ -96,6 +96,14 @@ def test_changed_weights_are_exported_again(tmp_path, monkeypatch) -> None:
     np.testing.assert_allclose(second(x), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_the_session_plans_no_memory_pattern(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("NAPARI_CELLSEG_CACHE", str(tmp_path))
+    runner, _ = onnx_unet(_loaded(seed=6).model, 3)
+    options = runner.session.get_session_options()
+    assert options.enable_mem_pattern is False
+    assert options.enable_cpu_mem_arena is True  # the arena stays: tiles reuse its buffers
+
+
 def test_release_frees_the_arena_and_the_next_run_is_unchanged(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("NAPARI_CELLSEG_CACHE", str(tmp_path))
     runner, _ = onnx_unet(_loaded(seed=5).model, 3)
