@@ -21,7 +21,7 @@ from skimage.transform import rescale
 
 from napari_cellseg.inference import predict
 from napari_cellseg.inference.object_size import median_diameter, to_image_grid
-from napari_cellseg.inference.postprocess import object_table
+from napari_cellseg.inference.object_table import object_table
 from napari_cellseg.io.images import read_image, read_labels
 from napari_cellseg.labels.metrics import dsb_ap
 from napari_cellseg.models import load_weights

@@ -22,6 +22,7 @@ import numpy as np
 
 from inference import DEFAULT_DATA, ROOT, mosaic
 from napari_cellseg.inference import postprocess as new
+from napari_cellseg.inference.object_table import object_table
 from napari_cellseg.inference.planes import predict_planes
 from napari_cellseg.io.images import read_image
 from napari_cellseg.io.samples import get_sample
@@ -30,11 +31,12 @@ from napari_cellseg.params import PredictParams
 
 
 def _labels(module, card, output, shape, post):
+    table = object_table if module is new else module.object_table
     if card.family == "unet":
         labels = module.unet_instances(output, card.outputs, post)
-        return labels, module.object_table(labels)
+        return labels, table(labels)
     labels, kept = module.maskrcnn_instances(output, shape, post)
-    return labels, module.object_table(labels, scores=kept.scores, classes=kept.classes)
+    return labels, table(labels, scores=kept.scores, classes=kept.classes)
 
 
 def main() -> int:

@@ -14,8 +14,8 @@ from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import Notice
 from napari_cellseg.inference import iter_predict, predict, reapply
 from napari_cellseg.inference.object_size import to_image_grid
+from napari_cellseg.inference.object_table import object_table
 from napari_cellseg.inference.planes import predict_planes
-from napari_cellseg.inference.postprocess import object_table
 from napari_cellseg.models import load_weights
 from napari_cellseg.models.card import DIAMETER_RANGE as CARD_RANGE
 from napari_cellseg.params import DIAMETER_RANGE, BlockOptions, PredictParams, parse_diameter

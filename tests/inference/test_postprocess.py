@@ -11,11 +11,8 @@ from scipy import ndimage as ndi
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.inference import postprocess
 from napari_cellseg.inference.detections import Detections
-from napari_cellseg.inference.postprocess import (
-    maskrcnn_instances,
-    object_table,
-    unet_instances,
-)
+from napari_cellseg.inference.object_table import object_table
+from napari_cellseg.inference.postprocess import maskrcnn_instances, unet_instances
 from napari_cellseg.params import PostprocessParams
 
 THREE = ["background", "interior", "boundary"]
@@ -288,13 +285,3 @@ def test_table_maps_label_to_score_and_class() -> None:
         y0, x0, y1, x1 = kept.boxes[label - 1]
         assert (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1) == (y0, x0, y1, x1)
         assert table["score"][i] == kept.scores[label - 1]
-
-
-def test_object_table_without_extras_and_errors() -> None:
-    table = object_table(np.zeros((5, 5), np.uint16))
-    assert set(table) == {"label", "area", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"}
-    assert len(table["label"]) == 0
-    with pytest.raises(CellsegError, match="labels go up to 3"):
-        object_table(np.array([[1, 3]]), scores=np.array([0.5, 0.6]))
-    with pytest.raises(CellsegError, match="2-D"):
-        object_table(np.zeros((2, 5, 5), np.uint16))

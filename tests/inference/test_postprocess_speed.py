@@ -21,6 +21,7 @@ import _baseline as baseline
 
 from napari_cellseg.inference import postprocess
 from napari_cellseg.inference.maskrcnn_strategy import mask_floor
+from napari_cellseg.inference.object_table import object_table
 from napari_cellseg.inference.planes import predict_planes
 from napari_cellseg.io.images import read_image
 from napari_cellseg.io.samples import get_sample
@@ -59,9 +60,9 @@ def _old_post(card, output, shape, post):
 def _new_post(card, output, shape, post):
     if card.family == "unet":
         labels = postprocess.unet_instances(output, card.outputs, post)
-        return labels, postprocess.object_table(labels)
+        return labels, object_table(labels)
     labels, kept = postprocess.maskrcnn_instances(output, shape, post)
-    return labels, postprocess.object_table(labels, scores=kept.scores, classes=kept.classes)
+    return labels, object_table(labels, scores=kept.scores, classes=kept.classes)
 
 
 @pytest.mark.parametrize("name", SAMPLES)
@@ -155,7 +156,7 @@ def test_postprocessing_as_the_old_one_on_random_blobs() -> None:
         fg = 1 - probs[:1]
         b = baseline.unet_instances(fg, ["foreground"], one)
         assert_same_up_to_ties(postprocess.unet_instances(fg, ["foreground"], one), b)
-        assert _same_table(postprocess.object_table(a), baseline.object_table(a))
+        assert _same_table(object_table(a), baseline.object_table(a))
 
 
 def test_fill_plane_holes_is_binary_fill_holes() -> None:

@@ -21,7 +21,8 @@ from family_conformance import FamilyConformance, blobs
 from napari_cellseg.errors import WeightFileError
 from napari_cellseg.events import Progress
 from napari_cellseg.families import FAMILIES, FamilySpec
-from napari_cellseg.inference.postprocess import object_table, unet_instances
+from napari_cellseg.inference.object_table import object_table
+from napari_cellseg.inference.postprocess import unet_instances
 from napari_cellseg.params import PostprocessParams
 
 # -- models part -----------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from napari_cellseg.inference.block_reading import (
     release_pages,
 )
 from napari_cellseg.inference.model_runner import cached_load
-from napari_cellseg.inference.postprocess import object_table
+from napari_cellseg.inference.object_table import object_table
 from napari_cellseg.inference.preprocess import check_image, label_shape, resolve_axes
 from napari_cellseg.inference.stitch import Block, LabelStore, StitchStats, iter_stitch_blocks
 from napari_cellseg.models.card import ModelCard

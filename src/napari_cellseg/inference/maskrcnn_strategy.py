@@ -17,7 +17,8 @@ import torch
 
 from napari_cellseg.events import Progress
 from napari_cellseg.inference.detections import Detections
-from napari_cellseg.inference.postprocess import maskrcnn_instances, object_table
+from napari_cellseg.inference.object_table import object_table
+from napari_cellseg.inference.postprocess import maskrcnn_instances
 from napari_cellseg.inference.tile_merge import merge_tile_detections
 from napari_cellseg.inference.tiling import Tile
 from napari_cellseg.inference.tta import fuse_copies

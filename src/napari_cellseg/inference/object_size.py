@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from skimage.segmentation import relabel_sequential
 
-from napari_cellseg.inference.postprocess import object_probability, object_table
+from napari_cellseg.inference.object_table import object_table
+from napari_cellseg.inference.postprocess import object_probability
 from napari_cellseg.labels import sizes
 from napari_cellseg.labels.sizes import nearest_index
 from napari_cellseg.params import DIAMETER_RANGE

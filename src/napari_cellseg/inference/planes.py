@@ -377,7 +377,7 @@ def concat_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     Parameters
     ----------
     tables : list of dict of str to numpy.ndarray
-        Tables of columns, e.g. from :func:`~napari_cellseg.inference.postprocess.object_table`.
+        Tables of columns, e.g. from :func:`~napari_cellseg.inference.object_table.object_table`.
 
     Returns
     -------

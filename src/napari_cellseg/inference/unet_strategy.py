@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from napari_cellseg.events import Progress
-from napari_cellseg.inference.postprocess import object_table, unet_instances
+from napari_cellseg.inference.object_table import object_table
+from napari_cellseg.inference.postprocess import unet_instances
 from napari_cellseg.inference.tiling import Tile, TileBlender, pad_to_multiple
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.params import PostprocessParams, PredictParams
