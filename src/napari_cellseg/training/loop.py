@@ -56,8 +56,10 @@ from napari_cellseg.training.validation import (
     ValidationImage,
     at_training_scale,
     beats_base,
+    count_objects,
     epoch_score,
     evaluate_model,
+    few_objects,
     weak_evidence,
 )
 
@@ -162,9 +164,11 @@ def iter_train(
                 Notice(f"fine-tuning at the base model's object diameter, {diameter:g} px")
             )
         params = replace(params, object_diameter=diameter)
-    val_images, val_diameters = at_training_scale(
-        read_validation_images(val_pairs), params.object_diameter
-    )
+    raw_val = read_validation_images(val_pairs)
+    val_images, val_diameters = at_training_scale(raw_val, params.object_diameter)
+    few = few_objects(count_objects(raw_val), len(raw_val))
+    if few and state is None:
+        yield checkpoint(Notice(few, level="warning"))
     loader, dataset = make_loader(train_pairs, card, params)
     train_diameters = diameter_stats(dataset.diameters)
     mismatch = scale_mismatch(train_diameters["median"], params.object_diameter)
@@ -327,7 +331,7 @@ def iter_train(
             trained_card(card, params, manifest, history, epoch, best_metrics, init, object_size),
             out,
         )
-    weak = weak_evidence(best_metrics, baseline) if not kept_base else None
+    weak = (weak_evidence(best_metrics, baseline) or few) if not kept_base else None
     if weak:
         yield checkpoint(Notice(weak, level="warning"))
     if params.tune_thresholds and val_images:

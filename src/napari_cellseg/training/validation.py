@@ -137,6 +137,50 @@ WEAK_VALIDATION = 0.05
 returned with a warning: the images gave little evidence that it beats its base."""
 
 
+MIN_VALIDATION_OBJECTS = 20
+"""Fewer objects than this in the validation images make the best-epoch choice a lottery:
+in the GlaS and H&E fine-tuning benchmarks the validation images that let a worse model
+through, or scored every epoch 0, held 4 and 3 objects (docs/benchmarks.md)."""
+
+
+def count_objects(images: Sequence[ValidationImage]) -> int:
+    """The objects the validation scores are made of (ground truth, inside each region).
+
+    >>> truth = np.array([[0, 1, 1], [2, 0, 3]])
+    >>> count_objects([ValidationImage("a", truth, "YX", truth)])
+    3
+    >>> region = np.array([[True, True, True], [False, False, False]])
+    >>> count_objects([ValidationImage("a", truth, "YX", truth, region)])
+    1
+    """
+    total = 0
+    for item in images:
+        truth, _ = item.scored(item.truth)
+        total += int(np.count_nonzero(np.unique(np.asarray(truth))))
+    return total
+
+
+def few_objects(count: int, images: int) -> str | None:
+    """A warning when the validation images hold too few objects to judge epochs by.
+
+    >>> few_objects(4, 1).split(":")[0]
+    'the validation image holds only 4 objects'
+    >>> "about 25 %" in few_objects(4, 1)
+    True
+    >>> few_objects(120, 2) is None
+    True
+    """
+    if images == 0 or count >= MIN_VALIDATION_OBJECTS:
+        return None
+    what = "validation image holds" if images == 1 else f"{images} validation images hold"
+    share = f"{100 / count:.0f} %" if count else "all"
+    return (
+        f"the {what} only {count} objects: each is about {share} of the score, so a lucky "
+        f"epoch can look better than the base; validate on images with "
+        f"{MIN_VALIDATION_OBJECTS} or more objects in all, and check the result on others"
+    )
+
+
 def beats_base(metrics: dict[str, float], baseline: dict[str, float] | None) -> bool:
     """Whether an epoch may replace the base model: a strictly higher DSB AP on the
     validation images (the pixel Dice that breaks ties between epochs does not count
