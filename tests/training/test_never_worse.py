@@ -140,37 +140,34 @@ def test_a_win_at_a_very_low_score_is_kept_with_a_warning(tmp_path, monkeypatch)
     ]
 
 
+A_WIN = [{"dsb_ap": 0.1, "pixel_dice": 0.5}, {"dsb_ap": 0.3, "pixel_dice": 0.6},
+         {"dsb_ap": 0.2, "pixel_dice": 0.6}]  # fmt: skip
+
+
+def _run(tmp_path, monkeypatch, scores: list[dict], objects: int = 20) -> tuple:
+    """A scripted fine-tune of two epochs: its TrainingFinished, events and warnings."""
+    _scripted_validation(monkeypatch, scores, objects)
+    events: list = []
+    gen = iter_train([sample_data_dir()], tmp_path / "o.safetensors", TrainParams(**PARAMS),
+                     init=BASE)  # fmt: skip
+    finished = drain(gen, events.append)
+    warnings = [e.message for e in events if getattr(e, "level", "") == "warning"]
+    return finished, events, warnings
+
+
 def test_few_validation_objects_are_warned_before_and_after(tmp_path, monkeypatch) -> None:
     """A validation set of 4 objects (GlaS's train_50 held 4 glands) cannot tell a better
     model from a lucky epoch: the user is told before training and again when an epoch
     replaces the base."""
-    _scripted_validation(
-        monkeypatch,
-        [{"dsb_ap": 0.1, "pixel_dice": 0.5}, {"dsb_ap": 0.3, "pixel_dice": 0.6},
-         {"dsb_ap": 0.2, "pixel_dice": 0.6}],
-        objects=4,
-    )  # fmt: skip
-    out = tmp_path / "few.safetensors"
-    events: list = []
-    finished = drain(iter_train([sample_data_dir()], out, TrainParams(**PARAMS), init=BASE),
-                     events.append)  # fmt: skip
+    finished, events, warnings = _run(tmp_path, monkeypatch, A_WIN, objects=4)
     assert not finished.kept_base and finished.best_epoch == 1
-    warnings = [e.message for e in events if getattr(e, "level", "") == "warning"]
     assert len(warnings) == 2 and warnings[0] == warnings[1]
     assert warnings[0].startswith("the validation image holds only 4 objects: each is about 25 %")
     first_epoch = next(i for i, e in enumerate(events) if type(e).__name__ == "EpochEnd")
-    assert events.index(next(e for e in events if getattr(e, "level", "") == "warning")) < (
-        first_epoch
-    )
+    first_warning = next(i for i, e in enumerate(events) if getattr(e, "level", "") == "warning")
+    assert first_warning < first_epoch
 
 
 def test_enough_validation_objects_raise_no_warning(tmp_path, monkeypatch) -> None:
-    _scripted_validation(
-        monkeypatch,
-        [{"dsb_ap": 0.1, "pixel_dice": 0.5}, {"dsb_ap": 0.3, "pixel_dice": 0.6},
-         {"dsb_ap": 0.2, "pixel_dice": 0.6}],
-    )  # fmt: skip
-    events: list = []
-    drain(iter_train([sample_data_dir()], tmp_path / "ok.safetensors", TrainParams(**PARAMS),
-                     init=BASE), events.append)  # fmt: skip
-    assert not [e for e in events if getattr(e, "level", "") == "warning"]
+    finished, _, warnings = _run(tmp_path, monkeypatch, A_WIN, objects=20)
+    assert not finished.kept_base and warnings == []
