@@ -153,11 +153,9 @@ def count_objects(images: Sequence[ValidationImage]) -> int:
     >>> count_objects([ValidationImage("a", truth, "YX", truth, region)])
     1
     """
-    total = 0
-    for item in images:
-        truth, _ = item.scored(item.truth)
-        total += int(np.count_nonzero(np.unique(np.asarray(truth))))
-    return total
+    return sum(
+        int(np.count_nonzero(np.unique(clip_to_region(item.truth, item.region)))) for item in images
+    )
 
 
 def few_objects(count: int, images: int) -> str | None:
@@ -167,17 +165,23 @@ def few_objects(count: int, images: int) -> str | None:
     'the validation image holds only 4 objects'
     >>> "about 25 %" in few_objects(4, 1)
     True
+    >>> few_objects(0, 2).split(":")[0]
+    'the 2 validation images hold no objects'
     >>> few_objects(120, 2) is None
     True
     """
     if images == 0 or count >= MIN_VALIDATION_OBJECTS:
         return None
     what = "validation image holds" if images == 1 else f"{images} validation images hold"
-    share = f"{100 / count:.0f} %" if count else "all"
+    advice = (
+        f"validate on images with {MIN_VALIDATION_OBJECTS} or more objects in all, and check "
+        "the result on others"
+    )
+    if count == 0:
+        return f"the {what} no objects: no epoch can be judged on them; {advice}"
     return (
-        f"the {what} only {count} objects: each is about {share} of the score, so a lucky "
-        f"epoch can look better than the base; validate on images with "
-        f"{MIN_VALIDATION_OBJECTS} or more objects in all, and check the result on others"
+        f"the {what} only {count} objects: each is about {100 / count:.0f} % of the score, "
+        f"so a lucky epoch can look better than the base; {advice}"
     )
 
 
