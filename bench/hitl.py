@@ -150,7 +150,7 @@ def run(
             params = replace(params, object_diameter=object_diameter)
         out = tmp / "tuned.safetensors"
         start = time.perf_counter()
-        epochs, notices = [], []
+        epochs, dice, notices = [], [], []
         gen = iter_train(
             [link_folder(train, tmp / "train")], out, params, init=base,
             val=[link_folder(val, tmp / "val")],
@@ -160,6 +160,7 @@ def run(
                 event = next(gen)
                 if isinstance(event, EpochEnd):
                     epochs.append(round(float(event.val_metrics.get("dsb_ap", float("nan"))), 4))
+                    dice.append(round(float(event.val_metrics.get("pixel_dice", float("nan"))), 4))
                 elif isinstance(event, Notice):
                     notices.append(event.message)
         except StopIteration as stop:
@@ -180,6 +181,7 @@ def run(
         "protocol": "paired" if paired else "unpaired",
         "train_seconds": round(train_s, 1),
         "epochs_val_dsb_ap": epochs,
+        "epochs_val_pixel_dice": dice,
         "best_epoch": finished.best_epoch,
         "kept_base": finished.kept_base,
         "notices": notices,

@@ -115,12 +115,38 @@ class TrainingFinished:
             "and every epoch); validate on an image where the base model finds some objects, "
             "or correct more of it"
             if blind
-            else ""
+            else self._lucky_epoch()
         )
         return (
             f"no epoch beat the base model{score}{why}; {self.weights_path} holds the base "
             "weights unchanged"
         )
+
+    def _lucky_epoch(self) -> str:
+        """Why an epoch with a higher DSB AP was refused (few validation objects), or ``""``.
+
+        >>> rows = [{"epoch": 0, "dsb_ap": 0.03, "pixel_dice": 0.5},
+        ...         {"epoch": 1, "dsb_ap": 0.18, "pixel_dice": 0.3}]
+        >>> done = TrainingFinished("o", "c", 1, 0, {}, rows[0], "epochs", rows, True)
+        >>> done._lucky_epoch()[:58]
+        ': epoch 1 scored a higher DSB AP (0.180) but found less of'
+        """
+        base = self.baseline_metrics or {}
+        if "dsb_ap" not in base or "pixel_dice" not in base:
+            return ""
+        for row in self.history:
+            if not isinstance(row, dict) or not row.get("epoch"):
+                continue
+            ap, dice = row.get("dsb_ap"), row.get("pixel_dice")
+            if ap is None or dice is None:
+                continue
+            if ap > base["dsb_ap"] and dice < base["pixel_dice"]:
+                return (
+                    f": epoch {row['epoch']} scored a higher DSB AP ({ap:.3f}) but found less "
+                    f"of the foreground (pixel Dice {dice:.3f} against {base['pixel_dice']:.3f}),"
+                    " which decides when the validation images hold so few objects"
+                )
+        return ""
 
 
 def drain(gen: Generator[Any, Any, R], on_event: Callable[[Any], None] | None = None) -> R:

@@ -171,3 +171,31 @@ def test_few_validation_objects_are_warned_before_and_after(tmp_path, monkeypatc
 def test_enough_validation_objects_raise_no_warning(tmp_path, monkeypatch) -> None:
     finished, _, warnings = _run(tmp_path, monkeypatch, A_WIN, objects=20)
     assert not finished.kept_base and warnings == []
+
+
+LUCKY = [{"dsb_ap": 0.03, "pixel_dice": 0.5}, {"dsb_ap": 0.18, "pixel_dice": 0.3},
+         {"dsb_ap": 0.05, "pixel_dice": 0.2}]  # fmt: skip
+"""GlaS seed 0's pattern: an epoch wins on the DSB AP of 4 glands while it finds less of
+the foreground (pixel Dice down): it was worse than the base on every test metric."""
+
+
+def test_with_few_objects_a_lower_pixel_dice_keeps_the_base(tmp_path, monkeypatch) -> None:
+    finished, _, warnings = _run(tmp_path, monkeypatch, LUCKY, objects=4)
+    assert finished.kept_base and finished.best_epoch == 0
+    assert_holds_the_base(tmp_path / "o.safetensors")
+    assert "keeps the base's pixel Dice" in warnings[0]
+
+
+def test_with_enough_objects_the_dsb_ap_alone_decides(tmp_path, monkeypatch) -> None:
+    finished, _, _ = _run(tmp_path, monkeypatch, LUCKY, objects=20)
+    assert not finished.kept_base and finished.best_epoch == 1
+
+
+def test_the_last_line_says_why_a_lucky_epoch_was_refused(tmp_path, monkeypatch) -> None:
+    finished, _, _ = _run(tmp_path, monkeypatch, LUCKY, objects=4)
+    assert finished.kept_base_message() == (
+        "no epoch beat the base model (DSB AP 0.030): epoch 1 scored a higher DSB AP (0.180) "
+        "but found less of the foreground (pixel Dice 0.300 against 0.500), which decides when "
+        f"the validation images hold so few objects; {tmp_path / 'o.safetensors'} holds the "
+        "base weights unchanged"
+    )

@@ -267,7 +267,7 @@ def iter_train(
             else {}
         )
         score = epoch_score(metrics, losses)
-        improved = score > best_score and beats_base(metrics, baseline)
+        improved = score > best_score and beats_base(metrics, baseline, few=few is not None)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), **metrics}
         history.append(record)
         if improved:

@@ -174,8 +174,9 @@ def few_objects(count: int, images: int) -> str | None:
         return None
     what = "validation image holds" if images == 1 else f"{images} validation images hold"
     advice = (
-        f"validate on images with {MIN_VALIDATION_OBJECTS} or more objects in all, and check "
-        "the result on others"
+        f"an epoch replaces the base only if it also keeps the base's pixel Dice; validate on "
+        f"images with {MIN_VALIDATION_OBJECTS} or more objects in all, and check the result "
+        "on others"
     )
     if count == 0:
         return f"the {what} no objects: no epoch can be judged on them; {advice}"
@@ -185,19 +186,35 @@ def few_objects(count: int, images: int) -> str | None:
     )
 
 
-def beats_base(metrics: dict[str, float], baseline: dict[str, float] | None) -> bool:
+def beats_base(
+    metrics: dict[str, float], baseline: dict[str, float] | None, few: bool = False
+) -> bool:
     """Whether an epoch may replace the base model: a strictly higher DSB AP on the
     validation images (the pixel Dice that breaks ties between epochs does not count
-    against the base: a model that finds no more objects is not better).
+    against the base: a model that finds no more objects is not better). With ``few``
+    validation objects (fewer than ``MIN_VALIDATION_OBJECTS``) one object moves the DSB AP
+    by several points, so the epoch must also keep the base's pixel Dice: it may not win
+    on a lucky object while it finds less of the foreground.
 
     >>> beats_base({"dsb_ap": 0.0, "pixel_dice": 0.4}, {"dsb_ap": 0.0, "pixel_dice": 0.1})
     False
     >>> beats_base({"dsb_ap": 0.2}, {"dsb_ap": 0.1}), beats_base({"dsb_ap": 0.2}, None)
     (True, True)
+    >>> won = {"dsb_ap": 0.18, "pixel_dice": 0.30}
+    >>> beats_base(won, {"dsb_ap": 0.03, "pixel_dice": 0.50}, few=True)
+    False
+    >>> beats_base(won, {"dsb_ap": 0.03, "pixel_dice": 0.50}, few=False)
+    True
     """
     if baseline is None or KEY_METRIC not in metrics or KEY_METRIC not in baseline:
         return True
-    return float(metrics[KEY_METRIC]) > float(baseline[KEY_METRIC])
+    dice_lost = (
+        few
+        and "pixel_dice" in metrics
+        and "pixel_dice" in baseline
+        and float(metrics["pixel_dice"]) < float(baseline["pixel_dice"])
+    )
+    return not dice_lost and float(metrics[KEY_METRIC]) > float(baseline[KEY_METRIC])
 
 
 def weak_evidence(best: dict[str, float], baseline: dict[str, float] | None) -> str | None:
