@@ -139,7 +139,7 @@ def choose(pool, how: str, seed: int, base: Path, n: int = 3, diameter=None, pai
 
 def run(
     base: Path, pool, test, recipe: str, how: str, seed: int, minutes: float, diameter,
-    object_diameter: float | None = None, paired: bool = False,
+    object_diameter: float | None = None, paired: bool = False, base_score: dict | None = None,
 ):  # fmt: skip
     train, val, reasons = choose(pool, how, seed, base, diameter=diameter, paired=paired)
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,7 +166,9 @@ def run(
         except StopIteration as stop:
             finished = stop.value
         train_s = time.perf_counter() - start
-        metrics = score(out, test, diameter)
+        # A kept base is the base, tensor for tensor (tests/training/test_never_worse.py).
+        metrics = dict(base_score) if finished.kept_base and base_score else None
+        metrics = metrics or score(out, test, diameter)
     n_objects = sum(int(read_labels(p.mask_path).max()) for p in train)
     return {
         "recipe": recipe,
@@ -205,6 +207,9 @@ def report(folder: Path) -> str:
         result = json.loads(path.read_text())
         base = result["base_score"]["dsb_ap"]
         head = f"{result['domain']} ({result['base']})"
+        encoder = (result.get("base_builder_args") or {}).get("encoder_name")
+        if encoder:
+            head = head[:-1] + f", {encoder} U-Net)"
         if path.stem != f"hitl_{result['domain']}":  # a re-run kept apart (--out)
             head += f", {path.stem}"
         lines.append(f"| {head} | {result['test']} | base model | — | — | {base:.3f} | — | — | — |")
@@ -264,6 +269,7 @@ def main() -> None:
             "minutes": args.minutes,
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "torch_threads": __import__("torch").get_num_threads(),
+            "base_builder_args": load_weights(args.base).card.builder_args,
         }
     )
     if "base_score" not in result:
@@ -275,7 +281,7 @@ def main() -> None:
             parser.error(f"--runs {spec}: selection must be random, top, top-mean or top-spread")
         row = run(
             args.base, pool, test, recipe, how, int(seed), args.minutes, args.diameter,
-            args.object_diameter, args.paired,
+            args.object_diameter, args.paired, result["base_score"],
         )  # fmt: skip
         print(json.dumps(row), flush=True)
         result["runs"].append(row)

@@ -1,6 +1,8 @@
 """Build the base model of ``bench/hitl.py``: a U-Net that never saw the left-out domains.
 
-The base is trained from scratch (the demo U-Net's architecture and defaults) on the
+The base is trained from scratch (``cellseg train --model unet`` defaults: a ResNet-34
+U-Net of depth 5, unless ``--builder-args`` names another, e.g. the demo's ResNet-18 of
+depth 4, which the bases before session 11 used) on the
 **fluorescence** images of the DSB 2018 training split only (``split_pairs(..., 0.15,
 seed=0)``, the demo models' split); it validates on the first ``--n-val`` fluorescence
 images of the held-out split. The colour H&E/brightfield tiles and the grey brightfield
@@ -42,6 +44,7 @@ def main() -> None:
     parser.add_argument("--n-val", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--builder-args", default=None, help="JSON, as cellseg train takes it")
     args = parser.parse_args()
     train, val = fluorescence_split(args.n_val)
     print(f"{len(train)} training and {len(val)} validation fluorescence images", flush=True)
@@ -54,6 +57,8 @@ def main() -> None:
             "--val", str(link_folder(val, tmp / "v")), "--minutes", str(args.minutes),
             "--seed", str(args.seed), "--out", str(args.out),
         ]  # fmt: skip
+        if args.builder_args:
+            command += ["--builder-args", args.builder_args]
         start = time.perf_counter()
         subprocess.run(command, check=True)
         seconds = time.perf_counter() - start
