@@ -41,7 +41,7 @@ from napari_cellseg.events import EpochEnd, Notice
 from napari_cellseg.inference import predict
 from napari_cellseg.io.images import read_image, read_labels
 from napari_cellseg.labels.metrics import evaluate_pair
-from napari_cellseg.models import load_weights
+from napari_cellseg.models import load_weights, read_card
 from napari_cellseg.params import PredictParams
 from napari_cellseg.training.loop import iter_train
 from napari_cellseg.training.pairs import TrainingPair, scan_training_folders
@@ -166,9 +166,11 @@ def run(
         except StopIteration as stop:
             finished = stop.value
         train_s = time.perf_counter() - start
-        # A kept base is the base, tensor for tensor (tests/training/test_never_worse.py).
-        metrics = dict(base_score) if finished.kept_base and base_score else None
-        metrics = metrics or score(out, test, diameter)
+        if finished.kept_base and base_score:
+            # A kept base is the base, tensor for tensor (tests/training/test_never_worse.py).
+            metrics = dict(base_score)
+        else:
+            metrics = score(out, test, diameter)
     n_objects = sum(int(read_labels(p.mask_path).max()) for p in train)
     return {
         "recipe": recipe,
@@ -269,7 +271,7 @@ def main() -> None:
             "minutes": args.minutes,
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "torch_threads": __import__("torch").get_num_threads(),
-            "base_builder_args": load_weights(args.base).card.builder_args,
+            "base_builder_args": read_card(args.base).builder_args,
         }
     )
     if "base_score" not in result:
