@@ -18,8 +18,9 @@ DIAMETER_RANGE = (2.0, 500.0)
 DIAMETER_HELP = (
     "typical object diameter: auto (estimated from the image), off (no rescaling), pixels "
     "(e.g. 40) or micrometres (e.g. 12um, needs the image's pixel size); the image is "
-    "rescaled so that objects have the size the model was trained on (default: auto for a "
-    "model whose card records its object size, else off)"
+    "rescaled so that objects have the size the model was trained on (default: a fine-tuned "
+    "model's own, the median of the objects it was fine-tuned on; auto for a model whose card "
+    "records its object size; else off)"
 )
 _UM_SUFFIXES = ("\u00b5m", "\u03bcm", "um", "micron", "microns")
 

@@ -136,7 +136,7 @@ class PredictParams:
         matched across the copies and averaged (``core.detection_tta``).
     diameter : float, str or None
         Typical object diameter (:func:`parse_diameter`): ``None`` the model's default
-        (``"auto"`` when its card records ``object_diameter``, else no rescaling),
+        (card ``default_diameter``, else ``"auto"`` with ``object_diameter``, else off),
         ``"auto"`` (estimated from the image), ``"off"``, pixels, or ``"12um"``
         (micrometres, needs the image's pixel size). The image is rescaled by
         ``card.reference_diameter() / diameter`` and the labels brought back.

@@ -192,6 +192,23 @@ def test_the_default_is_auto_for_a_card_with_a_diameter() -> None:
     assert prediction.scale == pytest.approx(0.5, rel=0.15)
 
 
+def test_a_fine_tuned_cards_default_diameter_is_used_unless_told() -> None:
+    """A fine-tune records its images' object size: new images are rescaled by it without
+    an estimate, and said so; ``auto`` and ``off`` still do what they say."""
+    model = model_with(24.0)
+    model.card.default_diameter = 48.0
+    image = discs(48)
+    prediction, events = collect(iter_predict(image, model, CPU))
+    assert (prediction.diameter, prediction.scale) == (48.0, 0.5)
+    said = [e.message for e in events if isinstance(e, Notice)]
+    assert any("48 px, the median of the objects this model was fine-tuned on" in m for m in said)
+    assert not any(m.startswith("estimated object diameter") for m in said)
+    assert prediction.n_objects == 9 and prediction.labels.shape == image.shape
+    estimated = predict(discs(30), model, replace(CPU, diameter="auto"))
+    assert estimated.diameter == pytest.approx(30, rel=0.15)
+    assert predict(image, model, replace(CPU, diameter="off")).scale == 1.0
+
+
 def test_the_estimate_does_not_follow_the_runs_lower_thresholds() -> None:
     """The quick passes measure confident, unsplit objects: a run with a low probability
     and a high boundary threshold gets the same estimate as one with the strict ones."""

@@ -123,3 +123,9 @@ def test_the_object_diameter_round_trips_and_old_cards_default() -> None:
     for bad in (1.0, 501, "big", True):
         with pytest.raises(ModelCardError, match="object_diameter"):
             ModelCard.for_model("unet", args, object_diameter=bad)
+    assert ModelCard.from_dict(old).default_diameter is None  # cards from before: auto
+    tuned = ModelCard.from_dict({**card.to_dict(), "default_diameter": 150})
+    assert tuned.default_diameter == 150.0 and "unless told" in tuned.summary()
+    for bad in (1.0, 501, "big", True):
+        with pytest.raises(ModelCardError, match="default_diameter"):
+            ModelCard.for_model("unet", args, default_diameter=bad)

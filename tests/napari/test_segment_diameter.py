@@ -93,6 +93,18 @@ def test_each_mode_reaches_the_predict_params(
     assert other.diameter.mode.value == "off"  # no object size on the card: no rescaling
 
 
+def test_a_fine_tuned_model_brings_its_own_diameter(make_napari_viewer, qtbot, tmp_path) -> None:
+    path = tmp_path / "tuned.safetensors"
+    card = ModelCard.for_model("unet", TINY_UNET, object_diameter=24, default_diameter=150)
+    save_weights(build_model("unet", **TINY_UNET), card, path)
+    viewer, widget = make_widget(make_napari_viewer, qtbot, path)
+    row = widget.diameter
+    assert (row.mode.value, row.value.value, row.value.enabled) == ("value", 150.0, True)
+    assert "150 px" in row.estimate.value
+    assert params(viewer, widget).diameter == 150.0
+    assert session_for(viewer).diameter is None  # untouched: each model's own default
+
+
 def test_micrometres_with_a_physical_scale(make_napari_viewer, qtbot, sized_weights) -> None:
     viewer, widget = make_widget(make_napari_viewer, qtbot, sized_weights, scale=(0.5, 0.5))
     row = widget.diameter

@@ -13,7 +13,7 @@ from skimage.measure import regionprops
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import Notice, drain
 from napari_cellseg.io.samples import sample_data_dir
-from napari_cellseg.models import load_weights, read_card
+from napari_cellseg.models import ModelCard, load_weights, read_card
 from napari_cellseg.models.card import DIAMETER_RANGE
 from napari_cellseg.params import TRAIN_DIAMETER_RANGE, TrainParams
 from napari_cellseg.training.datasets import CropDataset
@@ -227,8 +227,26 @@ def test_off_records_the_measured_size_and_fine_tuning_keeps_the_base_size(tmp_p
         assert tuned_card.object_diameter is None
     else:
         assert tuned_card.object_diameter == 18.0
+        sizes = tuned_card.provenance["object_size"]["train_diameters"]
+        assert tuned_card.default_diameter == pytest.approx(sizes["median"])
     notes = [e.message for e in events if isinstance(e, Notice)]
     assert "fine-tuning at the base model's object diameter, 18 px" in notes
+
+
+def test_a_fine_tunes_card_assumes_the_object_size_of_its_images() -> None:
+    """Glands 150 px across fine-tuned at a nuclei model's 20 px: new images of that kind
+    are shrunk as the corrected ones were, not estimated from scratch (Cellpose's
+    ``diam_labels``); a model trained from scratch keeps ``auto``."""
+    from napari_cellseg.training.provenance import trained_card
+
+    card = ModelCard.for_model("unet", TINY_UNET, object_diameter=20)
+    size = {"object_diameter": 20.0, "scale_jitter": 0.2, "train_diameters": {"median": 150.0}}
+    tuned = trained_card(card, _fit_params(), [], [], 1, {}, "base.safetensors", size)
+    assert (tuned.object_diameter, tuned.default_diameter) == (20.0, 150.0)
+    assert ModelCard.from_json(tuned.to_json()).default_diameter == 150.0
+    assert trained_card(card, _fit_params(), [], [], 1, {}, None, size).default_diameter is None
+    unknown = {**size, "train_diameters": {"median": None}}
+    assert trained_card(card, _fit_params(), [], [], 1, {}, "b", unknown).default_diameter is None
 
 
 def test_fine_tuning_far_from_the_objects_size_warns(tmp_path) -> None:

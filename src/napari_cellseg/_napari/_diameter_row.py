@@ -1,8 +1,9 @@
 """The "Object diameter" row of the Segment tab and the Batch dialog: mode, value, measuring.
 
 Modes: ``auto`` (estimated from the image), ``value`` (typed or measured) and ``off`` (no
-rescaling); the default follows the model: ``auto`` for a card that records its
-``object_diameter``, else ``off`` (what ``PredictParams(diameter=None)`` would do).
+rescaling); the default follows the model, as ``PredictParams(diameter=None)`` would: the
+value of a fine-tuned card's ``default_diameter``, ``auto`` for a card that records its
+``object_diameter``, else ``off``.
 
 Units: the value is in µm when the image layer has a physical scale (napari ``layer.scale``
 of its last two axes other than 1, as set from the file's pixel size), else in px. For a run
@@ -142,12 +143,21 @@ class DiameterRow:
 
     # -- model and image --------------------------------------------------------------------
     def set_card(self, card: Any) -> None:
-        """Follow ``card``'s default (auto when it records its object size) until the user
-        chooses a mode."""
-        if card is not None and not self._touched:
-            with self.mode.changed.blocked():
+        """Follow ``card``'s default until the user chooses a mode: the value of its
+        ``default_diameter`` (a fine-tune: its corrected images' object size), else auto when
+        it records its object size, else off."""
+        if card is None or self._touched:
+            return
+        default = getattr(card, "default_diameter", None)
+        with self.mode.changed.blocked():
+            if default is not None:
+                self.mode.value = "value"
+                self.set_px(float(default))
+            else:
                 self.mode.value = "auto" if getattr(card, "object_diameter", None) else "off"
-            self._on_mode(self.mode.value, user=False)
+        self._on_mode(self.mode.value, user=False)
+        if default is not None:
+            self.estimate.value = f"the model's own: its fine-tuning objects, {default:.0f} px"
 
     def set_pixel_size(self, pixel_size: tuple[float, float] | None) -> None:
         """Show the value in µm (``pixel_size`` in µm) or in px (``None``), converting it."""

@@ -1,7 +1,9 @@
 """From ``PredictParams.diameter`` to the scale a run uses: ``iter_choose_scale``.
 
-``None`` means the model's default: ``"auto"`` when its card records ``object_diameter``,
-else ``"off"`` (no rescaling, as before object sizes existed). A number is pixels; a
+``None`` means the model's default: its card's ``default_diameter`` when it has one (a
+fine-tune: the median object diameter of the images it was fine-tuned on, as Cellpose's
+``diam_labels``), else ``"auto"`` when its card records ``object_diameter``, else ``"off"``
+(no rescaling, as before object sizes existed). A number is pixels; a
 micrometre value is turned into pixels with the image's pixel size. ``"auto"`` estimates
 the diameter from the image (:func:`iter_estimate_diameter`) with quick passes of the model
 on a central crop, measuring the median equivalent diameter of whole objects; for a model
@@ -108,11 +110,18 @@ def iter_choose_scale(
     if value == "off":
         return None, 1.0
     card = model_card(model)
+    reference = card.reference_diameter()
+    if value is None and card.default_diameter is not None:  # a fine-tune's own images' size
+        diameter, scale = card.default_diameter, scale_for(reference, card.default_diameter)
+        action = f"rescaled \u00d7{scale:.2f}" if scale != 1.0 else "not rescaled"
+        message = f"object diameter {diameter:.0f} px, the median of the objects this model was"
+        message += f" fine-tuned on \u2192 {action} (diameter auto estimates it per image)"
+        yield _checked(Notice(message), should_stop)
+        return diameter, scale
     if value is None:
         if card.object_diameter is None:
             return None, 1.0
         value = "auto"
-    reference = card.reference_diameter()
     if value != "auto":
         return float(value), scale_for(reference, float(value))
     diameter = yield from iter_estimate_diameter(

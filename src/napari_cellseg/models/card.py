@@ -128,6 +128,12 @@ class ModelCard:
         ``file`` and ``sha256`` (of its weight file), ``created``, a ``history`` summary
         (best epoch, epochs run, metrics, kept base) and its ``data_manifest``. Empty for a
         model trained from scratch (and in cards written before lineage was recorded).
+    default_diameter : float or None
+        The object diameter (px, at the images' own scale) a prediction assumes when the user
+        gives none: fine-tuning sets it to the median object diameter of the corrected
+        images (as Cellpose's ``diam_labels``), so that new images of the same kind are
+        rescaled as the training images were. ``None``: ``auto`` (or no rescaling for a card
+        without ``object_diameter``).
     """
 
     family: str
@@ -149,24 +155,13 @@ class ModelCard:
     object_diameter: float | None = None
     object_diameter_source: str = ""
     lineage: list[dict[str, Any]] = field(default_factory=list)
+    default_diameter: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.lineage, list) or not all(isinstance(a, dict) for a in self.lineage):
             raise ModelCardError("model card field 'lineage' is not a list of JSON objects")
-        if self.object_diameter is not None:
-            lo, hi = DIAMETER_RANGE
-            if isinstance(self.object_diameter, bool) or not isinstance(
-                self.object_diameter, (int, float)
-            ):
-                raise ModelCardError(
-                    f"model card object_diameter must be a number, got {self.object_diameter!r}"
-                )
-            if not lo <= self.object_diameter <= hi:
-                raise ModelCardError(
-                    f"model card object_diameter must be between {lo:g} and {hi:g} px, "
-                    f"got {self.object_diameter}"
-                )
-            self.object_diameter = float(self.object_diameter)
+        self.object_diameter = _checked_diameter("object_diameter", self.object_diameter)
+        self.default_diameter = _checked_diameter("default_diameter", self.default_diameter)
         if not isinstance(self.family, str) or self.family not in FAMILIES:
             raise ModelCardError(
                 f"unknown model family {self.family!r} in model card; expected one of "
@@ -352,6 +347,11 @@ class ModelCard:
             if tuning.get("tta", 1) > 1:
                 where += f" for test-time augmentation ×{tuning['tta']}"
             lines.append(f"  thresholds:    {shown}{where}")
+        if self.object_diameter is not None:
+            size = f"{self.object_diameter:g} px ({self.object_diameter_source or 'given'})"
+            if self.default_diameter is not None:
+                size += f"; images assumed at {self.default_diameter:g} px unless told"
+            lines.append(f"  object size:   {size}")
         lines.append(f"  created:       {self.created}")
         for k, ancestor in enumerate(self.lineage):
             head = "  lineage:       " if k == 0 else " " * 17
@@ -391,6 +391,22 @@ def describe_ancestor(ancestor: dict[str, Any]) -> str:
     if isinstance(ap, (int, float)):
         facts.append(f"dsb_ap {ap:.3f}")
     return f"{line}: {', '.join(facts) or 'no training record'}"
+
+
+def _checked_diameter(name: str, value: Any) -> float | None:
+    """``value`` as a float in :data:`DIAMETER_RANGE` (``None`` kept); else ModelCardError.
+
+    >>> _checked_diameter("default_diameter", 150), _checked_diameter("x", None)
+    (150.0, None)
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ModelCardError(f"model card {name} must be a number, got {value!r}")
+    lo, hi = DIAMETER_RANGE
+    if not lo <= value <= hi:
+        raise ModelCardError(f"model card {name} must be between {lo:g} and {hi:g} px, got {value}")
+    return float(value)
 
 
 def _describe_normalisation(norm: dict[str, Any]) -> str:

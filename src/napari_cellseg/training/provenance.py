@@ -15,7 +15,7 @@ from typing import Any
 
 from napari_cellseg.io.files import sha256_path
 from napari_cellseg.models import ModelCard, read_card
-from napari_cellseg.training.scale import card_diameter
+from napari_cellseg.training.scale import card_diameter, images_diameter
 
 
 def ancestor_entry(card: ModelCard, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -76,7 +76,10 @@ def trained_card(
     """``card`` with the provenance of a training run whose best epoch is ``best_epoch``.
 
     ``object_size`` (the training's measured and target object diameters) sets the card's
-    ``object_diameter`` and its source, and is kept in the provenance.
+    ``object_diameter`` and its source, and is kept in the provenance. A fine-tune (``init``)
+    also sets ``default_diameter`` to the median object diameter of its training images
+    (:func:`~napari_cellseg.training.scale.images_diameter`): predictions then rescale new
+    images of that kind as the corrected ones were.
     """
     provenance = {
         "source": "napari-cellseg training",
@@ -92,6 +95,8 @@ def trained_card(
         diameter, source = card_diameter(object_size)
         provenance["object_size"] = object_size
         sizes = {"object_diameter": diameter, "object_diameter_source": source}
+        if init and images_diameter(object_size) is not None:
+            sizes["default_diameter"] = images_diameter(object_size)
     return replace(
         card,
         provenance=provenance,

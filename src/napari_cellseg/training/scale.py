@@ -29,6 +29,7 @@ __all__ = [
     "describe_source",
     "diameter_stats",
     "draw_scale",
+    "images_diameter",
     "measure_diameter",
     "nearest_index",
     "rescale_validation_pair",
@@ -233,7 +234,23 @@ def card_diameter(object_size: dict[str, Any]) -> tuple[float | None, str]:
     measured = object_size["train_diameters"]["median"]
     if target:
         return float(target), describe_source(target, jitter, measured)
-    lo, hi = DIAMETER_RANGE
-    if measured is None or not lo <= measured <= hi:
+    usable = images_diameter(object_size)
+    if usable is None:
         return None, ""
-    return float(measured), describe_source(0.0, jitter, measured)
+    return usable, describe_source(0.0, jitter, usable)
+
+
+def images_diameter(object_size: dict[str, Any]) -> float | None:
+    """The training images' median object diameter (px, at their own scale), when usable.
+
+    A fine-tuned card's ``default_diameter``: ``None`` when no object was measured or the
+    median lies outside :data:`~napari_cellseg.models.card.DIAMETER_RANGE`.
+
+    >>> images_diameter({"train_diameters": {"median": 150.2}})
+    150.2
+    >>> images_diameter({"train_diameters": {"median": None}}) is None
+    True
+    """
+    measured = object_size["train_diameters"]["median"]
+    lo, hi = DIAMETER_RANGE
+    return float(measured) if measured is not None and lo <= measured <= hi else None
