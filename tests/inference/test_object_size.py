@@ -357,3 +357,40 @@ def test_the_size_estimate_counts_in_the_runs_time() -> None:
     assert timings["total"] >= timings["diameter"] + timings["network"]
     given = predict(discs(30.0), model_with(24.0), replace(CPU, diameter=30))
     assert given.timings["diameter"] < timings["diameter"]
+
+
+def test_auto_for_a_fine_tuned_model_starts_at_its_images_size(monkeypatch) -> None:
+    """Glands 150 px across, which the model (18 px) sees as specks at every scale except
+    near ×0.12: started at its fine-tuning images' size (150 px, ×0.12) it finds them in
+    one pass and the halving stops at the plane's size; started at ×1 it reports specks."""
+    from napari_cellseg.events import drain
+    from napari_cellseg.inference.diameter import iter_estimate_diameter
+
+    def seen(scale: float) -> float:
+        return 150.0 if 0.1 <= scale <= 0.15 else 5.0 / scale
+
+    scales = _scripted_passes(monkeypatch, seen)
+    image, params = np.zeros((600, 800), np.float32), PredictParams(axes="YX")
+    start = 18.0 / 150.0
+    found = drain(iter_estimate_diameter(image, known_model(), params, 18.0, start=start))
+    assert found == 150.0 and scales == [round(start, 3)]  # ×0.06 would be < 4 objects across
+    scales.clear()
+    assert drain(iter_estimate_diameter(image, known_model(), params, 18.0)) == 5.0
+    assert scales[0] == 1.0
+
+
+def test_auto_with_a_default_diameter_on_the_card_passes_it_as_the_start(monkeypatch) -> None:
+    from napari_cellseg.inference import diameter as diameter_module
+
+    starts: list[float] = []
+
+    def fake_estimate(*args, start: float = 1.0, **kwargs):
+        starts.append(start)
+        yield from ()
+        return 96.0
+
+    monkeypatch.setattr(diameter_module, "iter_estimate_diameter", fake_estimate)
+    model = model_with(24.0)
+    model.card.default_diameter = 96.0
+    prediction = predict(discs(96), model, replace(CPU, diameter="auto"))
+    assert starts == [0.25] and prediction.diameter == 96.0

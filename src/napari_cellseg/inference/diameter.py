@@ -124,8 +124,9 @@ def iter_choose_scale(
         value = "auto"
     if value != "auto":
         return float(value), scale_for(reference, float(value))
+    start = scale_for(reference, card.default_diameter) if card.default_diameter else 1.0
     diameter = yield from iter_estimate_diameter(
-        image, model, params, reference, should_stop=should_stop
+        image, model, params, reference, start=start, should_stop=should_stop
     )
     if diameter is None:
         yield _checked(
@@ -158,6 +159,7 @@ def iter_estimate_diameter(
     params: PredictParams,
     reference: float,
     *,
+    start: float = 1.0,
     should_stop: Callable[[], bool] | None = None,
 ) -> Generator[Event, None, float | None]:
     """Estimate the median object diameter (px) of ``image`` with quick passes of the model.
@@ -165,7 +167,8 @@ def iter_estimate_diameter(
     Each pass segments a central crop of the middle plane (at most :data:`ESTIMATE_SIDE`
     px at the pass's scale) and measures the median equivalent diameter of its whole
     objects (:func:`~napari_cellseg.inference.object_size.median_diameter`). The first pass
-    is at the native scale.
+    is at the native scale, or at ``start`` (a fine-tuned model: the scale of the images it
+    was fine-tuned on, where its objects are expected); "native" below means that scale.
 
     - Objects smaller than ``reference / GOOD_RATIO``: a pass at the implied scale
       ``reference / estimate``, and one more while still off by more than
@@ -193,8 +196,8 @@ def iter_estimate_diameter(
         yield _checked(Progress("diameter", number, MAX_PASSES, ESTIMATING), should_stop)
         return (yield from _quick_pass(image, axes, model, quick, scale, should_stop))
 
-    estimate = yield from measure(1.0, 0)
-    passes, first_scale = 1, 1.0
+    estimate = yield from measure(start, 0)
+    passes, first_scale = 1, start
     while estimate is None:  # nothing at the native scale: objects too large to be seen?
         first_scale /= 2
         if not passes < MAX_PASSES or _too_small(first_scale, plane_side, reference, largest):
@@ -202,11 +205,11 @@ def iter_estimate_diameter(
         estimate = yield from measure(first_scale, passes)
         passes += 1
     fallback: float | None = None
-    if first_scale < 1.0:  # found only once shrunk: large objects; shrink while still large
+    if first_scale < start:  # found only once shrunk: large objects; shrink while still large
         best_estimate, scale = estimate, first_scale
-    elif estimate < low:  # objects look small: enlarge to the implied scale, refine once
-        best = (abs(math.log(estimate / reference)), estimate)
-        scale = 1.0
+    elif estimate * start < low:  # objects look small: enlarge to the implied scale, refine once
+        best = (abs(math.log(estimate * start / reference)), estimate)
+        scale = start
         while passes < MAX_SMALL_PASSES:
             following = scale_for(reference, min(max(estimate, smallest), largest))
             if abs(math.log(following / scale)) <= math.log(1.1):
@@ -229,9 +232,9 @@ def iter_estimate_diameter(
         # far larger than it knows may find specks). Look for larger objects by halving the
         # scale as below; if none is found, keep the nearest small estimate.
         fallback = best[1]
-        best_estimate, scale = None, 1.0
+        best_estimate, scale = None, start
     else:
-        best_estimate, scale = estimate, 1.0
+        best_estimate, scale = estimate, start
     # objects look model-sized or larger, maybe as fragments of larger ones: halve the
     # scale while they still look at least that large; the last such pass saw them whole
     while passes < MAX_PASSES:
