@@ -100,7 +100,7 @@ def test_a_fine_tuned_model_brings_its_own_diameter(make_napari_viewer, qtbot, t
     viewer, widget = make_widget(make_napari_viewer, qtbot, path)
     row = widget.diameter
     assert (row.mode.value, row.value.value, row.value.enabled) == ("value", 150.0, True)
-    assert "150 px" in row.estimate.value
+    assert "150 px" in row.estimate.value and not row.estimate.native.isHidden()
     assert params(viewer, widget).diameter == 150.0
     assert session_for(viewer).diameter is None  # untouched: each model's own default
 
@@ -165,6 +165,7 @@ def test_the_estimate_is_shown_after_an_auto_run(
                     timeout=TIMEOUT_MS)  # fmt: skip
     assert seen[0].diameter == "auto"
     assert widget.diameter.estimate.value == "auto — estimated 41 px (×0.44)"
+    assert not widget.diameter.estimate.native.isHidden()  # shown, not only set
     assert "cells" in " ".join(ly.name for ly in viewer.layers if ly._type_string == "labels")
 
 

@@ -111,7 +111,6 @@ class DiameterRow:
         self.container.margins = (0, 0, 0, 0)
         self.container.tooltip = tooltip
         self.estimate = Label(name="diameter_estimate", label=" ", value="", visible=False)
-        self.estimate.changed.connect(lambda text: setattr(self.estimate, "visible", bool(text)))
         self.source = ComboBox(
             name="measure_source", choices=self._source_choices, nullable=True,
             tooltip="a Labels layer (its objects) or a Shapes layer (ellipses or polygons "
@@ -157,7 +156,7 @@ class DiameterRow:
                 self.mode.value = "auto" if getattr(card, "object_diameter", None) else "off"
         self._on_mode(self.mode.value, user=False)
         if default is not None:
-            self.estimate.value = f"the model's own: its fine-tuning objects, {default:.0f} px"
+            self._say(f"model default: the objects it was fine-tuned on, {default:.0f} px")
 
     def set_pixel_size(self, pixel_size: tuple[float, float] | None) -> None:
         """Show the value in µm (``pixel_size`` in µm) or in px (``None``), converting it."""
@@ -197,7 +196,13 @@ class DiameterRow:
     def _on_mode(self, mode: str, *, user: bool = True) -> None:
         self._touched = self._touched or user
         self.value.enabled = mode == "value"
-        self.estimate.value = ""
+        self._say("")
+
+    def _say(self, text: str) -> None:
+        """Show ``text`` under the row (a Label emits no change when set from code, so its
+        visibility is set here); ``""`` hides the line."""
+        self.estimate.value = text
+        self.estimate.visible = bool(text)
 
     def spec(self) -> float | str | None:
         """The diameter as ``PredictParams.diameter`` takes it: ``"12um"`` for µm."""
@@ -221,11 +226,11 @@ class DiameterRow:
         """After an auto run: "auto — estimated 41 px (×0.44)"."""
         diameter = getattr(prediction, "diameter", None)
         if diameter is None:
-            self.estimate.value = "no rescaling"
+            self._say("no rescaling")
             return
         what = "estimated" if self.mode.value == "auto" else "used"
         scale = getattr(prediction, "scale", 1.0)
-        self.estimate.value = f"{self.mode.value} — {what} {diameter:.0f} px (×{scale:.2f})"
+        self._say(f"{self.mode.value} — {what} {diameter:.0f} px (×{scale:.2f})")
 
     # -- measuring --------------------------------------------------------------------------
     def _source_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
@@ -244,7 +249,7 @@ class DiameterRow:
         except CellsegError as exc:
             from napari.utils.notifications import show_error
 
-            self.estimate.value = f"⚠ {exc}"
+            self._say(f"⚠ {exc}")
             show_error(str(exc))
 
     def measure(self, _value: Any = None, shape: tuple[int, int] | None = None) -> float:
@@ -255,5 +260,5 @@ class DiameterRow:
         px = measure_layer(layer, self._viewer, shape)
         self.mode.value = "value"
         self.set_px(px)
-        self.estimate.value = f"measured {px:.1f} px in {layer.name}"
+        self._say(f"measured {px:.1f} px in {layer.name}")
         return px
