@@ -7,6 +7,7 @@ outside a described range with a one-line message made from the same metadata.
 from __future__ import annotations
 
 import doctest
+import re
 from typing import Any
 
 import pytest
@@ -36,7 +37,8 @@ DESCRIBED = [(cls, name) for cls in CLASSES for name in described_fields(cls)]
 def _help_text(command: str) -> str:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    return " ".join(sub.choices[command].format_help().split())
+    # argparse wraps at hyphens too ("fine-" / "tuned"): join those back
+    return re.sub(r"(?<=\w)- (?=\w)", "-", " ".join(sub.choices[command].format_help().split()))
 
 
 def _outside(info: FieldInfo) -> list[Any]:
