@@ -113,9 +113,8 @@ def iter_choose_scale(
     reference = card.reference_diameter()
     if value is None and card.default_diameter is not None:  # a fine-tune's own images' size
         diameter, scale = card.default_diameter, scale_for(reference, card.default_diameter)
-        action = f"rescaled \u00d7{scale:.2f}" if scale != 1.0 else "not rescaled"
         message = f"object diameter {diameter:.0f} px, the median of the objects this model was"
-        message += f" fine-tuned on \u2192 {action} (diameter auto estimates it per image)"
+        message += f" fine-tuned on \u2192 {_action(scale)} (diameter auto estimates it per image)"
         yield _checked(Notice(message), should_stop)
         return diameter, scale
     if value is None:
@@ -146,11 +145,20 @@ def iter_choose_scale(
             diameter = reference / scale
             how = f" (objects measured {measured:.0f} px; the model is surest at {diameter:.0f})"
     scale = scale_for(reference, diameter)
-    action = f"rescaled \u00d7{scale:.2f}" if scale != 1.0 else "not rescaled"
     yield _checked(
-        Notice(f"estimated object diameter {diameter:.0f} px{how} \u2192 {action}"), should_stop
+        Notice(f"estimated object diameter {diameter:.0f} px{how} \u2192 {_action(scale)}"),
+        should_stop,
     )
     return diameter, scale
+
+
+def _action(scale: float) -> str:
+    """What a run does with the image at ``scale``, as the notices say it.
+
+    >>> _action(0.5), _action(1.0)
+    ('rescaled \u00d70.50', 'not rescaled')
+    """
+    return f"rescaled \u00d7{scale:.2f}" if scale != 1.0 else "not rescaled"
 
 
 def iter_estimate_diameter(

@@ -95,8 +95,8 @@ def trained_card(
         diameter, source = card_diameter(object_size)
         provenance["object_size"] = object_size
         sizes = {"object_diameter": diameter, "object_diameter_source": source}
-        if init and images_diameter(object_size) is not None:
-            sizes["default_diameter"] = images_diameter(object_size)
+        if init and (own := images_diameter(object_size)) is not None:
+            sizes["default_diameter"] = own
     return replace(
         card,
         provenance=provenance,
