@@ -12,6 +12,7 @@
 #   bench/gpu_suite.sh                 # on the CUDA machine, from the repository root
 #   bench/gpu_suite.sh --smoke         # tiny sizes on the CPU, under a minute (make test runs it)
 #   bench/gpu_suite.sh --smoke --out DIR
+#   bench/gpu_suite.sh --skip accuracy  # leave a step out (repeatable) to give its minutes elsewhere
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,11 +20,13 @@ PY="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PY" ] || PY="$(command -v python3)"
 MODE=gpu
 OUT="$ROOT/bench/results"
+SKIP=" "
 while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) MODE=smoke ;;
         --out) OUT="$2"; shift ;;
-        *) echo "usage: bench/gpu_suite.sh [--smoke] [--out DIR]" >&2; exit 2 ;;
+        --skip) SKIP="$SKIP$2 "; shift ;;
+        *) echo "usage: bench/gpu_suite.sh [--smoke] [--out DIR] [--skip STEP]..." >&2; exit 2 ;;
     esac
     shift
 done
@@ -38,6 +41,7 @@ STEPS=()
 step() {  # step NAME SECONDS COMMAND...: run with a limit, remember how it ended
     local name="$1" limit="$2"
     shift 2
+    case "$SKIP" in *" $name "*) echo "== $name skipped"; return ;; esac
     echo "== $name (limit ${limit} s)"
     local start=$SECONDS
     timeout --kill-after=10 "$limit" "$@"

@@ -40,3 +40,20 @@ def test_gpu_suite_smoke_runs_every_step_and_writes_json(tmp_path: Path) -> None
     assert train["crops_per_s"] > 0
     (accuracy,) = json.loads((out / "accuracy_cpu.json").read_text())["results"]
     assert 0.0 <= accuracy["dsb_ap"] <= 1.0
+
+
+def test_gpu_suite_skip_leaves_steps_out(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    steps = ("inference", "compare_baseline", "train_throughput", "accuracy")
+    skips = [arg for step in steps for arg in ("--skip", step)]
+    done = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu_suite.sh"), "--smoke", "--out", str(out), *skips],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert done.stdout.count("skipped") == 4
+    assert json.loads((out / "gpu_suite_smoke.json").read_text())["steps"] == []
+    assert not list(out.glob("*_cpu.json"))
