@@ -74,3 +74,18 @@ def test_a_malformed_lineage_is_refused_clearly() -> None:
     data["lineage"] = {"not": "a list"}
     with pytest.raises(ModelCardError, match="'lineage' is not a list of JSON objects"):
         ModelCard.from_dict(data)
+
+
+def test_a_fine_tuned_card_records_this_runs_libraries_not_the_inits(tmp_path) -> None:
+    from dataclasses import replace
+
+    from napari_cellseg.models.weights import save_weights
+
+    base = save_tiny("unet", tmp_path / "base.safetensors")
+    loaded = load_weights(base)
+    old = {"python": "3.0.0", "torch": "0.1"}
+    save_weights(loaded.model, replace(loaded.card, library_versions=old), base)
+    out = tmp_path / "tuned.safetensors"
+    fit([sample_data_dir()], out, _params(), init=base)
+    assert read_card(base).library_versions == old
+    assert read_card(out).library_versions == ModelCard.for_model("unet", {}).library_versions

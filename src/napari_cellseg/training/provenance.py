@@ -97,10 +97,12 @@ def trained_card(
         sizes = {"object_diameter": diameter, "object_diameter_source": source}
         if init and (own := images_diameter(object_size)) is not None:
             sizes["default_diameter"] = own
+    fresh = ModelCard.for_model(card.family, card.builder_args)
     return replace(
         card,
         provenance=provenance,
-        created=ModelCard.for_model(card.family, card.builder_args).created,
+        created=fresh.created,
+        library_versions=fresh.library_versions,  # this run's, not the init's
         **sizes,
     )
 
