@@ -249,6 +249,22 @@ def test_a_fine_tunes_card_assumes_the_object_size_of_its_images() -> None:
     assert trained_card(card, _fit_params(), [], [], 1, {}, "b", unknown).default_diameter is None
 
 
+def test_a_fine_tune_on_images_of_mixed_sizes_keeps_auto() -> None:
+    """All of DSB 2018 (nuclei 10-50 px: 95th percentile 5.2x the 5th) has no one size to
+    assume; three gland images of 100-300 px still do."""
+    from napari_cellseg.training.provenance import trained_card
+    from napari_cellseg.training.scale import CONSISTENT_SIZE_SPREAD
+
+    card = ModelCard.for_model("unet", TINY_UNET, object_diameter=20)
+    dsb = {"median": 18.4, "p5": 9.6, "p95": 49.7}
+    glands = {"median": 144.0, "p5": 98.0, "p95": 300.0}
+    for stats, expected in ((dsb, None), (glands, 144.0)):
+        size = {"object_diameter": 20.0, "scale_jitter": 0.2, "train_diameters": stats}
+        tuned = trained_card(card, _fit_params(), [], [], 1, {}, "base.safetensors", size)
+        assert tuned.default_diameter == expected
+    assert 300.0 / 98.0 < CONSISTENT_SIZE_SPREAD < 49.7 / 9.6
+
+
 def test_fine_tuning_far_from_the_objects_size_warns(tmp_path) -> None:
     base = save_tiny("unet", tmp_path / "base.safetensors")
     events: list = []

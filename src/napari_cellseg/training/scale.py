@@ -25,6 +25,7 @@ from napari_cellseg.models.card import DIAMETER_RANGE, LEARNED_DIAMETER_SOURCE, 
 from napari_cellseg.params import DEFAULT_TRAIN_DIAMETER
 
 __all__ = [
+    "CONSISTENT_SIZE_SPREAD",
     "card_diameter",
     "describe_source",
     "diameter_stats",
@@ -240,17 +241,33 @@ def card_diameter(object_size: dict[str, Any]) -> tuple[float | None, str]:
     return usable, describe_source(0.0, jitter, usable)
 
 
+CONSISTENT_SIZE_SPREAD = 4.0
+"""Most a fine-tune's training images' 95th-percentile object diameter may exceed their 5th
+percentile by (as a factor) for the images' median to become the card's default diameter."""
+
+
 def images_diameter(object_size: dict[str, Any]) -> float | None:
     """The training images' median object diameter (px, at their own scale), when usable.
 
-    A fine-tuned card's ``default_diameter``: ``None`` when no object was measured or the
-    median lies outside :data:`~napari_cellseg.models.card.DIAMETER_RANGE`.
+    A fine-tuned card's ``default_diameter``: ``None`` when no object was measured, the
+    median lies outside :data:`~napari_cellseg.models.card.DIAMETER_RANGE`, or the images
+    disagree on object size (their 95th percentile diameter more than
+    :data:`CONSISTENT_SIZE_SPREAD` times their 5th: a mixed collection such as DSB 2018, for
+    which no single default fits and ``auto`` is the better default).
 
     >>> images_diameter({"train_diameters": {"median": 150.2}})
     150.2
     >>> images_diameter({"train_diameters": {"median": None}}) is None
     True
+    >>> images_diameter({"train_diameters": {"median": 21.0, "p5": 17.0, "p95": 26.0}})
+    21.0
+    >>> images_diameter({"train_diameters": {"median": 18.4, "p5": 9.6, "p95": 49.7}}) is None
+    True
     """
-    measured = object_size["train_diameters"]["median"]
+    stats = object_size["train_diameters"]
+    measured = stats["median"]
+    low, high = stats.get("p5"), stats.get("p95")
+    if low and high and high > CONSISTENT_SIZE_SPREAD * low:
+        return None
     lo, hi = DIAMETER_RANGE
     return float(measured) if measured is not None and lo <= measured <= hi else None
