@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU measurement of the project in one prepared run (<= 10 minutes on one CUDA GPU):
 #   1. bench/inference.py, both families: end to end vs naive, model only, peak memory
+#      (the U-Net's mosaics above 1024² are GlaS train images, else DSB: carry one of them)
 #   2. bench/inference.py --compare-baseline: the pipeline before issue 21 vs today's,
 #      interleaved, on real DSB images with the demo models (speed-up, label agreement)
 #   3. bench/train_throughput.py: one minute of U-Net training, crops per second
