@@ -7,7 +7,9 @@ For each model family and image size (real DSB / GlaS images tiled into a mosaic
   (tiles one at a time, fp32, plain average blending, the same post-processing);
 - model only: forward passes on 512×512 tiles (MPix/s), ours (batched, autocast and
   channels-last on CUDA) and naive (batch 1, fp32);
-- peak memory (host RSS above the start, and CUDA max allocated).
+- peak memory (host RSS above the start, and CUDA max allocated);
+- on CUDA, the U-Net also with its tiles blended on the host (``host_blend_*``): the
+  device-side blending against the host path, same image, same run.
 
 It writes JSON to bench/results/ and prints a Markdown table. Usage:
 
@@ -519,6 +521,20 @@ def main() -> int:
                 "model_only_ours_mpix_s": ours_model,
                 "model_only_naive_mpix_s": naive_model,
             }
+            if family == "unet" and device.type == "cuda":  # blending on the device or not
+                ModelRunner.device_blend = False  # the host path, same run, same image
+                try:
+                    start = time.perf_counter()
+                    host = predict(image, loaded, params)
+                    sync(device)
+                    host_s = time.perf_counter() - start
+                    row.update(
+                        host_blend_seconds=host_s,
+                        host_blend_timings=host.timings,
+                        device_blend_speedup=host_s / ours_s,
+                    )
+                finally:
+                    ModelRunner.device_blend = None
             if size <= args.skip_naive_above:
                 with PeakRSS(interval=0.01) as rss:
                     start = time.perf_counter()

@@ -128,3 +128,18 @@ def test_one_training_step_on_cuda_matches_the_cpu(tmp_path, monkeypatch, bf16) 
 
     cpu, gpu = first_loss("cpu"), first_loss("cuda")
     assert gpu == pytest.approx(cpu, rel=0.05)  # same crops, same start, autocast on the GPU
+
+
+@pytest.mark.parametrize("mixed", [True, False], ids=["autocast", "float32"])
+def test_blending_on_the_gpu_gives_the_host_paths_map(image, mixed, monkeypatch) -> None:
+    """``device_blend``: the plane up once, tiles blended on the GPU, the map down once."""
+    loaded = load_weights(WEIGHTS["unet"])
+    params = PredictParams(
+        tile_size=128, overlap=32, tta=2, device="cuda", mixed_precision=mixed, diameter="off"
+    )
+    monkeypatch.setattr(ModelRunner, "device_blend", False)
+    host = predict(image[:200, :230], loaded, params)
+    monkeypatch.setattr(ModelRunner, "device_blend", None)  # the default: on CUDA
+    device = predict(image[:200, :230], loaded, params)
+    np.testing.assert_allclose(device.raw[0], host.raw[0], rtol=0, atol=1e-5)
+    assert matching_at(host.labels, device.labels, 0.5)["f1"] > 0.99

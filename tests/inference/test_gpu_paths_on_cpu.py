@@ -144,3 +144,11 @@ def test_channels_last_tiles_on_cuda_and_the_cpu_only() -> None:
     weight = prepare_model(conv, CUDA).weight  # moved in memory layout, not to a device
     assert weight.is_contiguous(memory_format=torch.channels_last)
     assert prepare_model(torch.nn.Conv2d(3, 4, 3), torch.device("cpu")).weight.is_contiguous()
+
+
+def test_cudnn_autotuning_is_turned_on_for_cuda_only(monkeypatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    prepare_model(torch.nn.Conv2d(3, 4, 3), torch.device("cpu"))
+    assert torch.backends.cudnn.benchmark is False
+    prepare_model(torch.nn.Conv2d(3, 4, 3), CUDA)  # a device object only: nothing moves
+    assert torch.backends.cudnn.benchmark is True

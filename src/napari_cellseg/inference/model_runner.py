@@ -92,6 +92,8 @@ class ModelRunner:
 
     #: bfloat16 autocast on the CPU (``backend="bf16"`` on a CPU that has the instructions)
     cpu_bf16: bool = False
+    #: U-Net planes blended on the device: ``None`` = on CUDA only (:attr:`blends_on_device`)
+    device_blend: bool | None = None
 
     def __init__(
         self,
@@ -193,13 +195,39 @@ class ModelRunner:
             probs = np.flip(probs, dims) if dims else probs
             return np.ascontiguousarray(np.swapaxes(probs, -1, -2) if transpose else probs)
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
+        return self._unet_tensor_pass(x, transform).cpu().numpy()
+
+    def unet_copy_on_device(self, batch: torch.Tensor, index: int) -> torch.Tensor:
+        """:meth:`unet_copy` for a ``(B, C_in, H, W)`` tensor already on this runner's device:
+        float32 probabilities left on the device (PyTorch backends only)."""
+        step = self.tiles_per_pass(len(batch))
+        transform = TTA_TRANSFORMS[index]
+        parts = [
+            self._unet_tensor_pass(batch[i : i + step], transform)
+            for i in range(0, len(batch), step)
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    @property
+    def blends_on_device(self) -> bool:
+        """Whether U-Net planes are tiled and blended on the device
+        (:mod:`~napari_cellseg.inference.device_blend`): on CUDA with PyTorch, unless
+        :attr:`device_blend` says otherwise."""
+        if self.onnx is not None:
+            return False
+        return self.device.type == "cuda" if self.device_blend is None else self.device_blend
+
+    def _unet_tensor_pass(
+        self, x: torch.Tensor, transform: tuple[bool, bool, bool]
+    ) -> torch.Tensor:
+        transpose, flip_rows, flip_columns = transform
+        dims = [d for d, flip in ((-2, flip_rows), (-1, flip_columns)) if flip]
         with torch.inference_mode(), self._autocast():
             x = x.transpose(-1, -2) if transpose else x
             x = torch.flip(x, dims) if dims else x
             probs = self._activation(self.model(self._memory_format(x)))
             probs = torch.flip(probs, dims) if dims else probs  # back onto the tile
-            probs = probs.transpose(-1, -2) if transpose else probs
-        return probs.cpu().numpy()
+            return probs.transpose(-1, -2) if transpose else probs
 
     def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
         """Tiles in the fast layout of this runner's device (:func:`.device.channels_last`)."""
