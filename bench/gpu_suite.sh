@@ -6,6 +6,8 @@
 #      interleaved, on real DSB images with the demo models (speed-up, label agreement)
 #   3. bench/train_throughput.py: one minute of U-Net training, crops per second
 #   4. bench/accuracy.py: one short DSB run (U-Net, 2 minutes), scored on 30 held-out images
+#   5. pytest -m gpu tests/gpu: the CUDA-only tests (GPU mode only; needs pytest there), a
+#      JUnit report in gpu_tests_cuda.xml
 # Each step has its own time limit; a step that fails or runs out is recorded and the next
 # one runs. JSON goes to bench/results/ (names end in _cuda), and a summary to
 # bench/results/gpu_suite_<mode>.json.
@@ -80,6 +82,8 @@ else
     step accuracy 160 "$PY" "$ROOT/bench/accuracy.py" --device cuda --datasets dsb \
         --families unet --minutes 2 --max-eval 30 --data-root "$DATA" --out "$OUT" \
         --out-name accuracy_cuda_short.json
+    step gpu_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu "$ROOT/tests/gpu" \
+        --rootdir "$ROOT" --junitxml "$OUT/gpu_tests_cuda.xml"
 fi
 
 SUMMARY="$OUT/gpu_suite_${MODE}.json"
