@@ -458,3 +458,35 @@ def test_channels_read_as_a_deep_stack_of_thin_planes_are_refused() -> None:
     check_image(np.zeros((256, 256, 5), np.uint8), axes="YXC")  # the axes given: fine
     check_image(np.zeros((3, 64, 8), np.uint8))  # a short stack of narrow planes: fine
     check_image(np.zeros((64, 1500), np.uint8))  # a thin plane alone: fine
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        np.random.default_rng(0).integers(0, 256, (3, 40, 50), dtype=np.uint8),
+        np.repeat(np.random.default_rng(1).integers(0, 4096, (1, 33, 21), np.uint16), 3, 0),
+        np.random.default_rng(2).normal(100.0, 20.0, (2, 30, 30)),
+        np.stack([np.full((8, 8), 7, np.uint8), np.arange(64, dtype=np.uint8).reshape(8, 8)]),
+    ],
+    ids=["uint8 rgb", "uint16 grey as rgb", "float64", "a constant channel"],
+)
+@pytest.mark.parametrize("clip", [True, False])
+def test_percentile_normalisation_equals_stretching_channel_by_channel(data, clip) -> None:
+    """Written once into one array, the values are those of converting, stretching and
+    stacking each channel (the pipeline before issue 21's memory work), bit for bit."""
+    from napari_cellseg.models.normalise import normalise
+
+    expected = []
+    for c in data.astype(np.float32):
+        lo, hi = (float(v) for v in np.percentile(c, (1.0, 99.8)))
+        expected.append(
+            ((c - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32)
+            if hi > lo
+            else np.zeros(c.shape, np.float32)
+        )
+    expected = np.stack(expected)
+    if clip:
+        np.clip(expected, 0.0, 1.0, out=expected)
+    got = normalise(data, {"method": "percentile", "low": 1.0, "high": 99.8, "clip": clip})
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
