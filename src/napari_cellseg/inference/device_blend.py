@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import Progress
-from napari_cellseg.inference.tiling import Tile, blend_window
+from napari_cellseg.inference.tiling import Tile, TileBlender
 from napari_cellseg.params import PredictParams
 
 __all__ = ["DeviceTileBlender", "plane_padding", "run_tiles_on_device"]
@@ -63,7 +62,7 @@ def plane_padding(
     return need[0], need[1]
 
 
-class DeviceTileBlender:
+class DeviceTileBlender(TileBlender):
     """:class:`~napari_cellseg.inference.tiling.TileBlender` with its sums on a torch device.
 
     Parameters
@@ -75,43 +74,27 @@ class DeviceTileBlender:
     overlap : int
         Width of the blending ramp at inner tile borders.
     device : torch.device
-        Where the sums live.
+        Where the sums live; tiles are added as ``(C, th, tw)`` tensors there.
     """
 
     def __init__(
         self, channels: int, shape: tuple[int, int], overlap: int, device: torch.device
     ) -> None:
-        self.shape = (int(shape[0]), int(shape[1]))
-        self.overlap = int(overlap)
         self.device = device
-        self._sum = torch.zeros((int(channels), *self.shape), dtype=torch.float32, device=device)
-        self._weight = torch.zeros(self.shape, dtype=torch.float32, device=device)
-        self._windows: dict[tuple, torch.Tensor] = {}
+        super().__init__(channels, shape, overlap)
 
-    def window(self, tile: Tile) -> torch.Tensor:
-        """The tile's blending window on the device (cached per shape and inner sides)."""
-        key = (*tile.shape, *tile.inner)
-        if key not in self._windows:
-            sides = dict(zip(("top", "left", "bottom", "right"), tile.inner, strict=True))
-            window = blend_window(*tile.shape, self.overlap, **sides)
-            self._windows[key] = torch.from_numpy(window).to(self.device)
-        return self._windows[key]
+    def _zeros(self, shape: tuple[int, ...], dtype: Any) -> torch.Tensor:
+        return torch.zeros(shape, dtype=torch.float32, device=self.device)
 
-    def add(self, tile: Tile, values: torch.Tensor) -> None:
-        """Add a tile's ``(C, th, tw)`` output."""
-        if not tile.inside(self.shape):
-            raise ValueError(f"{tile} lies outside the image of shape {self.shape}")
-        window = self.window(tile)
-        ys, xs = tile.slices
-        self._sum[:, ys, xs] += values * window
-        self._weight[ys, xs] += window
+    def _accumulator_window(self, window: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(window.astype(np.float32)).to(self.device)
+
+    def _values(self, values: Any) -> Any:
+        return values
 
     def result(self) -> np.ndarray:
         """The blended ``(C, H, W)`` float32 map, copied to the host once."""
-        if self._weight.numel() and float(self._weight.min()) <= 0:
-            raise CellsegError("some pixels were not covered by any tile")
-        self._sum /= self._weight
-        return self._sum.cpu().numpy()
+        return super().result().cpu().numpy()
 
 
 def run_tiles_on_device(

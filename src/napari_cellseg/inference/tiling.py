@@ -9,6 +9,7 @@ instance outputs (Mask R-CNN) are stitched with
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -301,10 +302,18 @@ class TileBlender:
         self.channels = int(channels)
         self.shape = (height, width)
         self.overlap = int(overlap)
-        self._sum = np.zeros((self.channels, height, width), dtype)
-        self._weight = np.zeros((height, width), dtype)
-        self._windows: dict[tuple[int, int, bool, bool, bool, bool], np.ndarray] = {}
+        self._sum = self._zeros((self.channels, height, width), dtype)
+        self._weight = self._zeros((height, width), dtype)
+        self._windows: dict[tuple[int, int, bool, bool, bool, bool], Any] = {}
         self._done = False
+
+    def _zeros(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        """An accumulator (a subclass may keep them elsewhere, e.g. on a GPU)."""
+        return np.zeros(shape, dtype)
+
+    def _accumulator_window(self, window: np.ndarray) -> Any:
+        """A blending window in the accumulators' dtype and place."""
+        return window.astype(self._weight.dtype)
 
     def window(self, tile: Tile) -> np.ndarray:
         """The (cached) blending window of ``tile``: ramps only at its inner borders."""
@@ -312,14 +321,14 @@ class TileBlender:
         if key not in self._windows:
             sides = dict(zip(("top", "left", "bottom", "right"), tile.inner, strict=True))
             window = blend_window(*tile.shape, self.overlap, **sides)
-            self._windows[key] = window.astype(self._weight.dtype)
+            self._windows[key] = self._accumulator_window(window)
         return self._windows[key]
 
     def add(self, tile: Tile, values: np.ndarray) -> None:
         """Add a tile's output ``values`` (C, th, tw) (or (th, tw) when C == 1)."""
         if self._done:
             raise RuntimeError("TileBlender.add called after result()")
-        values = np.asarray(values)
+        values = self._values(values)
         if values.ndim == 2 and self.channels == 1:
             values = values[None]
         if values.shape != (self.channels, *tile.shape):
@@ -334,10 +343,13 @@ class TileBlender:
         self._sum[:, ys, xs] += values * window
         self._weight[ys, xs] += window
 
+    def _values(self, values: Any) -> Any:
+        return np.asarray(values)
+
     def result(self) -> np.ndarray:
         """The blended (C, H, W) output (weighted mean of all tiles covering each pixel)."""
         if not self._done:
-            if self._weight.size and self._weight.min() <= 0:
+            if self.shape[0] * self.shape[1] and self._weight.min() <= 0:
                 raise CellsegError("some pixels were not covered by any tile")
             self._sum /= self._weight
             self._done = True
