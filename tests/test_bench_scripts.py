@@ -175,3 +175,16 @@ def test_inference_memory_benchmark_runs_each_pair_in_its_own_process(tmp_path: 
     for row in rows:
         assert row["peak_mib"] >= row["rss_after_warmup_mib"] > 0 and len(row["seconds"]) == 2
     assert "| unet | dsb 96x96 |" in done.stdout
+
+
+def test_auto_reuse_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    command = [sys.executable, str(ROOT / "bench" / "auto_reuse.py"), "--images", "2"]
+    command += ["--repeats", "1", "--data", str(tmp_path / "none"), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "auto_reuse_cpu.json").read_text())
+    assert len(result["images"]) == 2 and result["labels_identical"] is True
+    assert len(result["seconds_reuse"]) == len(result["seconds_run_again"]) == 2
+    assert "| 2 |" in done.stdout

@@ -103,8 +103,16 @@ def iter_predict(
         return event
 
     start = time.perf_counter()
+    quick_outputs: dict[float, np.ndarray] = {}  # the size estimate's passes on the whole image
     diameter, scale = yield from relay(
-        iter_choose_scale(image, model, run, pixel_size_um=pixel_size_um, should_stop=should_stop),
+        iter_choose_scale(
+            image,
+            model,
+            run,
+            pixel_size_um=pixel_size_um,
+            should_stop=should_stop,
+            keep=quick_outputs,
+        ),
         note,
     )
     sizing = time.perf_counter() - start  # the size estimate's quick passes (auto)
@@ -112,8 +120,11 @@ def iter_predict(
         work = _blocks.iter_predict_large(
             image, model, run, blocks=blocks, should_stop=should_stop, scale=scale
         )
-    else:
-        work = _planes.iter_predict_planes(image, model, run, should_stop=should_stop, scale=scale)
+    else:  # a pass at this very scale saw the whole image without augmentation: reuse it
+        reuse = quick_outputs.get(scale) if run.tta == 1 else None
+        work = _planes.iter_predict_planes(
+            image, model, run, should_stop=should_stop, scale=scale, network_output=reuse
+        )
     prediction = yield from work
     if joins(run, axes):  # z-stacks / time-lapses: 3D objects, ids kept over time
         prediction = yield from iter_join(prediction, should_stop=should_stop)

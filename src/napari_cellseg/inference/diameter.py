@@ -77,6 +77,7 @@ def iter_choose_scale(
     *,
     pixel_size_um: float | Sequence[float] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    keep: dict[float, np.ndarray] | None = None,
 ) -> Generator[Event, None, tuple[float | None, float]]:
     """The object diameter (px) a run is scaled for, and the scale; events while estimating.
 
@@ -93,6 +94,10 @@ def iter_choose_scale(
         The image's pixel size, for a diameter in micrometres.
     should_stop : callable, optional
         Polled while estimating; True raises :class:`CancelledError`.
+    keep : dict, optional
+        Filled with ``{scale: probabilities}`` for each quick pass whose crop was the whole
+        (single-plane) image: the network output a run at that scale computes again, which
+        :func:`~napari_cellseg.inference.api.iter_predict` reuses.
 
     Returns
     -------
@@ -125,7 +130,7 @@ def iter_choose_scale(
         return float(value), scale_for(reference, float(value))
     start = scale_for(reference, card.default_diameter) if card.default_diameter else 1.0
     diameter = yield from iter_estimate_diameter(
-        image, model, params, reference, start=start, should_stop=should_stop
+        image, model, params, reference, start=start, should_stop=should_stop, keep=keep
     )
     if diameter is None:
         yield _checked(
@@ -139,7 +144,7 @@ def iter_choose_scale(
     measured, how = diameter, ""
     if card.learned_diameter():
         scale = yield from iter_refine_scale(
-            image, model, params, reference, diameter, should_stop=should_stop
+            image, model, params, reference, diameter, should_stop=should_stop, keep=keep
         )
         if abs(math.log(scale * diameter / reference)) > 1e-6:
             diameter = reference / scale
@@ -169,6 +174,7 @@ def iter_estimate_diameter(
     *,
     start: float = 1.0,
     should_stop: Callable[[], bool] | None = None,
+    keep: dict[float, np.ndarray] | None = None,
 ) -> Generator[Event, None, float | None]:
     """Estimate the median object diameter (px) of ``image`` with quick passes of the model.
 
@@ -202,7 +208,7 @@ def iter_estimate_diameter(
 
     def measure(scale: float, number: int) -> Generator[Event, None, float | None]:
         yield _checked(Progress("diameter", number, MAX_PASSES, ESTIMATING), should_stop)
-        return (yield from _quick_pass(image, axes, model, quick, scale, should_stop))
+        return (yield from _quick_pass(image, axes, model, quick, scale, should_stop, keep))
 
     estimate = yield from measure(start, 0)
     passes, first_scale = 1, start
@@ -315,19 +321,23 @@ def _quick_prediction(
     quick: PredictParams,
     scale: float,
     should_stop: Callable[[], bool] | None,
+    keep: dict[float, np.ndarray] | None = None,
 ) -> Generator[Event, None, Any]:
-    """The Prediction of a central crop (:data:`ESTIMATE_SIDE` px at ``scale``)."""
+    """The Prediction of a central crop (:data:`ESTIMATE_SIDE` px at ``scale``); its U-Net
+    probabilities go into ``keep`` under ``scale`` when the crop is the whole image."""
     from napari_cellseg.inference.planes import iter_predict_planes
 
     side = min(math.ceil(ESTIMATE_SIDE / scale), MAX_CROP_SIDE)
     crop, crop_axes = central_crop(image, axes, side)
     run = replace(quick, axes=crop_axes)
-    return (
-        yield from relay(
-            iter_predict_planes(crop, model, run, should_stop=should_stop, scale=scale),
-            _warnings_only,
-        )
+    prediction = yield from relay(
+        iter_predict_planes(crop, model, run, should_stop=should_stop, scale=scale),
+        _warnings_only,
     )
+    whole = crop_axes == axes and crop.shape == np.shape(image)
+    if keep is not None and whole and prediction.raw and isinstance(prediction.raw[0], np.ndarray):
+        keep[scale] = prediction.raw[0]
+    return prediction
 
 
 def iter_refine_scale(
@@ -338,6 +348,7 @@ def iter_refine_scale(
     diameter: float,
     *,
     should_stop: Callable[[], bool] | None = None,
+    keep: dict[float, np.ndarray] | None = None,
 ) -> Generator[Event, None, float]:
     """The scale near ``reference / diameter`` at which the model is surest of its objects.
 
@@ -367,7 +378,9 @@ def iter_refine_scale(
 
     def confidence(scale: float, number: int) -> Generator[Event, None, float | None]:
         yield _checked(Progress("diameter", number, total, CHOOSING), should_stop)
-        prediction = yield from _quick_prediction(image, axes, model, quick, scale, should_stop)
+        prediction = yield from _quick_prediction(
+            image, axes, model, quick, scale, should_stop, keep
+        )
         size = median_diameter(prediction.labels)
         if size is None or abs(math.log(size * scale / reference)) >= math.log(REFINE_SPAN):
             return None

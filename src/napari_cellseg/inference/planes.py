@@ -124,6 +124,7 @@ def iter_predict_planes(
     *,
     should_stop: Callable[[], bool] | None = None,
     scale: float = 1.0,
+    network_output: np.ndarray | None = None,
 ) -> Generator[Event, None, Prediction]:
     """Segment ``image`` with ``model``, yielding progress events; returns the Prediction.
 
@@ -142,6 +143,10 @@ def iter_predict_planes(
         Each plane is rescaled by this before the network and its labels brought back
         (:mod:`.object_size`); ``params.diameter`` is not read here (the front door
         turns it into ``scale``).
+    network_output : numpy.ndarray, optional
+        A single-plane image's U-Net probabilities at ``scale``, already computed with these
+        parameters (the size estimate's pass at the chosen scale, :mod:`.diameter`): used
+        instead of running the network again.
 
     Yields
     ------
@@ -210,9 +215,12 @@ def iter_predict_planes(
         x = rescale_input(x, scale)
         timings["preprocess"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        output = yield from _run_plane_with_fallback(
-            runner, x, params, state, checkpoint, plane_number, len(planes), notices
-        )
+        if network_output is not None and len(planes) == 1:
+            output = network_output  # the same input, tiles and network: the same output
+        else:
+            output = yield from _run_plane_with_fallback(
+                runner, x, params, state, checkpoint, plane_number, len(planes), notices
+            )
         timings["network"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         labels, table = _postprocess(card, output, x.shape[-2:], params.post)
