@@ -122,6 +122,7 @@ def iter_predict(
         )
     else:  # a pass at this very scale saw the whole image without augmentation: reuse it
         reuse = quick_outputs.get(scale) if run.tta == 1 else None
+        quick_outputs.clear()  # the other passes' maps are not needed any more
         work = _planes.iter_predict_planes(
             image, model, run, should_stop=should_stop, scale=scale, network_output=reuse
         )
