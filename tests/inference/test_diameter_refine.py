@@ -46,7 +46,7 @@ def script(monkeypatch, confidence, seen=None) -> list[float]:
     image is right at every scale) with interior probability ``confidence(scale)``."""
     scales: list[float] = []
 
-    def fake(image, axes, model, quick, scale, should_stop):
+    def fake(image, axes, model, quick, scale, should_stop, keep=None):
         scales.append(scale)
         yield from ()
         size = seen(scale) if seen else REFERENCE / scale
