@@ -98,8 +98,8 @@ def test_stopping_during_tuning_stores_nothing(tmp_path, cells, known_weights) -
     tuning = False
     for event in gen:
         tuning = tuning or (isinstance(event, Notice) and event.message.startswith("tuning"))
-        if tuning and isinstance(event, Progress) and event.stage == "tiles":
-            break  # a tile of the tuning run: the trained weights are already saved
+        if tuning and isinstance(event, Progress) and event.stage in ("tuning", "tiles"):
+            break  # inside the tuning run (an image or a tile of it): the weights are saved
     else:
         raise AssertionError("tuning never started")
     gen.close()
