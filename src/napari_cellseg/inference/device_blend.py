@@ -10,9 +10,9 @@ bottom and right edges so that every tile's padded input is a slice of it), tile
 sliced, augmented, run and blended with the same raised-cosine windows on the device, and
 the blended ``(C, Y, X)`` map is copied back once.
 
-The result equals the host path's up to float rounding (the same windows, the same sums in
-float32, a different order of additions): ``tests/inference/test_device_blend.py`` runs both
-on the CPU and compares maps and labels.
+The result is the host path's (the same windows, the same float32 sums in the same order;
+on a GPU up to its own rounding): ``tests/inference/test_device_blend.py`` runs both on the
+CPU and compares maps and labels.
 """
 
 from __future__ import annotations
