@@ -9,7 +9,10 @@ For each model family and image size (real DSB / GlaS images tiled into a mosaic
   channels-last on CUDA) and naive (batch 1, fp32);
 - peak memory (host RSS above the start, and CUDA max allocated);
 - on CUDA, the U-Net also with its tiles blended on the host (``host_blend_*``): the
-  device-side blending against the host path, same image, same run.
+  device-side blending against the host path, same image, same run, interleaved;
+- each end-to-end time is the best of ``--repeats`` calls; the first call at a size is kept
+  too (``*_first_seconds``: with ``--autotune`` on CUDA it pays cuDNN's autotuning of
+  new tile shapes, which is off by default).
 
 It writes JSON to bench/results/ and prints a Markdown table. Usage:
 
@@ -44,6 +47,7 @@ from _baseline import baseline_pipeline, label_agreement
 from _common import PeakRSS, pack_mosaic
 
 from napari_cellseg.device import resolve_device
+from napari_cellseg.inference import unet_strategy
 from napari_cellseg.inference.detections import Detections
 from napari_cellseg.inference.model_runner import ModelRunner
 from napari_cellseg.inference.onnx_backend import cpu_bf16_supported
@@ -415,6 +419,11 @@ def main() -> int:
     )
     parser.add_argument("--out-name", default=None, help="JSON file name in --out")
     parser.add_argument(
+        "--autotune",
+        action="store_true",
+        help="on CUDA, turn cuDNN's autotuner on (unet_strategy.CUDNN_AUTOTUNE; off by default)",
+    )
+    parser.add_argument(
         "--untiled-up-to",
         type=int,
         default=1024,
@@ -455,6 +464,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     device = resolve_device(args.device)
+    if args.autotune:
+        unet_strategy.CUDNN_AUTOTUNE = True
     if args.compare_baseline:
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / (args.out_name or f"inference_speed_{device.type}.json")
@@ -498,11 +509,32 @@ def main() -> int:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             predict(image[:256, :256], loaded, params)  # warm-up
+            # On CUDA the host path of the U-Net (tiles blended on the host) is timed in the
+            # same loop, interleaved: ours, host, ours, host, ... The first call at a size is
+            # kept apart (``*_first_seconds``; with ``--autotune`` it pays cuDNN's tuning of
+            # new tile shapes, as one image of a new size would, and the host path's first
+            # call then runs on shapes ours already tuned); the best of ``--repeats`` is the
+            # steady state.
+            host_too = family == "unet" and device.type == "cuda"
+            ours_times: list[float] = []
+            host_times: list[float] = []
+            host = None
             with PeakRSS(interval=0.01) as rss:
-                start = time.perf_counter()
-                prediction = predict(image, loaded, params)
-                sync(device)
-                ours_s = time.perf_counter() - start
+                for _ in range(max(1, args.repeats)):
+                    start = time.perf_counter()
+                    prediction = predict(image, loaded, params)
+                    sync(device)
+                    ours_times.append(time.perf_counter() - start)
+                    if host_too:
+                        ModelRunner.device_blend = False  # the host path, same image
+                        try:
+                            start = time.perf_counter()
+                            host = predict(image, loaded, params)
+                            sync(device)
+                            host_times.append(time.perf_counter() - start)
+                        finally:
+                            ModelRunner.device_blend = None
+            ours_s = min(ours_times)
             cuda_peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
             row = {
                 "family": family,
@@ -512,8 +544,13 @@ def main() -> int:
                 "model": loaded.card.name,
                 "tile": args.tile,
                 "batch_size": args.batch_size,
+                "cudnn_autotune": bool(torch.backends.cudnn.benchmark)
+                if device.type == "cuda"
+                else None,
                 "objects": prediction.n_objects,
                 "ours_seconds": ours_s,
+                "ours_first_seconds": ours_times[0],
+                "ours_all_seconds": ours_times,
                 "ours_mpix_s": size * size / 1e6 / ours_s,
                 "ours_peak_rss_mib": rss.mib,
                 "ours_cuda_peak_mib": cuda_peak,
@@ -521,26 +558,28 @@ def main() -> int:
                 "model_only_ours_mpix_s": ours_model,
                 "model_only_naive_mpix_s": naive_model,
             }
-            if family == "unet" and device.type == "cuda":  # blending on the device or not
-                ModelRunner.device_blend = False  # the host path, same run, same image
-                try:
-                    start = time.perf_counter()
-                    host = predict(image, loaded, params)
-                    sync(device)
-                    host_s = time.perf_counter() - start
-                    row.update(
-                        host_blend_seconds=host_s,
-                        host_blend_timings=host.timings,
-                        device_blend_speedup=host_s / ours_s,
-                    )
-                finally:
-                    ModelRunner.device_blend = None
+            if host is not None:
+                host_s = min(host_times)
+                row.update(
+                    host_blend_seconds=host_s,
+                    host_blend_first_seconds=host_times[0],
+                    host_blend_all_seconds=host_times,
+                    host_blend_timings=host.timings,
+                    host_blend_objects=host.n_objects,
+                    host_blend_labels_identical=bool(
+                        np.array_equal(host.labels, prediction.labels)
+                    ),
+                    device_blend_speedup=host_s / ours_s,
+                )
             if size <= args.skip_naive_above:
+                naive_times = []
                 with PeakRSS(interval=0.01) as rss:
-                    start = time.perf_counter()
-                    naive_predict(loaded, image, args.tile, device, params.post)
-                    sync(device)
-                    naive_s = time.perf_counter() - start
+                    for _ in range(max(1, min(args.repeats, 2))):
+                        start = time.perf_counter()
+                        naive_predict(loaded, image, args.tile, device, params.post)
+                        sync(device)
+                        naive_times.append(time.perf_counter() - start)
+                naive_s = min(naive_times)
                 row.update(
                     naive_seconds=naive_s,
                     naive_mpix_s=size * size / 1e6 / naive_s,
@@ -565,7 +604,7 @@ def main() -> int:
         "torch": torch.__version__,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"inference_{device.type}.json"
+    path = args.out / (args.out_name or f"inference_{device.type}.json")
     path.write_text(json.dumps({"hardware": hardware, "results": results}, indent=2))
     print(f"wrote {path}")
     print(

@@ -47,7 +47,10 @@ def _fresh_models():
 @pytest.mark.parametrize("family", ["unet", "maskrcnn"])
 @pytest.mark.parametrize("mixed", [True, False], ids=["autocast", "float32"])
 def test_inference_on_cuda_gives_the_cpus_labels(image, family, mixed) -> None:
-    params = PredictParams(tile_size=256, overlap=32, mixed_precision=mixed)
+    # at the model's own scale: with ``auto`` a size estimate near a rescaling threshold
+    # can pick another scale on each device (seen on an H200: 18.2 px kept, 17.9 px
+    # rescaled ×1.11), which is the estimate's call, compared below, not the network's
+    params = PredictParams(tile_size=256, overlap=32, mixed_precision=mixed, diameter="off")
     cpu = predict(image, WEIGHTS[family], replace(params, device="cpu"))
     gpu = predict(image, WEIGHTS[family], replace(params, device="cuda"))
     assert cpu.device == "cpu" and gpu.device.startswith("cuda")
@@ -55,6 +58,16 @@ def test_inference_on_cuda_gives_the_cpus_labels(image, family, mixed) -> None:
     f1 = matching_at(cpu.labels, gpu.labels, 0.5)["f1"]
     assert f1 > (0.9 if mixed else 0.98), f1
     assert abs(int(gpu.labels.max()) - int(cpu.labels.max())) <= max(2, cpu.labels.max() // 10)
+
+
+@pytest.mark.parametrize("family", ["unet", "maskrcnn"])
+def test_the_size_estimate_on_cuda_is_the_cpus(image, family) -> None:
+    params = PredictParams(tile_size=256, overlap=32, diameter="auto")
+    cpu = predict(image, WEIGHTS[family], replace(params, device="cpu"))
+    gpu = predict(image, WEIGHTS[family], replace(params, device="cuda"))
+    assert cpu.diameter is not None and gpu.diameter is not None
+    assert abs(gpu.diameter - cpu.diameter) <= 0.05 * cpu.diameter, (cpu.diameter, gpu.diameter)
+    assert matching_at(cpu.labels, gpu.labels, 0.5)["f1"] > 0.85
 
 
 def test_the_unet_runs_channels_last_with_the_cpus_probabilities(image) -> None:
@@ -90,7 +103,8 @@ def test_out_of_memory_on_the_gpu_finishes_on_the_cpu(image) -> None:
     params = PredictParams(tile_size=128, overlap=16, batch_size=2, device="cuda")
     gpu_then_cpu = drain(iter_predict(image, wrapped, params), events.append)
     notices = [e.message for e in events if isinstance(e, Notice)]
-    assert notices[-1] == "out of memory on the GPU: continuing on the CPU"
+    # the notice comes when the GPU gives up; the size estimate's notice may follow it
+    assert "out of memory on the GPU: continuing on the CPU" in notices
     assert gpu_then_cpu.device == "cpu"
     cpu_params = PredictParams(
         tile_size=gpu_then_cpu.params.tile_size, overlap=16, batch_size=1, device="cpu"

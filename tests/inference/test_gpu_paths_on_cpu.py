@@ -146,9 +146,15 @@ def test_channels_last_tiles_on_cuda_and_the_cpu_only() -> None:
     assert prepare_model(torch.nn.Conv2d(3, 4, 3), torch.device("cpu")).weight.is_contiguous()
 
 
-def test_cudnn_autotuning_is_turned_on_for_cuda_only(monkeypatch) -> None:
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+def test_cudnn_autotuning_follows_the_setting_on_cuda_only(monkeypatch) -> None:
+    from napari_cellseg.inference import unet_strategy
+
+    assert unet_strategy.CUDNN_AUTOTUNE is False  # measured: it cost more than it saved
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
     prepare_model(torch.nn.Conv2d(3, 4, 3), torch.device("cpu"))
-    assert torch.backends.cudnn.benchmark is False
+    assert torch.backends.cudnn.benchmark is True  # the CPU leaves it as found
     prepare_model(torch.nn.Conv2d(3, 4, 3), CUDA)  # a device object only: nothing moves
+    assert torch.backends.cudnn.benchmark is False
+    monkeypatch.setattr(unet_strategy, "CUDNN_AUTOTUNE", True)
+    prepare_model(torch.nn.Conv2d(3, 4, 3), CUDA)
     assert torch.backends.cudnn.benchmark is True

@@ -103,7 +103,8 @@ def iter_predict(
         return event
 
     start = time.perf_counter()
-    quick_outputs: dict[float, np.ndarray] = {}  # the size estimate's passes on the whole image
+    # the size estimate's passes on the whole image: (network output, device it ran on)
+    quick_outputs: dict[float, tuple[np.ndarray, str]] = {}
     diameter, scale = yield from relay(
         iter_choose_scale(
             image,
@@ -121,10 +122,18 @@ def iter_predict(
             image, model, run, blocks=blocks, should_stop=should_stop, scale=scale
         )
     else:  # a pass at this very scale saw the whole image without augmentation: reuse it
-        reuse = quick_outputs.get(scale) if run.tta == 1 else None
+        reuse, reuse_device = (
+            quick_outputs.get(scale, (None, None)) if run.tta == 1 else (None, None)
+        )
         quick_outputs.clear()  # the other passes' maps are not needed any more
         work = _planes.iter_predict_planes(
-            image, model, run, should_stop=should_stop, scale=scale, network_output=reuse
+            image,
+            model,
+            run,
+            should_stop=should_stop,
+            scale=scale,
+            network_output=reuse,
+            network_device=reuse_device,
         )
     prediction = yield from work
     if joins(run, axes):  # z-stacks / time-lapses: 3D objects, ids kept over time

@@ -77,7 +77,7 @@ def iter_choose_scale(
     *,
     pixel_size_um: float | Sequence[float] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    keep: dict[float, np.ndarray] | None = None,
+    keep: dict[float, tuple[np.ndarray, str]] | None = None,
 ) -> Generator[Event, None, tuple[float | None, float]]:
     """The object diameter (px) a run is scaled for, and the scale; events while estimating.
 
@@ -95,9 +95,10 @@ def iter_choose_scale(
     should_stop : callable, optional
         Polled while estimating; True raises :class:`CancelledError`.
     keep : dict, optional
-        Filled with ``{scale: probabilities}`` for each quick pass whose crop was the whole
-        (single-plane) image: the network output a run at that scale computes again, which
-        :func:`~napari_cellseg.inference.api.iter_predict` reuses.
+        Filled with ``{scale: (probabilities, device)}`` for each quick pass whose crop was
+        the whole (single-plane) image: the network output a run at that scale computes
+        again, which :func:`~napari_cellseg.inference.api.iter_predict` reuses, and the
+        device that computed it.
 
     Returns
     -------
@@ -174,7 +175,7 @@ def iter_estimate_diameter(
     *,
     start: float = 1.0,
     should_stop: Callable[[], bool] | None = None,
-    keep: dict[float, np.ndarray] | None = None,
+    keep: dict[float, tuple[np.ndarray, str]] | None = None,
 ) -> Generator[Event, None, float | None]:
     """Estimate the median object diameter (px) of ``image`` with quick passes of the model.
 
@@ -321,10 +322,11 @@ def _quick_prediction(
     quick: PredictParams,
     scale: float,
     should_stop: Callable[[], bool] | None,
-    keep: dict[float, np.ndarray] | None = None,
+    keep: dict[float, tuple[np.ndarray, str]] | None = None,
 ) -> Generator[Event, None, Any]:
     """The Prediction of a central crop (:data:`ESTIMATE_SIDE` px at ``scale``); its U-Net
-    probabilities go into ``keep`` under ``scale`` when the crop is the whole image."""
+    probabilities and the device that made them (the CPU after an out-of-memory fallback) go
+    into ``keep`` under ``scale`` when the crop is the whole image."""
     from napari_cellseg.inference.planes import iter_predict_planes
 
     side = min(math.ceil(ESTIMATE_SIDE / scale), MAX_CROP_SIDE)
@@ -336,7 +338,7 @@ def _quick_prediction(
     )
     whole = crop_axes == axes and crop.shape == np.shape(image)
     if keep is not None and whole and prediction.raw and isinstance(prediction.raw[0], np.ndarray):
-        keep[scale] = prediction.raw[0]
+        keep[scale] = (prediction.raw[0], prediction.device)
     return prediction
 
 
@@ -348,7 +350,7 @@ def iter_refine_scale(
     diameter: float,
     *,
     should_stop: Callable[[], bool] | None = None,
-    keep: dict[float, np.ndarray] | None = None,
+    keep: dict[float, tuple[np.ndarray, str]] | None = None,
 ) -> Generator[Event, None, float]:
     """The scale near ``reference / diameter`` at which the model is surest of its objects.
 

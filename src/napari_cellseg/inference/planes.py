@@ -125,6 +125,7 @@ def iter_predict_planes(
     should_stop: Callable[[], bool] | None = None,
     scale: float = 1.0,
     network_output: np.ndarray | None = None,
+    network_device: str | None = None,
 ) -> Generator[Event, None, Prediction]:
     """Segment ``image`` with ``model``, yielding progress events; returns the Prediction.
 
@@ -147,6 +148,9 @@ def iter_predict_planes(
         A single-plane image's U-Net probabilities at ``scale``, already computed with these
         parameters (the size estimate's pass at the chosen scale, :mod:`.diameter`): used
         instead of running the network again.
+    network_device : str, optional
+        The device that made ``network_output`` (the CPU when that pass ran out of GPU
+        memory), reported as the Prediction's device.
 
     Yields
     ------
@@ -217,6 +221,8 @@ def iter_predict_planes(
         t0 = time.perf_counter()
         if network_output is not None and len(planes) == 1:
             output = network_output  # the same input, tiles and network: the same output
+            if network_device is not None:
+                state.device = torch.device(network_device)
         else:
             output = yield from _run_plane_with_fallback(
                 runner, x, params, state, checkpoint, plane_number, len(planes), notices

@@ -27,18 +27,23 @@ UNET_MULTIPLE = 32
 #: Planes are cut into even tiles whose sides are multiples of this
 #: (:func:`~napari_cellseg.inference.tiling.plan_tiles`): the fewest tiles, least padding.
 EVEN_TILES = UNET_MULTIPLE
+#: Turn cuDNN's autotuner on when a model is prepared for CUDA (:func:`prepare_model`).
+#: Off: on an H200 (session 16, ``bench/inference.py --no-autotune``) it made the first
+#: image of each new size 0.4-0.8 s slower (each new tile shape is tuned) and later ones
+#: no faster (best of 3: 1024² 0.136 s on / 0.126 s off, 2048² 0.537 / 0.505 s).
+CUDNN_AUTOTUNE = False
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Channels-last memory on CUDA (faster convolutions); the model unchanged elsewhere.
 
-    On CUDA it also turns on cuDNN's autotuner (``torch.backends.cudnn.benchmark``): a
-    plane's tiles share one shape (even tile plans), so the fastest convolution algorithm
-    is searched once per shape and reused for every tile after.
+    On CUDA it sets cuDNN's autotuner (``torch.backends.cudnn.benchmark``) to
+    :data:`CUDNN_AUTOTUNE` (off: the even tile plans give each image size its own tile
+    shape, and tuning a new shape cost more than it saved, measured on an H200).
     """
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = CUDNN_AUTOTUNE
     return model
 
 
