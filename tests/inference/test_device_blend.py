@@ -14,8 +14,8 @@ from napari_cellseg.events import Progress
 from napari_cellseg.inference.api import iter_predict
 from napari_cellseg.inference.device_blend import (
     DeviceTileBlender,
+    DeviceTiles,
     plane_padding,
-    run_tiles_on_device,
 )
 from napari_cellseg.inference.model_runner import ModelRunner
 from napari_cellseg.inference.tiling import Tile, TileBlender, pad_to_multiple, plan_tiles
@@ -104,12 +104,9 @@ def test_tiles_padded_inside_the_plane_go_the_host_way() -> None:
 
     tiles = [Tile(0, 0, 50, 64, inner_bottom=True), Tile(40, 0, 100, 64, inner_top=True)]
     assert plane_padding((100, 64), tiles, 32) is None
-    gen = run_tiles_on_device(
-        Runner(), np.zeros((3, 100, 64), np.float32), [tiles], 8, PredictParams(), None, "", 32
-    )
-    with pytest.raises(StopIteration) as stop:
-        next(gen)
-    assert stop.value.value is None
+    assert DeviceTiles.of(Runner(), np.zeros((3, 100, 64), np.float32), [tiles], 32) is None
+    mixed = [[Tile(0, 0, 64, 64), Tile(0, 64, 32, 128)]]  # one batch, two tile shapes
+    assert DeviceTiles.of(Runner(), np.zeros((3, 64, 128), np.float32), mixed, 32) is None
 
 
 def test_device_blending_is_the_default_on_cuda_with_pytorch_only(demo_unet) -> None:

@@ -1,11 +1,12 @@
 """U-Net tiles blended on the network's device: the plane goes up once, the map comes down once.
 
-The host path (:func:`napari_cellseg.inference.unet_strategy.run_tiles` with
-:class:`~napari_cellseg.inference.tiling.TileBlender`) copies every batch of tiles to the
-device and every batch of probabilities back, then blends them in numpy on the CPU. On a
-GPU that costs more than the network itself: on the lent H200 (session 14) a 1024² DSB
-mosaic spent 0.09 s in that stage, of which the network's own share at its measured
-98 MPix/s is about 0.01 s. Here the plane is copied to the device once (padded at its
+The host path (:func:`napari_cellseg.inference.unet_strategy.run_tiles` with its host tile
+source and :class:`~napari_cellseg.inference.tiling.TileBlender`) copies every batch of
+tiles to the device and every batch of probabilities back, then blends them in numpy on the
+CPU. On a
+GPU that costs more than the network itself: on the lent H200 (session 16) that stage took
+0.034 s on a 1024² DSB mosaic against 0.010 s with :class:`DeviceTiles`, the same loop
+with this module's tile source. Here the plane is copied to the device once (padded at its
 bottom and right edges so that every tile's padded input is a slice of it), tiles are
 sliced, augmented, run and blended with the same raised-cosine windows on the device, and
 the blended ``(C, Y, X)`` map is copied back once.
@@ -17,17 +18,15 @@ CPU and compares maps and labels.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from napari_cellseg.events import Progress
 from napari_cellseg.inference.tiling import Tile, TileBlender
-from napari_cellseg.params import PredictParams
 
-__all__ = ["DeviceTileBlender", "plane_padding", "run_tiles_on_device"]
+__all__ = ["DeviceTileBlender", "DeviceTiles", "plane_padding"]
 
 
 def plane_padding(
@@ -97,46 +96,48 @@ class DeviceTileBlender(TileBlender):
         return super().result().cpu().numpy()
 
 
-def run_tiles_on_device(
-    runner: Any,
-    x: np.ndarray,
-    batches: list[list[Tile]],
-    overlap: int,
-    params: PredictParams,
-    checkpoint: Callable[[Any], Any],
-    message: str,
-    multiple: int,
-) -> Generator[Any, None, np.ndarray | None]:
-    """:func:`~napari_cellseg.inference.unet_strategy.run_tiles` with the plane on the device.
+class DeviceTiles:
+    """A plane's tiles cut from one padded copy of it on the runner's device.
 
-    Yields the same progress events (one per copy of a batch). Returns ``None`` without
-    yielding when the tiles cannot be cut from one padded plane (:func:`plane_padding`) or a
-    batch mixes tile shapes: the caller then runs the host path.
+    The tile source of :func:`~napari_cellseg.inference.unet_strategy.run_tiles` on a GPU:
+    :meth:`stack` slices a batch's padded tiles from the plane there, :meth:`copy` runs one
+    augmented copy of them and leaves the probabilities there, :meth:`blender` blends them
+    there (:class:`DeviceTileBlender`). Build it with :meth:`of`.
     """
-    height, width = x.shape[-2:]
-    padding = plane_padding((height, width), [t for b in batches for t in b], multiple)
-    if padding is None or any(len({t.shape for t in batch}) > 1 for batch in batches):
-        return None
-    padded = _pad_plane(x, padding)
-    device = runner.device
-    plane = torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32)).to(device)
-    blender = DeviceTileBlender(len(runner.card.outputs), (height, width), overlap, device)
-    total_copies = len(batches) * params.tta
-    for done, batch in enumerate(batches, start=1):
+
+    def __init__(self, runner: Any, plane: torch.Tensor, multiple: int) -> None:
+        self.runner = runner
+        self.plane = plane
+        self.multiple = multiple
+
+    @classmethod
+    def of(
+        cls, runner: Any, x: np.ndarray, batches: list[list[Tile]], multiple: int
+    ) -> DeviceTiles | None:
+        """The plane ``x`` copied to ``runner.device`` once, padded so that every tile's padded
+        input is a slice of it; ``None`` when that cannot be (:func:`plane_padding`) or a batch
+        mixes tile shapes: the host path then runs."""
+        padding = plane_padding(x.shape[-2:], [t for b in batches for t in b], multiple)
+        if padding is None or any(len({t.shape for t in batch}) > 1 for batch in batches):
+            return None
+        padded = np.ascontiguousarray(_pad_plane(x, padding), dtype=np.float32)
+        return cls(runner, torch.from_numpy(padded).to(runner.device), multiple)
+
+    def blender(self, channels: int, shape: tuple[int, int], overlap: int) -> DeviceTileBlender:
+        return DeviceTileBlender(channels, shape, overlap, self.runner.device)
+
+    def stack(self, batch: Sequence[Tile]) -> torch.Tensor:
+        """The batch's padded tiles, ``(B, C, H, W)``, sliced from the plane on the device."""
         th, tw = batch[0].shape
-        ph, pw = th + (-th % multiple), tw + (-tw % multiple)
-        stacked = torch.stack([plane[:, t.y0 : t.y0 + ph, t.x0 : t.x0 + pw] for t in batch])
-        probs = runner.unet_copy_on_device(stacked, 0)
-        for index in range(1, params.tta):
-            done_copies = (done - 1) * params.tta + index
-            yield checkpoint(Progress("tiles", done_copies, total_copies, message))
-            probs = probs + runner.unet_copy_on_device(stacked, index)  # (inference tensors:
-        if params.tta > 1:  # no in-place updates outside inference mode)
-            probs = probs / params.tta
-        for tile, prob in zip(batch, probs, strict=True):
-            blender.add(tile, prob[:, :th, :tw])
-        yield checkpoint(Progress("tiles", done * params.tta, total_copies, message))
-    return blender.result()
+        ph, pw = th + (-th % self.multiple), tw + (-tw % self.multiple)
+        return torch.stack([self.plane[:, t.y0 : t.y0 + ph, t.x0 : t.x0 + pw] for t in batch])
+
+    def copy(self, stacked: torch.Tensor, index: int) -> torch.Tensor:
+        """Probabilities of augmented copy ``index``, left on the device."""
+        return self.runner.unet_copy_on_device(stacked, index)
+
+    def done(self, n_tiles: int) -> None:
+        """Nothing to hand back: the plane and the sums go with this object."""
 
 
 def _pad_plane(x: np.ndarray, padding: tuple[int, int]) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from napari_cellseg.events import Progress
-from napari_cellseg.inference.device_blend import run_tiles_on_device
+from napari_cellseg.inference.device_blend import DeviceTiles
 from napari_cellseg.inference.object_table import object_table
 from napari_cellseg.inference.postprocess import unet_instances
 from napari_cellseg.inference.tiling import Tile, TileBlender, pad_to_multiple
@@ -90,35 +90,64 @@ def run_tiles(
     numpy.ndarray
         ``(C_out, Y, X)`` float32 probabilities.
     """
-    if runner.blends_on_device:  # on a GPU: the plane up once, the blended map down once
-        blended = yield from run_tiles_on_device(
-            runner, x, batches, overlap, params, checkpoint, message, UNET_MULTIPLE
-        )
-        if blended is not None:
-            return blended
+    source = DeviceTiles.of(runner, x, batches, UNET_MULTIPLE) if runner.blends_on_device else None
+    if source is None:  # the CPU (or tiles the device path cannot cut): tiles go one batch
+        source = HostTiles(runner, x)  # at a time to the network, blended in numpy
     height, width = x.shape[-2:]
     total_copies = len(batches) * params.tta  # progress steps: one per copy of a batch
-    blender = TileBlender(len(runner.card.outputs), (height, width), overlap)
+    blender = source.blender(len(runner.card.outputs), (height, width), overlap)
     for done, batch in enumerate(batches, start=1):
-        crops = [x[:, t.y0 : t.y1, t.x0 : t.x1] for t in batch]
-        padded = [pad_to_multiple(c, UNET_MULTIPLE) for c in crops]
-        shapes = {p.shape for p, _ in padded}
-        if len(shapes) == 1:
-            stacked = np.stack([p for p, _ in padded])
-            probs = runner.unet_copy(stacked, 0)
+        stacked = source.stack(batch)
+        if stacked is None:  # tiles of different size (never with plan_tiles, but stay safe)
+            probs = source.one_by_one(batch, params.tta)
+        else:
+            probs = source.copy(stacked, 0)
             for index in range(1, params.tta):  # test-time augmentation, copy by copy
                 done_copies = (done - 1) * params.tta + index
                 yield checkpoint(Progress("tiles", done_copies, total_copies, message))
-                probs += runner.unet_copy(stacked, index)
-            probs /= params.tta
-        else:  # tiles of different size (never with plan_tiles, but stay safe)
-            probs = [runner.unet_probabilities(p[None], params.tta)[0] for p, _ in padded]
-        for tile, crop, prob in zip(batch, crops, probs, strict=True):
-            blender.add(tile, prob[:, : crop.shape[1], : crop.shape[2]])
+                probs = probs + source.copy(stacked, index)  # (not in place: device tensors
+            if params.tta > 1:  # are inference tensors, read-only outside inference mode)
+                probs = probs / params.tta
+        for tile, prob in zip(batch, probs, strict=True):
+            blender.add(tile, prob[:, : tile.shape[0], : tile.shape[1]])
         yield checkpoint(Progress("tiles", done * params.tta, total_copies, message))
-    if sum(map(len, batches)) > 1:  # a plane of several tiles: free the activations'
-        runner.release_buffers()  # buffers before the watershed (one tile: keep them)
+    source.done(sum(map(len, batches)))
     return blender.result()
+
+
+class HostTiles:
+    """A plane's tiles cut and padded in numpy, blended on the host: the CPU's tile source of
+    :func:`run_tiles` (the GPU's is :class:`~napari_cellseg.inference.device_blend.DeviceTiles`).
+    """
+
+    def __init__(self, runner: Any, x: np.ndarray) -> None:
+        self.runner = runner
+        self.x = x
+
+    def blender(self, channels: int, shape: tuple[int, int], overlap: int) -> TileBlender:
+        return TileBlender(channels, shape, overlap)
+
+    def _padded(self, batch: list[Tile]) -> list[np.ndarray]:
+        return [pad_to_multiple(t.view(self.x), UNET_MULTIPLE)[0] for t in batch]
+
+    def stack(self, batch: list[Tile]) -> np.ndarray | None:
+        """The batch's tiles padded to multiples of 32, ``(B, C, H, W)``; None if they differ."""
+        padded = self._padded(batch)
+        return np.stack(padded) if len({p.shape for p in padded}) == 1 else None
+
+    def copy(self, stacked: np.ndarray, index: int) -> np.ndarray:
+        """Probabilities of augmented copy ``index`` (:meth:`.ModelRunner.unet_copy`)."""
+        return self.runner.unet_copy(stacked, index)
+
+    def one_by_one(self, batch: list[Tile], tta: int) -> list[np.ndarray]:
+        """Each tile alone, all copies averaged (tiles of different shapes)."""
+        return [self.runner.unet_probabilities(p[None], tta)[0] for p in self._padded(batch)]
+
+    def done(self, n_tiles: int) -> None:
+        """A plane of several tiles: free the activations' buffers before the watershed
+        (one tile: keep them for the next image of the same size)."""
+        if n_tiles > 1:
+            self.runner.release_buffers()
 
 
 def to_instances(
