@@ -66,7 +66,13 @@ def baseline_pipeline() -> Iterator[None]:
     """Run ``predict_planes`` / ``reapply`` with the old tiling, normalisation and labels."""
     import torch
 
-    from napari_cellseg.inference import maskrcnn_strategy, planes, tiling, unet_strategy
+    from napari_cellseg.inference import (
+        maskrcnn_strategy,
+        plane_network,
+        planes,
+        tiling,
+        unet_strategy,
+    )
     from napari_cellseg.inference.model_runner import ModelRunner
 
     def contiguous_tiles(self, x):  # CPU tiles were contiguous, not channels-last
@@ -82,7 +88,7 @@ def baseline_pipeline() -> Iterator[None]:
         return tile_size, min(overlap, tile_size // 4)
 
     swaps = [
-        (planes, "plan_tiles", fixed_tiles),
+        (plane_network, "plan_tiles", fixed_tiles),
         (maskrcnn_strategy, "tile_geometry", tiles_of_min_size),
         (planes, "to_model_input", old_to_model_input),
         (unet_strategy, "unet_instances", unet_instances),

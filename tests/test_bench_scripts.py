@@ -188,3 +188,18 @@ def test_auto_reuse_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     assert len(result["images"]) == 2 and result["labels_identical"] is True
     assert len(result["seconds_reuse"]) == len(result["seconds_run_again"]) == 2
     assert "| 2 |" in done.stdout
+
+
+def test_plane_overlap_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    command = [sys.executable, str(ROOT / "bench" / "plane_overlap.py"), "--planes", "3"]
+    command += ["--size", "128", "--threads", "0", "2", "--repeats", "1"]
+    command += ["--data-root", str(tmp_path / "none"), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "plane_overlap_cpu.json").read_text())
+    assert [r["threads"] for r in result["results"]] == [0, 2]
+    assert all(r["labels_identical_to_first"] for r in result["results"])
+    assert result["default_threads"] == 0  # the CPU keeps plane after plane
+    assert "| 2 |" in done.stdout

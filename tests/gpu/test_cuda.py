@@ -157,3 +157,17 @@ def test_blending_on_the_gpu_gives_the_host_paths_map(image, mixed, monkeypatch)
     device = predict(image[:200, :230], loaded, params)
     np.testing.assert_allclose(device.raw[0], host.raw[0], rtol=0, atol=1e-5)
     assert matching_at(host.labels, device.labels, 0.5)["f1"] > 0.99
+
+
+def test_a_stack_on_cuda_overlaps_post_processing_with_the_same_labels(image, monkeypatch) -> None:
+    from napari_cellseg.inference import plane_overlap
+    from napari_cellseg.inference.planes import predict_planes
+
+    grey = image[..., 0]
+    stack = np.stack([grey, np.rot90(grey), grey[::-1], np.rot90(grey, 3)]).copy()
+    params = PredictParams(device="cuda", axes="TYX", diameter="off")
+    assert plane_overlap.post_threads(torch.device("cuda"), len(stack)) >= 1
+    overlapped = predict_planes(stack, load_weights(WEIGHTS["unet"]), params)  # the default
+    monkeypatch.setattr(plane_overlap, "POST_THREADS", 0)
+    in_line = predict_planes(stack, load_weights(WEIGHTS["unet"]), params)
+    np.testing.assert_array_equal(overlapped.labels, in_line.labels)

@@ -12,7 +12,7 @@ import torch
 
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import Notice
-from napari_cellseg.inference import planes
+from napari_cellseg.inference import plane_network
 from napari_cellseg.inference.model_runner import ModelRunner
 from napari_cellseg.inference.unet_strategy import prepare_model
 from napari_cellseg.models import ModelCard, build_model
@@ -34,7 +34,7 @@ class FakeRunner:
 
 
 def _fallback(monkeypatch, raises_on: set[str], state) -> tuple:
-    """Run ``_run_plane_with_fallback`` with a plane run that raises CUDA out-of-memory on
+    """Run ``run_plane_with_fallback`` with a plane run that raises CUDA out-of-memory on
     the device types in ``raises_on`` (once per call) and returns ``"labels"`` elsewhere."""
     calls: list[tuple[str, int, int]] = []
 
@@ -45,11 +45,11 @@ def _fallback(monkeypatch, raises_on: set[str], state) -> tuple:
         yield Notice("ran")
         return "labels"
 
-    monkeypatch.setattr(planes, "_run_plane", run_plane)
+    monkeypatch.setattr(plane_network, "run_plane", run_plane)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     runner, notices, events = FakeRunner(), [], []
     params = PredictParams(tile_size=state.tile_size, overlap=0, batch_size=state.batch_size)
-    gen = planes._run_plane_with_fallback(
+    gen = plane_network.run_plane_with_fallback(
         runner, np.zeros((3, 64, 64), np.float32), params, state, lambda e: e, 0, 1, notices
     )
     try:
@@ -61,10 +61,12 @@ def _fallback(monkeypatch, raises_on: set[str], state) -> tuple:
 
 
 def test_out_of_memory_on_the_gpu_continues_on_the_cpu(monkeypatch) -> None:
-    state = planes._FallbackState(batch_size=2, tile_size=2 * planes.MIN_TILE, device=CUDA)
+    state = plane_network.FallbackState(
+        batch_size=2, tile_size=2 * plane_network.MIN_TILE, device=CUDA
+    )
     events, result, calls, runner, notices = _fallback(monkeypatch, {"cuda"}, state)
     assert result == "labels"
-    smallest = planes.MIN_TILE
+    smallest = plane_network.MIN_TILE
     assert calls == [
         ("cuda", 2, 2 * smallest),
         ("cuda", 1, 2 * smallest),  # the batch halves first,
@@ -83,7 +85,7 @@ def test_out_of_memory_on_the_gpu_continues_on_the_cpu(monkeypatch) -> None:
 
 
 def test_out_of_memory_on_the_cpu_too_is_one_clear_error(monkeypatch) -> None:
-    state = planes._FallbackState(batch_size=1, tile_size=planes.MIN_TILE, device=CUDA)
+    state = plane_network.FallbackState(batch_size=1, tile_size=plane_network.MIN_TILE, device=CUDA)
     with pytest.raises(CellsegError, match="out of memory even on the CPU"):
         _fallback(monkeypatch, {"cuda", "cpu"}, state)
 
@@ -93,9 +95,9 @@ def test_other_errors_are_not_taken_for_out_of_memory(monkeypatch) -> None:
         raise RuntimeError("CUDA error: device-side assert triggered")
         yield
 
-    monkeypatch.setattr(planes, "_run_plane", run_plane)
-    state = planes._FallbackState(batch_size=2, tile_size=128, device=CUDA)
-    gen = planes._run_plane_with_fallback(
+    monkeypatch.setattr(plane_network, "run_plane", run_plane)
+    state = plane_network.FallbackState(batch_size=2, tile_size=128, device=CUDA)
+    gen = plane_network.run_plane_with_fallback(
         FakeRunner(), None, PredictParams(), state, lambda e: e, 0, 1, []
     )
     with pytest.raises(RuntimeError, match="device-side assert"):

@@ -325,8 +325,7 @@ def _quick_prediction(
     keep: dict[float, tuple[np.ndarray, str]] | None = None,
 ) -> Generator[Event, None, Any]:
     """The Prediction of a central crop (:data:`ESTIMATE_SIDE` px at ``scale``); its U-Net
-    probabilities and the device that made them (the CPU after an out-of-memory fallback) go
-    into ``keep`` under ``scale`` when the crop is the whole image."""
+    probabilities and device go into ``keep`` under ``scale`` when the crop is the image."""
     from napari_cellseg.inference.planes import iter_predict_planes
 
     side = min(math.ceil(ESTIMATE_SIDE / scale), MAX_CROP_SIDE)

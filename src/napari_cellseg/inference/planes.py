@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +21,18 @@ import numpy as np
 import torch
 
 from napari_cellseg.device import resolve_device
-from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import CancelledError, Notice, Progress, drain
 from napari_cellseg.families import family_part, family_spec
 from napari_cellseg.inference.joining import join
-from napari_cellseg.inference.model_runner import ModelRunner, cached_load, is_out_of_memory
+from napari_cellseg.inference.model_runner import ModelRunner, cached_load
 from napari_cellseg.inference.object_size import (
     rescale_input,
     resize_maps,
     scaled_shape,
     to_image_grid,
 )
+from napari_cellseg.inference.plane_network import FallbackState, run_plane_with_fallback
+from napari_cellseg.inference.plane_overlap import PlaneOverlap, post_threads
 from napari_cellseg.inference.preprocess import (
     check_image,
     iter_planes,
@@ -38,15 +40,12 @@ from napari_cellseg.inference.preprocess import (
     resolve_axes,
     to_model_input,
 )
-from napari_cellseg.inference.tiling import plan_tiles
-from napari_cellseg.inference.unet_strategy import UNET_MULTIPLE
 from napari_cellseg.io.files import label_dtype
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel
 from napari_cellseg.params import PostprocessParams, PredictParams
 
 Event = Progress | Notice
-MIN_TILE = 64
 
 
 @dataclass
@@ -205,43 +204,53 @@ def iter_predict_planes(
     raw: list[Any] = []
     prob_planes: list[np.ndarray] = []
     tables: list[dict[str, np.ndarray]] = []
-    state = _FallbackState(params.batch_size, params.tile_size, device)
+    state = FallbackState(params.batch_size, params.tile_size, device)
     vanished = 0
-    for plane_number, (_index, plane) in enumerate(planes):
-        t0 = time.perf_counter()
-        x = to_model_input(
-            plane,
-            input_channels=card.input_channels,
-            channel_handling=card.channel_handling,
-            normalisation=card.normalisation,
-            channels=params.channels,
-        )
-        x = rescale_input(x, scale)
-        timings["preprocess"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        if network_output is not None and len(planes) == 1:
-            output = network_output  # the same input, tiles and network: the same output
-            if network_device is not None:
-                state.device = torch.device(network_device)
-        else:
-            output = yield from _run_plane_with_fallback(
-                runner, x, params, state, checkpoint, plane_number, len(planes), notices
-            )
-        timings["network"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        labels, table = _postprocess(card, output, x.shape[-2:], params.post)
-        if scale != 1.0:
-            labels, table, lost = to_image_grid(labels, table, plane.shape[:2])
+
+    def collect(overlap: PlaneOverlap, wait: bool) -> Generator[Event, None, None]:
+        nonlocal vanished
+        for number, (labels, table, lost), seconds in overlap.finished(wait):
+            timings["postprocess"] += seconds
             vanished += lost
-        timings["postprocess"] += time.perf_counter() - t0
-        table["plane"] = np.full(len(table["label"]), plane_number, np.int64)
-        label_planes.append(labels)
-        tables.append(table)
-        raw.append(output)
-        if params.keep_probabilities and family_spec(card.family).probability_map:
-            maps = output if scale == 1.0 else resize_maps(output, plane.shape[:2])
-            prob_planes.append(maps.astype(np.float16))
-        yield checkpoint(Progress("planes", plane_number + 1, len(planes)))
+            table["plane"] = np.full(len(table["label"]), number, np.int64)
+            label_planes.append(labels)
+            tables.append(table)
+            yield checkpoint(Progress("planes", number + 1, len(planes)))
+
+    # a stack's planes are post-processed in worker threads while the network runs the
+    # next plane (:mod:`.plane_overlap`: on CUDA; in line on the CPU and for one plane)
+    with PlaneOverlap(post_threads(state.device, len(planes))) as overlap:
+        for plane_number, (_index, plane) in enumerate(planes):
+            t0 = time.perf_counter()
+            x = to_model_input(
+                plane,
+                input_channels=card.input_channels,
+                channel_handling=card.channel_handling,
+                normalisation=card.normalisation,
+                channels=params.channels,
+            )
+            x = rescale_input(x, scale)
+            timings["preprocess"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            if network_output is not None and len(planes) == 1:
+                output = network_output  # the same input, tiles and network: the same output
+                if network_device is not None:
+                    state.device = torch.device(network_device)
+            else:
+                output = yield from run_plane_with_fallback(
+                    runner, x, params, state, checkpoint, plane_number, len(planes), notices
+                )
+            timings["network"] += time.perf_counter() - t0
+            raw.append(output)
+            if params.keep_probabilities and family_spec(card.family).probability_map:
+                maps = output if scale == 1.0 else resize_maps(output, plane.shape[:2])
+                prob_planes.append(maps.astype(np.float16))
+            shapes = (x.shape[-2:], plane.shape[:2])
+            overlap.submit(
+                plane_number, partial(_post_plane, card, output, shapes, params.post, scale)
+            )
+            yield from collect(overlap, wait=False)
+        yield from collect(overlap, wait=True)
 
     if vanished:
         notices.append(_vanished(vanished))
@@ -302,69 +311,26 @@ def reapply(prediction: Prediction, post: PostprocessParams) -> Prediction:
 
 
 # -- internals ---------------------------------------------------------------------------
-@dataclass
-class _FallbackState:
-    batch_size: int
-    tile_size: int
-    device: torch.device
-
-
-def _run_plane_with_fallback(
-    runner, x, params, state, checkpoint, plane_number, n_planes, notices
-) -> Generator[Event, None, Any]:
-    """Run one plane; on out-of-memory halve the batch, then the tile, then use the CPU."""
-    while True:
-        try:
-            return (
-                yield from _run_plane(runner, x, params, state, checkpoint, plane_number, n_planes)
-            )
-        except Exception as error:  # only out-of-memory is recovered
-            if not is_out_of_memory(error):
-                raise
-            if state.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if state.batch_size > 1:
-                state.batch_size //= 2
-                message = f"out of memory: retrying with batch size {state.batch_size}"
-            elif state.tile_size // 2 >= max(MIN_TILE, 2 * params.overlap + UNET_MULTIPLE):
-                state.tile_size //= 2
-                message = f"out of memory: retrying with tiles of {state.tile_size} px"
-            elif state.device.type != "cpu":
-                state.device = torch.device("cpu")
-                runner.move_to(state.device)
-                message = "out of memory on the GPU: continuing on the CPU"
-            else:
-                raise CellsegError(
-                    "out of memory even on the CPU with batch size 1 and the smallest tiles; "
-                    "close other programs or process a smaller region"
-                ) from None
-            notices.append(message)
-            yield checkpoint(Notice(message, level="warning"))
-
-
-def _run_plane(
-    runner: ModelRunner,
-    x: np.ndarray,
-    params: PredictParams,
-    state: _FallbackState,
-    checkpoint,
-    plane_number: int,
-    n_planes: int,
-) -> Generator[Event, None, Any]:
-    height, width = x.shape[-2:]
-    strategy = family_part(runner.card.family, "inference")
-    tile_size, overlap = strategy.tile_geometry(runner.card, state.tile_size, params.overlap)
-    multiple = getattr(strategy, "EVEN_TILES", None)  # U-Net: even tiles; else fixed
-    tiles = plan_tiles((height, width), tile_size, overlap, multiple=multiple)
-    batches = [tiles[i : i + state.batch_size] for i in range(0, len(tiles), state.batch_size)]
-    message = f"plane {plane_number + 1}/{n_planes}" if n_planes > 1 else ""
-    return (yield from strategy.run_tiles(runner, x, batches, overlap, params, checkpoint, message))
-
-
 def _postprocess(
     card: ModelCard, output: Any, shape: tuple[int, int], post: PostprocessParams
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return family_part(card.family, "inference").to_instances(card, output, shape, post)
+
+
+def _post_plane(
+    card: ModelCard,
+    output: Any,
+    shapes: tuple[tuple[int, int], tuple[int, int]],
+    post: PostprocessParams,
+    scale: float,
+) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+    """A plane's labels and table on the image's grid, and how many objects vanished there
+    (``shapes``: the network input's and the image plane's ``(Y, X)``)."""
+    labels, table = _postprocess(card, output, shapes[0], post)
+    lost = 0
+    if scale != 1.0:
+        labels, table, lost = to_image_grid(labels, table, shapes[1])
+    return labels, table, lost
 
 
 def _output_shape(card: ModelCard, output: Any, labels: np.ndarray) -> tuple[int, int]:
