@@ -30,7 +30,7 @@ def test_gpu_suite_smoke_runs_every_step_and_writes_json(tmp_path: Path) -> None
     summary = json.loads((out / "gpu_suite_smoke.json").read_text())
     steps = {s["step"]: s["rc"] for s in summary["steps"]}
     assert steps == dict.fromkeys(
-        ("inference", "compare_baseline", "train_throughput", "accuracy"), 0
+        ("inference", "compare_baseline", "train_throughput", "accuracy", "plane_overlap"), 0
     )
     rows = json.loads((out / "inference_cpu.json").read_text())["results"]
     assert {r["family"] for r in rows} == {"unet", "maskrcnn"}
@@ -40,11 +40,14 @@ def test_gpu_suite_smoke_runs_every_step_and_writes_json(tmp_path: Path) -> None
     assert train["crops_per_s"] > 0
     (accuracy,) = json.loads((out / "accuracy_cpu.json").read_text())["results"]
     assert 0.0 <= accuracy["dsb_ap"] <= 1.0
+    overlap = json.loads((out / "plane_overlap_cpu.json").read_text())["results"]
+    assert [r["threads"] for r in overlap] == [0, 2]
+    assert all(r["labels_identical_to_first"] for r in overlap)
 
 
 def test_gpu_suite_skip_leaves_steps_out(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    steps = ("inference", "compare_baseline", "train_throughput", "accuracy")
+    steps = ("inference", "compare_baseline", "train_throughput", "accuracy", "plane_overlap")
     skips = [arg for step in steps for arg in ("--skip", step)]
     done = subprocess.run(
         ["bash", str(ROOT / "bench" / "gpu_suite.sh"), "--smoke", "--out", str(out), *skips],
@@ -54,6 +57,6 @@ def test_gpu_suite_skip_leaves_steps_out(tmp_path: Path) -> None:
         env={**os.environ, "PYTHON": sys.executable},
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    assert done.stdout.count("skipped") == 4
+    assert done.stdout.count("skipped") == len(steps)
     assert json.loads((out / "gpu_suite_smoke.json").read_text())["steps"] == []
     assert not list(out.glob("*_cpu.json"))
