@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -181,14 +182,7 @@ class ModelRunner:
         Copy 0 is the batch as it is. Inference calls this once per copy, so that progress
         and Cancel come between copies.
         """
-        step = self.tiles_per_pass(len(batch))
-        transform = TTA_TRANSFORMS[index]
-        if step >= len(batch):
-            return self._unet_pass(batch, transform)
-        parts = [
-            self._unet_pass(batch[i : i + step], transform) for i in range(0, len(batch), step)
-        ]
-        return np.concatenate(parts)
+        return self._in_passes(batch, index, self._unet_pass, np.concatenate)
 
     def _unet_pass(self, batch: np.ndarray, transform: tuple[bool, bool, bool]) -> np.ndarray:
         transpose, flip_rows, flip_columns = transform
@@ -206,13 +200,15 @@ class ModelRunner:
     def unet_copy_on_device(self, batch: torch.Tensor, index: int) -> torch.Tensor:
         """:meth:`unet_copy` for a ``(B, C_in, H, W)`` tensor already on this runner's device:
         float32 probabilities left on the device (PyTorch backends only)."""
+        return self._in_passes(batch, index, self._unet_tensor_pass, torch.cat)
+
+    def _in_passes(self, batch: Any, index: int, run: Callable, join: Callable) -> Any:
+        """``run`` copy ``index`` of the batch in passes of :meth:`tiles_per_pass` tiles,
+        the passes' outputs joined by ``join`` (numpy or torch)."""
         step = self.tiles_per_pass(len(batch))
         transform = TTA_TRANSFORMS[index]
-        parts = [
-            self._unet_tensor_pass(batch[i : i + step], transform)
-            for i in range(0, len(batch), step)
-        ]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        parts = [run(batch[i : i + step], transform) for i in range(0, len(batch), step)]
+        return parts[0] if len(parts) == 1 else join(parts)
 
     @property
     def blends_on_device(self) -> bool:
