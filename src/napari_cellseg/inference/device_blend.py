@@ -3,13 +3,12 @@
 The host path (:func:`napari_cellseg.inference.unet_strategy.run_tiles` with its host tile
 source and :class:`~napari_cellseg.inference.tiling.TileBlender`) copies every batch of
 tiles to the device and every batch of probabilities back, then blends them in numpy on the
-CPU. On a
-GPU that costs more than the network itself: on the lent H200 (session 16) that stage took
-0.034 s on a 1024² DSB mosaic against 0.010 s with :class:`DeviceTiles`, the same loop
-with this module's tile source. Here the plane is copied to the device once (padded at its
-bottom and right edges so that every tile's padded input is a slice of it), tiles are
-sliced, augmented, run and blended with the same raised-cosine windows on the device, and
-the blended ``(C, Y, X)`` map is copied back once.
+CPU. On a GPU that costs more than the network itself: on the lent H200 (session 16) that
+stage took 0.034 s on a 1024² DSB mosaic against 0.010 s with :class:`DeviceTiles`, the
+same loop with this module's tile source. Here the plane is copied to the device once
+(padded at its bottom and right edges so that every tile's padded input is a slice of it),
+tiles are sliced, augmented, run and blended with the same raised-cosine windows on the
+device, and the blended ``(C, Y, X)`` map is copied back once.
 
 The result is the host path's (the same windows, the same float32 sums in the same order;
 on a GPU up to its own rounding): ``tests/inference/test_device_blend.py`` runs both on the
