@@ -11,8 +11,11 @@ its default order (total doubt: where there is the most to correct), ``top-mean`
 doubt of each image's worst objects (the order before; runs recorded as ``top`` before
 2026-12-03 used it and are relabelled ``top-mean``), ``top-spread`` in the ``spread`` order
 (total doubt weighed by how typical each image is of the pool and how unlike those picked
-before it). ``top-spread`` runs rank with ``--diameter``, as they are scored; the ``top`` and
-``top-mean`` runs recorded before ranked with the model's default diameter (``auto``).
+before it), ``top-typical`` in the ``spread`` order without the doubt (how typical and
+how unlike those picked before: the cold-start choice when the base model is far from the
+domain). ``top-spread`` and ``top-typical`` runs rank with ``--diameter``, as they are
+scored; the ``top`` and ``top-mean`` runs recorded before ranked with the model's default
+diameter (``auto``).
 
 Domains: ``colour`` (the 83 colour H&E/brightfield tiles of DSB 2018 stage1_train),
 ``brightfield`` (the 11 grey brightfield ones), ``glas`` (GlaS glands: pool = train,
@@ -124,9 +127,14 @@ def choose(pool, how: str, seed: int, base: Path, n: int = 3, diameter=None, pai
     from napari_cellseg.batch.ranking import rank_images
 
     loaded = load_weights(base)
-    order = {"top-mean": "mean", "top-spread": "spread"}.get(how, "total")
+    order = {"top-mean": "mean", "top-spread": "spread", "top-typical": "spread"}.get(how, "total")
     params = PredictParams(device="cpu", diameter=diameter)
     ranking = rank_images([p.image_path for p in pool], loaded, params, order=order)
+    if how == "top-typical":  # the spread order without the doubt: typical, then unlike
+        from napari_cellseg.batch.spread import spread_order
+
+        features = np.stack([np.asarray(r.features, np.float64) for r in ranking])
+        ranking = [ranking[i] for i in spread_order(np.ones(len(ranking)), features)]
     by_path = {p.image_path: p for p in pool}
     top = [by_path[Path(r.path)] for r in ranking[:n]]
     rest = [p for p in pool if p not in top]
@@ -224,7 +232,8 @@ def report(folder: Path) -> str:
             kept = sum(bool(r["kept_base"]) for r in rows)
             seeds = ",".join(str(r["seed"]) for r in rows)
             chosen = {"top": "top-ranked (total doubt)", "top-mean": "top-ranked (mean doubt)",
-                      "top-spread": "top-ranked (spread)"}  # fmt: skip
+                      "top-spread": "top-ranked (spread)",
+                      "top-typical": "typical (spread without doubt)"}  # fmt: skip
             plain = how.removesuffix(", paired")
             chosen = chosen.get(plain, plain) + how[len(plain) :]
             lines.append(
@@ -246,8 +255,8 @@ def main() -> None:
     parser.add_argument("--diameter", default=None, help="prediction diameter (default: model's)")
     parser.add_argument(
         "--runs", nargs="+", default=["classic:random:0", "fast:random:0"],
-        help="recipe:selection:seed, selection random, top, top-mean or top-spread, e.g. "
-        "fast:top:0",
+        help="recipe:selection:seed, selection random, top, top-mean, top-spread or "
+        "top-typical, e.g. fast:top:0",
     )  # fmt: skip
     parser.add_argument(
         "--object-diameter", type=float, default=None,
@@ -279,8 +288,10 @@ def main() -> None:
         print("base", result["base_score"], flush=True)
     for spec in args.runs:
         recipe, how, seed = spec.split(":")
-        if how not in ("random", "top", "top-mean", "top-spread"):
-            parser.error(f"--runs {spec}: selection must be random, top, top-mean or top-spread")
+        if how not in ("random", "top", "top-mean", "top-spread", "top-typical"):
+            parser.error(
+                f"--runs {spec}: selection must be random, top, top-mean, top-spread or top-typical"
+            )
         row = run(
             args.base, pool, test, recipe, how, int(seed), args.minutes, args.diameter,
             args.object_diameter, args.paired, result["base_score"],
