@@ -72,9 +72,7 @@ def test_stopping_an_overlapped_stack_stops_and_leaves_no_worker(
     monkeypatch.setattr(plane_overlap, "POST_THREADS", 2)
     seen: list = []
     params = PredictParams(axes="TYX", diameter="off")
-    gen = planes.iter_predict_planes(
-        stack, demo_unet, params, should_stop=lambda: len(seen) >= 1
-    )
+    gen = planes.iter_predict_planes(stack, demo_unet, params, should_stop=lambda: len(seen) >= 1)
     with pytest.raises(CancelledError):
         for event in gen:
             if isinstance(event, Progress) and event.stage == "tiles":
