@@ -67,7 +67,8 @@ class Prediction:
     timings : dict of str to float
         Seconds per stage: ``load``, ``preprocess``, ``network``, ``postprocess``, ``total``;
         from the front door also ``diameter`` (the size estimate of ``diameter="auto"``,
-        included in ``total``).
+        included in ``total``). ``postprocess`` sums each plane's time in its thread: a
+        stack overlapped with the network (:mod:`.plane_overlap`) takes less than the sum.
     diameter : float or None
         The object diameter (px of the image) the run was scaled for: given, converted from
         micrometres or estimated (``diameter="auto"``); ``None``: no diameter was used.
