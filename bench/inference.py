@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -103,6 +104,17 @@ def mosaic(size: int, source: str, data_root: Path) -> np.ndarray:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+T = TypeVar("T")
+
+
+def timed(device: torch.device, work: Callable[..., T], *args: object) -> tuple[T, float]:
+    """``work(*args)`` and its seconds, read after ``device`` has finished (:func:`sync`)."""
+    start = time.perf_counter()
+    result = work(*args)
+    sync(device)
+    return result, time.perf_counter() - start
 
 
 def naive_predict(
@@ -287,10 +299,8 @@ def compare_baseline(
                 backend = {"new": params.backend, "bf16": "bf16"}.get(which, "torch")
                 run = replace(params, backend=backend)
                 with context:
-                    start = time.perf_counter()
-                    prediction = predict(image, loaded, run)
-                    sync(device)
-                    times[which].append(time.perf_counter() - start)
+                    prediction, seconds = timed(device, predict, image, loaded, run)
+                    times[which].append(seconds)
                 stages[which].append(prediction.timings)
                 labels[which] = prediction.labels
         best = {k: min(v) for k, v in times.items()}
@@ -521,17 +531,13 @@ def main() -> int:
             host = None
             with PeakRSS(interval=0.01) as rss:
                 for _ in range(max(1, args.repeats)):
-                    start = time.perf_counter()
-                    prediction = predict(image, loaded, params)
-                    sync(device)
-                    ours_times.append(time.perf_counter() - start)
+                    prediction, seconds = timed(device, predict, image, loaded, params)
+                    ours_times.append(seconds)
                     if host_too:
                         ModelRunner.device_blend = False  # the host path, same image
                         try:
-                            start = time.perf_counter()
-                            host = predict(image, loaded, params)
-                            sync(device)
-                            host_times.append(time.perf_counter() - start)
+                            host, seconds = timed(device, predict, image, loaded, params)
+                            host_times.append(seconds)
                         finally:
                             ModelRunner.device_blend = None
             ours_s = min(ours_times)
@@ -575,10 +581,10 @@ def main() -> int:
                 naive_times = []
                 with PeakRSS(interval=0.01) as rss:
                     for _ in range(max(1, min(args.repeats, 2))):
-                        start = time.perf_counter()
-                        naive_predict(loaded, image, args.tile, device, params.post)
-                        sync(device)
-                        naive_times.append(time.perf_counter() - start)
+                        _, seconds = timed(
+                            device, naive_predict, loaded, image, args.tile, device, params.post
+                        )
+                        naive_times.append(seconds)
                 naive_s = min(naive_times)
                 row.update(
                     naive_seconds=naive_s,

@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,7 @@ from napari_cellseg.params import PredictParams
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from inference import mosaic, mosaic_source  # noqa: E402  (bench/inference.py)
+from inference import mosaic, mosaic_source, timed  # noqa: E402  (bench/inference.py)
 
 
 def stack_of(size: int, planes: int, data_root: Path) -> tuple[str, np.ndarray]:
@@ -72,11 +71,8 @@ def main() -> int:
         for n in threads:  # interleaved: each setting once per round
             plane_overlap.POST_THREADS = n
             with PeakRSS(interval=0.02) as rss:
-                start = time.perf_counter()
-                prediction = predict_planes(stack, loaded, params)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                times[n].append(time.perf_counter() - start)
+                prediction, seconds = timed(device, predict_planes, stack, loaded, params)
+                times[n].append(seconds)
             peaks[n] = max(peaks.get(n, 0.0), rss.mib)
             if times[n][-1] == min(times[n]):
                 stages[n] = {k: round(v, 4) for k, v in prediction.timings.items()}

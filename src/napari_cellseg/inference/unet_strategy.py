@@ -28,9 +28,10 @@ UNET_MULTIPLE = 32
 #: (:func:`~napari_cellseg.inference.tiling.plan_tiles`): the fewest tiles, least padding.
 EVEN_TILES = UNET_MULTIPLE
 #: Turn cuDNN's autotuner on when a model is prepared for CUDA (:func:`prepare_model`).
-#: Off: on an H200 (session 16, ``bench/inference.py --no-autotune``) it made the first
-#: image of each new size 0.4-0.8 s slower (each new tile shape is tuned) and later ones
-#: no faster (best of 3: 1024² 0.136 s on / 0.126 s off, 2048² 0.537 / 0.505 s).
+#: Off: on an H200 (session 16, ``bench/inference.py`` with and without ``--autotune``)
+#: it made the first image of each new size 0.4-0.8 s slower (each new tile shape is
+#: tuned) and later ones no faster (best of 3: 1024² 0.136 s on / 0.126 s off, 2048²
+#: 0.537 / 0.505 s).
 CUDNN_AUTOTUNE = False
 
 
