@@ -9,6 +9,16 @@ that keeps the image's true foreground fraction, so that its mask dynamics (flow
 the costly half of its post-processing) run over as many pixels as a trained model's would.
 A third run with ``compute_masks=False`` times the network (and its resizing) alone.
 
+Cellpose's own size estimate (``diameter=0`` with a size model: ``SizeModel.eval``) costs two
+more passes before the final one: the network at the model's own scale for the image's style
+vector, then a whole segmentation (network and mask dynamics) at the size the style implies,
+whose masks' median diameter is the estimate. Random weights give no meaningful style, so
+those two steps are timed as ``SizeModel.eval`` runs them with a size model that reads the
+true diameter from the style (an oracle; its regression is one dot product): the style pass
+unscaled, then the segmentation at the true diameter with the foreground-keeping threshold.
+``seconds_size_estimate`` is their sum; Cellpose's ``diameter=0`` run costs it plus
+``seconds_with_dynamics``.
+
 Input: a JSON list of ``{"path", "diameter", "foreground"}`` on stdin; output: JSON on stdout.
 """
 
@@ -29,7 +39,7 @@ NUCLEI_DIAMETER = 17.0
 def main() -> int:
     import imageio.v3 as iio
     import torch
-    from cellpose import models
+    from cellpose import models, utils
 
     logging.disable(logging.WARNING)
     threads = int(sys.argv[1]) if len(sys.argv) > 1 else torch.get_num_threads()
@@ -58,12 +68,21 @@ def main() -> int:
         start = time.perf_counter()
         model.eval(grey, channels=[0, 0], diameter=job["diameter"], compute_masks=False)
         network = time.perf_counter() - start
+        start = time.perf_counter()  # SizeModel.eval, step 1: the style, at the model's scale
+        model.eval(grey, channels=[0, 0], resample=False, compute_masks=False)
+        masks_for_size, _, _ = model.eval(  # step 2: segmentation at the style's size
+            grey, channels=[0, 0], diameter=job["diameter"], cellprob_threshold=threshold,
+            resample=False,
+        )  # fmt: skip
+        utils.diameters(masks_for_size)
+        size_estimate = time.perf_counter() - start
         out.append(
             {
                 "seconds_network_only": network,
                 "path": job["path"],
                 "seconds_default_threshold": plain,
                 "seconds_with_dynamics": dynamics,
+                "seconds_size_estimate": size_estimate,
                 "objects_with_dynamics": int(masks.max()),
             }
         )

@@ -41,19 +41,8 @@ export HF_HUB_OFFLINE=1
 DATA="${CELLSEG_DATA:-$ROOT/../shared/data}"
 UNET="$ROOT/sample_data/models/unet_dsb.safetensors"
 MRCNN="$ROOT/sample_data/models/maskrcnn_dsb.safetensors"
-STEPS=()
-
-step() {  # step NAME SECONDS COMMAND...: run with a limit, remember how it ended
-    local name="$1" limit="$2"
-    shift 2
-    case "$SKIP" in *" $name "*) echo "== $name skipped"; return ;; esac
-    echo "== $name (limit ${limit} s)"
-    local start=$SECONDS
-    timeout --kill-after=10 "$limit" "$@"
-    local rc=$?
-    STEPS+=("{\"step\": \"$name\", \"rc\": $rc, \"seconds\": $((SECONDS - start))}")
-    [ $rc -eq 0 ] || echo "!! $name ended with status $rc" >&2
-}
+# shellcheck source=bench/_suite.sh
+source "$ROOT/bench/_suite.sh"
 
 if [ "$MODE" = smoke ]; then
     TMP="$(mktemp -d)"
@@ -92,12 +81,4 @@ else
         --rootdir "$ROOT" --junitxml "$OUT/gpu_tests_cuda.xml"
 fi
 
-SUMMARY="$OUT/gpu_suite_${MODE}.json"
-JOINED="$(IFS=,; echo "${STEPS[*]}")"
-printf '{"mode": "%s", "steps": [%s]}\n' "$MODE" "$JOINED" > "$SUMMARY"
-echo "wrote $SUMMARY"
-FAILED=0
-for s in "${STEPS[@]}"; do
-    case "$s" in *'"rc": 0,'*) ;; *) FAILED=1 ;; esac
-done
-exit $FAILED
+finish_suite "$OUT/gpu_suite_${MODE}.json" "$MODE"

@@ -1,11 +1,12 @@
 """Post-processing alone, old (``_baseline.py``) vs new, in CPU seconds, on real network output.
 
-Runs the demo U-Net once on each image (the sample brightfield image and a 1024² mosaic of
-DSB images) and the demo Mask R-CNN on the sample fluorescence image, then times turning
-the kept output into labels and the object table, old and new interleaved, in process CPU
-time (``time.process_time``: robust to a busy machine), and checks the labels are the same
-(or, where the watershed broke an exact tie in another order, how many pixels agree).
-Writes bench/results/postprocess_speed_cpu.json.
+Runs the demo U-Net once on each image (the sample brightfield image and mosaics of DSB
+images, 1024² and 2048² by default: ``--mosaics``) and the demo Mask R-CNN on the sample
+fluorescence image, then times turning the kept output into labels and the object table, old
+and new interleaved, in process CPU time (``time.process_time``: robust to a busy machine),
+and checks the labels are the same (or, where the watershed broke an exact tie in another
+order, how many pixels agree).
+Writes bench/results/postprocess_speed_cpu.json (``--out-name``).
 
     nice -n 19 .venv/bin/python bench/postprocess_speed.py --repeats 5
 """
@@ -44,6 +45,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--out-name", default="postprocess_speed_cpu.json")
+    parser.add_argument(
+        "--mosaics", nargs="*", type=int, default=[1024, 2048], help="DSB mosaic sides (px)"
+    )
     args = parser.parse_args()
     models = ROOT / "sample_data" / "models"
     unet = load_weights(models / "unet_dsb.safetensors")
@@ -54,8 +59,7 @@ def main() -> int:
 
     runs = [
         (unet, "sample dsb_brightfield 512²", sample("dsb_brightfield")),
-        (unet, "dsb mosaic 1024²", mosaic(1024, "dsb", args.data_root)),
-        (unet, "dsb mosaic 2048²", mosaic(2048, "dsb", args.data_root)),
+        *((unet, f"dsb mosaic {n}²", mosaic(n, "dsb", args.data_root)) for n in args.mosaics),
         (mrcnn, "sample dsb_fluorescence 256²", sample("dsb_fluorescence")),
     ]
     rows = []
@@ -86,7 +90,7 @@ def main() -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "postprocess_speed_cpu.json"
+    path = args.out / args.out_name
     path.write_text(json.dumps({"results": rows}, indent=2))
     print(f"wrote {path}")
     print(

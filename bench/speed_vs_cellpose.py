@@ -10,7 +10,10 @@ Issue 21's peer anchor. On 20 images spread over the DSB 2018 validation split (
 - Cellpose 3's ``CPnet`` with random weights and its own pre- and post-processing, given the
   image's true object diameter (``bench/_cellpose_worker.py``, in ``.venv-cellpose``:
   ``make cellpose-venv``), once at its default cell-probability threshold and once with the
-  threshold that keeps the true foreground fraction, so that its mask dynamics run.
+  threshold that keeps the true foreground fraction, so that its mask dynamics run;
+- Cellpose 3 estimating the size itself as ``diameter=0`` does (``SizeModel.eval``: a style
+  pass and a whole segmentation before the final one; timed with an oracle size model, see
+  the worker), the like-for-like anchor of our ``auto``.
 
 Ours runs before and after Cellpose and keeps each image's faster time, so a change of load
 during the run does not favour either side. Writes ``bench/results/speed_vs_cellpose_cpu.json``
@@ -126,6 +129,7 @@ def main() -> int:
     cp_plain = np.array([r["seconds_default_threshold"] for r in cellpose["images"]])
     cp_dyn = np.array([r["seconds_with_dynamics"] for r in cellpose["images"]])
     cp_net = np.array([r["seconds_network_only"] for r in cellpose["images"]])
+    cp_auto = cp_dyn + np.array([r["seconds_size_estimate"] for r in cellpose["images"]])
     summary = {
         "images": len(images),
         "ours_s": float(ours.sum()),
@@ -134,6 +138,8 @@ def main() -> int:
         "cellpose_default_threshold_s": float(cp_plain.sum()),
         "cellpose_with_dynamics_s": float(cp_dyn.sum()),
         "cellpose_network_only_s": float(cp_net.sum()),
+        "cellpose_size_estimated_s": float(cp_auto.sum()),
+        "ratio_auto_vs_cellpose_size_estimated": float(cp_auto.sum() / ours.sum()),
         "ratio_default_threshold": float(cp_plain.sum() / ours.sum()),
         "ratio_with_dynamics": float(cp_dyn.sum() / ours.sum()),
         "ratio_torch_with_dynamics": float(cp_dyn.sum() / ours_torch.sum()),
@@ -201,6 +207,9 @@ def main() -> int:
     print(f"| Cellpose 3, default threshold | {summary['cellpose_default_threshold_s']:.1f} | 1 |")
     print(f"| Cellpose 3, with dynamics | {summary['cellpose_with_dynamics_s']:.1f} | 1 |")
     print(f"| Cellpose 3, network only | {summary['cellpose_network_only_s']:.1f} | – |")
+    print(f"| Cellpose 3 estimating the size (diameter=0), with dynamics | "
+          f"{summary['cellpose_size_estimated_s']:.1f} | ours auto: "
+          f"{summary['ratio_auto_vs_cellpose_size_estimated']:.1f}x |")  # fmt: skip
     return 0
 
 

@@ -1,0 +1,53 @@
+"""``bench/cpu_suite.sh --smoke``: issue 21's CPU suite runs every step at tiny sizes.
+
+As for the GPU suite, the figures are not checked (timed assertions belong in ``bench/``),
+only that each step runs to its end and writes the JSON the suite names after its tag, so
+that the one-run measurement on a fresh clone cannot break unseen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_cpu_suite_smoke_runs_every_step_and_names_its_json(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
+    command = ["bash", str(ROOT / "bench" / "cpu_suite.sh"), "--smoke", "--out", str(out)]
+    done = subprocess.run(
+        [*command, "--tag", "smoke1"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    summary = json.loads((out / "cpu_suite_smoke1.json").read_text())
+    assert summary["mode"] == "smoke" and summary["tag"] == "smoke1"
+    assert {s["step"]: s["rc"] for s in summary["steps"]} == dict.fromkeys(
+        ("compare_baseline", "postprocess", "memory"), 0
+    )
+    (speed,) = json.loads((out / "inference_speed_cpu_smoke1.json").read_text())["results"]
+    assert speed["speedup_best"] > 0 and "identical" in speed["agreement"]
+    post = json.loads((out / "postprocess_speed_cpu_smoke1.json").read_text())["results"]
+    assert [r["family"] for r in post] == ["unet", "unet", "maskrcnn"]
+    assert all(r["identical"] for r in post)
+    memory = json.loads((out / "inference_memory_cpu_smoke1.json").read_text())["results"]
+    assert [r["pipeline"] for r in memory] == ["old", "new"]
+    assert all(r["peak_mib"] >= r["rss_after_warmup_mib"] > 0 for r in memory)
+
+
+def test_cpu_suite_rejects_an_unknown_option(tmp_path: Path) -> None:
+    done = subprocess.run(
+        ["bash", str(ROOT / "bench" / "cpu_suite.sh"), "--fast"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "usage: bench/cpu_suite.sh" in done.stderr
