@@ -8,7 +8,9 @@
 #   4. bench/accuracy.py: one short DSB run (U-Net, 2 minutes), scored on 30 held-out images
 #   5. bench/plane_overlap.py: a stack's post-processing in threads while the network runs
 #      (16 planes of 1024², plane by plane against 1, 2 and 4 threads)
-#   6. pytest -m gpu tests/gpu: the CUDA-only tests (GPU mode only; needs pytest there), a
+#   6. bench/plane_overlap.py --planes-together both: a time-lapse of 64 small planes (256²),
+#      one plane per forward pass against 8 (the batch size) per pass
+#   7. pytest -m gpu tests/gpu: the CUDA-only tests (GPU mode only; needs pytest there), a
 #      JUnit report in gpu_tests_cuda.xml
 # Each step has its own time limit; a step that fails or runs out is recorded and the next
 # one runs. JSON goes to bench/results/ (names end in _cuda), and a summary to
@@ -64,6 +66,9 @@ if [ "$MODE" = smoke ]; then
         --encoder resnet18 --workers 0 --max-eval 1 --data-root "$TMP/data" --out "$OUT"
     step plane_overlap 300 "$PY" "$ROOT/bench/plane_overlap.py" --device cpu --size 64 \
         --planes 3 --threads 0 2 --repeats 1 --data-root "$TMP/data" --out "$OUT"
+    step plane_batches 300 "$PY" "$ROOT/bench/plane_overlap.py" --device cpu --size 64 \
+        --planes 3 --threads 0 --planes-together both --repeats 1 --data-root "$TMP/data" \
+        --out "$OUT" --out-name plane_batches_cpu.json
 else
     step inference 190 "$PY" "$ROOT/bench/inference.py" --device cuda --families unet maskrcnn \
         --sizes 1024 2048 4096 --skip-naive-above 2048 --weights-unet "$UNET" \
@@ -77,6 +82,9 @@ else
         --out-name accuracy_cuda_short.json
     step plane_overlap 100 "$PY" "$ROOT/bench/plane_overlap.py" --device cuda --size 1024 \
         --planes 16 --threads 0 1 2 4 --repeats 3 --data-root "$DATA" --out "$OUT"
+    step plane_batches 90 "$PY" "$ROOT/bench/plane_overlap.py" --device cuda --size 256 \
+        --planes 64 --threads 2 --planes-together both --batch-size 8 --repeats 3 \
+        --data-root "$DATA" --out "$OUT" --out-name plane_batches_cuda.json
     step gpu_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu "$ROOT/tests/gpu" \
         --rootdir "$ROOT" --junitxml "$OUT/gpu_tests_cuda.xml"
 fi

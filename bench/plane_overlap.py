@@ -4,11 +4,17 @@ A time-lapse of ``--planes`` real planes (a DSB mosaic of ``--size``², turned a
 so that no two planes are equal) is segmented plane by plane (``threads 0``: the network,
 then the post-processing, then the next plane) and with ``N`` post-processing threads
 (:mod:`napari_cellseg.inference.plane_overlap`), interleaved, best of ``--repeats``; the
-labels of every overlapped run are compared with the plane-by-plane ones. Writes
+labels of every overlapped run are compared with the plane-by-plane ones.
+``--planes-together both`` also runs each setting with planes of one tile each going through
+the network one per pass (:data:`~napari_cellseg.inference.plane_network.PLANES_TOGETHER`
+off) beside ``batch_size`` per pass (on CUDA; the CPU passes one tile at a time anyway):
+use a ``--size`` of at most the tile size (512) for that. Writes
 ``bench/results/plane_overlap_<device>.json`` and prints a Markdown table.
 
     .venv/bin/python bench/plane_overlap.py --planes 8 --size 1024 --threads 0 1 2
     python3 bench/plane_overlap.py --device cuda --planes 16 --threads 0 1 2 4   # on a GPU
+    python3 bench/plane_overlap.py --device cuda --size 256 --planes 64 --threads 2 \
+        --planes-together both --out-name plane_batches_cuda.json
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import torch
 from _common import PeakRSS
 
 from napari_cellseg.device import resolve_device
-from napari_cellseg.inference import plane_overlap
+from napari_cellseg.inference import plane_network, plane_overlap
 from napari_cellseg.inference.planes import predict_planes
 from napari_cellseg.models import load_weights
 from napari_cellseg.params import PredictParams
@@ -50,6 +56,8 @@ def main() -> int:
     parser.add_argument("--planes", type=int, default=8)
     parser.add_argument("--threads", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--planes-together", choices=["on", "off", "both"], default="on")
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument(
         "--weights", type=Path, default=ROOT / "sample_data" / "models" / "unet_dsb.safetensors"
     )
@@ -60,39 +68,43 @@ def main() -> int:
     device = resolve_device(args.device)
     image_name, stack = stack_of(args.size, args.planes, args.data_root)
     loaded = load_weights(args.weights, device=device)
-    params = PredictParams(device=str(device), axes="TYXC", diameter="off")
+    params = PredictParams(
+        device=str(device), axes="TYXC", diameter="off", batch_size=args.batch_size
+    )
     predict_planes(stack[:2, :256, :256], loaded, params)  # warm-up
-    threads = list(dict.fromkeys(args.threads))
-    times: dict[int, list[float]] = {n: [] for n in threads}
-    stages: dict[int, dict] = {}
-    labels: dict[int, np.ndarray] = {}
-    peaks: dict[int, float] = {}
+    flags = {"on": [True], "off": [False], "both": [False, True]}[args.planes_together]
+    settings = [(n, flag) for n in dict.fromkeys(args.threads) for flag in flags]
+    times: dict[tuple, list[float]] = {s: [] for s in settings}
+    stages: dict[tuple, dict] = {}
+    labels: dict[tuple, np.ndarray] = {}
+    peaks: dict[tuple, float] = {}
     for _ in range(args.repeats):
-        for n in threads:  # interleaved: each setting once per round
-            plane_overlap.POST_THREADS = n
+        for setting in settings:  # interleaved: each setting once per round
+            plane_overlap.POST_THREADS, plane_network.PLANES_TOGETHER = setting
             with PeakRSS(interval=0.02) as rss:
                 prediction, seconds = timed(device, predict_planes, stack, loaded, params)
-                times[n].append(seconds)
-            peaks[n] = max(peaks.get(n, 0.0), rss.mib)
-            if times[n][-1] == min(times[n]):
-                stages[n] = {k: round(v, 4) for k, v in prediction.timings.items()}
-            labels.setdefault(n, prediction.labels)
-    plane_overlap.POST_THREADS = None
-    reference = labels[threads[0]]
+                times[setting].append(seconds)
+            peaks[setting] = max(peaks.get(setting, 0.0), rss.mib)
+            if times[setting][-1] == min(times[setting]):
+                stages[setting] = {k: round(v, 4) for k, v in prediction.timings.items()}
+            labels.setdefault(setting, prediction.labels)
+    plane_overlap.POST_THREADS, plane_network.PLANES_TOGETHER = None, True
+    reference = labels[settings[0]]
     rows = []
-    for n in threads:
-        best = min(times[n])
+    for setting in settings:
+        best = min(times[setting])
         rows.append(
             {
-                "threads": n,
+                "threads": setting[0],
+                "planes_together": setting[1],
                 "best_seconds": best,
-                "all_seconds": times[n],
-                "speedup_vs_first": min(times[threads[0]]) / best,
+                "all_seconds": times[setting],
+                "speedup_vs_first": min(times[settings[0]]) / best,
                 "seconds_per_plane": best / args.planes,
-                "stages_of_best": stages[n],
-                "peak_rss_above_start_mib": peaks[n],
-                "labels_identical_to_first": bool(np.array_equal(labels[n], reference)),
-                "objects": int(sum(len(np.unique(p)) - 1 for p in labels[n])),
+                "stages_of_best": stages[setting],
+                "peak_rss_above_start_mib": peaks[setting],
+                "labels_identical_to_first": bool(np.array_equal(labels[setting], reference)),
+                "objects": int(sum(len(np.unique(p)) - 1 for p in labels[setting])),
             }
         )
     hardware = {
@@ -110,6 +122,7 @@ def main() -> int:
         "planes": args.planes,
         "model": loaded.card.name,
         "repeats": args.repeats,
+        "batch_size": args.batch_size,
         "default_threads": plane_overlap.post_threads(device, args.planes),
         "results": rows,
     }
@@ -119,14 +132,16 @@ def main() -> int:
     print(f"wrote {path}")
     print(f"{args.planes} planes of {args.size}² ({image_name}), {loaded.card.name}, {device}")
     print(
-        "| post threads | best s | s per plane | speed-up | network s | post-processing s "
-        "(summed over threads) | labels as plane by plane |"
+        "| post threads | planes together | best s | s per plane | speed-up | network s "
+        "| post-processing s (summed over threads) | labels as the first row |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         st = r["stages_of_best"]
+        together = "yes" if r["planes_together"] else "no"
         print(
-            f"| {r['threads']} | {r['best_seconds']:.2f} | {r['seconds_per_plane']:.3f} | "
+            f"| {r['threads']} | {together} | {r['best_seconds']:.2f} | "
+            f"{r['seconds_per_plane']:.3f} | "
             f"{r['speedup_vs_first']:.2f} | {st.get('network', 0):.2f} | "
             f"{st.get('postprocess', 0):.2f} | "
             f"{'yes' if r['labels_identical_to_first'] else 'NO'} |"

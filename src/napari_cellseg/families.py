@@ -196,9 +196,13 @@ def family_part(family: str | FamilySpec, layer: Layer) -> ModuleType:
     ``default_outputs(builder_args)``, ``input_channels(builder_args)``,
     ``architecture(builder_args)``, ``EXPECTED_KEYS``, ``claims_state_dict(keys)`` and
     ``infer_builder_args(state, path)``. The ``inference`` module defines
-    ``prepare_model(model, device)``, ``run_plane(runner, x, params, tile_size, checkpoint,
-    message)`` (a generator returning the plane's raw output), ``to_instances(card, output,
-    shape, post)`` and ``output_shape(output, labels)``. The ``training`` module defines
+    ``prepare_model(model, device)``, ``tile_geometry(card, tile_size, overlap)``,
+    ``run_tiles(runner, x, batches, overlap, params, checkpoint, message)`` (a generator
+    returning a plane's raw output), ``to_instances(card, output, shape, post)`` and
+    ``output_shape(output, labels)``; it may define ``EVEN_TILES`` (even tile plans whose
+    sides are multiples of it) and ``run_planes(runner, xs, overlap, params, checkpoint,
+    message)`` (planes of one tile each through the network together, a generator returning
+    their raw outputs). The ``training`` module defines
     ``check_outputs(outputs)``, ``crop_target(labels, outputs, inner)``, ``collate(batch)``
     and ``loss(model, images, targets, loss_fn, device)``; to train on images with a checked
     region (``regions/<name>.tif``) ``crop_target`` also takes ``region=`` (bool, the crop's

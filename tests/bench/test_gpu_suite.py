@@ -30,7 +30,15 @@ def test_gpu_suite_smoke_runs_every_step_and_writes_json(tmp_path: Path) -> None
     summary = json.loads((out / "gpu_suite_smoke.json").read_text())
     steps = {s["step"]: s["rc"] for s in summary["steps"]}
     assert steps == dict.fromkeys(
-        ("inference", "compare_baseline", "train_throughput", "accuracy", "plane_overlap"), 0
+        (
+            "inference",
+            "compare_baseline",
+            "train_throughput",
+            "accuracy",
+            "plane_overlap",
+            "plane_batches",
+        ),
+        0,
     )
     rows = json.loads((out / "inference_cpu.json").read_text())["results"]
     assert {r["family"] for r in rows} == {"unet", "maskrcnn"}
@@ -43,11 +51,21 @@ def test_gpu_suite_smoke_runs_every_step_and_writes_json(tmp_path: Path) -> None
     overlap = json.loads((out / "plane_overlap_cpu.json").read_text())["results"]
     assert [r["threads"] for r in overlap] == [0, 2]
     assert all(r["labels_identical_to_first"] for r in overlap)
+    batches = json.loads((out / "plane_batches_cpu.json").read_text())["results"]
+    assert [r["planes_together"] for r in batches] == [False, True]
+    assert all(r["labels_identical_to_first"] for r in batches)
 
 
 def test_gpu_suite_skip_leaves_steps_out(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    steps = ("inference", "compare_baseline", "train_throughput", "accuracy", "plane_overlap")
+    steps = (
+        "inference",
+        "compare_baseline",
+        "train_throughput",
+        "accuracy",
+        "plane_overlap",
+        "plane_batches",
+    )
     skips = [arg for step in steps for arg in ("--skip", step)]
     done = subprocess.run(
         ["bash", str(ROOT / "bench" / "gpu_suite.sh"), "--smoke", "--out", str(out), *skips],

@@ -171,3 +171,33 @@ def test_a_stack_on_cuda_overlaps_post_processing_with_the_same_labels(image, mo
     monkeypatch.setattr(plane_overlap, "POST_THREADS", 0)
     in_line = predict_planes(stack, load_weights(WEIGHTS["unet"]), params)
     np.testing.assert_array_equal(overlapped.labels, in_line.labels)
+
+
+@pytest.mark.parametrize("mixed", [True, False], ids=["autocast", "float32"])
+def test_small_planes_go_together_on_cuda_with_the_plane_by_plane_labels(
+    image, monkeypatch, mixed
+) -> None:
+    from napari_cellseg.inference import plane_network
+    from napari_cellseg.inference.planes import predict_planes
+
+    grey = image[..., 0]
+    stack = np.stack([grey, np.rot90(grey), grey[::-1], np.rot90(grey, 3), grey.T]).copy()
+    params = PredictParams(
+        device="cuda", axes="TYX", diameter="off", batch_size=4, mixed_precision=mixed
+    )
+    passes: list[int] = []
+    original = ModelRunner._unet_tensor_pass
+
+    def counted(self, x, transform):
+        passes.append(len(x))
+        return original(self, x, transform)
+
+    monkeypatch.setattr(ModelRunner, "_unet_tensor_pass", counted)
+    together = predict_planes(stack, load_weights(WEIGHTS["unet"]), params)  # the default
+    assert passes == [4, 1]
+    monkeypatch.setattr(plane_network, "PLANES_TOGETHER", False)
+    alone = predict_planes(stack, load_weights(WEIGHTS["unet"]), params)
+    assert passes[2:] == [1] * 5
+    # a batch of 4 may round differently from batches of 1 in cuDNN: near-identical labels
+    for a, b in zip(together.labels, alone.labels, strict=True):
+        assert matching_at(b, a, 0.5)["f1"] >= 0.99

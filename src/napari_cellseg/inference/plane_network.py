@@ -1,14 +1,21 @@
-"""One plane through the network, tile batch by tile batch, with the out-of-memory fallback.
+"""Planes through the network, tile batch by tile batch, with the out-of-memory fallback.
 
 Used by :func:`napari_cellseg.inference.planes.iter_predict_planes`: the family's tile
-runner (:func:`~napari_cellseg.families.family_part`) runs the plane's tiles; on
-out-of-memory the batch is halved, then the tile, then the run goes on on the CPU, each
-step said in a :class:`~napari_cellseg.events.Notice`.
+runner (:func:`~napari_cellseg.families.family_part`) runs a plane's tiles
+(:func:`run_plane`); on out-of-memory the batch is halved, then the tile, then the run goes
+on on the CPU, each step said in a :class:`~napari_cellseg.events.Notice`
+(:func:`run_with_fallback`).
+
+Planes that each fit in one tile (a time-lapse or z-stack of small planes) go through the
+network several at a time where the runner passes several tiles at once (on CUDA: the
+batch size; on the CPU one tile per pass gains as much, so there they go one by one):
+:func:`planes_together` says how many, :func:`run_planes_with_fallback` runs them with the
+family's ``run_planes``. Batches used to stop at the edge of a plane.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +33,10 @@ from napari_cellseg.params import PredictParams
 Event = Progress | Notice
 #: The smallest tile the fallback halves down to.
 MIN_TILE = 64
+#: Let planes of one tile each go through the network together (:func:`planes_together`);
+#: False: one plane per pass, as before (``bench/plane_overlap.py --planes-together both``
+#: compares the two).
+PLANES_TOGETHER = True
 
 
 @dataclass
@@ -39,11 +50,83 @@ def run_plane_with_fallback(
     runner, x, params, state, checkpoint, plane_number, n_planes, notices
 ) -> Generator[Event, None, Any]:
     """Run one plane; on out-of-memory halve the batch, then the tile, then use the CPU."""
+
+    def work() -> Generator[Event, None, Any]:
+        return (yield from run_plane(runner, x, params, state, checkpoint, plane_number, n_planes))
+
+    return (yield from run_with_fallback(work, runner, params, state, checkpoint, notices))
+
+
+def planes_together(
+    runner: ModelRunner, shape: tuple[int, int], params: PredictParams, state: FallbackState
+) -> int:
+    """How many planes of network input ``shape`` ``(Y, X)`` go through the network at once.
+
+    More than one only where each plane fits in one tile of ``state.tile_size``, the family
+    can run whole planes together (``run_planes``: the U-Net) and the runner passes several
+    tiles at once (:meth:`~.model_runner.ModelRunner.tiles_per_pass`: CUDA, not the CPU),
+    unless :data:`PLANES_TOGETHER` is off.
+    """
+    strategy = family_part(runner.card.family, "inference")
+    together = runner.tiles_per_pass(state.batch_size)
+    if not PLANES_TOGETHER or together <= 1 or not hasattr(strategy, "run_planes"):
+        return 1
+    tile_size, overlap = strategy.tile_geometry(runner.card, state.tile_size, params.overlap)
+    multiple = getattr(strategy, "EVEN_TILES", None)
+    return together if len(plan_tiles(shape, tile_size, overlap, multiple=multiple)) == 1 else 1
+
+
+def run_planes_with_fallback(
+    runner: ModelRunner,
+    xs: list[np.ndarray],
+    params: PredictParams,
+    state: FallbackState,
+    checkpoint,
+    first: int,
+    n_planes: int,
+    notices: list[str],
+) -> Generator[Event, None, list[Any]]:
+    """The raw outputs of planes ``xs`` (network inputs of one shape), :func:`planes_together`
+    at a time; on out-of-memory the group starts again with the smaller batch or tile (one
+    plane at a time once a plane no longer fits in one tile), as :func:`run_with_fallback`."""
+    strategy = family_part(runner.card.family, "inference")
+
+    def work() -> Generator[Event, None, list[Any]]:
+        outputs: list[Any] = []
+        together = planes_together(runner, xs[0].shape[-2:], params, state)
+        if together <= 1:
+            for k, x in enumerate(xs):
+                output = yield from run_plane(
+                    runner, x, params, state, checkpoint, first + k, n_planes
+                )
+                outputs.append(output)
+            return outputs
+        _, overlap = strategy.tile_geometry(runner.card, state.tile_size, params.overlap)
+        for i in range(0, len(xs), together):
+            group = xs[i : i + together]
+            message = f"planes {first + i + 1}-{first + i + len(group)}/{n_planes}"
+            outputs += yield from strategy.run_planes(
+                runner, group, overlap, params, checkpoint, message
+            )
+        return outputs
+
+    return (yield from run_with_fallback(work, runner, params, state, checkpoint, notices))
+
+
+def run_with_fallback(
+    work: Callable[[], Generator[Event, None, Any]],
+    runner: ModelRunner,
+    params: PredictParams,
+    state: FallbackState,
+    checkpoint,
+    notices: list[str],
+) -> Generator[Event, None, Any]:
+    """Run the generator ``work()``; on out-of-memory halve ``state``'s batch, then its tile,
+    then move the runner to the CPU, say so (a warning :class:`Notice`, also appended to
+    ``notices``) and run ``work()`` again. Any other error is raised as it is."""
     while True:
         try:
-            return (
-                yield from run_plane(runner, x, params, state, checkpoint, plane_number, n_planes)
-            )
+            return (yield from work())
         except Exception as error:  # only out-of-memory is recovered
             if not is_out_of_memory(error):
                 raise

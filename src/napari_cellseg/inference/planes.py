@@ -31,7 +31,12 @@ from napari_cellseg.inference.object_size import (
     scaled_shape,
     to_image_grid,
 )
-from napari_cellseg.inference.plane_network import FallbackState, run_plane_with_fallback
+from napari_cellseg.inference.plane_network import (
+    FallbackState,
+    planes_together,
+    run_plane_with_fallback,
+    run_planes_with_fallback,
+)
 from napari_cellseg.inference.plane_overlap import PlaneOverlap, post_threads
 from napari_cellseg.inference.preprocess import (
     check_image,
@@ -218,6 +223,30 @@ def iter_predict_planes(
             tables.append(table)
             yield checkpoint(Progress("planes", number + 1, len(planes)))
 
+    def finish(overlap: PlaneOverlap, number: int, plane: np.ndarray, x: np.ndarray, output: Any):
+        raw.append(output)
+        if params.keep_probabilities and family_spec(card.family).probability_map:
+            maps = output if scale == 1.0 else resize_maps(output, plane.shape[:2])
+            prob_planes.append(maps.astype(np.float16))
+        shapes = (x.shape[-2:], plane.shape[:2])
+        overlap.submit(number, partial(_post_plane, card, output, shapes, params.post, scale))
+        yield from collect(overlap, wait=False)
+
+    # planes that each fit in one tile wait here to go through the network together
+    # (:func:`.plane_network.planes_together`: on CUDA; one by one on the CPU)
+    waiting: list[tuple[int, np.ndarray, np.ndarray]] = []
+
+    def run_waiting(overlap: PlaneOverlap) -> Generator[Event, None, None]:
+        t0 = time.perf_counter()
+        outputs = yield from run_planes_with_fallback(
+            runner, [x for *_, x in waiting], params, state, checkpoint, waiting[0][0],
+            len(planes), notices,
+        )  # fmt: skip
+        timings["network"] += time.perf_counter() - t0
+        for (number, plane, x), output in zip(waiting, outputs, strict=True):
+            yield from finish(overlap, number, plane, x, output)
+        waiting.clear()
+
     # a stack's planes are post-processed in worker threads while the network runs the
     # next plane (:mod:`.plane_overlap`: on CUDA; in line on the CPU and for one plane)
     with PlaneOverlap(post_threads(state.device, len(planes))) as overlap:
@@ -232,6 +261,11 @@ def iter_predict_planes(
             )
             x = rescale_input(x, scale)
             timings["preprocess"] += time.perf_counter() - t0
+            if len(planes) > 1 and planes_together(runner, x.shape[-2:], params, state) > 1:
+                waiting.append((plane_number, plane, x))
+                if len(waiting) >= planes_together(runner, x.shape[-2:], params, state):
+                    yield from run_waiting(overlap)
+                continue
             t0 = time.perf_counter()
             if network_output is not None and len(planes) == 1:
                 output = network_output  # the same input, tiles and network: the same output
@@ -242,15 +276,9 @@ def iter_predict_planes(
                     runner, x, params, state, checkpoint, plane_number, len(planes), notices
                 )
             timings["network"] += time.perf_counter() - t0
-            raw.append(output)
-            if params.keep_probabilities and family_spec(card.family).probability_map:
-                maps = output if scale == 1.0 else resize_maps(output, plane.shape[:2])
-                prob_planes.append(maps.astype(np.float16))
-            shapes = (x.shape[-2:], plane.shape[:2])
-            overlap.submit(
-                plane_number, partial(_post_plane, card, output, shapes, params.post, scale)
-            )
-            yield from collect(overlap, wait=False)
+            yield from finish(overlap, plane_number, plane, x, output)
+        if waiting:
+            yield from run_waiting(overlap)
         yield from collect(overlap, wait=True)
 
     if vanished:

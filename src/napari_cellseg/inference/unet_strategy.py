@@ -102,18 +102,56 @@ def run_tiles(
         if stacked is None:  # tiles of different size (never with plan_tiles, but stay safe)
             probs = source.one_by_one(batch, params.tta)
         else:
-            probs = source.copy(stacked, 0)
-            for index in range(1, params.tta):  # test-time augmentation, copy by copy
-                done_copies = (done - 1) * params.tta + index
-                yield checkpoint(Progress("tiles", done_copies, total_copies, message))
-                probs = probs + source.copy(stacked, index)  # (not in place: device tensors
-            if params.tta > 1:  # are inference tensors, read-only outside inference mode)
-                probs = probs / params.tta
+            steps = (Progress("tiles", (done - 1) * params.tta + i, total_copies, message)
+                     for i in range(1, params.tta))  # fmt: skip
+            probs = yield from _averaged_copies(source, stacked, params.tta, steps, checkpoint)
         for tile, prob in zip(batch, probs, strict=True):
             blender.add(tile, prob[:, : tile.shape[0], : tile.shape[1]])
         yield checkpoint(Progress("tiles", done * params.tta, total_copies, message))
     source.done(sum(map(len, batches)))
     return blender.result()
+
+
+def run_planes(
+    runner: Any,
+    xs: list[np.ndarray],
+    overlap: int,
+    params: PredictParams,
+    checkpoint: Callable[[Any], Any],
+    message: str,
+) -> Generator[Any, None, list[np.ndarray]]:
+    """The probability maps of planes that each fit in one tile, through the network together.
+
+    ``xs`` are ``(C, Y, X)`` network inputs of one shape; they go as one batch (the runner
+    splits it into its passes), test-time augmented copy by copy, and each plane's tile is
+    blended as :func:`run_tiles` blends a plane of one tile, so each map is that plane's
+    :func:`run_tiles` result (up to the float rounding of a batch of several).
+    """
+    height, width = xs[0].shape[-2:]
+    source = HostTiles(runner, None)
+    stacked = np.stack([pad_to_multiple(x, UNET_MULTIPLE)[0] for x in xs])
+    steps = (Progress("tiles", i, params.tta, message) for i in range(1, params.tta))
+    probs = yield from _averaged_copies(source, stacked, params.tta, steps, checkpoint)
+    whole = Tile(0, 0, height, width)
+    maps = []
+    for prob in probs:
+        blender = source.blender(len(runner.card.outputs), (height, width), overlap)
+        blender.add(whole, prob[:, :height, :width])
+        maps.append(blender.result())
+    yield checkpoint(Progress("tiles", params.tta, params.tta, message))
+    return maps
+
+
+def _averaged_copies(
+    source: Any, stacked: Any, tta: int, steps: Any, checkpoint: Callable[[Any], Any]
+) -> Generator[Any, None, Any]:
+    """The mean of ``tta`` augmented copies' probabilities of a stacked batch, one copy at a
+    time (``steps``: the progress event yielded before each copy after the first)."""
+    probs = source.copy(stacked, 0)
+    for index, step in zip(range(1, tta), steps, strict=True):
+        yield checkpoint(step)
+        probs = probs + source.copy(stacked, index)  # (not in place: device tensors are
+    return probs / tta if tta > 1 else probs  # inference tensors, read-only outside it)
 
 
 class HostTiles:
