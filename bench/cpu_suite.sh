@@ -18,30 +18,12 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
-[ -x "$PY" ] || PY="$(command -v python3)"
 MODE=full
-OUT="$ROOT/bench/results"
-SKIP=" "
 COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 TAG="$(date -u +%Y%m%d)_$COMMIT"
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --smoke) MODE=smoke ;;
-        --out) OUT="$2"; shift ;;
-        --tag) TAG="$2"; shift ;;
-        --skip) SKIP="$SKIP$2 "; shift ;;
-        *) echo "usage: bench/cpu_suite.sh [--smoke] [--out DIR] [--tag NAME] [--skip STEP]..." >&2
-           exit 2 ;;
-    esac
-    shift
-done
-mkdir -p "$OUT"
-export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
-export HF_HUB_OFFLINE=1
-DATA="${CELLSEG_DATA:-$ROOT/../shared/data}"
 # shellcheck source=bench/_suite.sh
 source "$ROOT/bench/_suite.sh"
+suite_setup "$@"
 
 if [ "$MODE" = smoke ]; then
     TMP="$(mktemp -d)"

@@ -23,28 +23,13 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
-[ -x "$PY" ] || PY="$(command -v python3)"
 MODE=gpu
-OUT="$ROOT/bench/results"
-SKIP=" "
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --smoke) MODE=smoke ;;
-        --out) OUT="$2"; shift ;;
-        --skip) SKIP="$SKIP$2 "; shift ;;
-        *) echo "usage: bench/gpu_suite.sh [--smoke] [--out DIR] [--skip STEP]..." >&2; exit 2 ;;
-    esac
-    shift
-done
-mkdir -p "$OUT"
-export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
-export HF_HUB_OFFLINE=1
-DATA="${CELLSEG_DATA:-$ROOT/../shared/data}"
-UNET="$ROOT/sample_data/models/unet_dsb.safetensors"
-MRCNN="$ROOT/sample_data/models/maskrcnn_dsb.safetensors"
+TAG=""  # no --tag: its files are named by mode
 # shellcheck source=bench/_suite.sh
 source "$ROOT/bench/_suite.sh"
+suite_setup "$@"
+UNET="$ROOT/sample_data/models/unet_dsb.safetensors"
+MRCNN="$ROOT/sample_data/models/maskrcnn_dsb.safetensors"
 
 if [ "$MODE" = smoke ]; then
     TMP="$(mktemp -d)"

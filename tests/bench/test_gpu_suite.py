@@ -14,6 +14,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The smoke mode's steps, in order.
+STEPS = (
+    "inference",
+    "compare_baseline",
+    "train_throughput",
+    "accuracy",
+    "plane_overlap",
+    "plane_batches",
+)
 
 
 def test_gpu_suite_smoke_runs_every_step_and_writes_json(tmp_path: Path) -> None:
@@ -29,17 +38,7 @@ def test_gpu_suite_smoke_runs_every_step_and_writes_json(tmp_path: Path) -> None
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     summary = json.loads((out / "gpu_suite_smoke.json").read_text())
     steps = {s["step"]: s["rc"] for s in summary["steps"]}
-    assert steps == dict.fromkeys(
-        (
-            "inference",
-            "compare_baseline",
-            "train_throughput",
-            "accuracy",
-            "plane_overlap",
-            "plane_batches",
-        ),
-        0,
-    )
+    assert steps == dict.fromkeys(STEPS, 0)
     rows = json.loads((out / "inference_cpu.json").read_text())["results"]
     assert {r["family"] for r in rows} == {"unet", "maskrcnn"}
     (speed,) = json.loads((out / "inference_speed_cpu.json").read_text())["results"]
@@ -58,15 +57,7 @@ def test_gpu_suite_smoke_runs_every_step_and_writes_json(tmp_path: Path) -> None
 
 def test_gpu_suite_skip_leaves_steps_out(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    steps = (
-        "inference",
-        "compare_baseline",
-        "train_throughput",
-        "accuracy",
-        "plane_overlap",
-        "plane_batches",
-    )
-    skips = [arg for step in steps for arg in ("--skip", step)]
+    skips = [arg for step in STEPS for arg in ("--skip", step)]
     done = subprocess.run(
         ["bash", str(ROOT / "bench" / "gpu_suite.sh"), "--smoke", "--out", str(out), *skips],
         capture_output=True,
@@ -75,6 +66,6 @@ def test_gpu_suite_skip_leaves_steps_out(tmp_path: Path) -> None:
         env={**os.environ, "PYTHON": sys.executable},
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    assert done.stdout.count("skipped") == len(steps)
+    assert done.stdout.count("skipped") == len(STEPS)
     assert json.loads((out / "gpu_suite_smoke.json").read_text())["steps"] == []
     assert not list(out.glob("*_cpu.json"))

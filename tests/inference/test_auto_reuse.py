@@ -11,15 +11,9 @@ import pytest
 from napari_cellseg.inference import api, planes
 from napari_cellseg.inference.api import predict
 from napari_cellseg.io.images import read_image
-from napari_cellseg.models.weights import load_weights
 from napari_cellseg.params import PredictParams
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
-
-
-@pytest.fixture(scope="module")
-def demo_unet():
-    return load_weights(SAMPLE / "models" / "unet_dsb.safetensors")
 
 
 def _runs(monkeypatch, reuse: bool) -> list:

@@ -20,16 +20,10 @@ from napari_cellseg.inference.device_blend import (
 from napari_cellseg.inference.model_runner import ModelRunner
 from napari_cellseg.inference.tiling import Tile, TileBlender, pad_to_multiple, plan_tiles
 from napari_cellseg.io.images import read_image
-from napari_cellseg.models.weights import load_weights
 from napari_cellseg.params import PredictParams
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def demo_unet():
-    return load_weights(SAMPLE / "models" / "unet_dsb.safetensors")
 
 
 def _run(image: np.ndarray, loaded, params: PredictParams, on_device: bool, monkeypatch):

@@ -14,7 +14,6 @@ from napari_cellseg.events import Notice, Progress, drain
 from napari_cellseg.inference import model_runner, planes
 from napari_cellseg.inference.model_runner import ModelRunner
 from napari_cellseg.inference.plane_network import FallbackState, planes_together
-from napari_cellseg.io.images import read_image
 from napari_cellseg.models.weights import load_weights
 from napari_cellseg.params import PredictParams
 
@@ -23,16 +22,9 @@ UNET_PASS = ModelRunner._unet_pass  # the network pass itself, before any test w
 
 
 @pytest.fixture(scope="module")
-def demo_unet():
-    return load_weights(SAMPLE / "models" / "unet_dsb.safetensors")
-
-
-@pytest.fixture(scope="module")
-def stack() -> np.ndarray:
-    """Five different real planes of 256² (the fluorescence sample turned and flipped), TYX."""
-    grey = read_image(SAMPLE / "images" / "dsb_fluorescence.png").data[..., 0]
-    views = [grey, np.rot90(grey), grey[::-1], np.rot90(grey, 3), grey[:, ::-1]]
-    return np.stack(views).copy()
+def stack(sample_planes) -> np.ndarray:
+    """Five different real planes of 256², T Y X."""
+    return sample_planes
 
 
 def _passes(monkeypatch) -> list[int]:

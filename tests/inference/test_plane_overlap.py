@@ -13,23 +13,15 @@ import torch
 from napari_cellseg.events import CancelledError, Progress, drain
 from napari_cellseg.inference import plane_overlap, planes
 from napari_cellseg.inference.plane_overlap import PlaneOverlap, post_threads
-from napari_cellseg.io.images import read_image
-from napari_cellseg.models.weights import load_weights
 from napari_cellseg.params import PredictParams
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 
 
 @pytest.fixture(scope="module")
-def demo_unet():
-    return load_weights(SAMPLE / "models" / "unet_dsb.safetensors")
-
-
-@pytest.fixture(scope="module")
-def stack() -> np.ndarray:
+def stack(sample_planes) -> np.ndarray:
     """Four different real planes (the fluorescence sample, turned and flipped), T Y X."""
-    grey = read_image(SAMPLE / "images" / "dsb_fluorescence.png").data[..., 0]
-    return np.stack([grey, np.rot90(grey), grey[::-1], np.rot90(grey, 3)]).copy()
+    return sample_planes[:4]
 
 
 def _run(stack, model, threads, monkeypatch, **kw):
