@@ -61,12 +61,33 @@ def rescaled(image: np.ndarray, labels: np.ndarray, factor: float):
     return img, lab.astype(labels.dtype)
 
 
-def validation_pairs(data: Path, limit: int | None) -> list:
-    _, val = split_pairs(scan_training_folders([data]), 0.15, seed=0)
+def validation_pairs(data: Path, limit: int | None, split: str = "validation") -> list:
+    """The seeded validation split's pairs (or, ``split="train"``, the training split's:
+    for choosing settings without looking at the held-out images), ``limit`` of them spread
+    over the split in name order."""
+    train, val = split_pairs(scan_training_folders([data]), 0.15, seed=0)
+    pairs = train if split == "train" else val
     if limit:
-        step = max(1, len(val) // limit)
-        val = val[::step][:limit]  # spread over the split, in name order
-    return val
+        step = max(1, len(pairs) // limit)
+        pairs = pairs[::step][:limit]  # spread over the split, in name order
+    return pairs
+
+
+def apply_settings(settings: list[str]) -> dict[str, float]:
+    """Set :mod:`napari_cellseg.inference.diameter`'s module constants from ``NAME=VALUE``
+    (numbers; ``True``/``False``), to compare the size estimate's settings; returns them."""
+    from napari_cellseg.inference import diameter
+
+    done = {}
+    for item in settings:
+        name, _, text = item.partition("=")
+        if not hasattr(diameter, name) or not name.isupper():
+            raise SystemExit(f"--setting {item}: no constant {name!r} in inference/diameter.py")
+        value = {"True": True, "False": False}.get(text)
+        value = value if value is not None else type(getattr(diameter, name))(float(text))
+        setattr(diameter, name, value)
+        done[name] = value
+    return done
 
 
 def score(loaded, image, truth, diameter, tta: int, device: str, backend: str = "auto") -> dict:
@@ -190,6 +211,14 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
+        "--split", choices=["validation", "train"], default="validation",
+        help="train: images of the training split, to choose settings on",
+    )  # fmt: skip
+    parser.add_argument(
+        "--setting", action="append", default=[], metavar="NAME=VALUE",
+        help="a constant of inference/diameter.py for this run (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
         "--backend", default="auto", choices=BACKENDS, help="PredictParams.backend (default auto)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -198,13 +227,15 @@ def main() -> int:
         help="JSON file name (default object_size.json, or object_size_native.json with --native)",
     )  # fmt: skip
     args = parser.parse_args()
-    pairs = validation_pairs(args.data, args.limit)
+    settings = apply_settings(args.setting)
+    pairs = validation_pairs(args.data, args.limit, args.split)
     meta = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "device": args.device,
         "backend": args.backend,
         "images": [p.name for p in pairs],
-        "split": "dsb2018 stage1_train, seeded 15 % validation split (seed 0)",
+        "split": f"dsb2018 stage1_train, seeded 15 % split (seed 0): {args.split}",
+        "settings": settings,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     if args.native:

@@ -46,7 +46,7 @@ def script(monkeypatch, confidence, seen=None) -> list[float]:
     image is right at every scale) with interior probability ``confidence(scale)``."""
     scales: list[float] = []
 
-    def fake(image, axes, model, quick, scale, should_stop, keep=None):
+    def fake(image, axes, model, quick, scale, should_stop, keep=None, seen_passes=None):
         scales.append(scale)
         yield from ()
         size = seen(scale) if seen else REFERENCE / scale
@@ -161,3 +161,61 @@ def test_object_confidence_uses_the_models_object_channel() -> None:
     assert object_confidence(probs[:1], ["background"]) == pytest.approx(0.8)  # 1 - 0.2
     assert object_confidence(np.ones((1, 4, 4)), ["background"]) is None  # nothing sure
     assert object_confidence(probs, ["a", "b"]) is None
+
+
+def test_one_side_first_skips_the_smaller_neighbour_when_the_larger_is_surer(monkeypatch) -> None:
+    monkeypatch.setattr(diameter_module, "REFINE_BOTH_SIDES", False)
+    start = REFERENCE / 40.0
+    scales = script(monkeypatch, peak_at(start * 2))  # surest at x1: above the start
+    image = np.zeros((2048, 2048), np.float32)
+    scale = drain(iter_refine_scale(image, learned_unet(), PARAMS, REFERENCE, 40.0))
+    assert scale == pytest.approx(start * 2)
+    expected = [start, start * REFINE_STEP, start * 2, start * 2 * REFINE_STEP]
+    assert scales == pytest.approx(expected)  # start / √2 never ran
+
+
+def test_one_side_first_still_looks_below_when_above_is_no_surer(monkeypatch) -> None:
+    monkeypatch.setattr(diameter_module, "REFINE_BOTH_SIDES", False)
+    start = REFERENCE / 40.0
+    scales = script(monkeypatch, peak_at(start / 2))
+    image = np.zeros((2048, 2048), np.float32)
+    scale = drain(iter_refine_scale(image, learned_unet(), PARAMS, REFERENCE, 40.0))
+    assert scale == pytest.approx(start / 2)
+    expected = [start, start * REFINE_STEP, start / REFINE_STEP, start / 2, start / 2 / REFINE_STEP]
+    assert scales == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("snap", "starts_at"), [(1.0, 0.5), (1.05, 0.49)])
+def test_the_refinement_starts_at_a_scale_the_estimate_ran_when_near(
+    monkeypatch, snap, starts_at
+) -> None:
+    monkeypatch.setattr(diameter_module, "SNAP", snap)
+    scales = script(monkeypatch, peak_at(0.5))
+    image = np.zeros((1024, 1024), np.float32)
+    seen = {0.49: None, 0.3: None}  # scales the size estimate ran (their passes unused here)
+    scale = drain(iter_refine_scale(image, learned_unet(), PARAMS, REFERENCE, 40.0, seen=seen))
+    assert scales[0] == pytest.approx(starts_at)  # 0.49 is within 5 % of 0.5, 0.3 is not
+    assert scale == pytest.approx(starts_at)
+
+
+def test_a_quick_pass_at_a_scale_already_run_is_not_run_again(monkeypatch) -> None:
+    from napari_cellseg.inference import planes
+
+    runs: list[float] = []
+
+    def fake_planes(crop, model, run, *, should_stop=None, scale=1.0):
+        runs.append(scale)
+        yield from ()
+        return SimpleNamespace(labels=squares(REFERENCE), raw=[np.zeros((3, 8, 8))], device="cpu")
+
+    monkeypatch.setattr(planes, "iter_predict_planes", fake_planes)
+    image = np.zeros((256, 256), np.float32)
+    seen: dict = {}
+    quick = diameter_module.quick_params(PARAMS, learned_unet().card)
+    for scale in (1.0, 0.5, 1.0, 0.5):
+        drain(
+            diameter_module._quick_prediction(
+                image, "YX", learned_unet(), quick, scale, None, None, seen
+            )
+        )
+    assert runs == [1.0, 0.5] and sorted(seen) == [0.5, 1.0]

@@ -281,7 +281,7 @@ def _scripted_passes(monkeypatch, seen_at: dict[float, float | None]) -> list[fl
 
     scales: list[float] = []
 
-    def fake_pass(image, axes, model, quick, scale, should_stop, keep=None):
+    def fake_pass(image, axes, model, quick, scale, should_stop, keep=None, seen=None):
         scales.append(round(scale, 3))
         yield from ()
         return seen_at(scale) if callable(seen_at) else seen_at.get(round(scale, 3))
