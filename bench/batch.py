@@ -6,7 +6,11 @@
    - ``naive``: for each file ``read_image`` -> ``predict`` -> ``write_labels``, one at a time;
    - ``batch-none``: ``iter_batch(..., scheduler="none")`` (read-ahead threads + writer thread);
    - ``batch-local``: ``iter_batch(..., scheduler="local", workers=--workers)`` (a dask
-     LocalCluster; the cluster's start-up is reported apart from the steady rate).
+     LocalCluster; the cluster's start-up is reported apart from the steady rate);
+   - ``batch-none-alone``: ``batch-none`` with images never grouped
+     (``image_groups.IMAGES_TOGETHER`` off): against ``batch-none`` it measures what groups
+     of small images of one size through the network together gain (CUDA; a group needs a
+     fixed ``--diameter`` and images of one shape, ``--same-shape``).
 
    The files are split into ``--rounds`` folders (default 2) run in alternating mode order
    (ABC, CBA, ...) so that a drifting machine load does not favour one mode.
@@ -65,6 +69,15 @@ def dsb_files(data_root: Path) -> list[Path]:
     if not files:
         raise SystemExit(f"no DSB images under {data_root / DSB_IMAGES}; pass --data-root")
     return files
+
+
+def most_common_shape(files: list[Path]) -> list[Path]:
+    """The files of the most common image shape (the first such shape in file order)."""
+    import imageio.v3 as iio
+
+    shapes = [iio.improps(f).shape for f in files]
+    common = max(shapes, key=shapes.count)
+    return [f for f, shape in zip(files, shapes, strict=True) if shape == common]
 
 
 def build_folder(sources: list[Path], indices: range, folder: Path) -> str:
@@ -208,7 +221,16 @@ def run_mode(
     """One mode on one folder: seconds, start-up, stage sums."""
     import torch
 
+    from napari_cellseg.inference import image_groups
+
     torch.set_num_threads(args.threads)
+    if mode == "batch-none-alone":
+        image_groups.IMAGES_TOGETHER = False
+        try:
+            return batch_run(folder, out, args.weights, params, scheduler="none",
+                             prefetch=args.prefetch)  # fmt: skip
+        finally:
+            image_groups.IMAGES_TOGETHER = True
     if mode == "naive":
         t0 = time.perf_counter()
         stages = naive_loop(sorted(folder.glob("*.png")), out, model, params)
@@ -235,8 +257,11 @@ def throughput(args: argparse.Namespace, params: Any, work: Path) -> dict[str, A
     from napari_cellseg.io.images import read_image
 
     sources = dsb_files(args.data_root)
+    if args.same_shape:
+        sources = most_common_shape(sources)
     rng = np.random.default_rng(args.seed)
-    picked = [sources[i] for i in sorted(rng.choice(len(sources), args.distinct, replace=False))]
+    distinct = min(args.distinct, len(sources))
+    picked = [sources[i] for i in sorted(rng.choice(len(sources), distinct, replace=False))]
     rounds = max(1, min(args.rounds, args.files))
     bounds = np.linspace(0, args.files, rounds + 1).astype(int)
     folders = [work / "inputs" / f"round{r}" for r in range(rounds)]
@@ -312,7 +337,10 @@ def throughput(args: argparse.Namespace, params: Any, work: Path) -> dict[str, A
     base = runs.get("naive", {}).get("images_per_s")
     for row in runs.values():
         row["speedup_vs_naive"] = row["images_per_s"] / base if base else None
+    alone = runs.get("batch-none-alone", {}).get("images_per_s")
+    grouped = runs.get("batch-none", {}).get("images_per_s")
     return {
+        "groups_gain": grouped / alone if alone and grouped else None,
         "files": args.files,
         "rounds": rounds,
         "distinct": [p.name for p in picked],
@@ -495,6 +523,15 @@ def hardware(args: argparse.Namespace, device: Any) -> dict[str, Any]:
     }
 
 
+def _ratio(value: float | None) -> str:
+    """``1.23×``, or ``-`` without a reference.
+
+    >>> _ratio(1.234), _ratio(None)
+    ('1.23×', '-')
+    """
+    return "-" if value is None else f"{value:.2f}×"
+
+
 def table(report: dict[str, Any]) -> str:
     lines = []
     tp = report.get("throughput")
@@ -526,7 +563,12 @@ def table(report: dict[str, Any]) -> str:
             stages = " / ".join(f"{st.get(k, 0.0):.1f}" for k in ("read", "segment", "write"))
             lines.append(
                 f"| {mode} | {threads} | {r['seconds']:.1f} | {r['images_per_s']:.2f} | "
-                f"{r['speedup_vs_naive']:.2f}× | {start} | {stages} | {same_text} |"
+                f"{_ratio(r['speedup_vs_naive'])} | {start} | {stages} | {same_text} |"
+            )
+        if tp.get("groups_gain"):
+            lines.append(
+                f"\nImages through the network together (batch-none) against one by one "
+                f"(batch-none-alone): {tp['groups_gain']:.2f}× images/s"
             )
     mem = report.get("memory")
     if mem:
@@ -597,7 +639,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--modes",
         nargs="+",
         default=["naive", "batch-none", "batch-local"],
-        choices=["naive", "batch-none", "batch-local"],
+        choices=["naive", "batch-none", "batch-local", "batch-none-alone"],
+    )
+    parser.add_argument(
+        "--diameter",
+        default=None,
+        help="object diameter: off, px, or auto (default: the model card's; images go "
+        "together only with a fixed one)",
+    )
+    parser.add_argument(
+        "--same-shape", action="store_true", help="only DSB images of the most common shape"
     )
     parser.add_argument("--big-size", default="auto", help="big image edge, or auto")
     parser.add_argument(
@@ -641,7 +692,10 @@ def main(argv: list[str] | None = None) -> int:
     from napari_cellseg.params import PredictParams
 
     device = resolve_device(args.device)
-    params = PredictParams(device=str(device), tile_size=args.tile, batch_size=args.batch_size)
+    diameter = float(args.diameter) if (args.diameter or "x")[0].isdigit() else args.diameter
+    params = PredictParams(
+        device=str(device), tile_size=args.tile, batch_size=args.batch_size, diameter=diameter
+    )
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="cellseg-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"hardware": hardware(args, device), "params": params.to_dict()}

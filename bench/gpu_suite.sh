@@ -10,7 +10,9 @@
 #      (16 planes of 1024², plane by plane against 1, 2 and 4 threads)
 #   6. bench/plane_overlap.py --planes-together both: a time-lapse of 64 small planes (256²),
 #      one plane per forward pass against 8 (the batch size) per pass
-#   7. pytest -m gpu tests/gpu: the CUDA-only tests (GPU mode only; needs pytest there), a
+#   7. bench/batch.py --modes batch-none-alone batch-none: a folder of small DSB images of
+#      one shape, one image per forward pass against groups of 8 (the batch size)
+#   8. pytest -m gpu tests/gpu: the CUDA-only tests (GPU mode only; needs pytest there), a
 #      JUnit report in gpu_tests_cuda.xml
 # Each step has its own time limit; a step that fails or runs out is recorded and the next
 # one runs. JSON goes to bench/results/ (names end in _cuda), and a summary to
@@ -54,6 +56,9 @@ if [ "$MODE" = smoke ]; then
     step plane_batches 300 "$PY" "$ROOT/bench/plane_overlap.py" --device cpu --size 64 \
         --planes 3 --threads 0 --planes-together both --repeats 1 --data-root "$TMP/data" \
         --out "$OUT" --out-name plane_batches_cpu.json
+    step batch_groups 300 "$PY" "$ROOT/bench/batch.py" --device cpu --diameter off \
+        --same-shape --files 4 --distinct 2 --modes batch-none-alone batch-none \
+        --batch-size 2 --skip-memory --data-root "$TMP/data" --out "$OUT" --suffix _groups
 else
     step inference 190 "$PY" "$ROOT/bench/inference.py" --device cuda --families unet maskrcnn \
         --sizes 1024 2048 4096 --skip-naive-above 2048 --weights-unet "$UNET" \
@@ -70,6 +75,9 @@ else
     step plane_batches 90 "$PY" "$ROOT/bench/plane_overlap.py" --device cuda --size 256 \
         --planes 64 --threads 2 --planes-together both --batch-size 8 --repeats 3 \
         --data-root "$DATA" --out "$OUT" --out-name plane_batches_cuda.json
+    step batch_groups 90 "$PY" "$ROOT/bench/batch.py" --device cuda --diameter off \
+        --same-shape --files 128 --distinct 16 --modes batch-none-alone batch-none \
+        --batch-size 8 --skip-memory --data-root "$DATA" --out "$OUT" --suffix _groups
     step gpu_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu "$ROOT/tests/gpu" \
         --rootdir "$ROOT" --junitxml "$OUT/gpu_tests_cuda.xml"
 fi

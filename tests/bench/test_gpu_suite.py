@@ -22,6 +22,7 @@ STEPS = (
     "accuracy",
     "plane_overlap",
     "plane_batches",
+    "batch_groups",
 )
 
 
@@ -53,6 +54,10 @@ def test_gpu_suite_smoke_runs_every_step_and_writes_json(tmp_path: Path) -> None
     batches = json.loads((out / "plane_batches_cpu.json").read_text())["results"]
     assert [r["planes_together"] for r in batches] == [False, True]
     assert all(r["labels_identical_to_first"] for r in batches)
+    groups = json.loads((out / "batch_cpu_groups.json").read_text())["throughput"]
+    assert list(groups["runs"]) == ["batch-none-alone", "batch-none"]
+    assert groups["runs"]["batch-none"]["same_labels_as_batch-none-alone"]["identical"]
+    assert groups["groups_gain"] > 0
 
 
 def test_gpu_suite_skip_leaves_steps_out(tmp_path: Path) -> None:

@@ -1,22 +1,16 @@
 """``iter_batch`` / ``run_batch``: segment every image of a folder, resumably.
 
-In process (``scheduler="none"``) the work is a three-stage pipeline: a thread pool reads
-the next ``prefetch`` images while the current one is segmented in the calling thread, and
-a writer thread writes labels and measurements from a bounded queue (at most two results
-waiting). At most ``prefetch + 1 + 3`` images are in memory at once. With a dask scheduler
-each file is a task (see :mod:`napari_cellseg.batch.scheduler`).
+In process (``scheduler="none"``) the work is a three-stage pipeline: read ahead, segment,
+write behind (:mod:`napari_cellseg.batch.local`). With a dask scheduler each file is a task
+(see :mod:`napari_cellseg.batch.scheduler`).
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +18,6 @@ from napari_cellseg.batch.files import (
     LABELS_NOTE,
     LABELS_SUFFIX,
     ZARR_LABELS_SUFFIX,
-    FileTask,
     InputSpec,
     find_inputs,
     plan_tasks,
@@ -33,16 +26,14 @@ from napari_cellseg.batch.jobs import (
     BatchJob,
     BatchSummary,
     FileResult,
-    failure,
-    save_outputs,
-    segment,
 )
+from napari_cellseg.batch.local import iter_local
 from napari_cellseg.batch.manifest import RunState
-from napari_cellseg.batch.reading import DEFAULT_MEMMAP_PIXELS, read_input
+from napari_cellseg.batch.reading import DEFAULT_MEMMAP_PIXELS
 from napari_cellseg.batch.recipe import BATCH_LIBRARIES, make_recipe
 from napari_cellseg.batch.scheduler import check_scheduler, default_workers, iter_dask
 from napari_cellseg.errors import CellsegError, WeightFileError
-from napari_cellseg.events import CancelledError, Notice, Progress, drain, relay
+from napari_cellseg.events import CancelledError, Notice, Progress, drain
 from napari_cellseg.io.exports import parse_export_formats
 from napari_cellseg.io.files import sha256_path
 from napari_cellseg.io.slides import SlideOptions
@@ -52,139 +43,6 @@ from napari_cellseg.params import BlockOptions, PredictParams
 __all__ = ["BatchEvent", "iter_batch", "run_batch"]
 
 BatchEvent = Progress | Notice | FileResult
-_WRITE_QUEUE = 2
-
-
-class _Writer:
-    """A background thread writing outputs from a bounded queue."""
-
-    def __init__(self, job: BatchJob, record: Callable[[FileResult], None]) -> None:
-        self._job = job
-        self._record = record
-        self._queue: queue.Queue[tuple | None] = queue.Queue(maxsize=_WRITE_QUEUE)
-        self._results: queue.SimpleQueue[FileResult] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="cellseg-batch-writer", daemon=True)
-        self._finished = False
-        self.error: BaseException | None = None
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self.error is not None:
-                continue  # keep draining so that put() never blocks forever
-            task, image, prediction, timings = item
-            try:
-                result = save_outputs(self._job, task, image, prediction, timings)
-                self._record(result)
-            except BaseException as error:  # recording failed (e.g. the journal's disk)
-                self.error = error
-                continue
-            self._results.put(result)
-
-    def put(self, task: FileTask, image: Any, prediction: Any, timings: dict) -> None:
-        """Queue one file for writing (blocks while the queue is full)."""
-        self._queue.put((task, image, prediction, timings))
-
-    def ready(self) -> Generator[FileResult, None, None]:
-        """The results written since the last call (raises what broke the writer)."""
-        if self.error is not None:
-            raise self.error
-        while True:
-            try:
-                yield self._results.get_nowait()
-            except queue.Empty:
-                return
-
-    def finish(self) -> None:
-        """Write everything queued, then stop the thread (idempotent)."""
-        if not self._finished:
-            self._finished = True
-            self._queue.put(None)
-            self._thread.join()
-
-
-def _timed_read(task: FileTask, job: BatchJob, axes: str | None) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    image = read_input(task.source, memmap_pixels=job.memmap_pixels, axes=axes, slide=job.slide)
-    return image, time.perf_counter() - t0
-
-
-def _iter_local(
-    job: BatchJob,
-    tasks: list[FileTask],
-    model: Any,
-    record: Callable[[FileResult], None],
-    *,
-    prefetch: int,
-    should_stop: Callable[[], bool],
-) -> Generator[Progress | Notice | FileResult, None, None]:
-    """Read ahead in threads, segment here, write in the background."""
-    params = job.predict_params()
-    reader = ThreadPoolExecutor(max_workers=min(2, prefetch), thread_name_prefix="cellseg-read")
-    writer = _Writer(job, record)
-    pending: deque[tuple[FileTask, Future]] = deque()
-    remaining = iter(tasks)
-
-    def fill() -> None:
-        while len(pending) < prefetch and (task := next(remaining, None)) is not None:
-            pending.append((task, reader.submit(_timed_read, task, job, params.axes)))
-
-    try:
-        fill()
-        while pending:
-            yield from writer.ready()
-            if should_stop():
-                raise CancelledError("batch was stopped")
-            task, future = pending.popleft()
-            fill()
-            t0 = time.perf_counter()
-            try:
-                image, read_seconds = future.result()
-            except Exception as error:
-                result = failure(task, error, time.perf_counter() - t0)
-                record(result)
-                yield result
-                continue
-            timings = {"read": read_seconds}
-            t1 = time.perf_counter()
-            try:
-                prediction = yield from _forward(
-                    segment(image, model, params, should_stop=should_stop, job=job, task=task),
-                    task.rel,
-                )
-            except CancelledError:
-                raise
-            except Exception as error:
-                result = failure(task, error, read_seconds + time.perf_counter() - t1)
-                record(result)
-                yield result
-                continue
-            timings["segment"] = time.perf_counter() - t1
-            # the writer needs labels and the table only: drop the network output (float maps)
-            writer.put(task, image, replace(prediction, raw=[], probabilities=None), timings)
-            del prediction, image
-        writer.finish()
-        yield from writer.ready()
-    except CancelledError:
-        writer.finish()  # what was computed is written (atomically) and recorded
-        yield from writer.ready()
-        raise
-    finally:
-        reader.shutdown(wait=True, cancel_futures=True)
-        writer.finish()
-
-
-def _forward(gen: Generator, name: str) -> Generator[Progress | Notice, None, Any]:
-    """Pass segmentation events on, naming the file; return the prediction."""
-
-    def named(event: Any) -> Progress | Notice | None:
-        if isinstance(event, Progress) and event.stage in ("tiles", "blocks"):
-            return Progress(event.stage, event.done, event.total, name)
-        if isinstance(event, Notice):
-            return Notice(f"{name}: {event.message}", event.level)
-        return None
-
-    return (yield from relay(gen, named))
 
 
 def _check_weights(weights: Path, params: PredictParams, scheduler: str) -> Any:
@@ -388,7 +246,7 @@ def iter_batch(
             yield result
         yield Progress("files", len(skipped) + len(rejected), total, "starting")
         if scheduler == "none":
-            engine = _iter_local(job, todo, model, record, prefetch=prefetch, should_stop=stop)
+            engine = iter_local(job, todo, model, record, prefetch=prefetch, should_stop=stop)
         else:
             engine = iter_dask(
                 job, todo, record, scheduler=scheduler, workers=n_workers, should_stop=stop

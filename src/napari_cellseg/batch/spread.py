@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from napari_cellseg.inference.diameter import central_crop
+from napari_cellseg.inference.object_size import central_crop
 
 __all__ = ["appearance", "spread_order"]
 

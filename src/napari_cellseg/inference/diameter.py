@@ -22,15 +22,23 @@ from typing import Any
 import numpy as np
 
 from napari_cellseg.events import CancelledError, Notice, Progress, relay
-from napari_cellseg.inference.object_size import median_diameter, object_confidence, scale_for
+from napari_cellseg.inference.object_size import (
+    central_crop,
+    fixed_scale,
+    median_diameter,
+    model_card,
+    object_confidence,
+    plane_shape,
+    scale_action,
+    scale_for,
+)
 from napari_cellseg.models.card import ModelCard
-from napari_cellseg.models.weights import LoadedModel, read_card
-from napari_cellseg.params import DIAMETER_RANGE, PredictParams, parse_diameter
+from napari_cellseg.models.weights import LoadedModel
+from napari_cellseg.params import DIAMETER_RANGE, PredictParams
 
 __all__ = [
     "ESTIMATE_SIDE",
     "MAX_PASSES",
-    "central_crop",
     "iter_choose_scale",
     "iter_estimate_diameter",
     "iter_refine_scale",
@@ -75,11 +83,6 @@ ESTIMATING, CHOOSING = "estimating the object size", "choosing the scale"
 Event = Progress | Notice
 
 
-def model_card(model: str | Path | LoadedModel) -> ModelCard:
-    """The card of a loaded model or weight file (only the header is read)."""
-    return model.card if isinstance(model, LoadedModel) else read_card(model)
-
-
 def iter_choose_scale(
     image: Any,
     model: str | Path | LoadedModel,
@@ -122,23 +125,14 @@ def iter_choose_scale(
     CellsegError
         A micrometre diameter without a pixel size, or pixels outside 2-500.
     """
-    value = parse_diameter(params.diameter, pixel_size_um, need_pixels=True)
-    if value == "off":
-        return None, 1.0
     card = model_card(model)
-    reference = card.reference_diameter()
-    if value is None and card.default_diameter is not None:  # a fine-tune's own images' size
-        diameter, scale = card.default_diameter, scale_for(reference, card.default_diameter)
-        message = f"object diameter {diameter:.0f} px, the median of the objects this model was"
-        message += f" fine-tuned on \u2192 {_action(scale)} (diameter auto estimates it per image)"
-        yield _checked(Notice(message), should_stop)
+    fixed = fixed_scale(card, params, pixel_size_um)
+    if fixed is not None:
+        diameter, scale, message = fixed
+        if message:
+            yield _checked(Notice(message), should_stop)
         return diameter, scale
-    if value is None:
-        if card.object_diameter is None:
-            return None, 1.0
-        value = "auto"
-    if value != "auto":
-        return float(value), scale_for(reference, float(value))
+    reference = card.reference_diameter()
     start = scale_for(reference, card.default_diameter) if card.default_diameter else 1.0
     seen: dict[float, Any] = {}  # the quick passes' Predictions by scale, for reuse
     diameter = yield from iter_estimate_diameter(
@@ -165,19 +159,10 @@ def iter_choose_scale(
             how = f" (objects measured {measured:.0f} px; the model is surest at {diameter:.0f})"
     scale = scale_for(reference, diameter)
     yield _checked(
-        Notice(f"estimated object diameter {diameter:.0f} px{how} \u2192 {_action(scale)}"),
+        Notice(f"estimated object diameter {diameter:.0f} px{how} \u2192 {scale_action(scale)}"),
         should_stop,
     )
     return diameter, scale
-
-
-def _action(scale: float) -> str:
-    """What a run does with the image at ``scale``, as the notices say it.
-
-    >>> _action(0.5), _action(1.0)
-    ('rescaled \u00d70.50', 'not rescaled')
-    """
-    return f"rescaled \u00d7{scale:.2f}" if scale != 1.0 else "not rescaled"
 
 
 def iter_estimate_diameter(
@@ -219,7 +204,7 @@ def iter_estimate_diameter(
     axes = params.axes or ""
     quick = quick_params(params, model_card(model))
     low, (smallest, largest) = reference / GOOD_RATIO, DIAMETER_RANGE
-    plane_side = min(*_plane_shape(image, axes), MAX_CROP_SIDE)
+    plane_side = min(*plane_shape(image, axes), MAX_CROP_SIDE)
 
     def measure(scale: float, number: int) -> Generator[Event, None, float | None]:
         yield _checked(Progress("diameter", number, MAX_PASSES, ESTIMATING), should_stop)
@@ -400,7 +385,7 @@ def iter_refine_scale(
     axes = params.axes or ""
     quick = quick_params(params, card)
     smallest, largest = DIAMETER_RANGE
-    plane_side = min(*_plane_shape(image, axes), MAX_CROP_SIDE)
+    plane_side = min(*plane_shape(image, axes), MAX_CROP_SIDE)
     total = 1 + 2 * MAX_REFINE_MOVES
 
     def confidence(scale: float, number: int) -> Generator[Event, None, float | None]:
@@ -442,30 +427,6 @@ def iter_refine_scale(
         scale *= direction
     yield _checked(Progress("diameter", total, total, CHOOSING), should_stop)
     return scale
-
-
-def _plane_shape(image: Any, axes: str) -> tuple[int, int]:
-    shape = dict(zip(axes, np.shape(image), strict=True))
-    return shape["Y"], shape["X"]
-
-
-def central_crop(image: Any, axes: str, side: int) -> tuple[np.ndarray, str]:
-    """The middle plane's central ``side`` x ``side`` px (channels kept), read as numpy.
-
-    >>> crop, axes = central_crop(np.zeros((5, 3, 100, 80)), "ZCYX", 50)
-    >>> crop.shape, axes
-    ((3, 50, 50), 'CYX')
-    """
-    index: list[Any] = []
-    for axis, size in zip(axes, np.shape(image), strict=True):
-        if axis in "TZ":
-            index.append(size // 2)
-        elif axis in "YX":
-            start = max(0, (size - side) // 2)
-            index.append(slice(start, start + side))
-        else:
-            index.append(slice(None))
-    return np.asarray(image[tuple(index)]), "".join(a for a in axes if a not in "TZ")
 
 
 def _warnings_only(event: Any) -> Any | None:

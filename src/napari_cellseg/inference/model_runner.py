@@ -94,6 +94,16 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in text
 
 
+def tiles_per_pass(device: torch.device, batch_size: int) -> int:
+    """How many of ``batch_size`` tiles go through the network together on ``device``:
+    :data:`CPU_TILES_PER_PASS` at most on the CPU, the whole batch elsewhere.
+
+    >>> tiles_per_pass(torch.device("cpu"), 4), tiles_per_pass(torch.device("cuda"), 4)
+    (1, 4)
+    """
+    return min(batch_size, CPU_TILES_PER_PASS) if device.type == "cpu" else batch_size
+
+
 class ModelRunner:
     """Runs one model on one device."""
 
@@ -163,7 +173,7 @@ class ModelRunner:
 
     def tiles_per_pass(self, batch_size: int) -> int:
         """How many of ``batch_size`` tiles go through the network together."""
-        return min(batch_size, CPU_TILES_PER_PASS) if self.device.type == "cpu" else batch_size
+        return tiles_per_pass(self.device, batch_size)
 
     def unet_probabilities(self, batch: np.ndarray, tta: int = 1) -> np.ndarray:
         """(B, C_in, H, W) float32 → (B, C_out, H, W) float32 probabilities.

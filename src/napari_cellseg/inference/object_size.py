@@ -7,13 +7,17 @@ network (:func:`rescale_input`, bilinear, antialiased when shrinking), segmented
 and its labels are brought back to the image's grid with nearest neighbour
 (:func:`to_image_grid`), ids kept consecutive and the object table measured again there.
 :func:`median_diameter` is the size estimate ``diameter="auto"`` uses, and
-:func:`object_confidence` how sure a U-Net is of its objects at a scale.
+:func:`object_confidence` how sure a U-Net is of its objects at a scale;
+:func:`fixed_scale` the diameter and scale of a run that needs no estimate, and
+:func:`central_crop` the part of an image an estimate looks at.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,14 +27,21 @@ from napari_cellseg.inference.object_table import object_table
 from napari_cellseg.inference.postprocess import object_probability
 from napari_cellseg.labels import sizes
 from napari_cellseg.labels.sizes import nearest_index
-from napari_cellseg.params import DIAMETER_RANGE
+from napari_cellseg.models.card import ModelCard
+from napari_cellseg.models.weights import LoadedModel, read_card
+from napari_cellseg.params import DIAMETER_RANGE, PredictParams, parse_diameter
 
 __all__ = [
     "SKIP_TOLERANCE",
+    "central_crop",
+    "fixed_scale",
     "median_diameter",
+    "model_card",
     "object_confidence",
+    "plane_shape",
     "rescale_input",
     "resize_maps",
+    "scale_action",
     "scale_for",
     "scaled_shape",
     "to_image_grid",
@@ -184,3 +195,82 @@ def object_confidence(probabilities: np.ndarray, outputs: Sequence[str]) -> floa
         return None
     sure = objects > 0.5
     return float(objects[sure].mean()) if sure.any() else None
+
+
+def model_card(model: str | Path | LoadedModel) -> ModelCard:
+    """The card of a loaded model or weight file (only the header is read)."""
+    return model.card if isinstance(model, LoadedModel) else read_card(model)
+
+
+def fixed_scale(
+    card: ModelCard, params: PredictParams, pixel_size_um: float | Sequence[float] | None = None
+) -> tuple[float | None, float, str] | None:
+    """The diameter, scale and notice of a run that needs no estimate; None for ``"auto"``.
+
+    :func:`iter_choose_scale` without its quick passes: ``"off"`` (or a model without object
+    sizes) gives ``(None, 1.0, "")``, a number in pixels or micrometres its scale, an unset
+    diameter on a fine-tuned model that model's own images' size (with the notice saying
+    so). Lets a caller group images by scale before running any of them
+    (:mod:`.image_groups`).
+
+    Raises
+    ------
+    CellsegError
+        A micrometre diameter without a pixel size, or pixels outside 2-500.
+    """
+    value = parse_diameter(params.diameter, pixel_size_um, need_pixels=True)
+    if value == "off":
+        return None, 1.0, ""
+    reference = card.reference_diameter()
+    if value is None and card.default_diameter is not None:  # a fine-tune's own images' size
+        diameter, scale = card.default_diameter, scale_for(reference, card.default_diameter)
+        message = f"object diameter {diameter:.0f} px, the median of the objects this model was"
+        message += (
+            f" fine-tuned on \u2192 {scale_action(scale)} (diameter auto estimates it per image)"
+        )
+        return diameter, scale, message
+    if value is None:
+        if card.object_diameter is None:
+            return None, 1.0, ""
+        return None  # "auto": the card's learned size, estimated per image
+    if value != "auto":
+        return float(value), scale_for(reference, float(value)), ""
+    return None
+
+
+def scale_action(scale: float) -> str:
+    """What a run does with the image at ``scale``, as the notices say it.
+
+    >>> scale_action(0.5), scale_action(1.0)
+    ('rescaled \u00d70.50', 'not rescaled')
+    """
+    return f"rescaled \u00d7{scale:.2f}" if scale != 1.0 else "not rescaled"
+
+
+def plane_shape(image: Any, axes: str) -> tuple[int, int]:
+    """The ``(Y, X)`` size of an image with ``axes``.
+
+    >>> plane_shape(np.zeros((2, 30, 40)), "ZYX")
+    (30, 40)
+    """
+    shape = dict(zip(axes, np.shape(image), strict=True))
+    return shape["Y"], shape["X"]
+
+
+def central_crop(image: Any, axes: str, side: int) -> tuple[np.ndarray, str]:
+    """The middle plane's central ``side`` x ``side`` px (channels kept), read as numpy.
+
+    >>> crop, axes = central_crop(np.zeros((5, 3, 100, 80)), "ZCYX", 50)
+    >>> crop.shape, axes
+    ((3, 50, 50), 'CYX')
+    """
+    index: list[Any] = []
+    for axis, size in zip(axes, np.shape(image), strict=True):
+        if axis in "TZ":
+            index.append(size // 2)
+        elif axis in "YX":
+            start = max(0, (size - side) // 2)
+            index.append(slice(start, start + side))
+        else:
+            index.append(slice(None))
+    return np.asarray(image[tuple(index)]), "".join(a for a in axes if a not in "TZ")

@@ -67,13 +67,21 @@ def planes_together(
     tiles at once (:meth:`~.model_runner.ModelRunner.tiles_per_pass`: CUDA, not the CPU),
     unless :data:`PLANES_TOGETHER` is off.
     """
-    strategy = family_part(runner.card.family, "inference")
     together = runner.tiles_per_pass(state.batch_size)
-    if not PLANES_TOGETHER or together <= 1 or not hasattr(strategy, "run_planes"):
+    if not PLANES_TOGETHER or together <= 1:
         return 1
-    tile_size, overlap = strategy.tile_geometry(runner.card, state.tile_size, params.overlap)
+    return together if fits_one_tile(runner.card, shape, params, state.tile_size) else 1
+
+
+def fits_one_tile(card: Any, shape: tuple[int, int], params: PredictParams, tile_size: int) -> bool:
+    """Whether a plane of network input ``shape`` ``(Y, X)`` is one tile of ``tile_size`` for a
+    family that can run whole planes together (``run_planes``: the U-Net)."""
+    strategy = family_part(card.family, "inference")
+    if not hasattr(strategy, "run_planes"):
+        return False
+    tile_size, overlap = strategy.tile_geometry(card, tile_size, params.overlap)
     multiple = getattr(strategy, "EVEN_TILES", None)
-    return together if len(plan_tiles(shape, tile_size, overlap, multiple=multiple)) == 1 else 1
+    return len(plan_tiles(shape, tile_size, overlap, multiple=multiple)) == 1
 
 
 def run_planes_with_fallback(

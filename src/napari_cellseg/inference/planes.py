@@ -87,6 +87,9 @@ class Prediction:
     backend : str
         What ran the network: ``"PyTorch"``, ``"ONNX Runtime"`` or ``"PyTorch bfloat16"``
         (``""`` when unknown).
+    vanished : list of int
+        Per plane, the tiny objects that vanished when the labels were brought back to the
+        image's grid (rescaled runs; a notice gives their sum).
     """
 
     labels: np.ndarray
@@ -103,6 +106,7 @@ class Prediction:
     scale: float = 1.0
     joined_objects: int | None = None
     backend: str = ""
+    vanished: list[int] = field(repr=False, default_factory=list)
 
     @property
     def n_objects(self) -> int:
@@ -211,13 +215,12 @@ def iter_predict_planes(
     prob_planes: list[np.ndarray] = []
     tables: list[dict[str, np.ndarray]] = []
     state = FallbackState(params.batch_size, params.tile_size, device)
-    vanished = 0
+    vanished: list[int] = []
 
     def collect(overlap: PlaneOverlap, wait: bool) -> Generator[Event, None, None]:
-        nonlocal vanished
         for number, (labels, table, lost), seconds in overlap.finished(wait):
             timings["postprocess"] += seconds
-            vanished += lost
+            vanished.append(lost)
             table["plane"] = np.full(len(table["label"]), number, np.int64)
             label_planes.append(labels)
             tables.append(table)
@@ -281,8 +284,8 @@ def iter_predict_planes(
             yield from run_waiting(overlap)
         yield from collect(overlap, wait=True)
 
-    if vanished:
-        notices.append(_vanished(vanished))
+    if sum(vanished):
+        notices.append(vanished_notice(sum(vanished)))
         yield checkpoint(Notice(notices[-1]))
     labels_out = _stack_labels(label_planes, out_lead)
     timings["total"] = time.perf_counter() - start
@@ -301,6 +304,7 @@ def iter_predict_planes(
         notices=notices,
         scale=scale,
         backend=runner.backend_name,
+        vanished=vanished,
     )
 
 
@@ -366,7 +370,8 @@ def _output_shape(card: ModelCard, output: Any, labels: np.ndarray) -> tuple[int
     return family_part(card.family, "inference").output_shape(output, labels)
 
 
-def _vanished(count: int) -> str:
+def vanished_notice(count: int) -> str:
+    """The notice of ``count`` objects lost when labels were brought back to the image's grid."""
     return (
         f"{count} tiny object{'s' if count > 1 else ''} vanished when the labels were brought "
         "back to the image's grid"
