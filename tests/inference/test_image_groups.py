@@ -85,13 +85,22 @@ def test_a_fixed_diameter_rescales_the_group_as_each_alone(sample_planes, demo_u
     _assert_same(together, alone)
 
 
-def test_on_the_cpu_the_labels_are_identical_and_one_tile_a_pass(sample_planes, demo_unet):
-    images = list(sample_planes[:2])
-    params = PredictParams(diameter="off")  # the default backend (ONNX Runtime on the CPU)
+def test_onnx_runtime_on_the_cpu_passes_small_images_together(
+    sample_planes, demo_unet, monkeypatch
+):
+    pytest.importorskip("onnxruntime")
+    images = list(sample_planes)
+    params = PredictParams(diameter="off", batch_size=8)  # ONNX Runtime on the CPU
+    sizes = _passes(monkeypatch, 1)
     together = drain(iter_predict_images(images, demo_unet, params))
-    for mine, theirs in zip(together, _alone(images, demo_unet, params), strict=True):
+    assert sizes == [4, 1]  # 4 planes of 256² make one 512² tile
+    sizes.clear()
+    alone = _alone(images, demo_unet, params)
+    assert sizes == [1] * 5
+    for mine, theirs in zip(together, alone, strict=True):
+        assert mine.backend == theirs.backend == "ONNX Runtime"
+        np.testing.assert_array_equal(mine.raw[0], theirs.raw[0])  # bit for bit
         np.testing.assert_array_equal(mine.labels, theirs.labels)
-        assert mine.backend == theirs.backend
 
 
 def test_group_keys(sample_planes, demo_unet) -> None:
@@ -113,6 +122,25 @@ def test_group_keys(sample_planes, demo_unet) -> None:
     assert images_per_group(torch.device("cuda"), maskrcnn, PARAMS) == 1
     assert images_per_group(torch.device("cuda"), card, PARAMS) == 4
     assert images_per_group(torch.device("cpu"), card, PARAMS) == 1
+    assert images_per_group(torch.device("cpu"), card, PARAMS, key) == 1  # PyTorch
+
+
+def test_onnx_runtime_groups_as_many_small_images_as_make_one_tile(demo_unet) -> None:
+    pytest.importorskip("onnxruntime")
+    card, params = demo_unet.card, PredictParams(diameter="off", batch_size=8)
+    cpu = torch.device("cpu")
+    assert images_per_group(cpu, card, params) == 8  # the most any size can get
+
+    def key(side: int, scale: float = 1.0) -> tuple:
+        return ((side, side), "|u1", "YX", scale)
+
+    assert images_per_group(cpu, card, params, key(128)) == 8  # capped by the batch size
+    assert images_per_group(cpu, card, params, key(256)) == 4
+    assert images_per_group(cpu, card, params, key(250)) == 4  # padded to 256
+    assert images_per_group(cpu, card, params, key(320)) == 2
+    assert images_per_group(cpu, card, params, key(512)) == 1
+    assert images_per_group(cpu, card, params, key(512, 0.5)) == 4  # at its scale
+    assert images_per_group(cpu, card, replace(params, backend="bf16"), key(256)) == 1
 
 
 def test_grouping_can_be_turned_off(sample_planes, demo_unet, monkeypatch) -> None:

@@ -4,8 +4,9 @@ A thread pool reads the next ``prefetch`` images while the current one is segmen
 calling thread, and a writer thread writes labels and measurements from a bounded queue (at
 most two results waiting): at most ``prefetch + 1 + 3`` images are in memory at once. Small
 images of one size are segmented in groups where the device passes several tiles at once
-(:mod:`napari_cellseg.inference.image_groups`: CUDA), each file written and recorded as
-alone; a group that fails is run again file by file, so that each file reports its own error.
+(:mod:`napari_cellseg.inference.image_groups`: CUDA, and ONNX Runtime on the CPU for small
+images), each file written and recorded as alone; a group that fails is run again file by
+file, so that each file reports its own error.
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ def iter_local(
         """``first`` and the images read after it that can go through the network with it."""
         group = [first]
         key = _key(first[1], model, params, job)
-        while key is not None and len(group) < together and pending:
+        limit = 1 if key is None else _group_size(model, params, key)
+        while len(group) < limit and pending:
             task, future = pending[0]
             try:
                 image, read_seconds = future.result()
@@ -206,14 +208,15 @@ def iter_local(
         writer.finish()
 
 
-def _group_size(model: Any, params: PredictParams) -> int:
-    """Images gathered into one run (:func:`.image_groups.images_per_group`)."""
+def _group_size(model: Any, params: PredictParams, key: tuple | None = None) -> int:
+    """Images of ``key`` (of any, without) gathered into one run
+    (:func:`.image_groups.images_per_group`)."""
     from napari_cellseg.device import resolve_device
     from napari_cellseg.inference.image_groups import images_per_group
 
     if model is None:
         return 1
-    return images_per_group(resolve_device(params.device), model.card, params)
+    return images_per_group(resolve_device(params.device), model.card, params, key)
 
 
 def _key(image: Any, model: Any, params: PredictParams, job: BatchJob) -> tuple | None:

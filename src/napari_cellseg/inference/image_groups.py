@@ -1,15 +1,18 @@
 """Images of one size through the network together: ``group_key`` and ``iter_predict_images``.
 
 A folder of small images of one size (DSB 2018: 256², 520×696) costs one network pass of
-one tile per image; on a GPU such a pass leaves most of the device idle. Here images that
-each fit in one tile and share their shape, dtype, axes and scale are stacked as the planes
-of one time-lapse and go through :func:`~.planes.iter_predict_planes`, whose planes of one
-tile go through the network together where the runner passes several tiles at once
-(:func:`~.plane_network.planes_together`: CUDA; one by one on the CPU, where batching gains
-no speed). Each image gets its own :class:`~.planes.Prediction`, the one it gets alone (up
-to the float rounding of a batch of several; identical on the CPU); planes are never joined,
-so no object is linked across images. The batch runner (:mod:`napari_cellseg.batch.runner`)
-groups consecutive files by :func:`group_key`.
+one tile per image, which leaves a GPU mostly idle and ONNX Runtime on the CPU slower per
+tile than a pass of several small ones. Here images that each fit in one tile and share
+their shape, dtype, axes and scale are stacked as the planes of one time-lapse and go
+through :func:`~.planes.iter_predict_planes`, whose planes of one tile go through the
+network together where the runner passes several tiles at once
+(:func:`~.plane_network.planes_together`: the batch size on CUDA; on ONNX Runtime on the
+CPU as many as make one 512² tile, :data:`.model_runner.CPU_ONNX_PASS_PIXELS`; one by one
+with PyTorch on the CPU, where batching gains no speed). Each image gets its own
+:class:`~.planes.Prediction`, the one it gets alone (on the CPU identical; on a GPU up to
+the float rounding of a batch of several); planes are never joined, so no object is linked
+across images. The batch runner (:mod:`napari_cellseg.batch.local`) groups consecutive
+files by :func:`group_key`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from napari_cellseg.families import family_part
 from napari_cellseg.inference import model_runner
 from napari_cellseg.inference.api import in_blocks
 from napari_cellseg.inference.object_size import fixed_scale, model_card, scaled_shape
-from napari_cellseg.inference.plane_network import fits_one_tile
+from napari_cellseg.inference.onnx_backend import choose_backend
+from napari_cellseg.inference.plane_network import fits_one_tile, padded_shape
 from napari_cellseg.inference.planes import Prediction, iter_predict_planes, vanished_notice
 from napari_cellseg.inference.preprocess import resolve_axes
 from napari_cellseg.io.files import label_dtype
@@ -50,23 +54,33 @@ Event = Progress | Notice
 IMAGES_TOGETHER = True
 
 
-def images_per_group(device: torch.device, card: ModelCard, params: PredictParams) -> int:
-    """How many images of one :func:`group_key` are worth gathering for one run.
+def images_per_group(
+    device: torch.device, card: ModelCard, params: PredictParams, key: tuple | None = None
+) -> int:
+    """How many images of one :func:`group_key` ``key`` go through the network in one pass.
 
-    The tiles a network pass takes on ``device`` (the batch size on CUDA; one on the CPU, where
-    a group would only hold more images in memory) for a family that runs whole planes
-    together; 1 when :data:`IMAGES_TOGETHER` is off.
+    The tiles a pass takes on ``device`` (:func:`.model_runner.tiles_per_pass`: the batch
+    size on CUDA; on the CPU one, or on ONNX Runtime as many small planes as make one
+    512² tile) for a family that runs whole planes together; without ``key`` the most any
+    size can get. 1 when :data:`IMAGES_TOGETHER` is off.
 
     >>> from napari_cellseg.models.card import ModelCard
-    >>> card = ModelCard("unet", {}, 3)
-    >>> images_per_group(torch.device("cpu"), card, PredictParams(batch_size=8))
+    >>> card, params = ModelCard("unet", {}, 3), PredictParams(batch_size=8, backend="torch")
+    >>> images_per_group(torch.device("cpu"), card, params)
     1
-    >>> images_per_group(torch.device("cuda"), card, PredictParams(batch_size=8))
+    >>> images_per_group(torch.device("cuda"), card, params)
     8
     """
     if not IMAGES_TOGETHER or not hasattr(family_part(card.family, "inference"), "run_planes"):
         return 1
-    return model_runner.tiles_per_pass(device, params.batch_size)
+    onnx = choose_backend(params.backend, card.family, device)[0] == "onnx"
+    if key is None:
+        tile = (1, 1) if onnx else None  # the smallest plane: as many as the batch size
+    else:
+        shape, _, axes, scale = key
+        plane = (shape[axes.index("Y")], shape[axes.index("X")])
+        tile = padded_shape(scaled_shape(plane, scale))
+    return model_runner.tiles_per_pass(device, params.batch_size, tile, onnx=onnx)
 
 
 def group_key(

@@ -7,9 +7,12 @@ and bfloat16 autocast with ``backend="bf16"``. On the CPU it passes the tiles of
 a batch through the network one at a time: batching gains no speed there
 (``bench/inference.py``: batch 4 ran at 0.71–0.72 MPix/s model-only against 0.76–0.82 for
 batch 1) and held the activations of every tile at once (a 1024² image peaked at 460–506 MiB
-of RSS, against 99–160 MiB one tile at a time). Test-time augmentation runs the network on
-flipped and transposed copies of each tile and maps each output back: a U-Net's probabilities
-are then averaged, a Mask R-CNN's detections fused (``core.detection_tta``).
+of RSS, against 99–160 MiB one tile at a time). The exception is ONNX Runtime with small
+tiles (small images or planes of one tile): up to :data:`CPU_ONNX_PASS_PIXELS` pixels a pass
+(4 of 256²), with outputs identical bit for bit to one at a time (:func:`tiles_per_pass`).
+Test-time augmentation runs the network on flipped and transposed copies of each tile and
+maps each output back: a U-Net's probabilities are then averaged, a Mask R-CNN's detections
+fused (``core.detection_tta``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 2
 #: Tiles per forward pass on the CPU, whatever the batch size (see the module docstring).
 CPU_TILES_PER_PASS = 1
+#: ...except on ONNX Runtime, where tiles go together up to this many pixels a pass (4 of
+#: 256², 2 of 320²): on 2 cores 1.1-1.2x faster per tile at 256² and 1.6x at 128² against
+#: one at a time, no gain from 384² up; the activations of one pass stay those of one
+#: 512² tile (PyTorch gained nothing from 256² up, and lost 20 % at 384²). Session 18.
+CPU_ONNX_PASS_PIXELS = 512 * 512
 #: Test-time augmentation's copies of a tile, in the order used: (transpose, flip rows,
 #: flip columns). The first 2, 4 or all 8 (every flip and rotation by 90°) are averaged.
 TTA_TRANSFORMS = (
@@ -94,14 +102,31 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in text
 
 
-def tiles_per_pass(device: torch.device, batch_size: int) -> int:
-    """How many of ``batch_size`` tiles go through the network together on ``device``:
-    :data:`CPU_TILES_PER_PASS` at most on the CPU, the whole batch elsewhere.
+def tiles_per_pass(
+    device: torch.device,
+    batch_size: int,
+    tile_shape: tuple[int, ...] | None = None,
+    onnx: bool = False,
+) -> int:
+    """How many of ``batch_size`` tiles go through the network together on ``device``.
 
-    >>> tiles_per_pass(torch.device("cpu"), 4), tiles_per_pass(torch.device("cuda"), 4)
+    The whole batch on a GPU. On the CPU :data:`CPU_TILES_PER_PASS`, except on ONNX Runtime
+    (``onnx``) for small tiles (``tile_shape``: their ``(..., Y, X)``), which go together up
+    to :data:`CPU_ONNX_PASS_PIXELS` pixels a pass.
+
+    >>> cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    >>> tiles_per_pass(cpu, 4), tiles_per_pass(cuda, 4)
     (1, 4)
+    >>> [tiles_per_pass(cpu, 8, (side, side), onnx=True) for side in (128, 256, 320, 544)]
+    [8, 4, 2, 1]
     """
-    return min(batch_size, CPU_TILES_PER_PASS) if device.type == "cpu" else batch_size
+    if device.type != "cpu":
+        return batch_size
+    fixed = min(batch_size, CPU_TILES_PER_PASS)
+    if not onnx or tile_shape is None:
+        return fixed
+    pixels = max(1, int(tile_shape[-2]) * int(tile_shape[-1]))
+    return max(fixed, min(batch_size, CPU_ONNX_PASS_PIXELS // pixels))
 
 
 class ModelRunner:
@@ -171,9 +196,10 @@ class ModelRunner:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast(device_type="cuda", dtype=dtype)
 
-    def tiles_per_pass(self, batch_size: int) -> int:
-        """How many of ``batch_size`` tiles go through the network together."""
-        return tiles_per_pass(self.device, batch_size)
+    def tiles_per_pass(self, batch_size: int, tile_shape: tuple[int, ...] | None = None) -> int:
+        """How many of ``batch_size`` tiles (of ``tile_shape``, when known) go through the
+        network together (:func:`tiles_per_pass`)."""
+        return tiles_per_pass(self.device, batch_size, tile_shape, onnx=self.onnx is not None)
 
     def unet_probabilities(self, batch: np.ndarray, tta: int = 1) -> np.ndarray:
         """(B, C_in, H, W) float32 → (B, C_out, H, W) float32 probabilities.
@@ -215,7 +241,7 @@ class ModelRunner:
     def _in_passes(self, batch: Any, index: int, run: Callable, join: Callable) -> Any:
         """``run`` copy ``index`` of the batch in passes of :meth:`tiles_per_pass` tiles,
         the passes' outputs joined by ``join`` (numpy or torch)."""
-        step = self.tiles_per_pass(len(batch))
+        step = self.tiles_per_pass(len(batch), tuple(batch.shape))
         transform = TTA_TRANSFORMS[index]
         parts = [run(batch[i : i + step], transform) for i in range(0, len(batch), step)]
         return parts[0] if len(parts) == 1 else join(parts)

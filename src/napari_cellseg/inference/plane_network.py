@@ -64,13 +64,22 @@ def planes_together(
 
     More than one only where each plane fits in one tile of ``state.tile_size``, the family
     can run whole planes together (``run_planes``: the U-Net) and the runner passes several
-    tiles at once (:meth:`~.model_runner.ModelRunner.tiles_per_pass`: CUDA, not the CPU),
-    unless :data:`PLANES_TOGETHER` is off.
+    tiles at once (:meth:`~.model_runner.ModelRunner.tiles_per_pass`: CUDA, and ONNX Runtime
+    on the CPU for small planes), unless :data:`PLANES_TOGETHER` is off.
     """
-    together = runner.tiles_per_pass(state.batch_size)
+    together = runner.tiles_per_pass(state.batch_size, padded_shape(shape))
     if not PLANES_TOGETHER or together <= 1:
         return 1
     return together if fits_one_tile(runner.card, shape, params, state.tile_size) else 1
+
+
+def padded_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The ``(Y, X)`` of a plane of one tile once padded for the U-Net.
+
+    >>> padded_shape((256, 250)), padded_shape((3, 520, 696))
+    ((256, 256), (544, 704))
+    """
+    return tuple(-(-int(s) // UNET_MULTIPLE) * UNET_MULTIPLE for s in shape[-2:])  # type: ignore[return-value]
 
 
 def fits_one_tile(card: Any, shape: tuple[int, int], params: PredictParams, tile_size: int) -> bool:
