@@ -2,11 +2,11 @@
 
 A thread pool reads the next ``prefetch`` images while the current one is segmented in the
 calling thread, and a writer thread writes labels and measurements from a bounded queue (at
-most two results waiting): at most ``prefetch + 1 + 3`` images are in memory at once. Small
-images of one size are segmented in groups where the device passes several tiles at once
-(:mod:`napari_cellseg.inference.image_groups`: CUDA, and ONNX Runtime on the CPU for small
-images), each file written and recorded as alone; a group that fails is run again file by
-file, so that each file reports its own error.
+most two results waiting): at most ``prefetch + 1 + 3`` images are in memory at once, and a
+group's small images besides. Small images of one size are segmented in groups where the
+device passes several tiles at once (:mod:`napari_cellseg.inference.image_groups`: CUDA,
+and ONNX Runtime on the CPU for small images), each file written and recorded as alone; a
+group that fails is run again file by file, so that each file reports its own error.
 """
 
 from __future__ import annotations
@@ -99,14 +99,13 @@ def iter_local(
     the background."""
     params = job.predict_params()
     together = _group_size(model, params)
-    prefetch = max(prefetch, together)  # a group's images are read before it runs
     reader = ThreadPoolExecutor(max_workers=min(2, prefetch), thread_name_prefix="cellseg-read")
     writer = _Writer(job, record)
     pending: deque[tuple[FileTask, Future]] = deque()
     remaining = iter(tasks)
 
-    def fill() -> None:
-        while len(pending) < prefetch and (task := next(remaining, None)) is not None:
+    def fill(ahead: int = prefetch) -> None:
+        while len(pending) < ahead and (task := next(remaining, None)) is not None:
             pending.append((task, reader.submit(_timed_read, task, job, params.axes)))
 
     def one(task: FileTask, image: Any, read_seconds: float) -> Generator[Any, None, None]:
@@ -132,7 +131,10 @@ def iter_local(
         group = [first]
         key = _key(first[1], model, params, job)
         limit = 1 if key is None else _group_size(model, params, key)
-        while len(group) < limit and pending:
+        while len(group) < limit:
+            fill(max(prefetch, limit - len(group)))  # small images: read as many as go together
+            if not pending:
+                break
             task, future = pending[0]
             try:
                 image, read_seconds = future.result()
@@ -141,7 +143,6 @@ def iter_local(
             if _key(image, model, params, job) != key:
                 break
             pending.popleft()
-            fill()
             group.append((task, image, read_seconds))
         return group
 
