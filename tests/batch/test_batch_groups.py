@@ -100,3 +100,18 @@ def test_a_stop_inside_a_group_loses_nothing(folder, tmp_path, weights, monkeypa
     assert not _labels(out) and not tmp_files(out)
     rest, results = _run(folder, out, weights=weights)
     assert rest.done == len(NAMES) and [r.status for r in results] == ["done"] * len(NAMES)
+
+
+def test_onnx_runtime_groups_small_images_on_the_cpu(folder, tmp_path, weights, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    params = replace(GROUP_PARAMS, backend="auto")  # ONNX Runtime on the CPU
+    sizes = _groups(monkeypatch)
+    grouped = drain(iter_batch(folder, tmp_path / "together", weights, params))
+    assert sizes == [4, 2]  # a-d, then g-h: as many 96² images as the batch size
+    monkeypatch.setattr(image_groups, "IMAGES_TOGETHER", False)
+    alone = drain(iter_batch(folder, tmp_path / "alone", weights, params))
+    assert sizes == [4, 2] and grouped.done == alone.done == len(NAMES)
+    reference, together = _labels(tmp_path / "alone"), _labels(tmp_path / "together")
+    assert reference.keys() == together.keys()
+    for name, labels in reference.items():
+        np.testing.assert_array_equal(together[name], labels, err_msg=name)
