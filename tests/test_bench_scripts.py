@@ -203,3 +203,21 @@ def test_plane_overlap_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     assert all(r["labels_identical_to_first"] for r in result["results"])
     assert result["default_threads"] == 0  # the CPU keeps plane after plane
     assert "| 2 |" in done.stdout
+
+
+def test_rank_speed_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
+    images = tmp_path / "data" / "dsb2018" / "stage1_train" / "images"
+    images.mkdir(parents=True)
+    for name in ("dsb_fluorescence.png", "dsb_brightfield.png"):
+        (images / name).write_bytes((ROOT / "sample_data" / "images" / name).read_bytes())
+    out = tmp_path / "results"
+    command = [sys.executable, str(ROOT / "bench" / "rank_speed.py"), "--images", "2"]
+    command += ["--repeats", "1", "--diameter", "off", "--data-root", str(tmp_path / "data")]
+    command += ["--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "rank_speed_cpu.json").read_text())
+    assert report["identical_ranking"] and report["speedup_best"] > 0
+    assert set(report["seconds"]) == {"together", "one_by_one"}
+    assert len(report["images"]) == 2

@@ -142,3 +142,41 @@ def test_detector_candidates_below_the_threshold_are_possible_missed_objects() -
 
     score, reason = image_score([missed], 0.0)
     assert score == pytest.approx(0.2) and reason.startswith("no objects kept; 1 possible missed")
+
+
+@pytest.mark.parametrize("copies", [4, 8])
+def test_small_copies_go_through_the_network_together_with_the_same_result(copies, monkeypatch):
+    """Copies 2.. of a small image of one shape go as one group (ONNX Runtime on the CPU: 4
+    tiles of 256² a pass); the ranking is the one of copy after copy."""
+    pytest.importorskip("onnxruntime")
+    from pathlib import Path
+
+    from napari_cellseg.inference import image_groups
+    from napari_cellseg.io.images import read_image
+    from napari_cellseg.models.weights import load_weights
+
+    sample = Path(__file__).resolve().parents[2] / "sample_data"
+    image = read_image(sample / "images" / "dsb_fluorescence.png").data[:, :200]  # not square
+    model = load_weights(sample / "models" / "unet_dsb.safetensors")
+    params = PredictParams(device="cpu", diameter="off")
+    groups: list[int] = []
+    run = image_groups.iter_predict_images
+
+    def recorded(images, *args, **kwargs):
+        groups.append(len(images))
+        return (yield from run(images, *args, **kwargs))
+
+    monkeypatch.setattr("napari_cellseg.inference.uncertainty.iter_predict_images", recorded)
+    events: list = []
+    together = drain(iter_uncertainty(image, model, params, copies=copies), events.append)
+    # 256×200: copies 2-4 keep the shape, 5-8 are transposed (200×256): two groups of 4 at most
+    assert groups == ([3] if copies == 4 else [3, 4])
+    monkeypatch.setattr(image_groups, "IMAGES_TOGETHER", False)
+    alone = drain(iter_uncertainty(image, model, params, copies=copies))
+    assert (together.score, together.reason) == (alone.score, alone.reason)
+    assert together.uncertain_fraction == alone.uncertain_fraction
+    assert [(o.label, o.score) for o in together.objects] == [
+        (o.label, o.score) for o in alone.objects
+    ]
+    steps = [e.done for e in events if isinstance(e, Progress)]
+    assert steps == sorted(steps) and steps[-1] == copies * 100

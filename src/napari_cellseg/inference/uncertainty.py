@@ -35,9 +35,11 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_cellseg.device import resolve_device
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import Notice, Progress, drain, relay
 from napari_cellseg.inference.api import iter_predict
+from napari_cellseg.inference.image_groups import group_key, images_per_group, iter_predict_images
 from napari_cellseg.inference.model_runner import TTA_TRANSFORMS
 from napari_cellseg.inference.postprocess import object_probability
 from napari_cellseg.inference.preprocess import resolve_axes
@@ -186,34 +188,84 @@ def iter_uncertainty(
     axes = resolve_axes(image.shape, params.axes)
     ya, xa = axes.index("Y"), axes.index("X")
     run = replace(params, axes=axes, tta=1, keep_probabilities=True)
-    first: Any = None
     copy_labels: list[np.ndarray] = []  # each copy's labels and foreground, on the image's grid
     maps: list[np.ndarray | None] = []
-    for i, transform in enumerate(TTA_TRANSFORMS[:n]):
 
-        def convert(event: Any, i: int = i) -> Any:
-            if isinstance(event, Progress) and event.stage != "load" and event.fraction < 1:
-                done = i * 100 + round(100 * event.fraction)
-                return Progress("copies", done, n * 100, f"copy {i + 1}/{n}")
-            return event if isinstance(event, Notice) and i == 0 else None
-
-        source = _transformed(image, transform, ya, xa) if i else image
-        work = iter_predict(
-            source, model, run, should_stop=should_stop, pixel_size_um=pixel_size_um
-        )
-        prediction = yield from relay(work, convert)
-        if i == 0:  # the other copies: the same diameter and thresholds, nothing re-estimated
-            first = prediction
-            size = prediction.diameter if prediction.diameter is not None else "off"
-            run = replace(run, diameter=size, post=prediction.params.post)
+    def keep(prediction: Any, transform: tuple[bool, ...]) -> None:
         copy_labels.append(_back(prediction.labels, transform))
         fg = object_probability(prediction.probabilities, prediction.card.outputs)
         maps.append(None if fg is None else _back(fg, transform))
         prediction.probabilities = None  # kept: labels and foreground; copy 0's table and
         if not any(hasattr(r, "scores") for r in prediction.raw):  # detections (candidates)
             prediction.raw = []
-        yield Progress("copies", (i + 1) * 100, n * 100, f"copy {i + 1}/{n}")
+
+    work = iter_predict(image, model, run, should_stop=should_stop, pixel_size_um=pixel_size_um)
+    first = yield from relay(work, _copies_progress(0, 1, n, notices=True))
+    # the other copies: the same diameter and thresholds, nothing re-estimated
+    size = first.diameter if first.diameter is not None else "off"
+    run = replace(run, diameter=size, post=first.params.post)
+    keep(first, TTA_TRANSFORMS[0])
+    yield Progress("copies", 100, n * 100, f"copy 1/{n}")
+    done = 1
+    for group in _copy_groups(image, TTA_TRANSFORMS[1:n], ya, xa, first.card, run, pixel_size_um):
+        sources = [source for source, _ in group]
+        convert = _copies_progress(done, len(group), n)
+        if len(group) > 1:  # small copies of one shape through the network together
+            work = iter_predict_images(
+                sources, model, run, pixel_size_um=pixel_size_um, should_stop=should_stop
+            )
+            predictions = yield from relay(work, convert)
+        else:
+            work = iter_predict(
+                sources[0], model, run, should_stop=should_stop, pixel_size_um=pixel_size_um
+            )
+            predictions = [(yield from relay(work, convert))]
+        for prediction, (_, transform) in zip(predictions, group, strict=True):
+            keep(prediction, transform)
+        done += len(group)
+        yield Progress("copies", done * 100, n * 100, f"copy {done}/{n}")
     return _assess(first, copy_labels, maps, labels, run)
+
+
+def _copies_progress(start: int, count: int, n: int, notices: bool = False) -> Callable:
+    """Progress of copies ``start + 1 .. start + count`` of ``n`` as hundredths of copies
+    (``notices``: pass the run's notices on, as the first copy does)."""
+    name = f"copy {start + 1}/{n}" if count == 1 else f"copies {start + 1}-{start + count}/{n}"
+
+    def convert(event: Any) -> Any:
+        if isinstance(event, Progress) and event.stage != "load" and event.fraction < 1:
+            return Progress(
+                "copies", start * 100 + round(100 * count * event.fraction), n * 100, name
+            )
+        return event if isinstance(event, Notice) and notices else None
+
+    return convert
+
+
+def _copy_groups(
+    image: np.ndarray,
+    transforms: Sequence[tuple[bool, ...]],
+    ya: int,
+    xa: int,
+    card: Any,
+    run: PredictParams,
+    pixel_size_um: Any,
+) -> Generator[list[tuple[np.ndarray, tuple[bool, ...]]], None, None]:
+    """The transformed copies in groups that can go through the network together
+    (:func:`~.image_groups.group_key`: small copies of one shape; else one at a time)."""
+    group: list[tuple[np.ndarray, tuple[bool, ...]]] = []
+    key: tuple | None = None
+    for transform in transforms:
+        source = _transformed(image, transform, ya, xa)
+        this = group_key(source, card, run, pixel_size_um=pixel_size_um)
+        limit = images_per_group(resolve_device(run.device), card, run, this) if this else 1
+        if group and (this is None or this != key or len(group) >= limit):
+            yield group
+            group = []
+        group.append((source, transform))
+        key = this
+    if group:
+        yield group
 
 
 def _assess(
