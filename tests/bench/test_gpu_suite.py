@@ -23,6 +23,7 @@ STEPS = (
     "plane_overlap",
     "plane_batches",
     "batch_groups",
+    "rank_copies",
 )
 
 
@@ -58,6 +59,8 @@ def test_gpu_suite_smoke_runs_every_step_and_writes_json(tmp_path: Path) -> None
     assert list(groups["runs"]) == ["batch-none-alone", "batch-none"]
     assert groups["runs"]["batch-none"]["same_labels_as_batch-none-alone"]["identical"]
     assert groups["groups_gain"] > 0
+    rank = json.loads((out / "rank_speed_cpu.json").read_text())
+    assert rank["identical_ranking"] and rank["speedup_best"] > 0
 
 
 def test_gpu_suite_skip_leaves_steps_out(tmp_path: Path) -> None:
