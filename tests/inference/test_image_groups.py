@@ -8,30 +8,22 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from unet_passes import record_passes
 
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import Notice, drain
 from napari_cellseg.inference import image_groups, iter_predict, model_runner
 from napari_cellseg.inference.image_groups import group_key, images_per_group, iter_predict_images
-from napari_cellseg.inference.model_runner import ModelRunner
 from napari_cellseg.inference.object_size import fixed_scale
 from napari_cellseg.params import PredictParams
 
-UNET_PASS = ModelRunner._unet_pass  # the network pass itself, before any test wraps it
 PARAMS = PredictParams(diameter="off", backend="torch", batch_size=4, keep_probabilities=True)
 
 
 def _passes(monkeypatch, per_pass: int) -> list[int]:
     """Let the CPU pass ``per_pass`` tiles at once; record the tiles of every pass."""
     monkeypatch.setattr(model_runner, "CPU_TILES_PER_PASS", per_pass)
-    sizes: list[int] = []
-
-    def counted(self, batch, transform):
-        sizes.append(len(batch))
-        return UNET_PASS(self, batch, transform)
-
-    monkeypatch.setattr(ModelRunner, "_unet_pass", counted)
-    return sizes
+    return record_passes(monkeypatch)
 
 
 def _alone(images, model, params):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from unet_passes import record_passes
 
 from napari_cellseg.events import Notice, Progress, drain
 from napari_cellseg.inference import model_runner, planes
@@ -18,7 +19,6 @@ from napari_cellseg.models.weights import load_weights
 from napari_cellseg.params import PredictParams
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
-UNET_PASS = ModelRunner._unet_pass  # the network pass itself, before any test wraps it
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +29,7 @@ def stack(sample_planes) -> np.ndarray:
 
 def _passes(monkeypatch) -> list[int]:
     """Record the number of tiles of every network pass."""
-    sizes: list[int] = []
-
-    def counted(self, batch, transform):
-        sizes.append(len(batch))
-        return UNET_PASS(self, batch, transform)
-
-    monkeypatch.setattr(ModelRunner, "_unet_pass", counted)
-    return sizes
+    return record_passes(monkeypatch)
 
 
 def _run(stack, model, monkeypatch, per_pass: int, **kw):
