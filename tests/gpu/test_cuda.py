@@ -201,3 +201,36 @@ def test_small_planes_go_together_on_cuda_with_the_plane_by_plane_labels(
     # a batch of 4 may round differently from batches of 1 in cuDNN: near-identical labels
     for a, b in zip(together.labels, alone.labels, strict=True):
         assert matching_at(b, a, 0.5)["f1"] >= 0.99
+
+
+def test_a_folder_of_small_images_goes_together_on_cuda(image, tmp_path, monkeypatch) -> None:
+    """A batch run groups small images of one shape on CUDA (the batch size per pass);
+    each file's labels are (nearly: cuDNN may round a batch of 4 differently) its own."""
+    import imageio.v3 as iio
+
+    from napari_cellseg.batch import run_batch
+    from napari_cellseg.inference import image_groups
+    from napari_cellseg.io.images import read_labels
+
+    grey = image[..., 0]
+    (tmp_path / "in").mkdir()
+    for k, plane in enumerate([grey, np.rot90(grey), grey[::-1], np.rot90(grey, 3), grey.T]):
+        iio.imwrite(tmp_path / "in" / f"img{k}.png", np.ascontiguousarray(plane))
+    params = PredictParams(device="cuda", diameter="off", batch_size=4)
+    sizes: list[int] = []
+    run = image_groups.iter_predict_images
+
+    def recorded(images, *args, **kwargs):
+        sizes.append(len(images))
+        return (yield from run(images, *args, **kwargs))
+
+    monkeypatch.setattr(image_groups, "iter_predict_images", recorded)
+    together = run_batch(tmp_path / "in", tmp_path / "together", WEIGHTS["unet"], params)
+    assert sizes == [4] and together.done == 5  # img0-3 together, img4 alone (the last)
+    monkeypatch.setattr(image_groups, "IMAGES_TOGETHER", False)
+    alone = run_batch(tmp_path / "in", tmp_path / "alone", WEIGHTS["unet"], params)
+    assert sizes == [4] and alone.done == 5
+    for k in range(5):
+        a = read_labels(tmp_path / "alone" / f"img{k}_labels.tif")
+        b = read_labels(tmp_path / "together" / f"img{k}_labels.tif")
+        assert matching_at(a, b, 0.5)["f1"] >= 0.99
