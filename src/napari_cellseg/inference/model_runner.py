@@ -9,7 +9,8 @@ a batch through the network one at a time: batching gains no speed there
 batch 1) and held the activations of every tile at once (a 1024² image peaked at 460–506 MiB
 of RSS, against 99–160 MiB one tile at a time). The exception is ONNX Runtime with small
 tiles (small images or planes of one tile): up to :data:`CPU_ONNX_PASS_PIXELS` pixels a pass
-(4 of 256²), with outputs identical bit for bit to one at a time (:func:`tiles_per_pass`).
+(4 of 256²); on this project's CPU their outputs were identical bit for bit to one at a time
+(:func:`tiles_per_pass`).
 Test-time augmentation runs the network on flipped and transposed copies of each tile and
 maps each output back: a U-Net's probabilities are then averaged, a Mask R-CNN's detections
 fused (``core.detection_tta``).
