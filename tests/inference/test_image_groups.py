@@ -176,3 +176,22 @@ def test_a_fine_tune_says_its_size_once_per_image(sample_planes, demo_unet, monk
     assert len(said) == 1
     assert all(any("fine-tuned" in note for note in p.notices) for p in together)
     assert all(p.diameter == 30.0 for p in together)
+
+
+def test_each_image_gets_its_own_tables_and_notices(sample_planes, demo_unet) -> None:
+    from napari_cellseg.inference.image_groups import split_planes
+    from napari_cellseg.inference.planes import predict_planes, vanished_notice
+
+    params = PredictParams(axes="TYX", diameter="off", backend="torch")
+    stack = predict_planes(sample_planes[:2], demo_unet, params)
+    stack.vanished = [0, 2]  # as if two objects of the second image vanished when rescaled
+    stack.notices += ["a note of the model's", vanished_notice(2)]
+    first, second = split_planes(stack, "YX", None)
+    assert first.notices == ["a note of the model's"]
+    assert second.notices == ["a note of the model's", vanished_notice(2)]
+    assert (first.vanished, second.vanished) == ([0], [2])
+    for k, one in enumerate((first, second)):
+        np.testing.assert_array_equal(one.labels, stack.labels[k])
+        assert len(one.table["label"]) == int(one.labels.max()) == one.n_objects
+        assert set(one.table["plane"]) <= {0}
+        assert one.timings["network"] == pytest.approx(stack.timings["network"] / 2)

@@ -212,8 +212,9 @@ def split_planes(prediction: Prediction, axes: str, diameter: float | None) -> l
     n = len(prediction.raw)
     timings = {k: v / n for k, v in prediction.timings.items()}
     timings["diameter"] = 0.0
-    shared = [note for note in prediction.notices if "vanished" not in note]
     vanished = prediction.vanished or [0] * n
+    summed = vanished_notice(sum(vanished)) if sum(vanished) else None
+    shared = [note for note in prediction.notices if note != summed]  # said per image below
     out = []
     for k in range(n):
         rows = prediction.table["plane"] == k
