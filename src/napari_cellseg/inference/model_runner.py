@@ -52,8 +52,9 @@ _CACHE_SIZE = 2
 CPU_TILES_PER_PASS = 1
 #: ...except on ONNX Runtime, where tiles go together up to this many pixels a pass (4 of
 #: 256², 2 of 320²): on 2 cores 1.1-1.2x faster per tile at 256² and 1.6x at 128² against
-#: one at a time, no gain from 384² up; the activations of one pass stay those of one
-#: 512² tile (PyTorch gained nothing from 256² up, and lost 20 % at 384²). Session 18.
+#: one at a time; larger tiles gained 2-8 % with two a pass, for twice the activations, so
+#: the activations of one pass stay those of one 512² tile (PyTorch gained nothing from
+#: 256² up, and lost 20 % at 384²). Session 18, docs/benchmarks.md.
 CPU_ONNX_PASS_PIXELS = 512 * 512
 #: Test-time augmentation's copies of a tile, in the order used: (transpose, flip rows,
 #: flip columns). The first 2, 4 or all 8 (every flip and rotation by 90°) are averaged.
