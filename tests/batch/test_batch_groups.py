@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from batch_helpers import PARAMS, disk_image, tmp_files, write_png
 
+from group_recording import record_groups
 from napari_cellseg.batch import iter_batch
 from napari_cellseg.events import drain
 from napari_cellseg.inference import image_groups, model_runner
@@ -33,15 +34,7 @@ def folder(tmp_path: Path) -> Path:
 
 def _groups(monkeypatch) -> list[int]:
     """Record the size of every group run together."""
-    sizes: list[int] = []
-    run = image_groups.iter_predict_images
-
-    def recorded(images, *args, **kwargs):
-        sizes.append(len(images))
-        return (yield from run(images, *args, **kwargs))
-
-    monkeypatch.setattr(image_groups, "iter_predict_images", recorded)
-    return sizes
+    return record_groups(monkeypatch)
 
 
 def _labels(out: Path) -> dict[str, np.ndarray]:

@@ -208,6 +208,7 @@ def test_a_folder_of_small_images_goes_together_on_cuda(image, tmp_path, monkeyp
     each file's labels are (nearly: cuDNN may round a batch of 4 differently) its own."""
     import imageio.v3 as iio
 
+    from group_recording import record_groups
     from napari_cellseg.batch import run_batch
     from napari_cellseg.inference import image_groups
     from napari_cellseg.io.images import read_labels
@@ -217,14 +218,7 @@ def test_a_folder_of_small_images_goes_together_on_cuda(image, tmp_path, monkeyp
     for k, plane in enumerate([grey, np.rot90(grey), grey[::-1], np.rot90(grey, 3), grey.T]):
         iio.imwrite(tmp_path / "in" / f"img{k}.png", np.ascontiguousarray(plane))
     params = PredictParams(device="cuda", diameter="off", batch_size=4)
-    sizes: list[int] = []
-    run = image_groups.iter_predict_images
-
-    def recorded(images, *args, **kwargs):
-        sizes.append(len(images))
-        return (yield from run(images, *args, **kwargs))
-
-    monkeypatch.setattr(image_groups, "iter_predict_images", recorded)
+    sizes = record_groups(monkeypatch)
     together = run_batch(tmp_path / "in", tmp_path / "together", WEIGHTS["unet"], params)
     assert sizes == [4] and together.done == 5  # img0-3 together, img4 alone (the last)
     monkeypatch.setattr(image_groups, "IMAGES_TOGETHER", False)

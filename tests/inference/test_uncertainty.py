@@ -151,6 +151,7 @@ def test_small_copies_go_through_the_network_together_with_the_same_result(copie
     pytest.importorskip("onnxruntime")
     from pathlib import Path
 
+    from group_recording import record_groups
     from napari_cellseg.inference import image_groups
     from napari_cellseg.io.images import read_image
     from napari_cellseg.models.weights import load_weights
@@ -159,14 +160,7 @@ def test_small_copies_go_through_the_network_together_with_the_same_result(copie
     image = read_image(sample / "images" / "dsb_fluorescence.png").data[:, :200]  # not square
     model = load_weights(sample / "models" / "unet_dsb.safetensors")
     params = PredictParams(device="cpu", diameter="off")
-    groups: list[int] = []
-    run = image_groups.iter_predict_images
-
-    def recorded(images, *args, **kwargs):
-        groups.append(len(images))
-        return (yield from run(images, *args, **kwargs))
-
-    monkeypatch.setattr("napari_cellseg.inference.uncertainty.iter_predict_images", recorded)
+    groups = record_groups(monkeypatch, "napari_cellseg.inference.uncertainty.iter_predict_images")
     events: list = []
     together = drain(iter_uncertainty(image, model, params, copies=copies), events.append)
     # 256×200: copies 2-4 keep the shape, 5-8 are transposed (200×256): two groups of 4 at most
