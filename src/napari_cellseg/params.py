@@ -119,9 +119,7 @@ class PredictParams:
         size (:func:`default_overlap`), resolved on construction, so ``overlap`` is
         always an int afterwards.
     batch_size : int
-        Tiles per forward pass on a GPU; on the CPU one, or small tiles up to one 512² tile's
-        pixels on ONNX Runtime (``1``: always one). Also how many small images of one size
-        (or planes of one tile) go together.
+        Tiles per forward pass on a GPU; see ``inference.model_runner.tiles_per_pass``.
     axes : str or None
         Axes of the input (letters from ``TZCYXS``); ``None`` guesses from the shape.
     channels : tuple of int or None
@@ -167,8 +165,7 @@ class PredictParams:
         "Overlap", f"overlap between tiles in pixels (default {DEFAULT_OVERLAP}, or a quarter of a "
         "smaller tile; must be below half the tile)"))  # fmt: skip
     batch_size: int = field(default=4, metadata=info(
-        "Batch size", "tiles (or small images, planes) per forward pass on a GPU; the CPU "
-        "takes one at a time, or up to one 512 px tile's worth of small ones (1: always one)",
+        "Batch size", "tiles per pass on a GPU; on the CPU one, or small ones up to 512² px",
         min=1, max=256,
         error="batch size must be between {min} and {max}, got {value}"))  # fmt: skip
     axes: str | None = field(default=None, metadata=info(
