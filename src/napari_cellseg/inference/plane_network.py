@@ -8,7 +8,8 @@ on on the CPU, each step said in a :class:`~napari_cellseg.events.Notice`
 
 Planes that each fit in one tile (a time-lapse or z-stack of small planes) go through the
 network several at a time where the runner passes several tiles at once (on CUDA: the
-batch size; on the CPU one tile per pass gains as much, so there they go one by one):
+batch size; on the CPU only small ones on ONNX Runtime, as many as make one 512² tile,
+else one by one: :func:`.model_runner.tiles_per_pass`):
 :func:`planes_together` says how many, :func:`run_planes_with_fallback` runs them with the
 family's ``run_planes``. Batches used to stop at the edge of a plane.
 """

@@ -236,7 +236,7 @@ def iter_predict_planes(
         yield from collect(overlap, wait=False)
 
     # planes that each fit in one tile wait here to go through the network together
-    # (:func:`.plane_network.planes_together`: on CUDA; one by one on the CPU)
+    # (:func:`.plane_network.planes_together`: on CUDA, and small ones on ONNX Runtime)
     waiting: list[tuple[int, np.ndarray, np.ndarray]] = []
 
     def run_waiting(overlap: PlaneOverlap) -> Generator[Event, None, None]:
@@ -264,9 +264,10 @@ def iter_predict_planes(
             )
             x = rescale_input(x, scale)
             timings["preprocess"] += time.perf_counter() - t0
-            if len(planes) > 1 and planes_together(runner, x.shape[-2:], params, state) > 1:
+            together = len(planes) > 1 and planes_together(runner, x.shape[-2:], params, state)
+            if together > 1:
                 waiting.append((plane_number, plane, x))
-                if len(waiting) >= planes_together(runner, x.shape[-2:], params, state):
+                if len(waiting) >= together:
                     yield from run_waiting(overlap)
                 continue
             t0 = time.perf_counter()
