@@ -8,26 +8,17 @@ that the one-run measurement on a fresh clone cannot break unseen.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
+
+from suite_run import run_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_cpu_suite_smoke_runs_every_step_and_names_its_json(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
-    command = ["bash", str(ROOT / "bench" / "cpu_suite.sh"), "--smoke", "--out", str(out)]
-    done = subprocess.run(
-        [*command, "--tag", "smoke1"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    run_suite("cpu_suite.sh", "--smoke", "--out", str(out), "--tag", "smoke1", timeout=900)
     summary = json.loads((out / "cpu_suite_smoke1.json").read_text())
     assert summary["mode"] == "smoke" and summary["tag"] == "smoke1"
     assert {s["step"]: s["rc"] for s in summary["steps"]} == dict.fromkeys(

@@ -8,12 +8,10 @@ unseen.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from suite_run import run_suite
+
 #: The smoke mode's steps, in order.
 STEPS = (
     "inference",
@@ -29,15 +27,7 @@ STEPS = (
 
 def test_gpu_suite_smoke_runs_every_step_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
-    done = subprocess.run(
-        ["bash", str(ROOT / "bench" / "gpu_suite.sh"), "--smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        env=env,
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    run_suite("gpu_suite.sh", "--smoke", "--out", str(out), timeout=1200)
     summary = json.loads((out / "gpu_suite_smoke.json").read_text())
     steps = {s["step"]: s["rc"] for s in summary["steps"]}
     assert steps == dict.fromkeys(STEPS, 0)
@@ -66,14 +56,7 @@ def test_gpu_suite_smoke_runs_every_step_and_writes_json(tmp_path: Path) -> None
 def test_gpu_suite_skip_leaves_steps_out(tmp_path: Path) -> None:
     out = tmp_path / "results"
     skips = [arg for step in STEPS for arg in ("--skip", step)]
-    done = subprocess.run(
-        ["bash", str(ROOT / "bench" / "gpu_suite.sh"), "--smoke", "--out", str(out), *skips],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHON": sys.executable},
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    done = run_suite("gpu_suite.sh", "--smoke", "--out", str(out), *skips, timeout=120)
     assert done.stdout.count("skipped") == len(STEPS)
     assert json.loads((out / "gpu_suite_smoke.json").read_text())["steps"] == []
     assert not list(out.glob("*_cpu.json"))
