@@ -252,16 +252,20 @@ def _copy_groups(
     pixel_size_um: Any,
 ) -> Generator[list[tuple[np.ndarray, tuple[bool, ...]]], None, None]:
     """The transformed copies in groups that can go through the network together
-    (:func:`~.image_groups.group_key`: small copies of one shape; else one at a time)."""
+    (:func:`~.image_groups.group_key`: small copies of one shape; else one at a time, each
+    yielded as soon as it is made, so that a large image is never held twice)."""
+    device = resolve_device(run.device)
     group: list[tuple[np.ndarray, tuple[bool, ...]]] = []
     key: tuple | None = None
     for transform in transforms:
         source = _transformed(image, transform, ya, xa)
         this = group_key(source, card, run, pixel_size_um=pixel_size_um)
-        limit = images_per_group(resolve_device(run.device), card, run, this) if this else 1
-        if group and (this is None or this != key or len(group) >= limit):
+        if group and (this != key or len(group) >= images_per_group(device, card, run, key)):
             yield group
             group = []
+        if this is None:
+            yield [(source, transform)]
+            continue
         group.append((source, transform))
         key = this
     if group:
