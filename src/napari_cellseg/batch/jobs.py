@@ -39,6 +39,7 @@ __all__ = [
     "FileResult",
     "describe_error",
     "failure",
+    "file_params",
     "params_from_dict",
     "process_file",
     "save_outputs",
@@ -221,6 +222,11 @@ def failure(task: FileTask, error: BaseException | str, seconds: float = 0.0) ->
     )
 
 
+def file_params(params: PredictParams, image: ImageData) -> PredictParams:
+    """``params`` with the file's own axes when none were given."""
+    return params if params.axes else replace(params, axes=image.axes)
+
+
 def segment(
     image: ImageData,
     model: Any,
@@ -238,8 +244,9 @@ def segment(
     from napari_cellseg.inference import iter_predict
     from napari_cellseg.inference.joining import with_file_z_spacing
 
-    run_params = params if params.axes else replace(params, axes=image.axes)
-    run_params = with_file_z_spacing(run_params, image)  # stitching: the file's z step
+    run_params = with_file_z_spacing(
+        file_params(params, image), image
+    )  # stitching: the file's z step
     blocks = job.blocks if job is not None else None
     if job is not None and task is not None and is_large(image, job.blocks):
         return (

@@ -21,7 +21,14 @@ from dataclasses import replace
 from typing import Any
 
 from napari_cellseg.batch.files import FileTask
-from napari_cellseg.batch.jobs import BatchJob, FileResult, failure, save_outputs, segment
+from napari_cellseg.batch.jobs import (
+    BatchJob,
+    FileResult,
+    failure,
+    file_params,
+    save_outputs,
+    segment,
+)
 from napari_cellseg.batch.reading import read_input
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import CancelledError, Notice, Progress, relay
@@ -59,8 +66,9 @@ class _Writer:
             self._results.put(result)
 
     def put(self, task: FileTask, image: Any, prediction: Any, timings: dict) -> None:
-        """Queue one file for writing (blocks while the queue is full)."""
-        self._queue.put((task, image, prediction, timings))
+        """Queue one file for writing (blocks while the queue is full). The writer needs
+        labels and the table only: the network output (float maps) is not kept."""
+        self._queue.put((task, image, replace(prediction, raw=[], probabilities=None), timings))
 
     def ready(self) -> Generator[FileResult, None, None]:
         """The results written since the last call (raises what broke the writer)."""
@@ -122,9 +130,9 @@ def iter_local(
             record(result)
             yield result
             return
-        timings = {"read": read_seconds, "segment": time.perf_counter() - t1}
-        # the writer needs labels and the table only: drop the network output (float maps)
-        writer.put(task, image, replace(prediction, raw=[], probabilities=None), timings)
+        writer.put(
+            task, image, prediction, {"read": read_seconds, "segment": time.perf_counter() - t1}
+        )
 
     def group_of(first: tuple[FileTask, Any, float]) -> list[tuple[FileTask, Any, float]]:
         """``first`` and the images read after it that can go through the network with it."""
@@ -153,7 +161,7 @@ def iter_local(
 
         t1 = time.perf_counter()
         first = group[0][1]
-        run_params = params if params.axes else replace(params, axes=first.axes)
+        run_params = file_params(params, first)
         name = f"{group[0][0].rel} and {len(group) - 1} more"
         try:
             predictions = yield from _forward(
@@ -172,8 +180,7 @@ def iter_local(
             return False
         seconds = (time.perf_counter() - t1) / len(group)
         for (task, image, read_seconds), prediction in zip(group, predictions, strict=True):
-            timings = {"read": read_seconds, "segment": seconds}
-            writer.put(task, image, replace(prediction, raw=[], probabilities=None), timings)
+            writer.put(task, image, prediction, {"read": read_seconds, "segment": seconds})
         return True
 
     try:
@@ -224,7 +231,7 @@ def _key(image: Any, model: Any, params: PredictParams, job: BatchJob) -> tuple 
     """The image's :func:`~napari_cellseg.inference.image_groups.group_key` (None: alone)."""
     from napari_cellseg.inference.image_groups import group_key
 
-    run_params = params if params.axes else replace(params, axes=image.axes)
+    run_params = file_params(params, image)
     try:
         return group_key(
             image.data, model.card, run_params, pixel_size_um=image.pixel_size_um,

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_cellseg.batch.jobs import file_params
 from napari_cellseg.batch.measure import write_table_csv
 from napari_cellseg.batch.reading import read_input
 from napari_cellseg.batch.spread import appearance, spread_order
@@ -179,7 +180,7 @@ def iter_rank_images(
         yield check(Progress("images", i * 1000, n * 1000, path.name))
         try:
             image = read_input(path, axes=params.axes)
-            run = params if params.axes else replace(params, axes=image.axes)
+            run = file_params(params, image)
             regions = tiles_of(image.data.shape, image.axes, tile) if tile else [None]
             for k, region in enumerate(regions):
                 name = path.name
