@@ -692,9 +692,8 @@ def main(argv: list[str] | None = None) -> int:
     from napari_cellseg.params import PredictParams
 
     device = resolve_device(args.device)
-    diameter = float(args.diameter) if (args.diameter or "x")[0].isdigit() else args.diameter
     params = PredictParams(
-        device=str(device), tile_size=args.tile, batch_size=args.batch_size, diameter=diameter
+        device=str(device), tile_size=args.tile, batch_size=args.batch_size, diameter=args.diameter
     )
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="cellseg-bench-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         raise SystemExit(f"no DSB images under {args.data_root / DSB_IMAGES}; pass --data-root")
     device = resolve_device(args.device)
-    diameter = float(args.diameter) if (args.diameter or "x")[0].isdigit() else args.diameter
-    params = PredictParams(device=str(device), diameter=diameter)
+    params = PredictParams(device=str(device), diameter=args.diameter)
     model, _ = cached_load(args.weights, device)
     rank_images(files[:1], model, params, copies=args.copies)  # warm-up (export, caches)
     seconds: dict[str, list[float]] = {"together": [], "one_by_one": []}
