@@ -30,7 +30,12 @@ from napari_cellseg.events import CancelledError, Notice, Progress
 from napari_cellseg.families import family_part
 from napari_cellseg.inference import model_runner
 from napari_cellseg.inference.api import in_blocks
-from napari_cellseg.inference.object_size import fixed_scale, model_card, scaled_shape
+from napari_cellseg.inference.object_size import (
+    fixed_scale,
+    model_card,
+    plane_shape,
+    scaled_shape,
+)
 from napari_cellseg.inference.onnx_backend import choose_backend
 from napari_cellseg.inference.plane_network import fits_one_tile, padded_shape
 from napari_cellseg.inference.planes import Prediction, iter_predict_planes, vanished_notice
@@ -129,8 +134,9 @@ def group_key(
     if fixed is None:
         return None
     scale = fixed[1]
-    plane = (image.shape[axes.index("Y")], image.shape[axes.index("X")])
-    if not fits_one_tile(card, scaled_shape(plane, scale), params, params.tile_size):
+    if not fits_one_tile(
+        card, scaled_shape(plane_shape(image, axes), scale), params, params.tile_size
+    ):
         return None
     return tuple(image.shape), image.dtype.str, axes, scale
 
