@@ -51,7 +51,7 @@ from napari_cellseg.device import resolve_device
 from napari_cellseg.inference import unet_strategy
 from napari_cellseg.inference.detections import Detections
 from napari_cellseg.inference.model_runner import ModelRunner
-from napari_cellseg.inference.onnx_backend import cpu_bf16_supported
+from napari_cellseg.inference.onnx_backend import choose_backend, cpu_bf16_supported
 from napari_cellseg.inference.planes import predict_planes as predict  # whole planes
 from napari_cellseg.inference.postprocess import maskrcnn_instances, unet_instances
 from napari_cellseg.inference.preprocess import to_model_input
@@ -286,17 +286,27 @@ def compare_baseline(
         # onnx extra is installed); torch: today's pipeline on PyTorch; bf16: today's pipeline
         # with backend="bf16" (only where the CPU has bfloat16 instructions); old: before
         # issue 21
-        with_bf16 = device.type == "cpu" and cpu_bf16_supported()
-        if with_bf16:
-            predict(image[:64, :64], loaded, replace(params, backend="bf16"))
-        variants = ("new", "torch", "bf16", "old") if with_bf16 else ("new", "torch", "old")
+        # with backend="int8" (U-Nets, ONNX Runtime on the CPU) too
+        extra = [
+            backend
+            for backend, applies in (
+                ("bf16", device.type == "cpu" and cpu_bf16_supported()),
+                ("int8", choose_backend("int8", loaded.card.family, device)[0] == "int8"),
+            )
+            if applies
+        ]
+        for backend in extra:
+            predict(image[:64, :64], loaded, replace(params, backend=backend))
+        variants = ("new", "torch", *extra, "old")
         times: dict[str, list[float]] = {k: [] for k in variants}
         stages: dict[str, list[dict]] = {k: [] for k in variants}
         labels = {}
         for _ in range(args.repeats):
             for which in variants:  # interleaved: the machine's load hits all alike
                 context = baseline_pipeline() if which == "old" else _nothing()
-                backend = {"new": params.backend, "bf16": "bf16"}.get(which, "torch")
+                backend = {"new": params.backend, "bf16": "bf16", "int8": "int8"}.get(
+                    which, "torch"
+                )
                 run = replace(params, backend=backend)
                 with context:
                     prediction, seconds = timed(device, predict, image, loaded, run)
@@ -332,18 +342,20 @@ def compare_baseline(
             "agreement_backends": label_agreement(labels["torch"], labels["new"]),
             "agreement_with_untiled": untiled,
         }
-        if with_bf16:  # bfloat16 against today's default (float32) labels
-            row["seconds_bf16"] = times["bf16"]
-            row["stages_bf16"] = stages["bf16"]
-            row["speedup_bf16_best"] = best["old"] / best["bf16"]
-            row["speedup_bf16_median"] = float(np.median(times["old"]) / np.median(times["bf16"]))
-            row["agreement_bf16"] = label_agreement(labels["new"], labels["bf16"])
+        for which in extra:  # bfloat16 / int8 against today's default (float32) labels
+            row[f"seconds_{which}"] = times[which]
+            row[f"stages_{which}"] = stages[which]
+            row[f"speedup_{which}_best"] = best["old"] / best[which]
+            row[f"speedup_{which}_median"] = float(
+                np.median(times["old"]) / np.median(times[which])
+            )
+            row[f"agreement_{which}"] = label_agreement(labels["new"], labels[which])
         rows.append(row)
         save(rows)
         print(
             f"{row['family']} {name}: old {best['old']:.2f} s, new on PyTorch "
             f"{best['torch']:.2f} s, new {best['new']:.2f} s, x{row['speedup_best']:.2f}; "
-            + (f"bf16 {best['bf16']:.2f} s, x{row['speedup_bf16_best']:.2f}; " if with_bf16 else "")
+            + "".join(f"{w} {best[w]:.2f} s, x{row[f'speedup_{w}_best']:.2f}; " for w in extra)
             + f"{row['agreement']}",
             flush=True,
         )
@@ -389,21 +401,27 @@ def print_compare_table(rows: list[dict]) -> None:
             f"{a['objects_old']} / {a['objects_new']} | {'yes' if a['identical'] else 'no'} | "
             f"{a['mean_iou']:.3f} / {a['min_iou']:.3f} | {_untiled(r)} |"
         )
-    bf16 = [r for r in rows if "seconds_bf16" in r]
-    if not bf16:
+    for which in ("bf16", "int8"):
+        print_precision_table(rows, which)
+
+
+def print_precision_table(rows: list[dict], which: str) -> None:
+    """The rows run with ``backend=which`` (bf16, int8) against the old and today's default."""
+    chosen = [r for r in rows if f"seconds_{which}" in r]
+    if not chosen:
         return
     print(
-        "\n| family | image | old s | new s | bf16 s | bf16 speed-up (best / median) "
-        "| network s bf16 | objects new / bf16 | matched | mean / min IoU with new |"
+        f"\n| family | image | old s | new s | {which} s | {which} speed-up (best / median) "
+        f"| network s {which} | objects new / {which} | matched | mean / min IoU with new |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in bf16:
-        a = r["agreement_bf16"]
+    for r in chosen:
+        a = r[f"agreement_{which}"]
         print(
             f"| {r['family']} | {r['image']} | {min(r['seconds_old']):.2f} | "
-            f"{min(r['seconds_new']):.2f} | {min(r['seconds_bf16']):.2f} | "
-            f"{r['speedup_bf16_best']:.2f} / {r['speedup_bf16_median']:.2f} | "
-            f"{_stage(r, 'bf16', 'network'):.2f} | {a['objects_old']} / {a['objects_new']} | "
+            f"{min(r['seconds_new']):.2f} | {min(r[f'seconds_{which}']):.2f} | "
+            f"{r[f'speedup_{which}_best']:.2f} / {r[f'speedup_{which}_median']:.2f} | "
+            f"{_stage(r, which, 'network'):.2f} | {a['objects_old']} / {a['objects_new']} | "
             f"{a['matched']} | {a['mean_iou']:.3f} / {a['min_iou']:.3f} |"
         )
 

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-PIPELINES = ("old", "new", "torch", "bf16")  # bf16: backend="bf16"
+PIPELINES = ("old", "new", "torch", "bf16", "int8")  # bf16, int8: that backend
 SHAPES = ("256x256", "520x696", "1024x1024", "2048x2048")
 BRIGHTFIELD = "sample dsb_brightfield"
 
@@ -61,7 +61,7 @@ def child(args: argparse.Namespace) -> dict:
         weights = args.weights_unet or ROOT / "sample_data/models/unet_dsb.safetensors"
         ((_, image),) = compare_images(args.data_root, [args.image])
     loaded = load_weights(weights, device="cpu")
-    backend = {"new": "auto", "bf16": "bf16"}.get(args.pipeline, "torch")
+    backend = {"new": "auto", "bf16": "bf16", "int8": "int8"}.get(args.pipeline, "torch")
     params = PredictParams(device="cpu", diameter="off", backend=backend, tile_size=args.tile)
     predict(image[:64, :64], loaded, params)  # warm-up, as the speed benchmark does
     context = baseline_pipeline() if args.pipeline == "old" else contextlib.nullcontext()
@@ -102,7 +102,7 @@ def table(rows: list[dict]) -> str:
     """Markdown: one line per image, the pipelines side by side."""
     pipelines = [p for p in PIPELINES if any(r["pipeline"] == p for r in rows)]
     head = "| family | image | " + " | ".join(f"peak above start, {p} (MiB)" for p in pipelines)
-    ratios = [p for p in ("new", "bf16") if p in pipelines and "old" in pipelines]
+    ratios = [p for p in ("new", "bf16", "int8") if p in pipelines and "old" in pipelines]
     head += " | " + " | ".join(f"peak, {p} (MiB)" for p in pipelines)
     head += "".join(f" | {p} / old" for p in ratios) + " |"
     lines = [head, "|" + "---|" * (2 + 2 * len(pipelines) + len(ratios))]
@@ -146,6 +146,8 @@ def main() -> int:
     rows = []
     for image in images:
         for pipeline in args.pipelines:
+            if image == BRIGHTFIELD and pipeline == "int8":
+                continue  # int8 runs U-Nets only
             row = run_child(args, image, pipeline)
             rows.append(row)
             print(

@@ -170,6 +170,10 @@ def run_native(args, weights: list[Path], pairs) -> list[dict]:
                         score(loaded, image, truth, diameter, tta, args.device, args.backend)
                     )
                 rows.append(_native_row(path, loaded, tta, how, per))
+                rows[-1]["per_image"] = [
+                    {"image": pair.name, "dsb_ap": row["dsb_ap"]}
+                    for pair, row in zip(pairs, per, strict=True)
+                ]
                 r = rows[-1]
                 print(
                     f"{path.name} tta {tta} diameter {how}: DSB AP {r['dsb_ap']:.3f} "

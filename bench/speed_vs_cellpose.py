@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from napari_cellseg.inference.api import predict
-from napari_cellseg.inference.onnx_backend import cpu_bf16_supported
+from napari_cellseg.inference.onnx_backend import choose_backend, cpu_bf16_supported
 from napari_cellseg.io.images import read_image, read_labels
 from napari_cellseg.labels.sizes import median_diameter
 from napari_cellseg.models import load_weights
@@ -96,22 +96,33 @@ def main() -> int:
     loaded = load_weights(args.weights)
     params = PredictParams(device="cpu")
     torch_params = replace(params, backend="torch")
-    with_bf16 = cpu_bf16_supported()  # the bf16 backend, where the CPU has the instructions
-    bf16_params = replace(params, backend="bf16")
-    for p in (params, torch_params, bf16_params):  # warm-up (loads, exports ONNX once)
-        predict(images[0][:64, :64], loaded, p)
+    # opt-in backends timed too where they apply: bf16 (CPUs with bfloat16 instructions),
+    # int8 (U-Nets on ONNX Runtime)
+    extra = [
+        name
+        for name, applies in (
+            ("bf16", cpu_bf16_supported()),
+            ("int8", choose_backend("int8", loaded.card.family, torch.device("cpu"))[0] == "int8"),
+        )
+        if applies
+    ]
+    for p in (params, torch_params, *(replace(params, backend=n) for n in extra)):
+        predict(images[0][:64, :64], loaded, p)  # warm-up (loads, exports ONNX once)
     given = [replace(params, diameter=float(np.clip(j["diameter"], 2, 500))) for j in jobs]
-    given_bf16 = [replace(p, backend="bf16") for p in given]
 
-    def time_bf16() -> tuple[np.ndarray, np.ndarray]:
-        if not with_bf16:
-            return np.full(len(images), np.nan), np.full(len(images), np.nan)
-        return time_ours(images, loaded, bf16_params), time_ours(images, loaded, given_bf16)
+    def time_extra() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {
+            name: (
+                time_ours(images, loaded, replace(params, backend=name)),
+                time_ours(images, loaded, [replace(p, backend=name) for p in given]),
+            )
+            for name in extra
+        }
 
     first = time_ours(images, loaded, params)
     first_torch = time_ours(images, loaded, torch_params)
     first_given = time_ours(images, loaded, given)
-    first_bf16, first_bf16_given = time_bf16()
+    first_extra = time_extra()
     result = subprocess.run(
         [str(args.cellpose_python), str(ROOT / "bench/_cellpose_worker.py"), str(threads)],
         input=json.dumps(jobs), capture_output=True, text=True, check=True,
@@ -120,9 +131,7 @@ def main() -> int:
     second = time_ours(images, loaded, params)
     second_torch = time_ours(images, loaded, torch_params)
     second_given = time_ours(images, loaded, given)
-    second_bf16, second_bf16_given = time_bf16()
-    ours_bf16 = np.minimum(first_bf16, second_bf16)
-    ours_bf16_given = np.minimum(first_bf16_given, second_bf16_given)
+    second_extra = time_extra()
     ours = np.minimum(first, second)
     ours_given = np.minimum(first_given, second_given)
     ours_torch = np.minimum(first_torch, second_torch)
@@ -145,12 +154,17 @@ def main() -> int:
         "ratio_torch_with_dynamics": float(cp_dyn.sum() / ours_torch.sum()),
         "ratio_given_diameter_with_dynamics": float(cp_dyn.sum() / ours_given.sum()),
     }
-    if with_bf16:
+    for name in extra:
+        auto = np.minimum(first_extra[name][0], second_extra[name][0])
+        known = np.minimum(first_extra[name][1], second_extra[name][1])
         summary.update(
-            ours_bf16_s=float(ours_bf16.sum()),
-            ours_bf16_given_diameter_s=float(ours_bf16_given.sum()),
-            ratio_bf16_with_dynamics=float(cp_dyn.sum() / ours_bf16.sum()),
-            ratio_bf16_given_diameter_with_dynamics=float(cp_dyn.sum() / ours_bf16_given.sum()),
+            {
+                f"ours_{name}_s": float(auto.sum()),
+                f"ours_{name}_given_diameter_s": float(known.sum()),
+                f"ratio_{name}_with_dynamics": float(cp_dyn.sum() / auto.sum()),
+                f"ratio_{name}_given_diameter_with_dynamics": float(cp_dyn.sum() / known.sum()),
+                f"ratio_{name}_auto_vs_cellpose_size_estimated": float(cp_auto.sum() / auto.sum()),
+            }
         )
     record = {
         "hardware": {
@@ -172,15 +186,19 @@ def main() -> int:
                 "ours_s": [a, b],
                 "ours_torch_s": [c, d],
                 "ours_given_diameter_s": [e, f],
-                "ours_bf16_s": [g, h] if with_bf16 else None,
-                "ours_bf16_given_diameter_s": [gu, gv] if with_bf16 else None,
+                **{
+                    f"ours_{name}{part}_s": [
+                        float(first_extra[name][which][i]), float(second_extra[name][which][i])
+                    ]
+                    for name in extra
+                    for which, part in ((0, ""), (1, "_given_diameter"))
+                },
                 **{k: v for k, v in cp.items() if k != "path"},
             }
-            for p, im, j, a, b, c, d, e, f, g, h, gu, gv, cp in zip(
+            for i, (p, im, j, a, b, c, d, e, f, cp) in enumerate(zip(
                 pairs, images, jobs, first, second, first_torch, second_torch, first_given,
-                second_given, first_bf16, second_bf16, first_bf16_given, second_bf16_given,
-                cellpose["images"], strict=True,
-            )
+                second_given, cellpose["images"], strict=True,
+            ))
         ],
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -197,12 +215,14 @@ def main() -> int:
     print(f"| ours, default backend, given the true diameter | "
           f"{summary['ours_given_diameter_s']:.1f} | "
           f"{summary['ratio_given_diameter_with_dynamics']:.1f}x (with dynamics) |")  # fmt: skip
-    if with_bf16:
-        print(f"| ours, bf16 backend | {summary['ours_bf16_s']:.1f} | "
-              f"{summary['ratio_bf16_with_dynamics']:.1f}x (with dynamics) |")  # fmt: skip
-        seconds = summary["ours_bf16_given_diameter_s"]
-        ratio = summary["ratio_bf16_given_diameter_with_dynamics"]
-        print(f"| ours, bf16 backend, given the true diameter | {seconds:.1f} | "
+    for name in extra:
+        both = summary[f"ratio_{name}_auto_vs_cellpose_size_estimated"]
+        print(f"| ours, {name} backend | {summary[f'ours_{name}_s']:.1f} | "
+              f"{summary[f'ratio_{name}_with_dynamics']:.1f}x (with dynamics); size estimated "
+              f"on both sides {both:.1f}x |")  # fmt: skip
+        seconds = summary[f"ours_{name}_given_diameter_s"]
+        ratio = summary[f"ratio_{name}_given_diameter_with_dynamics"]
+        print(f"| ours, {name} backend, given the true diameter | {seconds:.1f} | "
               f"{ratio:.1f}x (with dynamics) |")  # fmt: skip
     print(f"| Cellpose 3, default threshold | {summary['cellpose_default_threshold_s']:.1f} | 1 |")
     print(f"| Cellpose 3, with dynamics | {summary['cellpose_with_dynamics_s']:.1f} | 1 |")

@@ -101,7 +101,7 @@ DEFAULT_OVERLAP = 64
 TTA_CHOICES = (1, 2, 4, 8)
 """Copies of each tile test-time augmentation can average (1 = off); see ``PredictParams.tta``."""
 
-BACKENDS = ("auto", "torch", "onnx", "bf16")  # PredictParams.backend
+BACKENDS = ("auto", "torch", "onnx", "int8", "bf16")  # PredictParams.backend
 
 
 @dataclass(frozen=True)
@@ -200,9 +200,9 @@ class PredictParams:
         "from the TIFF file or the layer's scale, else 1)",
         min=0.0, min_exclusive=True))  # fmt: skip
     backend: str = field(default="auto", metadata=info(
-        "Backend", "what runs the network on the CPU: onnx (ONNX Runtime, U-Nets), torch, bf16 "
-        "(PyTorch in bfloat16 on CPUs with bfloat16 instructions: up to 1.7x faster, labels "
-        "close to float32's), or auto (onnx when installed)", choices=BACKENDS))  # fmt: skip
+        "Backend", "the CPU's network runner: onnx (ONNX Runtime, U-Nets), torch; int8 (U-Nets "
+        "in 8-bit integers) and bf16 (PyTorch in bfloat16, CPUs with its instructions) are "
+        "faster, labels close to float32's; auto: onnx if there", choices=BACKENDS))  # fmt: skip
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "diameter", parse_diameter(self.diameter))

@@ -132,9 +132,11 @@ def test_a_plane_of_several_tiles_releases_the_buffers_once(shape, releases, mon
     np.testing.assert_array_equal(labels, expected)
 
 
-def test_a_failed_export_falls_back_to_pytorch_with_a_notice(monkeypatch) -> None:
+def test_a_failed_export_falls_back_to_pytorch_with_a_notice(tmp_path, monkeypatch) -> None:
     def broken(*_args, **_kwargs):
         raise RuntimeError("Unsupported: the operator foo\nlong trace")
+
+    monkeypatch.setenv("NAPARI_CELLSEG_CACHE", str(tmp_path))  # no export of these weights yet
 
     monkeypatch.setattr(onnx_backend, "_export", broken)
     loaded = _loaded(seed=5)

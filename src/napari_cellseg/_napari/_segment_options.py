@@ -47,6 +47,7 @@ BACKEND_LABELS = [
     ("auto", "auto"),
     ("PyTorch", "torch"),
     ("ONNX Runtime", "onnx"),
+    ("int8 (U-Nets, fastest)", "int8"),
     ("bfloat16 (fast CPUs)", "bf16"),
 ]
 """The Backend choices (``PredictParams.backend``); only the CPU uses them."""

@@ -78,7 +78,7 @@ def images_per_group(
     """
     if not IMAGES_TOGETHER or not hasattr(family_part(card.family, "inference"), "run_planes"):
         return 1
-    onnx = choose_backend(params.backend, card.family, device)[0] == "onnx"
+    onnx = choose_backend(params.backend, card.family, device)[0] in ("onnx", "int8")
     if key is None:
         tile = (1, 1) if onnx else None  # the smallest plane: as many as the batch size
     else:

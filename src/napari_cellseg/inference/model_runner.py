@@ -38,6 +38,7 @@ from napari_cellseg.inference.maskrcnn_stages import (
     unshrunk,
 )
 from napari_cellseg.inference.onnx_backend import choose_backend, onnx_unet
+from napari_cellseg.inference.onnx_int8 import int8_unet
 from napari_cellseg.models.weights import LoadedModel, load_weights
 
 # torch >= 2.5 has torch.OutOfMemoryError; older releases only torch.cuda.OutOfMemoryError.
@@ -177,6 +178,8 @@ class ModelRunner:
         self.cpu_bf16 = chosen == "bf16"
         if chosen == "onnx":
             self.onnx, self.notice = onnx_unet(self.model, self.card.input_channels)
+        elif chosen == "int8":
+            self.onnx, self.notice = int8_unet(self.model, self.card)
 
     def release_buffers(self) -> None:
         """Free the network's idle working memory after a plane (ONNX Runtime's arena)."""
@@ -185,9 +188,10 @@ class ModelRunner:
 
     @property
     def backend_name(self) -> str:
-        """What runs the network: ``"ONNX Runtime"``, ``"PyTorch"`` or ``"PyTorch bfloat16"``."""
+        """What runs the network: ``"ONNX Runtime"``, ``"ONNX Runtime int8"``, ``"PyTorch"`` or
+        ``"PyTorch bfloat16"``."""
         if self.onnx is not None:
-            return "ONNX Runtime"
+            return "ONNX Runtime int8" if self.onnx.precision == "int8" else "ONNX Runtime"
         return "PyTorch bfloat16" if self.cpu_bf16 else "PyTorch"
 
     def _autocast(self):

@@ -43,8 +43,10 @@ __all__ = [
     "cache_dir",
     "choose_backend",
     "cpu_bf16_supported",
+    "export_path",
     "onnx_installed",
     "onnx_unet",
+    "state_versions",
     "weights_fingerprint",
 ]
 
@@ -84,7 +86,7 @@ def choose_backend(backend: str, family: str, device: torch.device) -> tuple[str
     Parameters
     ----------
     backend : str
-        ``auto``, ``torch``, ``onnx`` or ``bf16`` (``PredictParams.backend``).
+        ``auto``, ``torch``, ``onnx``, ``int8`` or ``bf16`` (``PredictParams.backend``).
     family : str
         The model family; only U-Nets run on ONNX Runtime.
     device : torch.device
@@ -93,12 +95,12 @@ def choose_backend(backend: str, family: str, device: torch.device) -> tuple[str
     Returns
     -------
     tuple
-        ``("onnx", "bf16" or "torch", notice or None)``.
+        ``("onnx", "int8", "bf16" or "torch", notice or None)``.
 
     Raises
     ------
     CellsegError
-        ``onnx`` asked for explicitly but ONNX Runtime is not installed.
+        ``onnx`` or ``int8`` asked for explicitly but ONNX Runtime is not installed.
 
     Examples
     --------
@@ -106,6 +108,8 @@ def choose_backend(backend: str, family: str, device: torch.device) -> tuple[str
     ('torch', None)
     >>> choose_backend("onnx", "maskrcnn", torch.device("cpu"))[0]
     'torch'
+    >>> choose_backend("int8", "maskrcnn", torch.device("cpu"))
+    ('torch', 'the int8 backend runs U-Nets on the CPU only; Mask R-CNNs run on PyTorch')
     """
     if backend == "torch":
         return "torch", None
@@ -123,13 +127,14 @@ def choose_backend(backend: str, family: str, device: torch.device) -> tuple[str
         return "bf16", None
     if family != "unet" or device.type != "cpu":
         note = None
-        if backend == "onnx":
+        if backend in ("onnx", "int8"):
             what = "Mask R-CNNs" if family == "maskrcnn" else f"{device.type} devices"
-            note = f"the ONNX backend runs U-Nets on the CPU only; {what} run on PyTorch"
+            name = "ONNX" if backend == "onnx" else backend
+            note = f"the {name} backend runs U-Nets on the CPU only; {what} run on PyTorch"
         return "torch", note
     if onnx_installed():
-        return "onnx", None
-    if backend == "onnx":
+        return ("int8" if backend == "int8" else "onnx"), None
+    if backend in ("onnx", "int8"):
         raise CellsegError(
             f"ONNX Runtime is not installed: {ONNX_EXTRA_HINT}, or choose the torch backend"
         )
@@ -172,6 +177,9 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 class OnnxUNet:
     """An ONNX Runtime session that maps ``(B, C, H, W)`` float32 tiles to logits."""
 
+    #: ``"float32"``, or ``"int8"`` for a quantized copy (:mod:`.onnx_int8`).
+    precision = "float32"
+
     def __init__(self, path: Path, threads: int) -> None:
         import onnxruntime as ort
 
@@ -208,6 +216,11 @@ class OnnxUNet:
         channels = self.session.get_inputs()[0].shape[1]
         tiny = np.zeros((1, channels if isinstance(channels, int) else 1, 32, 32), np.float32)
         self.session.run(None, {self._input: tiny}, options)
+
+
+def export_path(model: torch.nn.Module, channels: int) -> Path:
+    """Where ``model``'s float32 export for ``channels`` input channels is (or will be) cached."""
+    return cache_dir() / f"{weights_fingerprint(model)}-c{channels}.onnx"
 
 
 def _export(model: torch.nn.Module, channels: int, path: Path) -> None:
@@ -252,7 +265,7 @@ def _dtype(model: torch.nn.Module) -> torch.dtype:
     return parameter.dtype if parameter is not None else torch.float32
 
 
-def _versions(model: torch.nn.Module) -> tuple:
+def state_versions(model: torch.nn.Module) -> tuple:
     """Changes whenever a parameter or buffer is modified in place (e.g. by an optimiser)."""
     return tuple(t._version for t in model.state_dict(keep_vars=True).values())
 
@@ -274,12 +287,12 @@ def onnx_unet(model: torch.nn.Module, channels: int) -> tuple[OnnxUNet | None, s
         failed (the caller then runs PyTorch).
     """
     threads = torch.get_num_threads()
-    key = (_versions(model), channels, threads)
+    key = (state_versions(model), channels, threads)
     with _LOCK:
         known = _SESSIONS.get(model)
         if known is not None and known[0] == key:
             return known[1], None
-        path = cache_dir() / f"{weights_fingerprint(model)}-c{channels}.onnx"
+        path = export_path(model, channels)
         try:
             if not path.is_file():
                 _export(model, channels, path)

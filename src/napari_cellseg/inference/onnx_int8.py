@@ -1,0 +1,215 @@
+"""int8 U-Nets on the CPU: ONNX Runtime with a statically quantized copy of the export.
+
+``PredictParams.backend="int8"`` (opt-in, U-Nets on the CPU) runs a copy of the float32
+ONNX export (:mod:`.onnx_backend`) whose convolutions compute in 8-bit integers: weights
+int8 per output channel, activations uint8 with one fixed range per tensor. The ranges come
+from the model's own float32 run on the bundled sample images (fluorescence, brightfield
+and H&E crops, prepared as the model's card says), so the copy depends only on the weight
+file; it is made once (about a second) and cached beside the float32 export as
+``<sha256>-c<channels>-int8v<INT8_VERSION>.onnx``.
+
+Why it is worth having: on CPUs with 8-bit dot-product instructions (AVX-VNNI or
+AVX512-VNNI: Intel from Ice Lake/Alder Lake, AMD Zen 4) ONNX Runtime's int8 convolutions run
+the demo U-Net's network about 2.4x as fast as float32 (``docs/benchmarks.md``), and on
+plain AVX2 CPUs they still use 8-bit multiply-adds. The labels are close to, not equal to,
+float32's, so it is never chosen automatically.
+
+Each new session is checked against the float32 PyTorch model on the calibration tiles:
+when fewer than :data:`AGREEMENT_FLOOR` of the pixels get the same class, or anything in
+quantizing fails, the float32 ONNX Runtime session runs instead, with a notice saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_cellseg.inference.onnx_backend import OnnxUNet, onnx_unet, state_versions
+from napari_cellseg.inference.preprocess import to_model_input
+from napari_cellseg.io.images import read_image
+from napari_cellseg.io.samples import list_samples
+
+__all__ = [
+    "AGREEMENT_FLOOR",
+    "INT8_VERSION",
+    "calibration_tiles",
+    "class_agreement",
+    "int8_path",
+    "int8_unet",
+    "quantize_unet",
+]
+
+INT8_VERSION = 1
+"""Part of the cached file's name: raised whenever calibration or quantization changes."""
+CALIBRATION_SIDE = 256
+"""Edge of the calibration tiles cut from the sample images (every whole tile of each)."""
+AGREEMENT_FLOOR = 0.99
+"""Fraction of calibration pixels whose class (argmax, or probability above 0.5 for sigmoid
+outputs) must equal float32 PyTorch's for the int8 copy to be used (the demo U-Net: 0.999)."""
+
+_SESSIONS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, OnnxUNet]] = (
+    weakref.WeakKeyDictionary()
+)
+_LOCK = threading.Lock()
+
+
+def int8_path(float_path: Path) -> Path:
+    """The int8 copy's cache path beside the float32 export ``float_path``.
+
+    >>> int8_path(Path("/c/onnx/ab-c3.onnx")).name
+    'ab-c3-int8v1.onnx'
+    """
+    return float_path.with_name(f"{float_path.stem}-int8v{INT8_VERSION}{float_path.suffix}")
+
+
+def calibration_tiles(card: Any, side: int = CALIBRATION_SIDE) -> list[np.ndarray]:
+    """Model inputs ``(1, C, side, side)`` cut from the bundled sample images.
+
+    Each sample is prepared as the card says (channel handling and normalisation); a model
+    whose channels the sample cannot fill that way (e.g. two fluorescence channels) gets the
+    sample's grey values in every channel.
+    """
+    tiles = []
+    for sample in list_samples():
+        plane = np.asarray(read_image(sample.image_path).data)
+        plane = plane[..., :3] if plane.ndim == 3 else plane  # the samples' alpha is constant
+        x = _model_input(plane, card)
+        for row in range(0, x.shape[1] - side + 1, side):
+            for col in range(0, x.shape[2] - side + 1, side):
+                tiles.append(np.ascontiguousarray(x[None, :, row : row + side, col : col + side]))
+    return tiles
+
+
+def _model_input(plane: np.ndarray, card: Any) -> np.ndarray:
+    from napari_cellseg.errors import CellsegError
+
+    options = {"input_channels": card.input_channels, "normalisation": card.normalisation}
+    try:
+        return to_model_input(plane, channel_handling=card.channel_handling, **options)
+    except CellsegError:
+        grey = plane.mean(axis=-1) if plane.ndim == 3 else plane
+        stacked = np.repeat(grey[..., None], card.input_channels, axis=-1)
+        return to_model_input(stacked.astype(plane.dtype), channel_handling="channels", **options)
+
+
+def quantize_unet(source: Path, target: Path, tiles: list[np.ndarray]) -> None:
+    """Write a statically quantized (QDQ, int8 weights per channel, uint8 activations) copy
+    of the float32 export ``source`` to ``target``, calibrated on ``tiles`` (min/max).
+
+    Written through temporary files in the same folder and a rename, so that another
+    process never reads a half-written model.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._tiles = iter(tiles)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            tile = next(self._tiles, None)
+            return None if tile is None else {"tiles": tile}
+
+    stem = target.with_name(f".{target.name}.{os.getpid()}")
+    prepared, partial = Path(f"{stem}.pre"), Path(f"{stem}.partial")
+    try:
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(partial),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+        os.replace(partial, target)
+    finally:
+        for leftover in (prepared, partial):
+            leftover.unlink(missing_ok=True)
+
+
+def class_agreement(a: np.ndarray, b: np.ndarray, activation: str) -> float:
+    """Fraction of pixels whose class is the same in logits ``a`` and ``b`` (B, C, H, W).
+
+    >>> a = np.zeros((1, 2, 2, 2), np.float32); b = a.copy(); b[0, 1, 0, 0] = 1
+    >>> class_agreement(a, b, "softmax"), class_agreement(a, a, "sigmoid")
+    (0.75, 1.0)
+    """
+    if activation == "sigmoid":
+        return float(((a > 0) == (b > 0)).mean())
+    return float((a.argmax(1) == b.argmax(1)).mean())
+
+
+def int8_unet(model: torch.nn.Module, card: Any) -> tuple[OnnxUNet | None, str | None]:
+    """An int8 ONNX Runtime session for ``model``, or the float32 one and a notice why not.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A U-Net on the CPU, in eval mode.
+    card : ModelCard
+        Its card (input channels, channel handling, normalisation, output activation).
+
+    Returns
+    -------
+    tuple
+        ``(session, notice)``: the int8 session and ``None``; or the float32 session (or
+        ``None``, PyTorch) and a notice saying why int8 does not run.
+    """
+    channels = card.input_channels
+    threads = torch.get_num_threads()
+    key = (state_versions(model), channels, threads)
+    with _LOCK:
+        known = _SESSIONS.get(model)
+        if known is not None and known[0] == key:
+            return known[1], None
+    floating, notice = onnx_unet(model, channels)
+    if floating is None:
+        return None, notice
+    target = int8_path(floating.path)
+    try:
+        tiles = calibration_tiles(card)
+        if not target.is_file():
+            quantize_unet(floating.path, target, tiles)
+        runner = OnnxUNet(target, threads)
+        runner.precision = "int8"
+        agreement = _agreement(model, runner, tiles, card.output_activation)
+    except Exception as exc:  # any quantization/runtime failure: float32, said once
+        target.unlink(missing_ok=True)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return floating, f"could not quantize this model to int8 ({reason[:160]}); running float32"
+    if not agreement >= AGREEMENT_FLOOR:
+        target.unlink(missing_ok=True)
+        return floating, (
+            f"int8 gave {100 * agreement:.1f} % of float32's pixel classes on the calibration "
+            f"images (below {100 * AGREEMENT_FLOOR:.0f} %) for this model; running float32"
+        )
+    with _LOCK:
+        _SESSIONS[model] = (key, runner)
+    return runner, None
+
+
+def _agreement(model: torch.nn.Module, runner: OnnxUNet, tiles: list, activation: str) -> float:
+    """Mean :func:`class_agreement` of ``runner`` and float32 ``model`` over ``tiles``."""
+    parameter = next(model.parameters(), None)
+    dtype = parameter.dtype if parameter is not None else torch.float32
+    scores = []
+    with torch.inference_mode():
+        for tile in tiles:
+            ours = model(torch.from_numpy(tile).to(dtype)).float().numpy()
+            scores.append(class_agreement(runner(tile), ours, activation))
+    return float(np.mean(scores)) if scores else 0.0
