@@ -223,6 +223,8 @@ def test_the_backend_row_reaches_the_predict_params(
     row = widget.runner._options.backend
     assert row.label == "Backend" and "bfloat16" in row.tooltip
     assert row.value == "auto" and params(viewer, widget).backend == "auto"
-    assert set(row.choices) == {"auto", "torch", "onnx", "bf16"}
+    assert set(row.choices) == {"auto", "torch", "onnx", "int8", "bf16"}
     row.value = "bf16"
     assert params(viewer, widget).backend == "bf16"
+    row.value = "int8"
+    assert params(viewer, widget).backend == "int8"

@@ -44,6 +44,7 @@ __all__ = [
     "choose_backend",
     "cpu_bf16_supported",
     "export_path",
+    "forget_session",
     "onnx_installed",
     "onnx_unet",
     "state_versions",
@@ -216,6 +217,12 @@ class OnnxUNet:
         channels = self.session.get_inputs()[0].shape[1]
         tiny = np.zeros((1, channels if isinstance(channels, int) else 1, 32, 32), np.float32)
         self.session.run(None, {self._input: tiny}, options)
+
+
+def forget_session(model: torch.nn.Module) -> None:
+    """Drop this process's float32 session of ``model`` (its memory goes with it)."""
+    with _LOCK:
+        _SESSIONS.pop(model, None)
 
 
 def export_path(model: torch.nn.Module, channels: int) -> Path:

@@ -30,7 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_cellseg.inference.onnx_backend import OnnxUNet, onnx_unet, state_versions
+from napari_cellseg.inference.onnx_backend import (
+    OnnxUNet,
+    export_path,
+    forget_session,
+    onnx_unet,
+    state_versions,
+)
 from napari_cellseg.inference.preprocess import to_model_input
 from napari_cellseg.io.images import read_image
 from napari_cellseg.io.samples import list_samples
@@ -177,30 +183,40 @@ def int8_unet(model: torch.nn.Module, card: Any) -> tuple[OnnxUNet | None, str |
         known = _SESSIONS.get(model)
         if known is not None and known[0] == key:
             return known[1], None
-    floating, notice = onnx_unet(model, channels)
-    if floating is None:
-        return None, notice
-    target = int8_path(floating.path)
+    target = int8_path(export_path(model, channels))
     try:
-        tiles = calibration_tiles(card)
-        if not target.is_file():
-            quantize_unet(floating.path, target, tiles)
+        if not target.is_file():  # the float32 export first (made and checked if need be)
+            floating, notice = onnx_unet(model, channels)
+            if floating is None:
+                return None, notice
+            quantize_unet(floating.path, target, calibration_tiles(card))
+            forget_session(model)  # not kept beside the int8 one: it costs memory
         runner = OnnxUNet(target, threads)
         runner.precision = "int8"
-        agreement = _agreement(model, runner, tiles, card.output_activation)
+        agreement = _agreement(model, runner, calibration_tiles(card), card.output_activation)
     except Exception as exc:  # any quantization/runtime failure: float32, said once
         target.unlink(missing_ok=True)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return floating, f"could not quantize this model to int8 ({reason[:160]}); running float32"
+        return _float32(model, channels, f"could not quantize this model to int8 ({reason[:160]})")
     if not agreement >= AGREEMENT_FLOOR:
         target.unlink(missing_ok=True)
-        return floating, (
+        return _float32(
+            model,
+            channels,
             f"int8 gave {100 * agreement:.1f} % of float32's pixel classes on the calibration "
-            f"images (below {100 * AGREEMENT_FLOOR:.0f} %) for this model; running float32"
+            f"images (below {100 * AGREEMENT_FLOOR:.0f} %) for this model",
         )
     with _LOCK:
         _SESSIONS[model] = (key, runner)
     return runner, None
+
+
+def _float32(model: torch.nn.Module, channels: int, why: str) -> tuple[OnnxUNet | None, str]:
+    """The float32 session (or ``None``: PyTorch) and a notice: ``why``, then what runs."""
+    floating, notice = onnx_unet(model, channels)
+    if floating is None:
+        return None, f"{why}; {notice}" if notice else f"{why}; running PyTorch"
+    return floating, f"{why}; running float32"
 
 
 def _agreement(model: torch.nn.Module, runner: OnnxUNet, tiles: list, activation: str) -> float:
