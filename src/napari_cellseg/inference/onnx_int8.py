@@ -128,7 +128,7 @@ def quantize_unet(source: Path, target: Path, tiles: list[np.ndarray]) -> None:
             tile = next(self._tiles, None)
             return None if tile is None else {"tiles": tile}
 
-    stem = target.with_name(f".{target.name}.{os.getpid()}")
+    stem = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
     prepared, partial = Path(f"{stem}.pre"), Path(f"{stem}.partial")
     try:
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
