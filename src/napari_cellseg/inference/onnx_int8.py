@@ -185,15 +185,16 @@ def int8_unet(model: torch.nn.Module, card: Any) -> tuple[OnnxUNet | None, str |
             return known[1], None
     target = int8_path(export_path(model, channels))
     try:
+        tiles = calibration_tiles(card)
         if not target.is_file():  # the float32 export first (made and checked if need be)
             floating, notice = onnx_unet(model, channels)
             if floating is None:
                 return None, notice
-            quantize_unet(floating.path, target, calibration_tiles(card))
+            quantize_unet(floating.path, target, tiles)
             forget_session(model)  # not kept beside the int8 one: it costs memory
         runner = OnnxUNet(target, threads)
         runner.precision = "int8"
-        agreement = _agreement(model, runner, calibration_tiles(card), card.output_activation)
+        agreement = _agreement(model, runner, tiles, card.output_activation)
     except Exception as exc:  # any quantization/runtime failure: float32, said once
         target.unlink(missing_ok=True)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
