@@ -180,3 +180,43 @@ def test_demo_unet_labels_identical_on_the_samples() -> None:
         diff = np.abs(fast.probabilities.astype(np.float32) - slow.probabilities).max()
         assert diff <= 1e-3  # float16 maps: one step of their precision
         np.testing.assert_array_equal(fast.labels, slow.labels)
+
+
+def test_the_cache_keeps_the_recently_used_models_within_its_limit(tmp_path, monkeypatch) -> None:
+    """Least recently used exports go first once the cache is over its limit; the model
+    in use stays even alone over it, and files other than exports are left alone."""
+    import os
+
+    from napari_cellseg.inference.onnx_backend import used_and_pruned
+
+    files = {}
+    for age, name in enumerate(["d-c3.onnx", "c-c3-int8v1.onnx", "b-c3.onnx", "a-c3.onnx"]):
+        files[name] = tmp_path / name
+        files[name].write_bytes(b"x" * 1000)
+        os.utime(files[name], ns=(10**18 - age * 10**12, 10**18))  # last used: access time
+    (tmp_path / ".e-c3.onnx.7.partial").write_bytes(b"x" * 5000)  # being written
+    # a-c3 is the oldest; using it makes it the newest, so b-c3 and c-c3 (older) go
+    assert used_and_pruned(files["a-c3.onnx"], limit_bytes=2500) == [
+        files["b-c3.onnx"], files["c-c3-int8v1.onnx"]
+    ]  # fmt: skip
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["a-c3.onnx", "d-c3.onnx"]
+    assert (tmp_path / ".e-c3.onnx.7.partial").exists()
+    assert used_and_pruned(files["d-c3.onnx"], limit_bytes=10) == [files["a-c3.onnx"]]
+    assert files["d-c3.onnx"].exists()  # in use: kept, even alone over the limit
+    monkeypatch.setenv("NAPARI_CELLSEG_CACHE_LIMIT_MB", "0.001")  # 1048 bytes
+    assert used_and_pruned(files["d-c3.onnx"]) == []
+
+
+def test_running_a_model_prunes_the_cache(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("NAPARI_CELLSEG_CACHE", str(tmp_path))
+    monkeypatch.setenv("NAPARI_CELLSEG_CACHE_LIMIT_MB", "0")
+    stale = cache_dir_of(tmp_path) / "0123-c3.onnx"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old export")
+    runner = ModelRunner(_loaded(seed=11), CPU, backend="onnx")
+    assert runner.onnx is not None and Path(runner.onnx.path).exists()
+    assert not stale.exists()
+
+
+def cache_dir_of(root: Path) -> Path:
+    return root / "onnx"

@@ -36,6 +36,7 @@ from napari_cellseg.inference.onnx_backend import (
     forget_session,
     onnx_unet,
     state_versions,
+    used_and_pruned,
 )
 from napari_cellseg.inference.preprocess import to_model_input
 from napari_cellseg.io.images import read_image
@@ -209,6 +210,7 @@ def int8_unet(model: torch.nn.Module, card: Any) -> tuple[OnnxUNet | None, str |
         )
     with _LOCK:
         _SESSIONS[model] = (key, runner)
+    used_and_pruned(target)
     return runner, None
 
 
