@@ -78,7 +78,7 @@ def test_the_quantized_copy_is_cached_beside_the_export_and_reused(
     path = Path(runner.onnx.path)
     assert path.parent == cache_dir() and path.name.endswith("-int8v1.onnx")
     assert path == int8_path(onnx_backend.export_path(loaded.model, 3)) and path.is_file()
-    assert loaded.model not in onnx_backend._SESSIONS  # the float32 session is not kept
+    assert loaded.model not in onnx_backend.SESSIONS  # the float32 session is not kept
     made = path.stat().st_mtime_ns
 
     def never(*_args):
@@ -87,7 +87,7 @@ def test_the_quantized_copy_is_cached_beside_the_export_and_reused(
     monkeypatch.setattr(onnx_int8, "quantize_unet", never)
     again = ModelRunner(loaded, CPU, backend="int8")
     assert again.onnx is runner.onnx  # this process's session
-    onnx_int8._SESSIONS.clear()
+    onnx_int8.SESSIONS.clear()
     fresh = ModelRunner(loaded, CPU, backend="int8")  # another process: the file on disk
     assert fresh.onnx is not runner.onnx and fresh.onnx.precision == "int8"
     assert path.stat().st_mtime_ns == made

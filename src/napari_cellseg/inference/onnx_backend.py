@@ -40,12 +40,13 @@ from napari_cellseg.errors import CellsegError
 
 __all__ = [
     "ONNX_EXTRA_HINT",
+    "SESSIONS",
     "OnnxUNet",
+    "SessionCache",
     "cache_dir",
     "choose_backend",
     "cpu_bf16_supported",
     "export_path",
-    "forget_session",
     "onnx_installed",
     "onnx_unet",
     "state_versions",
@@ -62,11 +63,6 @@ CHECK_TILE = 64
 #: Size of the cache of exported models beyond which the least recently used are deleted
 #: (the demo U-Net: 14 MB in float32, 3.6 MB in int8); ``$NAPARI_CELLSEG_CACHE_LIMIT_MB``.
 CACHE_LIMIT_BYTES = 1 << 30
-
-_SESSIONS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, OnnxUNet]] = (
-    weakref.WeakKeyDictionary()
-)
-_LOCK = threading.Lock()
 
 
 def onnx_installed() -> bool:
@@ -224,10 +220,50 @@ class OnnxUNet:
         self.session.run(None, {self._input: tiny}, options)
 
 
-def forget_session(model: torch.nn.Module) -> None:
-    """Drop this process's float32 session of ``model`` (its memory goes with it)."""
-    with _LOCK:
-        _SESSIONS.pop(model, None)
+class SessionCache:
+    """This process's sessions, one per model, each valid while the model's weights (not
+    modified in place) and the thread count stay those it was made for.
+
+    ``lock`` (re-entrant) is held while a session is made, so that two threads do not
+    export or quantize the same model at once.
+    """
+
+    def __init__(self) -> None:
+        self._sessions: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, OnnxUNet]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.lock = threading.RLock()
+
+    @staticmethod
+    def key(model: torch.nn.Module, channels: int) -> tuple:
+        """What a session must have been made for to serve ``model`` now."""
+        return (state_versions(model), channels, torch.get_num_threads())
+
+    def get(self, model: torch.nn.Module, key: tuple) -> OnnxUNet | None:
+        """The session made for ``model`` under ``key``, if any."""
+        with self.lock:
+            known = self._sessions.get(model)
+            return known[1] if known is not None and known[0] == key else None
+
+    def put(self, model: torch.nn.Module, key: tuple, runner: OnnxUNet) -> None:
+        with self.lock:
+            self._sessions[model] = (key, runner)
+
+    def forget(self, model: torch.nn.Module) -> None:
+        """Drop ``model``'s session (its memory goes with it)."""
+        with self.lock:
+            self._sessions.pop(model, None)
+
+    def clear(self) -> None:
+        with self.lock:
+            self._sessions.clear()
+
+    def __contains__(self, model: torch.nn.Module) -> bool:
+        return model in self._sessions
+
+
+#: float32 sessions (:func:`onnx_unet`).
+SESSIONS = SessionCache()
 
 
 def export_path(model: torch.nn.Module, channels: int) -> Path:
@@ -298,17 +334,16 @@ def onnx_unet(model: torch.nn.Module, channels: int) -> tuple[OnnxUNet | None, s
         ``(session, None)``, or ``(None, notice)`` when the export, the session or the check
         failed (the caller then runs PyTorch).
     """
-    threads = torch.get_num_threads()
-    key = (state_versions(model), channels, threads)
-    with _LOCK:
-        known = _SESSIONS.get(model)
-        if known is not None and known[0] == key:
-            return known[1], None
+    key = SESSIONS.key(model, channels)
+    with SESSIONS.lock:
+        known = SESSIONS.get(model, key)
+        if known is not None:
+            return known, None
         path = export_path(model, channels)
         try:
             if not path.is_file():
                 _export(model, channels, path)
-            runner = OnnxUNet(path, threads)
+            runner = OnnxUNet(path, torch.get_num_threads())
             error = _check(model, runner, channels)
         except Exception as exc:  # any export/runtime failure: PyTorch instead, said once
             path.unlink(missing_ok=True)
@@ -320,7 +355,7 @@ def onnx_unet(model: torch.nn.Module, channels: int) -> tuple[OnnxUNet | None, s
                 f"ONNX Runtime's output differs from PyTorch's by {error:.2g} for this model; "
                 "using PyTorch"
             )
-        _SESSIONS[model] = (key, runner)
+        SESSIONS.put(model, key, runner)
     used_and_pruned(path)
     return runner, None
 

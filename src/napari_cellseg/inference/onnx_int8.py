@@ -23,19 +23,18 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from napari_cellseg.inference.onnx_backend import SESSIONS as FLOAT_SESSIONS
 from napari_cellseg.inference.onnx_backend import (
     OnnxUNet,
+    SessionCache,
     export_path,
-    forget_session,
     onnx_unet,
-    state_versions,
     used_and_pruned,
 )
 from napari_cellseg.inference.preprocess import to_model_input
@@ -45,6 +44,7 @@ from napari_cellseg.io.samples import list_samples
 __all__ = [
     "AGREEMENT_FLOOR",
     "INT8_VERSION",
+    "SESSIONS",
     "calibration_tiles",
     "class_agreement",
     "int8_path",
@@ -60,10 +60,8 @@ AGREEMENT_FLOOR = 0.99
 """Fraction of calibration pixels whose class (argmax, or probability above 0.5 for sigmoid
 outputs) must equal float32 PyTorch's for the int8 copy to be used (the demo U-Net: 0.999)."""
 
-_SESSIONS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, OnnxUNet]] = (
-    weakref.WeakKeyDictionary()
-)
-_LOCK = threading.Lock()
+#: int8 sessions (:func:`int8_unet`).
+SESSIONS = SessionCache()
 
 
 def int8_path(float_path: Path) -> Path:
@@ -178,12 +176,15 @@ def int8_unet(model: torch.nn.Module, card: Any) -> tuple[OnnxUNet | None, str |
         ``None``, PyTorch) and a notice saying why int8 does not run.
     """
     channels = card.input_channels
-    threads = torch.get_num_threads()
-    key = (state_versions(model), channels, threads)
-    with _LOCK:
-        known = _SESSIONS.get(model)
-        if known is not None and known[0] == key:
-            return known[1], None
+    key = SESSIONS.key(model, channels)
+    with SESSIONS.lock:
+        known = SESSIONS.get(model, key)
+        return (known, None) if known is not None else _made(model, card, key)
+
+
+def _made(model: torch.nn.Module, card: Any, key: tuple) -> tuple[OnnxUNet | None, str | None]:
+    """:func:`int8_unet` for a model without a session: quantize (once), check, keep."""
+    channels = card.input_channels
     target = int8_path(export_path(model, channels))
     try:
         tiles = calibration_tiles(card)
@@ -192,8 +193,8 @@ def int8_unet(model: torch.nn.Module, card: Any) -> tuple[OnnxUNet | None, str |
             if floating is None:
                 return None, notice
             quantize_unet(floating.path, target, tiles)
-            forget_session(model)  # not kept beside the int8 one: it costs memory
-        runner = OnnxUNet(target, threads)
+            FLOAT_SESSIONS.forget(model)  # not kept beside the int8 one: it costs memory
+        runner = OnnxUNet(target, torch.get_num_threads())
         runner.precision = "int8"
         agreement = _agreement(model, runner, tiles, card.output_activation)
     except Exception as exc:  # any quantization/runtime failure: float32, said once
@@ -208,8 +209,7 @@ def int8_unet(model: torch.nn.Module, card: Any) -> tuple[OnnxUNet | None, str |
             f"int8 gave {100 * agreement:.1f} % of float32's pixel classes on the calibration "
             f"images (below {100 * AGREEMENT_FLOOR:.0f} %) for this model",
         )
-    with _LOCK:
-        _SESSIONS[model] = (key, runner)
+    SESSIONS.put(model, key, runner)
     used_and_pruned(target)
     return runner, None
 
