@@ -345,6 +345,19 @@ class Guide:
         print(f"  measured: {measure.status.value}", flush=True)
         self.shot("guide_measure")
 
+    def step6_backend(self) -> None:
+        """The Segment tab with the int8 backend (after the loop's steps: a new layer)."""
+        options = self.dock.segment.runner._options
+        options.backend.value = "int8"
+        self.dismiss_notifications()
+        self.segment(FLUO)
+        new = self.viewer.layers[-1]  # beside the corrected layer of the same name
+        self.show_only(FLUO, new.name)
+        self.viewer.layers.selection.active = new
+        self.dismiss_notifications()
+        self.shot("segment_backend_int8")
+        options.backend.value = "auto"
+
     def step7_batch(self) -> None:
         """The Batch dialog on the sample images: augmented ×4, measured, one result opened."""
         self.dismiss_notifications()
@@ -392,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         guide.step5_finetune,
         guide.step6_evaluate,
         guide.step6_measure,
+        guide.step6_backend,
         guide.step7_batch,
     ):
         print(f"{step.__name__} …", flush=True)
