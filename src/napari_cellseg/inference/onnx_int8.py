@@ -2,7 +2,8 @@
 
 ``PredictParams.backend="int8"`` (opt-in, U-Nets on the CPU) runs a copy of the float32
 ONNX export (:mod:`.onnx_backend`) whose convolutions compute in 8-bit integers: weights
-int8 per output channel, activations uint8 with one fixed range per tensor. The ranges come
+int8 per output channel (in a 7-bit range, :func:`quantize_unet`), activations uint8 with
+one fixed range per tensor. The ranges come
 from the model's own float32 run on the bundled sample images (fluorescence, brightfield
 and H&E crops, prepared as the model's card says), so the copy depends only on the weight
 file; it is made once (about a second) and cached beside the float32 export as
@@ -10,9 +11,10 @@ file; it is made once (about a second) and cached beside the float32 export as
 
 Why it is worth having: on CPUs with 8-bit dot-product instructions (AVX-VNNI or
 AVX512-VNNI: Intel from Ice Lake/Alder Lake, AMD Zen 4) ONNX Runtime's int8 convolutions run
-the demo U-Net's network about 2.4x as fast as float32 (``docs/benchmarks.md``), and on
-plain AVX2 CPUs they still use 8-bit multiply-adds. The labels are close to, not equal to,
-float32's, so it is never chosen automatically.
+the demo U-Net's network about 2.4x as fast as float32 on this project's AMD EPYC
+(AVX512-VNNI; ``docs/benchmarks.md``), and plain AVX2 CPUs still use 8-bit
+multiply-adds. The labels are close to, not equal to, float32's, so it is never chosen
+automatically.
 
 Each new session is checked against the float32 PyTorch model on the calibration tiles:
 when fewer than :data:`AGREEMENT_FLOOR` of the pixels get the same class, or anything in
