@@ -205,6 +205,9 @@ def test_the_cache_keeps_the_recently_used_models_within_its_limit(tmp_path, mon
     assert files["d-c3.onnx"].exists()  # in use: kept, even alone over the limit
     monkeypatch.setenv("NAPARI_CELLSEG_CACHE_LIMIT_MB", "0.001")  # 1048 bytes
     assert used_and_pruned(files["d-c3.onnx"]) == []
+    monkeypatch.setenv("NAPARI_CELLSEG_CACHE_LIMIT_MB", "lots")
+    with pytest.raises(CellsegError, match=r"LIMIT_MB='lots' is not a number of megabytes"):
+        used_and_pruned(files["d-c3.onnx"])
 
 
 def test_running_a_model_prunes_the_cache(tmp_path, monkeypatch) -> None:

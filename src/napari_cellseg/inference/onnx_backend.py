@@ -44,9 +44,12 @@ __all__ = [
     "OnnxUNet",
     "SessionCache",
     "cache_dir",
+    "cache_limit_bytes",
     "choose_backend",
     "cpu_bf16_supported",
     "export_path",
+    "first_line",
+    "model_dtype",
     "onnx_installed",
     "onnx_unet",
     "state_versions",
@@ -304,13 +307,24 @@ def _check(model: torch.nn.Module, runner: OnnxUNet, channels: int) -> float:
         np.random.default_rng(0).standard_normal((1, channels, CHECK_TILE, CHECK_TILE), np.float32)
     )
     with torch.inference_mode():
-        ours = model(x.to(_dtype(model))).float().numpy()
+        ours = model(x.to(model_dtype(model))).float().numpy()
     return float(np.abs(runner(x.numpy()) - ours).max())
 
 
-def _dtype(model: torch.nn.Module) -> torch.dtype:
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype of ``model``'s parameters (float32 for a model without any)."""
     parameter = next(model.parameters(), None)
     return parameter.dtype if parameter is not None else torch.float32
+
+
+def first_line(error: BaseException) -> str:
+    r"""An exception's first line for a notice (its type's name when it has no message).
+
+    >>> first_line(RuntimeError("Unsupported: foo\nlong trace")), first_line(KeyError())
+    ('Unsupported: foo', 'KeyError')
+    """
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def state_versions(model: torch.nn.Module) -> tuple:
@@ -347,8 +361,8 @@ def onnx_unet(model: torch.nn.Module, channels: int) -> tuple[OnnxUNet | None, s
             error = _check(model, runner, channels)
         except Exception as exc:  # any export/runtime failure: PyTorch instead, said once
             path.unlink(missing_ok=True)
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return None, f"ONNX Runtime could not run this model ({reason[:160]}); using PyTorch"
+            reason = first_line(exc)[:160]
+            return None, f"ONNX Runtime could not run this model ({reason}); using PyTorch"
         if not error <= CHECK_TOLERANCE:
             path.unlink(missing_ok=True)
             return None, (
@@ -369,9 +383,7 @@ def used_and_pruned(path: Path, limit_bytes: int | None = None) -> list[Path]:
     never deleted; a deleted model is exported again when next needed. The limit is
     :data:`CACHE_LIMIT_BYTES` unless ``$NAPARI_CELLSEG_CACHE_LIMIT_MB`` says otherwise.
     """
-    if limit_bytes is None:
-        limit_mb = os.environ.get("NAPARI_CELLSEG_CACHE_LIMIT_MB")
-        limit_bytes = int(float(limit_mb) * 2**20) if limit_mb else CACHE_LIMIT_BYTES
+    limit_bytes = cache_limit_bytes() if limit_bytes is None else limit_bytes
     deleted = []
     try:
         now = time.time_ns()  # the last use is the access time (set here: noatime-proof);
@@ -388,3 +400,23 @@ def used_and_pruned(path: Path, limit_bytes: int | None = None) -> list[Path]:
     except OSError:  # another process pruned first, or a read-only cache: nothing lost
         pass
     return deleted
+
+
+def cache_limit_bytes() -> int:
+    """:data:`CACHE_LIMIT_BYTES`, or ``$NAPARI_CELLSEG_CACHE_LIMIT_MB`` megabytes.
+
+    Raises
+    ------
+    CellsegError
+        The variable is set to something other than a number of megabytes.
+    """
+    text = os.environ.get("NAPARI_CELLSEG_CACHE_LIMIT_MB", "").strip()
+    if not text:
+        return CACHE_LIMIT_BYTES
+    try:
+        return int(float(text) * 2**20)
+    except ValueError:
+        raise CellsegError(
+            f"NAPARI_CELLSEG_CACHE_LIMIT_MB={text!r} is not a number of megabytes: "
+            "unset it or give one, e.g. 2048"
+        ) from None

@@ -31,11 +31,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_cellseg.errors import CellsegError
 from napari_cellseg.inference.onnx_backend import SESSIONS as FLOAT_SESSIONS
 from napari_cellseg.inference.onnx_backend import (
     OnnxUNet,
     SessionCache,
     export_path,
+    first_line,
+    model_dtype,
     onnx_unet,
     used_and_pruned,
 )
@@ -94,8 +97,6 @@ def calibration_tiles(card: Any, side: int = CALIBRATION_SIDE) -> list[np.ndarra
 
 
 def _model_input(plane: np.ndarray, card: Any) -> np.ndarray:
-    from napari_cellseg.errors import CellsegError
-
     options = {"input_channels": card.input_channels, "normalisation": card.normalisation}
     try:
         return to_model_input(plane, channel_handling=card.channel_handling, **options)
@@ -207,8 +208,8 @@ def _made(model: torch.nn.Module, card: Any, key: tuple) -> tuple[OnnxUNet | Non
         agreement = _agreement(model, runner, tiles, card.output_activation)
     except Exception as exc:  # any quantization/runtime failure: float32, said once
         target.unlink(missing_ok=True)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return _float32(model, channels, f"could not quantize this model to int8 ({reason[:160]})")
+        reason = first_line(exc)[:160]
+        return _float32(model, channels, f"could not quantize this model to int8 ({reason})")
     if not agreement >= AGREEMENT_FLOOR:
         target.unlink(missing_ok=True)
         return _float32(
@@ -232,8 +233,7 @@ def _float32(model: torch.nn.Module, channels: int, why: str) -> tuple[OnnxUNet 
 
 def _agreement(model: torch.nn.Module, runner: OnnxUNet, tiles: list, activation: str) -> float:
     """Mean :func:`class_agreement` of ``runner`` and float32 ``model`` over ``tiles``."""
-    parameter = next(model.parameters(), None)
-    dtype = parameter.dtype if parameter is not None else torch.float32
+    dtype = model_dtype(model)
     scores = []
     with torch.inference_mode():
         for tile in tiles:
