@@ -3,8 +3,9 @@
 :func:`baseline_pipeline` swaps the old pieces into ``napari_cellseg.inference`` for the
 duration of a ``with`` block: tiles of the full tile size with the last one shifted inwards
 (:func:`plan_tiles` without ``multiple``), one percentile pass per channel even when the
-channels are copies of one grey channel, Mask R-CNN masks for every candidate down to score
-0.05 (no ``mask_floor``), and the pass-by-pass post-processing below
+channels are copies of one grey channel, the whole plane normalised at once, a whole batch
+of tiles cut and held at once (no ``in_passes``), Mask R-CNN masks for every candidate down
+to score 0.05 (no ``mask_floor``), and the pass-by-pass post-processing below
 (a verbatim copy of ``inference/postprocess.py`` before the change). ``bench/inference.py
 --compare-baseline`` times both; ``tests/inference/test_postprocess_speed.py`` checks that the
 new code gives the same labels.
@@ -28,12 +29,12 @@ from napari_cellseg.inference.detections import Detections
 from napari_cellseg.io.files import label_dtype
 from napari_cellseg.labels.editing import fill_holes, relabel_sequential, remove_small
 from napari_cellseg.models.normalise import (
-    _sample,
     _stretch,
     as_channels_first,
     map_channels,
     normalise,
 )
+from napari_cellseg.models.percentile import _sample
 from napari_cellseg.params import PostprocessParams
 
 
@@ -44,8 +45,10 @@ def old_to_model_input(
     channel_handling: str,
     normalisation: Mapping[str, Any],
     channels: Sequence[int] | None = None,
+    tiled: bool = False,
 ) -> np.ndarray:
-    """``to_model_input`` with one percentile pass per model channel (the old way)."""
+    """``to_model_input`` with one percentile pass per model channel (the old way: the
+    whole plane in float32, whatever ``tiled`` asks)."""
     plane = np.asarray(plane)
     data = map_channels(as_channels_first(plane), input_channels, channel_handling, channels)
     if normalisation.get("method") != "percentile":
@@ -91,6 +94,7 @@ def baseline_pipeline() -> Iterator[None]:
         (plane_network, "plan_tiles", fixed_tiles),
         (maskrcnn_strategy, "tile_geometry", tiles_of_min_size),
         (planes, "to_model_input", old_to_model_input),
+        (unet_strategy, "in_passes", lambda runner, batches: batches),  # whole batches held
         (unet_strategy, "unet_instances", unet_instances),
         (unet_strategy, "object_table", object_table),
         (maskrcnn_strategy, "maskrcnn_instances", maskrcnn_instances),

@@ -19,7 +19,7 @@ from napari_cellseg.inference import blocks as pb
 from napari_cellseg.inference import preprocess
 from napari_cellseg.inference.planes import predict_planes
 from napari_cellseg.labels.metrics import matching_at
-from napari_cellseg.models import load_weights, normalise
+from napari_cellseg.models import load_weights, percentile
 from napari_cellseg.params import BlockOptions
 
 
@@ -36,7 +36,7 @@ def _mosaic(n: int = 3) -> np.ndarray:
 def test_plane_normalisation_gives_every_crop_the_whole_planes_values(
     model, method, monkeypatch
 ) -> None:
-    monkeypatch.setattr(normalise, "PERCENTILE_SAMPLE_PIXELS", 5000)  # force subsampling
+    monkeypatch.setattr(percentile, "PERCENTILE_SAMPLE_PIXELS", 5000)  # force subsampling
     monkeypatch.setattr(plane_reading, "PERCENTILE_SAMPLE_PIXELS", 5000)
     card = replace(model.card, normalisation={"method": method, "low": 2, "high": 99})
     plane = np.random.default_rng(0).gamma(2.0, 300.0, (250, 230)).astype(np.uint16)

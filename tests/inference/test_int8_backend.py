@@ -94,6 +94,45 @@ def test_the_quantized_copy_is_cached_beside_the_export_and_reused(
     assert not list(path.parent.glob(".*partial")) and not list(path.parent.glob(".*.pre"))
 
 
+def test_a_passed_check_is_kept_for_this_machine_and_not_run_again(
+    monkeypatch, random_weights_pass
+) -> None:
+    loaded = _loaded(seed=107)
+    runner = ModelRunner(loaded, CPU, backend="int8")
+    path = Path(runner.onnx.path)
+    kept = onnx_int8.checked_agreement(path)
+    assert kept is not None and kept >= onnx_int8.AGREEMENT_FLOOR
+    assert path.with_suffix(".checked.json").is_file()
+    checks = []
+    real = onnx_int8._agreement
+    monkeypatch.setattr(onnx_int8, "_agreement", lambda *a: checks.append(1) or real(*a))
+    onnx_int8.SESSIONS.clear()  # another session on this machine: the kept check stands
+    assert ModelRunner(loaded, CPU, backend="int8").onnx.precision == "int8" and not checks
+    key = onnx_int8.check_key(path)
+    monkeypatch.setattr(onnx_int8, "check_key", lambda target: key + " another cpu")
+    onnx_int8.SESSIONS.clear()  # another CPU (or ONNX Runtime version): checked again
+    assert ModelRunner(loaded, CPU, backend="int8").onnx.precision == "int8" and checks == [1]
+    assert len(json_of(path.with_suffix(".checked.json"))) == 2  # both machines' checks
+
+
+def test_a_pruned_copy_takes_its_kept_checks_with_it(tmp_path) -> None:
+    from napari_cellseg.inference.onnx_backend import used_and_pruned
+
+    old, new = tmp_path / "a-c3-int8v2.onnx", tmp_path / "b-c3.onnx"
+    for path in (old, new):
+        path.write_bytes(b"x" * 100)
+    (tmp_path / "a-c3-int8v2.checked.json").write_text("{}")
+    (tmp_path / "b-c3.checked.json").write_text("{}")
+    assert used_and_pruned(new, limit_bytes=150) == [old]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b-c3.checked.json", "b-c3.onnx"]
+
+
+def json_of(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text())
+
+
 def test_a_failed_quantization_runs_float32_with_a_notice(monkeypatch) -> None:
     def broken(*_args):
         raise RuntimeError("no kernel for QLinearFoo\ntrace")
@@ -114,7 +153,8 @@ def test_a_disagreeing_copy_is_refused_and_deleted(monkeypatch) -> None:
     assert runner.onnx.precision == "float32"
     assert "int8 gave 90.0 % of float32's pixel classes" in runner.notice
     assert "running float32" in runner.notice
-    assert not int8_path(onnx_backend.export_path(loaded.model, 3)).exists()
+    path = int8_path(onnx_backend.export_path(loaded.model, 3))
+    assert not path.exists() and not path.with_suffix(".checked.json").exists()
 
 
 def test_int8_tiles_go_together_as_float32_ones_do(random_weights_pass) -> None:

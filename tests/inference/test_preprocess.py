@@ -21,6 +21,7 @@ from napari_cellseg.inference.preprocess import (
     to_model_input,
 )
 from napari_cellseg.models import normalise as normalise_module
+from napari_cellseg.models import percentile
 
 DTYPE_RANGE = {"method": "dtype-range"}
 
@@ -372,7 +373,7 @@ def test_percentile_is_per_channel_and_flat_gives_zeros() -> None:
 
 
 def test_percentile_on_large_plane_uses_subsample(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(normalise_module, "PERCENTILE_SAMPLE_PIXELS", 100)
+    monkeypatch.setattr(percentile, "PERCENTILE_SAMPLE_PIXELS", 100)
     rng = np.random.default_rng(1)
     x = rng.normal(1000, 100, (1, 200, 200)).astype(np.float32)
     seen: list[int] = []

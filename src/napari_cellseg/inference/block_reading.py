@@ -21,10 +21,10 @@ from napari_cellseg.inference.preprocess import iter_planes
 from napari_cellseg.inference.stitch import Block
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.normalise import (
-    PERCENTILE_SAMPLE_PIXELS,
     as_channels_first,
     map_channels,
 )
+from napari_cellseg.models.percentile import PERCENTILE_SAMPLE_PIXELS
 
 __all__ = [
     "check_dtype",

@@ -175,7 +175,8 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     for name, tensor in model.state_dict().items():
         value = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
-        digest.update(value.numpy().tobytes() if value.dtype != torch.bfloat16 else b"")
+        if value.dtype != torch.bfloat16:  # the array itself, not a copy of its bytes
+            digest.update(value.reshape(-1).numpy().view(np.uint8))
     return digest.hexdigest()
 
 
@@ -395,6 +396,8 @@ def used_and_pruned(path: Path, limit_bytes: int | None = None) -> list[Path]:
                 break
             size = oldest.stat().st_size
             oldest.unlink(missing_ok=True)
+            for sidecar in oldest.parent.glob(f"{oldest.stem}.*.json"):  # its kept checks
+                sidecar.unlink(missing_ok=True)
             total -= size
             deleted.append(oldest)
     except OSError:  # another process pruned first, or a read-only cache: nothing lost

@@ -261,12 +261,13 @@ def iter_predict_planes(
                 channel_handling=card.channel_handling,
                 normalisation=card.normalisation,
                 channels=params.channels,
+                tiled=scale == 1.0 and not runner.blends_on_device,  # tile by tile on the host
             )
             x = rescale_input(x, scale)
             timings["preprocess"] += time.perf_counter() - t0
             together = len(planes) > 1 and planes_together(runner, x.shape[-2:], params, state)
             if together > 1:
-                waiting.append((plane_number, plane, x))
+                waiting.append((plane_number, plane, np.asarray(x)))
                 if len(waiting) >= together:
                     yield from run_waiting(overlap)
                 continue

@@ -15,16 +15,16 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from napari_cellseg.errors import CellsegError
-
-# channel mapping and normalisation live in ``normalise``; these names stay importable here
 from napari_cellseg.models.normalise import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     NORMALISATION_METHODS,
-    PERCENTILE_SAMPLE_PIXELS,
     normalise,
     to_model_input,
 )
+
+# channel mapping and normalisation live in ``normalise``; these names stay importable here
+from napari_cellseg.models.percentile import PERCENTILE_SAMPLE_PIXELS
 
 AXIS_LETTERS = "TZCYXS"
 """Axis letters understood everywhere: time, depth, channel, Y, X and RGB(A) samples."""

@@ -6,19 +6,16 @@ normalises each model channel with :func:`normalise`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from napari_cellseg.errors import CellsegError
+from napari_cellseg.models.percentile import TiledInput, apply_ranges, percentile_ranges
 
 NORMALISATION_METHODS = ("percentile", "dtype-range", "minmax", "imagenet", "range", "none")
 """Values of ``normalisation["method"]`` that :func:`normalise` understands."""
-
-PERCENTILE_SAMPLE_PIXELS = 1 << 22
-"""Planes larger than this (about 4 MPix) estimate percentiles on a strided subsample."""
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -140,12 +137,6 @@ def _dtype_max(dtype: np.dtype) -> float:
     return float(np.iinfo(dtype).max) if dtype.kind in "iu" else 1.0  # bool, float: 1
 
 
-def _sample(channel: np.ndarray) -> np.ndarray:
-    """The channel itself, or a strided subsample of about PERCENTILE_SAMPLE_PIXELS pixels."""
-    step = math.ceil(math.sqrt(channel.size / PERCENTILE_SAMPLE_PIXELS))
-    return channel[::step, ::step] if step > 1 else channel
-
-
 def _stretch(channel: np.ndarray, lo: float, hi: float) -> np.ndarray:
     if not hi > lo:
         return np.zeros(channel.shape, np.float32)
@@ -167,8 +158,12 @@ def _per_channel_stats(value: Any, default: Sequence[float], n: int, what: str) 
 
 
 def normalise(
-    data: np.ndarray, normalisation: Mapping[str, Any], *, dtype: np.dtype | None = None
-) -> np.ndarray:
+    data: np.ndarray,
+    normalisation: Mapping[str, Any],
+    *,
+    dtype: np.dtype | None = None,
+    tiled: bool = False,
+) -> np.ndarray | TiledInput:
     """Normalise channels-first data, each channel on its own.
 
     Methods (``normalisation["method"]``):
@@ -177,7 +172,7 @@ def normalise(
       ``high`` (defaults 1 and 99.8) of each channel, then clipped to [0, 1] unless
       ``"clip": False``. A flat channel becomes zeros; a channel equal to an earlier one
       (grey data as RGB) reuses its result. On planes larger than
-      :data:`PERCENTILE_SAMPLE_PIXELS` the percentiles come from a regular strided
+      :data:`~.percentile.PERCENTILE_SAMPLE_PIXELS` the percentiles come from a regular strided
       subsample (every k-th row and column), which is fast and accurate for real images.
     - ``"dtype-range"``: integers divided by their type's maximum (255 for uint8, 65535 for
       uint16) or by ``"max"`` when given (e.g. 4095 for 12-bit cameras); booleans give 0/1;
@@ -200,6 +195,10 @@ def normalise(
     dtype : numpy.dtype, optional
         The original pixel type for ``dtype-range`` and ``imagenet`` when ``data`` was
         already converted to float (default: ``data.dtype``).
+    tiled : bool, optional
+        With ``"percentile"``: return a :class:`~.percentile.TiledInput`, which normalises
+        each tile as it is cut (the same values, never the whole plane in float32 at once).
+        Other methods return the array as usual.
 
     Examples
     --------
@@ -223,7 +222,11 @@ def normalise(
             raise CellsegError(
                 f"percentile normalisation needs 0 <= low < high <= 100, got low={low}, high={high}"
             )
-        return _percentile_stretch(data, low, high, clip=bool(normalisation.get("clip", True)))
+        ranges = percentile_ranges(data, low, high)
+        clip = bool(normalisation.get("clip", True))
+        if tiled:
+            return TiledInput(data, ranges, clip=clip)
+        return apply_ranges(data, ranges, clip=clip)
     x = data.astype(np.float32)  # always a copy: callers may pass views of the image
     if method == "none":
         return x
@@ -257,37 +260,6 @@ def normalise(
     raise AssertionError(f"normalisation {method!r} not handled")  # pragma: no cover
 
 
-def _percentile_stretch(data: np.ndarray, low: float, high: float, *, clip: bool) -> np.ndarray:
-    """Percentile normalisation written once into one float32 array.
-
-    The same float32 operations as converting, stretching and stacking channel by channel
-    (so the same values), without the intermediate copies: each channel is converted,
-    shifted, scaled and clipped in place in the output.
-
-    >>> x = np.array([[[0, 10], [20, 200]], [[0, 10], [20, 200]]], np.uint8)
-    >>> y = _percentile_stretch(x, 0.0, 100.0, clip=True)
-    >>> y.dtype, y[0].ravel().tolist() == y[1].ravel().tolist(), float(y.max())
-    (dtype('float32'), True, 1.0)
-    """
-    result = np.empty(data.shape, np.float32)
-    for index in range(len(data)):
-        # grey data given as RGB (or repeated for an RGB model): one pass, not three
-        same = next((k for k in range(index) if np.array_equal(data[k], data[index])), None)
-        if same is not None:
-            result[index] = result[same]
-            continue
-        channel, out = data[index], result[index]
-        lo, hi = (float(v) for v in np.percentile(_sample(channel).astype(np.float32), (low, high)))
-        if not hi > lo:
-            out.fill(0.0)
-            continue
-        np.subtract(channel, np.float32(lo), out=out, dtype=np.float32, casting="unsafe")
-        np.divide(out, np.float32(hi - lo), out=out)
-        if clip:
-            np.clip(out, 0.0, 1.0, out=out)
-    return result
-
-
 def to_model_input(
     plane: np.ndarray,
     *,
@@ -295,7 +267,8 @@ def to_model_input(
     channel_handling: str,
     normalisation: Mapping[str, Any],
     channels: Sequence[int] | None = None,
-) -> np.ndarray:
+    tiled: bool = False,
+) -> np.ndarray | TiledInput:
     """Turn one image plane into the float32 ``(input_channels, Y, X)`` a network takes.
 
     Channels are mapped first, on the raw values, then each model channel is normalised
@@ -321,6 +294,8 @@ def to_model_input(
         From the model card (:class:`~napari_cellseg.models.card.ModelCard`).
     channels : sequence of int, optional
         Image channel indices, one per model channel.
+    tiled : bool, optional
+        Normalise tile by tile as the tiles are cut (:func:`normalise`).
 
     Examples
     --------
@@ -332,4 +307,4 @@ def to_model_input(
     """
     plane = np.asarray(plane)
     data = map_channels(as_channels_first(plane), input_channels, channel_handling, channels)
-    return normalise(data, normalisation, dtype=plane.dtype)
+    return normalise(data, normalisation, dtype=plane.dtype, tiled=tiled)
