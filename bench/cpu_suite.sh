@@ -5,6 +5,7 @@
 #      (default backend, PyTorch, bf16), interleaved, best of 7, labels compared
 #   2. bench/postprocess_speed.py: post-processing alone, old against new, CPU seconds
 #   3. bench/inference_memory.py: peak resident memory, each (image, pipeline) in its own process
+#      (3 times, interleaved; the median)
 #   4. bench/speed_vs_cellpose.py: 20 DSB images against Cellpose 3 (given the diameter, and
 #      each estimating it); needs .venv-cellpose (made first with `make cellpose-venv` if absent)
 # JSON goes to bench/results/ with names ending in _cpu_<tag>.json (tag: --tag, default the
@@ -44,7 +45,7 @@ else
         --out-name "inference_speed_cpu_$TAG.json"
     step postprocess 600 "$PY" "$ROOT/bench/postprocess_speed.py" --repeats 5 \
         --data-root "$DATA" --out "$OUT" --out-name "postprocess_speed_cpu_$TAG.json"
-    step memory 1200 "$PY" "$ROOT/bench/inference_memory.py" \
+    step memory 1200 "$PY" "$ROOT/bench/inference_memory.py" --repeats 3 \
         --data-root "$DATA" --out "$OUT" \
         --name "inference_memory_cpu_$TAG.json"
     CELLPOSE_PY="$ROOT/.venv-cellpose/bin/python"

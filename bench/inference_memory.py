@@ -7,6 +7,9 @@ process: it loads the model, warms it up on a 64² corner (as ``bench/inference.
 samples its resident memory every 20 ms. Recorded per pair: resident memory after the
 warm-up, the peak above it over the two runs (the first holds the one-off allocations of a
 new image shape, e.g. ONNX Runtime's buffers), the absolute peak, and the seconds of each run.
+The same pair run again in a new process can peak 10-20 MiB apart (measured), so
+``--repeats N`` runs every pair N times, the pipelines interleaved, and keeps the run of
+median peak (all peaks are kept beside it).
 
 Pipelines: ``old`` (``bench/_baseline.py``, PyTorch), ``new`` (today's default: ONNX Runtime
 for the U-Net on the CPU when the ``onnx`` extra is installed), ``torch`` (today's pipeline
@@ -16,6 +19,7 @@ brightfield image), no rescaling (``diameter="off"``), tiles of ``--tile`` px (d
 the library's). Example:
 
     .venv/bin/python bench/inference_memory.py
+    .venv/bin/python bench/inference_memory.py --repeats 3     # each row the median of 3
     .venv/bin/python bench/inference_memory.py --shapes 2048x2048 --no-brightfield \
         --pipelines new --tile 1024 --name inference_memory_cpu_tile1024.json
 """
@@ -98,6 +102,23 @@ def run_child(args: argparse.Namespace, image: str, pipeline: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run of median peak (the lower middle one of an even count), with every run's peak
+    and rise above the warm start beside it.
+
+    >>> row = median_run([{"peak_mib": 3.0, "peak_above_mib": 1.0}, {"peak_mib": 1.0,
+    ...                   "peak_above_mib": 0.5}, {"peak_mib": 2.0, "peak_above_mib": 0.7}])
+    >>> row["peak_mib"], row["peak_above_mib"], row["repeats"], row["peaks_mib"]
+    (2.0, 0.7, 3, [3.0, 1.0, 2.0])
+    """
+    ordered = sorted(runs, key=lambda run: run["peak_mib"])
+    middle = dict(ordered[(len(ordered) - 1) // 2])
+    middle["repeats"] = len(runs)
+    middle["peaks_mib"] = [run["peak_mib"] for run in runs]
+    middle["peaks_above_mib"] = [run["peak_above_mib"] for run in runs]
+    return middle
+
+
 def table(rows: list[dict]) -> str:
     """Markdown: one line per image, the pipelines side by side."""
     pipelines = [p for p in PIPELINES if any(r["pipeline"] == p for r in rows)]
@@ -131,6 +152,13 @@ def main() -> int:
     parser.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=PIPELINES)
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--tile", type=int, default=512, help="tile size (default 512)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="fresh processes per (image, pipeline), the pipelines interleaved; each row is "
+        "the run of median peak, all peaks kept (default 1)",
+    )
     parser.add_argument("--weights-unet", type=Path, default=None)
     parser.add_argument("--weights-maskrcnn", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -145,16 +173,19 @@ def main() -> int:
     images = list(args.shapes) + ([] if args.no_brightfield else [BRIGHTFIELD])
     rows = []
     for image in images:
-        for pipeline in args.pipelines:
-            if image == BRIGHTFIELD and pipeline == "int8":
-                continue  # int8 runs U-Nets only
-            row = run_child(args, image, pipeline)
-            rows.append(row)
-            print(
-                f"{row['image']} {pipeline}: peak +{row['peak_above_mib']:.0f} MiB "
-                f"({row['peak_mib']:.0f} MiB), {row['seconds']} s, {row['objects']} objects",
-                flush=True,
-            )
+        runs: dict[str, list[dict]] = {}
+        for _ in range(args.repeats):  # the pipelines interleaved, each run a fresh process
+            for pipeline in args.pipelines:
+                if image == BRIGHTFIELD and pipeline == "int8":
+                    continue  # int8 runs U-Nets only
+                row = run_child(args, image, pipeline)
+                runs.setdefault(pipeline, []).append(row)
+                print(
+                    f"{row['image']} {pipeline}: peak +{row['peak_above_mib']:.0f} MiB "
+                    f"({row['peak_mib']:.0f} MiB), {row['seconds']} s, {row['objects']} objects",
+                    flush=True,
+                )
+        rows += [median_run(found) for found in runs.values()]
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -162,7 +193,9 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d"),
         "tile": args.tile,
         "note": "each (image, pipeline) in a fresh process; peak resident memory sampled "
-        "every 20 ms over two runs after a 64² warm-up; diameter off",
+        "every 20 ms over two runs after a 64² warm-up; diameter off; with repeats, the "
+        "pipelines interleaved and each row the run of median peak",
+        "repeats": args.repeats,
     }
     (args.out / args.name).write_text(json.dumps({**meta, "results": rows}, indent=1))
     print()

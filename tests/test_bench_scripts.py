@@ -174,7 +174,22 @@ def test_inference_memory_benchmark_runs_each_pair_in_its_own_process(tmp_path: 
     ]
     for row in rows:
         assert row["peak_mib"] >= row["rss_after_warmup_mib"] > 0 and len(row["seconds"]) == 2
+        assert row["repeats"] == 1 and row["peaks_mib"] == [row["peak_mib"]]
     assert "| unet | dsb 96x96 |" in done.stdout
+
+
+def test_inference_memory_keeps_the_run_of_median_peak(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from inference_memory import median_run
+
+    runs = [
+        {"peak_mib": p, "peak_above_mib": p - 800, "seconds": [p]} for p in (880, 861, 870, 902)
+    ]
+    row = median_run(runs)
+    assert (row["peak_mib"], row["peak_above_mib"], row["seconds"]) == (870, 70, [870])
+    assert row["repeats"] == 4 and row["peaks_mib"] == [880, 861, 870, 902]
+    assert row["peaks_above_mib"] == [80, 61, 70, 102]
+    assert median_run(runs[:1])["peak_mib"] == 880
 
 
 def test_auto_reuse_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
