@@ -1,9 +1,11 @@
 """ONNX Runtime for U-Nets on the CPU: export once per weight file, cache, check, fall back.
 
-On this project's 2-core benchmark machine ONNX Runtime ran the demo U-Net 1.35-1.9x faster
-end to end than PyTorch, with identical labels (``bench/inference.py --compare-baseline``,
-``docs/benchmarks.md``), so ``PredictParams.backend="auto"`` uses it on the CPU whenever the
-``onnx`` extra (``onnxruntime`` and ``onnx``) is installed. Mask R-CNNs and GPUs stay on
+On this project's 2-core benchmark machine ONNX Runtime runs the demo U-Net as fast as
+PyTorch or faster, with identical labels (``bench/inference.py --compare-baseline``,
+``docs/benchmarks.md``): 1.96x end to end at 256², 1.01-1.24x from 520x696 to 2048² in
+session 20 (1.35-1.9x in session 7, before PyTorch's CPU tiles went channels-last). So
+``PredictParams.backend="auto"`` uses it on the CPU whenever the ``onnx`` extra
+(``onnxruntime`` and ``onnx``) is installed. Mask R-CNNs and GPUs stay on
 PyTorch: torchvision's detector exports only with fixed image sizes and data-dependent
 control flow, and on CUDA PyTorch is already the fast path.
 
