@@ -146,15 +146,24 @@ def test_a_failed_quantization_runs_float32_with_a_notice(monkeypatch) -> None:
     )
 
 
-def test_a_disagreeing_copy_is_refused_and_deleted(monkeypatch) -> None:
-    monkeypatch.setattr(onnx_int8, "_agreement", lambda *_args: 0.9)
+def test_a_disagreeing_copy_is_refused_and_not_made_again(monkeypatch) -> None:
+    checks = []
+    monkeypatch.setattr(onnx_int8, "_agreement", lambda *_args: checks.append(1) or 0.9)
     loaded = _loaded(seed=105)
     runner = ModelRunner(loaded, CPU, backend="int8")
-    assert runner.onnx.precision == "float32"
+    assert runner.onnx.precision == "float32" and checks == [1]
     assert "int8 gave 90.0 % of float32's pixel classes" in runner.notice
     assert "running float32" in runner.notice
     path = int8_path(onnx_backend.export_path(loaded.model, 3))
-    assert not path.exists() and not path.with_suffix(".checked.json").exists()
+    assert onnx_int8.checked_agreement(path) == 0.9  # kept with its verdict
+
+    def never(*_args):
+        raise AssertionError("quantized again")
+
+    monkeypatch.setattr(onnx_int8, "quantize_unet", never)
+    again = ModelRunner(loaded, CPU, backend="int8")  # the next start: float32 at once
+    assert again.onnx.precision == "float32" and again.notice == runner.notice
+    assert checks == [1]
 
 
 def test_int8_tiles_go_together_as_float32_ones_do(random_weights_pass) -> None:

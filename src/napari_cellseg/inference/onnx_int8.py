@@ -18,10 +18,12 @@ automatically.
 
 The copy is checked against the float32 PyTorch model on the calibration tiles: when fewer
 than :data:`AGREEMENT_FLOOR` of the pixels get the same class, or anything in quantizing
-fails, the float32 ONNX Runtime session runs instead, with a notice saying why. A check that
-passed is written beside the copy (``<name>.checked.json``) for this CPU and this ONNX
+fails, the float32 ONNX Runtime session runs instead, with a notice saying why. The check's
+result is written beside the copy (``<name>.checked.json``) for this CPU and this ONNX
 Runtime version, so later sessions on the same machine skip it (about a second, and the
 float32 activations of a 256² tile, 39 MiB measured); another CPU or version checks again.
+A copy that failed is kept with its result, so that it is not quantized and checked again
+at every start: later sessions go straight to float32, with the same notice.
 """
 
 from __future__ import annotations
@@ -213,20 +215,21 @@ def _made(model: torch.nn.Module, card: Any, key: tuple) -> tuple[OnnxUNet | Non
             tiles = calibration_tiles(card)
             quantize_unet(floating.path, target, tiles)
             FLOAT_SESSIONS.forget(model)  # not kept beside the int8 one: it costs memory
-        runner = OnnxUNet(target, torch.get_num_threads())
-        runner.precision = "int8"
-        agreement = checked_agreement(target)
+        agreement = checked_agreement(target)  # this machine's verdict, if it has one
+        runner = None
+        if agreement is None or agreement >= AGREEMENT_FLOOR:
+            runner = OnnxUNet(target, torch.get_num_threads())
+            runner.precision = "int8"
         if agreement is None:  # not yet checked on this machine: check, keep the verdict
             tiles = calibration_tiles(card) if tiles is None else tiles
             agreement = _agreement(model, runner, tiles, card.output_activation)
-            if agreement >= AGREEMENT_FLOOR:
-                keep_agreement(target, agreement)
+            keep_agreement(target, agreement)
     except Exception as exc:  # any quantization/runtime failure: float32, said once
         _forget_copy(target)
         reason = first_line(exc)[:160]
         return _float32(model, channels, f"could not quantize this model to int8 ({reason})")
-    if not agreement >= AGREEMENT_FLOOR:
-        _forget_copy(target)
+    if runner is None or not agreement >= AGREEMENT_FLOOR:  # the copy and its verdict stay,
+        used_and_pruned(target)  # so it is not quantized and checked again on this machine
         return _float32(
             model,
             channels,
@@ -280,8 +283,8 @@ def _verdicts_path(target: Path) -> Path:
 
 
 def checked_agreement(target: Path) -> float | None:
-    """The agreement a passed check of ``target`` found on this machine, or None (never
-    checked here, or the file, ONNX Runtime or CPU changed since)."""
+    """The agreement a check of ``target`` found on this machine, or None (never checked
+    here, or the file, ONNX Runtime or CPU changed since)."""
     try:
         verdicts = json.loads(_verdicts_path(target).read_text())
         value = verdicts.get(check_key(target)) if isinstance(verdicts, dict) else None
@@ -291,7 +294,7 @@ def checked_agreement(target: Path) -> float | None:
 
 
 def keep_agreement(target: Path, agreement: float) -> None:
-    """Write a passed check of ``target`` beside it (a read-only cache: not kept)."""
+    """Write a check of ``target`` (passed or not) beside it (a read-only cache: not kept)."""
     path = _verdicts_path(target)
     try:
         verdicts = json.loads(path.read_text()) if path.is_file() else {}
