@@ -704,8 +704,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.skip_throughput:
             report["throughput"] = throughput(args, params, work)
-        if not args.skip_memory:
-            report["memory"] = memory(args, params, work)
+        if not args.skip_memory:  # the naive loop runs whole planes at the image's own
+            # scale (``predict_planes``): run_batch gets the same scale unless one is asked,
+            # so that their labels can be compared (``auto`` may rescale the image)
+            sized = params if args.diameter is not None else replace(params, diameter="off")
+            report["memory"] = memory(args, sized, work)
+            report["memory"]["diameter"] = sized.diameter
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -46,6 +46,27 @@ def test_tiles_of_the_tiled_input_equal_the_whole_planes(demo_unet, key: str) ->
     np.testing.assert_array_equal(image, unchanged)  # the image itself is never written
 
 
+def test_fixed_ranges_go_tile_by_tile_too(demo_unet) -> None:
+    """Block by block a plane gets ``range`` normalisation (its whole-plane percentiles)."""
+    from napari_cellseg.inference.block_reading import plane_normalisation
+
+    image = _image("dsb_brightfield")
+    fixed = plane_normalisation(image, demo_unet.card)
+    assert fixed["method"] == "range"
+    options = {"input_channels": 3, "channel_handling": "rgb", "normalisation": fixed}
+    whole = to_model_input(image, **options)
+    lazy = to_model_input(image, tiled=True, **options)
+    assert isinstance(lazy, TiledInput)
+    for tile in plan_tiles(image.shape[:2], 200, 32, multiple=32):
+        np.testing.assert_array_equal(tile.view(lazy), tile.view(whole))
+    clipped = {**fixed, "lo": [50.0, 60.0, 70.0], "hi": [60.0, 60.0, 200.0], "clip": True}
+    options["normalisation"] = clipped  # a flat channel (hi == lo) and clipping
+    np.testing.assert_array_equal(
+        np.asarray(to_model_input(image, tiled=True, **options)), to_model_input(image, **options)
+    )
+    assert not to_model_input(image, **options)[1].any()
+
+
 def test_other_normalisations_stay_arrays() -> None:
     grey = np.arange(20, dtype=np.uint8).reshape(4, 5)
     x = to_model_input(

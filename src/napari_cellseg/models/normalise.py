@@ -196,9 +196,9 @@ def normalise(
         The original pixel type for ``dtype-range`` and ``imagenet`` when ``data`` was
         already converted to float (default: ``data.dtype``).
     tiled : bool, optional
-        With ``"percentile"``: return a :class:`~.percentile.TiledInput`, which normalises
-        each tile as it is cut (the same values, never the whole plane in float32 at once).
-        Other methods return the array as usual.
+        With ``"percentile"`` or ``"range"``: return a :class:`~.percentile.TiledInput`,
+        which normalises each tile as it is cut (the same values, never the whole plane in
+        float32 at once). Other methods return the array as usual.
 
     Examples
     --------
@@ -227,6 +227,18 @@ def normalise(
         if tiled:
             return TiledInput(data, ranges, clip=clip)
         return apply_ranges(data, ranges, clip=clip)
+    if method == "range":
+        lo, hi = (np.asarray(normalisation.get(k, ()), np.float64).ravel() for k in ("lo", "hi"))
+        if not len(lo) == len(hi) == len(data):
+            raise CellsegError(
+                f"range normalisation needs {len(data)} lo and hi values, one per model "
+                f"channel; got {len(lo)} and {len(hi)}"
+            )
+        ranges = [(float(a), float(b)) if b > a else None for a, b in zip(lo, hi, strict=True)]
+        clip = bool(normalisation.get("clip", False))
+        if tiled:
+            return TiledInput(data, ranges, clip=clip)
+        return apply_ranges(data, ranges, clip=clip)
     x = data.astype(np.float32)  # always a copy: callers may pass views of the image
     if method == "none":
         return x
@@ -243,18 +255,6 @@ def normalise(
         if np.any(std <= 0):
             raise CellsegError(f"normalisation std must be > 0, got {std.tolist()}")
         return (x - mean[:, None, None]) / std[:, None, None]
-    if method == "range":
-        lo, hi = (np.asarray(normalisation.get(k, ()), np.float64).ravel() for k in ("lo", "hi"))
-        if not len(lo) == len(hi) == len(x):
-            raise CellsegError(
-                f"range normalisation needs {len(x)} lo and hi values, one per model channel; "
-                f"got {len(lo)} and {len(hi)}"
-            )
-        pairs = zip(x, lo, hi, strict=True)
-        result = np.stack([_stretch(c, float(a), float(b)) for c, a, b in pairs])
-        if normalisation.get("clip", False):
-            np.clip(result, 0.0, 1.0, out=result)
-        return result
     if method == "minmax":
         return np.stack([_stretch(c, float(c.min()), float(c.max())) for c in x])
     raise AssertionError(f"normalisation {method!r} not handled")  # pragma: no cover
