@@ -37,9 +37,10 @@ from napari_cellseg.inference.object_size import (
     scaled_shape,
 )
 from napari_cellseg.inference.onnx_backend import choose_backend
-from napari_cellseg.inference.plane_network import fits_one_tile, padded_shape
+from napari_cellseg.inference.plane_network import fits_one_tile
 from napari_cellseg.inference.planes import Prediction, iter_predict_planes, vanished_notice
 from napari_cellseg.inference.preprocess import resolve_axes
+from napari_cellseg.inference.unet_strategy import padded_shape
 from napari_cellseg.io.files import label_dtype
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel

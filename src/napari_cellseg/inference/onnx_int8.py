@@ -28,6 +28,7 @@ at every start: later sessions go straight to float32, with the same notice.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -228,8 +229,8 @@ def _made(model: torch.nn.Module, card: Any, key: tuple) -> tuple[OnnxUNet | Non
         _forget_copy(target)
         reason = first_line(exc)[:160]
         return _float32(model, channels, f"could not quantize this model to int8 ({reason})")
-    if runner is None or not agreement >= AGREEMENT_FLOOR:  # the copy and its verdict stay,
-        used_and_pruned(target)  # so it is not quantized and checked again on this machine
+    if not agreement >= AGREEMENT_FLOOR:  # the copy and its verdict stay, so that it is
+        used_and_pruned(target)  # not quantized and checked again on this machine
         return _float32(
             model,
             channels,
@@ -266,6 +267,13 @@ def check_key(target: Path) -> str:
     set flags, which decide the int8 kernels)."""
     import onnxruntime as ort
 
+    stat = target.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}:onnxruntime {ort.__version__}:cpu {_cpu_id()}"
+
+
+@functools.cache
+def _cpu_id() -> str:
+    """A short hash of this CPU's model and flags (read once per process)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
@@ -273,35 +281,37 @@ def check_key(target: Path) -> str:
         cpu = "".join(dict.fromkeys(lines)) or cpu  # one of each (every core repeats them)
     except OSError:  # not Linux: the processor's name
         pass
-    stat = target.stat()
-    digest = hashlib.sha256(cpu.encode()).hexdigest()[:16]
-    return f"{stat.st_size}:{stat.st_mtime_ns}:onnxruntime {ort.__version__}:cpu {digest}"
+    return hashlib.sha256(cpu.encode()).hexdigest()[:16]
 
 
 def _verdicts_path(target: Path) -> Path:
     return target.with_suffix(".checked.json")
 
 
+def _verdicts(target: Path) -> dict:
+    """The checks kept beside ``target``, by :func:`check_key` (empty if none or unreadable)."""
+    try:
+        verdicts = json.loads(_verdicts_path(target).read_text())
+    except (OSError, ValueError):
+        return {}
+    return verdicts if isinstance(verdicts, dict) else {}
+
+
 def checked_agreement(target: Path) -> float | None:
     """The agreement a check of ``target`` found on this machine, or None (never checked
     here, or the file, ONNX Runtime or CPU changed since)."""
     try:
-        verdicts = json.loads(_verdicts_path(target).read_text())
-        value = verdicts.get(check_key(target)) if isinstance(verdicts, dict) else None
-    except (OSError, ValueError):
+        key = check_key(target)
+    except OSError:  # the copy vanished (pruned by another process)
         return None
+    value = _verdicts(target).get(key)
     return float(value) if isinstance(value, (int, float)) else None
 
 
 def keep_agreement(target: Path, agreement: float) -> None:
     """Write a check of ``target`` (passed or not) beside it (a read-only cache: not kept)."""
     path = _verdicts_path(target)
-    try:
-        verdicts = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        verdicts = {}
-    verdicts = verdicts if isinstance(verdicts, dict) else {}
-    verdicts[check_key(target)] = round(float(agreement), 6)
+    verdicts = {**_verdicts(target), check_key(target): round(float(agreement), 6)}
     temporary = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         temporary.write_text(json.dumps(verdicts, indent=1))

@@ -28,7 +28,7 @@ from napari_cellseg.events import Notice, Progress
 from napari_cellseg.families import family_part
 from napari_cellseg.inference.model_runner import ModelRunner, is_out_of_memory
 from napari_cellseg.inference.tiling import plan_tiles
-from napari_cellseg.inference.unet_strategy import UNET_MULTIPLE
+from napari_cellseg.inference.unet_strategy import UNET_MULTIPLE, padded_shape
 from napari_cellseg.params import PredictParams
 
 Event = Progress | Notice
@@ -72,15 +72,6 @@ def planes_together(
     if not PLANES_TOGETHER or together <= 1:
         return 1
     return together if fits_one_tile(runner.card, shape, params, state.tile_size) else 1
-
-
-def padded_shape(shape: tuple[int, ...]) -> tuple[int, int]:
-    """The ``(Y, X)`` of a plane of one tile once padded for the U-Net.
-
-    >>> padded_shape((256, 250)), padded_shape((3, 520, 696))
-    ((256, 256), (544, 704))
-    """
-    return tuple(-(-int(s) // UNET_MULTIPLE) * UNET_MULTIPLE for s in shape[-2:])  # type: ignore[return-value]
 
 
 def fits_one_tile(card: Any, shape: tuple[int, int], params: PredictParams, tile_size: int) -> bool:

@@ -113,6 +113,15 @@ def run_tiles(
     return blender.result()
 
 
+def padded_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The ``(Y, X)`` of a tile (or a plane of one tile) once padded for the U-Net.
+
+    >>> padded_shape((256, 250)), padded_shape((3, 520, 696))
+    ((256, 256), (544, 704))
+    """
+    return tuple(-(-int(s) // UNET_MULTIPLE) * UNET_MULTIPLE for s in shape[-2:])  # type: ignore[return-value]
+
+
 def in_passes(runner: Any, batches: list[list[Tile]]) -> list[list[Tile]]:
     """``batches`` cut into the runner's passes (:meth:`.ModelRunner.tiles_per_pass`).
 
@@ -124,8 +133,7 @@ def in_passes(runner: Any, batches: list[list[Tile]]) -> list[list[Tile]]:
     """
     passes = []
     for batch in batches:
-        padded = tuple(-(-side // UNET_MULTIPLE) * UNET_MULTIPLE for side in batch[0].shape)
-        step = max(1, runner.tiles_per_pass(len(batch), padded))
+        step = max(1, runner.tiles_per_pass(len(batch), padded_shape(batch[0].shape)))
         passes += [batch[i : i + step] for i in range(0, len(batch), step)]
     return passes
 

@@ -223,10 +223,7 @@ def normalise(
                 f"percentile normalisation needs 0 <= low < high <= 100, got low={low}, high={high}"
             )
         ranges = percentile_ranges(data, low, high)
-        clip = bool(normalisation.get("clip", True))
-        if tiled:
-            return TiledInput(data, ranges, clip=clip)
-        return apply_ranges(data, ranges, clip=clip)
+        return _stretched(data, ranges, bool(normalisation.get("clip", True)), tiled)
     if method == "range":
         lo, hi = (np.asarray(normalisation.get(k, ()), np.float64).ravel() for k in ("lo", "hi"))
         if not len(lo) == len(hi) == len(data):
@@ -235,10 +232,7 @@ def normalise(
                 f"channel; got {len(lo)} and {len(hi)}"
             )
         ranges = [(float(a), float(b)) if b > a else None for a, b in zip(lo, hi, strict=True)]
-        clip = bool(normalisation.get("clip", False))
-        if tiled:
-            return TiledInput(data, ranges, clip=clip)
-        return apply_ranges(data, ranges, clip=clip)
+        return _stretched(data, ranges, bool(normalisation.get("clip", False)), tiled)
     x = data.astype(np.float32)  # always a copy: callers may pass views of the image
     if method == "none":
         return x
@@ -258,6 +252,11 @@ def normalise(
     if method == "minmax":
         return np.stack([_stretch(c, float(c.min()), float(c.max())) for c in x])
     raise AssertionError(f"normalisation {method!r} not handled")  # pragma: no cover
+
+
+def _stretched(data: np.ndarray, ranges: list, clip: bool, tiled: bool) -> Any:
+    """``data`` normalised with per-channel ``ranges``: now, or tile by tile when ``tiled``."""
+    return TiledInput(data, ranges, clip=clip) if tiled else apply_ranges(data, ranges, clip=clip)
 
 
 def to_model_input(

@@ -1,7 +1,8 @@
-"""Percentile normalisation, for a whole plane at once or tile by tile.
+"""Percentile (and fixed-range) normalisation, for a whole plane at once or tile by tile.
 
 :func:`percentile_ranges` reads a plane's per-channel ``(low, high)`` percentiles once;
-:func:`apply_ranges` writes any part of the plane normalised with them. Because every step
+:func:`apply_ranges` writes any part of the plane normalised with them (or with fixed
+ranges: the ``range`` method, what every block of a large image gets). Because every step
 is elementwise (convert, subtract, divide, clip, each in float32), a tile normalised alone
 equals the same tile cut from the normalised plane, bit for bit.
 :class:`TiledInput` uses that: the tiler cuts tiles from it as from an array, and only the
@@ -78,7 +79,7 @@ def apply_ranges(data: np.ndarray, ranges: list[ChannelRange], *, clip: bool) ->
 
 
 class TiledInput:
-    """A plane's percentile-normalised model input, made tile by tile as it is cut.
+    """A plane's percentile- or range-normalised model input, made tile by tile as it is cut.
 
     It stands in for the ``(C, Y, X)`` float32 array that :func:`apply_ranges` would make
     of the whole plane: ``shape``, ``dtype``, ``ndim`` as that array's, and indexing
@@ -90,7 +91,7 @@ class TiledInput:
     data : numpy.ndarray
         ``(C, Y, X)`` raw values (a view of the image: never modified).
     ranges : list
-        From :func:`percentile_ranges`.
+        From :func:`percentile_ranges`, or fixed ``(lo, hi)`` pairs (see :data:`ChannelRange`).
     clip : bool
         Clip to [0, 1].
 
