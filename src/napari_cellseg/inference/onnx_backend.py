@@ -30,7 +30,6 @@ import hashlib
 import importlib.util
 import os
 import threading
-import time
 import warnings
 import weakref
 from pathlib import Path
@@ -39,6 +38,14 @@ import numpy as np
 import torch
 
 from napari_cellseg.errors import CellsegError
+from napari_cellseg.inference.onnx_cache import (
+    cache_dir,
+    cache_limit_bytes,
+    forget_export,
+    sidecars,
+    used_and_pruned,
+)
+from napari_cellseg.inference.onnx_optimized import open_session
 
 __all__ = [
     "ONNX_EXTRA_HINT",
@@ -51,9 +58,11 @@ __all__ = [
     "cpu_bf16_supported",
     "export_path",
     "first_line",
+    "forget_export",
     "model_dtype",
     "onnx_installed",
     "onnx_unet",
+    "sidecars",
     "state_versions",
     "used_and_pruned",
     "weights_fingerprint",
@@ -65,9 +74,6 @@ ONNX_EXTRA_HINT = "pip install 'napari-cellseg[onnx]'"
 CHECK_TOLERANCE = 1e-3
 #: The check's tile edge: a multiple of 32, so that every U-Net takes it.
 CHECK_TILE = 64
-#: Size of the cache of exported models beyond which the least recently used are deleted
-#: (the demo U-Net: 14 MB in float32, 3.6 MB in int8); ``$NAPARI_CELLSEG_CACHE_LIMIT_MB``.
-CACHE_LIMIT_BYTES = 1 << 30
 
 
 def onnx_installed() -> bool:
@@ -148,23 +154,6 @@ def choose_backend(backend: str, family: str, device: torch.device) -> tuple[str
     return "torch", None
 
 
-def cache_dir() -> Path:
-    """Where exported models are kept: ``$NAPARI_CELLSEG_CACHE/onnx`` or the user cache.
-
-    >>> import os
-    >>> os.environ["NAPARI_CELLSEG_CACHE"] = "/tmp/x"
-    >>> str(cache_dir())
-    '/tmp/x/onnx'
-    >>> del os.environ["NAPARI_CELLSEG_CACHE"]
-    """
-    root = os.environ.get("NAPARI_CELLSEG_CACHE")
-    if not root:
-        from platformdirs import user_cache_dir
-
-        root = user_cache_dir("napari-cellseg", appauthor=False)
-    return Path(root) / "onnx"
-
-
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """sha256 of a model's state (names, dtypes, shapes and values): the export's cache key.
 
@@ -188,7 +177,7 @@ class OnnxUNet:
     #: ``"float32"``, or ``"int8"`` for a quantized copy (:mod:`.onnx_int8`).
     precision = "float32"
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, keep_optimized: bool = False) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -200,7 +189,9 @@ class OnnxUNet:
         # 576²) at the same speed, so it is off (docs/inference.md).
         options.enable_mem_pattern = False
         self.path = path
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        # keep_optimized: the graph optimized for this CPU is kept beside the export and
+        # reopened as is (:mod:`.onnx_optimized`: 24 instead of 51 MiB for the demo U-Net).
+        self.session = open_session(path, options, keep_optimized)
         self._input = self.session.get_inputs()[0].name
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -360,14 +351,14 @@ def onnx_unet(model: torch.nn.Module, channels: int) -> tuple[OnnxUNet | None, s
         try:
             if not path.is_file():
                 _export(model, channels, path)
-            runner = OnnxUNet(path, torch.get_num_threads())
+            runner = OnnxUNet(path, torch.get_num_threads(), keep_optimized=True)
             error = _check(model, runner, channels)
         except Exception as exc:  # any export/runtime failure: PyTorch instead, said once
-            path.unlink(missing_ok=True)
+            forget_export(path)
             reason = first_line(exc)[:160]
             return None, f"ONNX Runtime could not run this model ({reason}); using PyTorch"
         if not error <= CHECK_TOLERANCE:
-            path.unlink(missing_ok=True)
+            forget_export(path)
             return None, (
                 f"ONNX Runtime's output differs from PyTorch's by {error:.2g} for this model; "
                 "using PyTorch"
@@ -375,53 +366,3 @@ def onnx_unet(model: torch.nn.Module, channels: int) -> tuple[OnnxUNet | None, s
         SESSIONS.put(model, key, runner)
     used_and_pruned(path)
     return runner, None
-
-
-def used_and_pruned(path: Path, limit_bytes: int | None = None) -> list[Path]:
-    """Mark the cached model ``path`` as just used, then delete the least recently used
-    cached models while the cache holds more than ``limit_bytes``; the deleted paths.
-
-    Every fine-tune makes new weights, and each is exported (and quantized for ``int8``)
-    the first time it runs: without a bound the cache would only grow. ``path`` itself is
-    never deleted; a deleted model is exported again when next needed. The limit is
-    :data:`CACHE_LIMIT_BYTES` unless ``$NAPARI_CELLSEG_CACHE_LIMIT_MB`` says otherwise.
-    """
-    limit_bytes = cache_limit_bytes() if limit_bytes is None else limit_bytes
-    deleted = []
-    try:
-        now = time.time_ns()  # the last use is the access time (set here: noatime-proof);
-        os.utime(path, ns=(now, path.stat().st_mtime_ns))  # the mtime still says when made
-        files = [(f.stat().st_atime_ns, f) for f in path.parent.glob("*.onnx") if f != path]
-        total = path.stat().st_size + sum(f.stat().st_size for _, f in files)
-        for _, oldest in sorted(files, key=lambda pair: pair[0]):
-            if total <= limit_bytes:
-                break
-            size = oldest.stat().st_size
-            oldest.unlink(missing_ok=True)
-            for sidecar in oldest.parent.glob(f"{oldest.stem}.*.json"):  # its kept checks
-                sidecar.unlink(missing_ok=True)
-            total -= size
-            deleted.append(oldest)
-    except OSError:  # another process pruned first, or a read-only cache: nothing lost
-        pass
-    return deleted
-
-
-def cache_limit_bytes() -> int:
-    """:data:`CACHE_LIMIT_BYTES`, or ``$NAPARI_CELLSEG_CACHE_LIMIT_MB`` megabytes.
-
-    Raises
-    ------
-    CellsegError
-        The variable is set to something other than a number of megabytes.
-    """
-    text = os.environ.get("NAPARI_CELLSEG_CACHE_LIMIT_MB", "").strip()
-    if not text:
-        return CACHE_LIMIT_BYTES
-    try:
-        return int(float(text) * 2**20)
-    except ValueError:
-        raise CellsegError(
-            f"NAPARI_CELLSEG_CACHE_LIMIT_MB={text!r} is not a number of megabytes: "
-            "unset it or give one, e.g. 2048"
-        ) from None

@@ -29,10 +29,8 @@ at every start: later sessions go straight to float32, with the same notice.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
-import platform
 import threading
 from pathlib import Path
 from typing import Any
@@ -47,10 +45,12 @@ from napari_cellseg.inference.onnx_backend import (
     SessionCache,
     export_path,
     first_line,
+    forget_export,
     model_dtype,
     onnx_unet,
     used_and_pruned,
 )
+from napari_cellseg.inference.onnx_optimized import cpu_id
 from napari_cellseg.inference.preprocess import to_model_input
 from napari_cellseg.io.images import read_image
 from napari_cellseg.io.samples import list_samples
@@ -268,22 +268,10 @@ def check_key(target: Path) -> str:
     import onnxruntime as ort
 
     stat = target.stat()
-    return f"{stat.st_size}:{stat.st_mtime_ns}:onnxruntime {ort.__version__}:cpu {_cpu_id()}"
+    return f"{stat.st_size}:{stat.st_mtime_ns}:onnxruntime {ort.__version__}:cpu {cpu_id()}"
 
 
 @functools.cache
-def _cpu_id() -> str:
-    """A short hash of this CPU's model and flags (read once per process)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-            lines = [ln for ln in info if ln.startswith(("model name", "flags", "Features"))]
-        cpu = "".join(dict.fromkeys(lines)) or cpu  # one of each (every core repeats them)
-    except OSError:  # not Linux: the processor's name
-        pass
-    return hashlib.sha256(cpu.encode()).hexdigest()[:16]
-
-
 def _verdicts_path(target: Path) -> Path:
     return target.with_suffix(".checked.json")
 
@@ -322,5 +310,4 @@ def keep_agreement(target: Path, agreement: float) -> None:
 
 def _forget_copy(target: Path) -> None:
     """Delete the int8 copy and its kept checks (it is quantized again when next asked)."""
-    target.unlink(missing_ok=True)
-    _verdicts_path(target).unlink(missing_ok=True)
+    forget_export(target)
