@@ -42,7 +42,6 @@ from napari_cellseg.inference.onnx_cache import (
     cache_dir,
     cache_limit_bytes,
     forget_export,
-    sidecars,
     used_and_pruned,
 )
 from napari_cellseg.inference.onnx_optimized import open_session
@@ -58,11 +57,9 @@ __all__ = [
     "cpu_bf16_supported",
     "export_path",
     "first_line",
-    "forget_export",
     "model_dtype",
     "onnx_installed",
     "onnx_unet",
-    "sidecars",
     "state_versions",
     "used_and_pruned",
     "weights_fingerprint",

@@ -28,7 +28,6 @@ at every start: later sessions go straight to float32, with the same notice.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import threading
@@ -45,11 +44,11 @@ from napari_cellseg.inference.onnx_backend import (
     SessionCache,
     export_path,
     first_line,
-    forget_export,
     model_dtype,
     onnx_unet,
     used_and_pruned,
 )
+from napari_cellseg.inference.onnx_cache import forget_export
 from napari_cellseg.inference.onnx_optimized import cpu_id
 from napari_cellseg.inference.preprocess import to_model_input
 from napari_cellseg.io.images import read_image
@@ -226,7 +225,7 @@ def _made(model: torch.nn.Module, card: Any, key: tuple) -> tuple[OnnxUNet | Non
             agreement = _agreement(model, runner, tiles, card.output_activation)
             keep_agreement(target, agreement)
     except Exception as exc:  # any quantization/runtime failure: float32, said once
-        _forget_copy(target)
+        forget_export(target)  # the copy and its kept checks: quantized again when next asked
         reason = first_line(exc)[:160]
         return _float32(model, channels, f"could not quantize this model to int8 ({reason})")
     if not agreement >= AGREEMENT_FLOOR:  # the copy and its verdict stay, so that it is
@@ -271,7 +270,6 @@ def check_key(target: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}:onnxruntime {ort.__version__}:cpu {cpu_id()}"
 
 
-@functools.cache
 def _verdicts_path(target: Path) -> Path:
     return target.with_suffix(".checked.json")
 
@@ -306,8 +304,3 @@ def keep_agreement(target: Path, agreement: float) -> None:
         os.replace(temporary, path)
     except OSError:
         temporary.unlink(missing_ok=True)
-
-
-def _forget_copy(target: Path) -> None:
-    """Delete the int8 copy and its kept checks (it is quantized again when next asked)."""
-    forget_export(target)

@@ -137,12 +137,6 @@ def _dtype_max(dtype: np.dtype) -> float:
     return float(np.iinfo(dtype).max) if dtype.kind in "iu" else 1.0  # bool, float: 1
 
 
-def _stretch(channel: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    if not hi > lo:
-        return np.zeros(channel.shape, np.float32)
-    return ((channel - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32, copy=False)
-
-
 def _per_channel_stats(value: Any, default: Sequence[float], n: int, what: str) -> np.ndarray:
     values = np.atleast_1d(np.asarray(default if value is None else value, np.float32))
     if len(values) == n:
@@ -250,7 +244,8 @@ def normalise(
             raise CellsegError(f"normalisation std must be > 0, got {std.tolist()}")
         return (x - mean[:, None, None]) / std[:, None, None]
     if method == "minmax":
-        return np.stack([_stretch(c, float(c.min()), float(c.max())) for c in x])
+        spans = [(float(c.min()), float(c.max())) for c in x]
+        return apply_ranges(x, [(lo, hi) if hi > lo else None for lo, hi in spans], clip=False)
     raise AssertionError(f"normalisation {method!r} not handled")  # pragma: no cover
 
 
