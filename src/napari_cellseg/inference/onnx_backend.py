@@ -187,7 +187,7 @@ class OnnxUNet:
         options.enable_mem_pattern = False
         self.path = path
         # keep_optimized: the graph optimized for this CPU is kept beside the export and
-        # reopened as is (:mod:`.onnx_optimized`: 24 instead of 51 MiB for the demo U-Net).
+        # reopened as is (:mod:`.onnx_optimized`: about 20 MiB less for the demo U-Net).
         self.session = open_session(path, options, keep_optimized)
         self._input = self.session.get_inputs()[0].name
 

@@ -2,11 +2,12 @@
 
 At ``ORT_ENABLE_ALL`` ONNX Runtime rewrites a U-Net's graph when a session opens (fused
 convolutions, and on x86 the blocked ``NCHWc`` layout with its own reordered copy of every
-convolution's weights). Made from the plain export, a session holds both copies: measured on
-the demo U-Net (14 MB of float32 weights) on this project's 2-core benchmark machine, a
-session takes 51 MiB once open, against 24 MiB when it opens the optimized graph that an
-earlier session saved, with optimization off, at the same speed and with bit-identical
-logits (``docs/inference.md``). So the first session of a model on a machine saves its
+convolution's weights). Made from the plain export, a session holds both copies; opening
+the optimized graph that an earlier session saved, with optimization off, gives
+bit-identical logits, and with the demo U-Net (14 MB of float32 weights) the warm process
+of the default backend on this project's 2-core benchmark machine was about 20 MiB smaller
+(``bench/results/inference_memory_cpu_s21_final.json`` against ``…_s20_final.json``,
+``docs/benchmarks.md``). So the first session of a model on a machine saves its
 optimized graph beside the export (``<export stem>.opt-<key>.onnx``) and later sessions
 open that. The graph may hold instructions of this CPU (the ``NCHWc`` block width follows its
 vector width) and operators of this ONNX Runtime version, so the key is a hash of both: a
