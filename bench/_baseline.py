@@ -29,13 +29,20 @@ from napari_cellseg.inference.detections import Detections
 from napari_cellseg.io.files import label_dtype
 from napari_cellseg.labels.editing import fill_holes, relabel_sequential, remove_small
 from napari_cellseg.models.normalise import (
-    _stretch,
     as_channels_first,
     map_channels,
     normalise,
 )
 from napari_cellseg.models.percentile import _sample
 from napari_cellseg.params import PostprocessParams
+
+
+def _stretch(channel: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """The old pipeline's per-channel stretch (as ``models/normalise.py`` had it before session
+    21 routed ``minmax`` through ``percentile.apply_ranges``): a new array per channel."""
+    if not hi > lo:
+        return np.zeros(channel.shape, np.float32)
+    return ((channel - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32, copy=False)
 
 
 def old_to_model_input(
