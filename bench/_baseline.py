@@ -6,7 +6,8 @@ duration of a ``with`` block: tiles of the full tile size with the last one shif
 channels are copies of one grey channel, the whole plane normalised at once, a whole batch
 of tiles cut and held at once (no ``in_passes``), Mask R-CNN masks for every candidate down
 to score 0.05 (no ``mask_floor``), and the pass-by-pass post-processing below
-(a verbatim copy of ``inference/postprocess.py`` before the change). ``bench/inference.py
+(a verbatim copy of ``inference/postprocess.py`` before the change); :func:`baseline_loading`
+builds a U-Net with every encoder stage, as loading did. ``bench/inference.py
 --compare-baseline`` times both; ``tests/inference/test_postprocess_speed.py`` checks that the
 new code gives the same labels.
 """
@@ -69,6 +70,21 @@ def old_to_model_input(
     if normalisation.get("clip", True):
         np.clip(result, 0.0, 1.0, out=result)
     return result
+
+
+@contextmanager
+def baseline_loading() -> Iterator[None]:
+    """Build U-Nets as before session 22, for a ``load_weights`` inside the block: every
+    encoder stage kept and loaded, run or not (``models/unused_stages.py`` drops those a
+    shallow encoder never runs: the demo U-Net's ``layer4``, 8.4 M of its 12.0 M parameters)."""
+    from napari_cellseg.models import unet
+
+    kept = unet.drop_unused_stages
+    unet.drop_unused_stages = lambda encoder, depth: 0
+    try:
+        yield
+    finally:
+        unet.drop_unused_stages = kept
 
 
 @contextmanager

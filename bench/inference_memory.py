@@ -11,7 +11,8 @@ The same pair run again in a new process can peak 10-20 MiB apart (measured), so
 ``--repeats N`` runs every pair N times, the pipelines interleaved, and keeps the run of
 median peak (all peaks are kept beside it).
 
-Pipelines: ``old`` (``bench/_baseline.py``, PyTorch), ``new`` (today's default: ONNX Runtime
+Pipelines: ``old`` (``bench/_baseline.py``, PyTorch, the U-Net loaded with every encoder
+stage as before session 22), ``new`` (today's default: ONNX Runtime
 for the U-Net on the CPU when the ``onnx`` extra is installed), ``torch`` (today's pipeline
 on PyTorch). Images: those of ``bench/inference.py --compare-baseline`` (the demo U-Net on
 DSB images of 256², 520×696 and 1024² and a 2048² mosaic; the demo Mask R-CNN on the sample
@@ -48,7 +49,7 @@ def child(args: argparse.Namespace) -> dict:
     """One (image, pipeline) pair in this process; returns its row."""
     import numpy as np
     import torch
-    from _baseline import baseline_pipeline
+    from _baseline import baseline_loading, baseline_pipeline
     from _common import PeakRSS
 
     from inference import compare_images
@@ -64,11 +65,13 @@ def child(args: argparse.Namespace) -> dict:
     else:
         weights = args.weights_unet or ROOT / "sample_data/models/unet_dsb.safetensors"
         ((_, image),) = compare_images(args.data_root, [args.image])
-    loaded = load_weights(weights, device="cpu")
+    old = args.pipeline == "old"
+    with baseline_loading() if old else contextlib.nullcontext():  # every stage kept
+        loaded = load_weights(weights, device="cpu")
     backend = {"new": "auto", "bf16": "bf16", "int8": "int8"}.get(args.pipeline, "torch")
     params = PredictParams(device="cpu", diameter="off", backend=backend, tile_size=args.tile)
     predict(image[:64, :64], loaded, params)  # warm-up, as the speed benchmark does
-    context = baseline_pipeline() if args.pipeline == "old" else contextlib.nullcontext()
+    context = baseline_pipeline() if old else contextlib.nullcontext()
     seconds, objects = [], 0
     with context, PeakRSS() as peak:
         for _ in range(2):

@@ -18,6 +18,7 @@ from napari_cellseg.errors import ModelBuildError, WeightFileError
 from napari_cellseg.models._local_weights import load_local_weights, offline_message
 from napari_cellseg.models.architecture import block_indices, expected_keys
 from napari_cellseg.models.state_dict_io import StateDict
+from napari_cellseg.models.unused_stages import drop_unused_stages
 
 DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)
 EXPECTED_KEYS = "an smp U-Net (encoder.*, decoder.blocks.*, segmentation_head.0.weight)"
@@ -86,7 +87,9 @@ def build_unet(
     Returns
     -------
     torch.nn.Module
-        The U-Net, producing ``classes`` logit maps the size of its input.
+        The U-Net, producing ``classes`` logit maps the size of its input. Encoder stages
+        that ``encoder_depth`` never runs are not kept (their state-dict keys are: see
+        :mod:`napari_cellseg.models.unused_stages`).
 
     Examples
     --------
@@ -125,6 +128,7 @@ def build_unet(
     )
     if local_file is not None:
         load_local_weights(model.encoder, local_file, what="encoder_weights")
+    drop_unused_stages(model.encoder, encoder_depth)
     return model
 
 
