@@ -96,6 +96,24 @@ def test_changed_weights_are_exported_again(tmp_path, monkeypatch) -> None:
     np.testing.assert_allclose(second(x), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_an_unchanged_model_is_hashed_once(monkeypatch) -> None:
+    loaded = _loaded(seed=5)  # depth 3: layer3 and layer4 are unused stages (expanded zeros)
+    hashed = []
+    fingerprint = onnx_backend.weights_fingerprint
+    monkeypatch.setattr(
+        onnx_backend, "weights_fingerprint", lambda m: hashed.append(1) or fingerprint(m)
+    )
+    first = onnx_backend.export_path(loaded.model, 3)
+    assert onnx_backend.export_path(loaded.model, 3) == first and len(hashed) == 1
+    assert onnx_backend.export_path(loaded.model, 1).name.endswith("-c1.onnx")
+    assert len(hashed) == 1
+    with torch.no_grad():
+        next(loaded.model.parameters()).add_(0.5)
+    assert onnx_backend.export_path(loaded.model, 3) != first and len(hashed) == 2
+    again = _loaded(seed=5)
+    assert fingerprint(again.model) == first.name.split("-")[0]
+
+
 def test_the_session_plans_no_memory_pattern(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("NAPARI_CELLSEG_CACHE", str(tmp_path))
     runner, _ = onnx_unet(_loaded(seed=6).model, 3)
