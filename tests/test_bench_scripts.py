@@ -236,3 +236,22 @@ def test_rank_speed_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     assert report["identical_ranking"] and report["speedup_best"] > 0
     assert set(report["seconds"]) == {"together", "one_by_one"}
     assert len(report["images"]) == 2
+
+
+def test_onnx_profile_benchmark_writes_the_shares_by_operator(tmp_path: Path) -> None:
+    import pytest
+
+    pytest.importorskip("onnxruntime")
+    from tiny_models import save_tiny
+
+    weights = save_tiny("unet", tmp_path / "tiny.safetensors")
+    command = [sys.executable, str(ROOT / "bench" / "onnx_profile.py"), "--weights", str(weights)]
+    command += ["--tile", "64", "--warmup", "1", "--repeats", "1", "--out", str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NAPARI_CELLSEG_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "onnx_profile_cpu.json").read_text())
+    assert result["tile"] == [64, 64] and len(result["seconds_per_run"]) == 1
+    assert result["share_by_op"]["Conv"] > 0.3
+    assert abs(sum(result["share_by_op"].values()) - 1) < 0.01
+    assert "| Conv |" in done.stdout
