@@ -84,6 +84,27 @@ def drop_unused_stages(encoder: torch.nn.Module, depth: int) -> int:
     return count
 
 
+def placeholder_keys(model: torch.nn.Module) -> set[str]:
+    """The state-dict keys of ``model`` that stand for dropped stages (zeros, never run).
+
+    Copying weights between two differently built models should skip them: they carry no
+    trained values.
+
+    >>> import segmentation_models_pytorch as smp
+    >>> model = smp.Unet("resnet18", encoder_weights=None, encoder_depth=4,
+    ...                  decoder_channels=[64, 32, 16, 8])
+    >>> _ = drop_unused_stages(model.encoder, 4)
+    >>> keys = placeholder_keys(model)
+    >>> "encoder.layer4.0.conv1.weight" in keys, "encoder.layer3.0.conv1.weight" in keys
+    (True, False)
+    """
+    return {
+        f"{name}.{key}" if name else key
+        for name, module in model.named_modules()
+        for key in getattr(module, DROPPED_ATTR, {})
+    }
+
+
 def _reference(encoder: torch.nn.Module) -> torch.Tensor | None:
     return next((p for p in encoder.parameters() if p.is_floating_point()), None)
 

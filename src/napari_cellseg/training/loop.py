@@ -31,6 +31,7 @@ from napari_cellseg.events import (
 )
 from napari_cellseg.families import family_spec
 from napari_cellseg.models import ModelCard, build_model, load_weights, save_weights
+from napari_cellseg.models.unused_stages import placeholder_keys
 from napari_cellseg.params import TrainParams, fine_tune_learning_rate
 from napari_cellseg.training.adaptation import adapt_batchnorm
 from napari_cellseg.training.checkpoints import (
@@ -390,13 +391,14 @@ def _model_and_card(params, model, card, init, state) -> tuple[torch.nn.Module, 
         if wanted != card.builder_args:
             model = build_model(card.family, **wanted)
             own = model.state_dict()
+            unused = placeholder_keys(loaded.model)  # zeros of stages it never ran
             kept = {
                 k: v
                 for k, v in loaded.model.state_dict().items()
-                if k in own and own[k].shape == v.shape
+                if k in own and own[k].shape == v.shape and k not in unused
             }
             model.load_state_dict(kept, strict=False)
-            skipped = sorted(set(own) - set(kept))
+            skipped = sorted(set(own) - set(kept) - placeholder_keys(model))
             head = family_spec(card.family).head_arg
             notices.append(
                 f"{head} changed from {card.builder_args.get(head)} to {wanted.get(head)}: "
