@@ -144,6 +144,24 @@ def test_fine_tune_reports_baseline_and_reinitialises_a_new_head(tmp_path, data)
     assert card.object_diameter == read_card(base).object_diameter == 20.0  # the base's scale
 
 
+def test_a_checkpoint_whose_state_does_not_fit_says_so_in_one_line(tmp_path, data) -> None:
+    from napari_cellseg.training.checkpoints import save_checkpoint
+
+    out = tmp_path / "m.safetensors"
+    fit(data, out, _params(epochs=1))
+    path = checkpoint_path_for(out)
+    state = load_checkpoint(path)
+    # as one written before session 22, when the model still held its unused encoder stages
+    group = state["optimizer"]["param_groups"][0]
+    group["params"] = [*group["params"], max(group["params"]) + 1]
+    save_checkpoint(path, {k: v for k, v in state.items() if k not in ("format", "version")})
+    with pytest.raises(CellsegError) as caught:
+        drain(iter_train(None, None, resume=path))
+    message = str(caught.value)
+    assert "\n" not in message and "does not fit" in message and "without --resume" in message
+    assert out.exists()  # nothing the user made is lost
+
+
 def test_bad_training_input_is_clear(tmp_path) -> None:
     with pytest.raises(CellsegError, match="no training data"):
         fit([], tmp_path / "x.safetensors", _params())
