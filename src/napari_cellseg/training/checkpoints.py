@@ -80,3 +80,29 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "to the weight file"
         )
     return payload
+
+
+def restore_training_state(
+    resume: str | Path,
+    out: str | Path,
+    state: dict[str, Any],
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    scaler: Any,
+) -> None:
+    """Put a checkpoint's training state back, or say in one line why it does not fit."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+    except (KeyError, RuntimeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise CellsegError(
+            f"{resume}: its training state does not fit the model it describes ({first[:160]}); "
+            "it was written by another version of napari-cellseg or edited: train again "
+            f"without --resume (or with --init {Path(out).name} to start from the weights "
+            "saved so far)"
+        ) from None

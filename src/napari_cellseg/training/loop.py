@@ -38,6 +38,7 @@ from napari_cellseg.training.checkpoints import (
     checkpoint_path_for,
     load_checkpoint,
     restore_rng_state,
+    restore_training_state,
     rng_state,
     save_checkpoint,
 )
@@ -199,7 +200,7 @@ def iter_train(
     history: list[dict[str, Any]] = []
     start_epoch, best_score, best_epoch, best_metrics, baseline = 0, -math.inf, 0, {}, None
     if state is not None:
-        _restore(resume, out, state, model, optimizer, scheduler, scaler)
+        restore_training_state(resume, out, state, model, optimizer, scheduler, scaler)
         restore_rng_state(state["rng"])
         history, start_epoch = list(state["history"]), int(state["epoch"])
         best_score, best_epoch = float(state["best_score"]), int(state["best_epoch"])
@@ -369,24 +370,6 @@ def _tune_thresholds(out, val_images, params, device, should_stop) -> Generator[
         f"thresholds tuned on the validation images: {describe_post(result.changed)} "
         f"(DSB AP {result.base_score:.3f} → {result.score:.3f}; stored in {out.name})"
     )
-
-
-def _restore(resume, out, state, model, optimizer, scheduler, scaler) -> None:
-    """Put a checkpoint's training state back, or say in one line why it does not fit."""
-    try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-    except (KeyError, RuntimeError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise CellsegError(
-            f"{resume}: its training state does not fit the model it describes ({first[:160]}); "
-            "it was written by another version of napari-cellseg or edited: train again "
-            f"without --resume (or with --init {Path(out).name} to start from the weights "
-            "saved so far)"
-        ) from None
 
 
 def _model_and_card(params, model, card, init, state) -> tuple[torch.nn.Module, ModelCard, list]:
