@@ -4,7 +4,8 @@
 duration of a ``with`` block: tiles of the full tile size with the last one shifted inwards
 (:func:`plan_tiles` without ``multiple``), one percentile pass per channel even when the
 channels are copies of one grey channel, the whole plane normalised at once, a whole batch
-of tiles cut and held at once (no ``in_passes``), Mask R-CNN masks for every candidate down
+of tiles cut and held at once (no ``in_passes``), every U-Net tile padded to a multiple of
+32 (no ``tile_multiple``), Mask R-CNN masks for every candidate down
 to score 0.05 (no ``mask_floor``), and the pass-by-pass post-processing below
 (a verbatim copy of ``inference/postprocess.py`` before the change); :func:`baseline_loading`
 builds a U-Net with every encoder stage, as loading did. ``bench/inference.py
@@ -117,7 +118,8 @@ def baseline_pipeline() -> Iterator[None]:
         (plane_network, "plan_tiles", fixed_tiles),
         (maskrcnn_strategy, "tile_geometry", tiles_of_min_size),
         (planes, "to_model_input", old_to_model_input),
-        (unet_strategy, "in_passes", lambda runner, batches: batches),  # whole batches held
+        (unet_strategy, "in_passes", lambda runner, batches, multiple=32: batches),  # whole
+        (unet_strategy, "tile_multiple", lambda card: 32),  # batches held; tiles padded to 32
         (unet_strategy, "unet_instances", unet_instances),
         (unet_strategy, "object_table", object_table),
         (maskrcnn_strategy, "maskrcnn_instances", maskrcnn_instances),

@@ -199,10 +199,10 @@ def family_part(family: str | FamilySpec, layer: Layer) -> ModuleType:
     ``prepare_model(model, device)``, ``tile_geometry(card, tile_size, overlap)``,
     ``run_tiles(runner, x, batches, overlap, params, checkpoint, message)`` (a generator
     returning a plane's raw output), ``to_instances(card, output, shape, post)`` and
-    ``output_shape(output, labels)``; it may define ``EVEN_TILES`` (even tile plans whose
-    sides are multiples of it) and ``run_planes(runner, xs, overlap, params, checkpoint,
-    message)`` (planes of one tile each through the network together, a generator returning
-    their raw outputs). The ``training`` module defines
+    ``output_shape(output, labels)``; it may define ``even_tiles(card)`` (even tile plans
+    whose sides are multiples of what it returns) and ``run_planes(runner, xs, overlap,
+    params, checkpoint, message)`` (planes of one tile each through the network together, a
+    generator returning their raw outputs). The ``training`` module defines
     ``check_outputs(outputs)``, ``crop_target(labels, outputs, inner)``, ``collate(batch)``
     and ``loss(model, images, targets, loss_fn, device)``; to train on images with a checked
     region (``regions/<name>.tif``) ``crop_target`` also takes ``region=`` (bool, the crop's

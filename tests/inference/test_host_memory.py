@@ -108,7 +108,7 @@ def test_maps_and_labels_unchanged_and_the_plane_never_whole(
     monkeypatch.setattr(
         planes, "to_model_input", lambda *a, **k: real_input(*a, **{**k, "tiled": False})
     )
-    monkeypatch.setattr(unet_strategy, "in_passes", lambda runner, batches: batches)
+    monkeypatch.setattr(unet_strategy, "in_passes", lambda runner, batches, multiple=32: batches)
     before = predict(image, demo_unet, params)  # the whole plane, whole batches
     assert stacked == [4]
     np.testing.assert_array_equal(now.raw[0], before.raw[0])

@@ -80,7 +80,9 @@ def test_planes_larger_than_a_tile_go_one_by_one(stack, demo_unet, monkeypatch) 
 
     kw = {"tile_size": 128, "overlap": 16, "batch_size": 4}
     _, sizes, _ = _run(stack[:3], demo_unet, monkeypatch, 4, **kw)
-    tiles = len(plan_tiles((256, 256), 128, 16, multiple=32))
+    from napari_cellseg.inference.unet_strategy import tile_multiple
+
+    tiles = len(plan_tiles((256, 256), 128, 16, multiple=tile_multiple(demo_unet.card)))
     per_plane = [4] * (tiles // 4) + ([tiles % 4] if tiles % 4 else [])
     assert tiles > 1 and sizes == per_plane * 3  # batched within each plane only
 

@@ -40,7 +40,7 @@ from napari_cellseg.inference.onnx_backend import choose_backend
 from napari_cellseg.inference.plane_network import fits_one_tile
 from napari_cellseg.inference.planes import Prediction, iter_predict_planes, vanished_notice
 from napari_cellseg.inference.preprocess import resolve_axes
-from napari_cellseg.inference.unet_strategy import padded_shape
+from napari_cellseg.inference.unet_strategy import padded_shape, tile_multiple
 from napari_cellseg.io.files import label_dtype
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel
@@ -85,7 +85,7 @@ def images_per_group(
     else:
         shape, _, axes, scale = key
         plane = (shape[axes.index("Y")], shape[axes.index("X")])
-        tile = padded_shape(scaled_shape(plane, scale))
+        tile = padded_shape(scaled_shape(plane, scale), tile_multiple(card))
     return model_runner.tiles_per_pass(device, params.batch_size, tile, onnx=onnx)
 
 

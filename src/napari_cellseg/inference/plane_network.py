@@ -68,10 +68,18 @@ def planes_together(
     tiles at once (:meth:`~.model_runner.ModelRunner.tiles_per_pass`: CUDA, and ONNX Runtime
     on the CPU for small planes), unless :data:`PLANES_TOGETHER` is off.
     """
-    together = runner.tiles_per_pass(state.batch_size, padded_shape(shape))
+    multiple = _even_tiles(runner.card) or UNET_MULTIPLE
+    together = runner.tiles_per_pass(state.batch_size, padded_shape(shape, multiple))
     if not PLANES_TOGETHER or together <= 1:
         return 1
     return together if fits_one_tile(runner.card, shape, params, state.tile_size) else 1
+
+
+def _even_tiles(card: Any) -> int | None:
+    """The multiple of the family's even tile plans (``even_tiles(card)``), or None: fixed
+    tiles (the Mask R-CNN)."""
+    even = getattr(family_part(card.family, "inference"), "even_tiles", None)
+    return even(card) if even is not None else None
 
 
 def fits_one_tile(card: Any, shape: tuple[int, int], params: PredictParams, tile_size: int) -> bool:
@@ -81,8 +89,7 @@ def fits_one_tile(card: Any, shape: tuple[int, int], params: PredictParams, tile
     if not hasattr(strategy, "run_planes"):
         return False
     tile_size, overlap = strategy.tile_geometry(card, tile_size, params.overlap)
-    multiple = getattr(strategy, "EVEN_TILES", None)
-    return len(plan_tiles(shape, tile_size, overlap, multiple=multiple)) == 1
+    return len(plan_tiles(shape, tile_size, overlap, multiple=_even_tiles(card))) == 1
 
 
 def run_planes_with_fallback(
@@ -172,7 +179,7 @@ def run_plane(
     height, width = x.shape[-2:]
     strategy = family_part(runner.card.family, "inference")
     tile_size, overlap = strategy.tile_geometry(runner.card, state.tile_size, params.overlap)
-    multiple = getattr(strategy, "EVEN_TILES", None)  # U-Net: even tiles; else fixed
+    multiple = _even_tiles(runner.card)  # U-Net: even tiles; else fixed
     tiles = plan_tiles((height, width), tile_size, overlap, multiple=multiple)
     batches = [tiles[i : i + state.batch_size] for i in range(0, len(tiles), state.batch_size)]
     message = f"plane {plane_number + 1}/{n_planes}" if n_planes > 1 else ""

@@ -8,6 +8,7 @@ re-applying thresholds re-runs only that).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -22,17 +23,51 @@ from napari_cellseg.inference.tiling import Tile, TileBlender, pad_to_multiple
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.params import PostprocessParams, PredictParams
 
-#: Tiles are padded to a multiple of this (an smp U-Net of depth 5 halves its input 5 times).
+#: Tiles are padded to a multiple of this unless the encoder needs less (an smp U-Net of
+#: depth 5 halves its input 5 times; :func:`tile_multiple`).
 UNET_MULTIPLE = 32
-#: Planes are cut into even tiles whose sides are multiples of this
-#: (:func:`~napari_cellseg.inference.tiling.plan_tiles`): the fewest tiles, least padding.
-EVEN_TILES = UNET_MULTIPLE
 #: Turn cuDNN's autotuner on when a model is prepared for CUDA (:func:`prepare_model`).
 #: Off: on an H200 (session 16, ``bench/inference.py`` with and without ``--autotune``)
 #: it made the first image of each new size 0.4-0.8 s slower (each new tile shape is
 #: tuned) and later ones no faster (best of 3: 1024² 0.136 s on / 0.126 s off, 2048²
 #: 0.537 / 0.505 s).
 CUDNN_AUTOTUNE = False
+
+
+def tile_multiple(card: ModelCard) -> int:
+    """What a U-Net's tiles are padded to a multiple of: what its encoder halves them to.
+
+    smp's ResNet-style encoders halve their input ``encoder_depth`` times, so a depth-4
+    U-Net (the demo's) takes sides of any multiple of 16; other encoders get
+    :data:`UNET_MULTIPLE` (32, what any smp encoder of depth 5 needs). Planes are also cut
+    into even tiles whose sides are multiples of it (:func:`even_tiles`).
+
+    >>> card = ModelCard.for_model("unet", {"encoder_name": "resnet18", "encoder_depth": 4,
+    ...                                     "decoder_channels": [128, 64, 32, 16]})
+    >>> tile_multiple(card), tile_multiple(ModelCard.for_model("unet", {}))
+    (16, 32)
+    """
+    args = card.builder_args
+    depth = int(args.get("encoder_depth", 5))
+    if depth < 5 and _halves_by_depth(str(args.get("encoder_name", "resnet34"))):
+        return 2 ** max(depth, 1)
+    return UNET_MULTIPLE
+
+
+@functools.lru_cache(maxsize=32)
+def _halves_by_depth(encoder_name: str) -> bool:
+    """Whether smp's encoder ``encoder_name`` is ResNet-style (total stride ``2**depth``)."""
+    import segmentation_models_pytorch as smp
+    from segmentation_models_pytorch.encoders.resnet import ResNetEncoder
+
+    entry = smp.encoders.encoders.get(encoder_name)
+    return entry is not None and issubclass(entry["encoder"], ResNetEncoder)
+
+
+def even_tiles(card: ModelCard) -> int:
+    """Planes are cut into even tiles whose sides are multiples of this
+    (:func:`~napari_cellseg.inference.tiling.plan_tiles`): the fewest tiles, least padding."""
+    return tile_multiple(card)
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -91,10 +126,11 @@ def run_tiles(
     numpy.ndarray
         ``(C_out, Y, X)`` float32 probabilities.
     """
-    source = DeviceTiles.of(runner, x, batches, UNET_MULTIPLE) if runner.blends_on_device else None
+    multiple = tile_multiple(runner.card)
+    source = DeviceTiles.of(runner, x, batches, multiple) if runner.blends_on_device else None
     if source is None:  # the CPU (or tiles the device path cannot cut): tiles go one batch
-        source = HostTiles(runner, x)  # at a time to the network, blended in numpy
-    batches = in_passes(runner, batches)  # one pass's tiles at a time: less held at once
+        source = HostTiles(runner, x, multiple)  # at a time to the network, blended in numpy
+    batches = in_passes(runner, batches, multiple)  # one pass's tiles at a time: less held
     height, width = x.shape[-2:]
     total_copies = len(batches) * params.tta  # progress steps: one per copy of a batch
     blender = source.blender(len(runner.card.outputs), (height, width), overlap)
@@ -113,16 +149,18 @@ def run_tiles(
     return blender.result()
 
 
-def padded_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+def padded_shape(shape: tuple[int, ...], multiple: int = UNET_MULTIPLE) -> tuple[int, int]:
     """The ``(Y, X)`` of a tile (or a plane of one tile) once padded for the U-Net.
 
-    >>> padded_shape((256, 250)), padded_shape((3, 520, 696))
-    ((256, 256), (544, 704))
+    >>> padded_shape((256, 250)), padded_shape((3, 520, 696)), padded_shape((520, 696), 16)
+    ((256, 256), (544, 704), (528, 704))
     """
-    return tuple(-(-int(s) // UNET_MULTIPLE) * UNET_MULTIPLE for s in shape[-2:])  # type: ignore[return-value]
+    return tuple(-(-int(s) // multiple) * multiple for s in shape[-2:])  # type: ignore[return-value]
 
 
-def in_passes(runner: Any, batches: list[list[Tile]]) -> list[list[Tile]]:
+def in_passes(
+    runner: Any, batches: list[list[Tile]], multiple: int = UNET_MULTIPLE
+) -> list[list[Tile]]:
     """``batches`` cut into the runner's passes (:meth:`.ModelRunner.tiles_per_pass`).
 
     The network sees the same tiles together either way (on the CPU one 512² tile a pass;
@@ -133,7 +171,7 @@ def in_passes(runner: Any, batches: list[list[Tile]]) -> list[list[Tile]]:
     """
     passes = []
     for batch in batches:
-        step = max(1, runner.tiles_per_pass(len(batch), padded_shape(batch[0].shape)))
+        step = max(1, runner.tiles_per_pass(len(batch), padded_shape(batch[0].shape, multiple)))
         passes += [batch[i : i + step] for i in range(0, len(batch), step)]
     return passes
 
@@ -154,8 +192,9 @@ def run_planes(
     :func:`run_tiles` result (up to the float rounding of a batch of several).
     """
     height, width = xs[0].shape[-2:]
-    source = HostTiles(runner, None)
-    stacked = np.stack([pad_to_multiple(x, UNET_MULTIPLE)[0] for x in xs])
+    multiple = tile_multiple(runner.card)
+    source = HostTiles(runner, None, multiple)
+    stacked = np.stack([pad_to_multiple(x, multiple)[0] for x in xs])
     steps = (Progress("tiles", i, params.tta, message) for i in range(1, params.tta))
     probs = yield from _averaged_copies(source, stacked, params.tta, steps, checkpoint)
     whole = Tile(0, 0, height, width)
@@ -185,18 +224,20 @@ class HostTiles:
     :func:`run_tiles` (the GPU's is :class:`~napari_cellseg.inference.device_blend.DeviceTiles`).
     """
 
-    def __init__(self, runner: Any, x: np.ndarray) -> None:
+    def __init__(self, runner: Any, x: np.ndarray, multiple: int = UNET_MULTIPLE) -> None:
         self.runner = runner
         self.x = x
+        self.multiple = multiple  # tiles are padded to multiples of it (tile_multiple)
 
     def blender(self, channels: int, shape: tuple[int, int], overlap: int) -> TileBlender:
         return TileBlender(channels, shape, overlap)
 
     def _padded(self, batch: list[Tile]) -> list[np.ndarray]:
-        return [pad_to_multiple(t.view(self.x), UNET_MULTIPLE)[0] for t in batch]
+        return [pad_to_multiple(t.view(self.x), self.multiple)[0] for t in batch]
 
     def stack(self, batch: list[Tile]) -> np.ndarray | None:
-        """The batch's tiles padded to multiples of 32, ``(B, C, H, W)``; None if they differ."""
+        """The batch's tiles padded to multiples of :attr:`multiple`, ``(B, C, H, W)``; None
+        if they differ."""
         padded = self._padded(batch)
         return np.stack(padded) if len({p.shape for p in padded}) == 1 else None
 
