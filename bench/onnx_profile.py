@@ -64,7 +64,7 @@ def main() -> int:
     import onnxruntime as ort
     import torch
 
-    from napari_cellseg.inference.onnx_backend import onnx_unet
+    from napari_cellseg.inference.onnx_backend import onnx_unet, session_options
     from napari_cellseg.inference.onnx_optimized import optimized_path
     from napari_cellseg.models import load_weights
 
@@ -76,10 +76,8 @@ def main() -> int:
     graph = optimized_path(runner.path, ort.__version__)  # what the default backend opens
     if not graph.is_file():
         raise SystemExit(f"no optimized graph beside {runner.path} (a read-only cache?)")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.enable_mem_pattern = False
+    # the default backend's options, with optimization off as it opens the saved graph
+    options = session_options(torch.get_num_threads())
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.enable_profiling = True
     with tempfile.TemporaryDirectory() as folder:

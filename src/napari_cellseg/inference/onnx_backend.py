@@ -33,6 +33,7 @@ import threading
 import warnings
 import weakref
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,6 +61,7 @@ __all__ = [
     "model_dtype",
     "onnx_installed",
     "onnx_unet",
+    "session_options",
     "state_versions",
     "used_and_pruned",
     "weights_fingerprint",
@@ -171,6 +173,22 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def session_options(threads: int) -> Any:
+    """The ``onnxruntime.SessionOptions`` every U-Net session opens with (``threads``
+    intra-op threads, full graph optimization, no memory pattern)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(threads))
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # The memory pattern plans one block for a whole run's buffers on top of the arena:
+    # measured on the demo U-Net, peak 1466 -> 1118 MiB for a 1024² tile (785 -> 729 at
+    # 576²) at the same speed, so it is off (docs/inference.md).
+    options.enable_mem_pattern = False
+    return options
+
+
 class OnnxUNet:
     """An ONNX Runtime session that maps ``(B, C, H, W)`` float32 tiles to logits."""
 
@@ -178,20 +196,10 @@ class OnnxUNet:
     precision = "float32"
 
     def __init__(self, path: Path, threads: int, keep_optimized: bool = False) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, int(threads))
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # The memory pattern plans one block for a whole run's buffers on top of the arena:
-        # measured on the demo U-Net, peak 1466 -> 1118 MiB for a 1024² tile (785 -> 729 at
-        # 576²) at the same speed, so it is off (docs/inference.md).
-        options.enable_mem_pattern = False
         self.path = path
         # keep_optimized: the graph optimized for this CPU is kept beside the export and
         # reopened as is (:mod:`.onnx_optimized`: about 20 MiB less for the demo U-Net).
-        self.session = open_session(path, options, keep_optimized)
+        self.session = open_session(path, session_options(threads), keep_optimized)
         self._input = self.session.get_inputs()[0].name
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
