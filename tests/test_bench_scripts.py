@@ -255,3 +255,25 @@ def test_onnx_profile_benchmark_writes_the_shares_by_operator(tmp_path: Path) ->
     assert result["share_by_op"]["Conv"] > 0.3
     assert abs(sum(result["share_by_op"].values()) - 1) < 0.01
     assert "| Conv |" in done.stdout
+
+
+def test_cold_start_benchmark_times_fresh_processes_before_and_now(tmp_path: Path) -> None:
+    import pytest
+
+    pytest.importorskip("onnxruntime")
+    from tiny_models import save_tiny
+
+    weights = save_tiny("unet", tmp_path / "tiny.safetensors")
+    command = [sys.executable, str(ROOT / "bench" / "cold_start.py"), "--weights", str(weights)]
+    command += ["--cases", "one", "--repeats", "1", "--extra=--diameter off"]
+    command += ["--out", str(tmp_path), "--name", "cold.json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "cold.json").read_text())["results"]
+    assert row["case"] == "one" and row["images"] == ["dsb_fluorescence.png"]
+    assert row["before"]["smp_imported"] == [True]  # the model built, as before
+    assert row["now"]["smp_imported"] == [False]  # the recorded export, no model
+    assert row["same_labels"] is True
+    assert row["now"]["wall_s"][0] > 0 and row["now"]["peak_rss_mib"][0] > 0
+    assert "| one |" in done.stdout

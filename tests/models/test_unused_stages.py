@@ -130,3 +130,15 @@ def test_a_fine_tune_that_changes_the_architecture_copies_no_placeholder() -> No
     _, _, notices = _model_and_card(two, None, None, DEMO, None)
     (notice,) = [n for n in notices if "re-initialised" in n]
     assert "re-initialised 2 tensors" in notice  # the head's weight and bias, no placeholder
+
+
+def test_the_resnet_style_names_are_smps_resnet_encoders() -> None:
+    import segmentation_models_pytorch as smp
+    from segmentation_models_pytorch.encoders.resnet import ResNetEncoder
+
+    from napari_cellseg.models.unused_stages import RESNET_STYLE_ENCODERS
+
+    registry = smp.encoders.encoders
+    assert {n for n, e in registry.items() if issubclass(e["encoder"], ResNetEncoder)} == set(
+        RESNET_STYLE_ENCODERS
+    )

@@ -47,9 +47,11 @@ BatchEvent = Progress | Notice | FileResult
 
 def _check_weights(weights: Path, params: PredictParams, scheduler: str) -> Any:
     """Load the weights once (refusing bad files before any output); the model for "none"."""
+    import torch
+
     from napari_cellseg.device import resolve_device
     from napari_cellseg.inference.model_runner import cached_load
-    from napari_cellseg.models import load_weights
+    from napari_cellseg.inference.onnx_known import load
 
     if not weights.exists():
         raise WeightFileError(weights, "weight file not found; check the path")
@@ -57,7 +59,8 @@ def _check_weights(weights: Path, params: PredictParams, scheduler: str) -> Any:
         return cached_load(weights, resolve_device(params.device))[0]
     if scheduler == "local":  # remote workers may have devices this machine lacks
         resolve_device(params.device)
-    load_weights(weights, device="cpu")  # every worker loads it again, once
+    # every worker loads it again, once; a file whose export is known here is only hashed
+    load(weights, torch.device("cpu"))
     return None
 
 

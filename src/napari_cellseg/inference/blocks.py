@@ -151,7 +151,7 @@ def iter_predict_blocks(
         card = replace(
             loaded.card, normalisation=plane_normalisation(plane, loaded.card, params.channels)
         )
-        fixed = replace(loaded, card=card, notes=[])
+        fixed = loaded.with_card(card, notes=[])
         crops: dict[Block, np.ndarray] = {}
 
         def new_notice(event: Any) -> Notice | None:

@@ -39,7 +39,8 @@ from napari_cellseg.inference.maskrcnn_stages import (
 )
 from napari_cellseg.inference.onnx_backend import choose_backend, onnx_unet
 from napari_cellseg.inference.onnx_int8 import int8_unet
-from napari_cellseg.models.weights import LoadedModel, load_weights
+from napari_cellseg.inference.onnx_known import known_session, load, remember
+from napari_cellseg.models.weights import LoadedModel
 
 # torch >= 2.5 has torch.OutOfMemoryError; older releases only torch.cuda.OutOfMemoryError.
 OutOfMemoryError: type[BaseException] = getattr(
@@ -83,7 +84,7 @@ def cached_load(path: str | Path, device: torch.device) -> tuple[LoadedModel, bo
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key], True
-    loaded = load_weights(path, device=device)
+    loaded = load(path, device)  # deferred when its ONNX export is known (.onnx_known)
     with _CACHE_LOCK:
         _CACHE[key] = loaded
         while len(_CACHE) > _CACHE_SIZE:
@@ -156,7 +157,7 @@ class ModelRunner:
         self.notice: str | None = None
         self.card = loaded.card
         self.device = device
-        self.model = loaded.model
+        self._model: torch.nn.Module | None = None
         self.mixed_precision = mixed_precision and device.type == "cuda"
         #: Mask R-CNN: candidates scored below this get no mask and are left out (the mask
         #: head costs most of a CPU pass), unless their box meets one of the rectangles of
@@ -166,20 +167,36 @@ class ModelRunner:
         self.mask_regions: list[list[tuple[int, int, int, int]]] | None = None
         self.move_to(device)
 
+    @property
+    def model(self) -> torch.nn.Module:
+        """The PyTorch model on this runner's device, built and prepared when first asked
+        for (a file whose ONNX export is known here runs without it: :mod:`.onnx_known`)."""
+        if self._model is None:
+            model = self.loaded.model.to(self.device).eval()
+            prepare = family_part(self.card.family, "inference").prepare_model
+            self._model = prepare(model, self.device)  # the family's own settings
+        return self._model
+
     def move_to(self, device: torch.device) -> None:
         """Put the model on ``device`` (used for the CPU fallback)."""
         self.device = device
         self.mixed_precision = self.mixed_precision and device.type == "cuda"
-        self.model = self.model.to(device).eval()
-        prepare = family_part(self.card.family, "inference").prepare_model
-        self.model = prepare(self.model, device)  # the family's own settings
+        self._model = None  # moved and prepared for ``device`` when next asked for
         self.onnx = None
         chosen, self.notice = choose_backend(self.backend, self.card.family, device)
         self.cpu_bf16 = chosen == "bf16"
+        if chosen in ("onnx", "int8"):
+            precision = "int8" if chosen == "int8" else "float32"
+            self.onnx = known_session(self.loaded, precision)
+            if self.onnx is not None:  # the model itself is not needed (nor built)
+                return
+        model = self.model  # built (if deferred) and moved here
         if chosen == "onnx":
-            self.onnx, self.notice = onnx_unet(self.model, self.card.input_channels)
+            self.onnx, self.notice = onnx_unet(model, self.card.input_channels)
         elif chosen == "int8":
-            self.onnx, self.notice = int8_unet(self.model, self.card)
+            self.onnx, self.notice = int8_unet(model, self.card)
+        if self.onnx is not None:
+            remember(self.loaded, self.onnx)
 
     def release_buffers(self) -> None:
         """Free the network's idle working memory after a plane (ONNX Runtime's arena)."""

@@ -46,6 +46,7 @@ from napari_cellseg.inference.onnx_cache import (
     used_and_pruned,
 )
 from napari_cellseg.inference.onnx_optimized import open_session
+from napari_cellseg.models.weights import state_versions
 
 __all__ = [
     "ONNX_EXTRA_HINT",
@@ -338,11 +339,6 @@ def first_line(error: BaseException) -> str:
     """
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-
-
-def state_versions(model: torch.nn.Module) -> tuple:
-    """Changes whenever a parameter or buffer is modified in place (e.g. by an optimiser)."""
-    return tuple(t._version for t in model.state_dict(keep_vars=True).values())
 
 
 def onnx_unet(model: torch.nn.Module, channels: int) -> tuple[OnnxUNet | None, str | None]:

@@ -8,7 +8,6 @@ re-applying thresholds re-runs only that).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -21,6 +20,7 @@ from napari_cellseg.inference.object_table import object_table
 from napari_cellseg.inference.postprocess import unet_instances
 from napari_cellseg.inference.tiling import Tile, TileBlender, pad_to_multiple
 from napari_cellseg.models.card import ModelCard
+from napari_cellseg.models.unused_stages import RESNET_STYLE_ENCODERS
 from napari_cellseg.params import PostprocessParams, PredictParams
 
 #: Tiles are padded to a multiple of this unless the encoder needs less (an smp U-Net of
@@ -49,19 +49,9 @@ def tile_multiple(card: ModelCard) -> int:
     """
     args = card.builder_args
     depth = int(args.get("encoder_depth", 5))
-    if depth < 5 and _halves_by_depth(str(args.get("encoder_name", "resnet34"))):
+    if depth < 5 and str(args.get("encoder_name", "resnet34")) in RESNET_STYLE_ENCODERS:
         return 2 ** max(depth, 1)
     return UNET_MULTIPLE
-
-
-@functools.lru_cache(maxsize=32)
-def _halves_by_depth(encoder_name: str) -> bool:
-    """Whether smp's encoder ``encoder_name`` is ResNet-style (total stride ``2**depth``)."""
-    import segmentation_models_pytorch as smp
-    from segmentation_models_pytorch.encoders.resnet import ResNetEncoder
-
-    entry = smp.encoders.encoders.get(encoder_name)
-    return entry is not None and issubclass(entry["encoder"], ResNetEncoder)
 
 
 def even_tiles(card: ModelCard) -> int:

@@ -24,6 +24,15 @@ from typing import Any
 
 import torch
 
+#: smp's encoders built by its ``ResNetEncoder`` (smp 0.6), which halve their input once per
+#: stage, ``encoder_depth`` times: known by name so that tile sizes can be chosen from a model
+#: card without importing smp (``tests/models/test_unused_stages.py`` holds it to smp's
+#: registry).
+RESNET_STYLE_ENCODERS = frozenset(
+    [f"resnet{n}" for n in (18, 34, 50, 101, 152)]
+    + ["resnext50_32x4d"]
+    + [f"resnext101_32x{n}d" for n in (4, 8, 16, 32, 48)]
+)
 #: Attribute of the encoder holding the dropped tensors' names (below the encoder), shapes
 #: and dtypes; read by the state-dict hooks.
 DROPPED_ATTR = "_cellseg_dropped"

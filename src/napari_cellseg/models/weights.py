@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,15 +25,124 @@ FOREIGN_SOURCE = "foreign file (architecture inferred from its keys and shapes)"
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
 
 
-@dataclass
-class LoadedModel:
-    """A model ready for inference, with the card that describes it."""
+class _ModelSlot:
+    """A model, or how to build it when it is first asked for (shared by a
+    :class:`LoadedModel` and its :meth:`~LoadedModel.with_card` copies)."""
 
-    model: torch.nn.Module
+    def __init__(
+        self, model: torch.nn.Module | None, build: Callable[[], torch.nn.Module] | None
+    ) -> None:
+        self.model = model
+        self.build = build
+        self.lock = threading.Lock()
+        self.versions = state_versions(model) if model is not None else ()
+
+    def get(self) -> torch.nn.Module:
+        with self.lock:
+            if self.model is None:
+                assert self.build is not None
+                self.model = self.build()
+                self.build = None
+                self.versions = state_versions(self.model)
+            return self.model
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A model ready for inference, with the card that describes it.
+
+    Parameters
+    ----------
+    model : torch.nn.Module or None
+        The model; ``None`` with ``build``, which makes it the first time :attr:`model` is
+        read (a deferred model: see :meth:`deferred`).
+    card : ModelCard
+        What the model is and how to run it.
+    path : Path
+        The weight file (or a placeholder such as ``<training>``).
+    source : str
+        How the file was read (``"safetensors"``, ``"torch"``, ...).
+    notes : list of str, optional
+        What loading had to say (e.g. an inferred architecture).
+    build : callable, optional
+        Builds the model (only with ``model=None``). ``dataclasses.replace`` builds a deferred
+        model; :meth:`with_card` does not.
+    """
+
+    model: torch.nn.Module | None  # a property below: the slot's model, built when read
     card: ModelCard
     path: Path
     source: str
     notes: list[str] = field(default_factory=list)
+    build: Callable[[], torch.nn.Module] | None = field(default=None, repr=False)
+    #: sha256-based key of the weight file this model was read from, unchanged, when a
+    #: loader computed it (``inference.onnx_known``); ``None`` otherwise.
+    file_key: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        model = self.__dict__.pop("_model_given", None)
+        if model is None and self.build is None:
+            raise ValueError("LoadedModel needs a model or a way to build it")
+        self._slot = _ModelSlot(model, self.build)
+        self.build = None  # held by the slot until used
+
+    @classmethod
+    def deferred(
+        cls, build: Callable[[], torch.nn.Module], card: ModelCard, path: Path, source: str
+    ) -> LoadedModel:
+        """A loaded model whose network is built only when :attr:`model` is first read
+        (e.g. never, when a cached ONNX export of the same file runs it)."""
+        return cls(None, card, path, source, build=build)
+
+    def _get_model(self) -> torch.nn.Module:
+        return self._slot.get()
+
+    def _set_model(self, model: torch.nn.Module | None) -> None:
+        if "_slot" not in self.__dict__:  # from __init__: __post_init__ makes the slot
+            self.__dict__["_model_given"] = model
+            return
+        with self._slot.lock:
+            self._slot.model, self._slot.build = model, None
+
+    @property
+    def built(self) -> bool:
+        """Whether the PyTorch model exists (a deferred one is built on first use)."""
+        return self._slot.model is not None
+
+    @property
+    def pristine(self) -> bool:
+        """Whether the model is as it was loaded: never built, or built and its parameters
+        and buffers never modified in place since (:func:`state_versions`)."""
+        slot = self._slot
+        return slot.model is None or state_versions(slot.model) == slot.versions
+
+    @property
+    def identity(self) -> object:
+        """An object shared by this model and its :meth:`with_card` copies, and by nothing
+        else (a key for what is cached per model)."""
+        return self._slot
+
+    def with_card(self, card: ModelCard, notes: list[str] | None = None) -> LoadedModel:
+        """The same model (built or deferred, built at most once) described by ``card``."""
+        copy = object.__new__(LoadedModel)  # no new slot: this one's, built or not
+        fields = {"card": card, "path": self.path, "source": self.source, "build": None}
+        copy.__dict__.update(fields, file_key=self.file_key, _slot=self._slot)
+        copy.notes = list(notes if notes is not None else self.notes)
+        return copy
+
+    def __repr__(self) -> str:
+        state = "built" if self.built else "deferred"
+        return f"LoadedModel({self.card.family} {self.card.architecture}, {self.path}, {state})"
+
+
+#: The PyTorch model, built when first read if it was deferred (set: replaces it).
+LoadedModel.model = property(LoadedModel._get_model, LoadedModel._set_model)  # type: ignore[assignment]
+
+
+def state_versions(model: torch.nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer of ``model`` is modified in place (e.g. by an
+    optimiser): the tensors' version counters."""
+    return tuple(t._version for t in model.state_dict(keep_vars=True).values())
 
 
 def save_weights(
