@@ -3,9 +3,10 @@
 The CPU's default backend runs a U-Net's cached export (:mod:`.onnx_backend`), but the
 export is found by a hash of the *built* model's weights, so every process still built the
 PyTorch model first. Building it imports segmentation-models-pytorch, which imports timm and
-torchvision (1.8 s of the 5.2 s that ``cellseg predict`` took for one small image on this
-project's 2-core machine, measured with ``python -X importtime``), and it reads every tensor
-of the file into a model the process then never runs.
+torchvision, and reads every tensor of the file into a model the process then never runs:
+``cellseg predict`` on one sample image took 5.06 s in a new process against 2.85 s without
+it, and peaked at 991 against 774 MiB, on this project's 2-core machine
+(``bench/cold_start.py``, ``bench/results/cold_start_cpu_s23.json``).
 
 So the first process that exports (or uses) a weight file's export records it under a key
 of the file's *bytes* (sha256, with the card's architecture and this module's
