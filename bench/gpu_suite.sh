@@ -14,7 +14,9 @@
 #      one shape, one image per forward pass against groups of 8 (the batch size)
 #   8. bench/rank_speed.py: what to correct next on 16 DSB images, each image's augmented
 #      copies one by one against together (the batch size per pass)
-#   9. pytest -m gpu tests/gpu: the CUDA-only tests (GPU mode only; needs pytest there), a
+#   9. bench/compile_speed.py: torch.compile (PredictParams.compile) against the same
+#      backend without it, on the sample image and real DSB images, labels compared
+#  10. pytest -m gpu tests/gpu: the CUDA-only tests (GPU mode only; needs pytest there), a
 #      JUnit report in gpu_tests_cuda.xml
 # Each step has its own time limit; a step that fails or runs out is recorded and the next
 # one runs. JSON goes to bench/results/ (names end in _cuda), and a summary to
@@ -63,6 +65,8 @@ if [ "$MODE" = smoke ]; then
         --batch-size 2 --skip-memory --data-root "$TMP/data" --out "$OUT" --suffix _groups
     step rank_copies 300 "$PY" "$ROOT/bench/rank_speed.py" --device cpu --images 2 \
         --repeats 1 --diameter off --data-root "$TMP/data" --out "$OUT"
+    step compile 300 "$PY" "$ROOT/bench/compile_speed.py" --device cpu --backends torch \
+        --shapes --repeats 1 --compile-backend eager --data-root "$TMP/data" --out "$OUT"
 else
     step inference 190 "$PY" "$ROOT/bench/inference.py" --device cuda --families unet maskrcnn \
         --sizes 1024 2048 4096 --skip-naive-above 2048 --weights-unet "$UNET" \
@@ -84,6 +88,8 @@ else
         --batch-size 8 --skip-memory --data-root "$DATA" --out "$OUT" --suffix _groups
     step rank_copies 90 "$PY" "$ROOT/bench/rank_speed.py" --device cuda --images 16 \
         --repeats 2 --data-root "$DATA" --out "$OUT"
+    step compile 150 "$PY" "$ROOT/bench/compile_speed.py" --device cuda --repeats 3 \
+        --data-root "$DATA" --out "$OUT" --out-name compile_speed_cuda.json
     step gpu_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu "$ROOT/tests/gpu" \
         --rootdir "$ROOT" --junitxml "$OUT/gpu_tests_cuda.xml"
 fi

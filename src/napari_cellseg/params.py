@@ -153,6 +153,12 @@ class PredictParams:
     backend : str
         What runs the network on the CPU (:data:`BACKENDS`; the field's help and
         :mod:`napari_cellseg.inference.onnx_backend` say more).
+    compile : bool
+        Run PyTorch's network through ``torch.compile`` (the U-Net, or the Mask R-CNN's
+        backbone): each new kind of tile shape costs a compilation first (10-25 s for the
+        demo U-Net on a 2-core CPU), then each pass is faster; for long runs of same-size
+        images. Where it cannot compile, the run goes on without it and says so. ONNX
+        Runtime backends ignore it.
     """
 
     device: str = field(default="auto", metadata=info("Device", DEVICE_HELP))
@@ -203,6 +209,7 @@ class PredictParams:
         "Backend", "the CPU's network runner: onnx (ONNX Runtime, U-Nets), torch; int8 (U-Nets "
         "in 8-bit integers) and bf16 (PyTorch in bfloat16, CPUs with its instructions) are "
         "faster, labels close to float32's; auto: onnx if there", choices=BACKENDS))  # fmt: skip
+    compile: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "diameter", parse_diameter(self.diameter))

@@ -22,6 +22,7 @@ STEPS = (
     "plane_batches",
     "batch_groups",
     "rank_copies",
+    "compile",
 )
 
 
@@ -31,6 +32,9 @@ def test_gpu_suite_smoke_runs_every_step_and_writes_json(tmp_path: Path) -> None
     summary = json.loads((out / "gpu_suite_smoke.json").read_text())
     steps = {s["step"]: s["rc"] for s in summary["steps"]}
     assert steps == dict.fromkeys(STEPS, 0)
+    (compiled,) = json.loads((out / "compile_speed_cpu.json").read_text())["results"]
+    assert compiled["engine"] == {"eager": "PyTorch", "compiled": "PyTorch, compiled"}
+    assert compiled["identical"] is True
     rows = json.loads((out / "inference_cpu.json").read_text())["results"]
     assert {r["family"] for r in rows} == {"unet", "maskrcnn"}
     (speed,) = json.loads((out / "inference_speed_cpu.json").read_text())["results"]

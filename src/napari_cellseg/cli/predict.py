@@ -46,6 +46,13 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
     defaults = PredictParams()
     p.add_argument("--device", default=defaults.device, help=_help("device"))
     p.add_argument("--backend", choices=BACKENDS, default=defaults.backend, help=_help("backend"))
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="PyTorch backends: compile the network with torch.compile first (tens of "
+        "seconds per new tile shape, then faster passes: for long runs of same-size images); "
+        "goes on without it, saying so, where it cannot compile",
+    )
     p.add_argument("--tile", type=int, default=defaults.tile_size, help=_help("tile_size"))
     p.add_argument("--overlap", type=int, default=None, help=_help("overlap"))
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help=_help("batch_size"))
@@ -191,6 +198,7 @@ def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams
         channels=channels,
         diameter=getattr(args, "diameter", None),
         backend=getattr(args, "backend", PredictParams.backend),
+        compile=bool(getattr(args, "compile", False)),
         post=replace(card.post_params(), **post),
         **stack_values(args),
     )

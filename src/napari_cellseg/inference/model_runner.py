@@ -37,7 +37,7 @@ from napari_cellseg.inference.maskrcnn_stages import (
     roi_heads,
     unshrunk,
 )
-from napari_cellseg.inference.onnx_backend import choose_backend, onnx_unet
+from napari_cellseg.inference.onnx_backend import choose_backend, first_line, onnx_unet
 from napari_cellseg.inference.onnx_int8 import int8_unet
 from napari_cellseg.inference.onnx_known import known_session, load, remember
 from napari_cellseg.models.weights import LoadedModel
@@ -50,6 +50,10 @@ OutOfMemoryError: type[BaseException] = getattr(
 _CACHE: OrderedDict[tuple, LoadedModel] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 2
+#: ``torch.compile``'s backend for ``PredictParams.compile`` (the tests use ``"eager"``).
+COMPILE_BACKEND = "inductor"
+#: Why ``torch.compile`` failed in this process, per family: later runs do not try again.
+_COMPILE_FAILED: dict[str, str] = {}
 #: Tiles per forward pass on the CPU, whatever the batch size (see the module docstring).
 CPU_TILES_PER_PASS = 1
 #: ...except on ONNX Runtime, where tiles go together up to this many pixels a pass (4 of
@@ -148,8 +152,13 @@ class ModelRunner:
         *,
         mixed_precision: bool = True,
         backend: str = "torch",
+        compile: bool = False,
     ) -> None:
         self.loaded = loaded
+        #: ``torch.compile`` asked for (PyTorch runs only); :attr:`compiled` holds the
+        #: compiled U-Net or Mask R-CNN backbone while it is in use.
+        self.compile = compile
+        self.compiled: Any = None
         #: ``PredictParams.backend`` asked for; :attr:`onnx` holds the ONNX Runtime session
         #: when a U-Net runs on it, :attr:`notice` says why another backend runs instead.
         self.backend = backend
@@ -183,6 +192,7 @@ class ModelRunner:
         self.mixed_precision = self.mixed_precision and device.type == "cuda"
         self._model = None  # moved and prepared for ``device`` when next asked for
         self.onnx = None
+        self.compiled = None
         chosen, self.notice = choose_backend(self.backend, self.card.family, device)
         self.cpu_bf16 = chosen == "bf16"
         if chosen in ("onnx", "int8"):
@@ -197,6 +207,32 @@ class ModelRunner:
             self.onnx, self.notice = int8_unet(model, self.card)
         if self.onnx is not None:
             remember(self.loaded, self.onnx)
+        elif self.compile:
+            self._compile()
+
+    def _compile(self) -> None:
+        """``torch.compile`` the U-Net, or the Mask R-CNN's backbone (its convolutions: the
+        detector's control flow around them stays eager); compiling itself happens at the
+        first pass of each new kind of shape, where :meth:`drop_compile` is the way back."""
+        failed = _COMPILE_FAILED.get(self.card.family)
+        if failed is not None:  # already failed in this process: not tried again
+            self.notice = f"{self.notice}; {failed}" if self.notice else failed
+            return
+        target = self.model.backbone if self.card.family == "maskrcnn" else self.model
+        try:
+            self.compiled = torch.compile(target, backend=COMPILE_BACKEND)
+        except Exception as exc:  # e.g. a Python version that torch cannot compile for
+            reason = first_line(exc)[:160]
+            said = f"torch.compile is not available here ({reason}); running without it"
+            self.notice = f"{self.notice}; {said}" if self.notice else said
+
+    def drop_compile(self, error: BaseException) -> str:
+        """Go back to the eager network after ``error`` from the compiled one; the notice."""
+        self.compiled = None
+        reason = first_line(error)[:160]
+        message = f"torch.compile could not compile this model ({reason}); running without it"
+        _COMPILE_FAILED[self.card.family] = message
+        return message
 
     def release_buffers(self) -> None:
         """Free the network's idle working memory after a plane (ONNX Runtime's arena)."""
@@ -209,7 +245,8 @@ class ModelRunner:
         ``"PyTorch bfloat16"``."""
         if self.onnx is not None:
             return "ONNX Runtime int8" if self.onnx.precision == "int8" else "ONNX Runtime"
-        return "PyTorch bfloat16" if self.cpu_bf16 else "PyTorch"
+        name = "PyTorch bfloat16" if self.cpu_bf16 else "PyTorch"
+        return f"{name}, compiled" if self.compiled is not None else name
 
     def _autocast(self):
         if self.cpu_bf16:
@@ -286,7 +323,8 @@ class ModelRunner:
         with torch.inference_mode(), self._autocast():
             x = x.transpose(-1, -2) if transpose else x
             x = torch.flip(x, dims) if dims else x
-            probs = self._activation(self.model(self._memory_format(x)))
+            network = self.model if self.compiled is None else self.compiled
+            probs = self._activation(network(self._memory_format(x)))
             probs = torch.flip(probs, dims) if dims else probs  # back onto the tile
             return probs.transpose(-1, -2) if transpose else probs
 
@@ -343,7 +381,8 @@ class ModelRunner:
         sizes = [tuple(int(s) for s in t.shape[-2:]) for t in tensors]
         with torch.inference_mode(), self._autocast():
             images, _ = unshrunk(model.transform, sizes)(tensors)
-            features = model.backbone(images.tensors)
+            backbone = model.backbone if self.compiled is None else self.compiled
+            features = backbone(images.tensors)
             if isinstance(features, torch.Tensor):
                 features = OrderedDict([("0", features)])
             proposals, _ = model.rpn(images, features)

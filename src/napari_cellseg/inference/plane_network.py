@@ -139,11 +139,18 @@ def run_with_fallback(
 ) -> Generator[Event, None, Any]:
     """Run the generator ``work()``; on out-of-memory halve ``state``'s batch, then its tile,
     then move the runner to the CPU, say so (a warning :class:`Notice`, also appended to
-    ``notices``) and run ``work()`` again. Any other error is raised as it is."""
+    ``notices``) and run ``work()`` again. Another error from a compiled network
+    (``PredictParams.compile``) drops the compilation, says so and runs ``work()`` again;
+    any other error is raised as it is."""
     while True:
         try:
             return (yield from work())
-        except Exception as error:  # only out-of-memory is recovered
+        except Exception as error:  # out of memory, or a network that would not compile
+            if getattr(runner, "compiled", None) is not None and not is_out_of_memory(error):
+                message = runner.drop_compile(error)  # the same work, without torch.compile
+                notices.append(message)
+                yield checkpoint(Notice(message, level="warning"))
+                continue
             if not is_out_of_memory(error):
                 raise
             if state.device.type == "cuda":

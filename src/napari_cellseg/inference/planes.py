@@ -198,7 +198,11 @@ def iter_predict_planes(
     card = loaded.card
     params = params.resolved(card.post_params())  # unset thresholds: the model's own
     runner = ModelRunner(
-        loaded, device, mixed_precision=params.mixed_precision, backend=params.backend
+        loaded,
+        device,
+        mixed_precision=params.mixed_precision,
+        backend=params.backend,
+        compile=params.compile,
     )
     notices = list(loaded.notes) + ([runner.notice] if runner.notice else [])
     for note in notices:
