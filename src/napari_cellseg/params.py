@@ -113,11 +113,10 @@ class PredictParams:
     device : str
         ``auto`` (cuda > mps > cpu), ``cuda``, ``cuda:N``, ``mps`` or ``cpu``.
     tile_size : int
-        Tile edge in pixels (U-Net tiles are padded to a multiple of 32).
+        Tile edge in pixels (a U-Net's padded to what its encoder needs).
     overlap : int or None
-        Overlap between neighbouring tiles in pixels; ``None``: the default for this tile
-        size (:func:`default_overlap`), resolved on construction, so ``overlap`` is
-        always an int afterwards.
+        Overlap between neighbouring tiles in pixels; ``None``: :func:`default_overlap`
+        for this tile size (resolved on construction: always an int afterwards).
     batch_size : int
         Tiles per forward pass on a GPU; see ``inference.model_runner.tiles_per_pass``.
     axes : str or None
@@ -131,9 +130,8 @@ class PredictParams:
         Use bfloat16/float16 autocast on CUDA.
     tta : int
         Test-time augmentation: the network also runs on flipped and transposed copies of
-        each tile, this many in all (1 = off; 2, 4 or 8), which costs as many times the
-        network time. A U-Net's probabilities are averaged; a Mask R-CNN's detections are
-        matched across the copies and averaged (``core.detection_tta``).
+        each tile, this many in all (1 = off; 2, 4 or 8: as many times the network time);
+        U-Net probabilities averaged, Mask R-CNN detections matched and averaged.
     diameter : float, str or None
         Typical object diameter (:func:`parse_diameter`): ``None`` the model's default
         (card ``default_diameter``, else ``"auto"`` with ``object_diameter``, else off),
@@ -141,24 +139,19 @@ class PredictParams:
         (micrometres, needs the image's pixel size). The image is rescaled by
         ``card.reference_diameter() / diameter`` and the labels brought back.
     post : PostprocessParams or None
-        Thresholds and sizes for turning output into labels. ``None`` (the default): the
-        model's own values (``ModelCard.postprocess``, chosen by ``cellseg tune``), then the
-        library defaults; inference resolves it once the model is known.
+        Thresholds and sizes for labels; ``None`` (default): the model's own (its card's,
+        from ``cellseg tune``), else the library's, resolved once the model is known.
     stitch_3d, link_time, stitch_iou, max_gap, z_spacing
         Z-stacks: join each plane's objects into 3D objects; time-lapses: give each object
         one id over the movie, missing for at most ``max_gap`` frames
         (:mod:`napari_cellseg.labels.stitching`). ``stitch_iou``: least IoU of a match;
-        ``z_spacing``: z step over xy pixel size (``None``: 1; ``cellseg`` reads it from
-        the TIFF, the dock from the layer's scale).
+        ``z_spacing``: z step / xy pixel size (``None``: 1, or the TIFF's, or the layer's).
     backend : str
         What runs the network on the CPU (:data:`BACKENDS`; the field's help and
         :mod:`napari_cellseg.inference.onnx_backend` say more).
     compile : bool
-        Run PyTorch's network through ``torch.compile`` (the U-Net, or the Mask R-CNN's
-        backbone): each new kind of tile shape costs a compilation first (10-25 s for the
-        demo U-Net on a 2-core CPU), then each pass is faster; for long runs of same-size
-        images. Where it cannot compile, the run goes on without it and says so. ONNX
-        Runtime backends ignore it.
+        ``torch.compile`` the PyTorch network (``inference.model_runner``; ONNX Runtime
+        ignores it); where it fails, eager with a notice.
     """
 
     device: str = field(default="auto", metadata=info("Device", DEVICE_HELP))

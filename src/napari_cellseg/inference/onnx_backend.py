@@ -198,6 +198,8 @@ class OnnxUNet:
 
     def __init__(self, path: Path, threads: int, keep_optimized: bool = False) -> None:
         self.path = path
+        #: The float32 export this session runs (its int8 copy sets it to the export's path).
+        self.export = path
         # keep_optimized: the graph optimized for this CPU is kept beside the export and
         # reopened as is (:mod:`.onnx_optimized`: about 20 MiB less for the demo U-Net).
         self.session = open_session(path, session_options(threads), keep_optimized)

@@ -205,7 +205,8 @@ def int8_unet(model: torch.nn.Module, card: Any) -> tuple[OnnxUNet | None, str |
 def _made(model: torch.nn.Module, card: Any, key: tuple) -> tuple[OnnxUNet | None, str | None]:
     """:func:`int8_unet` for a model without a session: quantize (once), check, keep."""
     channels = card.input_channels
-    target = int8_path(export_path(model, channels))
+    export = export_path(model, channels)
+    target = int8_path(export)
     try:
         tiles = None
         if not target.is_file():  # the float32 export first (made and checked if need be)
@@ -219,7 +220,7 @@ def _made(model: torch.nn.Module, card: Any, key: tuple) -> tuple[OnnxUNet | Non
         runner = None
         if agreement is None or agreement >= AGREEMENT_FLOOR:
             runner = OnnxUNet(target, torch.get_num_threads())
-            runner.precision = "int8"
+            runner.precision, runner.export = "int8", export
         if agreement is None:  # not yet checked on this machine: check, keep the verdict
             tiles = calibration_tiles(card) if tiles is None else tiles
             agreement = _agreement(model, runner, tiles, card.output_activation)

@@ -157,7 +157,7 @@ def known_session(loaded: LoadedModel, precision: str) -> OnnxUNet | None:
             runner = OnnxUNet(target, threads, keep_optimized=not int8)
         except Exception:  # unreadable: the usual way makes it again (or says why not)
             return None
-        runner.precision = precision
+        runner.precision, runner.export = precision, export
         sessions[(precision, threads)] = runner
     used_and_pruned(target)
     return runner
@@ -171,10 +171,7 @@ def remember(loaded: LoadedModel, runner: OnnxUNet) -> None:
     """
     if loaded.file_key is None or not loaded.built or not loaded.pristine:
         return
-    export = runner.path
-    if runner.precision == "int8":
-        stem = export.stem.rsplit("-int8v", 1)[0]
-        export = export.with_name(f"{stem}{export.suffix}")
+    export = runner.export
     if not export.is_file():
         return
     record = _read(loaded.file_key)
