@@ -14,7 +14,11 @@ median peak (all peaks are kept beside it).
 Pipelines: ``old`` (``bench/_baseline.py``, PyTorch, the U-Net loaded with every encoder
 stage as before session 22), ``new`` (today's default: ONNX Runtime
 for the U-Net on the CPU when the ``onnx`` extra is installed), ``torch`` (today's pipeline
-on PyTorch). Images: those of ``bench/inference.py --compare-baseline`` (the demo U-Net on
+on PyTorch). Today's pipelines load the file as ``cellseg predict`` and the dock do (since
+session 23: without building the PyTorch model when its ONNX export is known here,
+``inference/onnx_known.py``); one unrecorded run of ``new`` (and ``int8``) first makes and
+records the export, as any run after a machine's first finds it. Images: those of
+``bench/inference.py --compare-baseline`` (the demo U-Net on
 DSB images of 256², 520×696 and 1024² and a 2048² mosaic; the demo Mask R-CNN on the sample
 brightfield image), no rescaling (``diameter="off"``), tiles of ``--tile`` px (default 512,
 the library's). Example:
@@ -54,6 +58,7 @@ def child(args: argparse.Namespace) -> dict:
 
     from inference import compare_images
     from napari_cellseg.inference import predict
+    from napari_cellseg.inference.onnx_known import load
     from napari_cellseg.io.images import read_image
     from napari_cellseg.io.samples import get_sample
     from napari_cellseg.models import load_weights
@@ -66,8 +71,11 @@ def child(args: argparse.Namespace) -> dict:
         weights = args.weights_unet or ROOT / "sample_data/models/unet_dsb.safetensors"
         ((_, image),) = compare_images(args.data_root, [args.image])
     old = args.pipeline == "old"
-    with baseline_loading() if old else contextlib.nullcontext():  # every stage kept
-        loaded = load_weights(weights, device="cpu")
+    if old:
+        with baseline_loading():  # every stage kept
+            loaded = load_weights(weights, device="cpu")
+    else:  # as cellseg predict and the dock load it: without the model when its export is known
+        loaded = load(weights, torch.device("cpu"))
     backend = {"new": "auto", "bf16": "bf16", "int8": "int8"}.get(args.pipeline, "torch")
     params = PredictParams(device="cpu", diameter="off", backend=backend, tile_size=args.tile)
     predict(image[:64, :64], loaded, params)  # warm-up, as the speed benchmark does
@@ -174,6 +182,9 @@ def main() -> int:
         print(json.dumps(child(args)))
         return 0
     images = list(args.shapes) + ([] if args.no_brightfield else [BRIGHTFIELD])
+    for pipeline in ("new", "int8"):  # the export made and recorded first, as on any run
+        if pipeline in args.pipelines and args.shapes:  # after a machine's first: not kept
+            run_child(args, args.shapes[0], pipeline)
     rows = []
     for image in images:
         runs: dict[str, list[dict]] = {}
