@@ -104,6 +104,7 @@ def test_a_changed_file_another_cpu_or_a_pruned_export_builds_the_model(
     export = onnx_known._export(onnx_known._read(changed.file_key))
     export.unlink()  # pruned from the cache
     assert _fresh(weights).built
+    assert not onnx_known.record_path(changed.file_key).exists()  # nor kept, then
 
 
 def test_a_model_modified_in_place_is_not_recorded(tmp_path: Path) -> None:

@@ -118,6 +118,8 @@ def load(path: str | Path, device: torch.device) -> LoadedModel:
     key = file_key(path, card)
     record = _read(key)
     export = _export(record)
+    if record and export is None:  # its export was pruned from the cache: the record goes too
+        record_path(key).unlink(missing_ok=True)
     if export is not None and (_float32_passed(export, record) or _int8_passed(export)):
         loaded = LoadedModel.deferred(
             lambda: load_weights(path, device=device, card=card).model, card, path, "safetensors"
