@@ -8,17 +8,22 @@ used are deleted past :data:`CACHE_LIMIT_BYTES`.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import time
 from pathlib import Path
 
 from napari_cellseg.errors import CellsegError
+from napari_cellseg.io.atomic import atomic_write_text
 
 __all__ = [
     "CACHE_LIMIT_BYTES",
     "cache_dir",
     "cache_limit_bytes",
     "forget_export",
+    "keep_json",
+    "read_json",
     "sidecars",
     "used_and_pruned",
 ]
@@ -71,6 +76,22 @@ def used_and_pruned(path: Path, limit_bytes: int | None = None) -> list[Path]:
     except OSError:  # another process pruned first, or a read-only cache: nothing lost
         pass
     return deleted
+
+
+def read_json(path: Path) -> dict:
+    """The JSON object kept at ``path`` in the cache (empty if none, unreadable or not one)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def keep_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` atomically (in a read-only cache it is not kept)."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def sidecars(path: Path) -> list[Path]:

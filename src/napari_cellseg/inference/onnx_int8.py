@@ -28,7 +28,6 @@ at every start: later sessions go straight to float32, with the same notice.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from pathlib import Path
@@ -48,7 +47,7 @@ from napari_cellseg.inference.onnx_backend import (
     onnx_unet,
     used_and_pruned,
 )
-from napari_cellseg.inference.onnx_cache import forget_export
+from napari_cellseg.inference.onnx_cache import forget_export, keep_json, read_json
 from napari_cellseg.inference.onnx_optimized import cpu_id
 from napari_cellseg.inference.preprocess import to_model_input
 from napari_cellseg.io.images import read_image
@@ -277,11 +276,7 @@ def _verdicts_path(target: Path) -> Path:
 
 def _verdicts(target: Path) -> dict:
     """The checks kept beside ``target``, by :func:`check_key` (empty if none or unreadable)."""
-    try:
-        verdicts = json.loads(_verdicts_path(target).read_text())
-    except (OSError, ValueError):
-        return {}
-    return verdicts if isinstance(verdicts, dict) else {}
+    return read_json(_verdicts_path(target))
 
 
 def checked_agreement(target: Path) -> float | None:
@@ -297,11 +292,5 @@ def checked_agreement(target: Path) -> float | None:
 
 def keep_agreement(target: Path, agreement: float) -> None:
     """Write a check of ``target`` (passed or not) beside it (a read-only cache: not kept)."""
-    path = _verdicts_path(target)
     verdicts = {**_verdicts(target), check_key(target): round(float(agreement), 6)}
-    temporary = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    try:
-        temporary.write_text(json.dumps(verdicts, indent=1))
-        os.replace(temporary, path)
-    except OSError:
-        temporary.unlink(missing_ok=True)
+    keep_json(_verdicts_path(target), verdicts)

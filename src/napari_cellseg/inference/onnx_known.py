@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 import weakref
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 import torch
 
 from napari_cellseg.inference.onnx_backend import OnnxUNet, cache_dir, onnx_installed
-from napari_cellseg.inference.onnx_cache import used_and_pruned
+from napari_cellseg.inference.onnx_cache import keep_json, read_json, used_and_pruned
 from napari_cellseg.inference.onnx_int8 import (
     AGREEMENT_FLOOR,
     check_key,
@@ -72,11 +71,7 @@ def record_path(key: str) -> Path:
 
 
 def _read(key: str) -> dict:
-    try:
-        record = json.loads(record_path(key).read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
+    return read_json(record_path(key))
 
 
 def _export(record: dict) -> Path | None:
@@ -183,11 +178,4 @@ def remember(loaded: LoadedModel, runner: OnnxUNet) -> None:
     if runner.precision == "float32" and check_key(export) not in checked:
         checked = [*checked, check_key(export)][-8:]  # a few CPUs sharing one cache
     record["checked"] = checked
-    target = record_path(loaded.file_key)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(json.dumps(record, indent=1))
-        os.replace(temporary, target)
-    except OSError:
-        temporary.unlink(missing_ok=True)
+    keep_json(record_path(loaded.file_key), record)
