@@ -64,6 +64,9 @@ def test_a_known_export_runs_without_building_the_model(tmp_path: Path) -> None:
     record = onnx_known.record_path(first.file_key)
     assert json.loads(record.read_text())["export"].endswith(f"-c{first.card.input_channels}.onnx")
 
+    written = record.stat().st_mtime_ns
+    predict(_image(), weights, PARAMS)
+    assert record.stat().st_mtime_ns == written  # recorded once, not at every run
     second = _fresh(weights)
     assert not second.built and second.file_key == first.file_key
     after = predict(_image(), weights, PARAMS)

@@ -171,11 +171,12 @@ def remember(loaded: LoadedModel, runner: OnnxUNet) -> None:
     export = runner.export
     if not export.is_file():
         return
-    record = _read(loaded.file_key)
-    checked = record.get("checked")
-    if record.get("export") != export.name or not isinstance(checked, list):
-        record, checked = {"export": export.name}, []
+    known = _read(loaded.file_key)
+    checked = known.get("checked")
+    if known.get("export") != export.name or not isinstance(checked, list):
+        checked = []
     if runner.precision == "float32" and check_key(export) not in checked:
         checked = [*checked, check_key(export)][-8:]  # a few CPUs sharing one cache
-    record["checked"] = checked
-    keep_json(record_path(loaded.file_key), record)
+    record = {"export": export.name, "checked": checked}
+    if record != known:  # written once, not at every run
+        keep_json(record_path(loaded.file_key), record)
