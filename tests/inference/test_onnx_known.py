@@ -153,6 +153,21 @@ def test_with_card_shares_one_deferred_build(tmp_path: Path) -> None:
     assert copy.model is loaded.model and loaded.built
 
 
+def test_a_deferred_model_pickles_and_copies_as_a_built_one(tmp_path: Path) -> None:
+    import copy
+    import pickle
+
+    weights = _weights(tmp_path / "w.safetensors")
+    predict(_image(), weights, PARAMS)
+    loaded = _fresh(weights)
+    assert not loaded.built
+    for twin in (pickle.loads(pickle.dumps(loaded)), copy.deepcopy(loaded)):
+        assert twin.built and twin.card == loaded.card and twin.pristine
+        x = torch.rand(1, 3, 64, 64)
+        with torch.no_grad():
+            torch.testing.assert_close(twin.model(x), loaded.model(x))
+
+
 def test_int8_runs_from_its_checked_copy_without_the_model() -> None:
     demo = ROOT / "sample_data" / "models" / "unet_dsb.safetensors"
     image = imread(ROOT / "sample_data" / "images" / "dsb_fluorescence.png")

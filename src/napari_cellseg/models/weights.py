@@ -46,6 +46,16 @@ class _ModelSlot:
                 self.versions = state_versions(self.model)
             return self.model
 
+    def set(self, model: torch.nn.Module) -> None:
+        with self.lock:
+            self.model, self.build, self.versions = model, None, state_versions(model)
+
+    def __getstate__(self) -> dict:  # pickled or copied built (no lock, no closure)
+        return {"model": self.get()}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["model"], None)
+
 
 @dataclass(eq=False)
 class LoadedModel:
@@ -101,8 +111,7 @@ class LoadedModel:
         if "_slot" not in self.__dict__:  # from __init__: __post_init__ makes the slot
             self.__dict__["_model_given"] = model
             return
-        with self._slot.lock:
-            self._slot.model, self._slot.build = model, None
+        self._slot.set(model)
 
     @property
     def built(self) -> bool:
