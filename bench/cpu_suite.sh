@@ -6,7 +6,9 @@
 #   2. bench/postprocess_speed.py: post-processing alone, old against new, CPU seconds
 #   3. bench/inference_memory.py: peak resident memory, each (image, pipeline) in its own process
 #      (3 times, interleaved; the median)
-#   4. bench/speed_vs_cellpose.py: 20 DSB images against Cellpose 3 (given the diameter, and
+#   4. bench/cold_start.py: `cellseg predict` in fresh processes, the model built (as before
+#      known exports) against today's start, 7 pairs per case
+#   5. bench/speed_vs_cellpose.py: 20 DSB images against Cellpose 3 (given the diameter, and
 #      each estimating it); needs .venv-cellpose (made first with `make cellpose-venv` if absent)
 # JSON goes to bench/results/ with names ending in _cpu_<tag>.json (tag: --tag, default the
 # date and commit), and a summary to cpu_suite_<tag>.json. Each step has a time limit; one
@@ -39,6 +41,8 @@ if [ "$MODE" = smoke ]; then
     step memory 300 "$PY" "$ROOT/bench/inference_memory.py" --shapes 64x64 --no-brightfield \
         --pipelines old new --data-root "$TMP/empty" --out "$OUT" \
         --name "inference_memory_cpu_$TAG.json"
+    step cold_start 300 "$PY" "$ROOT/bench/cold_start.py" --cases one --repeats 1 \
+        --extra="--diameter off" --out "$OUT" --name "cold_start_cpu_$TAG.json"
 else
     step compare_baseline 1200 "$PY" "$ROOT/bench/inference.py" --compare-baseline \
         --device cpu --repeats 7 --data-root "$DATA" --out "$OUT" \
@@ -48,6 +52,8 @@ else
     step memory 1200 "$PY" "$ROOT/bench/inference_memory.py" --repeats 3 \
         --data-root "$DATA" --out "$OUT" \
         --name "inference_memory_cpu_$TAG.json"
+    step cold_start 600 "$PY" "$ROOT/bench/cold_start.py" --repeats 7 --out "$OUT" \
+        --name "cold_start_cpu_$TAG.json"
     CELLPOSE_PY="$ROOT/.venv-cellpose/bin/python"
     if [ ! -x "$CELLPOSE_PY" ]; then
         step cellpose_venv 900 make -C "$ROOT" cellpose-venv

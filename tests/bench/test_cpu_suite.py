@@ -22,7 +22,7 @@ def test_cpu_suite_smoke_runs_every_step_and_names_its_json(tmp_path: Path) -> N
     summary = json.loads((out / "cpu_suite_smoke1.json").read_text())
     assert summary["mode"] == "smoke" and summary["tag"] == "smoke1"
     assert {s["step"]: s["rc"] for s in summary["steps"]} == dict.fromkeys(
-        ("compare_baseline", "postprocess", "memory"), 0
+        ("compare_baseline", "postprocess", "memory", "cold_start"), 0
     )
     (speed,) = json.loads((out / "inference_speed_cpu_smoke1.json").read_text())["results"]
     assert speed["speedup_best"] > 0 and "identical" in speed["agreement"]
@@ -32,6 +32,8 @@ def test_cpu_suite_smoke_runs_every_step_and_names_its_json(tmp_path: Path) -> N
     memory = json.loads((out / "inference_memory_cpu_smoke1.json").read_text())["results"]
     assert [r["pipeline"] for r in memory] == ["old", "new"]
     assert all(r["peak_mib"] >= r["rss_after_warmup_mib"] > 0 for r in memory)
+    (start,) = json.loads((out / "cold_start_cpu_smoke1.json").read_text())["results"]
+    assert start["same_labels"] and start["now"]["smp_imported"] == [False]
 
 
 def test_cpu_suite_rejects_an_unknown_option(tmp_path: Path) -> None:
