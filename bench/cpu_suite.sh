@@ -55,7 +55,7 @@ else
     step cold_start 600 "$PY" "$ROOT/bench/cold_start.py" --repeats 7 --out "$OUT" \
         --name "cold_start_cpu_$TAG.json"
     CELLPOSE_PY="$ROOT/.venv-cellpose/bin/python"
-    if [ ! -x "$CELLPOSE_PY" ]; then
+    if [ ! -x "$CELLPOSE_PY" ] && [[ "$SKIP" != *" cellpose "* ]]; then
         step cellpose_venv 900 make -C "$ROOT" cellpose-venv
     fi
     step cellpose 1200 "$PY" "$ROOT/bench/speed_vs_cellpose.py" --images 20 \
