@@ -11,6 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def first_line(error: BaseException) -> str:
+    r"""An exception's first line, for a one-line message (its type's name when it has none).
+
+    >>> first_line(RuntimeError("Unsupported: foo\nlong trace")), first_line(KeyError())
+    ('Unsupported: foo', 'KeyError')
+    """
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class CellsegError(Exception):
     """Base class of all errors with a user-facing message."""
 

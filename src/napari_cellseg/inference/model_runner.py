@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from napari_cellseg.device import channels_last
+from napari_cellseg.errors import first_line
 from napari_cellseg.families import family_part
 from napari_cellseg.inference.detections import Detections
 from napari_cellseg.inference.maskrcnn_stages import (
@@ -37,7 +38,7 @@ from napari_cellseg.inference.maskrcnn_stages import (
     roi_heads,
     unshrunk,
 )
-from napari_cellseg.inference.onnx_backend import choose_backend, first_line, onnx_unet
+from napari_cellseg.inference.onnx_backend import choose_backend, onnx_unet
 from napari_cellseg.inference.onnx_int8 import int8_unet
 from napari_cellseg.inference.onnx_known import known_session, load, remember
 from napari_cellseg.models.weights import LoadedModel

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_cellseg.errors import CellsegError
+from napari_cellseg.errors import CellsegError, first_line
 from napari_cellseg.inference.onnx_cache import (
     cache_dir,
     cache_limit_bytes,
@@ -58,7 +58,6 @@ __all__ = [
     "choose_backend",
     "cpu_bf16_supported",
     "export_path",
-    "first_line",
     "model_dtype",
     "onnx_installed",
     "onnx_unet",
@@ -331,16 +330,6 @@ def model_dtype(model: torch.nn.Module) -> torch.dtype:
     """The dtype of ``model``'s parameters (float32 for a model without any)."""
     parameter = next(model.parameters(), None)
     return parameter.dtype if parameter is not None else torch.float32
-
-
-def first_line(error: BaseException) -> str:
-    r"""An exception's first line for a notice (its type's name when it has no message).
-
-    >>> first_line(RuntimeError("Unsupported: foo\nlong trace")), first_line(KeyError())
-    ('Unsupported: foo', 'KeyError')
-    """
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def onnx_unet(model: torch.nn.Module, channels: int) -> tuple[OnnxUNet | None, str | None]:

@@ -36,13 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_cellseg.errors import CellsegError
+from napari_cellseg.errors import CellsegError, first_line
 from napari_cellseg.inference.onnx_backend import SESSIONS as FLOAT_SESSIONS
 from napari_cellseg.inference.onnx_backend import (
     OnnxUNet,
     SessionCache,
     export_path,
-    first_line,
     model_dtype,
     onnx_unet,
     used_and_pruned,

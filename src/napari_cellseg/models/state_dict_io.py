@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from napari_cellseg.errors import WeightFileError
+from napari_cellseg.errors import WeightFileError, first_line
 
 StateDict = dict[str, torch.Tensor]
 
@@ -166,9 +166,8 @@ def _read_torch(path: Path, head: bytes) -> StateDict:
             ) from None
         raise WeightFileError(path, f"corrupt PyTorch file ({text.splitlines()[0]})") from None
     except (EOFError, RuntimeError, ValueError, OSError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise WeightFileError(
-            path, f"truncated or corrupt PyTorch file ({first}); copy it again"
+            path, f"truncated or corrupt PyTorch file ({first_line(error)}); copy it again"
         ) from None
     return _strip_prefixes(_unwrap(path, obj))
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from napari_cellseg.errors import CellsegError
+from napari_cellseg.errors import CellsegError, first_line
 from napari_cellseg.io.atomic import atomic_write_bytes
 
 CHECKPOINT_FORMAT = "napari-cellseg-checkpoint"
@@ -72,8 +72,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "Resume from the .ckpt file that `cellseg train` wrote next to the weight file"
         ) from None
     except Exception as error:  # truncated or corrupt
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CellsegError(f"{path}: not a readable napari-cellseg checkpoint ({first})") from None
+        raise CellsegError(
+            f"{path}: not a readable napari-cellseg checkpoint ({first_line(error)})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CellsegError(
             f"{path}: not a napari-cellseg checkpoint; resume from the .ckpt file written next "
@@ -99,9 +100,9 @@ def restore_training_state(
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
     except (KeyError, RuntimeError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        first = first_line(error)[:160]
         raise CellsegError(
-            f"{resume}: its training state does not fit the model it describes ({first[:160]}); "
+            f"{resume}: its training state does not fit the model it describes ({first}); "
             "it was written by another version of napari-cellseg or edited: train again "
             f"without --resume (or with --init {Path(out).name} to start from the weights "
             "saved so far)"
