@@ -107,9 +107,9 @@ def load(path: str | Path, device: torch.device) -> LoadedModel:
         and onnx_installed()
     ):
         return load_weights(path, device=device)
-    card = read_card(path)
+    card = read_card(path)  # inferred from the tensors for a file without a card: not again
     if card.family not in _FAMILIES:
-        return load_weights(path, device=device)
+        return load_weights(path, device=device, card=card)
     key = file_key(path, card)
     record = _read(key)
     export = _export(record)
@@ -120,7 +120,7 @@ def load(path: str | Path, device: torch.device) -> LoadedModel:
             lambda: load_weights(path, device=device, card=card).model, card, path, "safetensors"
         )
     else:
-        loaded = load_weights(path, device=device)
+        loaded = load_weights(path, device=device, card=card)
     loaded.file_key = key
     return loaded
 
