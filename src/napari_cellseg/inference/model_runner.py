@@ -216,16 +216,15 @@ class ModelRunner:
         detector's control flow around them stays eager); compiling itself happens at the
         first pass of each new kind of shape, where :meth:`drop_compile` is the way back."""
         failed = _COMPILE_FAILED.get(self.card.family)
-        if failed is not None:  # already failed in this process: not tried again
-            self.notice = f"{self.notice}; {failed}" if self.notice else failed
-            return
-        target = self.model.backbone if self.card.family == "maskrcnn" else self.model
-        try:
-            self.compiled = torch.compile(target, backend=COMPILE_BACKEND)
-        except Exception as exc:  # e.g. a Python version that torch cannot compile for
-            reason = first_line(exc)[:160]
-            said = f"torch.compile is not available here ({reason}); running without it"
-            self.notice = f"{self.notice}; {said}" if self.notice else said
+        if failed is None:  # not already failed in this process
+            target = self.model.backbone if self.card.family == "maskrcnn" else self.model
+            try:
+                self.compiled = torch.compile(target, backend=COMPILE_BACKEND)
+                return
+            except Exception as exc:  # e.g. a Python version that torch cannot compile for
+                reason = first_line(exc)[:160]
+                failed = f"torch.compile is not available here ({reason}); running without it"
+        self.notice = f"{self.notice}; {failed}" if self.notice else failed
 
     def drop_compile(self, error: BaseException) -> str:
         """Go back to the eager network after ``error`` from the compiled one; the notice."""
