@@ -1,4 +1,5 @@
-"""Small file-level rules shared by readers and writers: hashes, label dtype, write errors."""
+"""Small file-level rules shared by readers and writers: hashes, label dtype, write errors,
+where a file may be written."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_cellseg.errors import CellsegError
+from napari_cellseg.errors import CellsegError, ImageWriteError
 
-__all__ = ["label_dtype", "sha256_path", "write_problem"]
+__all__ = ["check_destination", "label_dtype", "sha256_path", "write_problem"]
 
 _UINT16_MAX = int(np.iinfo(np.uint16).max)
 _UINT32_MAX = int(np.iinfo(np.uint32).max)
@@ -90,3 +91,30 @@ def write_problem(exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "permission denied (read-only folder?); choose a folder you can write to"
     return f"could not write the file ({exc.strerror or exc}); choose another folder"
+
+
+def check_destination(path: Path, suffix: str | None = None) -> None:
+    """Refuse, in one line, a destination whose folder is missing or, for a file (``suffix``:
+    the name ending to suggest), one that is a folder.
+
+    Raises
+    ------
+    ImageWriteError
+        Saying what is wrong and what to do.
+
+    Examples
+    --------
+    >>> check_destination(Path("/no/such/folder/a.tif"), ".tif")
+    Traceback (most recent call last):
+    ...
+    napari_cellseg.errors.ImageWriteError: /no/such/folder/a.tif: the folder does not exist; \
+create it or choose another one
+    >>> check_destination(Path("/"), ".zip")
+    Traceback (most recent call last):
+    ...
+    napari_cellseg.errors.ImageWriteError: /: is a folder; give a file name ending in .zip
+    """
+    if not path.parent.is_dir():
+        raise ImageWriteError(path, "the folder does not exist; create it or choose another one")
+    if suffix is not None and path.is_dir():
+        raise ImageWriteError(path, f"is a folder; give a file name ending in {suffix}")

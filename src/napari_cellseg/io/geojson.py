@@ -25,7 +25,7 @@ import numpy as np
 
 from napari_cellseg.errors import ImageReadError, ImageWriteError
 from napari_cellseg.io.atomic import atomic_write_text
-from napari_cellseg.io.files import label_dtype, write_problem
+from napari_cellseg.io.files import check_destination, label_dtype, write_problem
 from napari_cellseg.io.outlines import Part, fill_into, iter_objects, iter_planes, stack_axes
 
 __all__ = ["FORMAT", "labels_to_geojson", "read_geojson_labels", "write_geojson"]
@@ -147,10 +147,7 @@ def write_geojson(path: str | os.PathLike[str], labels: np.ndarray, **options: A
         If the folder is missing or not writable, or the disk is full (nothing is left).
     """
     p = Path(path)
-    if not p.parent.is_dir():
-        raise ImageWriteError(p, "the folder does not exist; create it or choose another one")
-    if p.is_dir():
-        raise ImageWriteError(p, "is a folder; give a file name ending in .geojson")
+    check_destination(p, ".geojson")
     text = json.dumps(labels_to_geojson(labels, **options), separators=(",", ":"))
     try:
         atomic_write_text(p, text)

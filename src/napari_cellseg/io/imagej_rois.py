@@ -19,7 +19,7 @@ import numpy as np
 
 from napari_cellseg.errors import ImageReadError, ImageWriteError
 from napari_cellseg.io.atomic import atomic_write
-from napari_cellseg.io.files import label_dtype, write_problem
+from napari_cellseg.io.files import check_destination, label_dtype, write_problem
 from napari_cellseg.io.outlines import Part, fill_into, iter_objects, iter_planes, stack_axes
 
 __all__ = ["labels_to_rois", "read_roi_zip_labels", "write_roi_zip"]
@@ -108,10 +108,7 @@ def write_roi_zip(
     import zipfile
 
     p = Path(path)
-    if not p.parent.is_dir():
-        raise ImageWriteError(p, "the folder does not exist; create it or choose another one")
-    if p.is_dir():
-        raise ImageWriteError(p, "is a folder; give a file name ending in .zip")
+    check_destination(p, ".zip")
     rois = labels_to_rois(labels, axes=axes)
     try:
         with atomic_write(p, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -22,7 +22,7 @@ import tifffile
 
 from napari_cellseg.errors import ImageReadError, ImageWriteError
 from napari_cellseg.io.atomic import atomic_write
-from napari_cellseg.io.files import label_dtype, write_problem
+from napari_cellseg.io.files import check_destination, label_dtype, write_problem
 from napari_cellseg.io.pixel_size import tiff_pixel_size
 
 __all__ = [
@@ -402,10 +402,7 @@ def write_labels(
         if not (np.isfinite(sy) and np.isfinite(sx) and sy > 0 and sx > 0):
             raise ImageWriteError(p, f"invalid pixel size {pixel_size_um}; must be positive")
         resolution = (1e4 / sx, 1e4 / sy)
-    if not p.parent.is_dir():
-        raise ImageWriteError(p, "the folder does not exist; create it or choose another one")
-    if p.is_dir():
-        raise ImageWriteError(p, "is a folder; give a file name ending in .tif")
+    check_destination(p, ".tif")
     out = arr.astype(label_dtype(max_value), copy=False)
     try:
         with atomic_write(p, "wb") as fh:

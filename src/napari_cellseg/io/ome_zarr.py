@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from napari_cellseg.errors import ImageReadError, ImageWriteError
-from napari_cellseg.io.files import label_dtype, write_problem
+from napari_cellseg.io.files import check_destination, label_dtype, write_problem
 
 __all__ = [
     "CHUNK",
@@ -134,8 +134,7 @@ def write_labels_zarr(
         )
     if len(shape) != len(axes) or len(shape) < 2 or 0 in shape or not axes.endswith("YX"):
         raise ImageWriteError(p, f"labels of shape {shape} do not fit axes {axes!r}")
-    if not p.parent.is_dir():
-        raise ImageWriteError(p, "the folder does not exist; create it or choose another one")
+    check_destination(p)
     if n_objects is None:
         n_objects = int(np.max(labels)) if isinstance(labels, np.ndarray) else _max(labels)
     dtype = label_dtype(n_objects)
