@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from magicgui.widgets import CheckBox, Container, FloatSpinBox, SpinBox, Widget
+from magicgui.widgets import FloatSpinBox, Widget
 
+from napari_cellseg._napari._join_rows import join_rows
 from napari_cellseg.params import PredictParams, field_info
 
 FROM_FILE = "from each file"
@@ -28,21 +29,8 @@ class BatchStackRows:
 
     def __init__(self) -> None:
         defaults = PredictParams()
-        self.stitch_3d, self.link_time = (
-            CheckBox(name=name, value=getattr(defaults, name), text=_info(name)["label"],
-                     tooltip=_info(name)["tooltip"])
-            for name in ("stitch_3d", "link_time")
-        )  # fmt: skip
-        self.link_time.tooltip += TIME_AXIS
-        self.joining = Container(
-            name="joining", label="Stacks", layout="horizontal", labels=False,
-            widgets=[self.stitch_3d, self.link_time],
-        )  # fmt: skip
-        self.joining.margins = (0, 0, 0, 0)
-        self.stitch_iou = FloatSpinBox(
-            name="stitch_iou", value=defaults.stitch_iou, step=0.05, **_info("stitch_iou")
-        )
-        self.max_gap = SpinBox(name="max_gap", value=defaults.max_gap, **_info("max_gap"))
+        rows = join_rows(defaults, TIME_AXIS)
+        self.stitch_3d, self.link_time, self.joining, self.stitch_iou, self.max_gap = rows
         z_options = {**_info("z_spacing"), "min": 0.0, "max": 1000.0}
         self.z_spacing = FloatSpinBox(name="z_spacing", value=0.0, step=0.5, **z_options)
         self.z_spacing.native.setSpecialValueText(FROM_FILE)  # shown at 0 (the minimum)

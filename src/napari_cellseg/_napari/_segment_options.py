@@ -17,9 +17,7 @@ import napari
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FloatSlider,
-    FloatSpinBox,
     RadioButtons,
     SpinBox,
     Widget,
@@ -27,6 +25,7 @@ from magicgui.widgets import (
 from napari.layers import Image
 
 from napari_cellseg._napari import _layers
+from napari_cellseg._napari._join_rows import join_rows
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.families import FAMILIES, family_spec
 from napari_cellseg.params import PostprocessParams, PredictParams, field_info
@@ -93,21 +92,8 @@ class SegmentOptions:
             name="probabilities", text="probability map", value=predict.keep_probabilities
         )
         self.boxes = CheckBox(name="boxes", text="boxes with scores", value=False)
-        self.stitch_3d, self.link_time = (
-            CheckBox(name=name, value=getattr(predict, name), text=_info(name)["label"],
-                     tooltip=_info(name)["tooltip"])
-            for name in ("stitch_3d", "link_time")
-        )  # fmt: skip
-        self.link_time.tooltip += ONE_AXIS_TIME
-        self.joining = Container(
-            name="joining", label="Stacks", layout="horizontal", labels=False,
-            widgets=[self.stitch_3d, self.link_time],
-        )  # fmt: skip
-        self.joining.margins = (0, 0, 0, 0)
-        self.stitch_iou = FloatSpinBox(
-            name="stitch_iou", value=predict.stitch_iou, step=0.05, **_info("stitch_iou")
-        )
-        self.max_gap = SpinBox(name="max_gap", value=predict.max_gap, **_info("max_gap"))
+        rows = join_rows(predict, ONE_AXIS_TIME)
+        self.stitch_3d, self.link_time, self.joining, self.stitch_iou, self.max_gap = rows
         for widget in (self.stitch_3d, self.link_time):
             widget.changed.connect(self._show_join_options)
         self._show_join_options()
