@@ -23,6 +23,16 @@ RDF_NAMES = ("bioimageio.yaml", "rdf.yaml")
 """File names of a package's description, newest convention first."""
 CARD_CONFIG_KEY = "napari-cellseg"
 """Key under the description's ``config`` holding our full model card."""
+UNET_KWARGS = (
+    "encoder_name",
+    "encoder_depth",
+    "decoder_channels",
+    "decoder_use_norm",
+    "decoder_attention_type",
+    "in_channels",
+    "classes",
+)
+"""The ``build_unet`` arguments a package's architecture carries (exported and read back)."""
 
 
 class BioimageioError(CellsegError):

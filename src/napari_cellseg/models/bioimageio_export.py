@@ -24,6 +24,7 @@ import torch
 from napari_cellseg.events import Progress, drain
 from napari_cellseg.models.bioimageio import (
     CARD_CONFIG_KEY,
+    UNET_KWARGS,
     BioimageioError,
     preprocessing_for,
     readme,
@@ -36,15 +37,6 @@ from napari_cellseg.models.weights import LoadedModel, load_weights, read_card
 
 FORMAT_VERSION = "0.5.4"  # the oldest 0.5 release validators accept; newer ones convert
 TEST_SIZE = 256
-UNET_KWARGS = (
-    "encoder_name",
-    "encoder_depth",
-    "decoder_channels",
-    "decoder_use_norm",
-    "decoder_attention_type",
-    "in_channels",
-    "classes",
-)
 CITATIONS = [
     {
         "text": "Ronneberger, Fischer & Brox. U-Net: Convolutional Networks for Biomedical "

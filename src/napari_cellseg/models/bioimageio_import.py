@@ -22,6 +22,7 @@ from napari_cellseg.errors import CellsegError
 from napari_cellseg.models.bioimageio import (
     CARD_CONFIG_KEY,
     RDF_NAMES,
+    UNET_KWARGS,
     BioimageioError,
     normalisation_from,
     require_spec,
@@ -36,15 +37,6 @@ _UNET_CALLABLES = {
     ("napari_cellseg.models.unet", "build_unet"),
     ("napari_cellseg.models", "build_unet"),
 }
-_BUILDER_KWARGS = (
-    "encoder_name",
-    "encoder_depth",
-    "decoder_channels",
-    "decoder_use_norm",
-    "decoder_attention_type",
-    "in_channels",
-    "classes",
-)
 _OUTPUT_WORDS = (
     ("background", ("back",)),
     ("boundary", ("bound", "contour", "edge", "border")),
@@ -297,13 +289,13 @@ def _unet_args(entry: Any, path: Path) -> dict[str, Any] | None:
     if (str(import_from), str(arch.callable)) not in _UNET_CALLABLES:
         return None
     kwargs = dict(arch.kwargs)
-    unknown = sorted(set(kwargs) - set(_BUILDER_KWARGS) - {"encoder_weights", "activation"})
+    unknown = sorted(set(kwargs) - set(UNET_KWARGS) - {"encoder_weights", "activation"})
     if unknown:
         raise BioimageioError(
             f"{path}: unknown architecture: {import_from}.{arch.callable} with arguments "
             f"{', '.join(unknown)} napari-cellseg does not build"
         )
-    return {k: kwargs[k] for k in _BUILDER_KWARGS if k in kwargs}
+    return {k: kwargs[k] for k in UNET_KWARGS if k in kwargs}
 
 
 def _activation(descr: Any, arch_kwargs: dict[str, Any]) -> str | None:
