@@ -27,11 +27,6 @@ pytestmark = pytest.mark.gui
 RUN_TIMEOUT_MS = 180_000
 
 
-@pytest.fixture(autouse=True)
-def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NAPARI_CELLSEG_CONFIG_DIR", str(tmp_path / "config"))
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _one_torch_thread() -> Iterator[None]:
     """Tiny CPU models run much faster on a shared machine with one torch thread."""

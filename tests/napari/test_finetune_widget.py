@@ -27,11 +27,6 @@ pytestmark = pytest.mark.gui
 RUN_TIMEOUT_MS = 120_000
 
 
-@pytest.fixture(autouse=True)
-def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NAPARI_CELLSEG_CONFIG_DIR", str(tmp_path / "config"))
-
-
 @pytest.fixture(scope="module")
 def base_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch

@@ -31,11 +31,6 @@ SMALL_UNET = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(sw.CONFIG_ENV, str(tmp_path / "config"))
-
-
 @pytest.fixture
 def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     shown: list[str] = []

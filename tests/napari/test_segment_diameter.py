@@ -25,11 +25,6 @@ pytestmark = pytest.mark.gui
 TIMEOUT_MS = 60_000
 
 
-@pytest.fixture(autouse=True)
-def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NAPARI_CELLSEG_CONFIG_DIR", str(tmp_path / "config"))
-
-
 @pytest.fixture(scope="module")
 def sized_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny U-Net whose card records an object diameter of 24 px."""

@@ -1,0 +1,13 @@
+"""Every dock test keeps the widgets' user settings in its own temporary folder, never in the
+user's config directory (a test that needs another folder sets the variable again)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAPARI_CELLSEG_CONFIG_DIR", str(tmp_path / "config"))
