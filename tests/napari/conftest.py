@@ -9,5 +9,8 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NAPARI_CELLSEG_CONFIG_DIR", str(tmp_path / "config"))
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The folder the widgets keep their settings and autosaves in during this test."""
+    path = tmp_path / "config"
+    monkeypatch.setenv("NAPARI_CELLSEG_CONFIG_DIR", str(path))
+    return path

@@ -31,8 +31,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(sw.CONFIG_ENV, str(tmp_path / "config"))
+def _no_bundled_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(models, "list_bundled_weights", list)
 
 

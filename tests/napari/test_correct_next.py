@@ -23,13 +23,6 @@ from napari_cellseg.params import PredictParams
 pytestmark = pytest.mark.gui
 
 
-@pytest.fixture(autouse=True)
-def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "config"
-    monkeypatch.setenv("NAPARI_CELLSEG_CONFIG_DIR", str(path))
-    return path
-
-
 @pytest.fixture
 def shown(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     messages: list[str] = []

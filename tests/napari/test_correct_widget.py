@@ -26,13 +26,6 @@ pytestmark = pytest.mark.gui
 LABELS_NAME = "dsb_fluorescence · unet"
 
 
-@pytest.fixture(autouse=True)
-def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "config"
-    monkeypatch.setenv("NAPARI_CELLSEG_CONFIG_DIR", str(path))
-    return path
-
-
 @pytest.fixture
 def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     shown: list[str] = []

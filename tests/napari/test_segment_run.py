@@ -54,8 +54,7 @@ def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(autouse=True)
-def _config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(sw.CONFIG_ENV, str(tmp_path / "config"))
+def _no_bundled_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(models, "list_bundled_weights", list)
 
 
