@@ -206,10 +206,6 @@ def z_spacing(layer: Image, axes: str) -> float | None:
     return None if abs(ratio - 1.0) < 1e-6 or ratio <= 0 else ratio
 
 
-def _info(name: str) -> dict[str, Any]:
-    return field_info(PredictParams, name).widget_options()
-
-
 @dataclass(frozen=True)
 class RunRequest:
     """Everything one run needs, captured on the GUI thread when Run is pressed."""
