@@ -101,3 +101,21 @@ def test_every_command_that_predicts_takes_diameter(command) -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     text = " ".join(sub.choices[command].format_help().split())
     assert "--diameter auto|N|N\u00b5m|off" in text and "typical object diameter" in text
+
+
+def test_batch_with_auto_ends_with_the_median_diameter_to_give(tmp_path, capsys, known) -> None:
+    (tmp_path / "in").mkdir()
+    for i, size in enumerate((36, 40, 44)):
+        iio.imwrite(tmp_path / "in" / f"discs{i}.png", _discs(size))
+    (tmp_path / "w.safetensors").write_bytes(b"")  # the known model is loaded instead
+    args = ["batch", str(tmp_path / "in"), str(tmp_path / "out")]
+    args += ["--weights", str(tmp_path / "w.safetensors"), "--device", "cpu", "--tile", "256"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    each = [float(d) for d in re.findall(r"discs\d\.png: diameter (\d+) px", err)]
+    assert len(each) == 3, err
+    note = re.search(r"note: object diameters estimated per image: median (\d+) px", err)
+    assert note and int(note[1]) == round(sorted(each)[1]), err
+    assert f"--diameter {note[1]} skips the estimate" in err
+    assert main([*args, "--diameter", "40", "--overwrite"]) == 0
+    assert "object diameters estimated" not in capsys.readouterr().err
