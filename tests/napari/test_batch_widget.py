@@ -383,3 +383,29 @@ def test_the_backend_row_reaches_the_batch(
     assert widget._batch_kwargs()["params"].backend == "auto"
     widget._backend.value = "bf16"
     assert widget._batch_kwargs()["params"].backend == "bf16"
+
+
+def test_a_batch_that_estimated_each_diameter_gives_the_median_to_set(
+    make_napari_viewer, qtbot, weights, samples, tmp_path
+) -> None:
+    from napari_cellseg.batch import BatchSummary, FileResult
+    from napari_cellseg.params import PredictParams
+
+    widget = make_widget(make_napari_viewer, qtbot, weights, samples, tmp_path / "out")
+    out = str(tmp_path / "out")
+    summary = BatchSummary(done=3, skipped=1, failed=0, objects=9, seconds=1.0, errors=(), out=out)
+    for i, size in enumerate((20.0, 24.4, 31.0, None)):
+        status = "done" if size else "skipped"
+        widget._on_event(
+            FileResult(file=f"a{i}.png", rel=f"a{i}.png", status=status, diameter=size)
+        )
+    widget._estimating = True
+    widget._show_summary(summary)
+    assert "median 24 px (20–31); for alike images, Diameter 24 px" in widget._summary.value
+    widget._estimating = False  # a diameter given (or known) for every image: nothing to add
+    widget._show_summary(summary)
+    assert "diameters estimated" not in widget._summary.value
+    # the tiny model's card has no object size: its default is no estimate; auto is one
+    assert not bw._estimates_each_image(weights, PredictParams())
+    assert bw._estimates_each_image(weights, PredictParams(diameter="auto"))
+    assert not bw._estimates_each_image(tmp_path / "missing.safetensors", PredictParams())

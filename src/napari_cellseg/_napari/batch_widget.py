@@ -29,6 +29,7 @@ from napari_cellseg._napari._diameter_row import DiameterRow
 from napari_cellseg._napari._segment_options import BACKEND_LABELS, THRESHOLD_NAMES, TTA_LABELS
 from napari_cellseg._napari._session import session_for
 from napari_cellseg.batch import BatchSummary, FileResult
+from napari_cellseg.batch.jobs import estimated_sizes
 from napari_cellseg.batch.scheduler import default_workers
 from napari_cellseg.device import available_devices
 from napari_cellseg.errors import CellsegError
@@ -76,6 +77,7 @@ class BatchWidget(mw.Container):
         self._results: dict[str, FileResult] = {}  # rel -> done or skipped result
         self._failed: list[FileResult] = []
         self.summary: BatchSummary | None = None
+        self._estimating = False  # the running batch estimates each image's object diameter
         self._files = (0, 0)
         self._activity = ""
         self._started = 0.0
@@ -234,6 +236,7 @@ class BatchWidget(mw.Container):
             show_error(str(exc))
             return
         self._stop.clear()
+        self._estimating = _estimates_each_image(kwargs["weights"], kwargs["params"])
         self._results.clear()
         self._failed.clear()
         self.summary = None
@@ -356,6 +359,14 @@ class BatchWidget(mw.Container):
             f"{s.done} done, {s.skipped} skipped, {s.failed} failed, {s.objects} objects "
             f"in {s.seconds:.1f} s → {s.out}"
         )
+        sizes = [r.diameter for r in self._results.values() if r.status == "done" and r.diameter]
+        found = estimated_sizes(sizes) if self._estimating else None
+        if found is not None:  # the estimate was most of each image's time: say what to give
+            median, low, high = found
+            self._summary.value += (
+                f"\nobject diameters estimated per image: median {median:.0f} px ({low:.0f}–"
+                f"{high:.0f}); for alike images, Diameter {median:.0f} px skips the estimate"
+            )
         self._activity = (
             f"stopped: the results of {s.done + s.skipped} file(s) are kept in {s.out}; "
             "Start again to continue (finished files are skipped)"
@@ -388,3 +399,15 @@ class BatchWidget(mw.Container):
         image, image_kwargs, labels, labels_kwargs = loaded
         self._viewer.add_image(image, **image_kwargs)
         self._viewer.add_labels(labels, **labels_kwargs)
+
+
+def _estimates_each_image(weights: Path, params: PredictParams) -> bool:
+    """Whether a batch with ``params`` estimates each image's diameter (False when the weight
+    file's card cannot be read: the batch itself says why)."""
+    from napari_cellseg.inference.object_size import estimates_each_image
+    from napari_cellseg.models import read_card
+
+    try:
+        return estimates_each_image(read_card(weights), params)
+    except (CellsegError, OSError):
+        return False

@@ -7,7 +7,6 @@ Exit status: 0 when every file was segmented (or already was), 1 when some files
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -74,35 +73,13 @@ def _status_line(total: int, name: str, counts: dict[str, int]) -> str:
     )
 
 
-def diameter_hint(diameters: list[float]) -> str | None:
-    """The closing note of a batch whose images each estimated their object diameter: the
-    median, to give with ``--diameter`` when the images are alike (None under 3 images).
-
-    The estimate took about 80 % of each image's time on 20 DSB images (session 24:
-    22.6 s with ``auto`` against 4.6 s given each diameter, ``docs/benchmarks.md``).
-
-    >>> print(diameter_hint([20.0, 24.4, 31.0]))
-    object diameters estimated per image: median 24 px (20-31 px, 3 images); for images \
-alike, --diameter 24 skips the estimate (about 80 % of each image's time on DSB images)
-    >>> diameter_hint([20.0, 24.0]) is None
-    True
-    """
-    if len(diameters) < 3:
-        return None
-    median = statistics.median(diameters)
-    return (
-        f"object diameters estimated per image: median {median:.0f} px ({min(diameters):.0f}-"
-        f"{max(diameters):.0f} px, {len(diameters)} images); for images alike, --diameter "
-        f"{median:.0f} skips the estimate (about 80 % of each image's time on DSB images)"
-    )
-
-
 def run_batch_command(args: argparse.Namespace) -> int:
     """Run the batch; a progress line on a terminal, failures and a summary line always."""
     from napari_cellseg.batch import FileResult, iter_batch
+    from napari_cellseg.batch.jobs import estimated_sizes
     from napari_cellseg.cli.predict import params_from_args, slide_options
     from napari_cellseg.events import Notice, Progress, drain
-    from napari_cellseg.inference.object_size import fixed_scale
+    from napari_cellseg.inference.object_size import estimates_each_image
     from napari_cellseg.io.exports import parse_export_formats
     from napari_cellseg.models import read_card
     from napari_cellseg.params import BlockOptions
@@ -118,9 +95,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     tty = sys.stderr.isatty()
     counts = {"done": 0, "skipped": 0, "failed": 0}
     estimated = not isinstance(params.diameter, float)  # a diameter per image: shown
-    auto = params.diameter == "auto" or (
-        params.diameter is None and fixed_scale(card, params) is None
-    )  # estimated from each image (not a micrometre value converted per image)
+    auto = estimates_each_image(card, params)  # not a micrometre value converted per image
     sizes: list[float] = []
     files_event: Progress | None = None
 
@@ -170,7 +145,13 @@ def run_batch_command(args: argparse.Namespace) -> int:
     if tty:
         print("\r" + " " * 100 + "\r", end="", file=sys.stderr)
     print(summary.line())
-    hint = diameter_hint(sizes)
-    if hint is not None:
-        print(f"note: {hint}", file=sys.stderr)
+    found = estimated_sizes(sizes)
+    if found is not None:  # the estimate was most of each image's time: say what to give
+        median, low, high = found
+        print(
+            f"note: object diameters estimated per image: median {median:.0f} px ({low:.0f}-"
+            f"{high:.0f} px, {len(sizes)} images); for images alike, --diameter {median:.0f} "
+            "skips the estimate (about 80 % of each image's time on DSB images)",
+            file=sys.stderr,
+        )
     return 1 if summary.failed else 0

@@ -34,6 +34,7 @@ from napari_cellseg.params import DIAMETER_RANGE, PredictParams, parse_diameter
 __all__ = [
     "SKIP_TOLERANCE",
     "central_crop",
+    "estimates_each_image",
     "fixed_scale",
     "median_diameter",
     "model_card",
@@ -274,3 +275,19 @@ def central_crop(image: Any, axes: str, side: int) -> tuple[np.ndarray, str]:
         else:
             index.append(slice(None))
     return np.asarray(image[tuple(index)]), "".join(a for a in axes if a not in "TZ")
+
+
+def estimates_each_image(card: ModelCard, params: PredictParams) -> bool:
+    """Whether a run estimates the object diameter from each image (``"auto"``, or unset on a
+    model whose default is ``"auto"``), rather than using one given or known for all.
+
+    >>> card = ModelCard(family="unet", builder_args={}, input_channels=3, object_diameter=20.0)
+    >>> [estimates_each_image(card, PredictParams(diameter=d)) for d in (None, "auto", 30.0)]
+    [True, True, False]
+    >>> estimates_each_image(ModelCard(family="unet", builder_args={}, input_channels=3),
+    ...                      PredictParams())
+    False
+    """
+    if params.diameter == "auto":
+        return True
+    return params.diameter is None and fixed_scale(card, params) is None
