@@ -277,3 +277,18 @@ def test_cold_start_benchmark_times_fresh_processes_before_and_now(tmp_path: Pat
     assert row["same_labels"] is True
     assert row["now"]["wall_s"][0] > 0 and row["now"]["peak_rss_mib"][0] > 0
     assert "| one |" in done.stdout
+
+
+def test_batch_diameter_benchmark_runs_auto_then_the_notes_median(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    command = [sys.executable, str(ROOT / "bench" / "batch_diameter.py"), "--images", "3"]
+    command += ["--data", str(tmp_path / "none"), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = json.loads((out / "batch_diameter_cpu.json").read_text())["runs"]
+    assert runs["auto"]["note"].startswith("median ") and "3 images" in runs["auto"]["note"]
+    assert f"median {runs['given']['diameter']} px" in runs["auto"]["note"]
+    assert all(0.0 <= run["dsb_ap"] <= 1.0 for run in runs.values())
+    given = runs["given"]["diameter"]
+    assert "| auto |" in done.stdout and f"| --diameter {given} |" in done.stdout
