@@ -290,3 +290,29 @@ def test_axes_refer_to_the_files_own_order(tmp_path, capsys, weight_files) -> No
     assert read_labels(tmp_path / "o" / "three_labels.tif").shape == (3, 96, 128)
     assert main(["predict", str(path), "--axes", "CYX", "--channels", "0,1,2", *args]) == 0
     assert read_labels(tmp_path / "o" / "three_labels.tif").shape == (96, 128)
+
+
+def test_one_channel_of_a_two_channel_image_is_read_as_grey(tmp_path, capsys, weight_files):
+    """--channels 1 on a nuclei + membranes TIFF for an RGB model: channel 1 repeated into the
+    three inputs (as --channels 1,1,1, and as the dock's signal channel without helper)."""
+    import tifffile
+
+    from napari_cellseg.io.images import read_image
+
+    plane = np.asarray(read_image(get_sample("dsb_fluorescence").image_path).data)[..., 0]
+    path = tmp_path / "two.tif"
+    tifffile.imwrite(path, np.stack([plane[::-1, ::-1], plane]), metadata={"axes": "CYX"})
+    args = ["--weights", str(weight_files["unet"]), "--diameter", "off"]
+    assert main(["predict", str(path), *args, "--out", str(tmp_path / "a")]) == 1
+    err = capsys.readouterr().err
+    assert "choose the channel that shows the objects, e.g. --channels 0" in err
+    for out, channels in (("b", "1"), ("c", "1,1,1")):
+        assert (
+            main(
+                ["predict", str(path), *args, "--channels", channels, "--out", str(tmp_path / out)]
+            )
+            == 0
+        )
+    one = read_labels(tmp_path / "b" / "two_labels.tif")
+    assert one.max() > 0
+    np.testing.assert_array_equal(one, read_labels(tmp_path / "c" / "two_labels.tif"))

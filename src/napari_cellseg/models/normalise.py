@@ -58,6 +58,29 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
     return np.tensordot(weights, rgb.astype(np.float32, copy=False), axes=1)[None]
 
 
+def _channels_hint(n: int, input_channels: int, channel_handling: str) -> str:
+    """What to give as ``--channels`` for an image of ``n`` channels (one clause).
+
+    >>> _channels_hint(2, 3, "rgb").split(", or ")
+    ['choose the channel that shows the objects, e.g. --channels 0 (read as a grey image; \
+channels=(0,) in Python)', '3 channels, e.g. --channels 0,1,1']
+    >>> _channels_hint(5, 2, "channels")
+    "choose 2 of the image's channels, e.g. --channels 0,1 (channels=(0, 1) in Python)"
+    """
+    example = tuple(min(i, n - 1) for i in range(input_channels))
+    listed = ",".join(map(str, example))
+    if channel_handling == "rgb" and input_channels > 1:
+        return (
+            "choose the channel that shows the objects, e.g. --channels 0 (read as a grey "
+            f"image; channels=(0,) in Python), or {input_channels} channels, e.g. "
+            f"--channels {listed}"
+        )
+    return (
+        f"choose {input_channels} of the image's channels, e.g. --channels {listed} "
+        f"(channels={example} in Python)"
+    )
+
+
 def map_channels(
     data: np.ndarray, input_channels: int, channel_handling: str, channels: Sequence[int] | None
 ) -> np.ndarray:
@@ -73,7 +96,8 @@ def map_channels(
         ``rgb``, ``grey`` or ``channels`` (the card's ``channel_handling``).
     channels : sequence of int or None
         Image channels taken, in order, as the model's channels; ``None`` follows
-        ``channel_handling``.
+        ``channel_handling``. One channel for an ``rgb`` model is read as a grey image is:
+        repeated into each of its inputs (the Segment tab's signal channel without helper).
 
     Returns
     -------
@@ -89,16 +113,17 @@ def map_channels(
     --------
     >>> map_channels(np.zeros((1, 4, 5)), 3, "rgb", None).shape
     (3, 4, 5)
+    >>> two = np.stack([np.zeros((4, 5)), np.ones((4, 5))])  # e.g. nuclei, membranes
+    >>> map_channels(two, 3, "rgb", (1,))[:, 0, 0].tolist()  # channel 1 as a grey image
+    [1.0, 1.0, 1.0]
     """
     n = data.shape[0]
     have = f"the image has {n} channel{'s' * (n != 1)}"
-    example = tuple(min(i, n - 1) for i in range(input_channels))
-    hint = (
-        f"choose {input_channels} of the image's channels, e.g. "
-        f"--channels {','.join(map(str, example))} (channels={example} in Python)"
-    )
+    hint = _channels_hint(n, input_channels, channel_handling)
     if channels is not None:
         channels = tuple(int(c) for c in channels)
+        if len(channels) == 1 and input_channels > 1 and channel_handling == "rgb":
+            channels = channels * input_channels  # one channel, read as a grey image is
         if len(channels) != input_channels:
             raise CellsegError(
                 f"{len(channels)} channels {channels} were chosen but the model takes "
