@@ -117,7 +117,14 @@ def iter_train(
     -------
     TrainingFinished
     """
-    from napari_cellseg.training.pairs import file_manifest, scan_training_folders, split_pairs
+    from napari_cellseg.training.pairs import file_manifest, scan_training_folders
+    from napari_cellseg.training.stable_split import (
+        TRAIN,
+        VALIDATION,
+        earlier_roles,
+        kept_roles_notice,
+        split_after,
+    )
     from napari_cellseg.training.validation import read_validation_images
 
     def checkpoint(event: Any) -> Any:
@@ -153,11 +160,19 @@ def iter_train(
     model = model.to(device)
 
     pairs = scan_training_folders([Path(d) for d in data])
+    hashes: dict[Path, str] = {}  # each file read once, for the split and the manifest
     if val:
         train_pairs, val_pairs = pairs, scan_training_folders([Path(v) for v in val])
-    else:
-        train_pairs, val_pairs = split_pairs(pairs, params.val_fraction, params.seed)
-    manifest = file_manifest(train_pairs + val_pairs)
+    else:  # the base's roles first: never validate on an image it was trained on
+        base = card.lineage[-1].get("data_manifest", []) if card.lineage else []
+        train_pairs, val_pairs, kept = split_after(
+            pairs, params.val_fraction, params.seed, earlier_roles(base), hashes
+        )
+        if kept and state is None:
+            yield checkpoint(Notice(kept_roles_notice(kept, len(val_pairs))))
+    manifest = file_manifest(train_pairs, TRAIN, hashes) + file_manifest(
+        val_pairs, VALIDATION, hashes
+    )
     if state is None:  # a checkpoint's params hold the diameter it resolved
         fine_tuning = init is not None
         diameter = training_diameter(params.object_diameter, card, fine_tuning=fine_tuning)

@@ -254,8 +254,24 @@ def scan_training_folders(folders: Sequence[str | os.PathLike[str]]) -> list[Tra
     return sorted(pairs, key=lambda p: (p.dataset, p.name, str(p.image_path)))
 
 
-def _sort_key(pair: TrainingPair) -> tuple[str, str, str]:
+def pair_order(pair: TrainingPair) -> tuple[str, str, str]:
+    """The sort key of the splits: name, dataset, image path."""
     return pair.name, pair.dataset, str(pair.image_path)
+
+
+def validation_count(n: int, val_fraction: float) -> int:
+    """How many of ``n`` pairs validate: at least one when there are two or more and the
+    share is above 0, and never all of them.
+
+    >>> [validation_count(n, 0.15) for n in (1, 2, 7, 20)], validation_count(5, 0.0)
+    ([0, 1, 1, 3], 0)
+    """
+    return min(max(round(n * val_fraction), 1), n - 1) if val_fraction > 0 and n >= 2 else 0
+
+
+def split_rng(seed: int) -> np.random.Generator:
+    """The random generator of the validation splits."""
+    return np.random.default_rng(np.random.SeedSequence(int(seed) % 2**64))
 
 
 def split_pairs(
@@ -290,46 +306,65 @@ def split_pairs(
     """
     if not 0.0 <= val_fraction < 1.0:
         raise CellsegError(f"validation fraction must be in [0, 1), got {val_fraction}")
-    ordered = sorted(pairs, key=_sort_key)
+    ordered = sorted(pairs, key=pair_order)
     n = len(ordered)
-    n_val = min(max(round(n * val_fraction), 1), n - 1) if val_fraction > 0 and n >= 2 else 0
-    rng = np.random.default_rng(np.random.SeedSequence(int(seed) % 2**64))
-    chosen = set(rng.permutation(n)[:n_val].tolist())
+    chosen = set(split_rng(seed).permutation(n)[: validation_count(n, val_fraction)].tolist())
     train = [p for i, p in enumerate(ordered) if i not in chosen]
     val = [p for i, p in enumerate(ordered) if i in chosen]
     return train, val
 
 
-def file_manifest(pairs: Sequence[TrainingPair]) -> list[dict[str, str]]:
+def file_manifest(
+    pairs: Sequence[TrainingPair],
+    role: str | None = None,
+    hashes: dict[Path, str] | None = None,
+) -> list[dict[str, str]]:
     """Names and SHA-256 hashes of the files of a training set (for the model card).
 
     Parameters
     ----------
     pairs : sequence of TrainingPair
         The pairs, in the order wanted.
+    role : str, optional
+        ``"train"`` or ``"validation"``: kept in each entry, so that a later fine-tune of the
+        model keeps each image's role (:mod:`~napari_cellseg.training.stable_split`).
+    hashes : dict, optional
+        File digests already computed, by path (:func:`file_sha256`); those computed here are
+        added to it.
 
     Returns
     -------
     list of dict
         One dict per pair with ``name``, ``dataset``, ``image`` and ``mask`` (file names) and
         ``image_sha256``, ``mask_sha256`` (hex digests of the file contents); with a region
-        mask also ``region`` and ``region_sha256``.
+        mask also ``region`` and ``region_sha256``; with ``role``, ``role``.
     """
     out = []
     for p in pairs:
         entry = {
+            **({"role": role} if role else {}),
             "name": p.name,
             "dataset": p.dataset,
             "image": p.image_path.name,
             "mask": p.mask_path.name,
-            "image_sha256": sha256_path(p.image_path),
-            "mask_sha256": sha256_path(p.mask_path),
+            "image_sha256": file_sha256(p.image_path, hashes),
+            "mask_sha256": file_sha256(p.mask_path, hashes),
         }
         if p.region_path is not None:
             entry["region"] = p.region_path.name
-            entry["region_sha256"] = sha256_path(p.region_path)
+            entry["region_sha256"] = file_sha256(p.region_path, hashes)
         out.append(entry)
     return out
+
+
+def file_sha256(path: Path, hashes: dict[Path, str] | None = None) -> str:
+    """``sha256_path(path)``, read from ``hashes`` when there, and kept there, so a training
+    run reads each file once for the split and the manifest."""
+    if hashes is None:
+        return sha256_path(path)
+    if path not in hashes:
+        hashes[path] = sha256_path(path)
+    return hashes[path]
 
 
 def load_region(pair: TrainingPair, shape: tuple[int, int]) -> np.ndarray | None:
