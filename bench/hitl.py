@@ -151,17 +151,52 @@ def run(
 ):  # fmt: skip
     train, val, reasons = choose(pool, how, seed, base, diameter=diameter, paired=paired)
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        family = load_weights(base).card.family
-        params = recipe_params(recipe, family, minutes=minutes, epochs=10_000, seed=seed)
-        if object_diameter is not None:  # else the base model's
-            params = replace(params, object_diameter=object_diameter)
-        out = tmp / "tuned.safetensors"
+        out = Path(tmp) / "tuned.safetensors"
+        tuned = fine_tune(base, train, val, out, recipe, seed, minutes, object_diameter)
+        if tuned["kept_base"] and base_score:
+            # A kept base is the base, tensor for tensor (tests/training/test_never_worse.py).
+            metrics = dict(base_score)
+        else:
+            metrics = score(out, test, diameter)
+    return {
+        "recipe": recipe,
+        "selection": how,
+        "seed": seed,
+        "object_diameter": object_diameter,
+        "train_images": [p.name for p in train],
+        "val_image": val[0].name,
+        "corrected_objects": sum(int(read_labels(p.mask_path).max()) for p in train),
+        "ranking_reasons": reasons,
+        "ranking_diameter": diameter if how != "random" else None,
+        "protocol": "paired" if paired else "unpaired",
+        **tuned,
+        "test": metrics,
+    }
+
+
+def fine_tune(
+    init: Path, train, val, out: Path, recipe: str, seed: int, minutes: float,
+    object_diameter: float | None = None,
+) -> dict:  # fmt: skip
+    """Fine-tune ``init`` on ``train`` (validating on ``val``) into ``out`` with ``recipe``.
+
+    ``val`` ``None``: the training itself splits ``train`` (``TrainParams.val_fraction``), as
+    the dock and ``cellseg train`` do.
+
+    Returns the run's record: ``train_seconds``, the validation DSB AP and pixel Dice after
+    each epoch, ``best_epoch``, ``kept_base`` (no epoch beat ``init``: ``out`` holds it) and
+    the notices.
+    """
+    family = load_weights(init).card.family
+    params = recipe_params(recipe, family, minutes=minutes, epochs=10_000, seed=seed)
+    if object_diameter is not None:  # else the initial model's
+        params = replace(params, object_diameter=object_diameter)
+    with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         epochs, dice, notices = [], [], []
         gen = iter_train(
-            [link_folder(train, tmp / "train")], out, params, init=base,
-            val=[link_folder(val, tmp / "val")],
+            [link_folder(train, Path(tmp) / "train")], out, params, init=init,
+            val=[link_folder(val, Path(tmp) / "val")] if val is not None else None,
         )  # fmt: skip
         try:
             while True:
@@ -173,31 +208,13 @@ def run(
                     notices.append(event.message)
         except StopIteration as stop:
             finished = stop.value
-        train_s = time.perf_counter() - start
-        if finished.kept_base and base_score:
-            # A kept base is the base, tensor for tensor (tests/training/test_never_worse.py).
-            metrics = dict(base_score)
-        else:
-            metrics = score(out, test, diameter)
-    n_objects = sum(int(read_labels(p.mask_path).max()) for p in train)
     return {
-        "recipe": recipe,
-        "selection": how,
-        "seed": seed,
-        "object_diameter": object_diameter,
-        "train_images": [p.name for p in train],
-        "val_image": val[0].name,
-        "corrected_objects": n_objects,
-        "ranking_reasons": reasons,
-        "ranking_diameter": diameter if how != "random" else None,
-        "protocol": "paired" if paired else "unpaired",
-        "train_seconds": round(train_s, 1),
+        "train_seconds": round(time.perf_counter() - start, 1),
         "epochs_val_dsb_ap": epochs,
         "epochs_val_pixel_dice": dice,
         "best_epoch": finished.best_epoch,
         "kept_base": finished.kept_base,
         "notices": notices,
-        "test": metrics,
     }
 
 
@@ -243,15 +260,72 @@ def report(folder: Path) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    if "--report" in __import__("sys").argv:
-        print(report(ROOT / "bench" / "results"))
-        return
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def kept_model(keep: Path | None, tmp: Path, name: str, make) -> tuple[Path, dict]:
+    """A model that ``make(path)`` writes to ``path`` (returning its record), or the one
+    ``keep`` holds from an earlier run.
+
+    With ``keep`` the model and its record stay there (``<name>.safetensors`` and
+    ``<name>.json``) and are reused when both exist (the record then says ``reused``), so that
+    a later run can try other second rounds on the same round-1 models; else ``tmp`` holds it.
+    """
+    if keep is None:
+        path = tmp / f"{name}.safetensors"
+        return path, make(path)
+    path, info = keep / f"{name}.safetensors", keep / f"{name}.json"
+    if path.is_file() and info.is_file():
+        return path, {**json.loads(info.read_text()), "reused": str(path)}
+    keep.mkdir(parents=True, exist_ok=True)
+    record = make(path)
+    info.write_text(json.dumps(record, indent=1))
+    return path, record
+
+
+def loop_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every human-in-the-loop script takes: base, domain, minutes, test, out."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--base", type=Path, required=True)
     parser.add_argument("--domain", choices=("colour", "brightfield", "glas"), required=True)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--n-test", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--keep", type=Path, default=None,
+        help="keep the round-1 models in DIR/<domain> and reuse them (hitl_rounds, hitl_split; "
+        "one folder per base model)",
+    )  # fmt: skip
+    return parser
+
+
+def record_seeds(result: dict, out: Path, seeds, work, table) -> None:
+    """``work(seed)`` for each seed into ``result["seeds"]``, ``out`` rewritten after each;
+    then ``table`` of them printed."""
+    result.setdefault("seeds", [])
+    for seed in seeds:
+        result["seeds"].append(work(seed))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+    print(table(result["seeds"]))
+
+
+def header(args: argparse.Namespace, pool: list, test: list) -> dict:
+    """What a result file records about its runs: domain, base, split sizes, machine."""
+    return {
+        "domain": args.domain,
+        "base": args.base.name,
+        "pool": len(pool),
+        "test": len(test),
+        "minutes": args.minutes,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "torch_threads": __import__("torch").get_num_threads(),
+        "base_builder_args": read_card(args.base).builder_args,
+    }
+
+
+def main() -> None:
+    if "--report" in __import__("sys").argv:
+        print(report(ROOT / "bench" / "results"))
+        return
+    parser = loop_parser(__doc__)
     parser.add_argument("--diameter", default=None, help="prediction diameter (default: model's)")
     parser.add_argument(
         "--runs", nargs="+", default=["classic:random:0", "fast:random:0"],
@@ -266,23 +340,11 @@ def main() -> None:
         "--paired", action="store_true",
         help="draw each seed's validation image first, the same for every selection",
     )  # fmt: skip
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     pool, test = domain_split(args.domain, args.n_test)
     out = args.out or ROOT / "bench" / "results" / f"hitl_{args.domain}.json"
     result = json.loads(out.read_text()) if out.exists() else {"runs": []}
-    result.update(
-        {
-            "domain": args.domain,
-            "base": args.base.name,
-            "pool": len(pool),
-            "test": len(test),
-            "minutes": args.minutes,
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-            "torch_threads": __import__("torch").get_num_threads(),
-            "base_builder_args": read_card(args.base).builder_args,
-        }
-    )
+    result.update(header(args, pool, test))
     if "base_score" not in result:
         result["base_score"] = score(args.base, test, args.diameter)
         print("base", result["base_score"], flush=True)

@@ -292,3 +292,86 @@ def test_batch_diameter_benchmark_runs_auto_then_the_notes_median(tmp_path: Path
     assert all(0.0 <= run["dsb_ap"] <= 1.0 for run in runs.values())
     given = runs["given"]["diameter"]
     assert "| auto |" in done.stdout and f"| --diameter {given} |" in done.stdout
+
+
+def test_hitl_grades_reads_runs_and_grades_and_writes_json(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    run = {"recipe": "fast", "seed": 0, "kept_base": False, "val_image": "train_4"}
+    runs = [
+        {**run, "selection": "random", "train_images": ["train_1", "train_2", "train_3"],
+         "corrected_objects": 30, "test": {"dsb_ap": 0.2}},
+        {**run, "selection": "top", "train_images": ["train_2", "train_3", "train_5"],
+         "corrected_objects": 12, "test": {"dsb_ap": 0.1}},
+        {**run, "selection": "top", "train_images": ["train_1", "train_2", "train_3"],
+         "corrected_objects": 30, "test": {"dsb_ap": 0.0}, "kept_base": True},
+    ]  # fmt: skip
+    (results / "hitl_glas_x.json").write_text(json.dumps({"runs": runs}))
+    grades = tmp_path / "Grade.csv"
+    rows = ["name,patient ID, grade (GlaS), grade (other)"]
+    rows += [f"train_{i}, 1, {'benign' if i == 1 else 'malignant'}, x" for i in range(1, 6)]
+    grades.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "grades.json"
+    command = [sys.executable, str(ROOT / "bench" / "hitl_grades.py"), "--results", str(results)]
+    command += ["--grades", str(grades), "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = json.loads(out.read_text())
+    assert [(r["selection"], r["grades"]) for r in written["rows"]] == [
+        ("random", "b m m"),
+        ("top", "m m m"),
+    ]  # the run that kept its base is left out
+    assert written["by_benign"] == {
+        "0": {"runs": 1, "mean_dsb_ap": 0.1, "mean_glands": 12.0},
+        "1": {"runs": 1, "mean_dsb_ap": 0.2, "mean_glands": 30.0},
+    }
+
+
+def test_hitl_rounds_table_compares_the_two_second_rounds() -> None:
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "hitl_rounds", ROOT / "bench" / "hitl_rounds.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    seeds = [
+        {"seed": s, "round1": {"objects": 9, "test": {"dsb_ap": 0.1}},
+         "round2_top": {"objects": 5, "test": {"dsb_ap": top}},
+         "round2_random": {"objects": 7, "test": {"dsb_ap": 0.2}}}
+        for s, top in ((0, 0.3), (1, 0.1))
+    ]  # fmt: skip
+    lines = module.table(seeds).splitlines()
+    assert lines[2] == "| 0 | 0.100 (9 objects) | 0.300 (5 objects) | 0.200 (7 objects) | +0.100 |"
+    assert lines[3].endswith("| -0.100 |")
+    assert lines[-1] == "| mean | 0.100 | 0.200 | 0.200 | +0.000 |"
+
+
+def test_hitl_kept_model_is_made_once_and_then_reused(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hitl", ROOT / "bench" / "hitl.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    made: list[Path] = []
+
+    def make(path: Path) -> dict:
+        path.write_bytes(b"weights")
+        made.append(path)
+        return {"test": {"dsb_ap": 0.5}}
+
+    path, record = module.kept_model(None, tmp_path, "m", make)
+    assert path == tmp_path / "m.safetensors" and record == {"test": {"dsb_ap": 0.5}}
+    keep = tmp_path / "keep"
+    first = module.kept_model(keep, tmp_path, "m", make)
+    again = module.kept_model(keep, tmp_path, "m", make)
+    assert len(made) == 2  # once without keep, once into keep, not again
+    assert first == (keep / "m.safetensors", {"test": {"dsb_ap": 0.5}})
+    assert again == (
+        keep / "m.safetensors",
+        {"test": {"dsb_ap": 0.5}, "reused": str(keep / "m.safetensors")},
+    )
