@@ -16,7 +16,9 @@
 #      copies one by one against together (the batch size per pass)
 #   9. bench/compile_speed.py: torch.compile (PredictParams.compile) against the same
 #      backend without it, on the sample image and real DSB images, labels compared
-#  10. pytest -m gpu tests/gpu: the CUDA-only tests (GPU mode only; needs pytest there), a
+#  10. bench/plane_overlap.py --two-deep both: a stack's planes with pinned copies and maps
+#      fetched in the post-processing threads (two planes in flight) against without
+#  11. pytest -m gpu tests/gpu: the CUDA-only tests (GPU mode only; needs pytest there), a
 #      JUnit report in gpu_tests_cuda.xml
 # Each step has its own time limit; a step that fails or runs out is recorded and the next
 # one runs. JSON goes to bench/results/ (names end in _cuda), and a summary to
@@ -67,6 +69,9 @@ if [ "$MODE" = smoke ]; then
         --repeats 1 --diameter off --data-root "$TMP/data" --out "$OUT"
     step compile 300 "$PY" "$ROOT/bench/compile_speed.py" --device cpu --backends torch \
         --shapes --repeats 1 --compile-backend eager --data-root "$TMP/data" --out "$OUT"
+    step two_deep 300 "$PY" "$ROOT/bench/plane_overlap.py" --device cpu --size 64 \
+        --planes 3 --threads 2 --two-deep both --repeats 1 --data-root "$TMP/data" \
+        --out "$OUT" --out-name two_deep_cpu.json
 else
     step inference 190 "$PY" "$ROOT/bench/inference.py" --device cuda --families unet maskrcnn \
         --sizes 1024 2048 4096 --skip-naive-above 2048 --weights-unet "$UNET" \
@@ -90,6 +95,9 @@ else
         --repeats 2 --data-root "$DATA" --out "$OUT"
     step compile 150 "$PY" "$ROOT/bench/compile_speed.py" --device cuda --repeats 3 \
         --data-root "$DATA" --out "$OUT" --out-name compile_speed_cuda.json
+    step two_deep 80 "$PY" "$ROOT/bench/plane_overlap.py" --device cuda --size 1024 \
+        --planes 16 --threads 4 --two-deep both --repeats 3 --data-root "$DATA" --out "$OUT" \
+        --out-name two_deep_cuda.json
     step gpu_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu "$ROOT/tests/gpu" \
         --rootdir "$ROOT" --junitxml "$OUT/gpu_tests_cuda.xml"
 fi

@@ -8,13 +8,18 @@ labels of every overlapped run are compared with the plane-by-plane ones.
 ``--planes-together both`` also runs each setting with planes of one tile each going through
 the network one per pass (:data:`~napari_cellseg.inference.plane_network.PLANES_TOGETHER`
 off) beside ``batch_size`` per pass (on CUDA; the CPU passes one tile at a time anyway):
-use a ``--size`` of at most the tile size (512) for that. Writes
+use a ``--size`` of at most the tile size (512) for that. ``--two-deep both`` also runs each
+setting without the GPU's two-deep pipeline (:mod:`napari_cellseg.inference.transfer`:
+pinned copies that do not block, maps fetched in the post-processing threads) beside with
+it (the default). Writes
 ``bench/results/plane_overlap_<device>.json`` and prints a Markdown table.
 
     .venv/bin/python bench/plane_overlap.py --planes 8 --size 1024 --threads 0 1 2
     python3 bench/plane_overlap.py --device cuda --planes 16 --threads 0 1 2 4   # on a GPU
     python3 bench/plane_overlap.py --device cuda --size 256 --planes 64 --threads 2 \
         --planes-together both --out-name plane_batches_cuda.json
+    python3 bench/plane_overlap.py --device cuda --planes 16 --threads 4 --two-deep both \
+        --out-name two_deep_cuda.json
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import torch
 from _common import PeakRSS
 
 from napari_cellseg.device import resolve_device
-from napari_cellseg.inference import plane_network, plane_overlap
+from napari_cellseg.inference import plane_network, plane_overlap, transfer
 from napari_cellseg.inference.planes import predict_planes
 from napari_cellseg.models import load_weights
 from napari_cellseg.params import PredictParams
@@ -49,6 +54,13 @@ def stack_of(size: int, planes: int, data_root: Path) -> tuple[str, np.ndarray]:
     return name, np.stack([variants[i % 8] for i in range(planes)]).copy()
 
 
+def apply(setting: tuple) -> None:
+    """Set the module switches of one ``(threads, planes together, two-deep)`` setting."""
+    threads, together, deep = setting
+    plane_overlap.POST_THREADS, plane_network.PLANES_TOGETHER = threads, together
+    transfer.PINNED = transfer.FETCH_LATER = deep
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")
@@ -57,6 +69,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--planes-together", choices=["on", "off", "both"], default="on")
+    parser.add_argument("--two-deep", choices=["on", "off", "both"], default="on")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument(
         "--weights", type=Path, default=ROOT / "sample_data" / "models" / "unet_dsb.safetensors"
@@ -72,15 +85,20 @@ def main() -> int:
         device=str(device), axes="TYXC", diameter="off", batch_size=args.batch_size
     )
     predict_planes(stack[:2, :256, :256], loaded, params)  # warm-up
-    flags = {"on": [True], "off": [False], "both": [False, True]}[args.planes_together]
-    settings = [(n, flag) for n in dict.fromkeys(args.threads) for flag in flags]
+    choice = {"on": [True], "off": [False], "both": [False, True]}
+    settings = [
+        (n, flag, deep)
+        for n in dict.fromkeys(args.threads)
+        for flag in choice[args.planes_together]
+        for deep in choice[args.two_deep]
+    ]
     times: dict[tuple, list[float]] = {s: [] for s in settings}
     stages: dict[tuple, dict] = {}
     labels: dict[tuple, np.ndarray] = {}
     peaks: dict[tuple, float] = {}
     for _ in range(args.repeats):
         for setting in settings:  # interleaved: each setting once per round
-            plane_overlap.POST_THREADS, plane_network.PLANES_TOGETHER = setting
+            apply(setting)
             with PeakRSS(interval=0.02) as rss:
                 prediction, seconds = timed(device, predict_planes, stack, loaded, params)
                 times[setting].append(seconds)
@@ -88,7 +106,7 @@ def main() -> int:
             if times[setting][-1] == min(times[setting]):
                 stages[setting] = {k: round(v, 4) for k, v in prediction.timings.items()}
             labels.setdefault(setting, prediction.labels)
-    plane_overlap.POST_THREADS, plane_network.PLANES_TOGETHER = None, True
+    apply((None, True, True))  # the defaults
     reference = labels[settings[0]]
     rows = []
     for setting in settings:
@@ -97,6 +115,7 @@ def main() -> int:
             {
                 "threads": setting[0],
                 "planes_together": setting[1],
+                "two_deep": setting[2],
                 "best_seconds": best,
                 "all_seconds": times[setting],
                 "speedup_vs_first": min(times[settings[0]]) / best,
@@ -132,15 +151,16 @@ def main() -> int:
     print(f"wrote {path}")
     print(f"{args.planes} planes of {args.size}² ({image_name}), {loaded.card.name}, {device}")
     print(
-        "| post threads | planes together | best s | s per plane | speed-up | network s "
-        "| post-processing s (summed over threads) | labels as the first row |"
+        "| post threads | planes together | two-deep | best s | s per plane | speed-up "
+        "| network s | post-processing s (summed over threads) | labels as the first row |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         st = r["stages_of_best"]
         together = "yes" if r["planes_together"] else "no"
+        deep = "yes" if r["two_deep"] else "no"
         print(
-            f"| {r['threads']} | {together} | {r['best_seconds']:.2f} | "
+            f"| {r['threads']} | {together} | {deep} | {r['best_seconds']:.2f} | "
             f"{r['seconds_per_plane']:.3f} | "
             f"{r['speedup_vs_first']:.2f} | {st.get('network', 0):.2f} | "
             f"{st.get('postprocess', 0):.2f} | "

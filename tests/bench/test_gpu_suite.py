@@ -23,6 +23,7 @@ STEPS = (
     "batch_groups",
     "rank_copies",
     "compile",
+    "two_deep",
 )
 
 
@@ -55,6 +56,9 @@ def test_gpu_suite_smoke_runs_every_step_and_writes_json(tmp_path: Path) -> None
     assert groups["groups_gain"] > 0
     rank = json.loads((out / "rank_speed_cpu.json").read_text())
     assert rank["identical_ranking"] and rank["speedup_best"] > 0
+    deep = json.loads((out / "two_deep_cpu.json").read_text())["results"]
+    assert [r["two_deep"] for r in deep] == [False, True]
+    assert all(r["labels_identical_to_first"] for r in deep)
 
 
 def test_gpu_suite_skip_leaves_steps_out(tmp_path: Path) -> None:

@@ -228,3 +228,29 @@ def test_a_folder_of_small_images_goes_together_on_cuda(image, tmp_path, monkeyp
         a = read_labels(tmp_path / "alone" / f"img{k}_labels.tif")
         b = read_labels(tmp_path / "together" / f"img{k}_labels.tif")
         assert matching_at(a, b, 0.5)["f1"] >= 0.99
+
+
+def test_pinned_copies_and_maps_fetched_later_on_cuda(image, monkeypatch) -> None:
+    """:mod:`~napari_cellseg.inference.transfer` on CUDA: arrays go up from pinned memory,
+    maps come down into pinned memory after an event; a stack's labels and maps with the
+    two-deep pipeline are those of the plain blocking copies."""
+    from napari_cellseg.inference import plane_overlap, transfer
+    from napari_cellseg.inference.planes import predict_planes
+
+    a = np.random.default_rng(0).random((3, 64, 64), dtype=np.float32)
+    up = transfer.to_device(a, torch.device("cuda"))
+    assert up.is_cuda
+    down = transfer.HostMap(up * 2)
+    assert down._host.is_pinned()
+    np.testing.assert_array_equal(down.array(), a * 2)
+    grey = image[..., 0]
+    stack = np.stack([grey, np.rot90(grey), grey[::-1], np.rot90(grey, 3)]).copy()
+    params = PredictParams(device="cuda", axes="TYX", diameter="off", mixed_precision=False)
+    monkeypatch.setattr(plane_overlap, "POST_THREADS", 2)
+    later = predict_planes(stack, load_weights(WEIGHTS["unet"]), params)  # the default
+    monkeypatch.setattr(transfer, "PINNED", False)
+    monkeypatch.setattr(transfer, "FETCH_LATER", False)
+    plain = predict_planes(stack, load_weights(WEIGHTS["unet"]), params)
+    np.testing.assert_array_equal(later.labels, plain.labels)
+    for ours, theirs in zip(later.raw, plain.raw, strict=True):
+        np.testing.assert_array_equal(ours, theirs)

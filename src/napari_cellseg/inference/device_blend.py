@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from napari_cellseg.inference.tiling import Tile, TileBlender
+from napari_cellseg.inference.transfer import HostMap, to_device
 
 __all__ = ["DeviceTileBlender", "DeviceTiles", "plane_padding"]
 
@@ -80,12 +81,25 @@ class DeviceTileBlender(TileBlender):
     ) -> None:
         self.device = device
         super().__init__(channels, shape, overlap)
+        self._tiles: list[Tile] = []  # to check coverage on the host, without waiting
+
+    def add(self, tile: Tile, values: Any) -> None:
+        super().add(tile, values)
+        self._tiles.append(tile)
+
+    def _covered(self) -> bool:
+        """Coverage from the tiles' rectangles (windows are > 0 everywhere), so that the
+        host does not wait for the device to read the weights' minimum."""
+        covered = np.zeros(self.shape, bool)
+        for tile in self._tiles:
+            covered[tile.slices] = True
+        return bool(covered.all())
 
     def _zeros(self, shape: tuple[int, ...], dtype: Any) -> torch.Tensor:
         return torch.zeros(shape, dtype=torch.float32, device=self.device)
 
     def _accumulator_window(self, window: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(window.astype(np.float32)).to(self.device)
+        return to_device(window.astype(np.float32), self.device)
 
     def _values(self, values: Any) -> Any:
         return values
@@ -93,6 +107,11 @@ class DeviceTileBlender(TileBlender):
     def result(self) -> np.ndarray:
         """The blended ``(C, H, W)`` float32 map, copied to the host once."""
         return super().result().cpu().numpy()
+
+    def fetch_later(self) -> HostMap:
+        """The blended map's copy to the host, queued without waiting for it
+        (:class:`~napari_cellseg.inference.transfer.HostMap`)."""
+        return HostMap(super().result())
 
 
 class DeviceTiles:
@@ -120,7 +139,7 @@ class DeviceTiles:
         if padding is None or any(len({t.shape for t in batch}) > 1 for batch in batches):
             return None
         padded = np.ascontiguousarray(_pad_plane(x, padding), dtype=np.float32)
-        return cls(runner, torch.from_numpy(padded).to(runner.device), multiple)
+        return cls(runner, to_device(padded, runner.device), multiple)  # pinned on CUDA
 
     def blender(self, channels: int, shape: tuple[int, int], overlap: int) -> DeviceTileBlender:
         return DeviceTileBlender(channels, shape, overlap, self.runner.device)
@@ -134,6 +153,13 @@ class DeviceTiles:
     def copy(self, stacked: torch.Tensor, index: int) -> torch.Tensor:
         """Probabilities of augmented copy ``index``, left on the device."""
         return self.runner.unet_copy_on_device(stacked, index)
+
+    def result(self, blender: DeviceTileBlender) -> np.ndarray | HostMap:
+        """The blended map on the host, or its copy still under way where the runner's
+        ``fetch_later`` says so (a stack's planes on CUDA: :mod:`.transfer`)."""
+        if getattr(self.runner, "fetch_later", False):
+            return blender.fetch_later()
+        return blender.result()
 
     def done(self, n_tiles: int) -> None:
         """Nothing to hand back: the plane and the sums go with this object."""

@@ -41,6 +41,7 @@ from napari_cellseg.inference.maskrcnn_stages import (
 from napari_cellseg.inference.onnx_backend import choose_backend, onnx_unet
 from napari_cellseg.inference.onnx_int8 import int8_unet
 from napari_cellseg.inference.onnx_known import known_session, load, remember
+from napari_cellseg.inference.transfer import to_device
 from napari_cellseg.models.weights import LoadedModel
 
 # torch >= 2.5 has torch.OutOfMemoryError; older releases only torch.cuda.OutOfMemoryError.
@@ -145,6 +146,9 @@ class ModelRunner:
     cpu_bf16: bool = False
     #: U-Net planes blended on the device: ``None`` = on CUDA only (:attr:`blends_on_device`)
     device_blend: bool | None = None
+    #: A plane blended on the device comes back as a :class:`~.transfer.HostMap` whose copy
+    #: is still under way (set per run for a stack's planes on CUDA: :mod:`.transfer`)
+    fetch_later: bool = False
 
     def __init__(
         self,
@@ -290,7 +294,7 @@ class ModelRunner:
                 probs = self._activation(torch.from_numpy(self.onnx(x))).numpy()
             probs = np.flip(probs, dims) if dims else probs
             return np.ascontiguousarray(np.swapaxes(probs, -1, -2) if transpose else probs)
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
+        x = to_device(batch, self.device)  # from pinned memory on CUDA
         return self._unet_tensor_pass(x, transform).cpu().numpy()
 
     def unet_copy_on_device(self, batch: torch.Tensor, index: int) -> torch.Tensor:
@@ -377,7 +381,7 @@ class ModelRunner:
         from torchvision.models.detection.transform import resize_boxes
 
         model = self.model
-        tensors = [torch.from_numpy(np.ascontiguousarray(t)).to(self.device) for t in batch]
+        tensors = [to_device(t, self.device) for t in batch]  # from pinned memory on CUDA
         sizes = [tuple(int(s) for s in t.shape[-2:]) for t in tensors]
         with torch.inference_mode(), self._autocast():
             images, _ = unshrunk(model.transform, sizes)(tensors)

@@ -23,6 +23,7 @@ import torch
 from napari_cellseg.device import resolve_device
 from napari_cellseg.events import CancelledError, Notice, Progress, drain
 from napari_cellseg.families import family_part, family_spec
+from napari_cellseg.inference import transfer
 from napari_cellseg.inference.joining import join
 from napari_cellseg.inference.model_runner import ModelRunner, cached_load
 from napari_cellseg.inference.object_size import (
@@ -45,6 +46,7 @@ from napari_cellseg.inference.preprocess import (
     resolve_axes,
     to_model_input,
 )
+from napari_cellseg.inference.transfer import fetched
 from napari_cellseg.io.files import label_dtype
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel
@@ -231,8 +233,9 @@ def iter_predict_planes(
             yield checkpoint(Progress("planes", number + 1, len(planes)))
 
     def finish(overlap: PlaneOverlap, number: int, plane: np.ndarray, x: np.ndarray, output: Any):
-        raw.append(output)
+        raw.append(output)  # on a GPU maybe still on its way to the host (:mod:`.transfer`)
         if params.keep_probabilities and family_spec(card.family).probability_map:
+            output = raw[-1] = fetched(output)
             maps = output if scale == 1.0 else resize_maps(output, plane.shape[:2])
             prob_planes.append(maps.astype(np.float16))
         shapes = (x.shape[-2:], plane.shape[:2])
@@ -256,7 +259,11 @@ def iter_predict_planes(
 
     # a stack's planes are post-processed in worker threads while the network runs the
     # next plane (:mod:`.plane_overlap`: on CUDA; in line on the CPU and for one plane)
-    with PlaneOverlap(post_threads(state.device, len(planes))) as overlap:
+    threads = post_threads(state.device, len(planes))
+    # two planes in flight: a plane's map comes down while the next one is prepared and
+    # queued, and is waited for in its post-processing thread (:mod:`.transfer`)
+    runner.fetch_later = threads > 0 and transfer.FETCH_LATER
+    with PlaneOverlap(threads) as overlap:
         for plane_number, (_index, plane) in enumerate(planes):
             t0 = time.perf_counter()
             x = to_model_input(
@@ -289,6 +296,7 @@ def iter_predict_planes(
         if waiting:
             yield from run_waiting(overlap)
         yield from collect(overlap, wait=True)
+    raw = [fetched(output) for output in raw]  # every copy is done by now
 
     if sum(vanished):
         notices.append(vanished_notice(sum(vanished)))
@@ -364,8 +372,9 @@ def _post_plane(
     scale: float,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
     """A plane's labels and table on the image's grid, and how many objects vanished there
-    (``shapes``: the network input's and the image plane's ``(Y, X)``)."""
-    labels, table = _postprocess(card, output, shapes[0], post)
+    (``shapes``: the network input's and the image plane's ``(Y, X)``); waits here for a
+    map still on its way from the GPU (:func:`.transfer.fetched`)."""
+    labels, table = _postprocess(card, fetched(output), shapes[0], post)
     lost = 0
     if scale != 1.0:
         labels, table, lost = to_image_grid(labels, table, shapes[1])

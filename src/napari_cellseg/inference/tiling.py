@@ -349,8 +349,12 @@ class TileBlender:
     def result(self) -> np.ndarray:
         """The blended (C, H, W) output (weighted mean of all tiles covering each pixel)."""
         if not self._done:
-            if self.shape[0] * self.shape[1] and self._weight.min() <= 0:
+            if self.shape[0] * self.shape[1] and not self._covered():
                 raise CellsegError("some pixels were not covered by any tile")
             self._sum /= self._weight
             self._done = True
         return self._sum
+
+    def _covered(self) -> bool:
+        """Whether every pixel has some weight (every window is > 0 everywhere)."""
+        return bool(self._weight.min() > 0)

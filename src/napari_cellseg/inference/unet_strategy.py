@@ -136,7 +136,7 @@ def run_tiles(
             blender.add(tile, prob[:, : tile.shape[0], : tile.shape[1]])
         yield checkpoint(Progress("tiles", done * params.tta, total_copies, message))
     source.done(sum(map(len, batches)))
-    return blender.result()
+    return source.result(blender)
 
 
 def padded_shape(shape: tuple[int, ...], multiple: int = UNET_MULTIPLE) -> tuple[int, int]:
@@ -238,6 +238,10 @@ class HostTiles:
     def one_by_one(self, batch: list[Tile], tta: int) -> list[np.ndarray]:
         """Each tile alone, all copies averaged (tiles of different shapes)."""
         return [self.runner.unet_probabilities(p[None], tta)[0] for p in self._padded(batch)]
+
+    def result(self, blender: TileBlender) -> np.ndarray:
+        """The blended map (already on the host)."""
+        return blender.result()
 
     def done(self, n_tiles: int) -> None:
         """A plane of several tiles: free the activations' buffers before the watershed
