@@ -176,7 +176,7 @@ def run(
 
 def fine_tune(
     init: Path, train, val, out: Path, recipe: str, seed: int, minutes: float,
-    object_diameter: float | None = None,
+    object_diameter: float | None = None, overrides: dict | None = None,
 ) -> dict:  # fmt: skip
     """Fine-tune ``init`` on ``train`` (validating on ``val``) into ``out`` with ``recipe``.
 
@@ -185,10 +185,11 @@ def fine_tune(
 
     Returns the run's record: ``train_seconds``, the validation DSB AP and pixel Dice after
     each epoch, ``best_epoch``, ``kept_base`` (no epoch beat ``init``: ``out`` holds it) and
-    the notices.
+    the notices. ``overrides``: TrainParams values that replace the recipe's.
     """
     family = load_weights(init).card.family
-    params = recipe_params(recipe, family, minutes=minutes, epochs=10_000, seed=seed)
+    values = {"minutes": minutes, "epochs": 10_000, "seed": seed, **(overrides or {})}
+    params = recipe_params(recipe, family, **values)
     if object_diameter is not None:  # else the initial model's
         params = replace(params, object_diameter=object_diameter)
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,13 +10,19 @@ Per seed (paired, as ``hitl.py --paired``: the same validation image for every c
    (``cellseg rank``'s default order, total doubt, with M1's default diameter) or 3 drawn at
    random from the same remaining pool; M1 fine-tuned on all 6 for ``--minutes`` more, then
    scored. A fine-tune that beats M1 on no epoch hands M1 back (the never-worse rule), and
-   is scored as M1.
+   is scored as M1. ``--arms`` chooses the round-2 runs as ``recipe:choice``: ``fast:top``
+   and ``fast:random`` (the default), and the same with ``gentle`` (the fast recipe at
+   :data:`GENTLE`'s values: a restart that does not shake a model already fine-tuned on
+   these images).
 
 The ranking is judged on the test images only, which nothing here chooses from. Writes
 ``bench/results/hitl_rounds_<domain>.json`` (``--out``) after each seed and prints a table::
 
     .venv/bin/python bench/hitl_rounds.py --base sample_data/models/unet_dsb.safetensors \\
         --domain glas --minutes 5 --seeds 0 1 2
+    .venv/bin/python bench/hitl_rounds.py --base sample_data/models/unet_dsb.safetensors \
+        --domain glas --minutes 5 --seeds 0 1 2 --arms fast:random gentle:random gentle:top \
+        --keep ~/.cache/napari-cellseg/hitl --out bench/results/hitl_rounds_glas_gentle.json
 """
 
 from __future__ import annotations
@@ -44,6 +50,20 @@ from napari_cellseg.models import load_weights
 from napari_cellseg.params import PredictParams
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The ``gentle`` arms' values, over the fast recipe's: a third of its learning rate and
+#: M1's BatchNorm statistics kept (no AdaBN: M1 already has these images' statistics).
+GENTLE = {"learning_rate": 3e-4, "adapt_batchnorm": False}
+ARMS = ("fast:top", "fast:random")
+
+
+def arm_key(arm: str) -> str:
+    """The record's key of a round-2 arm (the fast recipe's keep their first names).
+
+    >>> arm_key("fast:top"), arm_key("gentle:random")
+    ('round2_top', 'round2_gentle_random')
+    """
+    recipe, how = arm.split(":")
+    return f"round2_{how}" if recipe == "fast" else f"round2_{recipe}_{how}"
 
 
 def objects(pairs) -> int:
@@ -61,8 +81,9 @@ def ranked_top(pool, weights: Path, n: int = 3) -> tuple[list, list[str]]:
 
 
 def run_seed(
-    base: Path, pool, test, seed: int, minutes: float, n: int = 3, keep: Path | None = None
-) -> dict:
+    base: Path, pool, test, seed: int, minutes: float, n: int = 3, keep: Path | None = None,
+    arms: tuple[str, ...] = ARMS,
+) -> dict:  # fmt: skip
     """Both rounds for one seed (see the module docstring); ``keep``: :func:`hitl.kept_model`."""
     first, val, _ = choose(pool, "random", seed, base, n=n, paired=True)
     rest = [p for p in pool if p not in first and p not in val]
@@ -77,61 +98,82 @@ def run_seed(
         )  # fmt: skip
         record["round1"] = {"images": [p.name for p in first], "objects": objects(first), **tuned}
         print(json.dumps({"seed": seed, "round1": record["round1"]["test"]}), flush=True)
-        top, reasons = ranked_top(rest, m1, n)
+        top, reasons = ranked_top(rest, m1, n) if any("top" in a for a in arms) else ([], [])
         drawn = random.Random(3000 + seed).sample(rest, n)
-        for how, second, why in (("top", top, reasons), ("random", drawn, None)):
-            m2 = Path(tmp) / f"round2_{how}.safetensors"
-            tuned = fine_tune(m1, first + second, val, m2, "fast", seed, minutes)
+        choices = {"top": (top, reasons), "random": (drawn, None)}
+        for arm in arms:
+            recipe, how = arm.split(":")
+            second, why = choices[how]
+            m2 = Path(tmp) / f"{arm_key(arm)}.safetensors"
+            overrides = GENTLE if recipe == "gentle" else None
+            tuned = fine_tune(m1, first + second, val, m2, "fast", seed, minutes, None, overrides)
             kept = tuned["kept_base"]
-            record[f"round2_{how}"] = {
+            record[arm_key(arm)] = {
                 "images": [p.name for p in second],
                 "objects": objects(second),
                 "ranking_reasons": why,
                 **tuned,
                 "test": record["round1"]["test"] if kept else score(m2, test, None),
             }
-            print(json.dumps({"seed": seed, how: record[f"round2_{how}"]["test"]}), flush=True)
+            print(json.dumps({"seed": seed, arm: record[arm_key(arm)]["test"]}), flush=True)
     return record
 
 
 def table(seeds: list[dict]) -> str:
-    """Markdown: per seed and on average, the test DSB AP after each round.
+    """Markdown: per seed and on average, the test DSB AP after each round (each round-2 arm
+    recorded, with its fine-tunes that handed M1 back), and top - random where both ran.
 
     >>> row = {"seed": 0, "round1": {"objects": 9, "test": {"dsb_ap": 0.1}},
     ...        "round2_top": {"objects": 5, "test": {"dsb_ap": 0.3}},
     ...        "round2_random": {"objects": 7, "test": {"dsb_ap": 0.2}}}
-    >>> table([row]).splitlines()[-1]
+    >>> table([row]).splitlines()[3]
     '| mean | 0.100 | 0.300 | 0.200 | +0.100 |'
     """
-    lines = [
-        "| seed | round 1 (3 random) | round 2: + 3 top-ranked by M1 | round 2: + 3 random | "
-        "top - random |",
-        "|---|---|---|---|---|",
-    ]
-    keys = ("round1", "round2_top", "round2_random")
+    keys = ["round1"] + [k for k in seeds[0] if k.startswith("round2_")]
+    diff = "round2_top" in keys and "round2_random" in keys
+    heads = [_column(k) for k in keys] + (["top - random"] if diff else [])
+    lines = ["| seed | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
     for s in seeds:
-        ap = [s[k]["test"]["dsb_ap"] for k in keys]
-        cells = " | ".join(
-            f"{a:.3f} ({s[k]['objects']} objects)" for a, k in zip(ap, keys, strict=True)
-        )
-        lines.append(f"| {s['seed']} | {cells} | {ap[1] - ap[2]:+.3f} |")
-    means = [float(np.mean([s[k]["test"]["dsb_ap"] for s in seeds])) for k in keys]
-    lines.append(
-        f"| mean | {means[0]:.3f} | {means[1]:.3f} | {means[2]:.3f} | {means[1] - means[2]:+.3f} |"
-    )
-    return "\n".join(lines)
+        cells = [f"{s[k]['test']['dsb_ap']:.3f} ({s[k]['objects']} objects)" for k in keys]
+        if diff:
+            cells.append(
+                f"{s['round2_top']['test']['dsb_ap'] - s['round2_random']['test']['dsb_ap']:+.3f}"
+            )
+        lines.append(f"| {s['seed']} | " + " | ".join(cells) + " |")
+    means = {k: float(np.mean([s[k]["test"]["dsb_ap"] for s in seeds])) for k in keys}
+    cells = [f"{means[k]:.3f}" for k in keys]
+    if diff:
+        cells.append(f"{means['round2_top'] - means['round2_random']:+.3f}")
+    lines.append("| mean | " + " | ".join(cells) + " |")
+    kept = [f"{_column(k)}: {sum(bool(s[k].get('kept_base')) for s in seeds)}/{len(seeds)}"
+            for k in keys[1:]]  # fmt: skip
+    return "\n".join(lines) + ("\n\nM1 handed back: " + "; ".join(kept) if kept else "")
+
+
+def _column(key: str) -> str:
+    """A column's title for a record key (:func:`arm_key`)."""
+    if key == "round1":
+        return "round 1 (3 random)"
+    *recipe, how = key.removeprefix("round2_").split("_")
+    chosen = "3 top-ranked by M1" if how == "top" else "3 random"
+    return f"round 2{' ' + recipe[0] if recipe else ''}: + {chosen}"
 
 
 def main() -> None:
     parser = loop_parser(__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--arms", nargs="+", default=list(ARMS),
+        choices=[f"{r}:{h}" for r in ("fast", "gentle") for h in ("top", "random")],
+        help="round-2 runs, recipe:choice (gentle: the fast recipe at GENTLE's values)",
+    )  # fmt: skip
     args = parser.parse_args()
     pool, test = domain_split(args.domain, args.n_test)
     out = args.out or ROOT / "bench" / "results" / f"hitl_rounds_{args.domain}.json"
     keep = args.keep / args.domain if args.keep else None
 
     def work(seed: int) -> dict:
-        return run_seed(args.base, pool, test, seed, args.minutes, keep=keep)
+        return run_seed(args.base, pool, test, seed, args.minutes, keep=keep, arms=args.arms)
 
     record_seeds(header(args, pool, test), out, args.seeds, work, table)
 

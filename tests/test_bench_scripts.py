@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -348,7 +350,14 @@ def test_hitl_rounds_table_compares_the_two_second_rounds() -> None:
     lines = module.table(seeds).splitlines()
     assert lines[2] == "| 0 | 0.100 (9 objects) | 0.300 (5 objects) | 0.200 (7 objects) | +0.100 |"
     assert lines[3].endswith("| -0.100 |")
-    assert lines[-1] == "| mean | 0.100 | 0.200 | 0.200 | +0.000 |"
+    assert lines[4] == "| mean | 0.100 | 0.200 | 0.200 | +0.000 |"
+    assert lines[-1].startswith("M1 handed back: round 2: + 3 top-ranked by M1: 0/2;")
+    seeds[0]["round2_gentle_random"] = {"objects": 7, "test": {"dsb_ap": 0.4}, "kept_base": True}
+    seeds[1]["round2_gentle_random"] = {"objects": 7, "test": {"dsb_ap": 0.2}}
+    lines = module.table(seeds).splitlines()
+    assert lines[0].endswith("| round 2 gentle: + 3 random | top - random |")
+    assert lines[4] == "| mean | 0.100 | 0.200 | 0.200 | 0.300 | +0.000 |"
+    assert lines[-1].endswith("round 2 gentle: + 3 random: 1/2")
 
 
 def test_hitl_kept_model_is_made_once_and_then_reused(tmp_path: Path) -> None:
@@ -375,3 +384,24 @@ def test_hitl_kept_model_is_made_once_and_then_reused(tmp_path: Path) -> None:
         keep / "m.safetensors",
         {"test": {"dsb_ap": 0.5}, "reused": str(keep / "m.safetensors")},
     )
+
+
+def test_post_stages_benchmark_times_each_stage_and_matches_the_whole(tmp_path: Path) -> None:
+    images = tmp_path / "data" / "dsb2018" / "stage1_train" / "images"
+    images.mkdir(parents=True)
+    name = "dsb_fluorescence.png"
+    (images / name).write_bytes((ROOT / "sample_data" / "images" / name).read_bytes())
+    out = tmp_path / "results"
+    command = [sys.executable, str(ROOT / "bench" / "post_stages.py"), "--sizes", "256"]
+    command += ["--repeats", "1", "--data-root", str(tmp_path / "data"), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = json.loads((out / "post_stages_cpu.json").read_text())["results"]
+    assert row["labels_equal_unet_instances"] is True and row["objects"] > 0
+    assert set(row["stage_cpu_seconds"]) == {
+        "thresholds_and_seeds", "fill_holes", "label_seeds", "fallback_markers", "flood",
+        "finish", "object_table",
+    }  # fmt: skip
+    assert sum(row["share"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert "| flood |" in done.stdout
