@@ -18,7 +18,9 @@
 #      backend without it, on the sample image and real DSB images, labels compared
 #  10. bench/plane_overlap.py --two-deep both: a stack's planes with pinned copies and maps
 #      fetched in the post-processing threads (two planes in flight) against without
-#  11. pytest -m gpu tests/gpu: the CUDA-only tests (GPU mode only; needs pytest there), a
+#  11. bench/tile_sweep.py: tile 512/768/1024 x batch 4/8 against the default (512, 4) on
+#      real DSB mosaics up to 4096²: the candidate CUDA default, labels compared
+#  12. pytest -m gpu tests/gpu: the CUDA-only tests (GPU mode only; needs pytest there), a
 #      JUnit report in gpu_tests_cuda.xml
 # Each step has its own time limit; a step that fails or runs out is recorded and the next
 # one runs. JSON goes to bench/results/ (names end in _cuda), and a summary to
@@ -72,6 +74,8 @@ if [ "$MODE" = smoke ]; then
     step two_deep 300 "$PY" "$ROOT/bench/plane_overlap.py" --device cpu --size 64 \
         --planes 3 --threads 2 --two-deep both --repeats 1 --data-root "$TMP/data" \
         --out "$OUT" --out-name two_deep_cpu.json
+    step tile_sweep 300 "$PY" "$ROOT/bench/tile_sweep.py" --device cpu --sizes 128 \
+        --tiles 64 --batch-sizes 1 2 --repeats 1 --data-root "$TMP/data" --out "$OUT"
 else
     step inference 190 "$PY" "$ROOT/bench/inference.py" --device cuda --families unet maskrcnn \
         --sizes 1024 2048 4096 --skip-naive-above 2048 --weights-unet "$UNET" \
@@ -98,6 +102,8 @@ else
     step two_deep 80 "$PY" "$ROOT/bench/plane_overlap.py" --device cuda --size 1024 \
         --planes 16 --threads 4 --two-deep both --repeats 3 --data-root "$DATA" --out "$OUT" \
         --out-name two_deep_cuda.json
+    step tile_sweep 120 "$PY" "$ROOT/bench/tile_sweep.py" --device cuda \
+        --sizes 1024 2048 4096 --repeats 2 --data-root "$DATA" --out "$OUT"
     step gpu_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu "$ROOT/tests/gpu" \
         --rootdir "$ROOT" --junitxml "$OUT/gpu_tests_cuda.xml"
 fi

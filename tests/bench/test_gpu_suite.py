@@ -24,6 +24,7 @@ STEPS = (
     "rank_copies",
     "compile",
     "two_deep",
+    "tile_sweep",
 )
 
 
@@ -59,6 +60,9 @@ def test_gpu_suite_smoke_runs_every_step_and_writes_json(tmp_path: Path) -> None
     deep = json.loads((out / "two_deep_cpu.json").read_text())["results"]
     assert [r["two_deep"] for r in deep] == [False, True]
     assert all(r["labels_identical_to_first"] for r in deep)
+    sweep = json.loads((out / "tile_sweep_cpu.json").read_text())
+    assert [(r["tile"], r["batch_size"]) for r in sweep["results"]] == [(512, 4), (64, 1), (64, 2)]
+    assert sweep["candidate"] is not None
 
 
 def test_gpu_suite_skip_leaves_steps_out(tmp_path: Path) -> None:
