@@ -18,6 +18,7 @@ CPU and compares maps and labels.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ import torch
 from napari_cellseg.inference.tiling import Tile, TileBlender
 from napari_cellseg.inference.transfer import HostMap, to_device
 
-__all__ = ["DeviceTileBlender", "DeviceTiles", "plane_padding"]
+__all__ = ["DeviceTileBlender", "DeviceTiles", "plane_padding", "tiles_cover"]
 
 
 def plane_padding(
@@ -90,10 +91,7 @@ class DeviceTileBlender(TileBlender):
     def _covered(self) -> bool:
         """Coverage from the tiles' rectangles (windows are > 0 everywhere), so that the
         host does not wait for the device to read the weights' minimum."""
-        covered = np.zeros(self.shape, bool)
-        for tile in self._tiles:
-            covered[tile.slices] = True
-        return bool(covered.all())
+        return tiles_cover(self.shape, self._tiles)
 
     def _zeros(self, shape: tuple[int, ...], dtype: Any) -> torch.Tensor:
         return torch.zeros(shape, dtype=torch.float32, device=self.device)
@@ -163,6 +161,33 @@ class DeviceTiles:
 
     def done(self, n_tiles: int) -> None:
         """Nothing to hand back: the plane and the sums go with this object."""
+
+
+def tiles_cover(shape: tuple[int, int], tiles: Sequence[Tile]) -> bool:
+    """Whether the union of ``tiles`` covers every pixel of a plane of ``shape``, checked band
+    by band between the tiles' row edges (no plane-sized mask: planes can be whole slides).
+
+    >>> tiles_cover((4, 6), [Tile(0, 0, 4, 4), Tile(0, 3, 4, 6)])
+    True
+    >>> tiles_cover((4, 6), [Tile(0, 0, 4, 3), Tile(0, 4, 4, 6)])  # column 3 missing
+    False
+    >>> tiles_cover((4, 6), [Tile(0, 0, 2, 6), Tile(1, 0, 3, 6)])  # row 3 missing
+    False
+    """
+    height, width = shape
+    edges = sorted({0, height, *(t.y0 for t in tiles), *(t.y1 for t in tiles)})
+    for top, bottom in pairwise(edges):
+        if top >= height or bottom <= 0:
+            continue
+        spans = sorted((t.x0, t.x1) for t in tiles if t.y0 <= top and t.y1 >= bottom)
+        reach = 0
+        for x0, x1 in spans:
+            if x0 > reach:
+                return False
+            reach = max(reach, x1)
+        if reach < width:
+            return False
+    return True
 
 
 def _pad_plane(x: np.ndarray, padding: tuple[int, int]) -> np.ndarray:
