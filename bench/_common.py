@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: a peak-memory sampler and a mosaic of real images."""
+"""What the benchmark scripts share: a peak-memory sampler, a mosaic of real images, the
+machine's description and the JSON writer."""
 
 from __future__ import annotations
 
@@ -82,3 +83,31 @@ def rgb_mosaic(paths: Sequence[Path], size: int) -> np.ndarray:
         data = np.asarray(read_image(path).data)
         tiles.append(data[..., :3] if data.ndim == 3 else np.stack([data] * 3, axis=-1))
     return pack_mosaic(tiles, size)
+
+
+def machine(device) -> dict:
+    """The machine a run measured: device, GPU name, CPU, usable cores, torch and its threads."""
+    import os
+    import platform
+
+    import torch
+
+    return {
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": len(os.sched_getaffinity(0)),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def write_json(folder: Path, name: str, result: dict) -> Path:
+    """``result`` as indented JSON in ``folder/name`` (folder made if needed); says where."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+    return path

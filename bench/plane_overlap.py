@@ -25,15 +25,11 @@ it (the default). Writes
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-from _common import PeakRSS
+from _common import PeakRSS, machine, write_json
 
 from napari_cellseg.device import resolve_device
 from napari_cellseg.inference import plane_network, plane_overlap, transfer
@@ -126,16 +122,8 @@ def main() -> int:
                 "objects": int(sum(len(np.unique(p)) - 1 for p in labels[setting])),
             }
         )
-    hardware = {
-        "device": str(device),
-        "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-        "cpu": platform.processor() or platform.machine(),
-        "cores": len(os.sched_getaffinity(0)),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
     result = {
-        "hardware": hardware,
+        "hardware": machine(device),
         "image": image_name,
         "size": args.size,
         "planes": args.planes,
@@ -145,10 +133,7 @@ def main() -> int:
         "default_threads": plane_overlap.post_threads(device, args.planes),
         "results": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / (args.out_name or f"plane_overlap_{device.type}.json")
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
+    write_json(args.out, args.out_name or f"plane_overlap_{device.type}.json", result)
     print(f"{args.planes} planes of {args.size}² ({image_name}), {loaded.card.name}, {device}")
     print(
         "| post threads | planes together | two-deep | best s | s per plane | speed-up "

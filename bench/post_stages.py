@@ -25,14 +25,14 @@ it timed whole. Writes ``bench/results/post_stages_cpu.json`` and prints a Markd
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
+from _common import machine, write_json
 from scipy import ndimage as ndi
 
 from inference import DEFAULT_DATA, ROOT, mosaic, mosaic_source
@@ -133,16 +133,13 @@ def main() -> int:
             }
         )
     result = {
-        "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
+        "hardware": machine(torch.device("cpu")),
         "model": loaded.card.name,
         "image": source,
         "repeats": args.repeats,
         "results": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / args.out_name
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
+    write_json(args.out, args.out_name, result)
     print("| stage | " + " | ".join(f"{r['size']}² ms (share)" for r in rows) + " |")
     print("|---" * (len(rows) + 1) + "|")
     for name in STAGES:

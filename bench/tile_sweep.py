@@ -20,13 +20,11 @@ Writes ``bench/results/tile_sweep_<device>.json`` (``--out-name``) and prints a 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import machine, write_json
 
 from inference import DEFAULT_DATA, ROOT, mosaic, mosaic_source, timed
 from napari_cellseg.device import resolve_device
@@ -134,13 +132,7 @@ def main() -> int:
                 }
             )
     result = {
-        "hardware": {
-            "device": str(device),
-            "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-            "cpu": platform.processor() or platform.machine(),
-            "cores": len(os.sched_getaffinity(0)),
-            "torch": torch.__version__,
-        },
+        "hardware": machine(device),
         "model": loaded.card.name,
         "image": source,
         "repeats": args.repeats,
@@ -148,10 +140,7 @@ def main() -> int:
         "candidate": candidate(rows, args.min_f1),
         "results": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / (args.out_name or f"tile_sweep_{device.type}.json")
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
+    write_json(args.out, args.out_name or f"tile_sweep_{device.type}.json", result)
     print(f"{loaded.card.name} on {device}, {source}, best of {args.repeats}")
     print(
         "| size | tile | batch | best s (first) | vs default | network s | post s | peak MiB "

@@ -17,15 +17,30 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_bench(command: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run a benchmark command on one thread; fail with the tail of its stderr if it fails."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def dsb_folder(tmp_path: Path, names: tuple[str, ...]) -> Path:
+    """A data root whose DSB training images are the named sample images."""
+    images = tmp_path / "data" / "dsb2018" / "stage1_train" / "images"
+    images.mkdir(parents=True)
+    for name in names:
+        (images / name).write_bytes((ROOT / "sample_data" / "images" / name).read_bytes())
+    return tmp_path / "data"
+
+
 def test_inference_benchmark_runs_both_families_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "results"
     command = [sys.executable, str(ROOT / "bench" / "inference.py"), "--families", "unet"]
     command += ["maskrcnn", "--sizes", "96", "--tile", "64", "--batch-size", "2"]
     command += ["--repeats", "1", "--encoder", "resnet18", "--maskrcnn-min-size", "64"]
     command += ["--data-root", str(tmp_path), "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_bench(command)
     rows = json.loads((out / "inference_cpu.json").read_text())["results"]
     assert [(r["family"], r["size"], r["batch_size"]) for r in rows] == [
         ("unet", 96, 2),
@@ -42,9 +57,7 @@ def test_block_agreement_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     command = [sys.executable, str(ROOT / "bench" / "block_agreement.py"), "--size", "384"]
     command += ["--block-size", "128", "--halo", "32", "--shift", "32", "40", "--margin", "8"]
     command += ["--images", str(tmp_path / "none"), "--out", str(out)]  # the bundled samples
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_bench(command)
     results = json.loads(out.read_text())["results"]
     assert set(results) == {"blocks_vs_whole", "shifted_32_vs_whole", "shifted_40_vs_whole"}
     for row in results.values():
@@ -67,9 +80,7 @@ def test_threshold_sweep_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     command = [sys.executable, str(ROOT / "bench" / "threshold_sweep.py"), "--weights"]
     command += [str(weights), "--data", str(tmp_path / "data"), "--tta", "1", "2"]
     command += ["--values", "0.4", "0.6", "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_bench(command)
     result = json.loads(out.read_text())
     assert result["param"] == "prob_threshold" and set(result["runs"]) == {"1", "2"}
     for run in result["runs"].values():
@@ -96,9 +107,7 @@ def test_tta_fusion_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     command = [sys.executable, str(ROOT / "bench" / "tta_fusion.py"), "--weights", str(weights)]
     command += ["--data", str(tmp_path / "data"), "--split", "heldout", "--tta", "2"]
     command += ["--tile", "512", "--cache", str(tmp_path / "c.pkl"), "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_bench(command)
     report = json.loads(out.read_text())
     assert report["n_listed"] == 1 and report["tta"] == 2
     assert "all/v1/score 0.5" in report["results"] and "first/v1/score 0.5" in report["results"]
@@ -109,9 +118,7 @@ def test_diameter_check_runs_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "diameter.json"
     command = [sys.executable, str(ROOT / "bench" / "diameter_check.py"), "--factors", "2"]
     command += ["--samples", "dsb_fluorescence", "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_bench(command)
     (row,) = json.loads(out.read_text())["results"]
     assert row["factor"] == 2.0 and row["auto"]["scale"] < 1 and row["off"]["scale"] == 1.0
     assert "| dsb_fluorescence ×2 |" in done.stdout
@@ -132,9 +139,7 @@ def test_object_size_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "results"
     command = [sys.executable, str(ROOT / "bench" / "object_size.py"), "--weights", str(weights)]
     command += ["--data", str(data), "--scales", "1", "2", "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_bench(command)
     result = json.loads((out / "object_size.json").read_text())["results"]["u.safetensors"]
     modes = {(s["factor"], s["mode"]) for s in result["summary"]}
     assert modes == {(f, m) for f in (1.0, 2.0) for m in ("auto", "true", "off")}
@@ -145,9 +150,7 @@ def test_object_size_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
 def test_whole_slide_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     command = [sys.executable, str(ROOT / "bench" / "whole_slide.py"), "--sizes", "1100"]
     command += ["--out", str(tmp_path), "--name", "ws.json", "--work", str(tmp_path)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_bench(command)
     (run,) = json.loads((tmp_path / "ws.json").read_text())["runs"]
     assert run["level_shape"] == [1100, 1100, 3] and run["objects"] > 0
     assert run["pyramid_levels"] == 2  # read as a slide (a pyramid), not as a plain TIFF
@@ -164,9 +167,7 @@ def test_inference_memory_benchmark_runs_each_pair_in_its_own_process(tmp_path: 
     command += ["--pipelines", "old", "new", "--weights-unet", str(unet)]
     command += ["--weights-maskrcnn", str(maskrcnn), "--data-root", str(tmp_path / "none")]
     command += ["--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_bench(command)
     rows = json.loads((out / "inference_memory_cpu.json").read_text())["results"]
     assert [(r["family"], r["pipeline"]) for r in rows] == [
         ("unet", "old"),
@@ -198,9 +199,7 @@ def test_auto_reuse_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "results"
     command = [sys.executable, str(ROOT / "bench" / "auto_reuse.py"), "--images", "2"]
     command += ["--repeats", "1", "--data", str(tmp_path / "none"), "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_bench(command)
     result = json.loads((out / "auto_reuse_cpu.json").read_text())
     assert len(result["images"]) == 2 and result["labels_identical"] is True
     assert len(result["seconds_reuse"]) == len(result["seconds_run_again"]) == 2
@@ -212,9 +211,7 @@ def test_plane_overlap_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     command = [sys.executable, str(ROOT / "bench" / "plane_overlap.py"), "--planes", "3"]
     command += ["--size", "128", "--threads", "0", "2", "--repeats", "1"]
     command += ["--data-root", str(tmp_path / "none"), "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_bench(command)
     result = json.loads((out / "plane_overlap_cpu.json").read_text())
     assert [r["threads"] for r in result["results"]] == [0, 2]
     assert all(r["labels_identical_to_first"] for r in result["results"])
@@ -223,17 +220,12 @@ def test_plane_overlap_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
 
 
 def test_rank_speed_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
-    images = tmp_path / "data" / "dsb2018" / "stage1_train" / "images"
-    images.mkdir(parents=True)
-    for name in ("dsb_fluorescence.png", "dsb_brightfield.png"):
-        (images / name).write_bytes((ROOT / "sample_data" / "images" / name).read_bytes())
+    data = dsb_folder(tmp_path, ("dsb_fluorescence.png", "dsb_brightfield.png"))
     out = tmp_path / "results"
     command = [sys.executable, str(ROOT / "bench" / "rank_speed.py"), "--images", "2"]
-    command += ["--repeats", "1", "--diameter", "off", "--data-root", str(tmp_path / "data")]
+    command += ["--repeats", "1", "--diameter", "off", "--data-root", str(data)]
     command += ["--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_bench(command)
     report = json.loads((out / "rank_speed_cpu.json").read_text())
     assert report["identical_ranking"] and report["speedup_best"] > 0
     assert set(report["seconds"]) == {"together", "one_by_one"}
@@ -269,9 +261,7 @@ def test_cold_start_benchmark_times_fresh_processes_before_and_now(tmp_path: Pat
     command = [sys.executable, str(ROOT / "bench" / "cold_start.py"), "--weights", str(weights)]
     command += ["--cases", "one", "--repeats", "1", "--extra=--diameter off"]
     command += ["--out", str(tmp_path), "--name", "cold.json"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_bench(command)
     (row,) = json.loads((tmp_path / "cold.json").read_text())["results"]
     assert row["case"] == "one" and row["images"] == ["dsb_fluorescence.png"]
     assert row["before"]["smp_imported"] == [True]  # the model built, as before
@@ -285,9 +275,7 @@ def test_batch_diameter_benchmark_runs_auto_then_the_notes_median(tmp_path: Path
     out = tmp_path / "results"
     command = [sys.executable, str(ROOT / "bench" / "batch_diameter.py"), "--images", "3"]
     command += ["--data", str(tmp_path / "none"), "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_bench(command)
     runs = json.loads((out / "batch_diameter_cpu.json").read_text())["runs"]
     assert runs["auto"]["note"].startswith("median ") and "3 images" in runs["auto"]["note"]
     assert f"median {runs['given']['diameter']} px" in runs["auto"]["note"]
@@ -387,16 +375,11 @@ def test_hitl_kept_model_is_made_once_and_then_reused(tmp_path: Path) -> None:
 
 
 def test_post_stages_benchmark_times_each_stage_and_matches_the_whole(tmp_path: Path) -> None:
-    images = tmp_path / "data" / "dsb2018" / "stage1_train" / "images"
-    images.mkdir(parents=True)
-    name = "dsb_fluorescence.png"
-    (images / name).write_bytes((ROOT / "sample_data" / "images" / name).read_bytes())
+    data = dsb_folder(tmp_path, ("dsb_fluorescence.png",))
     out = tmp_path / "results"
     command = [sys.executable, str(ROOT / "bench" / "post_stages.py"), "--sizes", "256"]
-    command += ["--repeats", "1", "--data-root", str(tmp_path / "data"), "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    command += ["--repeats", "1", "--data-root", str(data), "--out", str(out)]
+    done = run_bench(command)
     (row,) = json.loads((out / "post_stages_cpu.json").read_text())["results"]
     assert row["labels_equal_unet_instances"] is True and row["objects"] > 0
     assert set(row["stage_cpu_seconds"]) == {
