@@ -120,28 +120,6 @@ def test_fields_follow_the_session(make_napari_viewer, qtbot, base_weights, trai
     assert not widget.minutes.visible and widget.epochs.label == "Epochs"
 
 
-def test_a_fast_fine_tune_as_base_gets_the_second_rounds_gentler_numbers(
-    make_napari_viewer, qtbot, base_weights, training_set
-) -> None:
-    """A base the fast recipe made: a third of the learning rate and no AdaBN (the recipe's
-    second round); the first base again brings the first round's numbers back."""
-    from dataclasses import replace
-
-    from napari_cellseg.models import load_weights
-
-    loaded = load_weights(base_weights)
-    tuned = training_set / "round1.safetensors"
-    card = replace(loaded.card, provenance={"training": {"recipe": "fast"}})
-    save_weights(loaded.model, card, tuned)
-    widget = make_widget(make_napari_viewer, qtbot, tuned, training_set)
-    assert widget.fields.again and widget.learning_rate.value == pytest.approx(3e-4)
-    params = params_from(widget, "unet", again=widget.fields.again)
-    assert params.recipe == "fast" and not params.adapt_batchnorm
-    widget.base_weights.value = base_weights  # the user picks the first base
-    assert not widget.fields.again and widget.learning_rate.value == pytest.approx(1e-3)
-    assert params_from(widget, "unet").adapt_batchnorm
-
-
 def test_one_epoch_then_use_new_weights(
     make_napari_viewer, qtbot, base_weights, training_set, tmp_path, shown
 ) -> None:

@@ -13,12 +13,7 @@ from napari_cellseg.models import build_model, read_card
 from napari_cellseg.params import TrainParams, fine_tune_learning_rate
 from napari_cellseg.training.adaptation import adapt_batchnorm, tiles_for_statistics
 from napari_cellseg.training.loop import iter_train
-from napari_cellseg.training.recipes import (
-    FAST_AGAIN,
-    FAST_RECIPE,
-    is_fast_fine_tune,
-    recipe_params,
-)
+from napari_cellseg.training.recipes import FAST_RECIPE, recipe_params
 from napari_cellseg.training.steps import make_optimizer, make_scheduler, parameter_groups
 
 BASE = sample_data_dir() / "models" / "unet_dsb.safetensors"
@@ -142,52 +137,3 @@ def test_cli_schedule_reaches_the_training(extra, expected, tmp_path, monkeypatc
     with pytest.raises(Seen):
         main([*args, "--out", str(tmp_path / "o.safetensors"), *extra])
     assert seen["schedule"] == expected
-
-
-def test_a_second_fast_round_starts_gently_unless_told_otherwise() -> None:
-    again = recipe_params("fast", "unet", again=True)
-    assert again.learning_rate == FAST_AGAIN["unet"]["learning_rate"] == 3e-4
-    assert not again.adapt_batchnorm and again.freeze_batchnorm and again.patch_size == 128
-    assert recipe_params("fast", "unet", again=True, learning_rate=1e-3).learning_rate == 1e-3
-    assert recipe_params("classic", "unet", again=True).learning_rate == 1e-4  # fast only
-    assert recipe_params("fast", "maskrcnn", again=True).learning_rate == 0.0015
-
-
-def test_a_fast_fine_tunes_card_says_so_and_the_cli_starts_the_next_round_gently(
-    tmp_path, monkeypatch, capsys
-) -> None:
-    """A real fast fine-tune's card marks it; ``cellseg train --init`` from it uses the
-    second round's values and says so; ``--lr`` still wins."""
-    from napari_cellseg.cli import main
-    from napari_cellseg.training import loop
-
-    first = tmp_path / "round1.safetensors"
-    params = recipe_params(
-        "fast", "unet", epochs=1, samples_per_epoch=2, batch_size=2, patch_size=64,
-        val_fraction=0.34, device="cpu",
-    )  # fmt: skip
-    drain(iter_train([sample_data_dir()], first, params, init=BASE))
-    card = read_card(first)
-    assert card.provenance["training"]["recipe"] == "fast"
-    assert is_fast_fine_tune(card) == (not card.provenance.get("kept_base", False))
-    assert not is_fast_fine_tune(read_card(BASE))  # the demo model: trained from scratch
-    seen: list[TrainParams] = []
-
-    class Seen(Exception):
-        pass
-
-    def fake_iter_train(data, out, params, **kwargs):
-        seen.append(params)
-        raise Seen
-        yield  # a generator, as iter_train is
-
-    monkeypatch.setattr(loop, "iter_train", fake_iter_train)
-    # a one-epoch run may keep its base (then no second round): say it is a fast fine-tune
-    monkeypatch.setattr("napari_cellseg.cli.train.is_fast_fine_tune", lambda c: True)
-    args = ["train", "--data", str(sample_data_dir()), "--init", str(first)]
-    for extra in ([], ["--lr", "0.001"]):
-        with pytest.raises(Seen):
-            main([*args, "--out", str(tmp_path / "o.safetensors"), *extra])
-    assert [p.learning_rate for p in seen] == [3e-4, 1e-3]
-    assert not any(p.adapt_batchnorm for p in seen)
-    assert "is a fast fine-tune already: this second round starts gently" in capsys.readouterr().err

@@ -19,12 +19,7 @@ from napari_cellseg.events import TrainingFinished
 from napari_cellseg.labels.metrics import METRIC_KEYS
 from napari_cellseg.params import TrainParams, field_info, fine_tune_learning_rate
 from napari_cellseg.training.checkpoints import checkpoint_path_for
-from napari_cellseg.training.recipes import (
-    RECIPES,
-    is_fast_fine_tune,
-    recipe_params,
-    recipe_values,
-)
+from napari_cellseg.training.recipes import RECIPES, recipe_params, recipe_values
 
 KEY_METRIC = "dsb_ap"
 BASE_COLUMN, NEW_COLUMN = "base", "new"
@@ -97,10 +92,9 @@ RECIPE_HELP = (
 RECIPE_FIELDS = ("learning_rate", "batch_size", "patch_size", "samples_per_epoch")
 
 
-def apply_recipe(widget: Any, recipe: str, family: str, again: bool = False) -> None:
-    """Set the numbers of :data:`RECIPE_FIELDS` to ``recipe``'s for ``family`` (``again``: the
-    base is a fast fine-tune already, :func:`.recipes.is_fast_fine_tune`)."""
-    values = {**TrainParams(family=family).to_dict(), **recipe_values(recipe, family, again)}
+def apply_recipe(widget: Any, recipe: str, family: str) -> None:
+    """Set the numbers of :data:`RECIPE_FIELDS` to ``recipe``'s for ``family``."""
+    values = {**TrainParams(family=family).to_dict(), **recipe_values(recipe, family)}
     for name in RECIPE_FIELDS:
         getattr(widget, name).value = values[name]
 
@@ -114,9 +108,7 @@ def _options(name: str) -> dict[str, Any]:
     return field_info(TrainParams, name).widget_options()
 
 
-def params_from(
-    widget: Any, family: str, *, fine_tuning: bool = True, again: bool = False
-) -> TrainParams:
+def params_from(widget: Any, family: str, *, fine_tuning: bool = True) -> TrainParams:
     """``TrainParams`` from the fields of :func:`parameter_fields` (raises CellsegError).
 
     Fine-tuning uses the chosen recipe's mechanisms (AdaBN, warm-up...) with the numbers the
@@ -135,7 +127,7 @@ def params_from(
         device=str(widget.device.value),
     )
     if fine_tuning:
-        return recipe_params(str(widget.recipe.value), family, again=again, **values)
+        return recipe_params(str(widget.recipe.value), family, **values)
     return TrainParams(family=family, **values)
 
 
@@ -157,12 +149,11 @@ class SessionFields:
         *,
         on_change: Callable[[], None],
         is_running: Callable[[], bool],
-        on_family: Callable[[str, bool], None] | None = None,
+        on_family: Callable[[str], None] | None = None,
     ) -> None:
         self.training_set, self.base, self.output = training_set, base, output
         self.learning_rate = learning_rate
         self.family = "unet"
-        self.again = False  # the base is a fast fine-tune already: a second round
         self.base_follows_session = True
         self.output_is_default = True
         self._on_change, self._is_running = on_change, is_running
@@ -211,16 +202,14 @@ class SessionFields:
             show_error(str(exc))
 
     def read_family(self, path: Path | None) -> str:
-        """The model family of ``path`` (the recipe's numbers follow a change of family, or of
-        :attr:`again`: whether ``path`` is a fast fine-tune already)."""
+        """The model family of ``path`` (the recipe's numbers follow a family change)."""
         if path is None or not Path(path).is_file():
             return self.family
-        card = models.read_card(path)
-        family, again = card.family, is_fast_fine_tune(card)
-        if (family, again) != (self.family, self.again):
-            self.family, self.again = family, again
+        family = models.read_card(path).family
+        if family != self.family:
+            self.family = family
             if self._on_family is not None:
-                self._on_family(family, again)
+                self._on_family(family)
             else:
                 self.learning_rate.value = fine_tune_learning_rate(family)
         return family

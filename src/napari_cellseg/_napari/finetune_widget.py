@@ -115,11 +115,9 @@ class FineTuneWidget(Container):
             self.learning_rate,
             on_change=self._refresh_buttons,
             is_running=lambda: self.running,
-            on_family=lambda family, again: apply_recipe(self, self.recipe.value, family, again),
+            on_family=lambda family: apply_recipe(self, self.recipe.value, family),
         )
-        self.recipe.changed.connect(
-            lambda value: apply_recipe(self, value, self.fields.family, self.fields.again)
-        )
+        self.recipe.changed.connect(lambda value: apply_recipe(self, value, self.fields.family))
         self._start.clicked.connect(self.start_training)
         self._stop.clicked.connect(self.stop_training)
         self._resume.clicked.connect(self.resume_training)
@@ -176,8 +174,7 @@ class FineTuneWidget(Container):
         try:
             folder, base, out = self.fields.checked_paths()
             family = self.fields.read_family(base) if base is not None else "unet"
-            again = base is not None and self.fields.again  # a second round: gentler
-            params = params_from(self, family, fine_tuning=base is not None, again=again)
+            params = params_from(self, family, fine_tuning=base is not None)
         except CellsegError as exc:
             show_error(str(exc))
             return

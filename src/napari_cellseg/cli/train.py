@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_cellseg.params import TrainParams, field_info
-from napari_cellseg.training.recipes import RECIPES, is_fast_fine_tune, recipe_params
+from napari_cellseg.training.recipes import RECIPES, recipe_params
 
 
 def _help(name: str) -> str:
@@ -211,18 +211,9 @@ def run_train(args: argparse.Namespace) -> int:
         if args.init:
             from napari_cellseg.models import load_weights
 
-            card = load_weights(args.init).card
+            family = load_weights(args.init).card.family
             settings.pop("family")
-            recipe = args.recipe or "fast"
-            again = recipe == "fast" and is_fast_fine_tune(card)
-            params = recipe_params(recipe, card.family, again=again, **settings)
-            if again:
-                print(
-                    f"note: {Path(args.init).name} is a fast fine-tune already: this second "
-                    f"round starts gently (learning rate {params.learning_rate:g}, its "
-                    "BatchNorm statistics kept; --lr sets another rate)",
-                    file=sys.stderr,
-                )
+            params = recipe_params(args.recipe or "fast", family, **settings)
         else:
             defaults = TrainParams()
             for name in ("batch_size", "patch_size", "samples_per_epoch"):

@@ -16,13 +16,6 @@ to a new kind of image from three or so corrected images in a few CPU minutes. I
 These values were set once and then measured against the classic recipe by ``bench/hitl.py``
 (``docs/benchmarks.md``, "Human in the loop"); no other setting has been tried yet.
 
-A **second round** of the loop fine-tunes a model the fast recipe already made on these
-images (:func:`is_fast_fine_tune`). It then starts more gently (:data:`FAST_AGAIN`): a
-third of the learning rate and the model's own BatchNorm statistics (no AdaBN), since the
-full restart cut the validation score in its first epoch in 5 of 6 measured runs; on GlaS
-the gentler restart scored test DSB AP 0.113 against 0.102 with 3 random images more, and
-0.138 with the 3 its model ranked first (``bench/hitl_rounds.py``, 3 seeds, session 26).
-
 >>> recipe_params("fast", "unet").patch_size
 128
 >>> recipe_params("classic", "unet", epochs=3).patch_size
@@ -37,14 +30,7 @@ from typing import Any
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.params import TrainParams, fine_tune_learning_rate
 
-__all__ = [
-    "FAST_AGAIN",
-    "FAST_RECIPE",
-    "RECIPES",
-    "is_fast_fine_tune",
-    "recipe_params",
-    "recipe_values",
-]
+__all__ = ["FAST_RECIPE", "RECIPES", "recipe_params", "recipe_values"]
 
 RECIPES = ("fast", "classic")
 """Recipe names, default first."""
@@ -79,37 +65,9 @@ FAST_RECIPE: dict[str, dict[str, Any]] = {
 }
 """The fast recipe's values per family."""
 
-FAST_AGAIN: dict[str, dict[str, Any]] = {
-    "unet": {"learning_rate": 3e-4, "adapt_batchnorm": False},
-    "maskrcnn": {"learning_rate": 0.0015, "adapt_batchnorm": False},
-}
-"""The fast recipe's values changed for a second round (:func:`is_fast_fine_tune`): a third of
-the learning rate, the base's BatchNorm statistics kept. Measured on the U-Net only."""
 
-
-def is_fast_fine_tune(card: Any) -> bool:
-    """Whether the model of ``card`` is a fast-recipe fine-tune that beat its base (so a
-    fine-tune from it is a second round of the loop, on images it has already adapted to).
-
-    >>> from napari_cellseg.models import ModelCard
-    >>> card = ModelCard.for_model("unet", {})
-    >>> is_fast_fine_tune(card)
-    False
-    >>> from dataclasses import replace
-    >>> is_fast_fine_tune(replace(card, provenance={"training": {"recipe": "fast"}}))
-    True
-    >>> is_fast_fine_tune(replace(card, provenance={"training": {"recipe": "fast"},
-    ...                                             "kept_base": True}))
-    False
-    """
-    provenance = getattr(card, "provenance", None) or {}
-    training = provenance.get("training") or {}
-    return training.get("recipe") == "fast" and not provenance.get("kept_base", False)
-
-
-def recipe_values(recipe: str, family: str, again: bool = False) -> dict[str, Any]:
-    """The TrainParams values ``recipe`` sets for ``family`` (classic: the fine-tuning rate);
-    ``again``: a second fast round (:data:`FAST_AGAIN`).
+def recipe_values(recipe: str, family: str) -> dict[str, Any]:
+    """The TrainParams values ``recipe`` sets for ``family`` (classic: the fine-tuning rate).
 
     Examples
     --------
@@ -117,8 +75,6 @@ def recipe_values(recipe: str, family: str, again: bool = False) -> dict[str, An
     True
     >>> recipe_values("classic", "unet")["learning_rate"]
     0.0001
-    >>> recipe_values("fast", "unet", again=True)["learning_rate"]
-    0.0003
     """
     if recipe not in RECIPES:
         raise CellsegError(f"unknown training recipe {recipe!r}; use {' or '.join(RECIPES)}")
@@ -126,13 +82,11 @@ def recipe_values(recipe: str, family: str, again: bool = False) -> dict[str, An
         return {"recipe": "classic", "learning_rate": fine_tune_learning_rate(family)}
     if family not in FAST_RECIPE:
         raise CellsegError(f"the fast recipe has no values for a {family!r} model yet")
-    again_values = FAST_AGAIN.get(family, {}) if again else {}
-    return {"recipe": "fast", **FAST_RECIPE[family], **again_values}
+    return {"recipe": "fast", **FAST_RECIPE[family]}
 
 
-def recipe_params(recipe: str, family: str, again: bool = False, **overrides: Any) -> TrainParams:
+def recipe_params(recipe: str, family: str, **overrides: Any) -> TrainParams:
     """TrainParams for fine-tuning a ``family`` model with ``recipe``; ``overrides`` win.
-    ``again``: the base is a fast fine-tune already (:func:`is_fast_fine_tune`).
 
     ``None`` in ``overrides`` means "the recipe's value" (so command-line options left unset
     keep the recipe's).
@@ -141,7 +95,7 @@ def recipe_params(recipe: str, family: str, again: bool = False, **overrides: An
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise CellsegError(f"unknown training parameters: {', '.join(unknown)}")
-    values = {"family": family, **recipe_values(recipe, family, again)}
+    values = {"family": family, **recipe_values(recipe, family)}
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values.get("samples_per_epoch", 0) and "batch_size" not in overrides:
         values["batch_size"] = min(values.get("batch_size", 8), values["samples_per_epoch"])
