@@ -59,16 +59,12 @@ def to_device(array: np.ndarray | torch.Tensor, device: torch.device) -> torch.T
     >>> t.tolist(), np.shares_memory(a, t.numpy())
     ([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]], True)
     """
-    tensor = array if isinstance(array, torch.Tensor) else torch.from_numpy(_contiguous(array))
-    if tensor.device == device or (device.type == "cpu" and tensor.device.type == "cpu"):
-        return tensor
+    tensor = (
+        array if isinstance(array, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(array))
+    )
     if pinned(device) and tensor.device.type == "cpu":
         tensor = tensor.pin_memory()  # from the caching host allocator, kept until copied
-    return tensor.to(device, non_blocking=pinned(device))
-
-
-def _contiguous(array: np.ndarray) -> np.ndarray:
-    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+    return tensor.to(device, non_blocking=pinned(device))  # itself where it already is
 
 
 class HostMap:
