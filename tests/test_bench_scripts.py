@@ -388,3 +388,18 @@ def test_post_stages_benchmark_times_each_stage_and_matches_the_whole(tmp_path: 
     }  # fmt: skip
     assert sum(row["share"].values()) == pytest.approx(1.0, abs=1e-3)
     assert "| flood |" in done.stdout
+
+
+def test_network_floor_benchmark_times_old_new_and_floor(tmp_path: Path) -> None:
+    data = dsb_folder(tmp_path, ("dsb_fluorescence.png",))
+    out = tmp_path / "results"
+    command = [sys.executable, str(ROOT / "bench" / "network_floor.py"), "--shapes", "200x136"]
+    command += ["--tile", "128", "--repeats", "1", "--data-root", str(data), "--out", str(out)]
+    done = run_bench(command)
+    (row,) = json.loads((out / "network_floor_cpu.json").read_text())["results"]
+    assert row["shape"] == [200, 136] and row["floor_tiles"] == 4  # padded to 208 x 144
+    assert row["floor_pixels_per_image_pixel"] == pytest.approx(208 * 144 / (200 * 136))
+    assert all(len(row[f"seconds_{k}"]) == 1 for k in ("old", "new", "floor", "new_network"))
+    bound = row["seconds_old"][0] / row["seconds_floor"][0]  # seconds kept to 4 decimals
+    assert row["speedup_floor"] == pytest.approx(bound, rel=0.01)
+    assert "| dsb mosaic 200x136 |" in done.stdout
