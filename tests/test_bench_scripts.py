@@ -395,8 +395,10 @@ def test_network_floor_benchmark_times_old_new_and_floor(tmp_path: Path) -> None
     out = tmp_path / "results"
     command = [sys.executable, str(ROOT / "bench" / "network_floor.py"), "--shapes", "200x136"]
     command += ["--tile", "128", "--repeats", "1", "--data-root", str(data), "--out", str(out)]
-    done = run_bench(command)
+    done = run_bench([*command, "--two-sessions"])
     (row,) = json.loads((out / "network_floor_cpu.json").read_text())["results"]
+    if row["engine"] == "ONNX Runtime":  # the two-session floor needs ONNX Runtime
+        assert len(row["seconds_floor_two_sessions"]) == 1 and row["two_sessions_gain"] > 0
     assert row["shape"] == [200, 136] and row["floor_tiles"] == 4  # padded to 208 x 144
     assert row["floor_pixels_per_image_pixel"] == pytest.approx(208 * 144 / (200 * 136))
     assert all(len(row[f"seconds_{k}"]) == 1 for k in ("old", "new", "floor", "new_network"))
