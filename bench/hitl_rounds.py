@@ -13,7 +13,9 @@ Per seed (paired, as ``hitl.py --paired``: the same validation image for every c
    is scored as M1. ``--arms`` chooses the round-2 runs as ``recipe:choice``: ``fast:top``
    and ``fast:random`` (the default), and the same with ``gentle`` (the fast recipe at
    :data:`GENTLE`'s values: a restart that does not shake a model already fine-tuned on
-   these images).
+   these images). With ``--fresh-val`` round 2 validates on an image drawn anew from the
+   remaining pool (left out of both choices) instead of round 1's, which chose M1's best
+   epoch and so flatters M1.
 
 The ranking is judged on the test images only, which nothing here chooses from. Writes
 ``bench/results/hitl_rounds_<domain>.json`` (``--out``) after each seed and prints a table::
@@ -82,12 +84,17 @@ def ranked_top(pool, weights: Path, n: int = 3) -> tuple[list, list[str]]:
 
 def run_seed(
     base: Path, pool, test, seed: int, minutes: float, n: int = 3, keep: Path | None = None,
-    arms: tuple[str, ...] = ARMS,
+    arms: tuple[str, ...] = ARMS, fresh_val: bool = False,
 ) -> dict:  # fmt: skip
-    """Both rounds for one seed (see the module docstring); ``keep``: :func:`hitl.kept_model`."""
+    """Both rounds for one seed (see the module docstring); ``keep``: :func:`hitl.kept_model`;
+    ``fresh_val``: round 2 validates on a new image of the pool (:func:`fresh_validation`)."""
     first, val, _ = choose(pool, "random", seed, base, n=n, paired=True)
     rest = [p for p in pool if p not in first and p not in val]
     record: dict = {"seed": seed, "val_image": val[0].name}
+    val2 = val
+    if fresh_val:
+        val2, rest = fresh_validation(rest, seed)
+        record["val_image_round2"] = val2[0].name
     with tempfile.TemporaryDirectory() as tmp:
         m1, tuned = kept_model(
             keep, Path(tmp), f"rounds_seed{seed}_round1",
@@ -106,7 +113,7 @@ def run_seed(
             second, why = choices[how]
             m2 = Path(tmp) / f"{arm_key(arm)}.safetensors"
             overrides = GENTLE if recipe == "gentle" else None
-            tuned = fine_tune(m1, first + second, val, m2, "fast", seed, minutes, None, overrides)
+            tuned = fine_tune(m1, first + second, val2, m2, "fast", seed, minutes, None, overrides)
             kept = tuned["kept_base"]
             record[arm_key(arm)] = {
                 "images": [p.name for p in second],
@@ -117,6 +124,19 @@ def run_seed(
             }
             print(json.dumps({"seed": seed, arm: record[arm_key(arm)]["test"]}), flush=True)
     return record
+
+
+def fresh_validation(rest: list, seed: int) -> tuple[list, list]:
+    """One image of ``rest`` drawn (from the seed alone) to validate round 2, and the rest.
+
+    Round 1 chose M1's best epoch on its validation image, so M1's score there is the best of
+    its epochs: a bar that flatters M1. A new image judges M1 and the second fine-tune alike.
+
+    >>> fresh_validation(["a", "b", "c", "d"], 0)
+    (['d'], ['a', 'b', 'c'])
+    """
+    val2 = random.Random(4000 + seed).sample(rest, 1)
+    return val2, [p for p in rest if p not in val2]
 
 
 def table(seeds: list[dict]) -> str:
@@ -167,13 +187,20 @@ def main() -> None:
         choices=[f"{r}:{h}" for r in ("fast", "gentle") for h in ("top", "random")],
         help="round-2 runs, recipe:choice (gentle: the fast recipe at GENTLE's values)",
     )  # fmt: skip
+    parser.add_argument(
+        "--fresh-val", action="store_true",
+        help="round 2 validates on a new image of the pool, not on round 1's",
+    )  # fmt: skip
     args = parser.parse_args()
     pool, test = domain_split(args.domain, args.n_test)
     out = args.out or ROOT / "bench" / "results" / f"hitl_rounds_{args.domain}.json"
     keep = args.keep / args.domain if args.keep else None
 
     def work(seed: int) -> dict:
-        return run_seed(args.base, pool, test, seed, args.minutes, keep=keep, arms=args.arms)
+        return run_seed(
+            args.base, pool, test, seed, args.minutes, keep=keep, arms=args.arms,
+            fresh_val=args.fresh_val,
+        )  # fmt: skip
 
     record_seeds(header(args, pool, test), out, args.seeds, work, table)
 
