@@ -38,7 +38,7 @@ import numpy as np
 from _baseline import baseline_pipeline
 from _common import machine, write_json
 
-from inference import DEFAULT_DATA, ROOT, compare_images
+from inference import DEFAULT_DATA, ROOT, compare_images, timed
 from napari_cellseg.device import resolve_device
 from napari_cellseg.inference.model_runner import ModelRunner
 from napari_cellseg.inference.onnx_backend import OnnxUNet
@@ -67,12 +67,13 @@ def floor_tiles(shape: tuple[int, int], tile: int, multiple: int) -> list[tuple[
     return [(y, x, h, w) for y, h in axes[0] for x, w in axes[1]]
 
 
-def floor_passes(image: np.ndarray, channels: int, tile: int, multiple: int) -> list:
-    """The ``floor_tiles`` of ``image`` as network inputs ``(1, C, h, w)``, zeros as padding."""
+def floor_passes(image: np.ndarray, channels: int, tiles: list[tuple[int, ...]]) -> list:
+    """The ``tiles`` (:func:`floor_tiles`) of ``image`` as network inputs ``(1, C, h, w)``,
+    zeros as padding."""
     grey = image.mean(axis=-1, keepdims=True) if channels == 1 else image[..., :channels]
     data = np.moveaxis(grey.astype(np.float32) / 255.0, -1, 0)
     passes = []
-    for y, x, h, w in floor_tiles(image.shape[:2], tile, multiple):
+    for y, x, h, w in tiles:
         batch = np.zeros((1, channels, h, w), np.float32)
         part = data[:, y : y + h, x : x + w]
         batch[0, :, : part.shape[1], : part.shape[2]] = part
@@ -136,7 +137,8 @@ def main() -> int:
         predict(image[:64, :64], loaded, params)  # warm-up, both pipelines and the floor
         with baseline_pipeline():
             predict(image[:64, :64], loaded, replace(params, backend="torch"))
-        passes = floor_passes(image, loaded.card.input_channels, args.tile, multiple)
+        tiles = floor_tiles(image.shape[:2], args.tile, multiple)
+        passes = floor_passes(image, loaded.card.input_channels, tiles)
         for warm in ([engine], pair) if pair else ([engine],):
             timed_passes(warm, passes[:2])
         times: dict[str, list[float]] = {"old": [], "new": [], "floor": []}
@@ -144,23 +146,21 @@ def main() -> int:
         network: list[float] = []
         for _ in range(args.repeats):  # interleaved: the machine's load hits all alike
             with baseline_pipeline():
-                start = time.perf_counter()
-                predict(image, loaded, replace(params, backend="torch"))
-                times["old"].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            prediction = predict(image, loaded, params)
-            times["new"].append(time.perf_counter() - start)
+                _, seconds = timed(device, predict, image, loaded, replace(params, backend="torch"))
+                times["old"].append(seconds)
+            prediction, seconds = timed(device, predict, image, loaded, params)
+            times["new"].append(seconds)
             network.append(prediction.timings["network"])
             times["floor"].append(timed_passes([engine], passes))
             if pair:
                 times["floor_two_sessions"].append(timed_passes(pair, passes))
         best = {k: min(v) for k, v in times.items()}
-        pixels = sum(t[2] * t[3] for t in floor_tiles(image.shape[:2], args.tile, multiple))
+        pixels = sum(h * w for _, _, h, w in tiles)
         row = {
             "image": name,
             "shape": list(image.shape[:2]),
             "engine": runner.backend_name,
-            "floor_tiles": len(floor_tiles(image.shape[:2], args.tile, multiple)),
+            "floor_tiles": len(tiles),
             "floor_pixels_per_image_pixel": pixels / (image.shape[0] * image.shape[1]),
             **{f"seconds_{k}": [round(t, 4) for t in v] for k, v in times.items()},
             "seconds_new_network": [round(t, 4) for t in network],
