@@ -177,11 +177,13 @@ def run(
 def fine_tune(
     init: Path, train, val, out: Path, recipe: str, seed: int, minutes: float,
     object_diameter: float | None = None, overrides: dict | None = None,
+    folders: tuple[Path, Path] | None = None,
 ) -> dict:  # fmt: skip
     """Fine-tune ``init`` on ``train`` (validating on ``val``) into ``out`` with ``recipe``.
 
     ``val`` ``None``: the training itself splits ``train`` (``TrainParams.val_fraction``), as
-    the dock and ``cellseg train`` do.
+    the dock and ``cellseg train`` do. ``folders``: a training and a validation folder made
+    beforehand (e.g. with region masks), used instead of ``train`` and ``val``.
 
     Returns the run's record: ``train_seconds``, the validation DSB AP and pixel Dice after
     each epoch, ``best_epoch``, ``kept_base`` (no epoch beat ``init``: ``out`` holds it) and
@@ -195,10 +197,12 @@ def fine_tune(
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         epochs, dice, notices = [], [], []
-        gen = iter_train(
-            [link_folder(train, Path(tmp) / "train")], out, params, init=init,
-            val=[link_folder(val, Path(tmp) / "val")] if val is not None else None,
-        )  # fmt: skip
+        if folders is not None:
+            train_dirs, val_dirs = [folders[0]], [folders[1]]
+        else:
+            train_dirs = [link_folder(train, Path(tmp) / "train")]
+            val_dirs = [link_folder(val, Path(tmp) / "val")] if val is not None else None
+        gen = iter_train(train_dirs, out, params, init=init, val=val_dirs)
         try:
             while True:
                 event = next(gen)

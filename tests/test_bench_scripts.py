@@ -405,3 +405,42 @@ def test_network_floor_benchmark_times_old_new_and_floor(tmp_path: Path) -> None
     bound = row["seconds_old"][0] / row["seconds_floor"][0]  # seconds kept to 4 decimals
     assert row["speedup_floor"] == pytest.approx(bound, rel=0.01)
     assert "| dsb mosaic 200x136 |" in done.stdout
+
+
+def test_hitl_strips_split_each_image_into_a_training_part_and_a_validation_band(
+    tmp_path: Path,
+) -> None:
+    import importlib.util
+    import random
+
+    import numpy as np
+
+    from napari_cellseg.training.pairs import load_region, scan_training_folders
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "hitl_strips", ROOT / "bench" / "hitl_strips.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    held = module.band((30, 50), 0.25, random.Random(1))
+    columns = np.flatnonzero(held.any(axis=0))
+    assert held.sum() == 30 * 12 and np.all(np.diff(columns) == 1)  # one band: round(12.5)
+    pairs = scan_training_folders([ROOT / "sample_data"])
+    train, val = module.strip_folders(pairs, tmp_path, 0.25, seed=0)
+    read = {d: {p.name: p for p in scan_training_folders([d])} for d in (train, val)}
+    for pair in pairs:
+        shape = np.asarray(module.read_labels(pair.mask_path)).shape[-2:]
+        inside = load_region(read[train][pair.name], shape)
+        band = load_region(read[val][pair.name], shape)
+        assert not np.any(inside & band) and np.all(inside | band)
+        assert abs(band.mean() - 0.25) < 0.01
+    assert (
+        module.table(
+            [{"seed": 0, "image": {"test": {"dsb_ap": 0.1}}, "strips": {"test": {"dsb_ap": 0.3}}}]
+        ).splitlines()[-1]
+        == "| mean | 0.100 | 0.300 | +0.200 |"
+    )
