@@ -46,6 +46,7 @@ from napari_cellseg.io.images import read_labels
 from napari_cellseg.training.regions import REGIONS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
+SPLITS = ("image", "strips")
 
 
 def band(shape: tuple[int, int], share: float, rng: random.Random) -> np.ndarray:
@@ -79,29 +80,46 @@ def strip_folders(pairs, root: Path, share: float, seed: int) -> tuple[Path, Pat
     return train, val
 
 
-def run_seed(base: Path, pool, test, seed: int, minutes: float, share: float, keep) -> dict:
-    """Both splits of one seed's 4 images (the ``image`` one reused from ``keep``)."""
+def run_seed(
+    base: Path, pool, test, seed: int, minutes: float, share: float, keep, splits=SPLITS
+) -> dict:  # fmt: skip
+    """The ``splits`` of one seed's 4 images (``image``: kept in ``keep``, reused from it)."""
     first, val, _ = choose(pool, "random", seed, base, n=3, paired=True)
     record: dict = {"seed": seed, "images": [p.name for p in first], "val_image": val[0].name}
     with tempfile.TemporaryDirectory() as tmp:
-        _, tuned = kept_model(
-            keep, Path(tmp), f"rounds_seed{seed}_round1",
-            lambda path: {
-                **fine_tune(base, first, val, path, "fast", seed, minutes),
-                "test": score(path, test, None),
-            },
-        )  # fmt: skip
-        record["image"] = tuned
-        print(json.dumps({"seed": seed, "image": tuned["test"]}), flush=True)
-        train_dir, val_dir = strip_folders(first + val, Path(tmp) / "strips", share, seed)
-        out = Path(tmp) / "strips.safetensors"
-        tuned = fine_tune(
-            base, None, None, out, "fast", seed, minutes, folders=(train_dir, val_dir)
-        )
-        tuned["test"] = score(out, test, None)  # a kept base is scored too: it is cheap here
-        record["strips"] = tuned
-        print(json.dumps({"seed": seed, "strips": tuned["test"]}), flush=True)
+        if "image" in splits:
+            _, record["image"] = kept_model(
+                keep, Path(tmp), f"rounds_seed{seed}_round1",
+                lambda path: {
+                    **fine_tune(base, first, val, path, "fast", seed, minutes),
+                    "test": score(path, test, None),
+                },
+            )  # fmt: skip
+            print(json.dumps({"seed": seed, "image": record["image"]["test"]}), flush=True)
+        if "strips" in splits:
+            train_dir, val_dir = strip_folders(first + val, Path(tmp) / "strips", share, seed)
+            out = Path(tmp) / "strips.safetensors"
+            folders = (train_dir, val_dir)
+            tuned = fine_tune(base, None, None, out, "fast", seed, minutes, folders=folders)
+            tuned["test"] = score(out, test, None)  # a kept base is scored too: cheap here
+            record["strips"] = tuned
+            print(json.dumps({"seed": seed, "strips": tuned["test"]}), flush=True)
     return record
+
+
+def merged(earlier: list[dict], record: dict) -> dict:
+    """``record`` with the splits an earlier run of its seed made and this one did not; an
+    earlier ``image`` model reused from ``--keep`` and made anew here stays as ``image_kept``.
+
+    >>> old = {"seed": 1, "image": {"reused": "m"}, "strips": {"t": 2}}
+    >>> merged([old], {"seed": 1, "image": {"t": 3}})
+    {'seed': 1, 'image': {'t': 3}, 'strips': {'t': 2}, 'image_kept': {'reused': 'm'}}
+    """
+    old = next((s for s in earlier if s["seed"] == record["seed"]), {})
+    out = {**old, **record}
+    if "reused" in old.get("image", {}) and "reused" not in record.get("image", {"reused": 1}):
+        out["image_kept"] = old["image"]
+    return out
 
 
 def table(seeds: list[dict]) -> str:
@@ -110,6 +128,9 @@ def table(seeds: list[dict]) -> str:
         "| seed | 1 image validates | strips of 4 validate | strips − image |",
         "|---|---|---|---|",
     ]
+    seeds = [s for s in seeds if all(k in s for k in SPLITS)]
+    if not seeds:
+        return "\n".join(lines)
     pairs = [(s["image"]["test"]["dsb_ap"], s["strips"]["test"]["dsb_ap"]) for s in seeds]
     for s, (a, b) in zip(seeds, pairs, strict=True):
         lines.append(f"| {s['seed']} | {a:.3f} | {b:.3f} | {b - a:+.3f} |")
@@ -122,16 +143,22 @@ def main() -> None:
     parser = loop_parser(__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--share", type=float, default=0.25, help="each band's share of its side")
+    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
     args = parser.parse_args()
     pool, test = domain_split(args.domain, args.n_test)
     out = args.out or ROOT / "bench" / "results" / f"hitl_strips_{args.domain}.json"
     keep = args.keep / args.domain if args.keep else None
+    earlier = json.loads(out.read_text()) if out.exists() else {}
     result = {**header(args, pool, test), "share": args.share}
-    record_seeds(
-        result, out, args.seeds,
-        lambda seed: run_seed(args.base, pool, test, seed, args.minutes, args.share, keep),
-        table,
-    )  # fmt: skip
+
+    def work(seed: int) -> dict:
+        record = run_seed(args.base, pool, test, seed, args.minutes, args.share, keep, args.splits)
+        return merged(earlier.get("seeds", []), record)
+
+    record_seeds(result, out, args.seeds, work, table)
+    done = {s["seed"] for s in result["seeds"]}
+    result["seeds"] += [s for s in earlier.get("seeds", []) if s["seed"] not in done]
+    out.write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
