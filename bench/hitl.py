@@ -285,6 +285,19 @@ def kept_model(keep: Path | None, tmp: Path, name: str, make) -> tuple[Path, dic
     return path, record
 
 
+def round_one(keep: Path | None, tmp: Path, name: str, base: Path, train, val, test, seed: int,
+              minutes: float) -> tuple[Path, dict]:  # fmt: skip
+    """:func:`kept_model` of the fast recipe's fine-tune of ``base`` on ``train`` (validating
+    on ``val``; ``None``: the training's own split), its record holding the ``test`` scores."""
+    return kept_model(
+        keep, tmp, name,
+        lambda path: {
+            **fine_tune(base, train, val, path, "fast", seed, minutes),
+            "test": score(path, test, None),
+        },
+    )  # fmt: skip
+
+
 def loop_parser(doc: str | None) -> argparse.ArgumentParser:
     """The options every human-in-the-loop script takes: base, domain, minutes, test, out."""
     parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])

@@ -40,9 +40,9 @@ from hitl import (
     domain_split,
     fine_tune,
     header,
-    kept_model,
     loop_parser,
     record_seeds,
+    round_one,
     score,
 )
 
@@ -96,13 +96,9 @@ def run_seed(
         val2, rest = fresh_validation(rest, seed)
         record["val_image_round2"] = val2[0].name
     with tempfile.TemporaryDirectory() as tmp:
-        m1, tuned = kept_model(
-            keep, Path(tmp), f"rounds_seed{seed}_round1",
-            lambda path: {
-                **fine_tune(base, first, val, path, "fast", seed, minutes),
-                "test": score(path, test, None),
-            },
-        )  # fmt: skip
+        m1, tuned = round_one(
+            keep, Path(tmp), f"rounds_seed{seed}_round1", base, first, val, test, seed, minutes
+        )
         record["round1"] = {"images": [p.name for p in first], "objects": objects(first), **tuned}
         print(json.dumps({"seed": seed, "round1": record["round1"]["test"]}), flush=True)
         top, reasons = ranked_top(rest, m1, n) if any("top" in a for a in arms) else ([], [])

@@ -27,7 +27,7 @@ import random
 import tempfile
 from pathlib import Path
 
-from hitl import domain_split, fine_tune, header, kept_model, loop_parser, record_seeds, score
+from hitl import domain_split, fine_tune, header, loop_parser, record_seeds, round_one, score
 
 from napari_cellseg.params import TrainParams
 from napari_cellseg.training.pairs import split_pairs
@@ -59,13 +59,9 @@ def run_seed(base: Path, pool, test, seed: int, minutes: float, keep: Path | Non
     record: dict = {"seed": seed, "m1_train": [p.name for p in m1_train]}
     record["m1_val"] = [p.name for p in m1_val]
     with tempfile.TemporaryDirectory() as tmp:
-        m1, record["round1"] = kept_model(
-            keep, Path(tmp), f"split_seed{seed}_round1",
-            lambda path: {
-                **fine_tune(base, first, None, path, "fast", seed, minutes),
-                "test": score(path, test, None),
-            },
-        )  # fmt: skip
+        m1, record["round1"] = round_one(
+            keep, Path(tmp), f"split_seed{seed}_round1", base, first, None, test, seed, minutes
+        )
         print(json.dumps({"seed": seed, "round1": record["round1"]["test"]}), flush=True)
         for how, val in (("fresh", fresh_val), ("stable", None)):
             train = fresh_train if how == "fresh" else first + added

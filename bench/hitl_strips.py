@@ -35,10 +35,10 @@ from hitl import (
     domain_split,
     fine_tune,
     header,
-    kept_model,
     link_folder,
     loop_parser,
     record_seeds,
+    round_one,
     score,
 )
 
@@ -88,13 +88,9 @@ def run_seed(
     record: dict = {"seed": seed, "images": [p.name for p in first], "val_image": val[0].name}
     with tempfile.TemporaryDirectory() as tmp:
         if "image" in splits:
-            _, record["image"] = kept_model(
-                keep, Path(tmp), f"rounds_seed{seed}_round1",
-                lambda path: {
-                    **fine_tune(base, first, val, path, "fast", seed, minutes),
-                    "test": score(path, test, None),
-                },
-            )  # fmt: skip
+            _, record["image"] = round_one(
+                keep, Path(tmp), f"rounds_seed{seed}_round1", base, first, val, test, seed, minutes
+            )
             print(json.dumps({"seed": seed, "image": record["image"]["test"]}), flush=True)
         if "strips" in splits:
             train_dir, val_dir = strip_folders(first + val, Path(tmp) / "strips", share, seed)

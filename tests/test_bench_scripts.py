@@ -25,6 +25,21 @@ def run_bench(command: list[str], timeout: int = 300) -> subprocess.CompletedPro
     return done
 
 
+def bench_module(name: str):
+    """The benchmark script ``bench/<name>.py`` as a module (``bench/`` importable meanwhile,
+    as the scripts import each other)."""
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return module
+
+
 def dsb_folder(tmp_path: Path, names: tuple[str, ...]) -> Path:
     """A data root whose DSB training images are the named sample images."""
     images = tmp_path / "data" / "dsb2018" / "stage1_train" / "images"
@@ -318,17 +333,7 @@ def test_hitl_grades_reads_runs_and_grades_and_writes_json(tmp_path: Path) -> No
 
 
 def test_hitl_rounds_table_compares_the_two_second_rounds() -> None:
-    import importlib.util
-
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "hitl_rounds", ROOT / "bench" / "hitl_rounds.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    module = bench_module("hitl_rounds")
     seeds = [
         {"seed": s, "round1": {"objects": 9, "test": {"dsb_ap": 0.1}},
          "round2_top": {"objects": 5, "test": {"dsb_ap": top}},
@@ -349,11 +354,7 @@ def test_hitl_rounds_table_compares_the_two_second_rounds() -> None:
 
 
 def test_hitl_kept_model_is_made_once_and_then_reused(tmp_path: Path) -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("hitl", ROOT / "bench" / "hitl.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = bench_module("hitl")
     made: list[Path] = []
 
     def make(path: Path) -> dict:
@@ -410,22 +411,13 @@ def test_network_floor_benchmark_times_old_new_and_floor(tmp_path: Path) -> None
 def test_hitl_strips_split_each_image_into_a_training_part_and_a_validation_band(
     tmp_path: Path,
 ) -> None:
-    import importlib.util
     import random
 
     import numpy as np
 
     from napari_cellseg.training.pairs import load_region, scan_training_folders
 
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "hitl_strips", ROOT / "bench" / "hitl_strips.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    module = bench_module("hitl_strips")
     held = module.band((30, 50), 0.25, random.Random(1))
     columns = np.flatnonzero(held.any(axis=0))
     assert held.sum() == 30 * 12 and np.all(np.diff(columns) == 1)  # one band: round(12.5)
