@@ -121,6 +121,33 @@ def test_time_budget_stops_after_the_first_step(tmp_path, data) -> None:
     assert result.stopped_reason == "time budget" and result.epochs_run == 1
 
 
+@pytest.mark.parametrize(
+    ("cpu_rate", "epochs", "minutes", "warned"),
+    [(0.0, 50, 1e-6, True), (4.0, 50, 1e-6, False), (0.0, 1, None, False)],
+    ids=["cores-taken", "cores-free", "no-budget"],
+)
+def test_a_budgeted_cpu_training_says_when_other_programs_took_its_cores(
+    tmp_path, data, monkeypatch, cpu_rate, epochs, minutes, warned
+) -> None:
+    import time
+
+    from napari_cellseg.training import budget
+
+    monkeypatch.setattr(budget, "MIN_SECONDS", 0.0)  # judge even this tiny run
+    wall = time.perf_counter
+    # the process's CPU time advancing at ``cpu_rate`` times the wall clock (0: none of it)
+    monkeypatch.setattr(time, "process_time", lambda: cpu_rate * wall())
+    events: list = []
+    params = _params(epochs=epochs, minutes=minutes)
+    drain(iter_train(data, tmp_path / "b.safetensors", params), events.append)
+    shared = [e for e in events if isinstance(e, Notice) and "CPU threads" in e.message]
+    assert len(shared) == int(warned)
+    if warned:
+        assert shared[0].level == "warning"
+        threads = torch.get_num_threads()
+        assert shared[0].message.startswith(f"training had 0 % of the {threads} CPU threads")
+
+
 def test_fine_tune_reports_baseline_and_reinitialises_a_new_head(tmp_path, data) -> None:
     base = tmp_path / "base.safetensors"
     fit(data, base, _params(epochs=1))

@@ -34,6 +34,7 @@ from napari_cellseg.models import ModelCard, build_model, load_weights, save_wei
 from napari_cellseg.models.unused_stages import placeholder_keys
 from napari_cellseg.params import TrainParams, fine_tune_learning_rate
 from napari_cellseg.training.adaptation import adapt_batchnorm
+from napari_cellseg.training.budget import shared_cores_notice
 from napari_cellseg.training.checkpoints import (
     checkpoint_path_for,
     load_checkpoint,
@@ -246,7 +247,7 @@ def iter_train(
     freeze_bn = params.freeze_batchnorm
     if freeze_bn is None:
         freeze_bn = init is not None or bool(state and state.get("fine_tuning"))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     stopped_reason, epoch, stale = "epochs", start_epoch, 0
     for epoch in range(start_epoch + 1, params.epochs + 1):
         t0 = time.perf_counter()
@@ -332,6 +333,10 @@ def iter_train(
             stopped_reason = "early stopping"
             yield checkpoint(Notice(f"early stopping: no better {KEY_METRIC} for {stale} epochs"))
             break
+    if stopped_reason == "time budget" and device.type == "cpu":  # did it get the cores?
+        cpu, wall = time.process_time() - cpu_started, time.perf_counter() - started
+        if shared := shared_cores_notice(cpu, wall, torch.get_num_threads()):
+            yield checkpoint(Notice(shared, level="warning"))
     kept_base = baseline is not None and best_epoch == 0
     if kept_base:  # no epoch beat the base: ``out`` still holds its weights; full history
         from safetensors.torch import load_file
