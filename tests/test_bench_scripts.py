@@ -436,3 +436,16 @@ def test_hitl_strips_split_each_image_into_a_training_part_and_a_validation_band
         ).splitlines()[-1]
         == "| mean | 0.100 | 0.300 | +0.200 |"
     )
+
+
+def test_hitl_fine_tune_records_how_much_of_its_threads_time_it_had(tmp_path: Path) -> None:
+    from napari_cellseg.training.pairs import scan_training_folders
+
+    module = bench_module("hitl")
+    pairs = scan_training_folders([ROOT / "sample_data"])
+    base = ROOT / "sample_data" / "models" / "unet_dsb.safetensors"
+    out = tmp_path / "tuned.safetensors"
+    record = module.fine_tune(base, pairs[:2], pairs[2:], out, "fast", 0, minutes=0.01)
+    assert out.is_file() and record["train_seconds"] > 0
+    assert 0.0 < record["cpu_share"] <= 1.5  # CPU time over the threads' wall time
+    assert len(record["epochs_val_dsb_ap"]) == 2  # the base (epoch 0) and the one epoch
