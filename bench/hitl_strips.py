@@ -82,7 +82,7 @@ def strip_folders(pairs, root: Path, share: float, seed: int) -> tuple[Path, Pat
 
 def run_seed(
     base: Path, pool, test, seed: int, minutes: float, share: float, keep, splits=SPLITS
-) -> dict:  # fmt: skip
+) -> dict:
     """The ``splits`` of one seed's 4 images (``image``: kept in ``keep``, reused from it)."""
     first, val, _ = choose(pool, "random", seed, base, n=3, paired=True)
     record: dict = {"seed": seed, "images": [p.name for p in first], "val_image": val[0].name}
@@ -113,7 +113,8 @@ def merged(earlier: list[dict], record: dict) -> dict:
     """
     old = next((s for s in earlier if s["seed"] == record["seed"]), {})
     out = {**old, **record}
-    if "reused" in old.get("image", {}) and "reused" not in record.get("image", {"reused": 1}):
+    made_anew = "image" in record and "reused" not in record["image"]
+    if made_anew and "reused" in old.get("image", {}):
         out["image_kept"] = old["image"]
     return out
 

@@ -53,7 +53,7 @@ def shared_cores_notice(cpu_seconds: float, wall_seconds: float, threads: int) -
     if wall_seconds < MIN_SECONDS or share >= SHARED_BELOW:
         return None
     return (
-        f"training had {share:.0%} of the {threads} CPU threads it ran on: other programs "
-        "used the cores, so the time budget fitted fewer steps and the model learnt less; "
-        "close them and train again, or give it more minutes"
-    ).replace("%", " %", 1)
+        f"training had {share * 100:.0f} % of the {threads} CPU threads it ran on: other "
+        "programs used the cores, so the time budget fitted fewer steps and the model learnt "
+        "less; close them and train again, or give it more minutes"
+    )
