@@ -15,7 +15,9 @@ before it), ``top-typical`` in the ``spread`` order without the doubt (how typic
 how unlike those picked before: the cold-start choice when the base model is far from the
 domain). ``top-spread`` and ``top-typical`` runs rank with ``--diameter``, as they are
 scored; the ``top`` and ``top-mean`` runs recorded before ranked with the model's default
-diameter (``auto``).
+diameter (``auto``). ``--rank-diameter N`` ranks at ``N`` px instead (the size of the
+domain's objects, as a user would give it), while every run is still scored at
+``--diameter``; such runs are tabled apart ("at N px").
 
 Domains: ``colour`` (the 83 colour H&E/brightfield tiles of DSB 2018 stage1_train),
 ``brightfield`` (the 11 grey brightfield ones), ``glas`` (GlaS glands: pool = train,
@@ -150,8 +152,10 @@ def choose(pool, how: str, seed: int, base: Path, n: int = 3, diameter=None, pai
 def run(
     base: Path, pool, test, recipe: str, how: str, seed: int, minutes: float, diameter,
     object_diameter: float | None = None, paired: bool = False, base_score: dict | None = None,
+    rank_diameter=None,
 ):  # fmt: skip
-    train, val, reasons = choose(pool, how, seed, base, diameter=diameter, paired=paired)
+    ranked_at = diameter if rank_diameter is None else rank_diameter
+    train, val, reasons = choose(pool, how, seed, base, diameter=ranked_at, paired=paired)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "tuned.safetensors"
         tuned = fine_tune(base, train, val, out, recipe, seed, minutes, object_diameter)
@@ -169,7 +173,7 @@ def run(
         "val_image": val[0].name,
         "corrected_objects": sum(int(read_labels(p.mask_path).max()) for p in train),
         "ranking_reasons": reasons,
-        "ranking_diameter": diameter if how != "random" else None,
+        "ranking_diameter": ranked_at if how != "random" else None,
         "protocol": "paired" if paired else "unpaired",
         **tuned,
         "test": metrics,
@@ -230,8 +234,14 @@ def fine_tune(
 
 
 def _selection(row: dict) -> str:
-    """A run's selection as the tables group it: paired runs apart from the others."""
-    return row["selection"] + (", paired" if row.get("protocol") == "paired" else "")
+    """A run's selection as the tables group it: paired runs apart from the others, ranked
+    at a given diameter (``--rank-diameter``) apart from ranked at the model's own."""
+    at = row.get("ranking_diameter") if row.get("rank_diameter_given") else None
+    return (
+        row["selection"]
+        + (f" at {at} px" if at is not None else "")
+        + (", paired" if row.get("protocol") == "paired" else "")
+    )
 
 
 def report(folder: Path) -> str:
@@ -263,7 +273,8 @@ def report(folder: Path) -> str:
                       "top-spread": "top-ranked (spread)",
                       "top-typical": "typical (spread without doubt)"}  # fmt: skip
             plain = how.removesuffix(", paired")
-            chosen = chosen.get(plain, plain) + how[len(plain) :]
+            name, _, at = plain.partition(" at ")
+            chosen = chosen.get(name, name) + (f" at {at}" if at else "") + how[len(plain) :]
             lines.append(
                 f"| {head} | {result['test']} | {recipe} | {chosen} | {seeds} | {ap.mean():.3f} ± "
                 f"{ap.std():.3f} | {ap.mean() - base:+.3f} | {seconds:.0f} | {kept}/{len(rows)} |"
@@ -352,6 +363,11 @@ def main() -> None:
     parser = loop_parser(__doc__)
     parser.add_argument("--diameter", default=None, help="prediction diameter (default: model's)")
     parser.add_argument(
+        "--rank-diameter", default=None,
+        help="rank the pool at this diameter (the objects' size as the user gives it; default: "
+        "--diameter); scoring keeps --diameter",
+    )  # fmt: skip
+    parser.add_argument(
         "--runs", nargs="+", default=["classic:random:0", "fast:random:0"],
         help="recipe:selection:seed, selection random, top, top-mean, top-spread or "
         "top-typical, e.g. fast:top:0",
@@ -380,8 +396,9 @@ def main() -> None:
             )
         row = run(
             args.base, pool, test, recipe, how, int(seed), args.minutes, args.diameter,
-            args.object_diameter, args.paired, result["base_score"],
+            args.object_diameter, args.paired, result["base_score"], args.rank_diameter,
         )  # fmt: skip
+        row["rank_diameter_given"] = args.rank_diameter is not None and how != "random"
         print(json.dumps(row), flush=True)
         result["runs"].append(row)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -375,6 +375,25 @@ def test_hitl_kept_model_is_made_once_and_then_reused(tmp_path: Path) -> None:
     )
 
 
+def test_hitl_report_keeps_runs_ranked_at_a_given_size_apart(tmp_path: Path) -> None:
+    module = bench_module("hitl")
+
+    def row(selection: str, seed: int, ap: float, given: bool) -> dict:
+        return {"recipe": "fast", "selection": selection, "seed": seed, "protocol": "paired",
+                "ranking_diameter": "120" if given else None, "rank_diameter_given": given,
+                "train_seconds": 300.0, "kept_base": False, "test": {"dsb_ap": ap}}  # fmt: skip
+
+    runs = [row("top", 0, 0.2, True), row("top", 1, 0.1, True), row("random", 0, 0.1, False)]
+    runs.append(row("top", 0, 0.05, False))  # ranked at the model's own size (an older run)
+    result = {"runs": runs, "base_score": {"dsb_ap": 0.001}, "domain": "glas", "test": 60,
+              "base": "unet_dsb.safetensors"}  # fmt: skip
+    (tmp_path / "hitl_glas_x.json").write_text(json.dumps(result))
+    table = module.report(tmp_path)
+    assert "| fast | top-ranked (total doubt) at 120 px, paired | 0,1 | 0.150 ± 0.050 |" in table
+    assert "| fast | top-ranked (total doubt), paired | 0 | 0.050 ± 0.000 |" in table
+    assert "| fast | random, paired | 0 | 0.100 ± 0.000 |" in table
+
+
 def test_post_stages_benchmark_times_each_stage_and_matches_the_whole(tmp_path: Path) -> None:
     data = dsb_folder(tmp_path, ("dsb_fluorescence.png",))
     out = tmp_path / "results"

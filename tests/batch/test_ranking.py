@@ -15,6 +15,7 @@ from napari_cellseg.batch.ranking import (
     iter_rank_images,
     ordered,
     rank_images,
+    size_note,
     write_ranking_csv,
 )
 from napari_cellseg.errors import CellsegError
@@ -112,8 +113,9 @@ def test_csv_content(folder, model, tmp_path) -> None:
     assert [r["rank"] for r in rows] == ["1", "2", "3"]
     assert list(rows[0]) == [
         "rank", "file", "score", "total_doubt", "reason", "n_objects", "uncertain_fraction",
-        "worst_object",
+        "worst_object", "diameter",
     ]  # fmt: skip
+    assert rows[0]["diameter"] == ""  # the model has no object size: not rescaled
     assert float(rows[0]["total_doubt"]) == pytest.approx(ranked[0].total_doubt)
     assert float(rows[0]["score"]) == pytest.approx(ranked[0].score)
     assert rows[0]["n_objects"] == "3" and rows[0]["worst_object"] == "2"
@@ -128,6 +130,33 @@ def test_csv_content(folder, model, tmp_path) -> None:
     )  # fmt: skip
     empty = _read(write_ranking_csv(tmp_path / "e.csv", [], objects=True))
     assert empty == [] and (tmp_path / "e.csv").read_text().startswith("rank,file,image_score")
+
+
+def test_each_image_records_the_size_it_was_ranked_at(folder, model, tmp_path) -> None:
+    from dataclasses import replace
+
+    ranked = rank_images(sorted(folder.glob("*.tif")), model, replace(CPU, diameter=36))
+    assert [r.diameter for r in ranked] == [36.0, 36.0, 36.0]
+    rows = _read(write_ranking_csv(tmp_path / "r.csv", ranked, root=folder))
+    assert [r["diameter"] for r in rows] == ["36.0", "36.0", "36.0"]
+    assert size_note(ranked, 36, "--diameter N") is None  # the user gave it
+
+
+def _sized(*diameters: float | None) -> list[RankedImage]:
+    return [RankedImage(Path(f"{i}.tif"), 0.5, "", diameter=d) for i, d in enumerate(diameters)]
+
+
+def test_size_note_says_the_size_the_model_chose_and_where_to_give_another() -> None:
+    note = size_note(_sized(12, 20, 14, None), "auto", "--diameter N")
+    assert note is not None and note.startswith("the model saw objects about 14 px across")
+    assert "(12 to 20 px in 3 images; no diameter was given)" in note
+    assert "give it (--diameter N) and rank again" in note
+    alike = size_note(_sized(20, 21), None, "the Segment tab's Object diameter")
+    assert alike is not None and "about 20 px across (no diameter was given)" in alike
+    for given in (40, 40.0, "40", "12um", "off"):
+        assert size_note(_sized(12, 20), given, "--diameter N") is None
+    assert size_note(_sized(None, None), "auto", "--diameter N") is None  # nothing rescaled
+    assert size_note([], None, "--diameter N") is None
 
 
 def test_unreadable_images_are_left_out_with_a_warning(folder, model) -> None:

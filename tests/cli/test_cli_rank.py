@@ -51,6 +51,27 @@ def test_rank_writes_the_csv_most_doubtful_first(tmp_path, capsys, weights, scri
     assert f"ranked 2 image(s) -> {out}" in printed
 
 
+def test_rank_says_the_size_it_chose_when_none_was_given(tmp_path, capsys, weights, monkeypatch):
+    """A fine-tuned model's own object size (no --diameter): the note says it, the CSV has it."""
+    from dataclasses import replace
+
+    from napari_cellseg.inference import model_runner
+
+    model = doubtful_model()
+    model = replace(model, card=replace(model.card, default_diameter=18.0))
+    monkeypatch.setattr(model_runner, "cached_load", lambda *_a, **_k: (model, True))
+    out = tmp_path / "ranking.csv"
+    assert main(["rank", str(_folder(tmp_path)), "--weights", str(weights), "--out", str(out)]) == 0
+    with open(out, newline="") as f:
+        assert [r["diameter"] for r in csv.DictReader(f)] == ["18.0", "18.0"]
+    err = capsys.readouterr().err
+    assert "note: the model saw objects about 18 px across (no diameter was given)" in err
+    assert "give it (--diameter N) and rank again" in err
+    args = ["rank", str(tmp_path / "images"), "--weights", str(weights), "--out", str(out)]
+    assert main([*args, "--diameter", "18"]) == 0
+    assert "the model saw objects" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("order", ["total", "mean"])
 def test_rank_order_option(tmp_path, capsys, weights, scripted, order) -> None:
     folder = _folder(tmp_path)

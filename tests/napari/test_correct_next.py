@@ -68,7 +68,22 @@ def test_rank_folder_lists_the_doubtful_image_first(setup, folder) -> None:
     assert len(texts) == 3 and texts[0].startswith("1. b_ambiguous.tif")
     assert "disagree" in texts[0]
     assert panel.status.value.startswith("ranked 3 image(s)")
+    assert "saw objects" not in panel.status.value  # the model has no object size
     assert panel.rank_button.enabled and not panel.cancel_button.enabled
+
+
+def test_ranking_says_the_size_the_model_chose(setup, folder, monkeypatch) -> None:
+    from dataclasses import replace
+
+    model = doubtful_model()
+    model = replace(model, card=replace(model.card, default_diameter=18.0))
+    cpu = PredictParams(device="cpu")
+    monkeypatch.setattr(cn.CorrectNextPanel, "_model", lambda _self: (model, cpu))
+    setup.panel.rank_folder(folder)
+    _wait(setup)
+    status = setup.panel.status.value
+    assert "the model saw objects about 18 px across" in status
+    assert "give it (the Segment tab's Object diameter) and rank again" in status
 
 
 def test_double_click_opens_and_next_object_jumps(setup, folder) -> None:

@@ -196,7 +196,11 @@ class CorrectNextPanel(Container):
             item = QListWidgetItem(text)
             item.setToolTip(str(image.path))
             self.list.addItem(item)
-        self._progress.record(1, 1, f"ranked {len(ranked)} image(s): most to correct first")
+        from napari_cellseg.batch.ranking import size_note
+
+        note = size_note(ranked, self._session.diameter, "the Segment tab's Object diameter")
+        done = f"ranked {len(ranked)} image(s): most to correct first"
+        self._progress.record(1, 1, done + (f"; {note}" if note else ""))
 
     @helpers.reporting
     def open_ranked(self, index: int) -> Labels:

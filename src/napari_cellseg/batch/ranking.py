@@ -75,6 +75,9 @@ class RankedImage:
     features : numpy.ndarray or None
         How the image looks (:func:`.spread.appearance`); measured for the ``spread``
         order only.
+    diameter : float or None
+        The object diameter (px) it was segmented at: given, or the model's estimate
+        (:attr:`.ImageUncertainty.diameter`).
     """
 
     path: Path
@@ -85,6 +88,7 @@ class RankedImage:
     labels: np.ndarray | None = field(default=None, repr=False)
     region: tuple[int, int, int, int] | None = None
     features: np.ndarray | None = field(default=None, repr=False)
+    diameter: float | None = None
 
     @property
     def n_objects(self) -> int:
@@ -202,6 +206,7 @@ def iter_rank_images(
                         region,
                         appearance(data, run.axes or image.axes, result.labels)
                         if order == "spread" else None,
+                        result.diameter,
                     )
                 )  # fmt: skip
         except CellsegError as error:
@@ -232,6 +237,34 @@ def ordered(ranked: Sequence[RankedImage], order: str = "total") -> list[RankedI
         features = np.stack([np.asarray(r.features, np.float64) for r in ranked])
         return [ranked[i] for i in spread_order([r.total_doubt for r in ranked], features)]
     return sorted(ranked, key=lambda r: (-r.total_doubt, -r.score))
+
+
+def size_note(ranked: Sequence[RankedImage], given: Any, how: str) -> str | None:
+    """The object size the ranking saw, when the user gave none (``given`` None or ``auto``).
+
+    A model made for other objects (a nuclei model on glands) estimates the size of the
+    objects it knows, and its doubt then counts those; given the size of the user's objects,
+    it looks at them instead (``docs/benchmarks.md``: GlaS ranked at the glands' size).
+    ``how`` says where to give the size. None when a size was given, or none was used.
+
+    >>> images = [RankedImage(Path(f"{d}.tif"), 0.5, "", diameter=d) for d in (9, 11, 30)]
+    >>> print(size_note(images, "auto", "--diameter N")[:72])
+    the model saw objects about 11 px across (9 to 30 px in 3 images; no dia
+    >>> size_note(images, 40, "--diameter N") is None
+    True
+    """
+    if given is not None and str(given).strip().lower() != "auto":
+        return None
+    sizes = [r.diameter for r in ranked if r.diameter is not None]
+    if not sizes:
+        return None
+    low, high = min(sizes), max(sizes)
+    spread = f"{low:.0f} to {high:.0f} px in {len(sizes)} images; " if high > 1.25 * low else ""
+    return (
+        f"the model saw objects about {float(np.median(sizes)):.0f} px across ({spread}no "
+        f"diameter was given): if yours are another size, give it ({how}) and rank again, "
+        "or the ranking counts the objects this model knows"
+    )
 
 
 def _converter(
@@ -304,7 +337,8 @@ def ranking_table(
 
     Image columns: ``rank``, ``file`` (relative to ``root`` when given), ``score``,
     ``total_doubt``, ``reason``, ``n_objects``, ``uncertain_fraction``, ``worst_object``
-    (its label; 0 for none or a possible missed object). With ``objects``: ``rank``, ``file``,
+    (its label; 0 for none or a possible missed object), ``diameter`` (px the objects were
+    segmented at; empty when not rescaled for a size). With ``objects``: ``rank``, ``file``,
     ``image_score``, ``object_rank``, ``label``, ``plane``, ``score``, ``reason``,
     ``centroid_y``, ``centroid_x``, ``bbox_y0/x0/y1/x1``, ``area``. Ranked tiles add
     ``tile_y0/x0/y1/x1`` after ``file``.
@@ -334,11 +368,13 @@ def ranking_table(
             head.update(zip(("tile_y0", "tile_x0", "tile_y1", "tile_x1"), corners, strict=True))
         if not objects:
             worst = image.objects[0].label if image.objects else 0
+            size = "" if image.diameter is None else f"{image.diameter:.1f}"
             rows.append({**head, "score": image.score, "total_doubt": image.total_doubt,
                          "reason": image.reason,
                          "n_objects": image.n_objects,
                          "uncertain_fraction": image.uncertain_fraction,
-                         "worst_object": worst})  # fmt: skip
+                         "worst_object": worst,
+                         "diameter": size})  # fmt: skip
             continue
         for k, o in enumerate(image.objects, start=1):
             rows.append({**head, "image_score": image.score, "object_rank": k,

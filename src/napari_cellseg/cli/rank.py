@@ -79,7 +79,7 @@ def objects_path(out: Path) -> Path:
 def run_rank(args: argparse.Namespace) -> int:
     """Rank the images; a progress line on a terminal, warnings, and the top of the ranking."""
     from napari_cellseg.batch.files import find_inputs
-    from napari_cellseg.batch.ranking import iter_rank_images, write_ranking_csv
+    from napari_cellseg.batch.ranking import iter_rank_images, size_note, write_ranking_csv
     from napari_cellseg.cli.predict import params_from_args
     from napari_cellseg.device import resolve_device
     from napari_cellseg.errors import CellsegError
@@ -130,6 +130,9 @@ def run_rank(args: argparse.Namespace) -> int:
     more = f" and {objects_path(out)}" if args.objects else ""
     what = "tile(s)" if args.by_tile else "image(s)"
     print(f"ranked {len(ranked)} {what} -> {written}{more}")
+    note = size_note(ranked, params.diameter, "--diameter N")
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return 1 if warnings else 0
 
 

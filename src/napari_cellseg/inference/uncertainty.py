@@ -86,6 +86,10 @@ class ImageUncertainty:
         The reference labels the objects' ids refer to.
     copies : int
         How many copies were compared.
+    diameter : float or None
+        The object diameter (px of the image) the copies were segmented at: given, or the
+        model's estimate; ``None``: not rescaled for a size (``"off"``, or nothing found to
+        estimate it from).
     """
 
     score: float
@@ -94,6 +98,7 @@ class ImageUncertainty:
     uncertain_fraction: float
     labels: np.ndarray = field(repr=False)
     copies: int = 1
+    diameter: float | None = None
 
 
 def _transformed(image: np.ndarray, transform: tuple[bool, ...], ya: int, xa: int) -> np.ndarray:
@@ -311,7 +316,8 @@ def _assess(
     objects.sort(key=lambda o: (-o.score, o.plane, o.label))
     fraction = disagreement([c.reshape(-1) for c in copy_labels])
     score, reason = image_score(objects, fraction)
-    return ImageUncertainty(score, reason, objects, fraction, reference, len(copy_labels))
+    size = None if first.diameter is None else float(first.diameter)
+    return ImageUncertainty(score, reason, objects, fraction, reference, len(copy_labels), size)
 
 
 def _candidates(prediction: Any, plane: int, reference: np.ndarray, run: Any) -> list:
