@@ -174,6 +174,7 @@ def run(
         "corrected_objects": sum(int(read_labels(p.mask_path).max()) for p in train),
         "ranking_reasons": reasons,
         "ranking_diameter": ranked_at if how != "random" else None,
+        "rank_diameter_given": rank_diameter is not None and how != "random",
         "protocol": "paired" if paired else "unpaired",
         **tuned,
         "test": metrics,
@@ -398,7 +399,6 @@ def main() -> None:
             args.base, pool, test, recipe, how, int(seed), args.minutes, args.diameter,
             args.object_diameter, args.paired, result["base_score"], args.rank_diameter,
         )  # fmt: skip
-        row["rank_diameter_given"] = args.rank_diameter is not None and how != "random"
         print(json.dumps(row), flush=True)
         result["runs"].append(row)
         out.parent.mkdir(parents=True, exist_ok=True)

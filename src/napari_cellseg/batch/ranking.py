@@ -31,6 +31,7 @@ from napari_cellseg.batch.jobs import file_params
 from napari_cellseg.batch.measure import write_table_csv
 from napari_cellseg.batch.reading import read_input
 from napari_cellseg.batch.spread import appearance, spread_order
+from napari_cellseg.diameters import parse_diameter
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import CancelledError, Notice, Progress, drain, relay
 from napari_cellseg.inference.uncertainty import RankedObject, iter_uncertainty
@@ -253,7 +254,7 @@ def size_note(ranked: Sequence[RankedImage], given: Any, how: str) -> str | None
     >>> size_note(images, 40, "--diameter N") is None
     True
     """
-    if given is not None and str(given).strip().lower() != "auto":
+    if parse_diameter(given) not in (None, "auto"):
         return None
     sizes = [r.diameter for r in ranked if r.diameter is not None]
     if not sizes:
