@@ -468,3 +468,23 @@ def test_hitl_fine_tune_records_how_much_of_its_threads_time_it_had(tmp_path: Pa
     assert out.is_file() and record["train_seconds"] > 0
     assert 0.0 < record["cpu_share"] <= 1.5  # CPU time over the threads' wall time
     assert len(record["epochs_val_dsb_ap"]) == 2  # the base (epoch 0) and the one epoch
+
+
+def test_rank_sizes_compares_each_ranking_with_the_truth(tmp_path: Path) -> None:
+    from tiny_models import save_tiny
+
+    weights = save_tiny("unet", tmp_path / "tiny.safetensors")
+    command = [sys.executable, str(ROOT / "bench" / "rank_sizes.py"), "--weights", str(weights)]
+    command += ["--folder", str(ROOT / "sample_data"), "--diameters", "off", "default"]
+    command += ["--out", str(tmp_path), "--name", "sample"]
+    done = run_bench(command)
+    report = json.loads((tmp_path / "rank_sizes_sample.json").read_text())
+    assert report["images"] == 3 and report["truth_objects"] > 0
+    assert [r["diameter"] for r in report["rankings"]] == ["off", None]
+    for ranking in report["rankings"]:  # 3 images: the top 3 and any 3 hold every object
+        assert sum(t["truth_objects"] for t in ranking["top_10"]) == report["truth_objects"]
+        assert ranking["truth_objects_in_top_3"] == report["truth_objects"]
+        assert len({t["image"] for t in ranking["top_10"]}) == 3
+    low, mid, high = report["random_top_3_truth_objects_5_50_95"]
+    assert low == mid == high == report["truth_objects"]
+    assert "| off |" in done.stdout

@@ -72,6 +72,13 @@ def test_rank_says_the_size_it_chose_when_none_was_given(tmp_path, capsys, weigh
     assert "the model saw objects" not in capsys.readouterr().err
 
 
+def test_help_names_the_diameter_column_and_note(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["rank", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "diameter column" in text and "give your objects' size (--diameter N)" in text
+
+
 @pytest.mark.parametrize("order", ["total", "mean"])
 def test_rank_order_option(tmp_path, capsys, weights, scripted, order) -> None:
     folder = _folder(tmp_path)

@@ -4,7 +4,8 @@ Every image is segmented as several flipped/rotated copies; each object's doubt 
 copies disagree on it (and, per model, as its boundary weakens or its detection score
 drops). Images are ranked by the sum of their objects' doubts (``--order total``: where there
 is the most to correct) or by the doubt of their worst objects (``--order mean``). The
-ranking is written as CSV, first the image to correct first.
+ranking is written as CSV, first the image to correct first, with the object diameter each
+image was segmented at; when none was given, a note says what size the model saw.
 
 Exit status: 0 when every image was ranked, 1 when some could not be read (warned and left
 out of the CSV), 2 for user errors (bad weights or parameters, no images).
@@ -32,7 +33,10 @@ def add_rank_parser(sub: argparse._SubParsersAction) -> None:
             "boundaries are (U-Net) and how low the detection scores (Mask R-CNN), summed "
             "over each image's objects (--order total) or for its worst ones (--order mean); "
             "--order spread also weighs how typical each image is of the folder and how "
-            "unlike the images ranked before it."
+            "unlike the images ranked before it. The CSV's diameter column gives the object "
+            "size (px) each image was segmented at; without --diameter the model estimates "
+            "it per image and a note says what it saw: give your objects' size (--diameter "
+            "N) when that is wrong, or the ranking counts the objects this model knows."
         ),
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="a folder, or image files")
