@@ -254,6 +254,8 @@ def report(folder: Path) -> str:
     ]
     for path in sorted(folder.glob("hitl_*.json")):
         result = json.loads(path.read_text())
+        if "base_score" not in result:  # another script's (hitl_rounds_*, hitl_split_*, ...)
+            continue
         base = result["base_score"]["dsb_ap"]
         head = f"{result['domain']} ({result['base']})"
         encoder = (result.get("base_builder_args") or {}).get("encoder_name")

@@ -388,6 +388,7 @@ def test_hitl_report_keeps_runs_ranked_at_a_given_size_apart(tmp_path: Path) -> 
     result = {"runs": runs, "base_score": {"dsb_ap": 0.001}, "domain": "glas", "test": 60,
               "base": "unet_dsb.safetensors"}  # fmt: skip
     (tmp_path / "hitl_glas_x.json").write_text(json.dumps(result))
+    (tmp_path / "hitl_rounds_glas.json").write_text(json.dumps({"rows": []}))  # not a hitl.py run
     table = module.report(tmp_path)
     assert "| fast | top-ranked (total doubt) at 120 px, paired | 0,1 | 0.150 ± 0.050 |" in table
     assert "| fast | top-ranked (total doubt), paired | 0 | 0.050 ± 0.000 |" in table
