@@ -34,9 +34,10 @@ def add_rank_parser(sub: argparse._SubParsersAction) -> None:
             "over each image's objects (--order total) or for its worst ones (--order mean); "
             "--order spread also weighs how typical each image is of the folder and how "
             "unlike the images ranked before it. The CSV's diameter column gives the object "
-            "size (px) each image was segmented at; without --diameter the model estimates "
-            "it per image and a note says what it saw: give your objects' size (--diameter "
-            "N) when that is wrong, or the ranking counts the objects this model knows."
+            "size (px) each image was segmented at; without --diameter the model's own size "
+            "is used (its estimate per image, or a fine-tuned model's size) and a note says "
+            "what it saw: give your objects' size (--diameter N) when that is wrong, or the "
+            "ranking counts the objects this model knows."
         ),
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="a folder, or image files")
