@@ -152,13 +152,13 @@ def choose(pool, how: str, seed: int, base: Path, n: int = 3, diameter=None, pai
 def run(
     base: Path, pool, test, recipe: str, how: str, seed: int, minutes: float, diameter,
     object_diameter: float | None = None, paired: bool = False, base_score: dict | None = None,
-    rank_diameter=None,
+    rank_diameter=None, overrides: dict | None = None,
 ):  # fmt: skip
     ranked_at = diameter if rank_diameter is None else rank_diameter
     train, val, reasons = choose(pool, how, seed, base, diameter=ranked_at, paired=paired)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "tuned.safetensors"
-        tuned = fine_tune(base, train, val, out, recipe, seed, minutes, object_diameter)
+        tuned = fine_tune(base, train, val, out, recipe, seed, minutes, object_diameter, overrides)
         if tuned["kept_base"] and base_score:
             # A kept base is the base, tensor for tensor (tests/training/test_never_worse.py).
             metrics = dict(base_score)
@@ -166,6 +166,7 @@ def run(
             metrics = score(out, test, diameter)
     return {
         "recipe": recipe,
+        "overrides": dict(overrides or {}),
         "selection": how,
         "seed": seed,
         "object_diameter": object_diameter,
@@ -234,6 +235,17 @@ def fine_tune(
     }
 
 
+def _recipe(row: dict) -> str:
+    """A run's recipe as the tables group it, with the values ``--set`` replaced.
+
+    >>> _recipe({"recipe": "fast", "overrides": {"ema_decay": 0.97}})
+    'fast, ema_decay=0.97'
+    """
+    return row["recipe"] + "".join(
+        f", {k}={v}" for k, v in sorted(row.get("overrides", {}).items())
+    )
+
+
 def _selection(row: dict) -> str:
     """A run's selection as the tables group it: paired runs apart from the others, ranked
     at a given diameter (``--rank-diameter``) apart from ranked at the model's own."""
@@ -266,7 +278,7 @@ def report(folder: Path) -> str:
         lines.append(f"| {head} | {result['test']} | base model | — | — | {base:.3f} | — | — | — |")
         groups: dict[tuple[str, str], list] = {}
         for row in result["runs"]:
-            groups.setdefault((row["recipe"], _selection(row)), []).append(row)
+            groups.setdefault((_recipe(row), _selection(row)), []).append(row)
         for (recipe, how), rows in groups.items():
             ap = np.array([r["test"]["dsb_ap"] for r in rows])
             seconds = np.mean([r["train_seconds"] for r in rows])
@@ -383,7 +395,12 @@ def main() -> None:
         "--paired", action="store_true",
         help="draw each seed's validation image first, the same for every selection",
     )  # fmt: skip
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="NAME=VALUE",
+        help="TrainParams values that replace the recipe's in every run, e.g. ema_decay=0.97",
+    )  # fmt: skip
     args = parser.parse_args()
+    overrides = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
     pool, test = domain_split(args.domain, args.n_test)
     out = args.out or ROOT / "bench" / "results" / f"hitl_{args.domain}.json"
     result = json.loads(out.read_text()) if out.exists() else {"runs": []}
@@ -399,7 +416,7 @@ def main() -> None:
             )
         row = run(
             args.base, pool, test, recipe, how, int(seed), args.minutes, args.diameter,
-            args.object_diameter, args.paired, result["base_score"], args.rank_diameter,
+            args.object_diameter, args.paired, result["base_score"], args.rank_diameter, overrides,
         )  # fmt: skip
         print(json.dumps(row), flush=True)
         result["runs"].append(row)
@@ -410,7 +427,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     groups: dict[tuple[str, str], list] = {}
     for row in result["runs"]:
-        groups.setdefault((row["recipe"], _selection(row)), []).append(row)
+        groups.setdefault((_recipe(row), _selection(row)), []).append(row)
     for (recipe, how), rows in groups.items():
         ap = np.mean([r["test"]["dsb_ap"] for r in rows])
         seeds = ",".join(str(r["seed"]) for r in rows)

@@ -296,7 +296,7 @@ class TrainParams:
 
     ``recipe`` names the recipe the values came from (``fast``: the fine-tuning default,
     built by :func:`napari_cellseg.training.recipes.recipe_params`); ``adapt_batchnorm``,
-    ``encoder_lr_factor``, ``warmup_steps`` and ``foreground_bias`` are its mechanisms.
+    ``encoder_lr_factor``, ``warmup_steps``, ``foreground_bias``, ``ema_decay``: its mechanisms.
     """
 
     family: str = "unet"
@@ -340,10 +340,8 @@ class TrainParams:
     device: str = field(default="auto", metadata=info("Device", DEVICE_HELP))
     mixed_precision: bool = True
     grad_clip: float = 5.0
-    early_stopping_patience: int | None = field(
-        default=10,
-        metadata=info("Patience", "early stopping patience in epochs"),
-    )
+    early_stopping_patience: int | None = field(default=10, metadata=info(
+        "Patience", "early stopping patience in epochs"))  # fmt: skip
     num_workers: int = field(default=0, metadata=info("Workers", "data loader workers"))
     val_tile_size: int = 512
     freeze_batchnorm: bool | None = None
@@ -360,10 +358,8 @@ class TrainParams:
         error="object diameter must be 0 (off) or between "
         f"{TRAIN_DIAMETER_RANGE[0]:g} and {{max}} px, got {{value}}"))  # fmt: skip
     scale_jitter: float = field(default=0.2, metadata=info(
-        "Scale jitter",
-        "random zoom around the object diameter: a log-uniform factor in "
-        "[1/(1+j), 1+j] per crop (0 = none)",
-        min=0.0, max=1.0))  # fmt: skip
+        "Scale jitter", "random zoom around the object diameter: a log-uniform factor in "
+        "[1/(1+j), 1+j] per crop (0 = none)", min=0.0, max=1.0))  # fmt: skip
 
     recipe: str = field(default="classic", metadata=info(
         "Recipe", "fast: adapt to a few corrected images in minutes; classic: long runs",
@@ -376,6 +372,9 @@ class TrainParams:
         "Warm-up steps", "steps of linear learning-rate warm-up", min=0))  # fmt: skip
     foreground_bias: float = field(default=0.7, metadata=info(
         "Foreground bias", "share of crops centred near an object", min=0.0, max=1.0))  # fmt: skip
+    ema_decay: float = field(default=0.0, metadata=info(
+        "Weight averaging", "per-step decay of the weights' moving average, which is validated "
+        "and saved (0 = off: the raw weights)", min=0.0, max=1.0, max_exclusive=True))  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

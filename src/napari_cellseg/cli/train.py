@@ -92,6 +92,7 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
         ("--encoder-lr-factor", "encoder_lr_factor", float),
         ("--warmup-steps", "warmup_steps", int),
         ("--foreground-bias", "foreground_bias", float),
+        ("--ema-decay", "ema_decay", float),
     ):
         t.add_argument(flag, type=kind, default=None, help=f"{_help(name)} (default: the recipe's)")
     for flag, name in (
@@ -204,7 +205,7 @@ def run_train(args: argparse.Namespace) -> int:
         )
         tweaks = {
             name: getattr(args, name)
-            for name in ("encoder_lr_factor", "warmup_steps", "foreground_bias")
+            for name in ("encoder_lr_factor", "warmup_steps", "foreground_bias", "ema_decay")
             if getattr(args, name) is not None
         }
         settings.update(tweaks)

@@ -34,6 +34,7 @@ from napari_cellseg.models import ModelCard, build_model, load_weights, save_wei
 from napari_cellseg.models.unused_stages import placeholder_keys
 from napari_cellseg.params import TrainParams, fine_tune_learning_rate
 from napari_cellseg.training.adaptation import adapt_batchnorm
+from napari_cellseg.training.averaging import averaged_module, update_average, weight_average
 from napari_cellseg.training.budget import shared_cores_notice
 from napari_cellseg.training.checkpoints import (
     checkpoint_path_for,
@@ -244,6 +245,8 @@ def iter_train(
                     f"images ({layers} layers, AdaBN)"
                 )
             )
+    average = weight_average(model, params.ema_decay, state)  # after AdaBN: its statistics
+    judged = averaged_module(model, average)  # the weights validated and saved
     freeze_bn = params.freeze_batchnorm
     if freeze_bn is None:
         freeze_bn = init is not None or bool(state and state.get("fine_tuning"))
@@ -265,6 +268,7 @@ def iter_train(
                     "lower the learning rate or check the masks (the last checkpoint is kept)"
                 )
             losses.append(loss)
+            update_average(average, model)
             if scheduler_per_step(params):
                 scheduler.step()
             yield checkpoint(
@@ -276,7 +280,7 @@ def iter_train(
         if not scheduler_per_step(params):
             scheduler.step()
         metrics = (
-            evaluate_model(model, card, val_images, device=device, tile_size=params.val_tile_size)
+            evaluate_model(judged, card, val_images, device=device, tile_size=params.val_tile_size)
             if val_images
             else {}
         )
@@ -289,7 +293,7 @@ def iter_train(
             best_card = trained_card(
                 card, params, manifest, history, best_epoch, best_metrics, init, object_size
             )
-            save_weights(model, best_card, out)
+            save_weights(judged, best_card, out)
         else:
             stale += 1
         save_checkpoint(
@@ -297,6 +301,7 @@ def iter_train(
             {
                 "epoch": epoch,
                 "model": model.state_dict(),
+                "average": average.state_dict() if average is not None else None,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None,
@@ -345,7 +350,7 @@ def iter_train(
         save_weights(model, kept_base_card(card, params, manifest, history, baseline, init), out)
     elif not out.exists():  # e.g. resumed after the last epoch: keep a weight file anyway
         save_weights(
-            model,
+            judged,
             trained_card(card, params, manifest, history, epoch, best_metrics, init, object_size),
             out,
         )
