@@ -96,10 +96,11 @@ def link_folder(pairs: list[TrainingPair], folder: Path) -> Path:
     return folder
 
 
-def score(weights: Path, test: list[TrainingPair], diameter) -> dict:
-    """Mean metrics of ``weights`` on ``test`` (default prediction parameters)."""
+def score(weights: Path, test: list[TrainingPair], diameter, invert: bool = False) -> dict:
+    """Mean metrics of ``weights`` on ``test`` (default prediction parameters; ``invert``:
+    the images' intensities flipped, ``PredictParams.invert``)."""
     loaded = load_weights(weights)
-    params = PredictParams(device="cpu", diameter=diameter)
+    params = PredictParams(device="cpu", diameter=diameter, invert=invert)
     rows, start = [], time.perf_counter()
     for pair in test:
         image = read_image(pair.image_path).data
@@ -110,20 +111,23 @@ def score(weights: Path, test: list[TrainingPair], diameter) -> dict:
     return out
 
 
-def choose(pool, how: str, seed: int, base: Path, n: int = 3, diameter=None, paired=False):
+def choose(
+    pool, how: str, seed: int, base: Path, n: int = 3, diameter=None, paired=False, invert=False
+):  # fmt: skip
     """(train, val): ``n`` images chosen ``how`` plus one random validation image.
 
     The ranking segments with ``diameter``, as the runs are scored (``None``: the model's
     default). Runs recorded before 2026-12-03 (second session) ranked with the default.
     ``paired``: the validation image is drawn first, from the seed alone, so every selection
     of a seed validates on the same image and chooses its ``n`` among the rest (otherwise
-    it is drawn after the ``n``, and differs between selections).
+    it is drawn after the ``n``, and differs between selections). ``invert``: rank the
+    images with their intensities flipped (``PredictParams.invert``).
     """
     rng = random.Random(1000 + seed)
     if paired:
         val = random.Random(2000 + seed).choice(pool)
         pool = [p for p in pool if p is not val]
-        train, _, reasons = choose(pool, how, seed, base, n, diameter)
+        train, _, reasons = choose(pool, how, seed, base, n, diameter, invert=invert)
         return train, [val], reasons
     if how == "random":
         picked = rng.sample(pool, n + 1)
@@ -132,7 +136,7 @@ def choose(pool, how: str, seed: int, base: Path, n: int = 3, diameter=None, pai
 
     loaded = load_weights(base)
     order = {"top-mean": "mean", "top-spread": "spread", "top-typical": "spread"}.get(how, "total")
-    params = PredictParams(device="cpu", diameter=diameter)
+    params = PredictParams(device="cpu", diameter=diameter, invert=invert)
     ranking = rank_images([p.image_path for p in pool], loaded, params, order=order)
     if how == "top-typical":  # the spread order without the doubt: typical, then unlike
         from napari_cellseg.batch.spread import spread_order
@@ -155,7 +159,10 @@ def run(
     rank_diameter=None, overrides: dict | None = None,
 ):  # fmt: skip
     ranked_at = diameter if rank_diameter is None else rank_diameter
-    train, val, reasons = choose(pool, how, seed, base, diameter=ranked_at, paired=paired)
+    invert = bool((overrides or {}).get("invert"))  # --set invert=true: ranked inverted too
+    train, val, reasons = choose(
+        pool, how, seed, base, diameter=ranked_at, paired=paired, invert=invert
+    )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "tuned.safetensors"
         tuned = fine_tune(base, train, val, out, recipe, seed, minutes, object_diameter, overrides)
@@ -406,7 +413,9 @@ def main() -> None:
     result = json.loads(out.read_text()) if out.exists() else {"runs": []}
     result.update(header(args, pool, test))
     if "base_score" not in result:
-        result["base_score"] = score(args.base, test, args.diameter)
+        invert = bool(overrides.get("invert"))  # the base scored as the runs rank and train
+        result["base_score"] = score(args.base, test, args.diameter, invert)
+        result["base_score_inverted"] = invert
         print("base", result["base_score"], flush=True)
     for spec in args.runs:
         recipe, how, seed = spec.split(":")

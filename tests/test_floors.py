@@ -24,6 +24,7 @@ FLOORS: dict[str, int] = {
     "families": 1,
     "fields": 1,
     "diameters": 1,
+    "block_options": 1,
     "params": 2,
     "device": 2,
     "io": 3,

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from napari_cellseg.block_options import BlockOptions  # noqa: F401  (re-exported)
 from napari_cellseg.diameters import DIAMETER_HELP, DIAMETER_RANGE, parse_diameter
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.families import FAMILIES, family_spec
@@ -102,6 +103,10 @@ TTA_CHOICES = (1, 2, 4, 8)
 """Copies of each tile test-time augmentation can average (1 = off); see ``PredictParams.tta``."""
 
 BACKENDS = ("auto", "torch", "onnx", "int8", "bf16")  # PredictParams.backend
+INVERT_HELP = (
+    "flip intensities (1 - x after normalisation): dark objects on a bright background "
+    "for a model of bright ones on a dark background, e.g. brightfield for a fluorescence model"
+)
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,8 @@ class PredictParams:
     backend : str
         What runs the network on the CPU (:data:`BACKENDS`; the field's help and
         :mod:`napari_cellseg.inference.onnx_backend` say more).
+    invert : bool
+        Flip the image's intensities for the model (see ``INVERT_HELP``).
     compile : bool
         ``torch.compile`` the PyTorch network (``inference.model_runner``; ONNX Runtime
         ignores it); where it fails, eager with a notice.
@@ -170,10 +177,9 @@ class PredictParams:
     axes: str | None = field(default=None, metadata=info(
         "Axes", "axes of the images in the order the file stores them, e.g. ZYX or CYX "
         "(default: what the file says)"))  # fmt: skip
-    channels: tuple[int, ...] | None = field(
-        default=None,
-        metadata=info("Channels", "image channels fed to the model, e.g. 0 or 1,0,2"),
-    )
+    channels: tuple[int, ...] | None = field(default=None, metadata=info(
+        "Channels", "image channels fed to the model, e.g. 0 or 1,0,2"))  # fmt: skip
+    invert: bool = field(default=False, metadata=info("Invert", INVERT_HELP))
     keep_probabilities: bool = False
     mixed_precision: bool = True
     tta: int = field(default=1, metadata=info(
@@ -365,6 +371,7 @@ class TrainParams:
         "Recipe", "fast: adapt to a few corrected images in minutes; classic: long runs",
         choices=("fast", "classic")))  # fmt: skip
     adapt_batchnorm: bool = False  # AdaBN: re-estimate BatchNorm statistics on the data first
+    invert: bool = field(default=False, metadata=info("Invert", INVERT_HELP))  # kept in the card
     encoder_lr_factor: float = field(default=1.0, metadata=info(
         "Encoder LR factor", "the encoder's learning rate as a fraction of the rest's",
         min=0.0, max=1.0))  # fmt: skip
@@ -402,48 +409,3 @@ class TrainParams:
         for name in family_spec(self.family).train_defaults:
             out[name] = self.resolved(name)
         return out
-
-
-@dataclass(frozen=True)
-class BlockOptions:
-    """Segmenting planes too large for memory block by block (batch, CLI, viewer).
-
-    Attributes
-    ----------
-    block_size : int
-        Edge of a block in pixels, 64 to 32768.
-    halo : int
-        Margin read around each block, 0 to ``block_size``; objects larger than the halo
-        may be cut.
-    block_pixels : int
-        Planes with more pixels than this (default 4096 x 4096) go block by block.
-
-    Examples
-    --------
-    >>> BlockOptions(block_size=1024, halo=128).block_pixels
-    16777216
-    >>> BlockOptions(block_size=32)  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    napari_cellseg.errors.CellsegError: block size 32 and halo 256 are out of range: ...
-    """
-
-    block_size: int = 2048
-    halo: int = 256
-    block_pixels: int = 1 << 24
-
-    def __post_init__(self) -> None:
-        from numbers import Integral
-
-        values = (self.block_size, self.halo, self.block_pixels)
-        if not all(isinstance(v, Integral) and not isinstance(v, bool) for v in values):
-            raise CellsegError(
-                f"block size, halo and block pixels must be whole numbers, got {values}"
-            )
-        if not 64 <= self.block_size <= 32768 or not 0 <= self.halo <= self.block_size:
-            raise CellsegError(
-                f"block size {self.block_size} and halo {self.halo} are out of range: use a "
-                "block of 64 to 32768 pixels and a halo from 0 to the block size"
-            )
-        if self.block_pixels < 1:
-            raise CellsegError(f"block pixels must be at least 1, got {self.block_pixels}")

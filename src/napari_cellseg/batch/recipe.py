@@ -31,15 +31,16 @@ BATCH_LIBRARIES = ("napari-cellseg", "numpy", "torch", "scikit-image", "scipy", 
 def make_recipe(weights_sha256: str, params: dict[str, Any]) -> dict[str, Any]:
     """The result-changing part of a run: weights checksum and parameters.
 
-    Options that are off are left out (``tta`` 1, ``compile`` off, ``diameter`` None, the z-stack /
-    time-lapse options when not stitching or linking), so folders written before they
-    existed resume.
+    Options that are off are left out (``tta`` 1, ``compile`` and ``invert`` off,
+    ``diameter`` None, the z-stack / time-lapse options when not stitching or linking), so
+    folders written before they existed resume.
     """
     kept = {k: v for k, v in params.items() if k not in RESULT_NEUTRAL}
     if kept.get("tta") == 1:  # off: left out, so folders written before the option resume
         del kept["tta"]
-    if kept.get("compile") is False:  # likewise
-        del kept["compile"]
+    for name in ("compile", "invert"):  # off: likewise
+        if kept.get(name) is False:
+            del kept[name]
     if "diameter" in kept and kept["diameter"] is None:  # the model's default: likewise
         del kept["diameter"]
     for name in _unused_stack_options(kept):  # off or not used: likewise

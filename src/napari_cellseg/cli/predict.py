@@ -60,6 +60,7 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", type=int, choices=TTA_CHOICES, default=defaults.tta, help=_help("tta"))
     p.add_argument("--axes", default=None, help=_help("axes"))
     p.add_argument("--channels", default=None, help=_help("channels"))
+    p.add_argument("--invert", action="store_true", help=_help("invert"))
     add_diameter_option(p)
     from napari_cellseg.cli.export import add_export_option
 
@@ -200,6 +201,7 @@ def params_from_args(args: argparse.Namespace, card: ModelCard) -> PredictParams
         diameter=getattr(args, "diameter", None),
         backend=getattr(args, "backend", PredictParams.backend),
         compile=bool(getattr(args, "compile", False)),
+        invert=bool(getattr(args, "invert", False)),
         post=replace(card.post_params(), **post),
         **stack_values(args),
     )

@@ -88,6 +88,10 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
         "warm-up, encoder at 0.3x the learning rate; classic: a tenth of the family's learning "
         "rate, BatchNorm frozen)",
     )
+    t.add_argument(
+        "--invert", action="store_true",
+        help=f"{_help('invert')}; the new model's card keeps it, so it inverts by itself",
+    )  # fmt: skip
     for flag, name, kind in (
         ("--encoder-lr-factor", "encoder_lr_factor", float),
         ("--warmup-steps", "warmup_steps", int),
@@ -208,7 +212,7 @@ def run_train(args: argparse.Namespace) -> int:
             for name in ("encoder_lr_factor", "warmup_steps", "foreground_bias", "ema_decay")
             if getattr(args, name) is not None
         }
-        settings.update(tweaks)
+        settings.update(tweaks, **({"invert": True} if args.invert else {}))
         if args.init:
             from napari_cellseg.models import load_weights
 

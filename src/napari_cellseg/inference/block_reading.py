@@ -96,6 +96,7 @@ def plane_normalisation(
         "lo": [float(s[0]) for s in stats],
         "hi": [float(s[1]) for s in stats],
         "clip": clip,
+        "invert": bool(norm.get("invert", False)),
     }
 
 

@@ -49,6 +49,7 @@ from napari_cellseg.inference.preprocess import (
 from napari_cellseg.inference.transfer import fetched
 from napari_cellseg.io.files import label_dtype
 from napari_cellseg.models.card import ModelCard
+from napari_cellseg.models.normalise import with_invert
 from napari_cellseg.models.weights import LoadedModel
 from napari_cellseg.params import PostprocessParams, PredictParams
 
@@ -270,7 +271,7 @@ def iter_predict_planes(
                 plane,
                 input_channels=card.input_channels,
                 channel_handling=card.channel_handling,
-                normalisation=card.normalisation,
+                normalisation=with_invert(card.normalisation, params.invert),
                 channels=params.channels,
                 tiled=scale == 1.0 and not runner.blends_on_device,  # tile by tile on the host
             )

@@ -205,6 +205,11 @@ def normalise(
       processed block by block uses so that every block gets the whole plane's statistics.
     - ``"none"``: only cast to float32.
 
+    ``"invert": True`` flips the intensities after the methods that map to [0, 1]
+    (``1 - x``; for ``imagenet`` before the mean and std): dark objects on a bright
+    background (brightfield) look like bright objects on a dark one (fluorescence), as
+    Cellpose's ``invert`` does. With ``"none"`` it is an error.
+
     Parameters
     ----------
     data : numpy.ndarray
@@ -226,6 +231,9 @@ def normalise(
     [0.0, 0.20000000298023224, 0.4000000059604645, 1.0]
     >>> normalise(x, {"method": "minmax"}).max()
     np.float32(1.0)
+    >>> flipped = normalise(x, {"method": "minmax", "invert": True})
+    >>> [round(float(v), 2) + 0.0 for v in flipped.ravel()]
+    [1.0, 0.8, 0.6, 0.0]
     """
     dtype = np.dtype(data.dtype if dtype is None else dtype)
     method = normalisation.get("method") if isinstance(normalisation, Mapping) else None
@@ -233,6 +241,12 @@ def normalise(
         raise CellsegError(
             f"unknown normalisation {method!r} in the model card; expected one of "
             f"{', '.join(NORMALISATION_METHODS)}"
+        )
+    invert = bool(normalisation.get("invert", False))
+    if invert and method == "none":
+        raise CellsegError(
+            "inverting needs a normalisation that maps the image to [0, 1]; this model's is "
+            "'none': invert the image yourself, or leave invert off"
         )
     if method == "percentile":
         low = float(normalisation.get("low", 1.0))
@@ -242,7 +256,7 @@ def normalise(
                 f"percentile normalisation needs 0 <= low < high <= 100, got low={low}, high={high}"
             )
         ranges = percentile_ranges(data, low, high)
-        return _stretched(data, ranges, bool(normalisation.get("clip", True)), tiled)
+        return _stretched(data, ranges, bool(normalisation.get("clip", True)), tiled, invert)
     if method == "range":
         lo, hi = (np.asarray(normalisation.get(k, ()), np.float64).ravel() for k in ("lo", "hi"))
         if not len(lo) == len(hi) == len(data):
@@ -251,7 +265,7 @@ def normalise(
                 f"channel; got {len(lo)} and {len(hi)}"
             )
         ranges = [(float(a), float(b)) if b > a else None for a, b in zip(lo, hi, strict=True)]
-        return _stretched(data, ranges, bool(normalisation.get("clip", False)), tiled)
+        return _stretched(data, ranges, bool(normalisation.get("clip", False)), tiled, invert)
     x = data.astype(np.float32)  # always a copy: callers may pass views of the image
     if method == "none":
         return x
@@ -261,6 +275,8 @@ def normalise(
             raise CellsegError(f"normalisation max must be > 0, got {scale}")
         if scale != 1.0:
             x /= np.float32(scale)
+        if invert:
+            np.subtract(np.float32(1.0), x, out=x)
         if method == "dtype-range":
             return x
         mean = _per_channel_stats(normalisation.get("mean"), IMAGENET_MEAN, len(x), "mean")
@@ -270,12 +286,39 @@ def normalise(
         return (x - mean[:, None, None]) / std[:, None, None]
     if method == "minmax":
         spans = [(float(c.min()), float(c.max())) for c in x]
-        return apply_ranges(x, [(lo, hi) if hi > lo else None for lo, hi in spans], clip=False)
+        ranges = [(lo, hi) if hi > lo else None for lo, hi in spans]
+        return apply_ranges(x, inverted_ranges(ranges) if invert else ranges, clip=False)
     raise AssertionError(f"normalisation {method!r} not handled")  # pragma: no cover
 
 
-def _stretched(data: np.ndarray, ranges: list, clip: bool, tiled: bool) -> Any:
+def inverted_ranges(ranges: list) -> list:
+    """Per-channel ranges that map each channel's high end to 0 and its low end to 1.
+
+    ``(x - hi) / (lo - hi)`` is ``1 - (x - lo) / (hi - lo)``: swapping a range's ends inverts
+    the channel in the same single pass (flat channels and repeats stay as they are).
+
+    >>> inverted_ranges([(0.0, 10.0), None, 0])
+    [(10.0, 0.0), None, 0]
+    """
+    return [(span[1], span[0]) if isinstance(span, tuple) else span for span in ranges]
+
+
+def with_invert(normalisation: Mapping[str, Any], flip: bool) -> Mapping[str, Any]:
+    """``normalisation`` with its ``invert`` flag flipped when ``flip`` (else unchanged).
+
+    >>> with_invert({"method": "percentile"}, True)
+    {'method': 'percentile', 'invert': True}
+    >>> with_invert({"method": "percentile", "invert": True}, True)["invert"]
+    False
+    """
+    if not flip:
+        return normalisation
+    return {**normalisation, "invert": not normalisation.get("invert", False)}
+
+
+def _stretched(data: np.ndarray, ranges: list, clip: bool, tiled: bool, invert: bool) -> Any:
     """``data`` normalised with per-channel ``ranges``: now, or tile by tile when ``tiled``."""
+    ranges = inverted_ranges(ranges) if invert else ranges
     return TiledInput(data, ranges, clip=clip) if tiled else apply_ranges(data, ranges, clip=clip)
 
 

@@ -31,6 +31,7 @@ from napari_cellseg.events import (
 )
 from napari_cellseg.families import family_spec
 from napari_cellseg.models import ModelCard, build_model, load_weights, save_weights
+from napari_cellseg.models.normalise import with_invert
 from napari_cellseg.models.unused_stages import placeholder_keys
 from napari_cellseg.params import TrainParams, fine_tune_learning_rate
 from napari_cellseg.training.adaptation import adapt_batchnorm
@@ -155,6 +156,8 @@ def iter_train(
     torch.manual_seed(params.seed)
 
     model, card, notices = _model_and_card(params, model, card, init, state)
+    if params.invert and state is None:  # in the card: its predictions invert as training did
+        card = replace(card, normalisation=dict(with_invert(card.normalisation, True)))
     if init is not None and state is None:  # the base's identity, history and data
         card = with_lineage(card, init)
     for notice in notices:
