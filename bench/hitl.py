@@ -282,7 +282,10 @@ def report(folder: Path) -> str:
             head = head[:-1] + f", {encoder} U-Net)"
         if path.stem != f"hitl_{result['domain']}":  # a re-run kept apart (--out)
             head += f", {path.stem}"
-        lines.append(f"| {head} | {result['test']} | base model | — | — | {base:.3f} | — | — | — |")
+        flipped = ", inverted" if result.get("base_score_inverted") else ""  # --set invert=true
+        lines.append(
+            f"| {head} | {result['test']} | base model{flipped} | — | — | {base:.3f} | — | — | — |"
+        )
         groups: dict[tuple[str, str], list] = {}
         for row in result["runs"]:
             groups.setdefault((_recipe(row), _selection(row)), []).append(row)

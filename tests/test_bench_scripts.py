@@ -489,3 +489,22 @@ def test_rank_sizes_compares_each_ranking_with_the_truth(tmp_path: Path) -> None
     low, mid, high = report["random_top_3_truth_objects_5_50_95"]
     assert low == mid == high == report["truth_objects"]
     assert "| off |" in done.stdout
+
+
+def test_invert_scores_each_image_both_ways(tmp_path: Path) -> None:
+    from tiny_models import save_tiny
+
+    weights = save_tiny("unet", tmp_path / "tiny.safetensors")
+    command = [sys.executable, str(ROOT / "bench" / "invert.py"), "--weights", str(weights)]
+    command += ["--folder", str(ROOT / "sample_data"), "--out", str(tmp_path), "--name", "s"]
+    done = run_bench(command)
+    report = json.loads((tmp_path / "invert_s.json").read_text())
+    (sample,) = report["sets"]
+    assert sample["name"] == "sample_data" and sample["images"] == 3
+    assert len(sample["per_image_dsb_ap"]) == 3
+    ap = sample["metrics"]["dsb_ap"]
+    assert ap["inverted_higher"] + ap["inverted_lower"] <= 3
+    rows = sample["per_image_dsb_ap"]
+    means = [sum(r[k] for r in rows) / len(rows) for k in ("plain", "inverted")]
+    assert [ap["plain"], ap["inverted"]] == pytest.approx(means, abs=1e-4)
+    assert "| sample_data | 3 |" in done.stdout

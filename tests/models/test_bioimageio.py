@@ -237,6 +237,13 @@ def test_normalisation_survives_preprocessing(norm: dict) -> None:
     back = normalisation_from(preprocessing_for(norm, 3, dtype_max=255.0), "p")
     x = np.random.default_rng(0).uniform(0, 255, (3, 16, 16)).astype(np.float32)
     np.testing.assert_allclose(normalise(x, back), normalise(x, norm), rtol=1e-5, atol=1e-5)
+    if norm["method"] != "none":  # inverted too: one more step, read back as invert
+        flipped = {**norm, "invert": True}
+        steps = preprocessing_for(flipped, 3, dtype_max=255.0)
+        assert len(steps) == len(preprocessing_for(norm, 3, dtype_max=255.0)) + 1
+        back = normalisation_from(steps, "p")
+        assert back["invert"] is True
+        np.testing.assert_allclose(normalise(x, back), normalise(x, flipped), rtol=1e-5, atol=1e-5)
 
 
 def test_cli_export_and_import(exported, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

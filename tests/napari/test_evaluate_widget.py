@@ -336,7 +336,7 @@ def test_cancel_stops_a_tuning_and_offers_nothing_to_save(
     assert widget.tune.enabled and not list(tmp_path.glob("*-tuned*"))
 
 
-def test_compare_and_tune_use_the_segment_tabs_diameter(
+def test_compare_and_tune_use_the_segment_tabs_diameter_and_invert(
     make_napari_viewer, qtbot, gt, two_models, errors, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from napari_cellseg._napari._evaluate_jobs import Comparison
@@ -344,13 +344,15 @@ def test_compare_and_tune_use_the_segment_tabs_diameter(
 
     received: dict[str, object] = {}
 
-    def fake_compare(weights, images, device, *, keep_predictions=True, diameter=None):
-        received["compare"] = diameter
+    def fake_compare(
+        weights, images, device, *, keep_predictions=True, diameter=None, invert=False
+    ):
+        received["compare"], received["compare_invert"] = diameter, invert
         yield from ()
         return Comparison(metrics={title: {"n_images": 1} for title in weights})
 
-    def fake_tune(weights, images, device, diameter=None):
-        received["tune"] = diameter
+    def fake_tune(weights, images, device, diameter=None, invert=False):
+        received["tune"], received["tune_invert"] = diameter, invert
         yield from ()
         raise CellsegError("stopped by the test")
 
@@ -365,10 +367,11 @@ def test_compare_and_tune_use_the_segment_tabs_diameter(
     widget.compare.clicked.emit()
     wait_done(qtbot, widget)
     assert received["compare"] == 33.0 and errors == []
-    session_for(viewer).share_params(None, "12um")  # µm: the image layer's scale converts it
+    assert received["compare_invert"] is False
+    session_for(viewer).share_params(None, "12um", None, True)  # µm: the layer's scale converts it
     widget.tune.clicked.emit()
     wait_done(qtbot, widget)
-    assert received["tune"] == pytest.approx(24.0)
+    assert received["tune"] == pytest.approx(24.0) and received["tune_invert"] is True
     assert errors == ["stopped by the test"]
 
 

@@ -196,3 +196,28 @@ def test_parameter_widgets_take_labels_tooltips_and_ranges_from_the_fields(qtbot
         info = field_info(TrainParams, name)
         assert fields[name].label == info.label and fields[name].min == info.min
     assert fields["patch_size"].max == field_info(TrainParams, "patch_size").max
+
+
+def test_invert_is_shared_and_kept_as_the_model_sees_it_when_the_card_inverts(
+    make_napari_viewer, qtbot, tmp_path
+) -> None:
+    from dataclasses import replace
+
+    from napari_cellseg._napari._session import session_for
+    from napari_cellseg.io.samples import sample_data_dir
+
+    demo = sample_data_dir() / "models" / "unet_dsb.safetensors"
+    loaded = models.load_weights(demo)
+    norm = {**loaded.card.normalisation, "invert": True}
+    inverting = tmp_path / "inverting.safetensors"  # e.g. fine-tuned with Invert on
+    models.save_weights(loaded.model, replace(loaded.card, normalisation=norm), inverting)
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, qtbot)
+    session = session_for(viewer)
+    widget["weights"].value = demo
+    widget["invert"].value = True
+    assert session.invert is True
+    widget["weights"].value = inverting  # its card flips: the box comes off
+    assert widget["invert"].value is False and session.invert is False
+    widget["weights"].value = demo
+    assert widget["invert"].value is True and session.invert is True

@@ -122,7 +122,9 @@ class CorrectNextPanel(Container):
         if weights is None:
             raise CellsegError("choose a model in the Segment tab first (it ranks the images)")
         post = self._session.post_params
-        return Path(weights), PredictParams(post=post, diameter=self._session.diameter)
+        return Path(weights), PredictParams(
+            post=post, diameter=self._session.diameter, invert=self._session.invert
+        )
 
     @property
     def running(self) -> bool:

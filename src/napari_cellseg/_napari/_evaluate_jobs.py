@@ -144,6 +144,7 @@ def iter_compare(
     *,
     keep_predictions: bool = True,
     diameter: float | str | None = None,
+    invert: bool = False,
 ) -> Generator[Progress, None, Comparison]:
     """Segment every image with every model and score each against the ground truth.
 
@@ -189,7 +190,7 @@ def iter_compare(
             message = f"{title}: segmenting {image.name} ({i}/{len(images)})…"
             # the model's thresholds; the Segment tab's diameter
             params = PredictParams(
-                axes=image.axes, device=device, diameter=diameter,
+                axes=image.axes, device=device, diameter=diameter, invert=invert,
                 channels=image.channels(model.card),  # the layer's choice, for this model
             )  # fmt: skip
             # the Segment tab's job: one core left to the viewer, a large plane in blocks
@@ -250,6 +251,7 @@ def iter_tune(
     images: Sequence[EvalImage | Callable[[], EvalImage]],
     device: str,
     diameter: float | str | None = None,
+    invert: bool = False,
 ) -> Generator[Progress, None, Tuned]:
     """Choose ``weights``' thresholds on labelled ``images`` (``cellseg tune`` in a worker).
 
@@ -272,7 +274,7 @@ def iter_tune(
 
     layer = images[0] if len(images) == 1 and isinstance(images[0], EvalImage) else None
     channels = layer.channels(model.card) if layer is not None else None  # its choice
-    params = PredictParams(device=device, diameter=diameter, channels=channels)
+    params = PredictParams(device=device, diameter=diameter, channels=channels, invert=invert)
     done, message = 0, f"tuning {weights.name}: segmenting image 1 of {n}…"
     with gui_torch_threads():
 

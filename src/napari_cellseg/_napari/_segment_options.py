@@ -92,6 +92,10 @@ class SegmentOptions:
             name="probabilities", text="probability map", value=predict.keep_probabilities
         )
         self.boxes = CheckBox(name="boxes", text="boxes with scores", value=False)
+        self.invert = CheckBox(
+            name="invert", text="invert (dark objects on a bright background)",
+            value=predict.invert, tooltip=field_info(PredictParams, "invert").help,
+        )  # fmt: skip
         rows = join_rows(predict, ONE_AXIS_TIME)
         self.stitch_3d, self.link_time, self.joining, self.stitch_iou, self.max_gap = rows
         for widget in (self.stitch_3d, self.link_time):
@@ -105,7 +109,7 @@ class SegmentOptions:
         return [
             self.tile_size, self.overlap, *self.thresholds.values(), self.min_size,
             self.tta, self.backend, self.planes, self.joining, self.stitch_iou, self.max_gap,
-            self.probabilities, self.boxes,
+            self.invert, self.probabilities, self.boxes,
         ]  # fmt: skip
 
     @property
@@ -186,6 +190,7 @@ class SegmentOptions:
             and family_spec(family).probability_map,
             tta=int(self.tta.value),
             backend=str(self.backend.value),
+            invert=bool(self.invert.value),
             post=self.post_params(base),
             diameter=diameter,
             **self.join_values(),

@@ -33,6 +33,9 @@ class Session:
     diameter : float, str or None
         The Segment tab's object diameter as ``PredictParams.diameter`` takes it (``"auto"``,
         ``"off"``, px, or ``"12um"``); ``None``: the model's default.
+    invert : bool
+        The Segment tab's Invert box (``PredictParams.invert``: the image flipped for the
+        model, relative to its card); fine-tuning trains the same way.
     channels : dict or None
         The Segment tab's channel choice for its layer (``axes`` with ``C``, ``signal``,
         ``helper``; ``channels_changed`` fires); ``None``: a one-channel or colour image.
@@ -51,6 +54,7 @@ class Session:
         self.post_params: Any = None
         self.diameter: float | str | None = None
         self.family: str | None = None  # the model family of ``post_params``
+        self.invert = False
         self.channels: dict[str, Any] | None = None
 
     def share_channels(self, channels: dict[str, Any] | None) -> None:
@@ -60,12 +64,16 @@ class Session:
             self.channels_changed.emit()
 
     def share_params(
-        self, post_params: Any, diameter: float | str | None, family: str | None = None
+        self,
+        post_params: Any,
+        diameter: float | str | None,
+        family: str | None = None,
+        invert: bool = False,
     ) -> None:
-        """The Segment tab's thresholds and diameter changed (``params_changed`` fires)."""
-        new = (post_params, diameter, family)
-        if new != (self.post_params, self.diameter, self.family):
-            self.post_params, self.diameter, self.family = new
+        """The Segment tab's thresholds, diameter or invert changed (``params_changed``)."""
+        new = (post_params, diameter, family, invert)
+        if new != (self.post_params, self.diameter, self.family, self.invert):
+            self.post_params, self.diameter, self.family, self.invert = new
             self.params_changed.emit()
 
     @property

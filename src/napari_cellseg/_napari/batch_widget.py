@@ -274,6 +274,7 @@ class BatchWidget(mw.Container):
             backend=str(self._backend.value),
             post=self.post_params(),  # None: the model's own thresholds
             diameter=self._diameter.spec(),
+            invert=self._session.invert,  # the Segment tab's Invert box
             **self._stacks.params_values(),  # stitch_3d, link_time, ...: the Stacks rows
         )
         local = self._scheduler.value == "local"

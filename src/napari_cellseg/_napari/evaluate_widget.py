@@ -247,6 +247,7 @@ class EvaluateWidget(Container):
                 iter_compare,
                 keep_predictions=image_layer is not None,
                 diameter=diameter,
+                invert=self._session.invert,  # the Segment tab's Invert box
             ),
             weights,
             images,
@@ -300,7 +301,10 @@ class EvaluateWidget(Container):
             return
         self._tuned = None
         self.status.value = f"tuning {a.name}… (object diameter: {_diameter_text(diameter)})"
-        self._launch(iter_tune, a, images, self.device.value, diameter, on_done=self._on_tuned)
+        self._launch(
+            partial(iter_tune, invert=self._session.invert),
+            a, images, self.device.value, diameter, on_done=self._on_tuned,
+        )  # fmt: skip
 
     def _on_tuned(self, tuned: Tuned) -> None:
         self._tuned = tuned

@@ -10,6 +10,7 @@ that scores lower is never put to use without a warning and an explicit confirma
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,8 @@ class FineTuneWidget(Container):
             folder, base, out = self.fields.checked_paths()
             family = self.fields.read_family(base) if base is not None else "unet"
             params = params_from(self, family, fine_tuning=base is not None)
+            if base is not None and self._session.invert:  # as the Segment tab shows it
+                params = replace(params, invert=True)
         except CellsegError as exc:
             show_error(str(exc))
             return

@@ -136,7 +136,10 @@ class SegmentWidget(Container):
         self._runner.on_prediction = self._diameter.show_result
         self._channels.on_change = self._on_channels_changed
         self._session.weights_changed.connect(self._on_session_weights)
-        for signal in [*(w.changed for w in self._options.post_widgets), *self._diameter.changed]:
+        for signal in [
+            *(w.changed for w in (*self._options.post_widgets, self._options.invert)),
+            *self._diameter.changed,
+        ]:
             signal.connect(self._share_params)
         self.native.destroyed.connect(self._runner.shutdown)
         layer_events = viewer.layers.events
@@ -269,7 +272,8 @@ class SegmentWidget(Container):
             diameter = self._diameter.shared_spec()
         except CellsegError:
             return  # an invalid value: the others keep the last valid ones
-        self._session.share_params(post, diameter, getattr(card, "family", None))
+        invert = bool(self._options.invert.value)
+        self._session.share_params(post, diameter, getattr(card, "family", None), invert)
 
     # -- weight files -----------------------------------------------------------------------
     def _recent_choices(self, _widget: Any = None) -> list[tuple[str, Path]]:
@@ -297,8 +301,11 @@ class SegmentWidget(Container):
         with self._syncing:
             if self._weights.value != path:
                 self._weights.value = path
-            previous = self._model_path
+            previous, was = self._model_path, _card_inverts(self._model_card)
             self._model_card = self._read_card(path)
+            if self._model_card is not None and _card_inverts(self._model_card) != was:
+                # e.g. fine-tuned with Invert on: its card inverts now; the model sees the same
+                self._options.invert.value = not self._options.invert.value
             self._model_path = path if self._model_card is not None else None
             self._options.set_family(getattr(self._model_card, "family", None))
             if self._model_card is not None and path != previous:
@@ -340,3 +347,8 @@ class SegmentWidget(Container):
             show_error(str(exc))
             return
         self._device_info.value = f"runs on: {device}"
+
+
+def _card_inverts(card: Any) -> bool:
+    """Whether a model card's normalisation flips the image (``None``: no model, no)."""
+    return bool((getattr(card, "normalisation", None) or {}).get("invert", False))

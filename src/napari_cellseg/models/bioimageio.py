@@ -215,7 +215,14 @@ def preprocessing_for(
         raise BioimageioError(
             f"normalisation {method!r} has no bioimage.io preprocessing equivalent"
         )
+    if normalisation.get("invert", False):  # 1 - x on the [0, 1] values (before the mean/std)
+        at = len(steps) - 1 if method == "imagenet" else len(steps)
+        steps.insert(at, dict(FLIP))
     return steps
+
+
+FLIP = {"id": "scale_linear", "kwargs": {"gain": -1.0, "offset": 1.0}}
+"""The step that inverts values in [0, 1]: a card normalisation's ``"invert": True``."""
 
 
 def _scale_range(low: float, high: float) -> dict[str, Any]:
@@ -263,6 +270,11 @@ def normalisation_from(steps: Sequence[Any], where: str) -> dict[str, Any]:
     """
     plain = [_plain_step(s) for s in steps]
     plain = [s for s in plain if s[0] != "ensure_dtype"]
+    flips = [i for i, (name, kw) in enumerate(plain) if name == "scale_linear" and _flips(kw)]
+    last = len(plain) - 1 - (plain[-1][0] == "fixed_zero_mean_unit_variance" if plain else 0)
+    if flips and flips[-1] == last:  # last, or just before the mean and std
+        rest = [{"id": n, "kwargs": k} for i, (n, k) in enumerate(plain) if i != flips[-1]]
+        return {**normalisation_from(rest, where), "invert": True}
     ids = [s[0] for s in plain]
     kw = [s[1] for s in plain]
     clip = len(ids) >= 2 and ids[-1] == "clip" and _is_unit_clip(kw[-1])
@@ -312,6 +324,12 @@ def _plain_step(step: Any) -> tuple[str, dict[str, Any]]:
         return str(step.get("id") or step.get("name")), dict(kwargs)
     kwargs = step.kwargs.model_dump(mode="json") if hasattr(step.kwargs, "model_dump") else {}
     return str(step.id), kwargs
+
+
+def _flips(kwargs: Mapping[str, Any]) -> bool:
+    """``scale_linear`` kwargs that map [0, 1] onto [1, 0] (:data:`FLIP`)."""
+    gain, offset = kwargs.get("gain"), kwargs.get("offset")
+    return not _along_channel(kwargs) and gain == -1 and offset == 1
 
 
 def _is_unit_clip(kwargs: Mapping[str, Any]) -> bool:

@@ -410,10 +410,15 @@ def _checked_diameter(name: str, value: Any) -> float | None:
 
 
 def _describe_normalisation(norm: dict[str, Any]) -> str:
+    """The card summary's words for a normalisation.
+
+    >>> _describe_normalisation({"method": "percentile", "low": 1, "high": 99.8, "invert": True})
+    'percentile 1–99.8, inverted (dark objects on a bright background)'
+    """
     method = norm.get("method", "?")
-    if method == "percentile":
-        return f"percentile {norm.get('low')}–{norm.get('high')}"
-    return str(method)
+    words = f"percentile {norm.get('low')}–{norm.get('high')}" if method == "percentile" else method
+    inverted = ", inverted (dark objects on a bright background)" if norm.get("invert") else ""
+    return str(words) + inverted
 
 
 def _jsonable(value: Any) -> Any:
