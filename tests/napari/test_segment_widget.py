@@ -198,7 +198,7 @@ def test_parameter_widgets_take_labels_tooltips_and_ranges_from_the_fields(qtbot
     assert fields["patch_size"].max == field_info(TrainParams, "patch_size").max
 
 
-def test_invert_is_shared_and_kept_as_the_model_sees_it_when_the_card_inverts(
+def test_invert_is_shared_and_comes_off_when_the_picked_card_inverts(
     make_napari_viewer, qtbot, tmp_path
 ) -> None:
     from dataclasses import replace
@@ -217,7 +217,9 @@ def test_invert_is_shared_and_kept_as_the_model_sees_it_when_the_card_inverts(
     widget["weights"].value = demo
     widget["invert"].value = True
     assert session.invert is True
-    widget["weights"].value = inverting  # its card flips: the box comes off
+    widget["weights"].value = inverting  # its card flips: the box comes off, not twice
     assert widget["invert"].value is False and session.invert is False
-    widget["weights"].value = demo
-    assert widget["invert"].value is True and session.invert is True
+    widget["weights"].value = demo  # the box stays as the user left it
+    assert widget["invert"].value is False
+    widget["weights"].value = inverting  # an inverting card with the box off: left off
+    assert widget["invert"].value is False

@@ -301,11 +301,11 @@ class SegmentWidget(Container):
         with self._syncing:
             if self._weights.value != path:
                 self._weights.value = path
-            previous, was = self._model_path, _card_inverts(self._model_card)
+            previous = self._model_path
             self._model_card = self._read_card(path)
-            if self._model_card is not None and _card_inverts(self._model_card) != was:
-                # e.g. fine-tuned with Invert on: its card inverts now; the model sees the same
-                self._options.invert.value = not self._options.invert.value
+            if _card_inverts(self._model_card) and self._options.invert.value:
+                # e.g. fine-tuned with Invert on: its card flips the image now, not twice
+                self._options.invert.value = False
             self._model_path = path if self._model_card is not None else None
             self._options.set_family(getattr(self._model_card, "family", None))
             if self._model_card is not None and path != previous:
