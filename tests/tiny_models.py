@@ -24,6 +24,24 @@ TINY_MASKRCNN = {
 }
 
 
+def tiny_train_params(family: str = "unet", **kw):
+    """``TrainParams`` of 2 quick CPU epochs of the tiny ``family`` model; ``kw`` win."""
+    from napari_cellseg.params import TrainParams
+
+    base = {
+        "family": family,
+        "builder_args": TINY_UNET if family == "unet" else TINY_MASKRCNN,
+        "epochs": 2,
+        "batch_size": 2,
+        "patch_size": 64 if family == "unet" else 128,
+        "samples_per_epoch": 4,
+        "val_fraction": 0.34,
+        "device": "cpu",
+        "seed": 3,
+    }
+    return TrainParams(**{**base, **kw})
+
+
 def save_tiny(family: str, path: Path, *, seed: int = 0) -> Path:
     """Build the tiny model of ``family`` with a fixed seed and save it with its card."""
     import torch

@@ -12,23 +12,11 @@ from napari_cellseg.io.samples import sample_data_dir
 from napari_cellseg.params import TrainParams
 from napari_cellseg.training.checkpoints import checkpoint_path_for, load_checkpoint
 from napari_cellseg.training.loop import iter_train
-from tiny_models import TINY_MASKRCNN, TINY_UNET
+from tiny_models import tiny_train_params
 
 
 def _params(family: str = "unet", **kw) -> TrainParams:
-    base = {
-        "family": family,
-        "builder_args": TINY_UNET if family == "unet" else TINY_MASKRCNN,
-        "epochs": 1,
-        "batch_size": 2,
-        "patch_size": 64 if family == "unet" else 128,
-        "samples_per_epoch": 4,
-        "val_fraction": 0.34,
-        "device": "cpu",
-        "seed": 3,
-        "ema_decay": 0.5,
-    }
-    return TrainParams(**{**base, **kw})
+    return tiny_train_params(family, **{"epochs": 1, "ema_decay": 0.5, **kw})
 
 
 @pytest.mark.parametrize("family", ["unet", "maskrcnn"])

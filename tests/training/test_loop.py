@@ -25,22 +25,11 @@ from napari_cellseg.models import load_weights, read_card
 from napari_cellseg.params import TrainParams
 from napari_cellseg.training.checkpoints import checkpoint_path_for, load_checkpoint
 from napari_cellseg.training.loop import fit, iter_train
-from tiny_models import TINY_MASKRCNN, TINY_UNET
+from tiny_models import TINY_UNET, tiny_train_params
 
 
 def _params(family: str = "unet", **kw) -> TrainParams:
-    base = {
-        "family": family,
-        "builder_args": TINY_UNET if family == "unet" else TINY_MASKRCNN,
-        "epochs": 2,
-        "batch_size": 2,
-        "patch_size": 64 if family == "unet" else 128,
-        "samples_per_epoch": 4,
-        "val_fraction": 0.34,
-        "device": "cpu",
-        "seed": 3,
-    }
-    return TrainParams(**{**base, **kw})
+    return tiny_train_params(family, **kw)
 
 
 @pytest.fixture(scope="module")
