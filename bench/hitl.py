@@ -99,16 +99,21 @@ def link_folder(pairs: list[TrainingPair], folder: Path) -> Path:
 def score(weights: Path, test: list[TrainingPair], diameter, invert: bool = False) -> dict:
     """Mean metrics of ``weights`` on ``test`` (default prediction parameters; ``invert``:
     the images' intensities flipped, ``PredictParams.invert``)."""
-    loaded = load_weights(weights)
+    rows, seconds = scored_rows(load_weights(weights), test, diameter, invert)
+    out = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
+    out["seconds"] = round(seconds, 1)
+    return out
+
+
+def scored_rows(loaded, pairs, diameter, invert: bool = False) -> tuple[list[dict], float]:
+    """Each image's metrics (``evaluate_pair``) of ``loaded`` on ``pairs``, and the seconds."""
     params = PredictParams(device="cpu", diameter=diameter, invert=invert)
     rows, start = [], time.perf_counter()
-    for pair in test:
-        image = read_image(pair.image_path).data
+    for pair in pairs:
         truth = read_labels(pair.mask_path)
-        rows.append(evaluate_pair(truth, predict(image, loaded, params).labels))
-    out = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
-    out["seconds"] = round(time.perf_counter() - start, 1)
-    return out
+        labels = predict(read_image(pair.image_path).data, loaded, params).labels
+        rows.append(evaluate_pair(truth, labels))
+    return rows, time.perf_counter() - start
 
 
 def choose(

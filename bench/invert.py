@@ -23,33 +23,18 @@ images on which inverting scored higher, and the seconds. JSON to
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from _common import machine, write_json
-from hitl import domain_split
+from hitl import domain_split, scored_rows
 
-from napari_cellseg.inference import predict
-from napari_cellseg.io.images import read_image, read_labels
-from napari_cellseg.labels.metrics import evaluate_pair
 from napari_cellseg.models import load_weights
-from napari_cellseg.params import PredictParams
 from napari_cellseg.training.pairs import scan_training_folders
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = ("dsb_ap", "ap@0.5", "f1@0.5", "pixel_iou")
-
-
-def scored(loaded, pairs, diameter, invert: bool) -> tuple[list[dict], float]:
-    """Each image's metrics with ``invert`` (or not), and the seconds they took."""
-    params = PredictParams(device="cpu", diameter=diameter, invert=invert)
-    rows, start = [], time.perf_counter()
-    for pair in pairs:
-        prediction = predict(read_image(pair.image_path).data, loaded, params)
-        rows.append(evaluate_pair(read_labels(pair.mask_path), prediction.labels))
-    return rows, time.perf_counter() - start
 
 
 def summary(plain: list[dict], flipped: list[dict]) -> dict:
@@ -97,8 +82,8 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for name, pairs in sets.items():
-        plain, t_plain = scored(loaded, pairs, args.diameter, False)
-        flipped, t_flipped = scored(loaded, pairs, args.diameter, True)
+        plain, t_plain = scored_rows(loaded, pairs, args.diameter, False)
+        flipped, t_flipped = scored_rows(loaded, pairs, args.diameter, True)
         means = summary(plain, flipped)
         result["sets"].append(
             {
