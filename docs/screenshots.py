@@ -382,6 +382,25 @@ class Guide:
         self.shot("guide_7_batch")
 
 
+def work_folder(given: Path | None, prefix: str) -> Path:
+    """The folder for the run's files, ``given`` or a new temporary one; napari-cellseg's
+    settings start fresh there (no recent files: the bundled demo weights are preselected)
+    and nothing is downloaded."""
+    work = given or Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ["NAPARI_CELLSEG_CONFIG_DIR"] = str(work / "config")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return work
+
+
+def finish(guide: Guide, work: Path, keep: bool) -> int:
+    """Close the viewer and remove the work folder unless it was asked for (``keep``)."""
+    guide.viewer.close()
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, help="keep the training set etc. here")
@@ -389,11 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only", nargs="+", metavar="NAME", help="save only these screenshots (all steps run)"
     )
     args = parser.parse_args(argv)
-    work = args.work or Path(tempfile.mkdtemp(prefix="cellseg-guide-"))
-    work.mkdir(parents=True, exist_ok=True)
-    # fresh settings: no recent files, so the bundled demo weights are preselected
-    os.environ["NAPARI_CELLSEG_CONFIG_DIR"] = str(work / "config")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    work = work_folder(args.work, "cellseg-guide-")
     print(f"working folder: {work}", flush=True)
     guide = Guide(work, only=set(args.only) if args.only else None)
     start = time.monotonic()
@@ -411,10 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{step.__name__} …", flush=True)
         step()
     print(f"all screenshots taken in {time.monotonic() - start:.0f} s", flush=True)
-    guide.viewer.close()
-    if args.work is None:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return finish(guide, work, keep=args.work is not None)
 
 
 if __name__ == "__main__":

@@ -32,17 +32,25 @@ go to a temporary folder, removed at the end (``--work DIR`` keeps it).
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from screenshots import DEMO_WEIGHTS, FLUO, PLUGIN, ROOT, Guide, click, pump, wait_until
+from screenshots import (
+    DEMO_WEIGHTS,
+    FLUO,
+    PLUGIN,
+    ROOT,
+    Guide,
+    click,
+    finish,
+    pump,
+    wait_until,
+    work_folder,
+)
 
 SAMPLES = ROOT / "sample_data" / "images"
 
@@ -311,10 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="keep napari-cellseg's settings here")
     parser.add_argument("--only", nargs="+", metavar="NAME", choices=list(STEPS))
     args = parser.parse_args(argv)
-    work = args.work or Path(tempfile.mkdtemp(prefix="cellseg-data-"))
-    work.mkdir(parents=True, exist_ok=True)
-    os.environ["NAPARI_CELLSEG_CONFIG_DIR"] = str(work / "config")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    work = work_folder(args.work, "cellseg-data-")
     names = args.only or list(STEPS)
     guide = DataGuide(work, only=set(names))
     start = time.monotonic()
@@ -322,10 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{STEPS[name]} …", flush=True)
         getattr(guide, STEPS[name])()
     print(f"screenshots taken in {time.monotonic() - start:.0f} s", flush=True)
-    guide.viewer.close()
-    if args.work is None:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return finish(guide, work, keep=args.work is not None)
 
 
 if __name__ == "__main__":

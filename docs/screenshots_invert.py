@@ -3,27 +3,27 @@
 Run from the repository root (needs a display; Xvfb is enough)::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/screenshots_invert.py \\
-        --weights ~/.cache/napari-cellseg/base-fluo.safetensors
+        --weights ~/.cache/napari-cellseg/learned/base-fluo.safetensors
 
 ``--weights``: a model trained on fluorescence images only, e.g. the base of
 ``bench/hitl.py`` (``bench/hitl_base.py``; not shipped). It reuses the viewer of
 ``docs/screenshots.py``, opens the brightfield sample, picks those weights and segments the
 sample twice, with *Diameter* ``off`` (as ``bench/invert.py`` scores it): as it is
-(``segment_invert_off.png``) and with the Segment tab's *Invert* box ticked
-(``segment_invert_on.png``).
+(``segment_invert_off.png``, with the warning that the image looks the other way round
+when the model's card records its training images' polarity) and with the Segment tab's
+*Invert* box ticked (``segment_invert_on.png``). The guide's pictures used the copy of that
+base that ``bench/polarity.py --save-learned ~/.cache/napari-cellseg/learned`` writes (the
+same weights; its card records the polarity, as a model trained today does).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from screenshots import PLUGIN, Guide, pump
+from screenshots import PLUGIN, Guide, finish, pump, work_folder
 
 BRIGHTFIELD = "dsb_brightfield"
 
@@ -33,10 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, required=True)
     parser.add_argument("--work", type=Path, help="keep napari-cellseg's settings here")
     args = parser.parse_args(argv)
-    work = args.work or Path(tempfile.mkdtemp(prefix="cellseg-invert-"))
-    work.mkdir(parents=True, exist_ok=True)
-    os.environ["NAPARI_CELLSEG_CONFIG_DIR"] = str(work / "config")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    work = work_folder(args.work, "cellseg-invert-")
     guide = Guide(work)
     before = {layer.name for layer in guide.viewer.layers}
     guide.viewer.open_sample(PLUGIN, BRIGHTFIELD)
@@ -53,10 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         guide.layer(result).opacity = 0.6
         guide.viewer.layers.selection.active = guide.layer(result)
         guide.shot(name)
-    guide.viewer.close()
-    if args.work is None:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return finish(guide, work, keep=args.work is not None)
 
 
 if __name__ == "__main__":

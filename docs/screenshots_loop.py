@@ -23,17 +23,15 @@ on two CPU cores (the ranking segments each image four times).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from screenshots import ROOT, Guide, click, pump, wait_until
+from screenshots import ROOT, Guide, click, finish, pump, wait_until, work_folder
 
 SAMPLE_IMAGES = ROOT / "sample_data" / "images"
 DOCK_WIDTH = 780  # wide enough for a ranked line with its reason
@@ -163,11 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only", nargs="+", metavar="NAME", help="save only these screenshots (all steps run)"
     )
     args = parser.parse_args(argv)
-    work = args.work or Path(tempfile.mkdtemp(prefix="cellseg-loop-"))
-    work.mkdir(parents=True, exist_ok=True)
-    # fresh settings: no recent files, so the bundled demo weights are preselected
-    os.environ["NAPARI_CELLSEG_CONFIG_DIR"] = str(work / "config")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    work = work_folder(args.work, "cellseg-loop-")
     print(f"working folder: {work}", flush=True)
     guide = LoopGuide(work, only=set(args.only) if args.only else None)
     start = time.monotonic()
@@ -180,10 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{step.__name__} …", flush=True)
         step()
     print(f"screenshots taken in {time.monotonic() - start:.0f} s", flush=True)
-    guide.viewer.close()
-    if args.work is None:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return finish(guide, work, keep=args.work is not None)
 
 
 if __name__ == "__main__":

@@ -508,3 +508,36 @@ def test_invert_scores_each_image_both_ways(tmp_path: Path) -> None:
     means = [sum(r[k] for r in rows) / len(rows) for k in ("plain", "inverted")]
     assert [ap["plain"], ap["inverted"]] == pytest.approx(means, abs=1e-4)
     assert "| sample_data | 3 |" in done.stdout
+
+
+def test_polarity_reads_the_samples_and_counts_the_hints(tmp_path: Path) -> None:
+    import torch
+
+    from napari_cellseg.models import ModelCard, build_model, save_weights
+    from tiny_models import TINY_UNET
+
+    torch.manual_seed(0)
+    trained = [{"name": "dsb_fluorescence", "image": "dsb_fluorescence.png", "role": "train"}]
+    card = ModelCard.for_model("unet", TINY_UNET, provenance={"data_manifest": trained})
+    weights = save_weights(build_model("unet", **TINY_UNET), card, tmp_path / "f.safetensors")
+    command = [sys.executable, str(ROOT / "bench" / "polarity.py"), "--no-shared"]
+    command += ["--folder", str(ROOT / "sample_data"), "--weights", str(weights)]
+    command += ["--save-learned", str(tmp_path / "learned")]
+    done = run_bench([*command, "--out", str(tmp_path), "--name", "s"])
+    report = json.loads((tmp_path / "polarity_s.json").read_text())
+    (read,) = report["reading"]
+    assert read["images"] == 3 and read["objects_brighter"] == 1 and read["agree"] == 3
+    (model,) = report["models"]
+    # the card had no polarity: its one training image was read as training reads it
+    assert model["source"] == "manifest re-read"
+    assert model["learned"] == {"bright": 1, "dark": 0, "unclear": 0}
+    assert model["sets"] == [{"set": "sample_data", "unseen": 2, "hint": 2}]  # brightfield, H&E
+    assert model["saved"] == str(tmp_path / "learned" / "f.safetensors")
+    assert 0 < read["object_pixels_median"] < 1
+    assert "| sample_data | 3 | 1 | " in done.stdout and "| 1 / 2 / 0 | 3 |" in done.stdout
+    # the copy carries it in its card, as a model trained today does, and warns by itself
+    from napari_cellseg.models import read_card
+    from napari_cellseg.models.polarity import learned_polarity
+
+    saved = read_card(tmp_path / "learned" / "f.safetensors")
+    assert learned_polarity(saved) == {"bright": 1, "dark": 0, "unclear": 0}

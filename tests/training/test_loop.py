@@ -63,6 +63,10 @@ def test_two_epochs_write_weights_card_and_checkpoint(tmp_path, data, family) ->
         "dsb_he",
     }
     assert all(len(m["image_sha256"]) == 64 for m in prov["data_manifest"])
+    # each training image's polarity, as the network got it (models/polarity.py)
+    way = {"dsb_fluorescence": "bright", "dsb_brightfield": "dark", "dsb_he": "dark"}
+    for m in prov["data_manifest"]:
+        assert m.get("polarity") == (way[m["name"]] if m["role"] == "train" else None)
     assert prov["training"]["learning_rate"] == (1e-3 if family == "unet" else 0.005)
     assert prov["history"][0]["epoch"] == 1
     assert set(prov["metrics"]) >= {"dsb_ap", "f1@0.5"}

@@ -229,6 +229,7 @@ def iter_batch(
         return Progress("files", finished, total, f"{result.rel}: {result.status}")
 
     cancelled, engine, close_errors = False, None, []
+    warned: dict[str, list[str]] = {}  # a file's warning text -> the files that had it
     try:
         if state.cleaned:
             yield Notice(f"removed {state.cleaned} temporary file(s) left by an interrupted run")
@@ -255,9 +256,12 @@ def iter_batch(
                 job, todo, record, scheduler=scheduler, workers=n_workers, should_stop=stop
             )
         for event in engine:
+            if isinstance(event, Notice) and repeated_warning(event, warned):
+                continue
             yield event
             if isinstance(event, FileResult):
                 yield progress(event)
+        yield from repeats_summary(warned)
     except CancelledError:
         cancelled = True
     finally:
@@ -284,6 +288,33 @@ def iter_batch(
         out=str(out_path),
         cancelled=cancelled,
     )
+
+
+def repeated_warning(event: Notice, warned: dict[str, list[str]]) -> bool:
+    """Record a file's warning (``"name: text"``); True when an earlier file had the same text.
+
+    >>> warned = {}
+    >>> [repeated_warning(Notice(f"{n}: too dark", "warning"), warned) for n in "abc"]
+    [False, True, True]
+    >>> warned
+    {'too dark': ['a', 'b', 'c']}
+    """
+    if event.level != "warning" or ": " not in event.message:
+        return False
+    name, text = event.message.split(": ", 1)
+    warned.setdefault(text, []).append(name)
+    return len(warned[text]) > 1
+
+
+def repeats_summary(warned: dict[str, list[str]]) -> Generator[Notice, None, None]:
+    """One line per warning that more files had, instead of the same line for each."""
+    for text, names in warned.items():
+        if len(names) > 1:
+            short = text if len(text) <= 60 else text[:57] + "…"
+            yield Notice(
+                f"{len(names) - 1} more file(s) had the warning {names[0]} had ({short})",
+                level="warning",
+            )
 
 
 def run_batch(*args: Any, **kwargs: Any) -> BatchSummary:

@@ -18,16 +18,20 @@ from typing import Any
 
 import numpy as np
 
+from napari_cellseg.device import resolve_device
+from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import Notice, Progress, drain, relay
 from napari_cellseg.inference import blocks as _blocks
 from napari_cellseg.inference import planes as _planes
 from napari_cellseg.inference.diameter import iter_choose_scale
 from napari_cellseg.inference.joining import iter_join, joins
-from napari_cellseg.inference.preprocess import resolve_axes
+from napari_cellseg.inference.model_runner import cached_load
+from napari_cellseg.inference.preprocess import iter_planes, resolve_axes
+from napari_cellseg.models.polarity import image_hint, learned_polarity
 from napari_cellseg.models.weights import LoadedModel
 from napari_cellseg.params import BlockOptions, PredictParams
 
-__all__ = ["DEFAULT_BLOCKS", "in_blocks", "iter_predict", "predict"]
+__all__ = ["DEFAULT_BLOCKS", "in_blocks", "iter_predict", "polarity_notice", "predict"]
 
 DEFAULT_BLOCKS = BlockOptions()
 """The block options used when a caller gives none (read at call time)."""
@@ -122,6 +126,9 @@ def iter_predict(
             image, model, run, blocks=blocks, should_stop=should_stop, scale=scale
         )
     else:  # a pass at this very scale saw the whole image without augmentation: reuse it
+        hint = polarity_notice(image, axes, model, run)
+        if hint is not None:
+            yield note(hint)
         reuse, reuse_device = (
             quick_outputs.get(scale, (None, None)) if run.tta == 1 else (None, None)
         )
@@ -145,6 +152,28 @@ def iter_predict(
     if run is not params:  # the Prediction records the parameters as the caller gave them
         prediction.params = replace(prediction.params, axes=params.axes)
     return prediction
+
+
+def polarity_notice(
+    image: Any, axes: str, model: str | Path | LoadedModel, params: PredictParams
+) -> Notice | None:
+    """A warning when the image's first plane is the other way round (bright objects on a
+    dark background, or dark on bright) from nearly all the model's training images
+    (:mod:`~napari_cellseg.models.polarity`); ``None`` when it is not, or when the card
+    records no training polarity. Never stops a run: an image the model cannot take is
+    refused by the run itself, with its own message."""
+    if isinstance(model, LoadedModel):
+        loaded = model
+    else:
+        loaded = cached_load(model, resolve_device(params.device))[0]
+    if learned_polarity(loaded.card) is None:
+        return None
+    try:
+        _, plane = next(iter_planes(np.asarray(image), axes))
+        hint = image_hint(plane, loaded.card, invert=params.invert, channels=params.channels)
+    except (CellsegError, ValueError, IndexError, StopIteration):
+        return None
+    return Notice(hint, "warning") if hint else None
 
 
 def predict(

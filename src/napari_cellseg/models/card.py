@@ -331,7 +331,10 @@ class ModelCard:
         data = prov.get("data_manifest") or []
         if data:
             datasets = sorted({str(item.get("dataset", "?")) for item in data})
-            lines.append(f"  trained on:    {len(data)} images ({', '.join(datasets)})")
+            ways = [str(item.get("polarity")) for item in data if item.get("polarity")]
+            ways = [f"{ways.count(w)} {w}" for w in ("bright", "dark", "unclear") if w in ways]
+            ways = f"; objects {', '.join(ways)} (training images)" if ways else ""
+            lines.append(f"  trained on:    {len(data)} images ({', '.join(datasets)}){ways}")
         if prov.get("epochs") is not None:
             lines.append(f"  epochs:        {prov['epochs']}")
         metrics = prov.get("metrics") or {}

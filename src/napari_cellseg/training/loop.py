@@ -32,6 +32,7 @@ from napari_cellseg.events import (
 from napari_cellseg.families import family_spec
 from napari_cellseg.models import ModelCard, build_model, load_weights, save_weights
 from napari_cellseg.models.normalise import with_invert
+from napari_cellseg.models.polarity import fine_tune_hint, with_polarity
 from napari_cellseg.models.unused_stages import placeholder_keys
 from napari_cellseg.params import TrainParams, fine_tune_learning_rate
 from napari_cellseg.training.adaptation import adapt_batchnorm
@@ -192,10 +193,12 @@ def iter_train(
     if few and state is None:
         yield checkpoint(Notice(few, level="warning"))
     loader, dataset = make_loader(train_pairs, card, params)
+    manifest = with_polarity(manifest, dataset.images)  # as the network got them (inverted…)
     train_diameters = diameter_stats(dataset.diameters)
     mismatch = scale_mismatch(train_diameters["median"], params.object_diameter)
-    if init is not None and state is None and mismatch:
-        yield checkpoint(Notice(mismatch, level="warning"))
+    way = fine_tune_hint(card, manifest, params.invert)  # the base learned the other way
+    for warning in filter(None, (mismatch, way) if init is not None and state is None else ()):
+        yield checkpoint(Notice(warning, level="warning"))
     object_size = {
         "object_diameter": params.object_diameter,
         "scale_jitter": params.scale_jitter,
