@@ -511,15 +511,10 @@ def test_invert_scores_each_image_both_ways(tmp_path: Path) -> None:
 
 
 def test_polarity_reads_the_samples_and_counts_the_hints(tmp_path: Path) -> None:
-    import torch
+    from tiny_models import save_tiny_learned
 
-    from napari_cellseg.models import ModelCard, build_model, save_weights
-    from tiny_models import TINY_UNET
-
-    torch.manual_seed(0)
     trained = [{"name": "dsb_fluorescence", "image": "dsb_fluorescence.png", "role": "train"}]
-    card = ModelCard.for_model("unet", TINY_UNET, provenance={"data_manifest": trained})
-    weights = save_weights(build_model("unet", **TINY_UNET), card, tmp_path / "f.safetensors")
+    weights = save_tiny_learned(tmp_path / "f.safetensors", manifest=trained)
     command = [sys.executable, str(ROOT / "bench" / "polarity.py"), "--no-shared"]
     command += ["--folder", str(ROOT / "sample_data"), "--weights", str(weights)]
     command += ["--save-learned", str(tmp_path / "learned")]

@@ -51,3 +51,17 @@ def save_tiny(family: str, path: Path, *, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     args = TINY_UNET if family == "unet" else TINY_MASKRCNN
     return save_weights(build_model(family, **args), ModelCard.for_model(family, args), path)
+
+
+def save_tiny_learned(path: Path, way: str = "bright", n: int = 6, manifest=None) -> Path:
+    """The tiny U-Net (seed 0) whose card says it learned ``n`` training images of polarity
+    ``way`` (``models/polarity.py``), or the given data ``manifest``."""
+    import torch
+
+    from napari_cellseg.models import ModelCard, build_model, save_weights
+
+    torch.manual_seed(0)
+    if manifest is None:
+        manifest = [{"name": f"i{k}", "role": "train", "polarity": way} for k in range(n)]
+    card = ModelCard.for_model("unet", TINY_UNET, provenance={"data_manifest": manifest})
+    return save_weights(build_model("unet", **TINY_UNET), card, path)

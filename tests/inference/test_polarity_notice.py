@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from napari_cellseg.events import Notice, drain
 from napari_cellseg.inference import iter_predict
 from napari_cellseg.io.images import read_image
 from napari_cellseg.io.samples import sample_data_dir
-from napari_cellseg.models import ModelCard, build_model, save_weights
 from napari_cellseg.params import PredictParams
-from tiny_models import TINY_UNET
+from tiny_models import save_tiny_learned
 
 
 @pytest.fixture(scope="module")
 def fluo_model(tmp_path_factory):
     """A tiny U-Net whose card says it learned bright objects on a dark background."""
-    torch.manual_seed(0)
-    manifest = [{"name": f"i{k}", "role": "train", "polarity": "bright"} for k in range(6)]
-    card = ModelCard.for_model("unet", TINY_UNET, provenance={"data_manifest": manifest})
-    path = tmp_path_factory.mktemp("polarity") / "fluo.safetensors"
-    return save_weights(build_model("unet", **TINY_UNET), card, path)
+    return save_tiny_learned(tmp_path_factory.mktemp("polarity") / "fluo.safetensors")
 
 
 def _warnings(image, model, **kw) -> tuple[list[str], list[str]]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import shutil
 
 import pytest
-import torch
 
 from napari_cellseg.events import Notice, drain
 from napari_cellseg.io.samples import sample_data_dir
-from napari_cellseg.models import ModelCard, build_model, read_card, save_weights
+from napari_cellseg.models import read_card
 from napari_cellseg.params import TrainParams
 from napari_cellseg.training.loop import iter_train
-from tiny_models import TINY_UNET
+from tiny_models import TINY_UNET, save_tiny_learned
 
 
 def _folder(root, *names):
@@ -25,11 +24,7 @@ def _folder(root, *names):
 
 @pytest.fixture(scope="module")
 def fluo_base(tmp_path_factory):
-    torch.manual_seed(0)
-    manifest = [{"name": f"i{k}", "role": "train", "polarity": "bright"} for k in range(6)]
-    card = ModelCard.for_model("unet", TINY_UNET, provenance={"data_manifest": manifest})
-    path = tmp_path_factory.mktemp("base") / "fluo.safetensors"
-    return save_weights(build_model("unet", **TINY_UNET), card, path)
+    return save_tiny_learned(tmp_path_factory.mktemp("base") / "fluo.safetensors")
 
 
 @pytest.mark.parametrize("invert", [False, True])

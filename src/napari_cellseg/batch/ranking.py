@@ -30,6 +30,7 @@ import numpy as np
 from napari_cellseg.batch.jobs import file_params
 from napari_cellseg.batch.measure import write_table_csv
 from napari_cellseg.batch.reading import read_input
+from napari_cellseg.batch.repeats import repeated_warning, repeats_summary
 from napari_cellseg.batch.spread import appearance, spread_order
 from napari_cellseg.diameters import parse_diameter
 from napari_cellseg.errors import CellsegError
@@ -180,6 +181,7 @@ def iter_rank_images(
         raise CellsegError(f"tiles for ranking must be at least 64 pixels, got {tile}")
     ranked: list[RankedImage] = []
     failed: list[str] = []
+    warned: dict[str, list[str]] = {}  # a warning's text -> the images that had it
     n = len(paths)
     for i, path in enumerate(paths):
         yield check(Progress("images", i * 1000, n * 1000, path.name))
@@ -193,7 +195,7 @@ def iter_rank_images(
                     name += f" [{region[0]}:{region[2]}, {region[1]}:{region[3]}]"
 
                 span = 999 / len(regions)  # thousandths of the image per region
-                convert = _converter(check, i * 1000 + k * span, span, n * 1000, name)
+                convert = _converter(check, i * 1000 + k * span, span, n * 1000, name, warned)
                 data = _crop(image.data, image.axes, region)
                 work = iter_uncertainty(
                     data, model, run, copies=copies, should_stop=should_stop,
@@ -214,6 +216,8 @@ def iter_rank_images(
             failed.append(f"{path}: {error}")
             yield check(Notice(f"{path}: left out: {error}", "warning"))
             continue
+    for note in repeats_summary(warned):
+        yield check(note)
     yield check(Progress("images", n * 1000, n * 1000, "done"))
     if not ranked:
         raise CellsegError(f"none of the {n} image(s) could be ranked; the first: {failed[0]}")
@@ -269,14 +273,21 @@ def size_note(ranked: Sequence[RankedImage], given: Any, how: str) -> str | None
 
 
 def _converter(
-    check: Callable[[Any], Any], start: float, span: float, total: int, name: str
+    check: Callable[[Any], Any],
+    start: float,
+    span: float,
+    total: int,
+    name: str,
+    warned: dict[str, list[str]],
 ) -> Callable[[Any], Any]:
-    """An image's events as the ranking's: progress from ``start`` over ``span`` units."""
+    """An image's events as the ranking's: progress from ``start`` over ``span`` units; a
+    warning an earlier image had is counted in ``warned`` instead (:mod:`.repeats`)."""
 
     def convert(event: Any) -> Any:
         if isinstance(event, Progress):
             return check(Progress("images", int(start + span * event.fraction), total, name))
-        return check(Notice(f"{name}: {event.message}", event.level))
+        notice = Notice(f"{name}: {event.message}", event.level)
+        return None if repeated_warning(notice, warned) else check(notice)
 
     return convert
 

@@ -31,6 +31,7 @@ from napari_cellseg.batch.local import iter_local
 from napari_cellseg.batch.manifest import RunState
 from napari_cellseg.batch.reading import DEFAULT_MEMMAP_PIXELS
 from napari_cellseg.batch.recipe import BATCH_LIBRARIES, make_recipe
+from napari_cellseg.batch.repeats import repeated_warning, repeats_summary
 from napari_cellseg.batch.scheduler import check_scheduler, default_workers, iter_dask
 from napari_cellseg.errors import CellsegError, WeightFileError
 from napari_cellseg.events import CancelledError, Notice, Progress, drain
@@ -288,33 +289,6 @@ def iter_batch(
         out=str(out_path),
         cancelled=cancelled,
     )
-
-
-def repeated_warning(event: Notice, warned: dict[str, list[str]]) -> bool:
-    """Record a file's warning (``"name: text"``); True when an earlier file had the same text.
-
-    >>> warned = {}
-    >>> [repeated_warning(Notice(f"{n}: too dark", "warning"), warned) for n in "abc"]
-    [False, True, True]
-    >>> warned
-    {'too dark': ['a', 'b', 'c']}
-    """
-    if event.level != "warning" or ": " not in event.message:
-        return False
-    name, text = event.message.split(": ", 1)
-    warned.setdefault(text, []).append(name)
-    return len(warned[text]) > 1
-
-
-def repeats_summary(warned: dict[str, list[str]]) -> Generator[Notice, None, None]:
-    """One line per warning that more files had, instead of the same line for each."""
-    for text, names in warned.items():
-        if len(names) > 1:
-            short = text if len(text) <= 60 else text[:57] + "…"
-            yield Notice(
-                f"{len(names) - 1} more file(s) had the warning {names[0]} had ({short})",
-                level="warning",
-            )
 
 
 def run_batch(*args: Any, **kwargs: Any) -> BatchSummary:
