@@ -69,21 +69,27 @@ def annotated_sets(folders: list[Path], shared: bool) -> dict[str, list[Training
     return dict(sorted(sets.items()))
 
 
-def truth(plane: np.ndarray, mask: np.ndarray) -> bool | None:
-    """Whether the objects are brighter than the background (medians of the grey input).
+def read_as_input(plane: np.ndarray) -> np.ndarray:
+    """``plane`` as a percentile-normalised 3-channel network input (``READ_AS``)."""
+    return np.asarray(
+        to_model_input(plane, input_channels=3, channel_handling="rgb", normalisation=READ_AS)
+    )
+
+
+def truth(x: np.ndarray, mask: np.ndarray) -> bool | None:
+    """Whether the objects are brighter than the background: the medians, inside and outside
+    ``mask``, of the input ``x`` (``(C, Y, X)``) averaged over its channels.
 
     >>> img = np.zeros((8, 8), np.uint8); img[2:4, 2:4] = 200
     >>> m = np.zeros((8, 8), np.int32); m[2:4, 2:4] = 1
-    >>> truth(img, m), truth(255 - img, m)
+    >>> truth(read_as_input(img), m), truth(read_as_input(255 - img), m)
     (True, False)
     """
-    x = np.asarray(
-        to_model_input(plane, input_channels=3, channel_handling="rgb", normalisation=READ_AS)
-    ).mean(axis=0)
+    grey = x.mean(axis=0)
     inside = mask > 0
     if inside.all() or not inside.any():
         return None
-    return bool(np.median(x[inside]) > np.median(x[~inside]))
+    return bool(np.median(grey[inside]) > np.median(grey[~inside]))
 
 
 def reading(sets: dict[str, list[TrainingPair]]) -> tuple[list[dict], dict[str, np.ndarray]]:
@@ -96,12 +102,10 @@ def reading(sets: dict[str, list[TrainingPair]]) -> tuple[list[dict], dict[str, 
         for pair in pairs:
             plane = np.asarray(read_image(pair.image_path).data)
             planes[str(pair.image_path)] = plane
-            x = to_model_input(
-                plane, input_channels=3, channel_handling="rgb", normalisation=READ_AS
-            )
-            read = polarity(np.asarray(x))
+            x = read_as_input(plane)  # normalised once, for the reading and the truth
+            read = polarity(x)
             mask = np.asarray(read_labels(pair.mask_path).data)
-            bright = truth(plane, mask)
+            bright = truth(x, mask)
             fractions.append(float((mask > 0).mean()))
             counts[read] += 1
             truly_bright += bool(bright)
