@@ -17,7 +17,11 @@ domain). ``top-spread`` and ``top-typical`` runs rank with ``--diameter``, as th
 scored; the ``top`` and ``top-mean`` runs recorded before ranked with the model's default
 diameter (``auto``). ``--rank-diameter N`` ranks at ``N`` px instead (the size of the
 domain's objects, as a user would give it), while every run is still scored at
-``--diameter``; such runs are tabled apart ("at N px").
+``--diameter``; such runs are tabled apart ("at N px"). Since session 33 a fine-tune left to
+choose inverts the images when they are the other way round for the base
+(``TrainParams.invert=None``; ``napari_cellseg.training.auto_invert``): each run records
+the invert its fine-tune used (``inverted``), tables say ``invert=auto (on in k of n)``, and
+``--set invert=false`` gives the default before it.
 
 Domains: ``colour`` (the 83 colour H&E/brightfield tiles of DSB 2018 stage1_train),
 ``brightfield`` (the 11 grey brightfield ones), ``glas`` (GlaS glands: pool = train,
@@ -171,7 +175,8 @@ def run(
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "tuned.safetensors"
         tuned = fine_tune(base, train, val, out, recipe, seed, minutes, object_diameter, overrides)
-        if tuned["kept_base"] and base_score:
+        flipped = tuned["inverted"] != invert  # the fine-tune chose to invert (invert=None)
+        if tuned["kept_base"] and base_score and not flipped:
             # A kept base is the base, tensor for tensor (tests/training/test_never_worse.py).
             metrics = dict(base_score)
         else:
@@ -243,6 +248,7 @@ def fine_tune(
         "epochs_val_pixel_dice": dice,
         "best_epoch": finished.best_epoch,
         "kept_base": finished.kept_base,
+        "inverted": bool(read_card(out).normalisation.get("invert")),  # given or chosen
         "notices": notices,
     }
 
@@ -250,12 +256,18 @@ def fine_tune(
 def _recipe(row: dict) -> str:
     """A run's recipe as the tables group it, with the values ``--set`` replaced.
 
+    Runs that recorded the invert their fine-tune chose (``TrainParams.invert=None``, the
+    default since session 33) say ``invert=auto``.
+
     >>> _recipe({"recipe": "fast", "overrides": {"ema_decay": 0.97}})
     'fast, ema_decay=0.97'
+    >>> _recipe({"recipe": "fast", "overrides": {}, "inverted": True})
+    'fast, invert=auto'
     """
-    return row["recipe"] + "".join(
-        f", {k}={v}" for k, v in sorted(row.get("overrides", {}).items())
-    )
+    overrides = dict(row.get("overrides", {}))
+    if "inverted" in row and "invert" not in overrides:
+        overrides["invert"] = "auto"
+    return row["recipe"] + "".join(f", {k}={v}" for k, v in sorted(overrides.items()))
 
 
 def _selection(row: dict) -> str:
@@ -299,6 +311,8 @@ def report(folder: Path) -> str:
             seconds = np.mean([r["train_seconds"] for r in rows])
             kept = sum(bool(r["kept_base"]) for r in rows)
             seeds = ",".join(str(r["seed"]) for r in rows)
+            if "invert=auto" in recipe:  # how often the fine-tunes chose to invert
+                recipe += f" (on in {sum(bool(r['inverted']) for r in rows)} of {len(rows)})"
             chosen = {"top": "top-ranked (total doubt)", "top-mean": "top-ranked (mean doubt)",
                       "top-spread": "top-ranked (spread)",
                       "top-typical": "typical (spread without doubt)"}  # fmt: skip

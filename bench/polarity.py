@@ -46,7 +46,7 @@ from hitl import DATA, image_kind
 from napari_cellseg.io.images import read_image, read_labels
 from napari_cellseg.models import load_weights, read_card, save_weights
 from napari_cellseg.models.normalise import to_model_input
-from napari_cellseg.models.polarity import image_hint, learned_polarity, polarity
+from napari_cellseg.models.polarity import image_hint, polarity
 from napari_cellseg.training.pairs import TrainingPair, load_pair, scan_training_folders
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,7 +121,7 @@ def reading(sets: dict[str, list[TrainingPair]]) -> tuple[list[dict], dict[str, 
 def with_learned(card, pairs_by_name: dict[str, TrainingPair]):
     """The card, with each manifest training image's polarity read as training records it,
     when the card has none; and how it was got."""
-    if learned_polarity(card) is not None:
+    if card.learned_polarity() is not None:
         return card, "card"
     manifest = []
     for entry in card.provenance.get("data_manifest") or []:
@@ -143,7 +143,12 @@ def hints(weights: Path, sets, planes, invert_jsons: list[Path], save_to: Path |
     for path in invert_jsons:
         scored = json.loads(path.read_text())
         follow.update({r["image"]: r for s in scored["sets"] for r in s["per_image_dsb_ap"]})
-    out = {"weights": weights.name, "learned": learned_polarity(card), "source": source, "sets": []}
+    out = {
+        "weights": weights.name,
+        "learned": card.learned_polarity(),
+        "source": source,
+        "sets": [],
+    }
     if save_to is not None and source != "card":
         model = load_weights(weights).model
         save_weights(model, card, save_to / weights.name)

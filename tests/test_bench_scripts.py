@@ -532,7 +532,6 @@ def test_polarity_reads_the_samples_and_counts_the_hints(tmp_path: Path) -> None
     assert "| sample_data | 3 | 1 | " in done.stdout and "| 1 / 2 / 0 | 3 |" in done.stdout
     # the copy carries it in its card, as a model trained today does, and warns by itself
     from napari_cellseg.models import read_card
-    from napari_cellseg.models.polarity import learned_polarity
 
     saved = read_card(tmp_path / "learned" / "f.safetensors")
-    assert learned_polarity(saved) == {"bright": 1, "dark": 0, "unclear": 0}
+    assert saved.learned_polarity() == {"bright": 1, "dark": 0, "unclear": 0}

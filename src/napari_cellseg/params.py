@@ -303,6 +303,9 @@ class TrainParams:
     ``recipe`` names the recipe the values came from (``fast``: the fine-tuning default,
     built by :func:`napari_cellseg.training.recipes.recipe_params`); ``adapt_batchnorm``,
     ``encoder_lr_factor``, ``warmup_steps``, ``foreground_bias``, ``ema_decay``: its mechanisms.
+    ``invert`` flips the training images and goes into the card (the model's predictions
+    invert by themselves); ``None`` (the default) lets a fine-tune choose from the images
+    (:mod:`napari_cellseg.training.auto_invert`), and is off otherwise.
     """
 
     family: str = "unet"
@@ -371,7 +374,7 @@ class TrainParams:
         "Recipe", "fast: adapt to a few corrected images in minutes; classic: long runs",
         choices=("fast", "classic")))  # fmt: skip
     adapt_batchnorm: bool = False  # AdaBN: re-estimate BatchNorm statistics on the data first
-    invert: bool = field(default=False, metadata=info("Invert", INVERT_HELP))  # kept in the card
+    invert: bool | None = field(default=None, metadata=info("Invert", INVERT_HELP))  # in the card
     encoder_lr_factor: float = field(default=1.0, metadata=info(
         "Encoder LR factor", "the encoder's learning rate as a fraction of the rest's",
         min=0.0, max=1.0))  # fmt: skip

@@ -11,7 +11,6 @@ from napari_cellseg.models import ModelCard
 from napari_cellseg.models.normalise import to_model_input
 from napari_cellseg.models.polarity import (
     image_hint,
-    learned_polarity,
     polarity,
     polarity_hint,
     with_polarity,
@@ -65,8 +64,8 @@ def test_manifest_keeps_validation_entries_as_they_are() -> None:
 
 def test_learned_counts_training_images_and_a_kept_base_counts_its_base() -> None:
     card = _card(["bright", "bright", "unclear"])
-    assert learned_polarity(card) == {"bright": 2, "dark": 0, "unclear": 1}
-    assert learned_polarity(ModelCard.for_model("unet", TINY_UNET)) is None  # not recorded
+    assert card.learned_polarity() == {"bright": 2, "dark": 0, "unclear": 1}
+    assert ModelCard.for_model("unet", TINY_UNET).learned_polarity() is None  # not recorded
     kept = ModelCard.for_model(
         "unet",
         TINY_UNET,
@@ -76,7 +75,7 @@ def test_learned_counts_training_images_and_a_kept_base_counts_its_base() -> Non
             "base_provenance": card.provenance,
         },
     )
-    assert learned_polarity(kept) == {"bright": 2, "dark": 0, "unclear": 1}
+    assert kept.learned_polarity() == {"bright": 2, "dark": 0, "unclear": 1}
 
 
 def test_hint_names_the_fix_for_each_setting_of_invert() -> None:

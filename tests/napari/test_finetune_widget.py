@@ -110,6 +110,10 @@ def test_fields_follow_the_session(make_napari_viewer, qtbot, base_weights, trai
     assert widget.learning_rate.value == pytest.approx(1e-3)
     params = params_from(widget, "unet")
     assert params.recipe == "fast" and params.adapt_batchnorm and params.minutes == 5.0
+    assert widget.invert.value == "auto" and params.invert is None  # the fine-tune chooses
+    for choice, invert in (("on", True), ("off", False), ("auto", None)):
+        widget.invert.value = choice
+        assert params_from(widget, "unet").invert is invert
     widget.recipe.value = "classic"
     assert widget.patch_size.value == 256 and widget.learning_rate.value == pytest.approx(1e-4)
     assert params_from(widget, "unet").recipe == "classic"

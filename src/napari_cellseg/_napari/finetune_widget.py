@@ -176,7 +176,7 @@ class FineTuneWidget(Container):
             folder, base, out = self.fields.checked_paths()
             family = self.fields.read_family(base) if base is not None else "unet"
             params = params_from(self, family, fine_tuning=base is not None)
-            if base is not None and self._session.invert:  # as the Segment tab shows it
+            if base is not None and params.invert is None and self._session.invert:  # auto
                 params = replace(params, invert=True)
         except CellsegError as exc:
             show_error(str(exc))

@@ -89,8 +89,10 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
         "rate, BatchNorm frozen)",
     )
     t.add_argument(
-        "--invert", action="store_true",
-        help=f"{_help('invert')}; the new model's card keeps it, so it inverts by itself",
+        "--invert", action=argparse.BooleanOptionalAction, default=None,
+        help=f"{_help('invert')}; the new model's card keeps it, so it inverts by itself "
+        "(default: a fine-tune turns it on when its images are the other way round for the "
+        "base model and the base scores no worse on the validation images inverted)",
     )  # fmt: skip
     for flag, name, kind in (
         ("--encoder-lr-factor", "encoder_lr_factor", float),
@@ -212,7 +214,7 @@ def run_train(args: argparse.Namespace) -> int:
             for name in ("encoder_lr_factor", "warmup_steps", "foreground_bias", "ema_decay")
             if getattr(args, name) is not None
         }
-        settings.update(tweaks, **({"invert": True} if args.invert else {}))
+        settings.update(tweaks, **({} if args.invert is None else {"invert": args.invert}))
         if args.init:
             from napari_cellseg.models import load_weights
 

@@ -27,7 +27,7 @@ from napari_cellseg.inference.diameter import iter_choose_scale
 from napari_cellseg.inference.joining import iter_join, joins
 from napari_cellseg.inference.model_runner import cached_load
 from napari_cellseg.inference.preprocess import iter_planes, resolve_axes
-from napari_cellseg.models.polarity import image_hint, learned_polarity
+from napari_cellseg.models.polarity import image_hint
 from napari_cellseg.models.weights import LoadedModel
 from napari_cellseg.params import BlockOptions, PredictParams
 
@@ -166,7 +166,7 @@ def polarity_notice(
         loaded = model
     else:
         loaded = cached_load(model, resolve_device(params.device))[0]
-    if learned_polarity(loaded.card) is None:
+    if loaded.card.learned_polarity() is None:
         return None
     try:
         _, plane = next(iter_planes(np.asarray(image), axes))

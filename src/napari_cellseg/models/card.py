@@ -214,6 +214,19 @@ class ModelCard:
             LEARNED_DIAMETER_SOURCE
         )
 
+    def learned_polarity(self) -> dict[str, int] | None:
+        """How many training images were ``bright``, ``dark`` or ``unclear`` (as the data
+        manifest records them, ``models/polarity.py``; a fine-tune that kept its base counts
+        the base's); ``None`` when the card does not say."""
+        provenance = self.provenance or {}
+        if provenance.get("kept_base"):
+            provenance = provenance.get("base_provenance") or {}
+        counts = {"bright": 0, "dark": 0, "unclear": 0}
+        for entry in provenance.get("data_manifest") or []:
+            if entry.get("role", "train") == "train" and entry.get("polarity") in counts:
+                counts[entry["polarity"]] += 1
+        return counts if sum(counts.values()) else None
+
     def _check_normalisation(self) -> None:
         """Refuse a normalisation every prediction would fail on (at load, not per image)."""
         from napari_cellseg.models.normalise import normalise
@@ -331,8 +344,7 @@ class ModelCard:
         data = prov.get("data_manifest") or []
         if data:
             datasets = sorted({str(item.get("dataset", "?")) for item in data})
-            ways = [str(item.get("polarity")) for item in data if item.get("polarity")]
-            ways = [f"{ways.count(w)} {w}" for w in ("bright", "dark", "unclear") if w in ways]
+            ways = [f"{n} {w}" for w, n in (self.learned_polarity() or {}).items() if n]
             ways = f"; objects {', '.join(ways)} (training images)" if ways else ""
             lines.append(f"  trained on:    {len(data)} images ({', '.join(datasets)}){ways}")
         if prov.get("epochs") is not None:

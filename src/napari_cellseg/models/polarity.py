@@ -89,26 +89,33 @@ def with_polarity(
     ]
 
 
-def learned_polarity(card: ModelCard) -> dict[str, int] | None:
-    """How many of the model's training images were bright, dark or unclear; ``None`` if
-    its card does not say (models trained before this was recorded, other tools' models).
-
-    A model whose fine-tune kept the base weights counts its base's training images.
+def unlearned(
+    card: ModelCard,
+    seen: str | None,
+    counts: dict[str, int] | None = None,
+    subject: str = "this image looks",
+) -> str | None:
+    """What the model makes of a polarity ``seen`` it hardly learned (under :data:`RARE` of
+    its clear training images), as the first half of a sentence; ``None`` when it learned
+    ``seen``, ``seen`` is not clear, or the card does not say. ``subject`` begins it.
 
     >>> card = ModelCard.for_model("unet", {"encoder_name": "resnet18"}, provenance={
-    ...     "data_manifest": [{"role": "train", "polarity": "bright"},
-    ...                       {"role": "validation", "polarity": "dark"}]})
-    >>> learned_polarity(card)
-    {'bright': 1, 'dark': 0, 'unclear': 0}
+    ...     "data_manifest": [{"role": "train", "polarity": "bright"}] * 4})
+    >>> print(unlearned(card, "dark"))  # doctest: +NORMALIZE_WHITESPACE
+    this image looks like dark objects on a bright background to the model, which learned
+    bright objects on a dark background (4 of its 4 training images)
+    >>> unlearned(card, "bright") is None, unlearned(card, "unclear") is None
+    (True, True)
     """
-    provenance = card.provenance or {}
-    if provenance.get("kept_base"):
-        provenance = provenance.get("base_provenance") or {}
-    counts = {"bright": 0, "dark": 0, "unclear": 0}
-    for entry in provenance.get("data_manifest") or []:
-        if entry.get("role", "train") == "train" and entry.get("polarity") in counts:
-            counts[entry["polarity"]] += 1
-    return counts if sum(counts.values()) else None
+    counts = counts if counts is not None else card.learned_polarity()
+    clear = (counts or {}).get("bright", 0) + (counts or {}).get("dark", 0)
+    if seen not in DESCRIBED or not clear or counts[seen] >= RARE * clear:
+        return None
+    other = "dark" if seen == "bright" else "bright"
+    return (
+        f"{subject} like {DESCRIBED[seen]} to the model, which learned "
+        f"{DESCRIBED[other]} ({counts[other]} of its {clear} training images)"
+    )
 
 
 def polarity_hint(
@@ -120,8 +127,8 @@ def polarity_hint(
     advice: str = "if its objects come out wrong,",
 ) -> str | None:
     """One line when an image's polarity ``seen`` (as the network gets it) is one the model
-    hardly learned; ``None`` otherwise. ``inverted``: the user's Invert is on; ``subject``
-    begins the line and ``advice`` comes before the fix.
+    hardly learned (:func:`unlearned`); ``None`` otherwise. ``inverted``: the user's Invert
+    is on; ``advice`` comes before the fix.
 
     >>> card = ModelCard.for_model("unet", {"encoder_name": "resnet18"}, provenance={
     ...     "data_manifest": [{"role": "train", "polarity": "bright"}] * 4})
@@ -132,16 +139,26 @@ def polarity_hint(
     >>> polarity_hint(card, "bright", inverted=False) is None
     True
     """
-    counts = counts if counts is not None else learned_polarity(card)
-    clear = (counts or {}).get("bright", 0) + (counts or {}).get("dark", 0)
-    if seen not in DESCRIBED or not clear or counts[seen] >= RARE * clear:
+    reading = unlearned(card, seen, counts, subject)
+    if reading is None:
         return None
-    other = "dark" if seen == "bright" else "bright"
     fix = "turn Invert off (no --invert)" if inverted else "turn Invert on (--invert)"
-    return (
-        f"{subject} like {DESCRIBED[seen]} to the model, which learned "
-        f"{DESCRIBED[other]} ({counts[other]} of its {clear} training images): {advice} {fix}"
-    )
+    return f"{reading}: {advice} {fix}"
+
+
+def most_images(ways: Sequence[str | None]) -> tuple[str | None, str]:
+    """The polarity of more than half of ``ways`` (``None`` if none has a majority) and the
+    subject of a sentence about them.
+
+    >>> most_images(["dark", "dark", "bright"])
+    ('dark', '2 of the 3 training images look')
+    >>> most_images(["dark", "bright"])[0] is None
+    True
+    """
+    for seen in DESCRIBED:
+        if ways and ways.count(seen) * 2 > len(ways):
+            return seen, f"{ways.count(seen)} of the {len(ways)} training images look"
+    return None, ""
 
 
 def fine_tune_hint(
@@ -158,13 +175,9 @@ def fine_tune_hint(
     which learned bright objects on a dark background (9 of its 9 training images): the
     fine-tune starts nearer what it learned if you turn Invert on (--invert)
     """
-    ways = [e.get("polarity") for e in manifest if e.get("role") == "train"]
-    for seen in DESCRIBED:
-        if ways and ways.count(seen) * 2 > len(ways):
-            subject = f"{ways.count(seen)} of the {len(ways)} training images look"
-            advice = "the fine-tune starts nearer what it learned if you"
-            return polarity_hint(base, seen, inverted, subject=subject, advice=advice)
-    return None
+    seen, subject = most_images([e.get("polarity") for e in manifest if e.get("role") == "train"])
+    advice = "the fine-tune starts nearer what it learned if you"
+    return polarity_hint(base, seen, inverted, subject=subject, advice=advice) if seen else None
 
 
 def image_hint(
@@ -173,7 +186,7 @@ def image_hint(
     """:func:`polarity_hint` for one image plane ``(Y, X[, C])``, read as the network gets
     it (a regular subsample of large planes); ``None`` at once when the card records no
     training polarity."""
-    counts = learned_polarity(card)
+    counts = card.learned_polarity()
     if counts is None:
         return None
     plane = np.asarray(plane)
@@ -194,8 +207,9 @@ __all__ = [
     "UNCLEAR",
     "fine_tune_hint",
     "image_hint",
-    "learned_polarity",
+    "most_images",
     "polarity",
     "polarity_hint",
+    "unlearned",
     "with_polarity",
 ]

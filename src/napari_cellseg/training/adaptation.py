@@ -11,6 +11,7 @@ fast recipe then trains with them frozen.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ import torch
 from napari_cellseg.families import family_part
 from napari_cellseg.training.scale import resize_channels
 
-__all__ = ["adapt_batchnorm", "tiles_for_statistics"]
+__all__ = ["adapt_batchnorm", "adapted", "tiles_for_statistics"]
 
 
 def tiles_for_statistics(image: np.ndarray, factor: float, tile: int, limit: int) -> np.ndarray:
@@ -105,3 +106,16 @@ def adapt_batchnorm(
             layer.momentum = momentum
         model.train(was_training)
     return len(layers)
+
+
+def adapted(model: torch.nn.Module, dataset: Any, device: torch.device | str = "cpu") -> str:
+    """:func:`adapt_batchnorm` on a training dataset's images (``dataset.images``, rescaled
+    by ``dataset.factors``); the line that says so, or ``""`` when the model has no
+    BatchNorm layer."""
+    layers = adapt_batchnorm(model, dataset.family, dataset.images, dataset.factors, device)
+    if not layers:
+        return ""
+    return (
+        f"BatchNorm statistics re-estimated on the {len(dataset.images)} training images "
+        f"({layers} layers, AdaBN)"
+    )

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,11 @@ from napari_cellseg.events import (
 )
 from napari_cellseg.families import family_spec
 from napari_cellseg.models import ModelCard, build_model, load_weights, save_weights
-from napari_cellseg.models.normalise import with_invert
 from napari_cellseg.models.polarity import fine_tune_hint, with_polarity
 from napari_cellseg.models.unused_stages import placeholder_keys
 from napari_cellseg.params import TrainParams, fine_tune_learning_rate
-from napari_cellseg.training.adaptation import adapt_batchnorm
+from napari_cellseg.training.adaptation import adapted
+from napari_cellseg.training.auto_invert import choose_invert, inverted_card
 from napari_cellseg.training.averaging import averaged_module, update_average, weight_average
 from napari_cellseg.training.budget import shared_cores_notice
 from napari_cellseg.training.checkpoints import (
@@ -158,7 +159,7 @@ def iter_train(
 
     model, card, notices = _model_and_card(params, model, card, init, state)
     if params.invert and state is None:  # in the card: its predictions invert as training did
-        card = replace(card, normalisation=dict(with_invert(card.normalisation, True)))
+        card = inverted_card(card)
     if init is not None and state is None:  # the base's identity, history and data
         card = with_lineage(card, init)
     for notice in notices:
@@ -192,11 +193,18 @@ def iter_train(
     few = few_objects(count_objects(raw_val), len(raw_val))
     if few and state is None:
         yield checkpoint(Notice(few, level="warning"))
+    chose = None  # invert=None: a fine-tune chooses from the images (auto_invert.py)
+    if params.invert is None and init is not None and state is None:
+        judge = partial(
+            evaluate_model, model, images=val_images, device=device, tile_size=params.val_tile_size
+        )
+        flip, chose = choose_invert(card, train_pairs, judge if val_images else None)
+        params, card = replace(params, invert=flip), inverted_card(card) if flip else card
     loader, dataset = make_loader(train_pairs, card, params)
     manifest = with_polarity(manifest, dataset.images)  # as the network got them (inverted…)
     train_diameters = diameter_stats(dataset.diameters)
     mismatch = scale_mismatch(train_diameters["median"], params.object_diameter)
-    way = fine_tune_hint(card, manifest, params.invert)  # the base learned the other way
+    way = chose or fine_tune_hint(card, manifest, bool(params.invert))  # learned the other way
     for warning in filter(None, (mismatch, way) if init is not None and state is None else ()):
         yield checkpoint(Notice(warning, level="warning"))
     object_size = {
@@ -242,15 +250,8 @@ def iter_train(
             EpochEnd(0, params.epochs, None, baseline, False, time.perf_counter() - t0)
         )
 
-    if params.adapt_batchnorm and state is None:
-        layers = adapt_batchnorm(model, card.family, dataset.images, dataset.factors, device)
-        if layers:
-            yield checkpoint(
-                Notice(
-                    f"BatchNorm statistics re-estimated on the {len(dataset.images)} training "
-                    f"images ({layers} layers, AdaBN)"
-                )
-            )
+    if params.adapt_batchnorm and state is None and (said := adapted(model, dataset, device)):
+        yield checkpoint(Notice(said))
     average = weight_average(model, params.ema_decay, state)  # after AdaBN: its statistics
     judged = averaged_module(model, average)  # the weights validated and saved
     freeze_bn = params.freeze_batchnorm
