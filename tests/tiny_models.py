@@ -65,3 +65,17 @@ def save_tiny_learned(path: Path, way: str = "bright", n: int = 6, manifest=None
         manifest = [{"name": f"i{k}", "role": "train", "polarity": way} for k in range(n)]
     card = ModelCard.for_model("unet", TINY_UNET, provenance={"data_manifest": manifest})
     return save_weights(build_model("unet", **TINY_UNET), card, path)
+
+
+def sample_folder(root: Path, *names: str) -> Path:
+    """A training folder at ``root`` (``images/``, ``masks/``) holding copies of the named
+    sample images (``dsb_brightfield``, ``dsb_he``, ``dsb_fluorescence``) and their masks."""
+    import shutil
+
+    from napari_cellseg.io.samples import sample_data_dir
+
+    for sub, ext in (("images", ".png"), ("masks", ".tif")):
+        (root / sub).mkdir(parents=True)
+        for name in names:
+            shutil.copy(sample_data_dir() / sub / f"{name}{ext}", root / sub / f"{name}{ext}")
+    return root

@@ -3,7 +3,6 @@ the other way round, unless the base scores higher on the validation images as t
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -11,12 +10,11 @@ import pytest
 
 from napari_cellseg.cli.app import build_parser
 from napari_cellseg.events import Notice, drain
-from napari_cellseg.io.samples import sample_data_dir
 from napari_cellseg.models import ModelCard, read_card
 from napari_cellseg.params import TrainParams
 from napari_cellseg.training.auto_invert import choose_invert, inverted_card
 from napari_cellseg.training.loop import iter_train
-from tiny_models import TINY_UNET, save_tiny_learned
+from tiny_models import TINY_UNET, sample_folder, save_tiny_learned
 
 DOTS = np.zeros((1, 64, 64), np.float32)
 DOTS[0, 10:18, 10:18] = DOTS[0, 40:48, 30:38] = 1.0  # bright objects on a dark background
@@ -102,18 +100,10 @@ def test_inverted_card_flips_the_normalisation_only() -> None:
     assert once.provenance == card.provenance and once.family == card.family
 
 
-def _folder(root, *names):
-    for sub, ext in (("images", ".png"), ("masks", ".tif")):
-        (root / sub).mkdir(parents=True)
-        for name in names:
-            shutil.copy(sample_data_dir() / sub / f"{name}{ext}", root / sub / f"{name}{ext}")
-    return root
-
-
 def test_a_brightfield_fine_tune_of_a_fluorescence_base_inverts_by_default(tmp_path) -> None:
     base = save_tiny_learned(tmp_path / "fluo.safetensors")
-    data = _folder(tmp_path / "data", "dsb_brightfield", "dsb_he")
-    val = _folder(tmp_path / "val", "dsb_brightfield")
+    data = sample_folder(tmp_path / "data", "dsb_brightfield", "dsb_he")
+    val = sample_folder(tmp_path / "val", "dsb_brightfield")
     params = TrainParams(
         builder_args=TINY_UNET, epochs=1, batch_size=2, patch_size=64, samples_per_epoch=2,
         device="cpu",

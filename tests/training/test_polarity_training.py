@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from napari_cellseg.events import Notice, drain
-from napari_cellseg.io.samples import sample_data_dir
 from napari_cellseg.models import read_card
 from napari_cellseg.params import TrainParams
 from napari_cellseg.training.loop import iter_train
-from tiny_models import TINY_UNET, save_tiny_learned
-
-
-def _folder(root, *names):
-    for sub, ext in (("images", ".png"), ("masks", ".tif")):
-        (root / sub).mkdir(parents=True)
-        for name in names:
-            shutil.copy(sample_data_dir() / sub / f"{name}{ext}", root / sub / f"{name}{ext}")
-    return root
+from tiny_models import TINY_UNET, sample_folder, save_tiny_learned
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +20,8 @@ def fluo_base(tmp_path_factory):
 def test_brightfield_fine_tune_of_a_fluorescence_base_warns_unless_inverted(
     tmp_path, fluo_base, invert
 ) -> None:
-    data = _folder(tmp_path / "data", "dsb_brightfield", "dsb_he")
-    val = _folder(tmp_path / "val", "dsb_fluorescence")
+    data = sample_folder(tmp_path / "data", "dsb_brightfield", "dsb_he")
+    val = sample_folder(tmp_path / "val", "dsb_fluorescence")
     params = TrainParams(
         builder_args=TINY_UNET, epochs=1, batch_size=2, patch_size=64, samples_per_epoch=2,
         device="cpu", invert=invert,
