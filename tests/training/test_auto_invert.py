@@ -48,8 +48,9 @@ def _judge(plain: float, flipped: float):
 
 def test_dark_images_for_a_bright_base_invert_when_the_base_scores_no_worse_inverted() -> None:
     judge = _judge(plain=0.01, flipped=0.10)
-    flip, said = choose_invert(_card("bright"), ["a", "b", "c"], judge, _read(1.0 - DOTS))
+    flip, said, scored = choose_invert(_card("bright"), ["a", "b", "c"], judge, _read(1.0 - DOTS))
     assert flip is True and judge.seen == [False, True]
+    assert scored == {"dsb_ap": 0.10, "pixel_dice": 0.5}  # the baseline: the inverted base
     assert said.startswith("3 of the 3 training images look like dark objects")
     assert "0.100 DSB AP on the validation images inverted, 0.010 as they are" in said
     assert "Invert is on for this fine-tune" in said and "--no-invert" in said
@@ -57,15 +58,17 @@ def test_dark_images_for_a_bright_base_invert_when_the_base_scores_no_worse_inve
 
 def test_invert_stays_off_when_the_base_scores_higher_as_the_images_are() -> None:
     """The EM case: a histogram read 'dark', but the model knows better (0.031 > 0.007)."""
-    flip, said = choose_invert(_card("bright"), ["a"], _judge(0.031, 0.007), _read(1.0 - DOTS))
-    assert flip is False
+    flip, said, scored = choose_invert(
+        _card("bright"), ["a"], _judge(0.031, 0.007), _read(1.0 - DOTS)
+    )
+    assert flip is False and scored["dsb_ap"] == 0.031
     assert "but the base model scores 0.007 DSB AP" in said and "Invert stays off" in said
 
 
 def test_a_tie_inverts_and_without_validation_images_the_images_decide() -> None:
     assert choose_invert(_card("bright"), ["a"], _judge(0.0, 0.0), _read(1.0 - DOTS))[0]
-    flip, said = choose_invert(_card("bright"), ["a"], None, _read(1.0 - DOTS))
-    assert flip is True and "DSB AP" not in said
+    flip, said, scored = choose_invert(_card("bright"), ["a"], None, _read(1.0 - DOTS))
+    assert flip is True and "DSB AP" not in said and scored is None
 
 
 @pytest.mark.parametrize("way", ["bright", None])
@@ -75,7 +78,7 @@ def test_nothing_is_read_or_said_when_the_base_learned_these_images_or_does_not_
 
     read = _read(DOTS) if way else refuse
     judge = _judge(0.0, 0.0)
-    assert choose_invert(_card(way), ["a", "b"], judge, read) == (False, None)
+    assert choose_invert(_card(way), ["a", "b"], judge, read) == (False, None, None)
     assert judge.seen == []  # no validation pass either
 
 
@@ -85,11 +88,11 @@ def test_a_base_whose_values_cannot_invert_is_left_alone() -> None:
     def refuse(pair, card):
         raise AssertionError("no image should be read when nothing can be inverted")
 
-    assert choose_invert(raw, ["a"], _judge(0.0, 0.5), refuse) == (False, None)
+    assert choose_invert(raw, ["a"], _judge(0.0, 0.5), refuse) == (False, None, None)
 
 
 def test_a_base_that_learned_dark_objects_inverts_bright_ones() -> None:
-    flip, said = choose_invert(_card("dark"), ["a", "b"], _judge(0.0, 0.2), _read(DOTS))
+    flip, said, _ = choose_invert(_card("dark"), ["a", "b"], _judge(0.0, 0.2), _read(DOTS))
     assert flip and said.startswith("2 of the 2 training images look like bright objects")
 
 

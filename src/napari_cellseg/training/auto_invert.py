@@ -53,15 +53,16 @@ def choose_invert(
     pairs: Sequence[Any],
     judge: Judge | None = None,
     read: Callable[[Any, ModelCard], Any] | None = None,
-) -> tuple[bool, str | None]:
-    """Whether a fine-tune of ``base`` on ``pairs`` should invert, and the line that says why.
+) -> tuple[bool, str | None, dict[str, float] | None]:
+    """Whether a fine-tune of ``base`` on ``pairs`` should invert, the line that says why,
+    and the base's validation metrics the way it chose (the fine-tune's baseline).
 
     Parameters
     ----------
     base : ModelCard
         The base model's card; without recorded training polarity, or with a normalisation
-        that cannot invert (``"none"``), the answer is ``(False, None)`` at once, before any
-        image is read.
+        that cannot invert (``"none"``), the answer is ``(False, None, None)`` at once, before
+        any image is read.
     pairs : sequence of TrainingPair
         The training images.
     judge : callable, optional
@@ -76,10 +77,12 @@ def choose_invert(
     invert : bool
     notice : str or None
         ``None`` when nothing about the images suggests inverting.
+    metrics : dict or None
+        ``judge``'s answer for the card as chosen; ``None`` when nothing was judged.
     """
     counts = base.learned_polarity()
     if counts is None or not pairs or base.normalisation.get("method") == "none":
-        return False, None  # nothing recorded, or nothing to invert: values not in [0, 1]
+        return False, None, None  # nothing recorded, or nothing to invert: not in [0, 1]
     if read is None:
         from napari_cellseg.training.pairs import load_pair
 
@@ -89,17 +92,17 @@ def choose_invert(
     seen, subject = most_images([polarity(read(pair, base)) for pair in pairs])
     reading = unlearned(base, seen, counts, subject)
     if reading is None:
-        return False, None
+        return False, None, None
     if judge is None:
-        return True, f"{reading}: Invert is on for this fine-tune, {_KEEPS}"
+        return True, f"{reading}: Invert is on for this fine-tune, {_KEEPS}", None
     plain, flipped = judge(base), judge(inverted_card(base))
     scores = (
         f"the base model scores {_ap(flipped)} DSB AP on the validation images inverted, "
         f"{_ap(plain)} as they are"
     )
     if epoch_score(plain, []) > epoch_score(flipped, []):
-        return False, f"{reading}, but {scores}: Invert stays off (--invert turns it on)"
-    return True, f"{reading}, and {scores}: Invert is on for this fine-tune, {_KEEPS}"
+        return False, f"{reading}, but {scores}: Invert stays off (--invert turns it on)", plain
+    return True, f"{reading}, and {scores}: Invert is on for this fine-tune, {_KEEPS}", flipped
 
 
 _KEEPS = "and the new model inverts by itself (--no-invert keeps it off)"

@@ -193,12 +193,12 @@ def iter_train(
     few = few_objects(count_objects(raw_val), len(raw_val))
     if few and state is None:
         yield checkpoint(Notice(few, level="warning"))
-    chose = None  # invert=None: a fine-tune chooses from the images (auto_invert.py)
+    judge = partial(  # the base model's validation metrics with a card
+        evaluate_model, model, images=val_images, device=device, tile_size=params.val_tile_size
+    )
+    chose = scored = None  # invert=None: a fine-tune chooses from the images (auto_invert.py)
     if params.invert is None and init is not None and state is None:
-        judge = partial(
-            evaluate_model, model, images=val_images, device=device, tile_size=params.val_tile_size
-        )
-        flip, chose = choose_invert(card, train_pairs, judge if val_images else None)
+        flip, chose, scored = choose_invert(card, train_pairs, judge if val_images else None)
         params, card = replace(params, invert=flip), inverted_card(card) if flip else card
     loader, dataset = make_loader(train_pairs, card, params)
     manifest = with_polarity(manifest, dataset.images)  # as the network got them (inverted…)
@@ -239,9 +239,7 @@ def iter_train(
         yield checkpoint(Notice(f"resumed from {resume} after epoch {start_epoch}"))
     elif init is not None and val_images:
         t0 = time.perf_counter()
-        baseline = evaluate_model(
-            model, card, val_images, device=device, tile_size=params.val_tile_size
-        )
+        baseline = scored if scored is not None else judge(card)  # choose_invert's, if judged
         history.append({"epoch": 0, "train_loss": None, **baseline})
         best_score = epoch_score(baseline, [])
         # Until an epoch beats it, the output holds the base model (stopped or not).
