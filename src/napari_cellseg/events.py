@@ -91,6 +91,7 @@ class TrainingFinished:
     stopped_reason: str  # "epochs", "time budget", "early stopping"
     history: list
     kept_base: bool = False  # no epoch beat the base model: the file holds its weights
+    invert: bool | None = None  # the file's Invert where it differs from the base's card
 
     def kept_base_message(self) -> str:
         """The one line saying no epoch beat the base model (``""`` when one did).
@@ -102,6 +103,12 @@ class TrainingFinished:
         >>> base = {"dsb_ap": 0.0}
         >>> done = TrainingFinished("out.st", "c", 1, 0, {}, base, "epochs", blind, True)
         >>> "could not tell the models apart" in done.kept_base_message()
+        True
+        >>> done = TrainingFinished("o.st", "c", 1, 0, {}, {}, "epochs", [], True, invert=True)
+        >>> line = done.kept_base_message()
+        >>> line.startswith("no epoch beat the base model with Invert on;")
+        True
+        >>> line.endswith("holds the base weights unchanged, with Invert on as the base was scored")
         True
         """
         if not self.kept_base:
@@ -117,9 +124,12 @@ class TrainingFinished:
             if blind
             else self._lucky_epoch()
         )
+        # a card whose Invert differs from the base's: the predictions change, so say it
+        way = "" if self.invert is None else f"with Invert {'on' if self.invert else 'off'}"
         return (
-            f"no epoch beat the base model{score}{why}; {self.weights_path} holds the base "
-            "weights unchanged"
+            f"no epoch beat the base model{' ' * bool(way)}{way}{score}{why}; "
+            f"{self.weights_path} holds the base weights unchanged"
+            + (f", {way} as the base was scored" if way else "")
         )
 
     def _lucky_epoch(self) -> str:

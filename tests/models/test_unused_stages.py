@@ -116,18 +116,18 @@ def test_the_benchmark_baseline_loads_every_stage_as_before() -> None:
 
 def test_a_fine_tune_that_changes_the_architecture_copies_no_placeholder() -> None:
     from napari_cellseg.params import TrainParams
-    from napari_cellseg.training.loop import _model_and_card
+    from napari_cellseg.training.start import starting_model
 
     deeper = {"encoder_depth": 5, "decoder_channels": [256, 128, 64, 32, 16]}
     params = TrainParams(family="unet", builder_args=deeper)
-    model, card, notices = _model_and_card(params, None, None, DEMO, None)
+    model, card, notices = starting_model(params, None, None, DEMO, None)
     assert card.builder_args["encoder_depth"] == 5
     layer4 = model.encoder.layer4[0].conv1.weight  # run now: its own initialisation, not zeros
     assert layer4.abs().sum() > 0
     demo = load_weights(DEMO).model
     assert torch.equal(model.encoder.layer1[0].conv1.weight, demo.encoder.layer1[0].conv1.weight)
     two = TrainParams(family="unet", builder_args={"classes": 2})
-    _, _, notices = _model_and_card(two, None, None, DEMO, None)
+    _, _, notices = starting_model(two, None, None, DEMO, None)
     (notice,) = [n for n in notices if "re-initialised" in n]
     assert "re-initialised 2 tensors" in notice  # the head's weight and bias, no placeholder
 

@@ -69,6 +69,25 @@ def test_no_epoch_beats_the_base_so_the_output_is_the_base(tmp_path) -> None:
     assert_holds_the_base(out)
 
 
+def test_a_kept_base_set_to_invert_says_so(tmp_path) -> None:
+    """The file holds the base's weights but its card inverts: its predictions differ from
+    the base's, so the line says Invert is on (issue 19, auto invert)."""
+    out = tmp_path / "worse_inverted.safetensors"
+    params = TrainParams(**{**PARAMS, "invert": True})
+    finished = drain(
+        iter_train([sample_data_dir()], out, params, init=BASE, loss_fn=all_background)
+    )
+    assert finished.kept_base and finished.invert is True
+    line = finished.kept_base_message()
+    assert line.startswith("no epoch beat the base model with Invert on (DSB AP ")
+    assert line.endswith(
+        f"{out} holds the base weights unchanged, with Invert on as the base was scored"
+    )
+    assert read_card(out).normalisation == {**read_card(BASE).normalisation, "invert": True}
+    base, kept = load_weights(BASE).model.state_dict(), load_weights(out).model.state_dict()
+    assert all(torch.equal(kept[name], tensor) for name, tensor in base.items())
+
+
 def test_an_epoch_that_beats_the_base_does_not_claim_it_kept_it(tmp_path) -> None:
     finished = TrainingFinished("o.safetensors", "o.ckpt", 1, 1, {"dsb_ap": 0.5}, {}, "epochs", [])
     assert not finished.kept_base and finished.kept_base_message() == ""

@@ -16,7 +16,7 @@ from napari_cellseg.events import Notice, Progress, TrainingFinished, drain
 from napari_cellseg.models import read_card
 from napari_cellseg.models.weights import LoadedModel
 from napari_cellseg.params import TrainParams
-from napari_cellseg.training import loop
+from napari_cellseg.training import loop, tuning
 from napari_cellseg.training.loop import iter_train
 
 PARAMS = {
@@ -44,7 +44,7 @@ def known_weights(monkeypatch):
     def load(path, **_kw):
         return LoadedModel(TrainableKnownNet().eval(), read_card(path), Path(path), "test")
 
-    monkeypatch.setattr(loop, "load_weights", load)
+    monkeypatch.setattr(tuning, "load_weights", load)
 
 
 def _assert_tuned(out: Path) -> None:
@@ -77,7 +77,7 @@ def test_cli_train_tune_thresholds_stores_them(
 
     monkeypatch.setattr(
         loop,
-        "_model_and_card",
+        "starting_model",
         lambda *a: (TrainableKnownNet(), known_model().card, []),
     )
     out = tmp_path / "cli.safetensors"

@@ -30,10 +30,8 @@ from napari_cellseg.events import (
     TrainingFinished,
     drain,
 )
-from napari_cellseg.families import family_spec
-from napari_cellseg.models import ModelCard, build_model, load_weights, save_weights
+from napari_cellseg.models import ModelCard, save_weights
 from napari_cellseg.models.polarity import fine_tune_hint, with_polarity
-from napari_cellseg.models.unused_stages import placeholder_keys
 from napari_cellseg.params import TrainParams, fine_tune_learning_rate
 from napari_cellseg.training.adaptation import adapted
 from napari_cellseg.training.auto_invert import choose_invert, inverted_card
@@ -50,6 +48,7 @@ from napari_cellseg.training.checkpoints import (
 from napari_cellseg.training.losses import build_loss
 from napari_cellseg.training.provenance import kept_base_card, trained_card, with_lineage
 from napari_cellseg.training.scale import diameter_stats, scale_mismatch, training_diameter
+from napari_cellseg.training.start import starting_model
 from napari_cellseg.training.steps import (
     Stepper,
     freeze_batchnorm,
@@ -157,7 +156,7 @@ def iter_train(
     device = resolve_device(params.device)
     torch.manual_seed(params.seed)
 
-    model, card, notices = _model_and_card(params, model, card, init, state)
+    model, card, notices = starting_model(params, model, card, init, state)
     if params.invert and state is None:  # in the card: its predictions invert as training did
         card = inverted_card(card)
     if init is not None and state is None:  # the base's identity, history and data
@@ -364,7 +363,9 @@ def iter_train(
         yield checkpoint(Notice(weak, level="warning"))
     if params.tune_thresholds and val_images:
         yield checkpoint(Notice(f"tuning the thresholds on {len(val_images)} validation images…"))
-        note = yield from _tune_thresholds(out, val_images, params, device, should_stop)
+        from napari_cellseg.training.tuning import iter_tune_saved
+
+        note = yield from iter_tune_saved(out, val_images, params, device, should_stop)
         yield checkpoint(Notice(note))
     return TrainingFinished(
         str(out),
@@ -376,72 +377,8 @@ def iter_train(
         stopped_reason,
         history,
         kept_base=kept_base,
+        invert=bool(card.normalisation.get("invert")) if params.invert else None,  # flipped
     )
-
-
-def _tune_thresholds(out, val_images, params, device, should_stop) -> Generator[Any, None, str]:
-    """Choose the saved model's thresholds on the validation images; rewrite ``out`` if better.
-
-    Stopped midway, ``out`` keeps the trained weights with the thresholds they had.
-    """
-    from napari_cellseg.params import PredictParams, describe_post
-    from napari_cellseg.training.tuning import iter_tune_postprocess, write_tuned
-
-    loaded = load_weights(out, device=device)
-    tile = params.val_tile_size
-    run = PredictParams(device=str(device), tile_size=tile, overlap=None)
-    result = yield from iter_tune_postprocess(
-        val_images, loaded, params=run, should_stop=should_stop
-    )
-    if not result.changed:
-        return f"thresholds: none of {result.n_candidates} settings beat the model's own"
-    write_tuned(loaded, result, f"{len(val_images)} validation images", out, like=out)
-    return (
-        f"thresholds tuned on the validation images: {describe_post(result.changed)} "
-        f"(DSB AP {result.base_score:.3f} → {result.score:.3f}; stored in {out.name})"
-    )
-
-
-def _model_and_card(params, model, card, init, state) -> tuple[torch.nn.Module, ModelCard, list]:
-    notices: list[str] = []
-    if model is not None:
-        card = card or ModelCard.for_model(params.family, params.builder_args or {})
-        return model, card, notices
-    if state is not None and card is not None:
-        return build_model(card.family, **card.builder_args), card, notices
-    if init is not None:
-        loaded = load_weights(init)
-        card = loaded.card
-        if card.family != params.family:
-            notices.append(f"{Path(init).name} is a {card.family}: training that family")
-        wanted = {**card.builder_args, **(params.builder_args or {})}
-        if wanted != card.builder_args:
-            model = build_model(card.family, **wanted)
-            own = model.state_dict()
-            unused = placeholder_keys(loaded.model)  # zeros of stages it never ran
-            kept = {
-                k: v
-                for k, v in loaded.model.state_dict().items()
-                if k in own and own[k].shape == v.shape and k not in unused
-            }
-            model.load_state_dict(kept, strict=False)
-            skipped = sorted(set(own) - set(kept) - placeholder_keys(model))
-            head = family_spec(card.family).head_arg
-            notices.append(
-                f"{head} changed from {card.builder_args.get(head)} to {wanted.get(head)}: "
-                f"re-initialised {len(skipped)} tensors ({', '.join(skipped[:2])}...)"
-            )
-            card = ModelCard.for_model(
-                card.family,
-                wanted,
-                normalisation=card.normalisation,
-                channel_handling=card.channel_handling,
-                object_diameter=card.object_diameter,  # the scale the kept layers learnt
-            )
-            return model, card, notices
-        return loaded.model, card, notices
-    args = params.builder_args or dict(family_spec(params.family).default_builder_args)
-    return build_model(params.family, **args), ModelCard.for_model(params.family, args), notices
 
 
 __all__ = ["ValidationImage", "fit", "iter_train"]

@@ -28,8 +28,8 @@ from napari_cellseg.inference.api import iter_predict
 from napari_cellseg.inference.planes import Prediction, reapply
 from napari_cellseg.labels.metrics import dsb_ap
 from napari_cellseg.models.card import ModelCard
-from napari_cellseg.models.weights import LoadedModel, save_weights, stores_float16
-from napari_cellseg.params import PostprocessParams, PredictParams
+from napari_cellseg.models.weights import LoadedModel, load_weights, save_weights, stores_float16
+from napari_cellseg.params import PostprocessParams, PredictParams, TrainParams, describe_post
 from napari_cellseg.training.validation import ValidationImage
 
 
@@ -253,11 +253,38 @@ def _changed(base: PostprocessParams, post: PostprocessParams) -> dict[str, Any]
     }
 
 
+def iter_tune_saved(
+    out: Path,
+    val_images: Sequence[ValidationImage],
+    params: TrainParams,
+    device: Any,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[Any, None, str]:
+    """Choose the saved model's thresholds on the validation images; rewrite ``out`` if better.
+
+    Stopped midway, ``out`` keeps the trained weights with the thresholds they had.
+    """
+    loaded = load_weights(out, device=device)
+    tile = params.val_tile_size
+    run = PredictParams(device=str(device), tile_size=tile, overlap=None)
+    result = yield from iter_tune_postprocess(
+        val_images, loaded, params=run, should_stop=should_stop
+    )
+    if not result.changed:
+        return f"thresholds: none of {result.n_candidates} settings beat the model's own"
+    write_tuned(loaded, result, f"{len(val_images)} validation images", out, like=out)
+    return (
+        f"thresholds tuned on the validation images: {describe_post(result.changed)} "
+        f"(DSB AP {result.base_score:.3f} → {result.score:.3f}; stored in {out.name})"
+    )
+
+
 __all__ = [
     "TuningResult",
     "candidates",
     "default_grid",
     "iter_tune_postprocess",
+    "iter_tune_saved",
     "tuned_card",
     "tuned_copy_path",
     "write_tuned",
