@@ -25,7 +25,10 @@ the invert its fine-tune used (``inverted``), tables say ``invert=auto (on in k 
 
 Domains: ``colour`` (the 83 colour H&E/brightfield tiles of DSB 2018 stage1_train),
 ``brightfield`` (the 11 grey brightfield ones), ``glas`` (GlaS glands: pool = train,
-test = testA). Writes ``bench/results/hitl_<domain>.json`` and prints a Markdown table.
+test = testA), ``em`` (ISBI 2012 EM cell interiors: pool = the first 15 of the 30
+consecutive sections, test = the last 15; since session 34, to see the invert a fine-tune
+chooses on images whose histogram reads the other way from their objects). Writes
+``bench/results/hitl_<domain>.json`` and prints a Markdown table.
 
     .venv/bin/python bench/hitl.py --base ~/.cache/napari-cellseg/base-fluo.safetensors \\
         --domain colour --minutes 5 --runs classic:random:0 fast:random:0 fast:top:0
@@ -83,6 +86,10 @@ def domain_split(domain: str, n_test: int | None) -> tuple[list[TrainingPair], l
         if n_test:
             test = test[:: max(1, len(test) // n_test)][:n_test]
         return pool, test
+    if domain == "em":  # consecutive sections look alike: the first half for the pool
+        slices = scan_training_folders([DATA / "isbi2012_em" / "train"])
+        half = len(slices) // 2
+        return slices[:half], slices[half:][: n_test or None]
     pairs = scan_training_folders([DATA / "dsb2018" / "stage1_train"])
     chosen = [p for p in pairs if image_kind(p.image_path) == domain]
     random.Random(0).shuffle(chosen)
@@ -363,7 +370,7 @@ def loop_parser(doc: str | None) -> argparse.ArgumentParser:
     """The options every human-in-the-loop script takes: base, domain, minutes, test, out."""
     parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--base", type=Path, required=True)
-    parser.add_argument("--domain", choices=("colour", "brightfield", "glas"), required=True)
+    parser.add_argument("--domain", choices=("colour", "brightfield", "glas", "em"), required=True)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--n-test", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -373,6 +374,29 @@ def test_hitl_kept_model_is_made_once_and_then_reused(tmp_path: Path) -> None:
         keep / "m.safetensors",
         {"test": {"dsb_ap": 0.5}, "reused": str(keep / "m.safetensors")},
     )
+
+
+def test_hitl_em_domain_keeps_the_first_half_of_the_sections_for_the_pool(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from skimage.io import imsave
+
+    module = bench_module("hitl")
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:9, 4:9] = 1
+    for sub, data in (("images", mask * 200), ("masks", mask)):
+        folder = tmp_path / "isbi2012_em" / "train" / sub
+        folder.mkdir(parents=True)
+        for k in range(6):
+            imsave(folder / f"slice_{k:02d}.png", data, check_contrast=False)
+    monkeypatch.setattr(module, "DATA", tmp_path)
+    pool, test = module.domain_split("em", None)
+    assert [p.image_path.name for p in pool] == ["slice_00.png", "slice_01.png", "slice_02.png"]
+    assert [p.image_path.name for p in test] == ["slice_03.png", "slice_04.png", "slice_05.png"]
+    assert [p.image_path.name for p in module.domain_split("em", 2)[1]] == [
+        "slice_03.png",
+        "slice_04.png",
+    ]
 
 
 def test_hitl_report_keeps_runs_ranked_at_a_given_size_apart(tmp_path: Path) -> None:
