@@ -19,8 +19,8 @@ import numpy as np
 
 from napari_cellseg.diameters import DIAMETER_RANGE as _DIAMETER_RANGE
 from napari_cellseg.errors import CellsegError
-from napari_cellseg.families import FAMILIES, family_part, family_spec
-from napari_cellseg.params import PostprocessParams, describe_post
+from napari_cellseg.families import FAMILIES, family_part
+from napari_cellseg.params import PostprocessParams
 
 CARD_METADATA_KEY = "cellseg.card"
 CARD_SCHEMA_VERSION = 1
@@ -328,84 +328,11 @@ class ModelCard:
 
     # -- display -------------------------------------------------------------------------
     def summary(self) -> str:
-        """A few human-readable lines: family, architecture, inputs, outputs, training."""
-        family = family_spec(self.family).title
-        lines = [
-            f"{self.name}",
-            f"  family:        {family} ({self.architecture})",
-            f"  input:         {self.input_channels} channel(s), {self.channel_handling}; "
-            f"normalisation {_describe_normalisation(self.normalisation)}",
-            f"  outputs:       {', '.join(self.outputs)}"
-            + (f" ({self.output_activation})" if self.output_activation else ""),
-        ]
-        prov = self.provenance
-        source = prov.get("source", "napari-cellseg")
-        lines.append(f"  source:        {source}")
-        data = prov.get("data_manifest") or []
-        if data:
-            datasets = sorted({str(item.get("dataset", "?")) for item in data})
-            ways = [f"{n} {w}" for w, n in (self.learned_polarity() or {}).items() if n]
-            ways = f"; objects {', '.join(ways)} (training images)" if ways else ""
-            lines.append(f"  trained on:    {len(data)} images ({', '.join(datasets)}){ways}")
-        if prov.get("epochs") is not None:
-            lines.append(f"  epochs:        {prov['epochs']}")
-        metrics = prov.get("metrics") or {}
-        if metrics:
-            shown = ", ".join(
-                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
-            )
-            lines.append(f"  metrics:       {shown}")
-        if self.postprocess:
-            shown = describe_post(self.postprocess)
-            tuning = prov.get("postprocess_tuning") or {}
-            where = f" (tuned on {tuning['data']})" if tuning.get("data") else ""
-            if tuning.get("tta", 1) > 1:
-                where += f" for test-time augmentation ×{tuning['tta']}"
-            lines.append(f"  thresholds:    {shown}{where}")
-        if self.object_diameter is not None:
-            size = f"{self.object_diameter:g} px ({self.object_diameter_source or 'given'})"
-            if self.default_diameter is not None:
-                size += f"; images assumed at {self.default_diameter:g} px unless told"
-            lines.append(f"  object size:   {size}")
-        lines.append(f"  created:       {self.created}")
-        for k, ancestor in enumerate(self.lineage):
-            head = "  lineage:       " if k == 0 else " " * 17
-            lines.append(f"{head}{k + 1}. {describe_ancestor(ancestor)}")
-        return "\n".join(lines)
+        """A few human-readable lines: family, architecture, inputs, outputs, training
+        (:func:`~napari_cellseg.models.card_text.card_summary`)."""
+        from napari_cellseg.models.card_text import card_summary
 
-
-def describe_ancestor(ancestor: dict[str, Any]) -> str:
-    """One line about an ancestor in a card's lineage.
-
-    >>> describe_ancestor({"name": "unet-a", "file": "a.safetensors", "sha256": "0123456789abcdef",
-    ...     "history": {"epochs": 12, "metrics": {"dsb_ap": 0.5}},
-    ...     "data_manifest": [{"dataset": "set1"}, {"dataset": "set1"}]})
-    'unet-a (a.safetensors, sha256 0123456789ab): 12 epochs, data: 2 images (set1), dsb_ap 0.500'
-    """
-    name = str(ancestor.get("name") or "?")
-    where = ", ".join(
-        part
-        for part in (
-            str(ancestor.get("file") or ""),
-            f"sha256 {str(ancestor['sha256'])[:12]}" if ancestor.get("sha256") else "",
-        )
-        if part
-    )
-    line = f"{name} ({where})" if where else name
-    history = ancestor.get("history") or {}
-    data = ancestor.get("data_manifest") or []
-    facts = []
-    if history.get("kept_base"):
-        facts.append("kept its base (no epoch beat it)")
-    elif history.get("epochs") is not None:
-        facts.append(f"{history['epochs']} epochs")
-    if data:
-        sets = ", ".join(sorted({str(d.get("dataset", "?")) for d in data if isinstance(d, dict)}))
-        facts.append(f"data: {len(data)} images ({sets})")
-    ap = (history.get("metrics") or {}).get("dsb_ap")
-    if isinstance(ap, (int, float)):
-        facts.append(f"dsb_ap {ap:.3f}")
-    return f"{line}: {', '.join(facts) or 'no training record'}"
+        return card_summary(self)
 
 
 def _checked_diameter(name: str, value: Any) -> float | None:
@@ -422,18 +349,6 @@ def _checked_diameter(name: str, value: Any) -> float | None:
     if not lo <= value <= hi:
         raise ModelCardError(f"model card {name} must be between {lo:g} and {hi:g} px, got {value}")
     return float(value)
-
-
-def _describe_normalisation(norm: dict[str, Any]) -> str:
-    """The card summary's words for a normalisation.
-
-    >>> _describe_normalisation({"method": "percentile", "low": 1, "high": 99.8, "invert": True})
-    'percentile 1–99.8, inverted (dark objects on a bright background)'
-    """
-    method = norm.get("method", "?")
-    words = f"percentile {norm.get('low')}–{norm.get('high')}" if method == "percentile" else method
-    inverted = ", inverted (dark objects on a bright background)" if norm.get("invert") else ""
-    return str(words) + inverted
 
 
 def _jsonable(value: Any) -> Any:
