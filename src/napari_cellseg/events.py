@@ -126,11 +126,9 @@ class TrainingFinished:
         )
         # a card whose Invert differs from the base's: the predictions change, so say it
         way = "" if self.invert is None else f"with Invert {'on' if self.invert else 'off'}"
-        return (
-            f"no epoch beat the base model{' ' * bool(way)}{way}{score}{why}; "
-            f"{self.weights_path} holds the base weights unchanged"
-            + (f", {way} as the base was scored" if way else "")
-        )
+        head = f"no epoch beat the base model {way}".rstrip()
+        tail = f", {way} as the base was scored" if way else ""
+        return f"{head}{score}{why}; {self.weights_path} holds the base weights unchanged{tail}"
 
     def _lucky_epoch(self) -> str:
         """Why an epoch with a higher DSB AP was refused (few validation objects), or ``""``.

@@ -70,7 +70,7 @@ def choose_invert(
         the images' polarity decides alone).
     read : callable, optional
         ``read(pair, card)`` -> the network input ``(C, Y, X)``; default
-        :func:`~napari_cellseg.training.pairs.load_pair`'s image.
+        :func:`~napari_cellseg.training.pairs.load_input` (the image as training reads it).
 
     Returns
     -------
@@ -84,10 +84,7 @@ def choose_invert(
     if counts is None or not pairs or base.normalisation.get("method") == "none":
         return False, None, None  # nothing recorded, or nothing to invert: not in [0, 1]
     if read is None:
-        from napari_cellseg.training.pairs import load_pair
-
-        def read(pair: Any, card: ModelCard) -> Any:
-            return load_pair(pair, card)[0]
+        from napari_cellseg.training.pairs import load_input as read
 
     seen, subject = most_images([polarity(read(pair, base)) for pair in pairs])
     reading = unlearned(base, seen, counts, subject)

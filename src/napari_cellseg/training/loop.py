@@ -157,8 +157,6 @@ def iter_train(
     torch.manual_seed(params.seed)
 
     model, card, notices = starting_model(params, model, card, init, state)
-    if params.invert and state is None:  # in the card: its predictions invert as training did
-        card = inverted_card(card)
     if init is not None and state is None:  # the base's identity, history and data
         card = with_lineage(card, init)
     for notice in notices:
@@ -198,7 +196,9 @@ def iter_train(
     chose = scored = None  # invert=None: a fine-tune chooses from the images (auto_invert.py)
     if params.invert is None and init is not None and state is None:
         flip, chose, scored = choose_invert(card, train_pairs, judge if val_images else None)
-        params, card = replace(params, invert=flip), inverted_card(card) if flip else card
+        params = replace(params, invert=flip)
+    if params.invert and state is None:  # in the card: its predictions invert as training did
+        card = inverted_card(card)
     loader, dataset = make_loader(train_pairs, card, params)
     manifest = with_polarity(manifest, dataset.images)  # as the network got them (inverted…)
     train_diameters = diameter_stats(dataset.diameters)

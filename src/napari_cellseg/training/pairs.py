@@ -39,6 +39,7 @@ __all__ = [
     "DatasetError",
     "TrainingPair",
     "file_manifest",
+    "load_input",
     "load_pair",
     "load_region",
     "scan_training_folders",
@@ -409,24 +410,7 @@ def load_pair(
         If a file cannot be read, the image is a stack, the mask is not 2-D or the sizes
         differ (``ImageReadError`` for unreadable files).
     """
-    image = read_image(pair.image_path)
-    planes = plane_count(image.data.shape, image.axes)
-    if planes != 1:
-        raise CellsegError(
-            f"{pair.image_path}: is a stack of {planes} planes (axes {image.axes}); training "
-            "needs 2-D images: save each plane as its own file"
-        )
-    _, plane = next(iter_planes(image.data, image.axes))
-    try:
-        x = to_model_input(
-            plane,
-            input_channels=card.input_channels,
-            channel_handling=card.channel_handling,
-            normalisation=card.normalisation,
-            channels=channels,
-        )
-    except CellsegError as exc:
-        raise CellsegError(f"{pair.image_path}: {exc}") from exc
+    x = load_input(pair, card, channels=channels)
     labels = _squeeze_labels(read_labels(pair.mask_path))
     if labels is None:
         raise CellsegError(f"{pair.mask_path}: is a stack; training needs one 2-D mask per image")
@@ -438,3 +422,27 @@ def load_pair(
     if labels.size and int(labels.max()) > np.iinfo(np.int32).max:
         raise CellsegError(f"{pair.mask_path}: labels larger than 2**31 - 1 are not supported")
     return x, labels.astype(np.int32, copy=False)
+
+
+def load_input(
+    pair: TrainingPair, card: ModelCard, *, channels: Sequence[int] | None = None
+) -> np.ndarray:
+    """A pair's image alone, as :func:`load_pair` reads it (the mask is not read)."""
+    image = read_image(pair.image_path)
+    planes = plane_count(image.data.shape, image.axes)
+    if planes != 1:
+        raise CellsegError(
+            f"{pair.image_path}: is a stack of {planes} planes (axes {image.axes}); training "
+            "needs 2-D images: save each plane as its own file"
+        )
+    _, plane = next(iter_planes(image.data, image.axes))
+    try:
+        return to_model_input(
+            plane,
+            input_channels=card.input_channels,
+            channel_handling=card.channel_handling,
+            normalisation=card.normalisation,
+            channels=channels,
+        )
+    except CellsegError as exc:
+        raise CellsegError(f"{pair.image_path}: {exc}") from exc
