@@ -31,7 +31,8 @@ from napari_cellseg.labels.metrics import evaluate_pair, summarise
 from napari_cellseg.models import load_weights
 from napari_cellseg.params import PredictParams, TrainParams
 from napari_cellseg.training.loop import fit
-from napari_cellseg.training.pairs import scan_training_folders, split_pairs
+from napari_cellseg.training.pairs import scan_training_folders
+from napari_cellseg.training.split import split_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data"

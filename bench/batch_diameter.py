@@ -30,7 +30,8 @@ import numpy as np
 
 from napari_cellseg.io.images import read_image, read_labels
 from napari_cellseg.labels.metrics import dsb_ap
-from napari_cellseg.training.pairs import scan_training_folders, split_pairs
+from napari_cellseg.training.pairs import scan_training_folders
+from napari_cellseg.training.split import split_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "dsb2018" / "stage1_train"

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from hitl import DATA, image_kind, link_folder
 
-from napari_cellseg.training.pairs import scan_training_folders, split_pairs
+from napari_cellseg.training.pairs import scan_training_folders
+from napari_cellseg.training.split import split_pairs
 
 
 def fluorescence_split(n_val: int):

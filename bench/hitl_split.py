@@ -30,7 +30,7 @@ from pathlib import Path
 from hitl import domain_split, fine_tune, header, loop_parser, record_seeds, round_one, score
 
 from napari_cellseg.params import TrainParams
-from napari_cellseg.training.pairs import split_pairs
+from napari_cellseg.training.split import split_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
 FRACTION = TrainParams().val_fraction

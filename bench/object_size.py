@@ -35,8 +35,9 @@ from napari_cellseg.io.images import read_image, read_labels
 from napari_cellseg.labels.metrics import evaluate_pair
 from napari_cellseg.models import load_weights
 from napari_cellseg.params import BACKENDS, PredictParams
-from napari_cellseg.training.pairs import scan_training_folders, split_pairs
+from napari_cellseg.training.pairs import scan_training_folders
 from napari_cellseg.training.scale import measure_diameter
+from napari_cellseg.training.split import split_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "dsb2018" / "stage1_train"

@@ -85,7 +85,8 @@ def main() -> int:
     from napari_cellseg.labels.metrics import evaluate_pair, summarise
     from napari_cellseg.models import load_weights
     from napari_cellseg.params import PredictParams
-    from napari_cellseg.training.pairs import scan_training_folders, split_pairs
+    from napari_cellseg.training.pairs import scan_training_folders
+    from napari_cellseg.training.split import split_pairs
 
     train, held = split_pairs(scan_training_folders([args.data]), 0.15, seed=0)
     pairs = (train if args.split == "tune" else held)[: args.max_images]

@@ -14,14 +14,14 @@ import tifffile
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.io.images import read_labels
 from napari_cellseg.models.card import ModelCard
+from napari_cellseg.training.manifest import file_manifest
 from napari_cellseg.training.pairs import (
     DatasetError,
     TrainingPair,
-    file_manifest,
     load_pair,
     scan_training_folders,
-    split_pairs,
 )
+from napari_cellseg.training.split import split_pairs
 
 SAMPLE_DATA = Path(__file__).resolve().parents[2] / "sample_data"
 

@@ -19,10 +19,10 @@ from napari_cellseg.training.augment import build_augmentation
 from napari_cellseg.training.datasets import CropDataset
 from napari_cellseg.training.loop import fit
 from napari_cellseg.training.losses import build_loss, cross_entropy
+from napari_cellseg.training.manifest import file_manifest
 from napari_cellseg.training.pairs import (
     DatasetError,
     TrainingPair,
-    file_manifest,
     load_region,
     scan_training_folders,
 )

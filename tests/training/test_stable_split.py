@@ -19,7 +19,9 @@ from napari_cellseg.io.samples import sample_data_dir
 from napari_cellseg.models import read_card
 from napari_cellseg.params import TrainParams
 from napari_cellseg.training.loop import iter_train
-from napari_cellseg.training.pairs import file_manifest, scan_training_folders, split_pairs
+from napari_cellseg.training.manifest import file_manifest
+from napari_cellseg.training.pairs import scan_training_folders
+from napari_cellseg.training.split import split_pairs
 from napari_cellseg.training.stable_split import earlier_roles, split_after
 
 BASE = sample_data_dir() / "models" / "unet_dsb.safetensors"
@@ -106,14 +108,14 @@ def test_a_second_fine_tune_keeps_the_roles_and_says_so(tmp_path) -> None:
 
 
 def test_the_split_and_the_manifest_read_each_file_once(tmp_path, monkeypatch) -> None:
-    from napari_cellseg.training import pairs as pairs_module
+    from napari_cellseg.training import manifest as manifest_module
 
     names = ["a", "b", "c", "d", "e"]
     pairs = scan_training_folders([_folder(tmp_path / "set", names)])
     roles = _roles(pairs[:2], pairs[2:3])
     read: list[Path] = []
-    real = pairs_module.sha256_path
-    monkeypatch.setattr(pairs_module, "sha256_path", lambda p: read.append(Path(p)) or real(p))
+    real = manifest_module.sha256_path
+    monkeypatch.setattr(manifest_module, "sha256_path", lambda p: read.append(Path(p)) or real(p))
     hashes: dict[Path, str] = {}
     train, val, _ = split_after(pairs, 0.2, 0, roles, hashes)
     manifest = file_manifest(train, "train", hashes) + file_manifest(val, "validation", hashes)

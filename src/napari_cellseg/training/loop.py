@@ -121,7 +121,8 @@ def iter_train(
     -------
     TrainingFinished
     """
-    from napari_cellseg.training.pairs import file_manifest, scan_training_folders
+    from napari_cellseg.training.manifest import file_manifest
+    from napari_cellseg.training.pairs import scan_training_folders
     from napari_cellseg.training.stable_split import (
         TRAIN,
         VALIDATION,

@@ -1,4 +1,4 @@
-"""Training sets on disk: finding image/mask pairs, checking them, splitting and loading.
+"""Training sets on disk: finding image/mask pairs, checking them and loading them.
 
 A training folder holds ``images/<name>.<png|tif|...>`` and ``masks/<name>.<tif|tiff|png>``
 (instance labels: 0 = background, 1..N = objects), matched by file name without suffix,
@@ -21,7 +21,6 @@ import numpy as np
 
 from napari_cellseg.errors import CellsegError, ImageReadError
 from napari_cellseg.inference.preprocess import iter_planes, plane_count, to_model_input
-from napari_cellseg.io.files import sha256_path
 from napari_cellseg.io.images import (
     LABEL_SUFFIXES,
     SUPPORTED_IMAGE_SUFFIXES,
@@ -38,12 +37,10 @@ __all__ = [
     "MASK_SUFFIXES",
     "DatasetError",
     "TrainingPair",
-    "file_manifest",
     "load_input",
     "load_pair",
     "load_region",
     "scan_training_folders",
-    "split_pairs",
 ]
 
 MASK_SUFFIXES: tuple[str, ...] = LABEL_SUFFIXES
@@ -253,119 +250,6 @@ def scan_training_folders(folders: Sequence[str | os.PathLike[str]]) -> list[Tra
     if problems:
         raise DatasetError(sorted(problems))  # grouped by folder and file
     return sorted(pairs, key=lambda p: (p.dataset, p.name, str(p.image_path)))
-
-
-def pair_order(pair: TrainingPair) -> tuple[str, str, str]:
-    """The sort key of the splits: name, dataset, image path."""
-    return pair.name, pair.dataset, str(pair.image_path)
-
-
-def validation_count(n: int, val_fraction: float) -> int:
-    """How many of ``n`` pairs validate: at least one when there are two or more and the
-    share is above 0, and never all of them.
-
-    >>> [validation_count(n, 0.15) for n in (1, 2, 7, 20)], validation_count(5, 0.0)
-    ([0, 1, 1, 3], 0)
-    """
-    return min(max(round(n * val_fraction), 1), n - 1) if val_fraction > 0 and n >= 2 else 0
-
-
-def split_rng(seed: int) -> np.random.Generator:
-    """The random generator of the validation splits."""
-    return np.random.default_rng(np.random.SeedSequence(int(seed) % 2**64))
-
-
-def split_pairs(
-    pairs: Sequence[TrainingPair], val_fraction: float, seed: int
-) -> tuple[list[TrainingPair], list[TrainingPair]]:
-    """Split pairs into training and validation sets, reproducibly.
-
-    The pairs are sorted by name first, so the same seed gives the same split whatever the
-    input order. With ``val_fraction > 0`` and at least two pairs, validation gets at least
-    one and training keeps at least one.
-
-    Parameters
-    ----------
-    pairs : sequence of TrainingPair
-        All pairs.
-    val_fraction : float
-        Fraction for validation, in [0, 1).
-    seed : int
-        Random seed of the split.
-
-    Returns
-    -------
-    train, val : list of TrainingPair
-        Both sorted by name.
-
-    Examples
-    --------
-    >>> ps = [TrainingPair(Path(f"{n}.png"), Path(f"{n}.tif"), "d", n) for n in "abcdef"]
-    >>> train, val = split_pairs(ps, 0.3, seed=0)
-    >>> len(train), len(val), split_pairs(ps[::-1], 0.3, seed=0) == (train, val)
-    (4, 2, True)
-    """
-    if not 0.0 <= val_fraction < 1.0:
-        raise CellsegError(f"validation fraction must be in [0, 1), got {val_fraction}")
-    ordered = sorted(pairs, key=pair_order)
-    n = len(ordered)
-    chosen = set(split_rng(seed).permutation(n)[: validation_count(n, val_fraction)].tolist())
-    train = [p for i, p in enumerate(ordered) if i not in chosen]
-    val = [p for i, p in enumerate(ordered) if i in chosen]
-    return train, val
-
-
-def file_manifest(
-    pairs: Sequence[TrainingPair],
-    role: str | None = None,
-    hashes: dict[Path, str] | None = None,
-) -> list[dict[str, str]]:
-    """Names and SHA-256 hashes of the files of a training set (for the model card).
-
-    Parameters
-    ----------
-    pairs : sequence of TrainingPair
-        The pairs, in the order wanted.
-    role : str, optional
-        ``"train"`` or ``"validation"``: kept in each entry, so that a later fine-tune of the
-        model keeps each image's role (:mod:`~napari_cellseg.training.stable_split`).
-    hashes : dict, optional
-        File digests already computed, by path (:func:`file_sha256`); those computed here are
-        added to it.
-
-    Returns
-    -------
-    list of dict
-        One dict per pair with ``name``, ``dataset``, ``image`` and ``mask`` (file names) and
-        ``image_sha256``, ``mask_sha256`` (hex digests of the file contents); with a region
-        mask also ``region`` and ``region_sha256``; with ``role``, ``role``.
-    """
-    out = []
-    for p in pairs:
-        entry = {
-            **({"role": role} if role else {}),
-            "name": p.name,
-            "dataset": p.dataset,
-            "image": p.image_path.name,
-            "mask": p.mask_path.name,
-            "image_sha256": file_sha256(p.image_path, hashes),
-            "mask_sha256": file_sha256(p.mask_path, hashes),
-        }
-        if p.region_path is not None:
-            entry["region"] = p.region_path.name
-            entry["region_sha256"] = file_sha256(p.region_path, hashes)
-        out.append(entry)
-    return out
-
-
-def file_sha256(path: Path, hashes: dict[Path, str] | None = None) -> str:
-    """``sha256_path(path)``, read from ``hashes`` when there, and kept there, so a training
-    run reads each file once for the split and the manifest."""
-    if hashes is None:
-        return sha256_path(path)
-    if path not in hashes:
-        hashes[path] = sha256_path(path)
-    return hashes[path]
 
 
 def load_region(pair: TrainingPair, shape: tuple[int, int]) -> np.ndarray | None:

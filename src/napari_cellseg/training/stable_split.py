@@ -2,7 +2,7 @@
 
 The human-in-the-loop grows one training set: correct 3 images, fine-tune (model M1), correct
 3 more, fine-tune M1 again. A fresh random split of the grown set
-(:func:`~napari_cellseg.training.pairs.split_pairs`) can put into validation an image M1 was
+(:func:`~napari_cellseg.training.split.split_pairs`) can put into validation an image M1 was
 trained on: M1 then scores well above its worth there, and the never-worse rule (an epoch
 must beat the base on the validation images) hands M1 back even when the new model is the
 better one. With the defaults (a validation share of 0.15) a set grown from 4 to 7 images
@@ -22,14 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from napari_cellseg.training.pairs import (
-    TrainingPair,
-    file_sha256,
-    pair_order,
-    split_pairs,
-    split_rng,
-    validation_count,
-)
+from napari_cellseg.training.manifest import file_sha256
+from napari_cellseg.training.pairs import TrainingPair
+from napari_cellseg.training.split import pair_order, split_pairs, split_rng, validation_count
 
 __all__ = ["TRAIN", "VALIDATION", "earlier_roles", "kept_roles_notice", "split_after"]
 
@@ -72,7 +67,7 @@ def split_after(
         ``{image sha256: "train" | "validation"}`` from the base model's card.
     hashes : dict, optional
         File digests by path, shared with the run's ``file_manifest``
-        (:func:`~napari_cellseg.training.pairs.file_sha256`).
+        (:func:`~napari_cellseg.training.manifest.file_sha256`).
 
     Returns
     -------
