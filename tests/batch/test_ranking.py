@@ -16,8 +16,8 @@ from napari_cellseg.batch.ranking import (
     ordered,
     rank_images,
     size_note,
-    write_ranking_csv,
 )
+from napari_cellseg.batch.ranking_csv import write_ranking_csv
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import CancelledError, Notice, Progress, drain
 from napari_cellseg.inference.uncertainty import RankedObject

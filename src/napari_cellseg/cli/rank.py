@@ -84,7 +84,8 @@ def objects_path(out: Path) -> Path:
 def run_rank(args: argparse.Namespace) -> int:
     """Rank the images; a progress line on a terminal, warnings, and the top of the ranking."""
     from napari_cellseg.batch.files import find_inputs
-    from napari_cellseg.batch.ranking import iter_rank_images, size_note, write_ranking_csv
+    from napari_cellseg.batch.ranking import iter_rank_images, size_note
+    from napari_cellseg.batch.ranking_csv import write_ranking_csv
     from napari_cellseg.cli.predict import params_from_args
     from napari_cellseg.device import resolve_device
     from napari_cellseg.errors import CellsegError
