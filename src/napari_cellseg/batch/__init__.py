@@ -45,8 +45,9 @@ Design
   leaving at most a temporary file that the next run removes).
 """
 
+from napari_cellseg.batch.file_steps import process_file
 from napari_cellseg.batch.files import FileTask, find_inputs
-from napari_cellseg.batch.jobs import BatchJob, BatchSummary, FileResult, process_file
+from napari_cellseg.batch.jobs import BatchJob, BatchSummary, FileResult
 from napari_cellseg.batch.measure import measure_labels
 from napari_cellseg.batch.reading import read_input
 from napari_cellseg.batch.runner import BatchEvent, iter_batch, run_batch

@@ -20,15 +20,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
+from napari_cellseg.batch.file_steps import save_outputs, segment
 from napari_cellseg.batch.files import FileTask
-from napari_cellseg.batch.jobs import (
-    BatchJob,
-    FileResult,
-    failure,
-    file_params,
-    save_outputs,
-    segment,
-)
+from napari_cellseg.batch.jobs import BatchJob, FileResult, failure, file_params
 from napari_cellseg.batch.reading import read_input
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import CancelledError, Notice, Progress, relay

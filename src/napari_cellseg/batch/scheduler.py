@@ -15,8 +15,9 @@ import uuid
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
+from napari_cellseg.batch.file_steps import process_file
 from napari_cellseg.batch.files import FileTask
-from napari_cellseg.batch.jobs import BatchJob, FileResult, failure, process_file
+from napari_cellseg.batch.jobs import BatchJob, FileResult, failure
 from napari_cellseg.errors import CellsegError
 from napari_cellseg.events import CancelledError, Notice
 
