@@ -3,8 +3,10 @@
 :func:`process_file` is what a dask worker runs: the three steps in a row. The in-process
 engine (:mod:`.local`) runs the same steps (:func:`~.reading.read_input`, :func:`segment`,
 :func:`save_outputs`) in a pipeline so that reading and writing overlap compute. A worker
-loads the model once per process (``cached_load`` keeps it). No step raises for a bad file:
-each failure becomes a ``"failed"`` :class:`~.jobs.FileResult` with a one-line reason.
+loads the model once per process (``cached_load`` keeps it). :func:`process_file` and
+:func:`save_outputs` never raise for a bad file: each failure becomes a ``"failed"``
+:class:`~.jobs.FileResult` with a one-line reason (:func:`segment` raises; its callers turn
+the error into that result).
 """
 
 from __future__ import annotations
