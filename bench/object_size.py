@@ -75,18 +75,24 @@ def validation_pairs(data: Path, limit: int | None, split: str = "validation") -
 
 
 def apply_settings(settings: list[str]) -> dict[str, float]:
-    """Set :mod:`napari_cellseg.inference.diameter`'s module constants from ``NAME=VALUE``
-    (numbers; ``True``/``False``), to compare the size estimate's settings; returns them."""
-    from napari_cellseg.inference import diameter
+    """Set the size estimate's module constants from ``NAME=VALUE`` (numbers; ``True``/
+    ``False``), in :mod:`napari_cellseg.inference.diameter` or, for the quick passes' own
+    (``ESTIMATE_SIDE``, ...), :mod:`napari_cellseg.inference.quick_passes`, to compare the
+    size estimate's settings; returns them."""
+    from napari_cellseg.inference import diameter, quick_passes
 
     done = {}
     for item in settings:
         name, _, text = item.partition("=")
-        if not hasattr(diameter, name) or not name.isupper():
-            raise SystemExit(f"--setting {item}: no constant {name!r} in inference/diameter.py")
+        module = next((m for m in (diameter, quick_passes) if hasattr(m, name)), None)
+        if module is None or not name.isupper():
+            raise SystemExit(
+                f"--setting {item}: no constant {name!r} in inference/diameter.py "
+                "or inference/quick_passes.py"
+            )
         value = {"True": True, "False": False}.get(text)
-        value = value if value is not None else type(getattr(diameter, name))(float(text))
-        setattr(diameter, name, value)
+        value = value if value is not None else type(getattr(module, name))(float(text))
+        setattr(module, name, value)
         done[name] = value
     return done
 
@@ -221,7 +227,7 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument(
         "--setting", action="append", default=[], metavar="NAME=VALUE",
-        help="a constant of inference/diameter.py for this run (repeatable)",
+        help="a constant of inference/diameter.py or quick_passes.py for this run (repeatable)",
     )  # fmt: skip
     parser.add_argument(
         "--backend", default="auto", choices=BACKENDS, help="PredictParams.backend (default auto)"

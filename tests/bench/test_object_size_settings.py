@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from napari_cellseg.inference import diameter
+from napari_cellseg.inference import diameter, quick_passes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def object_size(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
-    for name in ("SNAP", "REFINE_BOTH_SIDES", "ESTIMATE_SIDE"):  # restored after the test
+    for name in ("SNAP", "REFINE_BOTH_SIDES"):  # restored after the test
         monkeypatch.setattr(diameter, name, getattr(diameter, name))
+    monkeypatch.setattr(quick_passes, "ESTIMATE_SIDE", quick_passes.ESTIMATE_SIDE)
     import object_size
 
     return object_size
@@ -26,7 +27,7 @@ def test_settings_take_the_constants_types(object_size) -> None:
     done = object_size.apply_settings(["SNAP=1.05", "REFINE_BOTH_SIDES=False", "ESTIMATE_SIDE=384"])
     assert done == {"SNAP": 1.05, "REFINE_BOTH_SIDES": False, "ESTIMATE_SIDE": 384}
     assert diameter.SNAP == 1.05 and diameter.REFINE_BOTH_SIDES is False
-    assert isinstance(diameter.ESTIMATE_SIDE, int) and diameter.ESTIMATE_SIDE == 384
+    assert isinstance(quick_passes.ESTIMATE_SIDE, int) and quick_passes.ESTIMATE_SIDE == 384
 
 
 @pytest.mark.parametrize("item", ["NO_SUCH=1", "iter_estimate_diameter=1"])

@@ -55,7 +55,7 @@ def script(monkeypatch, confidence, seen=None) -> list[float]:
         probs[:, :4, :4] = np.array([0.0, 1.0, 0.0])[:, None, None] * confidence(scale)
         return SimpleNamespace(labels=squares(size), raw=[probs])
 
-    monkeypatch.setattr(diameter_module, "_quick_prediction", fake)
+    monkeypatch.setattr(diameter_module, "quick_prediction", fake)
     return scales
 
 
@@ -214,7 +214,7 @@ def test_a_quick_pass_at_a_scale_already_run_is_not_run_again(monkeypatch) -> No
     quick = diameter_module.quick_params(PARAMS, learned_unet().card)
     for scale in (1.0, 0.5, 1.0, 0.5):
         drain(
-            diameter_module._quick_prediction(
+            diameter_module.quick_prediction(
                 image, "YX", learned_unet(), quick, scale, None, None, seen
             )
         )

@@ -212,7 +212,7 @@ def test_a_fine_tuned_cards_default_diameter_is_used_unless_told() -> None:
 def test_the_estimate_does_not_follow_the_runs_lower_thresholds() -> None:
     """The quick passes measure confident, unsplit objects: a run with a low probability
     and a high boundary threshold gets the same estimate as one with the strict ones."""
-    from napari_cellseg.inference.diameter import quick_params
+    from napari_cellseg.inference.quick_passes import quick_params
 
     loose = CPU.with_post(prob_threshold=0.2, boundary_threshold=0.3)
     strict = CPU.with_post(prob_threshold=0.9, boundary_threshold=0.001)
@@ -286,7 +286,7 @@ def _scripted_passes(monkeypatch, seen_at: dict[float, float | None]) -> list[fl
         yield from ()
         return seen_at(scale) if callable(seen_at) else seen_at.get(round(scale, 3))
 
-    monkeypatch.setattr(diameter_module, "_quick_pass", fake_pass)
+    monkeypatch.setattr(diameter_module, "quick_pass", fake_pass)
     return scales
 
 

@@ -6,7 +6,8 @@ fine-tune: the median object diameter of the images it was fine-tuned on, as Cel
 (no rescaling, as before object sizes existed). A number is pixels; a
 micrometre value is turned into pixels with the image's pixel size. ``"auto"`` estimates
 the diameter from the image (:func:`iter_estimate_diameter`) with quick passes of the model
-on a central crop, measuring the median equivalent diameter of whole objects; for a model
+on a central crop (:mod:`~napari_cellseg.inference.quick_passes`), measuring the median
+equivalent diameter of whole objects; for a model
 whose card learned its diameter from training masks, :func:`iter_refine_scale` then moves
 the scale by factors of √2 while the model grows surer of its objects.
 """
@@ -15,15 +16,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_cellseg.events import CancelledError, Notice, Progress, relay
+from napari_cellseg.events import Notice, Progress
 from napari_cellseg.inference.object_size import (
-    central_crop,
     fixed_scale,
     median_diameter,
     model_card,
@@ -32,23 +31,24 @@ from napari_cellseg.inference.object_size import (
     scale_action,
     scale_for,
 )
-from napari_cellseg.models.card import ModelCard
+from napari_cellseg.inference.quick_passes import (
+    MAX_CROP_SIDE,
+    checked,
+    quick_params,
+    quick_pass,
+    quick_prediction,
+    too_small,
+)
 from napari_cellseg.models.weights import LoadedModel
 from napari_cellseg.params import DIAMETER_RANGE, PredictParams
 
 __all__ = [
-    "ESTIMATE_SIDE",
     "MAX_PASSES",
     "iter_choose_scale",
     "iter_estimate_diameter",
     "iter_refine_scale",
 ]
 
-ESTIMATE_SIDE = 512
-"""Edge (px at the pass's scale) of the central crop each estimation pass segments (384 was
-faster at ×2 but lost 0.03 DSB AP there on 20 training-split images, session 17)."""
-MAX_CROP_SIDE = 4096
-"""...and at most this many px of the image (bounds the memory of the smallest scales)."""
 MAX_PASSES = 6
 """Estimation passes at most (the native scale, then halving it: objects up to 32x larger)."""
 MAX_SMALL_PASSES = 3
@@ -70,13 +70,6 @@ SNAP = 1.0
 """The refinement starts at a scale the size estimate already ran when one lies within this
 factor of ``reference / diameter`` (1.0: only the same scale), reusing that pass. 1.05 was
 8 % faster and 0.01 DSB AP lower at ×1 and ×3 on 20 training-split images: not taken."""
-ESTIMATE_MIN_PROBABILITY = 0.7
-"""U-Net quick passes count a pixel as object only above this probability (or the run's own
-threshold when higher): the size is measured on confident objects."""
-ESTIMATE_MAX_BOUNDARY = 0.01
-"""...and seed the watershed only where P(boundary) is below this (or the run's own
-threshold when lower), so that whole objects are not split into pieces while measuring."""
-
 ESTIMATING, CHOOSING = "estimating the object size", "choosing the scale"
 """The messages of the ``"diameter"`` progress events: measuring, then refining."""
 
@@ -130,7 +123,7 @@ def iter_choose_scale(
     if fixed is not None:
         diameter, scale, message = fixed
         if message:
-            yield _checked(Notice(message), should_stop)
+            yield checked(Notice(message), should_stop)
         return diameter, scale
     reference = card.reference_diameter()
     start = scale_for(reference, card.default_diameter) if card.default_diameter else 1.0
@@ -140,7 +133,7 @@ def iter_choose_scale(
         seen=seen,
     )  # fmt: skip
     if diameter is None:
-        yield _checked(
+        yield checked(
             Notice(
                 "no objects found to estimate the object diameter: not rescaled",
                 level="warning",
@@ -158,7 +151,7 @@ def iter_choose_scale(
             diameter = reference / scale
             how = f" (objects measured {measured:.0f} px; the model is surest at {diameter:.0f})"
     scale = scale_for(reference, diameter)
-    yield _checked(
+    yield checked(
         Notice(f"estimated object diameter {diameter:.0f} px{how} \u2192 {scale_action(scale)}"),
         should_stop,
     )
@@ -178,9 +171,10 @@ def iter_estimate_diameter(
 ) -> Generator[Event, None, float | None]:
     """Estimate the median object diameter (px) of ``image`` with quick passes of the model.
 
-    Each pass segments a central crop of the middle plane (at most :data:`ESTIMATE_SIDE`
-    px at the pass's scale) and measures the median equivalent diameter of its whole
-    objects (:func:`~napari_cellseg.inference.object_size.median_diameter`). The first pass
+    Each pass (:mod:`~napari_cellseg.inference.quick_passes`) segments a central crop of the
+    middle plane (at most ``ESTIMATE_SIDE`` px at the pass's scale) and measures the median
+    equivalent diameter of its whole objects
+    (:func:`~napari_cellseg.inference.object_size.median_diameter`). The first pass
     is at the native scale, or at ``start`` (a fine-tuned model: the scale of the images it
     was fine-tuned on, where its objects are expected); "native" below means that scale.
 
@@ -207,14 +201,14 @@ def iter_estimate_diameter(
     plane_side = min(*plane_shape(image, axes), MAX_CROP_SIDE)
 
     def measure(scale: float, number: int) -> Generator[Event, None, float | None]:
-        yield _checked(Progress("diameter", number, MAX_PASSES, ESTIMATING), should_stop)
-        return (yield from _quick_pass(image, axes, model, quick, scale, should_stop, keep, seen))
+        yield checked(Progress("diameter", number, MAX_PASSES, ESTIMATING), should_stop)
+        return (yield from quick_pass(image, axes, model, quick, scale, should_stop, keep, seen))
 
     estimate = yield from measure(start, 0)
     passes, first_scale = 1, start
     while estimate is None:  # nothing at the native scale: objects too large to be seen?
         first_scale /= 2
-        if not passes < MAX_PASSES or _too_small(first_scale, plane_side, reference, largest):
+        if not passes < MAX_PASSES or too_small(first_scale, plane_side, reference, largest):
             return None
         estimate = yield from measure(first_scale, passes)
         passes += 1
@@ -240,7 +234,7 @@ def iter_estimate_diameter(
             if error <= math.log(GOOD_RATIO):
                 break
         if best[0] <= math.log(GOOD_RATIO):  # a pass at the implied scale confirmed it
-            yield _checked(Progress("diameter", MAX_PASSES, MAX_PASSES, ESTIMATING), should_stop)
+            yield checked(Progress("diameter", MAX_PASSES, MAX_PASSES, ESTIMATING), should_stop)
             return best[1]
         # Unconfirmed: the small "objects" were texture or fragments (a model shown objects
         # far larger than it knows may find specks). Look for larger objects by halving the
@@ -253,98 +247,15 @@ def iter_estimate_diameter(
     # scale while they still look at least that large; the last such pass saw them whole
     while passes < MAX_PASSES:
         scale /= 2
-        if _too_small(scale, plane_side, reference, largest):
+        if too_small(scale, plane_side, reference, largest):
             break
         found = yield from measure(scale, passes)
         passes += 1
         if found is None or found * scale < low:
             break
         best_estimate = found
-    yield _checked(Progress("diameter", MAX_PASSES, MAX_PASSES, ESTIMATING), should_stop)
+    yield checked(Progress("diameter", MAX_PASSES, MAX_PASSES, ESTIMATING), should_stop)
     return best_estimate if best_estimate is not None else fallback
-
-
-def quick_params(params: PredictParams, card: ModelCard) -> PredictParams:
-    """The parameters of the size estimate's quick passes: no rescaling, no augmentation and,
-    for a U-Net, thresholds at least as strict as :data:`ESTIMATE_MIN_PROBABILITY` and
-    :data:`ESTIMATE_MAX_BOUNDARY`.
-
-    The estimate measures confident, unsplit objects whatever thresholds the run itself
-    uses: lower ones (more, smaller objects) are for the final labels, and would let
-    texture and fragments into the size measured. The thresholds also stay those the
-    estimator was chosen and benchmarked with when a model's tuned thresholds change.
-
-    >>> from napari_cellseg.params import PostprocessParams
-    >>> card = ModelCard(family="unet", builder_args={}, input_channels=3)
-    >>> run = PredictParams(post=PostprocessParams(prob_threshold=0.6, boundary_threshold=0.02))
-    >>> post = quick_params(run, card).post
-    >>> post.prob_threshold, post.boundary_threshold
-    (0.7, 0.01)
-    """
-    quick = replace(
-        params.resolved(card.post_params()), diameter="off", tta=1, keep_probabilities=False
-    )
-    if card.family != "unet" or quick.post is None:
-        return quick
-    post = quick.post
-    return replace(
-        quick,
-        post=replace(
-            post,
-            prob_threshold=max(post.prob_threshold, ESTIMATE_MIN_PROBABILITY),
-            boundary_threshold=min(post.boundary_threshold, ESTIMATE_MAX_BOUNDARY),
-        ),
-    )
-
-
-def _too_small(scale: float, plane_side: int, reference: float, largest: float) -> bool:
-    """Whether a pass at ``scale`` would look for objects above ``largest`` px, or see too
-    few of the model's diameter across the plane.
-
-    >>> _too_small(0.5, 512, 20.0, 500.0), _too_small(0.03, 4096, 20.0, 500.0)
-    (False, True)
-    """
-    return scale < reference / largest or plane_side * scale < 4 * reference
-
-
-def _quick_pass(*args: Any) -> Generator[Event, None, float | None]:
-    """The median diameter (px of the image) of the objects of a central crop at a scale;
-    the arguments are :func:`_quick_prediction`'s."""
-    prediction = yield from _quick_prediction(*args)
-    return median_diameter(prediction.labels)
-
-
-def _quick_prediction(
-    image: Any,
-    axes: str,
-    model: str | Path | LoadedModel,
-    quick: PredictParams,
-    scale: float,
-    should_stop: Callable[[], bool] | None,
-    keep: dict[float, tuple[np.ndarray, str]] | None = None,
-    seen: dict[float, Any] | None = None,
-) -> Generator[Event, None, Any]:
-    """The Prediction of a central crop (:data:`ESTIMATE_SIDE` px at ``scale``); its U-Net
-    probabilities and device go into ``keep`` under ``scale`` when the crop is the image.
-    ``seen`` (by scale) holds the passes already run: one at the same scale is returned."""
-    from napari_cellseg.inference.planes import iter_predict_planes
-
-    if seen is not None and scale in seen:
-        return seen[scale]
-
-    side = min(math.ceil(ESTIMATE_SIDE / scale), MAX_CROP_SIDE)
-    crop, crop_axes = central_crop(image, axes, side)
-    run = replace(quick, axes=crop_axes)
-    prediction = yield from relay(
-        iter_predict_planes(crop, model, run, should_stop=should_stop, scale=scale),
-        _warnings_only,
-    )
-    whole = crop_axes == axes and crop.shape == np.shape(image)
-    if keep is not None and whole and prediction.raw and isinstance(prediction.raw[0], np.ndarray):
-        keep[scale] = (prediction.raw[0], prediction.device)
-    if seen is not None:
-        seen[scale] = prediction
-    return prediction
 
 
 def iter_refine_scale(
@@ -389,8 +300,8 @@ def iter_refine_scale(
     total = 1 + 2 * MAX_REFINE_MOVES
 
     def confidence(scale: float, number: int) -> Generator[Event, None, float | None]:
-        yield _checked(Progress("diameter", number, total, CHOOSING), should_stop)
-        prediction = yield from _quick_prediction(
+        yield checked(Progress("diameter", number, total, CHOOSING), should_stop)
+        prediction = yield from quick_prediction(
             image, axes, model, quick, scale, should_stop, keep, seen
         )
         size = median_diameter(prediction.labels)
@@ -402,7 +313,7 @@ def iter_refine_scale(
         return object_confidence(raw, card.outputs)
 
     def allowed(scale: float) -> bool:
-        return reference / largest <= scale <= reference / smallest and not _too_small(
+        return reference / largest <= scale <= reference / smallest and not too_small(
             scale, plane_side, reference, largest
         )
 
@@ -425,15 +336,5 @@ def iter_refine_scale(
             break
         current, direction = best
         scale *= direction
-    yield _checked(Progress("diameter", total, total, CHOOSING), should_stop)
+    yield checked(Progress("diameter", total, total, CHOOSING), should_stop)
     return scale
-
-
-def _warnings_only(event: Any) -> Any | None:
-    return event if isinstance(event, Notice) and event.level == "warning" else None
-
-
-def _checked(event: Event, should_stop: Callable[[], bool] | None) -> Event:
-    if should_stop is not None and should_stop():
-        raise CancelledError("segmentation was stopped")
-    return event
