@@ -137,6 +137,7 @@ def _warnings_only(event: Any) -> Any | None:
 
 
 def checked(event: Event, should_stop: Callable[[], bool] | None) -> Event:
+    """``event``, to yield, unless ``should_stop()`` says stop: then :class:`CancelledError`."""
     if should_stop is not None and should_stop():
         raise CancelledError("segmentation was stopped")
     return event
