@@ -42,6 +42,10 @@ class Notice:
     level: str = "info"  # "info" or "warning"
 
 
+Event = Progress | Notice
+"""What long inference work yields: progress and notices."""
+
+
 @dataclass(frozen=True)
 class StepLoss:
     """One optimisation step finished."""

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from napari_cellseg.errors import CellsegError
-from napari_cellseg.events import CancelledError, Notice, Progress
+from napari_cellseg.events import CancelledError, Event, Notice
 from napari_cellseg.families import family_part
 from napari_cellseg.inference import model_runner
 from napari_cellseg.inference.api import in_blocks
@@ -54,7 +54,6 @@ __all__ = [
     "split_planes",
 ]
 
-Event = Progress | Notice
 #: Let images go through the network together (:func:`group_key`); False: each alone, as
 #: before (``bench/batch.py --images-together both`` compares the two).
 IMAGES_TOGETHER = True

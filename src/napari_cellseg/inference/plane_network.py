@@ -24,14 +24,13 @@ import numpy as np
 import torch
 
 from napari_cellseg.errors import CellsegError
-from napari_cellseg.events import Notice, Progress
+from napari_cellseg.events import Event, Notice
 from napari_cellseg.families import family_part
 from napari_cellseg.inference.model_runner import ModelRunner, is_out_of_memory
 from napari_cellseg.inference.tiling import plan_tiles
 from napari_cellseg.inference.unet_strategy import UNET_MULTIPLE, padded_shape
 from napari_cellseg.params import PredictParams
 
-Event = Progress | Notice
 #: The smallest tile the fallback halves down to.
 MIN_TILE = 64
 #: Let planes of one tile each go through the network together (:func:`planes_together`);

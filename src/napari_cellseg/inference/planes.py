@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from napari_cellseg.device import resolve_device
-from napari_cellseg.events import CancelledError, Notice, Progress, drain
+from napari_cellseg.events import CancelledError, Event, Notice, Progress, drain
 from napari_cellseg.families import family_part, family_spec
 from napari_cellseg.inference import transfer
 from napari_cellseg.inference.joining import join
@@ -52,8 +52,6 @@ from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.normalise import with_invert
 from napari_cellseg.models.weights import LoadedModel
 from napari_cellseg.params import PostprocessParams, PredictParams
-
-Event = Progress | Notice
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_cellseg.events import CancelledError, Notice, Progress, relay
+from napari_cellseg.events import CancelledError, Event, Notice, relay
 from napari_cellseg.inference.object_size import central_crop, median_diameter
 from napari_cellseg.models.card import ModelCard
 from napari_cellseg.models.weights import LoadedModel
@@ -34,7 +34,6 @@ __all__ = [
     "too_small",
 ]
 
-Event = Progress | Notice
 
 ESTIMATE_SIDE = 512
 """Edge (px at the pass's scale) of the central crop each estimation pass segments (384 was
